@@ -1,0 +1,45 @@
+# Parley: `make run` starts a bridge with an embedded relay; `make test` installs everything and runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PARLEY := $(VENV)/bin/parley
+PORT ?= 8737
+
+.PHONY: install run test test-py test-js test-e2e browser demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## run: create .venv, install, initialise a home if there is none, start the bridge (embedded relay)
+run: install
+	@$(PARLEY) whoami >/dev/null 2>&1 || $(PARLEY) init
+	$(PARLEY) run --port $(PORT)
+
+## browser: Chromium for the end-to-end suite (Debian package when possible, else Playwright's own)
+browser:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: /usr/bin/chromium"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && echo "chromium: installed"; \
+	else $(PY) -m playwright install chromium; fi
+
+test: install browser
+	$(PY) -m pytest tests e2e
+	@if command -v node >/dev/null 2>&1 && ls tests/js/*.test.mjs >/dev/null 2>&1; then node --test tests/js/; fi
+
+test-py: install
+	$(PY) -m pytest tests
+
+test-e2e: install browser
+	$(PY) -m pytest e2e
+
+bench: install
+	$(PY) bench/crypto.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis e2e/artifacts

@@ -1,0 +1,445 @@
+"""The ``parley`` command.
+
+Exit codes (``Exit``): 0 ok, 1 anything else, 2 bad input or usage, 3 peer not registered or
+unreachable. Errors are one line on stderr; a traceback only with ``--debug`` (or PARLEY_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from bridge.home import DEFAULT_PORT, Home, HomeError, resolve_home
+
+__all__ = ["main", "cli", "Exit"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    UNREACHABLE = 3
+
+
+class Fail(Exception):
+    """A user-facing failure: one line, one exit code."""
+
+    def __init__(self, message: str, code: Exit = Exit.ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _die(message: str, code: Exit) -> NoReturn:
+    click.echo(f"parley: {message}", err=True)
+    sys.exit(int(code))
+
+
+def handle_errors(fn: F) -> F:
+    """Turn known failures into one line on stderr and the right exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from bridge.engine import BadInput, NotRegistered
+        from bridge.identity import IdentityError
+        from bridge.keys import KeysError, WrongPassphrase
+        from bridge.relay.client import RelayError, RelayUnavailable
+        from bridge.store import StoreError
+
+        try:
+            return fn(*args, **kwargs)
+        except Fail as exc:
+            _die(str(exc), exc.code)
+        except WrongPassphrase:
+            _die("wrong passphrase", Exit.USAGE)
+        except (KeysError, BadInput, IdentityError, HomeError) as exc:
+            _die(str(exc), Exit.USAGE)
+        except NotRegistered as exc:
+            _die(str(exc), Exit.UNREACHABLE)
+        except RelayUnavailable as exc:
+            _die(str(exc), Exit.UNREACHABLE)
+        except (RelayError, StoreError) as exc:
+            _die(str(exc), Exit.ERROR)
+        except KeyboardInterrupt:
+            _die("interrupted", Exit.ERROR)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:  # unexpected: still one line unless debugging
+            if os.environ.get("PARLEY_DEBUG"):
+                raise
+            _die(f"unexpected error: {type(exc).__name__}: {exc} (set PARLEY_DEBUG=1 for details)", Exit.ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Ctx:
+    def __init__(self, home: Path) -> None:
+        self.home = Home(home)
+
+    def relay_url(self, override: str | None = None) -> str:
+        if override:
+            return _check_url(override)
+        cfg = self.home.config()
+        return cfg["relay_url"] or f"http://127.0.0.1:{cfg['port']}"
+
+
+def _check_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise Fail(f"not a relay URL: {url!r} (expected http://host:port)", Exit.USAGE)
+    return url.rstrip("/")
+
+
+def passphrase(*, confirm: bool = False) -> str:
+    value = os.environ.get("PARLEY_PASSPHRASE")
+    if value is not None:
+        if not value:
+            raise Fail("PARLEY_PASSPHRASE is set but empty", Exit.USAGE)
+        return value
+    if not sys.stdin.isatty():
+        raise Fail("no passphrase: set PARLEY_PASSPHRASE or run in a terminal", Exit.USAGE)
+    value = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
+    if not value:
+        raise Fail("the passphrase cannot be empty", Exit.USAGE)
+    return str(value)
+
+
+def unlock(ctx: Ctx) -> Any:
+    from bridge.keys import load_keyfile
+
+    ctx.home.require()
+    return load_keyfile(ctx.home.keys_file, passphrase())
+
+
+def open_engine(ctx: Ctx, relay: str | None = None) -> Any:
+    from bridge.engine import Engine
+    from bridge.store import Store
+
+    secrets = unlock(ctx)
+    return Engine(Store(ctx.home.db_file), secrets, ctx.home.identity(), ctx.relay_url(relay))
+
+
+def _address_arg(value: str) -> str:
+    from bridge.identity import IdentityError, checksum_address
+
+    try:
+        return checksum_address(value)
+    except IdentityError:
+        raise Fail(f"not an address: {value!r} (expected 0x followed by 40 hex digits)", Exit.USAGE) from None
+
+
+def _fmt_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --- the command group ----------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", "home", metavar="DIR", help="Parley home directory [env PARLEY_HOME; default: your user data dir].")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the bridge does to stderr.")
+@click.version_option(package_name="parley", prog_name="parley")
+@click.pass_context
+def cli(click_ctx: click.Context, home: str | None, verbose: bool) -> None:
+    """Parley: private, end-to-end encrypted messages between wallets.
+
+    \b
+    Quick start:
+      parley init                       create your wallet and this installation
+      parley run                        start the bridge (with an embedded relay)
+      parley send 0xADDRESS "hello"     send a message
+      parley messages 0xADDRESS         read a conversation
+
+    The passphrase that protects your keys is read from PARLEY_PASSPHRASE, or asked for.
+    """
+    os.umask(0o077)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    click_ctx.obj = Ctx(resolve_home(home))
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@cli.command()
+@click.option("--generate", "source", flag_value="generate", default=True, help="Generate a new wallet (default).")
+@click.option("--private-key-env", "key_env", metavar="VAR", help="Import the wallet from the hex private key in environment variable VAR.")
+@click.option("--keystore", "keystore", type=click.Path(dir_okay=False, path_type=Path), help="Import the wallet from a Web3 Secret Storage v3 JSON file (password from PARLEY_KEYSTORE_PASSWORD or a prompt).")
+@click.option("--relay", "relay", metavar="URL", help="Relay to use from now on (remembered). Default: the relay embedded in `parley run`.")
+@pass_ctx
+@handle_errors
+def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, relay: str | None) -> None:
+    """Create this installation: a wallet (generated or imported) and installation keys, authorized by the wallet."""
+    from bridge import identity, keys
+    from bridge.home import write_private
+
+    if key_env and keystore:
+        raise Fail("choose one of --generate, --private-key-env and --keystore", Exit.USAGE)
+    relay = _check_url(relay) if relay else None
+    home = ctx.home
+    if home.keys_file.exists() or home.identity_file.exists():
+        raise Fail(f"{home.path} already holds an installation; nothing was changed", Exit.USAGE)
+    if key_env:
+        wallet = keys.wallet_key_from_env(key_env)
+    elif keystore:
+        pw = os.environ.get("PARLEY_KEYSTORE_PASSWORD")
+        if pw is None:
+            if not sys.stdin.isatty():
+                raise Fail("no keystore password: set PARLEY_KEYSTORE_PASSWORD or run in a terminal", Exit.USAGE)
+            pw = click.prompt("Keystore password", hide_input=True)
+        wallet = keys.wallet_key_from_keystore(keystore, pw)
+    else:
+        wallet = None
+    pp = passphrase(confirm=True)
+    secrets = keys.generate_secrets(wallet)
+    address = secrets.address
+    statement = identity.authorize_statement(address, secrets.installation_id, secrets.signing_pub, secrets.identity_pub)
+    signed = identity.sign_statement(statement, secrets.wallet_key)
+    home.create()
+    keys.save_keyfile(home.keys_file, secrets, pp)
+    ident = {
+        "version": 1,
+        "address": address,
+        "did": identity.did(address),
+        "installation_id": secrets.installation_id,
+        "signing_pub": secrets.signing_pub.hex(),
+        "identity_pub": secrets.identity_pub.hex(),
+        "record": signed.to_record().hex(),
+    }
+    write_private(home.identity_file, json.dumps(ident, indent=2).encode() + b"\n")
+    if relay:
+        home.update_config(relay_url=relay)
+    click.echo(f"initialised {home.path}")
+    click.echo(f"address:      {address}")
+    click.echo(f"did:          {ident['did']}")
+    click.echo(f"installation: {secrets.installation_id}")
+    from bridge.engine import Engine
+    from bridge.relay.client import RelayError, RelayUnavailable
+    from bridge.store import Store
+
+    engine = Engine(Store(home.db_file), secrets, ident, ctx.relay_url())
+    try:
+        engine.register()
+        _mark_registered(engine)
+        click.echo(f"registered on {engine.relay_url}")
+    except (RelayUnavailable, RelayError) as exc:
+        click.echo(f"not registered yet ({exc}); `parley run` or `parley sync` will register", err=True)
+
+
+def _mark_registered(engine: Any) -> None:
+    with engine.store.write() as c:
+        engine.store.set_meta(c, "registered_on", engine.relay_url.encode())
+
+
+def _ensure_registered(engine: Any) -> None:
+    if engine.store.get_meta("registered_on") != engine.relay_url.encode():
+        engine.register()
+        _mark_registered(engine)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print {address, did, installation_id} as JSON.")
+@pass_ctx
+@handle_errors
+def whoami(ctx: Ctx, as_json: bool) -> None:
+    """Show this installation's wallet address, DID and installation id (no passphrase needed)."""
+    ctx.home.require()
+    ident = ctx.home.identity()
+    out = {k: ident[k] for k in ("address", "did", "installation_id")}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"address:      {out['address']}\ndid:          {out['did']}\ninstallation: {out['installation_id']}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8738, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
+@click.option("--db", "db", metavar="PATH_OR_URL", help="SQLite file path (default: relay.db in the user data dir).")
+@click.option("--retention-days", default=30, show_default=True, type=click.IntRange(1, 3650), help="Delete envelopes older than this.")
+@click.option("--publish-rate", default=20.0, show_default=True, type=click.FloatRange(0.1, 1e6), help="Envelopes per second one client address may publish (burst: 5x).")
+@handle_errors
+def relay(host: str, port: int, db: str | None, retention_days: int, publish_rate: float) -> None:
+    """Run a relay node: stores and forwards sealed envelopes it cannot read."""
+    import platformdirs
+
+    from bridge.relay.server import RelaySettings, serve
+    from bridge.relay.storage import StorageError
+
+    if db is None:
+        d = Path(platformdirs.user_data_dir("parley-relay", appauthor=False))
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = str(d / "relay.db")
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        click.echo(f"relay listening on http://{bound_host}:{bound_port} (db: {db})")
+        sys.stdout.flush()
+
+    try:
+        settings = RelaySettings(retention_days=retention_days, publish_rate=publish_rate, publish_burst=max(1, int(publish_rate * 5)))
+        serve(host, port, db, settings=settings, ready_callback=ready)
+    except StorageError as exc:
+        raise Fail(str(exc), Exit.USAGE) from None
+    except OSError as exc:
+        raise Fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", Exit.ERROR) from None
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), help=f"Port on 127.0.0.1 [default: config, else {DEFAULT_PORT}].")
+@click.option("--relay", "relay", metavar="URL", help="Use this relay instead of the remembered one (none remembered: embed a relay on the same port).")
+@pass_ctx
+@handle_errors
+def run(ctx: Ctx, port: int | None, relay: str | None) -> None:
+    """Run the bridge daemon: receives live, retries the outbox, serves the local API."""
+    from bridge.daemon import run_daemon
+
+    secrets = unlock(ctx)
+    cfg = ctx.home.config()
+    port = cfg["port"] if port is None else port
+    relay_url = _check_url(relay) if relay else cfg["relay_url"]
+    run_daemon(ctx.home, secrets, port=port, relay_url=relay_url, echo=lambda s: click.echo(s) or sys.stdout.flush())
+
+
+def _daemon(ctx: Ctx) -> Any:
+    from bridge.daemon import DaemonClient
+
+    return DaemonClient.find(ctx.home)
+
+
+@cli.command()
+@click.argument("recipient")
+@click.argument("text")
+@click.option("--json", "as_json", is_flag=True, help="Print the message as JSON.")
+@pass_ctx
+@handle_errors
+def send(ctx: Ctx, recipient: str, text: str, as_json: bool) -> None:
+    """Send TEXT to RECIPIENT (a 0x address).
+
+    With the daemon running, it sends for you (no passphrase needed); otherwise the keys are unlocked
+    here. If the relay is unreachable the message stays queued (exit 3) and goes out on the next
+    `parley sync` or while `parley run` is up.
+    """
+    from bridge.relay.client import RelayUnavailable
+
+    ctx.home.require()
+    peer = _address_arg(recipient)
+    daemon = _daemon(ctx)
+    if daemon is not None:
+        result = daemon.send(peer, text)
+    else:
+        engine = open_engine(ctx)
+        try:
+            _ensure_registered(engine)
+        except RelayUnavailable:
+            pass  # registration is retried by the next command; the message is queued below
+        r = engine.send(peer, text)
+        result = {"message": r.message, "delivered": r.delivered, "error": r.error}
+    msg = result["message"]
+    if as_json:
+        click.echo(json.dumps({**{k: msg[k] for k in ("id", "sender", "recipient", "text", "sent_at", "direction", "state")}, "delivered": result["delivered"]}))
+    elif result["delivered"]:
+        click.echo(f"sent {msg['id']} to {msg['recipient']}")
+    if not result["delivered"]:
+        reason = result.get("error") or "not delivered yet"
+        raise Fail(f"queued {msg['id']}: {reason}; it will be retried", Exit.UNREACHABLE)
+
+
+@cli.command()
+@pass_ctx
+@handle_errors
+def sync(ctx: Ctx) -> None:
+    """Fetch and process everything pending on the relay, send what is queued, then exit."""
+    ctx.home.require()
+    daemon = _daemon(ctx)
+    if daemon is not None:
+        result = daemon.sync()
+    else:
+        engine = open_engine(ctx)
+        _ensure_registered(engine)
+        received = engine.sync()
+        result = {"received": received, "pending": engine.pending_count()}
+    click.echo(f"received {result['received']} new message(s); {result['pending']} waiting to be sent")
+    if result["pending"]:
+        sys.exit(int(Exit.UNREACHABLE))
+
+
+@cli.command()
+@click.argument("peer")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, sender, recipient, text, sent_at, direction}.")
+@pass_ctx
+@handle_errors
+def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
+    """Show the conversation with PEER, oldest first (reads the local store; no passphrase needed)."""
+    from bridge.engine import messages_of
+    from bridge.store import Store
+
+    ctx.home.require()
+    address = _address_arg(peer)
+    rows = messages_of(Store(ctx.home.db_file), address)
+    if as_json:
+        click.echo(json.dumps([{k: m[k] for k in ("id", "sender", "recipient", "text", "sent_at", "direction")} for m in rows]))
+        return
+    if not rows:
+        click.echo(f"no messages with {address}")
+    for m in rows:
+        arrow = "→" if m["direction"] == "out" else "←"
+        suffix = "" if m["state"] != "queued" else "  (queued)"
+        click.echo(f"{_fmt_time(m['sent_at'])} {arrow} {m['text']}{suffix}")
+
+
+@cli.command("can-message")
+@click.argument("address")
+@click.option("--relay", "relay", metavar="URL", help="Ask this relay instead of the configured one.")
+@pass_ctx
+@handle_errors
+def can_message(ctx: Ctx, address: str, relay: str | None) -> None:
+    """Exit 0 if ADDRESS has a Parley installation, 3 if not (or the relay is unreachable)."""
+    from bridge import identity
+    from bridge.relay.client import RelayClient
+
+    peer = _address_arg(address)
+    url = ctx.relay_url(relay)
+    active = identity.installations(peer, RelayClient(url).identity(peer))
+    if not active:
+        raise Fail(f"{peer} is not registered on {url}", Exit.UNREACHABLE)
+    click.echo(f"{peer} can receive messages ({len(active)} installation{'s' if len(active) != 1 else ''})")
+
+
+@cli.command()
+@click.argument("installation_id", required=False)
+@pass_ctx
+@handle_errors
+def revoke(ctx: Ctx, installation_id: str | None) -> None:
+    """Revoke an installation of your wallet (default: this one). Senders stop encrypting to it."""
+    from bridge import identity
+    from bridge.protocol.ids import is_installation_id
+
+    engine = open_engine(ctx)
+    iid = installation_id or engine.installation_id
+    if not is_installation_id(iid):
+        raise Fail(f"not an installation id: {iid!r}", Exit.USAGE)
+    signed = identity.sign_statement(identity.revoke_statement(engine.address, iid), engine.secrets.wallet_key)
+    engine.relay.publish_identity(engine.address, signed.to_record())
+    click.echo(f"revoked installation {iid} of {engine.address}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="parley")

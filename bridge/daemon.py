@@ -1,0 +1,284 @@
+"""``parley run``: the bridge daemon.
+
+One process, listening on 127.0.0.1 only:
+
+* the embedded relay (``/v1/identity``, ``/v1/prekeys``, ``/v1/envelopes``, ``/v1/subscribe``) when
+  no relay URL is configured;
+* the control endpoint for the CLI (``/v1/control/*``), authorised by a token in ``daemon.json``
+  (mode 0600 in the home directory), so `parley send` needs no passphrase while the daemon runs;
+* a subscriber thread that keeps one WebSocket subscription to our inbox topic and processes what
+  arrives, reconnecting with backoff;
+* an outbox thread that retries queued messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets as _secrets
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from flask import Flask, Response, abort, jsonify, request
+from flask_sock import Sock
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from bridge import __version__
+from bridge.engine import BadInput, Engine, NotRegistered
+from bridge.home import Home, write_private
+from bridge.keys import Secrets
+from bridge.relay.client import RelayError, RelayUnavailable
+from bridge.store import Store
+
+__all__ = ["Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS"]
+
+log = logging.getLogger("parley.daemon")
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def allowed_hosts(port: int) -> set[str]:
+    return {f"{h}:{port}" for h in LOOPBACK_HOSTS}
+
+
+class Daemon:
+    """The daemon's parts, startable and stoppable from tests in-process as well as by ``run_daemon``."""
+
+    def __init__(
+        self, home: Home, secrets: Secrets, *, port: int, relay_url: str | None, echo: Callable[[str], Any] = log.info
+    ) -> None:
+        self.home = home
+        self.echo = echo
+        self.secrets = secrets
+        self.embedded = relay_url is None
+        self.app = Flask("parley.bridge")
+        self.app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
+        self.sock = Sock(self.app)
+        self.stop_event = threading.Event()
+        self.wake_outbox = threading.Event()
+        self.control_token = _secrets.token_urlsafe(32)
+        self.relay_connected = False
+        self._threads: list[threading.Thread] = []
+        self._retention: Any = None
+        self._storage: Any = None
+        if self.embedded:
+            from bridge.relay.server import RelaySettings, register_relay
+            from bridge.relay.storage import open_storage
+
+            cfg = home.config()
+            self._storage = open_storage(str(home.relay_db_file))
+            self._settings = RelaySettings(retention_days=cfg["retention_days"])
+            register_relay(self.app, self.sock, self._storage, self._settings)
+        self.server: BaseWSGIServer = make_server("127.0.0.1", port, self.app, threaded=True)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.relay_url = relay_url.rstrip("/") if relay_url else self.url
+        self.store = Store(home.db_file)
+        self.engine = Engine(self.store, secrets, home.identity(), self.relay_url)
+        self.engine.listeners.append(self._on_event)
+        self._register_control()
+
+    # --- control endpoint for the CLI ------------------------------------------------
+
+    def _register_control(self) -> None:
+        app = self.app
+
+        def guard() -> None:
+            if request.host not in allowed_hosts(self.port):
+                abort(Response(json.dumps({"error": {"code": "bad_host", "message": "Host must be loopback"}}), 403, mimetype="application/json"))
+            if request.headers.get("Origin") is not None:
+                abort(Response(json.dumps({"error": {"code": "forbidden", "message": "browsers may not use the control API"}}), 403, mimetype="application/json"))
+            supplied = request.headers.get("Authorization", "")
+            if not _secrets.compare_digest(supplied.encode(), f"Bearer {self.control_token}".encode()):
+                abort(Response(json.dumps({"error": {"code": "unauthorized", "message": "bad control token"}}), 401, mimetype="application/json"))
+
+        @app.get("/v1/control/status")
+        def control_status() -> Any:
+            guard()
+            return jsonify(self.status())
+
+        @app.post("/v1/control/send")
+        def control_send() -> Any:
+            guard()
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict) or not isinstance(body.get("peer"), str) or not isinstance(body.get("text"), str):
+                return jsonify({"error": {"code": "bad_request", "message": "expected {peer, text}"}}), 400
+            try:
+                r = self.engine.send(body["peer"], body["text"])
+            except BadInput as exc:
+                return jsonify({"error": {"code": "bad_input", "message": str(exc)}}), 400
+            except NotRegistered as exc:
+                return jsonify({"error": {"code": "not_registered", "message": str(exc)}}), 404
+            if not r.delivered:
+                self.wake_outbox.set()
+            return jsonify({"message": r.message, "delivered": r.delivered, "error": r.error})
+
+        @app.post("/v1/control/sync")
+        def control_sync() -> Any:
+            guard()
+            try:
+                received = self.engine.sync()
+            except (RelayUnavailable, RelayError) as exc:
+                return jsonify({"error": {"code": "relay_unavailable", "message": str(exc)}}), 503
+            return jsonify({"received": received, "pending": self.engine.pending_count()})
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "address": self.engine.address,
+            "installation_id": self.engine.installation_id,
+            "relay": {"url": self.relay_url, "connected": self.relay_connected, "embedded": self.embedded},
+            "pending": self.engine.pending_count(),
+        }
+
+    def _on_event(self, event: str, payload: dict[str, Any]) -> None:
+        if event == "message.new" and payload.get("direction") == "in":
+            log.info("new message %s from %s", payload["id"], payload["sender"])
+
+    # --- background work ---------------------------------------------------------------
+
+    def _subscriber(self) -> None:
+        backoff = 0.5
+        registered = False
+        while not self.stop_event.is_set():
+            try:
+                if not registered:
+                    self.engine.register()
+                    registered = True
+                    self.echo(f"registered on {self.relay_url}")
+                token = self.engine.token()
+                with self.engine.relay.subscribe(self.engine.topic, self.engine.cursor(), token=token) as sub:
+                    self.relay_connected = True
+                    self.echo(f"subscribed to {self.engine.topic}")
+                    backoff = 0.5
+                    self.wake_outbox.set()  # the relay is back: retry what is queued
+                    while not self.stop_event.is_set():
+                        env = sub.receive(1.0)  # None on timeout: a chance to notice stop_event
+                        if env is not None:
+                            self.engine.process(env)
+            except (RelayUnavailable, RelayError, OSError) as exc:
+                if isinstance(exc, RelayError) and exc.status == 401:
+                    self.engine.forget_token()  # a restarted relay no longer knows our token
+                log.warning("relay %s: %s; retrying in %.1fs", self.relay_url, exc, backoff)
+            except Exception:
+                log.exception("subscriber failed; retrying in %.1fs", backoff)
+            self.relay_connected = False
+            if self.stop_event.wait(backoff):
+                break
+            backoff = min(backoff * 2, 30.0)
+
+    def _outbox(self) -> None:
+        while not self.stop_event.is_set():
+            self.wake_outbox.wait(5.0)
+            self.wake_outbox.clear()
+            if self.stop_event.is_set():
+                break
+            try:
+                if self.engine.pending_count():
+                    self.engine.flush_outbox()
+            except Exception:
+                log.exception("outbox flush failed")
+
+    def start(self) -> None:
+        if self.embedded:
+            from bridge.relay.server import start_retention
+
+            self._retention = start_retention(self._storage, self._settings)
+        for target, name in ((self.server.serve_forever, "http"), (self._subscriber, "subscriber"), (self._outbox, "outbox")):
+            t = threading.Thread(target=target, name=f"parley-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        info = {"pid": os.getpid(), "url": self.url, "port": self.port, "token": self.control_token, "relay": self.relay_url}
+        write_private(self.home.daemon_file, json.dumps(info).encode())
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake_outbox.set()
+        with contextlib.suppress(FileNotFoundError):
+            info = json.loads(self.home.daemon_file.read_text())
+            if info.get("pid") == os.getpid() and info.get("token") == self.control_token:
+                self.home.daemon_file.unlink()
+        self.server.shutdown()
+        if self._retention is not None:
+            self._retention.stop()
+        for t in self._threads:
+            t.join(timeout=5)
+        if self._storage is not None:
+            self._storage.close()
+        self.store.close()
+
+
+def run_daemon(home: Home, secrets: Secrets, *, port: int, relay_url: str | None, echo: Callable[[str], Any]) -> None:
+    """Run until SIGINT/SIGTERM."""
+    daemon = Daemon(home, secrets, port=port, relay_url=relay_url, echo=echo)
+    stop = threading.Event()
+
+    def _signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    daemon.start()
+    relay_note = "embedded relay" if daemon.embedded else f"relay {daemon.relay_url}"
+    echo(f"parley bridge listening on {daemon.url} ({relay_note})")
+    echo(f"address {daemon.engine.address}, installation {daemon.engine.installation_id}")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        echo("stopping")
+        daemon.stop()
+
+
+class DaemonClient:
+    """How the CLI talks to a running daemon of the same home."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.url = info["url"]
+        self._headers = {"Authorization": f"Bearer {info['token']}"}
+        self._http = requests.Session()
+
+    @classmethod
+    def find(cls, home: Home) -> "DaemonClient | None":
+        info = home.daemon_info()
+        if not info or not isinstance(info.get("pid"), int):
+            return None
+        try:
+            os.kill(info["pid"], 0)
+        except (ProcessLookupError, PermissionError):
+            return None
+        client = cls(info)
+        try:
+            client._call("GET", "status", timeout=2.0)
+        except (RelayUnavailable, RelayError):
+            return None
+        return client
+
+    def _call(self, method: str, name: str, body: dict[str, Any] | None = None, timeout: float = 120.0) -> dict[str, Any]:
+        try:
+            r = self._http.request(method, f"{self.url}/v1/control/{name}", json=body, headers=self._headers, timeout=timeout)
+        except requests.RequestException as exc:
+            raise RelayUnavailable(f"daemon at {self.url} unreachable: {exc}") from None
+        data = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else {}
+        if r.status_code >= 400:
+            err = data.get("error", {}) if isinstance(data, dict) else {}
+            code, message = err.get("code", "error"), err.get("message", f"HTTP {r.status_code}")
+            if code == "bad_input":
+                raise BadInput(message)
+            if code == "not_registered":
+                raise NotRegistered(message)
+            if code == "relay_unavailable":
+                raise RelayUnavailable(message)
+            raise RelayError(r.status_code, code, message)
+        return data
+
+    def send(self, peer: str, text: str) -> dict[str, Any]:
+        return self._call("POST", "send", {"peer": peer, "text": text})
+
+    def sync(self) -> dict[str, Any]:
+        return self._call("POST", "sync", {})

@@ -1,0 +1,570 @@
+"""The messaging engine: registration, outbox, fan-out, inbox processing, de-duplication.
+
+Guarantees (PROTOCOL.md §7):
+
+* An outgoing message is written to ``messages`` + ``outbox`` before anything is encrypted or sent.
+* Preparing a message encrypts it once per target installation (the recipient's installations and
+  our own *other* installations) and stores the sealed envelopes **in the same transaction** as the
+  advanced ratchet states. Publishing then only re-sends stored bytes, so a crash at any point is
+  repaired by publishing again: the receiver drops the redelivery (message id, or a consumed ratchet
+  key), and nothing is shown twice.
+* A received envelope is processed in one ``BEGIN IMMEDIATE`` transaction that checks the inbox
+  cursor, decrypts, stores the message, saves the ratchet state and advances the cursor, so two
+  processes (daemon and CLI) never process the same envelope twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge import identity
+from bridge.crypto import primitives as P
+from bridge.crypto import sealed, session
+from bridge.keys import Secrets
+from bridge.protocol import prekeys as PK
+from bridge.protocol.content import MAX_TEXT_BYTES, TextContent
+from bridge.protocol.ids import inbox_topic, new_message_id
+from bridge.protocol.wire import WireError
+from bridge.relay.client import Envelope, NotFound, RelayClient, RelayError, RelayUnavailable
+from bridge.store import Store, now_ms
+
+__all__ = [
+    "Engine",
+    "EngineError",
+    "BadInput",
+    "NotRegistered",
+    "SendResult",
+]
+
+log = logging.getLogger("parley.engine")
+
+#: Keep this many one-time prekeys of each kind on the relay.
+OTPK_TARGET = 50
+PQ_OTPK_TARGET = 20
+#: Replenish when fewer than this many are left.
+OTPK_LOW = 20
+PQ_OTPK_LOW = 8
+#: How long a peer's installation list is trusted before asking the relay again (ms).
+PEER_TTL_MS = 30_000
+
+
+class EngineError(Exception):
+    """Base class of engine failures."""
+
+
+class BadInput(EngineError):
+    """The caller gave something unusable (bad address, empty or oversized text)."""
+
+
+class NotRegistered(EngineError):
+    """The peer has no active installation on the relay."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message: dict[str, Any]
+    delivered: bool
+    error: str | None = None
+
+
+def _message_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "peer": row["peer"],
+        "sender": row["sender"],
+        "recipient": row["recipient"],
+        "text": row["text"],
+        "sent_at": row["sent_at"],
+        "direction": row["direction"],
+        "state": row["state"],
+        "read": bool(row["read"]),
+    }
+
+
+class Engine:
+    """One installation's messaging engine over its store and a relay.
+
+    Thread-safe: each thread gets its own relay client and database connection; state changes are
+    serialised by SQLite write transactions.
+    """
+
+    def __init__(self, store: Store, secrets: Secrets, ident: dict[str, Any], relay_url: str) -> None:
+        self.store = store
+        self.secrets = secrets
+        self.address: str = ident["address"]
+        self.installation_id: str = ident["installation_id"]
+        self.record: bytes = bytes.fromhex(ident["record"])
+        self.relay_url = relay_url.rstrip("/")
+        self.local = session.LocalIdentity(
+            installation_id=self.installation_id,
+            signing_priv=secrets.signing_key,
+            signing_pub=P.ed25519_public(secrets.signing_key),
+            identity_priv=secrets.identity_key,
+            identity_pub=P.x25519_public(secrets.identity_key),
+        )
+        self.topic = inbox_topic(self.installation_id)
+        self._tls = threading.local()
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    # --- plumbing -------------------------------------------------------------
+
+    @property
+    def relay(self) -> RelayClient:
+        client = getattr(self._tls, "relay", None)
+        if client is None:
+            client = self._tls.relay = RelayClient(self.relay_url)
+        return client
+
+    def _seal(self, data: bytes, aad: bytes) -> bytes:
+        return P.aes256_gcm_encrypt(self.secrets.storage_key, data, aad)
+
+    def _unseal(self, blob: bytes, aad: bytes) -> bytes:
+        return P.aes256_gcm_decrypt(self.secrets.storage_key, blob, aad)
+
+    def _emit(self, event: str, payload: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event, payload)
+            except Exception:  # a broken listener must never break message processing
+                log.exception("listener failed for %s", event)
+
+    def token(self) -> str:
+        return self.relay.authenticate(self.installation_id, self.secrets.signing_key)
+
+    def forget_token(self) -> None:
+        """Drop a cached relay token (the relay restarted, or the token expired early)."""
+        self.relay.forget_token(self.installation_id)
+
+    # --- registration -----------------------------------------------------------
+
+    def register(self) -> bool:
+        """Publish our statement and top up our prekeys on the relay. Returns True if anything was uploaded.
+
+        Raises:
+            RelayUnavailable, RelayError
+        """
+        records = self.relay.identity(self.address)
+        changed = False
+        if self.record not in records:
+            self.relay.publish_identity(self.address, self.record)
+            changed = True
+        return self.ensure_prekeys() or changed
+
+    def _new_prekeys(self, c: sqlite3.Connection, kind: str, count: int) -> list[tuple[int, bytes, bytes]]:
+        # Ids come from a counter that never goes backwards: a used (deleted) one-time prekey's id is
+        # never reused, and the relay refuses ids it has already handed out.
+        key = f"next_prekey_id/{kind}"
+        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        start = int(row[0]) if row else (c.execute("SELECT MAX(id) FROM prekeys WHERE kind = ?", (kind,)).fetchone()[0] or 0) + 1
+        self.store.set_meta(c, key, str(start + max(count, 0)).encode())
+        out = []
+        for pid in range(start, start + count):
+            if kind in (PK.PQ_OTPK, PK.PQ_LRPK):
+                priv, pub = P.mlkem768_keypair()
+            else:
+                priv, pub = P.x25519_keypair()
+            c.execute(
+                "INSERT INTO prekeys(kind, id, private, public, created_at) VALUES (?, ?, ?, ?, ?)",
+                (kind, pid, self._seal(priv, f"prekey/{kind}/{pid}".encode()), pub, now_ms()),
+            )
+            out.append((pid, priv, pub))
+        return out
+
+    def ensure_prekeys(self) -> bool:
+        """Upload a signed prekey, a last-resort ML-KEM prekey and enough one-time prekeys.
+
+        Private halves are committed to the store before the upload, so a crash can only leave
+        unused private keys behind, never an uploaded public key without its private half.
+        """
+        try:
+            counts = self.relay.prekey_count(self.installation_id)
+        except NotFound:
+            counts = {"otpk": 0, "pq_otpk": 0}
+        with self.store.write() as c:
+            spk = c.execute("SELECT id, public FROM prekeys WHERE kind = ? ORDER BY id DESC LIMIT 1", (PK.SPK,)).fetchone()
+            lrpk = c.execute("SELECT id, public FROM prekeys WHERE kind = ? ORDER BY id DESC LIMIT 1", (PK.PQ_LRPK,)).fetchone()
+            fresh_base = spk is None or lrpk is None
+            if spk is None:
+                pid, _, pub = self._new_prekeys(c, PK.SPK, 1)[0]
+                spk = {"id": pid, "public": pub}
+            if lrpk is None:
+                pid, _, pub = self._new_prekeys(c, PK.PQ_LRPK, 1)[0]
+                lrpk = {"id": pid, "public": pub}
+            otpks = self._new_prekeys(c, PK.OTPK, OTPK_TARGET - counts.get("otpk", 0)) if counts.get("otpk", 0) < OTPK_LOW else []
+            pq = self._new_prekeys(c, PK.PQ_OTPK, PQ_OTPK_TARGET - counts.get("pq_otpk", 0)) if counts.get("pq_otpk", 0) < PQ_OTPK_LOW else []
+        if not (fresh_base or otpks or pq):
+            return False
+        sk = self.secrets.signing_key
+        upload = PK.PrekeyUpload(
+            installation_id=self.installation_id,
+            issued_at=now_ms() // 1000,
+            spk=PK.sign_prekey(sk, PK.SPK, spk["id"], spk["public"]),
+            otpks=tuple(PK.OneTimePrekey(pid, pub) for pid, _, pub in otpks),
+            pq_otpks=tuple(PK.sign_prekey(sk, PK.PQ_OTPK, pid, pub) for pid, _, pub in pq),
+            pq_lrpk=PK.sign_prekey(sk, PK.PQ_LRPK, lrpk["id"], lrpk["public"]),
+        )
+        self.relay.upload_prekeys(self.installation_id, upload.sign(sk))
+        return True
+
+    # --- peers ------------------------------------------------------------------
+
+    def installations_of(self, address: str, *, max_age_ms: int = PEER_TTL_MS) -> dict[str, session.RemoteInstallation]:
+        """The peer's active installations, verified here (the relay is not trusted), cached briefly.
+
+        Raises:
+            RelayUnavailable, RelayError
+        """
+        rows = self.store.read("SELECT fetched_at FROM peer_fetches WHERE address = ?", (address,))
+        if not rows or now_ms() - rows[0]["fetched_at"] > max_age_ms:
+            active = identity.installations(address, self.relay.identity(address))
+            with self.store.write() as c:
+                c.execute("DELETE FROM peer_installations WHERE address = ?", (address,))
+                for iid, st in active.items():
+                    c.execute(
+                        "INSERT INTO peer_installations VALUES (?, ?, ?, ?, ?)",
+                        (address, iid, st.signing_key, st.identity_key, now_ms()),
+                    )
+                c.execute(
+                    "INSERT INTO peer_fetches VALUES (?, ?) ON CONFLICT(address) DO UPDATE SET fetched_at = excluded.fetched_at",
+                    (address, now_ms()),
+                )
+        rows = self.store.read("SELECT * FROM peer_installations WHERE address = ?", (address,))
+        return {
+            r["installation_id"]: session.RemoteInstallation(r["installation_id"], bytes(r["signing_pub"]), bytes(r["identity_pub"]))
+            for r in rows
+        }
+
+    def can_message(self, address: str) -> bool:
+        return bool(self.installations_of(identity.checksum_address(address), max_age_ms=0))
+
+    # --- sending ------------------------------------------------------------------
+
+    def queue(self, peer: str, text: str) -> dict[str, Any]:
+        """Write an outgoing message to the store and the outbox. Nothing leaves the machine yet.
+
+        Raises:
+            BadInput
+        """
+        try:
+            peer = identity.checksum_address(peer)
+        except identity.IdentityError as exc:
+            raise BadInput(str(exc)) from None
+        if peer == self.address:
+            raise BadInput("you cannot message your own address")
+        if not isinstance(text, str) or not text.strip():
+            raise BadInput("message text is empty")
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+            raise BadInput(f"message text exceeds {MAX_TEXT_BYTES} bytes")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput("message text is not valid Unicode") from None
+        mid, ts = new_message_id(), now_ms()
+        with self.store.write() as c:
+            c.execute(
+                "INSERT INTO conversations(peer, created_at, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(peer) DO UPDATE SET updated_at = excluded.updated_at",
+                (peer, ts, ts),
+            )
+            c.execute(
+                "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'out', 'queued', 1)",
+                (mid, peer, self.address, peer, text, ts, ts),
+            )
+            c.execute("INSERT INTO outbox(message_id, state) VALUES (?, 'pending')", (mid,))
+            row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
+        msg = _message_dict(row)
+        self._emit("message.new", msg)
+        return msg
+
+    def send(self, peer: str, text: str) -> SendResult:
+        """Check the peer is registered, queue, then deliver everything pending (oldest first, so order is kept).
+
+        When the relay cannot be reached the message stays queued (``delivered=False``) and goes out
+        with the next :meth:`flush_outbox`.
+
+        Raises:
+            BadInput: bad address or text (nothing queued).
+            NotRegistered: the peer has no installation (nothing queued).
+        """
+        try:
+            peer = identity.checksum_address(peer)
+        except identity.IdentityError as exc:
+            raise BadInput(str(exc)) from None
+        try:
+            registered = bool(self.installations_of(peer))
+        except RelayUnavailable as exc:
+            return SendResult(self.queue(peer, text), delivered=False, error=str(exc))
+        if not registered:
+            raise NotRegistered(f"{peer} is not registered on {self.relay_url}")
+        msg = self.queue(peer, text)
+        errors = self.flush_outbox()
+        row = self.store.read("SELECT * FROM messages WHERE id = ?", (msg["id"],))[0]
+        return SendResult(_message_dict(row), delivered=row["state"] == "sent", error=errors.get(msg["id"]))
+
+    def pending_count(self) -> int:
+        return self.store.read("SELECT COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'prepared')")[0]["n"]
+
+    def flush_outbox(self) -> dict[str, str]:
+        """Deliver queued messages in order. Stops at the first relay outage.
+
+        Returns the errors by message id (empty when everything went out).
+        """
+        errors: dict[str, str] = {}
+        rows = self.store.read(
+            "SELECT o.message_id FROM outbox o JOIN messages m ON m.id = o.message_id "
+            "WHERE o.state IN ('pending', 'prepared') ORDER BY m.seq"
+        )
+        for r in rows:
+            mid = r["message_id"]
+            try:
+                self._deliver(mid)
+            except RelayUnavailable as exc:
+                errors[mid] = str(exc)
+                self._note_attempt(mid, str(exc))
+                break
+            except (NotRegistered, RelayError) as exc:
+                errors[mid] = str(exc)
+                self._note_attempt(mid, str(exc), failed=isinstance(exc, NotRegistered))
+        return errors
+
+    def _note_attempt(self, mid: str, error: str, *, failed: bool = False) -> None:
+        with self.store.write() as c:
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = CASE WHEN ? THEN 'failed' ELSE state END "
+                "WHERE message_id = ?",
+                (error, failed, mid),
+            )
+
+    def _deliver(self, mid: str) -> None:
+        state = self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"]
+        if state == "pending":
+            self._prepare(mid)
+        for env in self.store.read(
+            "SELECT installation_id, topic, payload FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)
+        ):
+            try:
+                cursor = self.relay.publish(env["topic"], bytes(env["payload"]))
+            except NotFound as exc:
+                # The installation was revoked since we looked: it must not get the message. The
+                # others still do. Forget the cached list so the next message skips it.
+                log.info("installation %s is gone (%s); envelope dropped", env["installation_id"], exc)
+                cursor = -1
+                with self.store.write() as c:
+                    c.execute("DELETE FROM peer_fetches WHERE address IN (SELECT address FROM peer_installations WHERE installation_id = ?)", (env["installation_id"],))
+            with self.store.write() as c:
+                c.execute(
+                    "UPDATE outbox_envelopes SET cursor = ? WHERE message_id = ? AND installation_id = ?",
+                    (cursor, mid, env["installation_id"]),
+                )
+        with self.store.write() as c:
+            left = c.execute("SELECT COUNT(*) FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)).fetchone()[0]
+            if left == 0 and c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] == "prepared":
+                c.execute("UPDATE outbox SET state = 'done', last_error = NULL WHERE message_id = ?", (mid,))
+                c.execute("UPDATE messages SET state = 'sent' WHERE id = ?", (mid,))
+                row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
+            else:
+                row = None
+        if row is not None:
+            self._emit("message.sent", _message_dict(row))
+
+    def _active_session(self, c: sqlite3.Connection, remote_iid: str) -> session.Session | None:
+        row = c.execute(
+            "SELECT sid, state FROM sessions WHERE remote_iid = ? ORDER BY created_at DESC, rowid DESC LIMIT 1", (remote_iid,)
+        ).fetchone()
+        if row is None:
+            return None
+        return session.Session.from_bytes(self._unseal(bytes(row["state"]), b"session/" + remote_iid.encode() + bytes(row["sid"])))
+
+    def _save_session(self, c: sqlite3.Connection, s: session.Session) -> None:
+        blob = self._seal(s.to_bytes(), b"session/" + s.remote_iid.encode() + s.sid)
+        ts = now_ms()
+        c.execute(
+            "INSERT INTO sessions(remote_iid, sid, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(remote_iid, sid) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            (s.remote_iid, s.sid, blob, ts, ts),
+        )
+
+    def _prepare(self, mid: str) -> None:
+        msg = self.store.read("SELECT * FROM messages WHERE id = ?", (mid,))[0]
+        peer = msg["peer"]
+        theirs = self.installations_of(peer)
+        if not theirs:
+            raise NotRegistered(f"{peer} has no Parley installation on {self.relay_url}")
+        mine = {k: v for k, v in self.installations_of(self.address).items() if k != self.installation_id}
+        targets = {**theirs, **mine}
+        with_session = {r["remote_iid"] for r in self.store.read("SELECT DISTINCT remote_iid FROM sessions")}
+        bundles: dict[str, PK.Bundle] = {}
+        for iid in targets:
+            if iid not in with_session:
+                try:
+                    bundles[iid] = PK.Bundle.decode(self.relay.claim(iid))
+                except NotFound:
+                    log.warning("installation %s has no prekeys on the relay; skipped", iid)
+                except WireError as exc:
+                    log.warning("installation %s: malformed bundle (%s); skipped", iid, exc)
+        content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"]).encode()
+        with self.store.write() as c:
+            if c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] != "pending":
+                return  # another process prepared it meanwhile
+            prepared = 0
+            for iid, remote in targets.items():
+                s = self._active_session(c, iid)
+                if s is None:
+                    if iid not in bundles:
+                        continue
+                    try:
+                        s = session.initiate(self.local, remote, bundles[iid])
+                    except P.CryptoError as exc:
+                        log.warning("installation %s: bad prekey bundle (%s); skipped", iid, exc)
+                        continue
+                s, wire_msg = session.encrypt(s, content)
+                payload = sealed.seal(remote.identity_pub, iid, self.installation_id, self.record, wire_msg)
+                self._save_session(c, s)
+                c.execute(
+                    "INSERT INTO outbox_envelopes(message_id, installation_id, topic, payload) VALUES (?, ?, ?, ?)",
+                    (mid, iid, inbox_topic(iid), payload),
+                )
+                prepared += int(iid in theirs)
+            if prepared == 0:
+                raise NotRegistered(f"none of {peer}'s installations could be reached (no prekeys)")
+            c.execute("UPDATE outbox SET state = 'prepared' WHERE message_id = ?", (mid,))
+
+    # --- receiving ------------------------------------------------------------------
+
+    def cursor(self) -> int:
+        rows = self.store.read("SELECT cursor FROM cursors WHERE topic = ?", (self.topic,))
+        return rows[0]["cursor"] if rows else 0
+
+    def process(self, env: Envelope) -> dict[str, Any] | None:
+        """Process one envelope from our inbox exactly once. Returns the new message, if any."""
+        used_prekeys = False
+        message: dict[str, Any] | None = None
+        with self.store.write() as c:
+            row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (self.topic,)).fetchone()
+            if row is not None and env.cursor <= row["cursor"]:
+                return None
+            try:
+                message, used_prekeys = self._open(c, env.payload)
+            except session.DuplicateMessage:
+                log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
+            except (P.CryptoError, WireError, identity.IdentityError, ValueError) as exc:
+                log.warning("envelope %s rejected: %s", env.cursor, exc)
+                c.execute(
+                    "INSERT OR REPLACE INTO inbox_failures VALUES (?, ?, ?, ?)",
+                    (self.topic, env.cursor, f"{type(exc).__name__}: {exc}"[:500], now_ms()),
+                )
+            c.execute(
+                "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
+                (self.topic, env.cursor),
+            )
+        if message is not None:
+            self._emit("message.new", message)
+        if used_prekeys:
+            try:
+                self.ensure_prekeys()
+            except (RelayUnavailable, RelayError) as exc:
+                log.warning("could not replenish prekeys: %s", exc)
+        return message
+
+    def _open(self, c: sqlite3.Connection, payload: bytes) -> tuple[dict[str, Any] | None, bool]:
+        un = sealed.unseal(self.secrets.identity_key, self.installation_id, payload)
+        st = identity.verify(identity.SignedStatement.from_record(un.sender_record))
+        if st.action != "authorize" or st.installation_id != un.sender_iid:
+            raise identity.InvalidStatement("sealed-sender statement does not authorize the sending installation")
+        remote = session.RemoteInstallation(st.installation_id, st.signing_key, st.identity_key)
+        info = session.peek(un.message)
+        row = c.execute("SELECT state FROM sessions WHERE remote_iid = ? AND sid = ?", (remote.installation_id, info.sid)).fetchone()
+        used_prekeys = False
+        if row is not None:
+            current = session.Session.from_bytes(self._unseal(bytes(row["state"]), b"session/" + remote.installation_id.encode() + info.sid))
+            new_session, plaintext = session.decrypt(current, un.message)
+        elif info.is_prekey:
+            spk = self._prekey(c, PK.SPK, info.spk_id)
+            otpk = self._prekey(c, PK.OTPK, info.otpk_id) if info.otpk_id is not None else None
+            pq = self._prekey(c, info.pqpk_kind or "", info.pqpk_id)
+            new_session, plaintext = session.accept(self.local, remote, un.message, spk_priv=spk, otpk_priv=otpk, pqpk_seed=pq)
+            # One-time prekeys are single use: forget their private halves (forward secrecy).
+            if info.otpk_id is not None:
+                c.execute("DELETE FROM prekeys WHERE kind = ? AND id = ?", (PK.OTPK, info.otpk_id))
+            if info.pqpk_kind == PK.PQ_OTPK:
+                c.execute("DELETE FROM prekeys WHERE kind = ? AND id = ?", (PK.PQ_OTPK, info.pqpk_id))
+            used_prekeys = True
+        else:
+            raise session.SessionError("message for an unknown session")
+        content = TextContent.decode(plaintext)
+        if content.sender != st.address:
+            raise identity.InvalidStatement("content sender does not match the sealed-sender statement")
+        if content.sender == self.address:
+            direction, peer = "out", content.recipient  # a copy of what our other installation sent
+        elif content.recipient == self.address:
+            direction, peer = "in", content.sender
+        else:
+            raise identity.InvalidStatement("message addressed to someone else")
+        self._save_session(c, new_session)
+        ts = now_ms()
+        c.execute(
+            "INSERT INTO conversations(peer, created_at, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(peer) DO UPDATE SET updated_at = excluded.updated_at",
+            (peer, ts, ts),
+        )
+        cur = c.execute(
+            "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+            (content.message_id, peer, content.sender, content.recipient, content.text, content.sent_at, ts, direction,
+             "sent" if direction == "out" else "received", int(direction == "out")),
+        )
+        if cur.rowcount == 0:
+            return None, used_prekeys  # already have it: shown once
+        row = c.execute("SELECT * FROM messages WHERE id = ?", (content.message_id,)).fetchone()
+        return _message_dict(row), used_prekeys
+
+    def _prekey(self, c: sqlite3.Connection, kind: str, pid: int | None) -> bytes:
+        row = c.execute("SELECT private FROM prekeys WHERE kind = ? AND id = ?", (kind, pid)).fetchone()
+        if row is None:
+            raise session.SessionError(f"unknown or already used prekey {kind}/{pid}")
+        return self._unseal(bytes(row["private"]), f"prekey/{kind}/{pid}".encode())
+
+    def sync(self, *, limit: int = 500) -> int:
+        """Fetch and process everything pending on the relay, then flush the outbox. Returns messages received.
+
+        Raises:
+            RelayUnavailable, RelayError
+        """
+        received = 0
+        token = self.token()
+        while True:
+            try:
+                batch = self.relay.fetch(self.topic, self.cursor(), limit, token=token)
+            except RelayError as exc:
+                if exc.status != 401:
+                    raise
+                self.forget_token()  # tokens live in the relay's memory: a restarted relay forgot ours
+                token = self.token()
+                batch = self.relay.fetch(self.topic, self.cursor(), limit, token=token)
+            for env in batch:
+                if self.process(env) is not None:
+                    received += 1
+            if len(batch) < limit:
+                break
+        self.flush_outbox()
+        return received
+
+    # --- reading --------------------------------------------------------------------
+
+    def messages(self, peer: str) -> list[dict[str, Any]]:
+        peer = identity.checksum_address(peer)
+        rows = self.store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,))
+        return [_message_dict(r) for r in rows]
+
+
+def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:
+    """Read a conversation without unlocking any key (message text is not sealed in the store)."""
+    rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,))
+    return [_message_dict(r) for r in rows]
+

@@ -1,0 +1,132 @@
+"""The Parley home directory: where one installation keeps its keys, settings and database.
+
+Layout (directory 0700, every file 0600)::
+
+    keys.json        wallet + installation private keys, sealed with the passphrase (scrypt, AES-256-GCM)
+    identity.json    public facts: address, installation id, public keys, the signed statement
+    config.json      settings (relay URL, port), see SETTINGS
+    parley.db        messages, sessions, outbox, cursors (SQLite, WAL)
+    relay.db         the embedded relay's storage, when `parley run` embeds one
+    daemon.json      present while `parley run` is up: its URL and a control token for the CLI
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as _secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+__all__ = ["Home", "HomeError", "Setting", "SETTINGS", "DEFAULT_PORT", "resolve_home", "write_private"]
+
+DEFAULT_PORT = 8737
+
+
+class HomeError(Exception):
+    """The home directory is missing, not initialised, or unsafe."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+
+#: Every setting in config.json, with its default and help. tests/test_cli.py checks the README documents each.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("relay_url", None, "Relay base URL (http://host:port). Unset: the relay embedded in `parley run` on this machine."),
+    Setting("port", DEFAULT_PORT, "Port `parley run` listens on (127.0.0.1 only)."),
+    Setting("chain_id", 1, "EIP-155 chain id written into installation statements."),
+    Setting("retention_days", 30, "How long the embedded relay keeps envelopes."),
+)
+
+
+def resolve_home(option: str | None) -> Path:
+    """--home, else $PARLEY_HOME, else the platform's user data directory."""
+    raw = option or os.environ.get("PARLEY_HOME") or platformdirs.user_data_dir("parley", appauthor=False)
+    return Path(raw).expanduser().absolute()
+
+
+def write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Write a file atomically with mode 0600 (temp file in the same directory, fsync, rename)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    if exclusive and path.exists():
+        raise FileExistsError(str(path))
+    tmp = path.with_name(f".{path.name}.{_secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class Home:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    keys_file = property(lambda self: self.path / "keys.json")
+    identity_file = property(lambda self: self.path / "identity.json")
+    config_file = property(lambda self: self.path / "config.json")
+    db_file = property(lambda self: self.path / "parley.db")
+    relay_db_file = property(lambda self: self.path / "relay.db")
+    daemon_file = property(lambda self: self.path / "daemon.json")
+
+    def exists(self) -> bool:
+        return self.keys_file.exists() and self.identity_file.exists()
+
+    def create(self) -> None:
+        """Create the directory 0700 (or tighten an empty existing one)."""
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+
+    def require(self) -> None:
+        """Raises HomeError unless initialised and private."""
+        if not self.exists():
+            raise HomeError(f"no Parley installation in {self.path}: run `parley init` first (or pass --home)")
+        mode = stat.S_IMODE(os.stat(self.path).st_mode)
+        if mode & 0o077:
+            raise HomeError(f"{self.path} is accessible by other users (mode {mode:o}); run: chmod 700 {self.path}")
+
+    # --- json files --------------------------------------------------------
+
+    def _read_json(self, path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise HomeError(f"cannot read {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise HomeError(f"{path} is not a JSON object")
+        return data
+
+    def config(self) -> dict[str, Any]:
+        cfg = {s.name: s.default for s in SETTINGS}
+        cfg.update({k: v for k, v in self._read_json(self.config_file).items() if k in cfg})
+        return cfg
+
+    def update_config(self, **changes: Any) -> None:
+        cur = self._read_json(self.config_file)
+        cur.update(changes)
+        write_private(self.config_file, json.dumps(cur, indent=2, sort_keys=True).encode() + b"\n")
+
+    def identity(self) -> dict[str, Any]:
+        data = self._read_json(self.identity_file)
+        if not data:
+            raise HomeError(f"no Parley installation in {self.path}: run `parley init` first (or pass --home)")
+        return data
+
+    def daemon_info(self) -> dict[str, Any] | None:
+        data = self._read_json(self.daemon_file)
+        return data or None

@@ -1,0 +1,336 @@
+"""HTTP + WebSocket client of a relay node (DESIGN.md "Relay"; docs/protocol/relay.md).
+
+Errors:
+
+* :class:`RelayUnavailable` — connection refused, timeout, 5xx, or an answer that is not the API's
+  JSON; the message names the relay URL and the reason;
+* :class:`RelayError` ``(status, code, message)`` — a 4xx answer; :class:`NotFound` for 404.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from typing import Any, Iterator
+from urllib.parse import quote
+
+import requests
+import simple_websocket
+
+from bridge.crypto import primitives as P
+from bridge.protocol import wire
+from bridge.protocol.wire import WireError
+from bridge.relay.auth import auth_message
+from bridge.relay.storage import Envelope
+
+__all__ = ["RelayClient", "Subscription", "Envelope", "RelayUnavailable", "RelayError", "NotFound", "PING_INTERVAL"]
+
+#: Seconds between client ``{"type": "ping"}`` frames on a subscription.
+PING_INTERVAL = 20.0
+_TOKEN_MARGIN = 60.0
+
+
+class RelayUnavailable(Exception):
+    """The relay cannot be reached or failed (connection, timeout, 5xx, garbage answer)."""
+
+
+class RelayError(Exception):
+    """The relay refused a request (4xx) with a stable error ``code``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message} (HTTP {status})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class NotFound(RelayError):
+    """HTTP 404 (e.g. ``no_prekeys``, ``unknown_installation`` on publish)."""
+
+
+def _envelope(topic: str, obj: Any) -> Envelope:
+    if not isinstance(obj, dict):
+        raise WireError("envelope must be an object")
+    cursor, received_at = obj.get("cursor"), obj.get("received_at")
+    for v in (cursor, received_at):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise WireError("cursor and received_at must be non-negative integers")
+    return Envelope(cursor=cursor, topic=topic, payload=wire.b64d(obj.get("payload")), received_at=received_at)  # type: ignore[arg-type]
+
+
+def _close_sockets_in(exc: BaseException) -> None:
+    """simple_websocket leaves its socket open when connect() fails; close it (no ResourceWarning)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, socket.socket):
+                value.close()
+        tb = tb.tb_next
+
+
+class Subscription:
+    """A live subscription to one inbox topic: iterate for :class:`Envelope` objects.
+
+    ``receive(timeout)`` returns the next envelope or ``None`` after ``timeout`` seconds, so callers
+    can check a stop flag; iteration blocks until an envelope arrives and ends when :meth:`close` is
+    called (from any thread). A ``{"type": "ping"}`` frame is sent every :data:`PING_INTERVAL` s.
+
+    Raises (from ``receive``/iteration):
+        RelayError: the relay sent an error frame (bad token, revoked installation, …).
+        RelayUnavailable: the connection dropped.
+    """
+
+    def __init__(self, url: str, base_url: str, topic: str, after: int, token: str, timeout: float) -> None:
+        self.topic = topic
+        self.cursor = after
+        self._base_url = base_url
+        self._closed = threading.Event()
+        try:
+            self._ws = simple_websocket.Client.connect(url)
+        except (OSError, simple_websocket.ConnectionError) as exc:
+            _close_sockets_in(exc)
+            raise RelayUnavailable(f"relay {base_url} unavailable: cannot open WebSocket ({exc})") from None
+        self._last_ping = time.monotonic()
+        try:
+            self._ws.send(json.dumps({"token": token, "topic": topic, "after": after}))
+            first = self._frame(timeout)
+        except BaseException:
+            self.close()
+            raise
+        if first is None:
+            self.close()
+            raise RelayUnavailable(f"relay {base_url} unavailable: no answer to the subscription request")
+        if first.get("type") != "ready":
+            self.close()
+            raise RelayUnavailable(f"relay {base_url} sent an unexpected first frame")
+
+    def _frame(self, timeout: float) -> dict[str, Any] | None:
+        """Next JSON frame (not pong), or None on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                raw = self._ws.receive(timeout=min(remaining, 1.0))
+            except simple_websocket.ConnectionClosed:
+                if self._closed.is_set():
+                    raise StopIteration from None
+                raise RelayUnavailable(f"relay {self._base_url} closed the subscription") from None
+            if raw is None:
+                if self._closed.is_set():
+                    raise StopIteration
+                if time.monotonic() - self._last_ping >= PING_INTERVAL:
+                    self._last_ping = time.monotonic()
+                    try:
+                        self._ws.send(json.dumps({"type": "ping"}))
+                    except simple_websocket.ConnectionClosed:
+                        raise RelayUnavailable(f"relay {self._base_url} closed the subscription") from None
+                continue
+            try:
+                obj = json.loads(raw)
+            except (ValueError, TypeError):
+                raise RelayUnavailable(f"relay {self._base_url} sent a frame that is not JSON") from None
+            if not isinstance(obj, dict):
+                raise RelayUnavailable(f"relay {self._base_url} sent a frame that is not an object")
+            if obj.get("type") == "error":
+                raise RelayError(401, str(obj.get("code", "error")), str(obj.get("message", "")))
+            if obj.get("type") == "pong":
+                continue
+            return obj
+
+    def receive(self, timeout: float) -> Envelope | None:
+        """The next envelope, or ``None`` if none arrived within ``timeout`` seconds (or closed)."""
+        try:
+            obj = self._frame(timeout)
+        except StopIteration:
+            return None
+        if obj is None or obj.get("type") != "envelope":
+            return None
+        try:
+            env = _envelope(self.topic, obj)
+        except WireError as exc:
+            raise RelayUnavailable(f"relay {self._base_url} sent a malformed envelope: {exc}") from None
+        self.cursor = env.cursor
+        return env
+
+    def __iter__(self) -> Iterator[Envelope]:
+        while not self._closed.is_set():
+            env = self.receive(1.0)
+            if env is not None:
+                yield env
+
+    def close(self) -> None:
+        """Close the socket; a blocked ``receive``/iteration returns promptly."""
+        self._closed.set()
+        try:
+            self._ws.close()
+        except (simple_websocket.ConnectionClosed, OSError, AttributeError):
+            pass
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RelayClient:
+    """Talks to one relay over ``requests.Session`` (thread-safe enough for one daemon)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RelayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None,
+              params: dict[str, Any] | None = None) -> Any:
+        url = self.base_url + path
+        try:
+            resp = self._session.request(method, url, json=body, headers=headers, params=params, timeout=self.timeout)
+        except requests.Timeout:
+            raise RelayUnavailable(f"relay {self.base_url} unavailable: timed out after {self.timeout} s") from None
+        except requests.RequestException as exc:
+            raise RelayUnavailable(f"relay {self.base_url} unavailable: {type(exc).__name__}: {exc}") from None
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if resp.status_code >= 500:
+            detail = data.get("error", {}).get("message") if isinstance(data, dict) and isinstance(data.get("error"), dict) else resp.reason
+            raise RelayUnavailable(f"relay {self.base_url} unavailable: HTTP {resp.status_code} ({detail})")
+        if resp.status_code >= 400:
+            err = data.get("error") if isinstance(data, dict) else None
+            code = str(err.get("code", "error")) if isinstance(err, dict) else "error"
+            message = str(err.get("message", resp.reason)) if isinstance(err, dict) else str(resp.reason)
+            cls = NotFound if resp.status_code == 404 else RelayError
+            raise cls(resp.status_code, code, message)
+        if not isinstance(data, dict):
+            raise RelayUnavailable(f"relay {self.base_url} answered {method} {path} with something that is not a JSON object")
+        return data
+
+    def _bad(self, what: str) -> RelayUnavailable:
+        return RelayUnavailable(f"relay {self.base_url} sent a malformed answer: {what}")
+
+    def _int(self, data: dict[str, Any], key: str) -> int:
+        v = data.get(key)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise self._bad(f"{key} is not an integer")
+        return v
+
+    # ---- API ------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``{"ok": true, "version": 1}``."""
+        return self._call("GET", "/v1/health")  # type: ignore[no-any-return]
+
+    def publish_identity(self, address: str, record: bytes) -> int:
+        """Append a signed statement record to ``address``'s log; returns its sequence number."""
+        return self._int(self._call("POST", f"/v1/identity/{quote(address, safe='')}", body={"record": wire.b64e(record)}), "seq")
+
+    def identity(self, address: str) -> list[bytes]:
+        """The raw records of ``address``'s log, in append order (the caller verifies them)."""
+        data = self._call("GET", f"/v1/identity/{quote(address, safe='')}")
+        recs = data.get("records")
+        if not isinstance(recs, list):
+            raise self._bad("records is not a list")
+        try:
+            return [wire.b64d(r) for r in recs]
+        except WireError:
+            raise self._bad("record is not base64") from None
+
+    def upload_prekeys(self, iid: str, signed_upload: bytes) -> dict[str, int]:
+        """PUT a signed :class:`~bridge.protocol.prekeys.PrekeyUpload`; returns the counts left."""
+        data = self._call("PUT", f"/v1/prekeys/{quote(iid, safe='')}", body={"upload": wire.b64e(signed_upload)})
+        return {"otpk": self._int(data, "otpk"), "pq_otpk": self._int(data, "pq_otpk")}
+
+    def prekey_count(self, iid: str) -> dict[str, int]:
+        data = self._call("GET", f"/v1/prekeys/{quote(iid, safe='')}/count")
+        return {"otpk": self._int(data, "otpk"), "pq_otpk": self._int(data, "pq_otpk")}
+
+    def claim(self, iid: str) -> bytes:
+        """Claim a bundle (``Bundle.encode()`` bytes; the caller decodes and verifies it).
+
+        Raises:
+            NotFound: ``no_prekeys``.
+        """
+        data = self._call("POST", f"/v1/prekeys/{quote(iid, safe='')}/claim")
+        try:
+            return wire.b64d(data.get("bundle"))
+        except WireError:
+            raise self._bad("bundle is not base64") from None
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """Publish an envelope (anonymous); returns its cursor."""
+        return self._int(self._call("POST", "/v1/envelopes", body={"topic": topic, "payload": wire.b64e(payload)}), "cursor")
+
+    def authenticate(self, iid: str, signing_priv: bytes) -> str:
+        """A bearer token for ``iid``'s inbox (cached; renewed a minute before it expires)."""
+        with self._lock:
+            cached = self._tokens.get(iid)
+            if cached is not None and cached[1] - _TOKEN_MARGIN > time.time():
+                return cached[0]
+        ch = self._call("POST", "/v1/auth/challenge", body={"installation_id": iid})
+        try:
+            challenge = wire.b64d(ch.get("challenge"))
+        except WireError:
+            raise self._bad("challenge is not base64") from None
+        signature = P.ed25519_sign(signing_priv, auth_message(iid, challenge))
+        data = self._call(
+            "POST",
+            "/v1/auth/token",
+            body={"installation_id": iid, "challenge": wire.b64e(challenge), "signature": wire.b64e(signature)},
+        )
+        token = data.get("token")
+        if not isinstance(token, str) or not token:
+            raise self._bad("token is not a string")
+        expires = self._int(data, "expires_at")
+        with self._lock:
+            self._tokens[iid] = (token, float(expires))
+        return token
+
+    def forget_token(self, iid: str) -> None:
+        """Drop a cached token (e.g. after a 401)."""
+        with self._lock:
+            self._tokens.pop(iid, None)
+
+    def fetch(self, topic: str, after: int, limit: int = 100, *, token: str) -> list[Envelope]:
+        """Envelopes of ``topic`` after cursor ``after`` (oldest first, at most ``limit``)."""
+        data = self._call(
+            "GET",
+            f"/v1/envelopes/{quote(topic, safe='')}",
+            params={"after": after, "limit": limit},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        envs = data.get("envelopes")
+        if not isinstance(envs, list):
+            raise self._bad("envelopes is not a list")
+        try:
+            return [_envelope(topic, e) for e in envs]
+        except WireError as exc:
+            raise self._bad(str(exc)) from None
+
+    def subscribe(self, topic: str, after: int, *, token: str) -> Subscription:
+        """Open a WebSocket subscription (use as a context manager; iterate for envelopes)."""
+        if self.base_url.startswith("https://"):
+            ws_url = "wss://" + self.base_url[len("https://") :]
+        elif self.base_url.startswith("http://"):
+            ws_url = "ws://" + self.base_url[len("http://") :]
+        else:
+            raise RelayUnavailable(f"relay {self.base_url}: base URL must start with http:// or https://")
+        return Subscription(ws_url + "/v1/subscribe", self.base_url, topic, after, token, self.timeout)

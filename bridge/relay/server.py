@@ -1,0 +1,744 @@
+"""The relay node's HTTP + WebSocket API (DESIGN.md "Relay"; docs/protocol/relay.md).
+
+``create_app`` builds a standalone relay; ``register_relay`` mounts the same routes (one Blueprint)
+on the daemon's Flask app; ``serve`` runs a standalone relay with werkzeug's threaded server.
+
+Every request body is hostile until checked: a rejected request gets a 4xx JSON error
+``{"error": {"code", "message"}}`` and changes nothing in storage.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from flask_sock import Sock
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import make_server
+
+from bridge.crypto import primitives as P
+from bridge.protocol import wire
+from bridge.protocol.ids import TopicError, installation_id as compute_iid, is_installation_id, parse_inbox_topic
+from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, SPK, Bundle, OneTimePrekey, PrekeyUpload, SignedPrekey
+from bridge.protocol.wire import WireError
+from bridge.relay.auth import auth_message
+from bridge.relay.storage import StaleUpload, Storage, StorageError, StorageUnavailable, StoredPrekeys, open_storage
+
+__all__ = [
+    "RelaySettings",
+    "ApiError",
+    "create_app",
+    "register_relay",
+    "install_json_errors",
+    "serve",
+    "RetentionThread",
+    "start_retention",
+    "auth_message",
+    "PROTOCOL_VERSION",
+]
+
+PROTOCOL_VERSION = 1
+MiB = 1024 * 1024
+_MAX_JSON_CONTAINERS = 16
+
+
+@dataclass
+class RelaySettings:
+    """Relay limits and timings (all configurable; defaults from DESIGN.md "Relay").
+
+    Rates are tokens per second per client address (``request.remote_addr``); bursts are bucket sizes.
+    ``clock`` returns unix seconds and is injectable for tests.
+    """
+
+    retention_days: float = 30.0
+    expire_interval: float = 3600.0
+    max_envelope: int = MiB
+    max_record: int = 16 * 1024
+    max_prekey_upload: int = 512 * 1024
+    max_one_time_prekeys: int = 500
+    publish_rate: float = 20.0
+    publish_burst: int = 100
+    claim_rate: float = 2.0
+    claim_burst: int = 50
+    auth_rate: float = 2.0
+    auth_burst: int = 20
+    identity_rate: float = 2.0
+    identity_burst: int = 50
+    challenge_ttl: int = 60
+    token_ttl: int = 3600
+    max_pending_challenges: int = 10_000
+    max_tokens: int = 100_000
+    require_known_topic: bool = True
+    fetch_default_limit: int = 100
+    fetch_max_limit: int = 500
+    ws_first_frame_timeout: float = 10.0
+    ws_poll_interval: float = 0.5
+    ws_recheck_interval: float = 30.0
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+
+    @property
+    def max_body(self) -> int:
+        """Largest request body accepted: a base64 envelope plus JSON framing."""
+        return max(self.max_envelope * 4 // 3 + 8, self.max_prekey_upload * 4 // 3 + 8) + 64 * 1024
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message"}}`` with HTTP ``status``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error_response(status: int, code: str, message: str) -> Response:
+    resp = jsonify({"error": {"code": code, "message": message}})
+    resp.status_code = status
+    return resp
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# ---- rate limiting ---------------------------------------------------------------------------
+
+
+class _TokenBucket:
+    """Per-key token buckets with bounded memory (oldest keys dropped beyond ``max_keys``)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float], max_keys: int = 50_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.pop(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + max(0.0, now - last) * self.rate)
+            ok = tokens >= 1.0
+            if ok:
+                tokens -= 1.0
+            self._buckets[key] = (tokens, now)  # re-inserted: dict order is least recently used first
+            while len(self._buckets) > self.max_keys:
+                self._buckets.pop(next(iter(self._buckets)))
+            return ok
+
+
+# ---- authentication (in memory: challenges and tokens die with the process) -----------------
+
+
+class _Auth:
+    def __init__(self, settings: RelaySettings) -> None:
+        self.s = settings
+        self._challenges: dict[bytes, tuple[str, float]] = {}
+        self._tokens: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _purge(table: dict[Any, tuple[str, float]], now: float) -> None:
+        for k in [k for k, (_, exp) in table.items() if exp <= now]:
+            del table[k]
+
+    def new_challenge(self, iid: str) -> tuple[bytes, int]:
+        now = self.s.clock()
+        challenge = P.random_bytes(32)
+        expires = int(now) + self.s.challenge_ttl
+        with self._lock:
+            if len(self._challenges) >= self.s.max_pending_challenges:
+                self._purge(self._challenges, now)
+                if len(self._challenges) >= self.s.max_pending_challenges:
+                    raise ApiError(429, "rate_limited", "too many pending challenges; try again later")
+            self._challenges[challenge] = (iid, float(expires))
+        return challenge, expires
+
+    def take_challenge(self, challenge: bytes, iid: str) -> None:
+        """Consume a challenge (single use, even when the rest of the request then fails)."""
+        now = self.s.clock()
+        with self._lock:
+            entry = self._challenges.pop(challenge, None)
+        if entry is None or entry[0] != iid:
+            raise ApiError(401, "unauthorized", "unknown or already used challenge")
+        if entry[1] <= now:
+            raise ApiError(401, "challenge_expired", "the challenge has expired; request a new one")
+
+    def new_token(self, iid: str) -> tuple[str, int]:
+        now = self.s.clock()
+        token = secrets.token_urlsafe(32)
+        expires = int(now) + self.s.token_ttl
+        with self._lock:
+            if len(self._tokens) >= self.s.max_tokens:
+                self._purge(self._tokens, now)
+                if len(self._tokens) >= self.s.max_tokens:
+                    raise ApiError(429, "rate_limited", "too many active tokens; try again later")
+            self._tokens[token] = (iid, float(expires))
+        return token, expires
+
+    def token_iid(self, token: str) -> str | None:
+        now = self.s.clock()
+        with self._lock:
+            entry = self._tokens.get(token)
+            if entry is None:
+                return None
+            if entry[1] <= now:
+                del self._tokens[token]
+                return None
+            return entry[0]
+
+
+# ---- the relay ------------------------------------------------------------------------------
+
+
+class _Relay:
+    def __init__(self, storage: Storage, settings: RelaySettings) -> None:
+        self.storage = storage
+        self.s = settings
+        self.auth = _Auth(settings)
+        self.publish_limit = _TokenBucket(settings.publish_rate, settings.publish_burst, settings.clock)
+        self.claim_limit = _TokenBucket(settings.claim_rate, settings.claim_burst, settings.clock)
+        self.auth_limit = _TokenBucket(settings.auth_rate, settings.auth_burst, settings.clock)
+        self.identity_limit = _TokenBucket(settings.identity_rate, settings.identity_burst, settings.clock)
+        self.identity_lock = threading.Lock()
+
+    # -- helpers --
+
+    def limit(self, bucket: _TokenBucket) -> None:
+        if not bucket.take(request.remote_addr or "unknown"):
+            raise ApiError(429, "rate_limited", "too many requests from this client; slow down")
+
+    def json_body(self, allowed: set[str]) -> dict[str, Any]:
+        length = request.content_length
+        if length is not None and length > self.s.max_body:
+            raise ApiError(413, "too_large", f"request body exceeds {self.s.max_body} bytes")
+        raw = request.get_data(cache=False)  # bounded by request.max_content_length (413)
+        if raw.count(b"[") + raw.count(b"{") > _MAX_JSON_CONTAINERS:
+            # the API's bodies are flat objects; deep nesting can crash the C JSON scanner
+            raise ApiError(400, "bad_json", "the request body is not a flat JSON object")
+        try:
+            obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise ApiError(400, "bad_json", "the request body is not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise ApiError(400, "bad_request", "the request body must be a JSON object")
+        extra = set(obj) - allowed
+        if extra:
+            raise ApiError(400, "bad_request", f"unexpected field {sorted(extra)[0]!r}")
+        return obj
+
+    @staticmethod
+    def field_str(obj: dict[str, Any], name: str) -> str:
+        value = obj.get(name)
+        if not isinstance(value, str):
+            raise ApiError(400, "bad_request", f"field {name!r} must be a string")
+        return value
+
+    def field_b64(self, obj: dict[str, Any], name: str, max_len: int, *, exact: int | None = None) -> bytes:
+        text = self.field_str(obj, name)
+        if len(text) > (max_len + 2) // 3 * 4:
+            raise ApiError(413, "too_large", f"field {name!r} exceeds {max_len} bytes")
+        try:
+            data = wire.b64d(text, max_size=len(text))
+        except WireError:
+            raise ApiError(400, "bad_base64", f"field {name!r} is not valid standard base64") from None
+        if len(data) > max_len:
+            raise ApiError(413, "too_large", f"field {name!r} exceeds {max_len} bytes")
+        if exact is not None and len(data) != exact:
+            raise ApiError(400, "bad_request", f"field {name!r} must be {exact} bytes")
+        return data
+
+    @staticmethod
+    def iid_param(value: str) -> str:
+        if not is_installation_id(value):
+            raise ApiError(400, "bad_request", "installation id must be 32 lowercase hex digits")
+        return value
+
+    @staticmethod
+    def topic_param(value: Any) -> str:
+        try:
+            return parse_inbox_topic(value)
+        except TopicError:
+            raise ApiError(400, "bad_topic", "topic must be parley.v1.inbox.<32 lowercase hex digits>") from None
+
+    @staticmethod
+    def address_param(value: str) -> str:
+        from bridge.identity import IdentityError, checksum_address
+
+        try:
+            return checksum_address(value)
+        except (IdentityError, ValueError, TypeError):
+            raise ApiError(400, "bad_address", "not an EVM address (0x + 40 hex digits)") from None
+
+    def require_token(self, token: str | None, iid: str) -> None:
+        if not token:
+            raise ApiError(401, "unauthorized", "a bearer token for this inbox is required")
+        owner = self.auth.token_iid(token)
+        if owner is None or not secrets.compare_digest(owner, iid):
+            raise ApiError(401, "unauthorized", "the token is unknown, expired, or not for this inbox")
+        if self.storage.installation(iid) is None:
+            raise ApiError(401, "unknown_installation", "the installation is not active (revoked?)")
+
+    def now(self) -> int:
+        return int(self.s.clock())
+
+    # -- identity --
+
+    def publish_identity(self, address: str) -> tuple[dict[str, Any], int]:
+        from bridge.identity import BadSignature, IdentityError, SignedStatement, installations, verify_record_for
+
+        self.limit(self.identity_limit)
+        addr = self.address_param(address)
+        body = self.json_body({"record"})
+        record = self.field_b64(body, "record", self.s.max_record)
+        try:
+            verify_record_for(addr, record)
+            record_id = SignedStatement.from_record(record).record_id()
+        except BadSignature as exc:
+            raise ApiError(400, "bad_signature", f"the identity record's signature does not verify: {exc}") from None
+        except IdentityError as exc:
+            raise ApiError(400, "invalid_statement", f"the identity record was rejected: {exc}") from None
+        except Exception:  # a verifier bug must not become a 500 with a traceback
+            raise ApiError(400, "invalid_statement", "the identity record could not be verified") from None
+        with self.identity_lock:
+            seq, created = self.storage.append_identity(addr, record_id, record)
+            if created:
+                records = self.storage.identity_records(addr)
+                active: dict[str, tuple[bytes, bytes]] = {}
+                for iid, stmt in installations(addr, records).items():
+                    spub, xpub = bytes(stmt.signing_key), bytes(stmt.identity_key)
+                    if len(spub) == 32 and len(xpub) == 32 and compute_iid(spub, xpub) == iid:
+                        active[iid] = (spub, xpub)
+                self.storage.set_installations(addr, active)
+        return {"seq": seq}, 201 if created else 200
+
+    def get_identity(self, address: str) -> dict[str, Any]:
+        addr = self.address_param(address)
+        return {"address": addr, "records": [wire.b64e(r) for r in self.storage.identity_records(addr)]}
+
+    # -- prekeys --
+
+    def put_prekeys(self, iid_raw: str) -> dict[str, Any]:
+        iid = self.iid_param(iid_raw)
+        body = self.json_body({"upload"})
+        data = self.field_b64(body, "upload", self.s.max_prekey_upload)
+        try:
+            upload, _body, sig = PrekeyUpload.parse_signed(data)
+        except WireError as exc:
+            raise ApiError(400, "bad_cbor", f"the prekey upload is malformed: {exc}") from None
+        if upload.installation_id != iid:
+            raise ApiError(400, "bad_request", "the upload is for another installation")
+        inst = self.storage.installation(iid)
+        if inst is None:
+            raise ApiError(403, "unknown_installation", "no wallet has authorized this installation (or it was revoked)")
+        try:
+            upload.verify_all(inst.signing_pub, sig)
+        except P.InvalidSignature:
+            raise ApiError(400, "bad_signature", "the upload is not signed by the installation's key") from None
+        stored = StoredPrekeys(
+            issued_at=upload.issued_at,
+            spk=wire.encode(upload.spk.to_wire()),
+            pq_lrpk=None if upload.pq_lrpk is None else wire.encode(upload.pq_lrpk.to_wire()),
+            otpks={k.id: wire.encode(k.to_wire()) for k in reversed(upload.otpks)},
+            pq_otpks={k.id: wire.encode(k.to_wire()) for k in reversed(upload.pq_otpks)},
+        )
+        try:
+            otpk, pq = self.storage.put_prekeys(iid, stored, max_one_time=self.s.max_one_time_prekeys)
+        except StaleUpload as exc:
+            raise ApiError(409, "stale_upload", str(exc)) from None
+        return {"otpk": otpk, "pq_otpk": pq}
+
+    def claim(self, iid_raw: str) -> dict[str, Any]:
+        self.limit(self.claim_limit)
+        iid = self.iid_param(iid_raw)
+        claimed = self.storage.claim_prekeys(iid)
+        if claimed is None:
+            raise ApiError(404, "no_prekeys", "this installation has no prekeys on this relay")
+        try:
+            bundle = Bundle(
+                iid,
+                SignedPrekey.from_wire(wire.decode(claimed.spk), (SPK,)),
+                None if claimed.otpk is None else OneTimePrekey.from_wire(wire.decode(claimed.otpk)),
+                SignedPrekey.from_wire(wire.decode(claimed.pqpk), (PQ_OTPK, PQ_LRPK)),
+            )
+        except WireError:
+            raise ApiError(503, "storage_error", "stored prekeys are corrupt") from None
+        return {"bundle": wire.b64e(bundle.encode())}
+
+    def prekey_count(self, iid_raw: str) -> dict[str, Any]:
+        otpk, pq = self.storage.prekey_counts(self.iid_param(iid_raw))
+        return {"otpk": otpk, "pq_otpk": pq}
+
+    # -- auth --
+
+    def challenge(self) -> dict[str, Any]:
+        self.limit(self.auth_limit)
+        body = self.json_body({"installation_id"})
+        iid = self.iid_param(self.field_str(body, "installation_id"))
+        if self.storage.installation(iid) is None:
+            raise ApiError(401, "unknown_installation", "no wallet has authorized this installation (or it was revoked)")
+        challenge, expires = self.auth.new_challenge(iid)
+        return {"challenge": wire.b64e(challenge), "expires_at": expires}
+
+    def token(self) -> dict[str, Any]:
+        self.limit(self.auth_limit)
+        body = self.json_body({"installation_id", "challenge", "signature"})
+        iid = self.iid_param(self.field_str(body, "installation_id"))
+        challenge = self.field_b64(body, "challenge", 32, exact=32)
+        signature = self.field_b64(body, "signature", 64, exact=64)
+        self.auth.take_challenge(challenge, iid)
+        inst = self.storage.installation(iid)
+        if inst is None:
+            raise ApiError(401, "unknown_installation", "no wallet has authorized this installation (or it was revoked)")
+        try:
+            P.ed25519_verify(inst.signing_pub, signature, auth_message(iid, challenge))
+        except P.InvalidSignature:
+            raise ApiError(401, "bad_signature", "the challenge signature does not verify") from None
+        token, expires = self.auth.new_token(iid)
+        return {"token": token, "expires_at": expires}
+
+    # -- envelopes --
+
+    def publish(self) -> tuple[dict[str, Any], int]:
+        self.limit(self.publish_limit)
+        body = self.json_body({"topic", "payload"})
+        topic = body.get("topic")
+        iid = self.topic_param(topic)
+        payload = self.field_b64(body, "payload", self.s.max_envelope)
+        if not payload:
+            raise ApiError(400, "bad_request", "the payload is empty")
+        if self.s.require_known_topic and self.storage.installation(iid) is None:
+            raise ApiError(404, "unknown_installation", "no active installation has this inbox topic")
+        cursor = self.storage.publish(str(topic), payload, self.now())
+        return {"cursor": cursor}, 202
+
+    def fetch(self, topic_raw: str) -> dict[str, Any]:
+        iid = self.topic_param(topic_raw)
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else None
+        after = self._int_arg("after", 0, 0, 2**63 - 1)
+        limit = self._int_arg("limit", self.s.fetch_default_limit, 1, self.s.fetch_max_limit)
+        self.require_token(token, iid)
+        envs = self.storage.fetch(topic_raw, after, limit)
+        return {
+            "envelopes": [{"cursor": e.cursor, "payload": wire.b64e(e.payload), "received_at": e.received_at} for e in envs],
+            "next": envs[-1].cursor if envs else after,
+        }
+
+    @staticmethod
+    def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+        raw = request.args.get(name)
+        if raw is None:
+            return default
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not lo <= int(raw) <= hi:
+            raise ApiError(400, "bad_request", f"query parameter {name!r} must be an integer in [{lo}, {hi}]")
+        return int(raw)
+
+    # -- websocket --
+
+    def subscribe(self, ws: Any) -> None:
+        def fail(code: str, message: str) -> None:
+            ws.send(json.dumps({"type": "error", "code": code, "message": message}))
+            ws.close()
+
+        first = ws.receive(timeout=self.s.ws_first_frame_timeout)
+        if first is None:
+            return fail("timeout", "send {token, topic, after} first")
+        try:
+            if not isinstance(first, str) or len(first) > 4096:
+                raise ApiError(400, "bad_request", "the first frame must be a small JSON text frame")
+            if first.count("[") + first.count("{") > _MAX_JSON_CONTAINERS:
+                raise ApiError(400, "bad_json", "the first frame is not a flat JSON object")
+            try:
+                hello = json.loads(first, parse_constant=_reject_constant)
+            except (ValueError, RecursionError):
+                raise ApiError(400, "bad_json", "the first frame is not valid JSON") from None
+            if not isinstance(hello, dict) or set(hello) - {"token", "topic", "after"}:
+                raise ApiError(400, "bad_request", "expected {token, topic, after}")
+            topic = hello.get("topic")
+            iid = self.topic_param(topic)
+            after = hello.get("after", 0)
+            if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
+                raise ApiError(400, "bad_request", "after must be a non-negative integer")
+            token = hello.get("token")
+            self.require_token(token if isinstance(token, str) else None, iid)
+        except ApiError as exc:
+            return fail(exc.code, exc.message)
+        except StorageError:
+            return fail("storage_error", "the relay's storage is unavailable")
+        ws.send(json.dumps({"type": "ready"}))
+        cursor = after
+        last_check = time.monotonic()
+        try:
+            while True:
+                while True:  # backlog and anything new, in cursor order
+                    batch = self.storage.fetch(str(topic), cursor, 100)
+                    for e in batch:
+                        ws.send(
+                            json.dumps(
+                                {"type": "envelope", "cursor": e.cursor, "payload": wire.b64e(e.payload), "received_at": e.received_at}
+                            )
+                        )
+                        cursor = e.cursor
+                    if len(batch) < 100:
+                        break
+                while (msg := ws.receive(timeout=0)) is not None:  # raises ConnectionClosed when gone
+                    self._ws_frame(ws, msg)
+                if time.monotonic() - last_check > self.s.ws_recheck_interval:
+                    last_check = time.monotonic()
+                    if self.storage.installation(iid) is None:
+                        return fail("unknown_installation", "the installation was revoked")
+                self.storage.wait(str(topic), cursor, self.s.ws_poll_interval)
+        except StorageError:
+            return fail("storage_error", "the relay's storage is unavailable")
+
+    @staticmethod
+    def _ws_frame(ws: Any, msg: Any) -> None:
+        try:
+            ok = isinstance(msg, str) and len(msg) <= 4096 and msg.count("[") + msg.count("{") <= _MAX_JSON_CONTAINERS
+            obj = json.loads(msg) if ok else None
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict) and obj.get("type") == "ping":
+            ws.send(json.dumps({"type": "pong"}))
+
+
+def _blueprint(relay: _Relay, sock: Sock) -> Blueprint:
+    bp = Blueprint("parley_relay", __name__)
+
+    @bp.before_request
+    def _limit_body() -> None:
+        request.max_content_length = relay.s.max_body
+
+    @bp.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return _error_response(exc.status, exc.code, exc.message)
+
+    @bp.errorhandler(StorageUnavailable)
+    @bp.errorhandler(StorageError)
+    def _storage_error(exc: StorageError) -> Response:
+        return _error_response(503, "storage_error", "the relay's storage is unavailable; try again later")
+
+    @bp.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        return _http_json(exc)
+
+    @bp.get("/v1/health")
+    def health() -> Any:
+        return jsonify({"ok": True, "version": PROTOCOL_VERSION})
+
+    @bp.post("/v1/identity/<path:address>")
+    def identity_post(address: str) -> Any:
+        body, status = relay.publish_identity(address)
+        return jsonify(body), status
+
+    @bp.get("/v1/identity/<path:address>")
+    def identity_get(address: str) -> Any:
+        return jsonify(relay.get_identity(address))
+
+    @bp.put("/v1/prekeys/<iid>")
+    def prekeys_put(iid: str) -> Any:
+        return jsonify(relay.put_prekeys(iid))
+
+    @bp.post("/v1/prekeys/<iid>/claim")
+    def prekeys_claim(iid: str) -> Any:
+        return jsonify(relay.claim(iid))
+
+    @bp.get("/v1/prekeys/<iid>/count")
+    def prekeys_count(iid: str) -> Any:
+        return jsonify(relay.prekey_count(iid))
+
+    @bp.post("/v1/auth/challenge")
+    def auth_challenge() -> Any:
+        return jsonify(relay.challenge())
+
+    @bp.post("/v1/auth/token")
+    def auth_token() -> Any:
+        return jsonify(relay.token())
+
+    @bp.post("/v1/envelopes")
+    def envelopes_post() -> Any:
+        body, status = relay.publish()
+        return jsonify(body), status
+
+    @bp.get("/v1/envelopes/<path:topic>")
+    def envelopes_get(topic: str) -> Any:
+        return jsonify(relay.fetch(topic))
+
+    @sock.route("/v1/subscribe", bp=bp)
+    def subscribe(ws: Any) -> None:
+        relay.subscribe(ws)
+
+    return bp
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    429: "rate_limited",
+}
+
+
+def _http_json(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "internal_error" if status >= 500 else "bad_request")
+    message = {
+        404: "no such endpoint",
+        405: "method not allowed for this endpoint",
+        413: "request body too large",
+    }.get(status, exc.description or exc.name)
+    resp = _error_response(status, code, str(message))
+    if status == 405 and isinstance(exc, HTTPException):
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:
+            resp.headers["Allow"] = ", ".join(allowed)
+    return resp
+
+
+def install_json_errors(app: Flask) -> None:
+    """Make 404/405/413/500 answers JSON on ``app`` (no HTML error pages, no tracebacks)."""
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        return _http_json(exc)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            return _http_json(exc)
+        app.logger.exception("unhandled error in relay request")
+        return _error_response(500, "internal_error", "internal error")
+
+
+def register_relay(app: Flask, sock: Sock, storage: Storage, settings: RelaySettings | None = None) -> None:
+    """Mount the relay routes (a Blueprint) on an existing Flask app and flask-sock ``Sock``.
+
+    Errors raised inside relay views are answered as JSON by the Blueprint. App-wide JSON handlers
+    for routing errors (404/405) are installed only if the app has no handler of its own for
+    ``HTTPException``. Retention is not started here: call :func:`start_retention`.
+    """
+    relay = _Relay(storage, settings or RelaySettings())
+    app.register_blueprint(_blueprint(relay, sock))
+    if HTTPException not in app.error_handler_spec.get(None, {}).get(None, {}):
+        install_json_errors(app)
+
+
+def create_app(storage: Storage, *, settings: RelaySettings | None = None) -> Flask:
+    """A standalone relay Flask app over ``storage``."""
+    s = settings or RelaySettings()
+    app = Flask("parley_relay")
+    app.config["MAX_CONTENT_LENGTH"] = s.max_body
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25, "max_message_size": 64 * 1024}
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    sock = Sock(app)
+    register_relay(app, sock, storage, s)
+    app.extensions["parley_relay_storage"] = storage
+    return app
+
+
+# ---- retention ------------------------------------------------------------------------------
+
+
+class RetentionThread(threading.Thread):
+    """Deletes envelopes older than ``settings.retention_days``, every ``settings.expire_interval`` s."""
+
+    def __init__(self, storage: Storage, settings: RelaySettings) -> None:
+        super().__init__(name="parley-relay-retention", daemon=True)
+        self.storage = storage
+        self.settings = settings
+        self._stop_event = threading.Event()
+        self.passes = 0
+        self.deleted = 0
+
+    def run_once(self) -> int:
+        """One expiry pass; returns how many envelopes were deleted."""
+        before = int(self.settings.clock() - self.settings.retention_days * 86400)
+        n = self.storage.expire(before)
+        self.deleted += n
+        self.passes += 1
+        return n
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.run_once()
+            except StorageError:
+                pass  # try again next interval
+            self._stop_event.wait(self.settings.expire_interval)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout)
+
+
+def start_retention(storage: Storage, settings: RelaySettings | None = None) -> RetentionThread:
+    """Start the background expiry pass; call ``.stop()`` on the result when shutting down."""
+    t = RetentionThread(storage, settings or RelaySettings())
+    t.start()
+    return t
+
+
+# ---- standalone server ----------------------------------------------------------------------
+
+
+def serve(
+    host: str,
+    port: int,
+    db: str,
+    *,
+    ready_callback: Callable[[str, int], None] | None = None,
+    settings: RelaySettings | None = None,
+) -> None:
+    """Run a standalone relay until SIGTERM/SIGINT (werkzeug threaded server). Prints nothing.
+
+    ``ready_callback(host, port)`` is called once the socket listens (``port`` is the bound port,
+    useful with ``port=0``).
+
+    Raises:
+        StorageError: the database cannot be opened.
+        OSError: the address cannot be bound.
+    """
+    s = settings or RelaySettings()
+    storage = open_storage(db)
+    try:
+        app = create_app(storage, settings=s)
+        server = make_server(host, port, app, threaded=True)
+    except BaseException:
+        storage.close()
+        raise
+    retention = start_retention(storage, s)
+    stopping = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, name="parley-relay-shutdown", daemon=True).start()
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _stop)
+    try:
+        if ready_callback is not None:
+            ready_callback(host, int(server.server_port))
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        retention.stop()
+        server.server_close()
+        storage.close()
+

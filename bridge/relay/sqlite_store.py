@@ -1,0 +1,371 @@
+"""SQLite backend of the relay :class:`~bridge.relay.storage.Storage` (DESIGN.md "Relay").
+
+* WAL journal, ``busy_timeout``, a small pool of connections, each used by one thread at a time;
+* schema versioned with ``PRAGMA user_version``;
+* every multi-step change in one transaction; claims use ``BEGIN IMMEDIATE`` so two claims can
+  never read the same one-time key;
+* handed-out one-time prekey ids are remembered per installation (``claimed_prekeys``), so a
+  replayed upload cannot hand the same key out twice;
+* cursors come from an ``AUTOINCREMENT`` key, so they are never reused even after expiry;
+* :meth:`SQLiteStorage.wait` is a process-local condition variable, woken by :meth:`publish`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator, Mapping
+
+from bridge.relay.storage import (
+    ClaimedPrekeys,
+    Envelope,
+    InstallationKeys,
+    Storage,
+    StaleUpload,
+    StorageError,
+    StorageUnavailable,
+    StoredPrekeys,
+)
+
+__all__ = ["SQLiteStorage", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_MS = 5000
+_KIND_X25519 = 0
+_MAX_IDLE = 8
+_KIND_MLKEM = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identity (
+    address   TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    record_id TEXT    NOT NULL,
+    record    BLOB    NOT NULL,
+    PRIMARY KEY (address, seq),
+    UNIQUE (address, record_id)
+);
+CREATE TABLE IF NOT EXISTS installations (
+    iid          TEXT NOT NULL,
+    address      TEXT NOT NULL,
+    signing_pub  BLOB NOT NULL,
+    identity_pub BLOB NOT NULL,
+    PRIMARY KEY (iid, address)
+);
+CREATE TABLE IF NOT EXISTS prekeys (
+    iid       TEXT PRIMARY KEY,
+    issued_at INTEGER NOT NULL,
+    spk       BLOB NOT NULL,
+    pq_lrpk BLOB
+);
+CREATE TABLE IF NOT EXISTS one_time_prekeys (
+    iid    TEXT    NOT NULL,
+    kind   INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    key    BLOB    NOT NULL,
+    PRIMARY KEY (iid, kind, key_id)
+);
+CREATE TABLE IF NOT EXISTS claimed_prekeys (
+    iid    TEXT    NOT NULL,
+    kind   INTEGER NOT NULL,
+    key_id INTEGER NOT NULL,
+    PRIMARY KEY (iid, kind, key_id)
+);
+CREATE TABLE IF NOT EXISTS envelopes (
+    cursor      INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic       TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS envelopes_topic_cursor ON envelopes (topic, cursor);
+CREATE INDEX IF NOT EXISTS envelopes_received_at ON envelopes (received_at);
+"""
+
+_TABLES = ("identity", "installations", "prekeys", "one_time_prekeys", "claimed_prekeys", "envelopes")
+
+
+def _translate(exc: sqlite3.Error) -> StorageError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text or "unable to open" in text):
+        return StorageUnavailable(f"SQLite is unavailable: {text}")
+    return StorageError(f"SQLite error: {text}")
+
+
+class SQLiteStorage(Storage):
+    """Relay storage in one SQLite file (or ``":memory:"`` is refused: threads need one file).
+
+    Raises:
+        StorageUnavailable: the file cannot be opened.
+        StorageError: the schema is from a newer version.
+    """
+
+    def __init__(self, path: str) -> None:
+        if path == ":memory:" or not path:
+            raise StorageError("the relay needs a database file (connections are per thread)")
+        self._path = path
+        self._idle: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._latest: dict[str, int] = {}
+        self._closed = False
+        try:
+            conn = self._open()
+        except StorageUnavailable:
+            raise
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(f"database schema {version} is newer than this relay ({SCHEMA_VERSION})")
+            if version < SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc) from None
+        except StorageError:
+            conn.close()
+            raise
+        self._idle.append(conn)
+
+    # ---- connections ----------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"cannot open relay database {self._path}: {exc}") from None
+        return conn
+
+    @contextmanager
+    def _borrow(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection, used by one thread at a time (threads come and go in the server)."""
+        with self._conns_lock:
+            if self._closed:
+                raise StorageError("storage is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            keep = False
+            with self._conns_lock:
+                if not self._closed and len(self._idle) < _MAX_IDLE and not conn.in_transaction:
+                    self._idle.append(conn)
+                    keep = True
+            if not keep:
+                conn.close()
+
+    @contextmanager
+    def _tx(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._borrow() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise _translate(exc) from None
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._borrow() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _translate(exc) from None
+
+    # ---- identity -------------------------------------------------------------------------
+
+    def append_identity(self, address: str, record_id: str, record: bytes) -> tuple[int, bool]:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT seq FROM identity WHERE address = ? AND record_id = ?", (address, record_id)
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), False
+            seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM identity WHERE address = ?", (address,)).fetchone()[0])
+            conn.execute(
+                "INSERT INTO identity (address, seq, record_id, record) VALUES (?, ?, ?, ?)",
+                (address, seq, record_id, bytes(record)),
+            )
+            return seq, True
+
+    def identity_records(self, address: str) -> list[bytes]:
+        rows = self._read("SELECT record FROM identity WHERE address = ? ORDER BY seq", (address,))
+        return [bytes(r[0]) for r in rows]  # type: ignore[arg-type]
+
+    def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
+        with self._tx() as conn:
+            before = {r[0] for r in conn.execute("SELECT iid FROM installations WHERE address = ?", (address,))}
+            conn.execute("DELETE FROM installations WHERE address = ?", (address,))
+            for iid, (signing_pub, identity_pub) in active.items():
+                conn.execute(
+                    "INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES (?, ?, ?, ?)",
+                    (iid, address, bytes(signing_pub), bytes(identity_pub)),
+                )
+            for iid in before - set(active):
+                still = conn.execute("SELECT 1 FROM installations WHERE iid = ? LIMIT 1", (iid,)).fetchone()
+                if still is None:
+                    conn.execute("DELETE FROM prekeys WHERE iid = ?", (iid,))
+                    conn.execute("DELETE FROM one_time_prekeys WHERE iid = ?", (iid,))
+                    conn.execute("DELETE FROM claimed_prekeys WHERE iid = ?", (iid,))
+
+    def installation(self, installation_id: str) -> InstallationKeys | None:
+        rows = self._read(
+            "SELECT address, signing_pub, identity_pub FROM installations WHERE iid = ? ORDER BY address LIMIT 1",
+            (installation_id,),
+        )
+        if not rows:
+            return None
+        address, signing_pub, identity_pub = rows[0]
+        return InstallationKeys(installation_id, str(address), bytes(signing_pub), bytes(identity_pub))  # type: ignore[arg-type]
+
+    # ---- prekeys --------------------------------------------------------------------------
+
+    def put_prekeys(self, installation_id: str, prekeys: StoredPrekeys, *, max_one_time: int) -> tuple[int, int]:
+        with self._tx() as conn:
+            row = conn.execute("SELECT issued_at FROM prekeys WHERE iid = ?", (installation_id,)).fetchone()
+            if row is not None and int(row[0]) > prekeys.issued_at:
+                raise StaleUpload(f"upload issued at {prekeys.issued_at} is older than the stored one ({int(row[0])})")
+            conn.execute(
+                "INSERT INTO prekeys (iid, issued_at, spk, pq_lrpk) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (iid) DO UPDATE SET issued_at = excluded.issued_at, spk = excluded.spk, "
+                "pq_lrpk = COALESCE(excluded.pq_lrpk, prekeys.pq_lrpk)",
+                (
+                    installation_id,
+                    int(prekeys.issued_at),
+                    bytes(prekeys.spk),
+                    None if prekeys.pq_lrpk is None else bytes(prekeys.pq_lrpk),
+                ),
+            )
+            counts = []
+            for kind, keys in ((_KIND_X25519, prekeys.otpks), (_KIND_MLKEM, prekeys.pq_otpks)):
+                n = int(
+                    conn.execute(
+                        "SELECT COUNT(*) FROM one_time_prekeys WHERE iid = ? AND kind = ?", (installation_id, kind)
+                    ).fetchone()[0]
+                )
+                for key_id in sorted(keys):
+                    if n >= max_one_time:
+                        break
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO one_time_prekeys (iid, kind, key_id, key) "
+                        "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM claimed_prekeys "
+                        "WHERE iid = ? AND kind = ? AND key_id = ?)",
+                        (installation_id, kind, key_id, bytes(keys[key_id]), installation_id, kind, key_id),
+                    )
+                    n += cur.rowcount
+                counts.append(n)
+            return counts[0], counts[1]
+
+    def claim_prekeys(self, installation_id: str) -> ClaimedPrekeys | None:
+        with self._tx(immediate=True) as conn:
+            row = conn.execute("SELECT spk, pq_lrpk FROM prekeys WHERE iid = ?", (installation_id,)).fetchone()
+            if row is None:
+                return None
+            spk, lrpk = bytes(row[0]), None if row[1] is None else bytes(row[1])
+            taken: list[tuple[int, bytes] | None] = []
+            for kind in (_KIND_X25519, _KIND_MLKEM):
+                one = conn.execute(
+                    "SELECT key_id, key FROM one_time_prekeys WHERE iid = ? AND kind = ? ORDER BY key_id LIMIT 1",
+                    (installation_id, kind),
+                ).fetchone()
+                taken.append(None if one is None else (int(one[0]), bytes(one[1])))
+            if taken[1] is None and lrpk is None:
+                return None  # nothing to encapsulate to: take nothing
+            for kind, entry in ((_KIND_X25519, taken[0]), (_KIND_MLKEM, taken[1])):
+                if entry is not None:
+                    conn.execute(
+                        "DELETE FROM one_time_prekeys WHERE iid = ? AND kind = ? AND key_id = ?",
+                        (installation_id, kind, entry[0]),
+                    )
+                    conn.execute(  # tombstone: a replayed upload cannot bring this key back
+                        "INSERT OR IGNORE INTO claimed_prekeys (iid, kind, key_id) VALUES (?, ?, ?)",
+                        (installation_id, kind, entry[0]),
+                    )
+            otpk = None if taken[0] is None else taken[0][1]
+            pq = None if taken[1] is None else taken[1][1]
+            return ClaimedPrekeys(spk=spk, otpk=otpk, pqpk=pq if pq is not None else lrpk)  # type: ignore[arg-type]
+
+    def prekey_counts(self, installation_id: str) -> tuple[int, int]:
+        rows = self._read(
+            "SELECT kind, COUNT(*) FROM one_time_prekeys WHERE iid = ? GROUP BY kind", (installation_id,)
+        )
+        by_kind = {int(k): int(n) for k, n in rows}  # type: ignore[call-overload]
+        return by_kind.get(_KIND_X25519, 0), by_kind.get(_KIND_MLKEM, 0)
+
+    # ---- envelopes ------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, now: int) -> int:
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO envelopes (topic, payload, received_at) VALUES (?, ?, ?)", (topic, bytes(payload), int(now))
+            )
+            cursor = int(cur.lastrowid or 0)
+        with self._cond:
+            if cursor > self._latest.get(topic, 0):
+                self._latest[topic] = cursor
+            self._cond.notify_all()
+        return cursor
+
+    def fetch(self, topic: str, after: int, limit: int) -> list[Envelope]:
+        rows = self._read(
+            "SELECT cursor, payload, received_at FROM envelopes WHERE topic = ? AND cursor > ? ORDER BY cursor LIMIT ?",
+            (topic, int(after), int(limit)),
+        )
+        return [Envelope(int(c), topic, bytes(p), int(t)) for c, p, t in rows]  # type: ignore[call-overload, arg-type]
+
+    def _has_after(self, topic: str, after: int) -> bool:
+        return bool(self._read("SELECT 1 FROM envelopes WHERE topic = ? AND cursor > ? LIMIT 1", (topic, int(after))))
+
+    def wait(self, topic: str, after: int, timeout: float) -> bool:
+        if self._has_after(topic, after):
+            return True
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while not self._closed and self._latest.get(topic, 0) <= after:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            if self._closed:
+                return False
+        return True
+
+    def expire(self, before: int) -> int:
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM envelopes WHERE received_at < ?", (int(before),))
+            return int(cur.rowcount)
+
+    def counts(self) -> dict[str, int]:
+        return {t: int(self._read(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in _TABLES}  # type: ignore[call-overload]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        with self._conns_lock:
+            conns, self._idle = self._idle, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass

@@ -1,0 +1,206 @@
+"""Relay storage interface (DESIGN.md "Relay": ``Storage`` is one interface with two backends).
+
+The relay keeps three kinds of data, all of it opaque or public:
+
+* identity records — the append-only log of signed installation statements per address, plus an
+  index of the *active* installations derived from it (installation id → address and keys);
+* prekeys — per installation, a signed X25519 prekey, a last-resort ML-KEM prekey, and pools of
+  one-time X25519 and ML-KEM prekeys, each one-time key handed out exactly once;
+* envelopes — opaque sealed payloads per inbox topic, each with a relay-wide, strictly increasing
+  cursor.
+
+Backends: :mod:`bridge.relay.sqlite_store` (embedded default). PostgreSQL is planned; its
+:meth:`Storage.wait` will be driven by LISTEN/NOTIFY, which is why waiting is part of the interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Mapping
+
+__all__ = [
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "StaleUpload",
+    "Envelope",
+    "InstallationKeys",
+    "StoredPrekeys",
+    "ClaimedPrekeys",
+    "open_storage",
+]
+
+
+class StorageError(Exception):
+    """A storage operation failed, or the storage URL is not supported."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or is busy/locked beyond the timeout (HTTP 503)."""
+
+
+class StaleUpload(StorageError):
+    """A prekey upload whose ``issued_at`` is older than the stored one (a replay of an old upload)."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One stored envelope: ``cursor`` is relay-wide and strictly increasing."""
+
+    cursor: int
+    topic: str
+    payload: bytes
+    received_at: int
+
+
+@dataclass(frozen=True)
+class InstallationKeys:
+    """An active installation, as authorized in ``address``'s identity log."""
+
+    installation_id: str
+    address: str
+    signing_pub: bytes
+    identity_pub: bytes
+
+
+@dataclass(frozen=True)
+class StoredPrekeys:
+    """A prekey upload as the storage sees it: wire-encoded keys keyed by their ids.
+
+    ``spk`` and ``pq_lrpk`` are the CBOR-encoded signed prekeys; ``pq_lrpk`` may be ``None`` to keep
+    the last-resort key already stored. ``otpks``/``pq_otpks`` map prekey id → encoded key.
+    ``issued_at`` must not be older than the stored upload's (no roll-back of the signed prekey).
+    One-time keys already handed out are remembered by id and never stored again, so a replayed
+    upload cannot resurrect them.
+    """
+
+    issued_at: int
+    spk: bytes
+    pq_lrpk: bytes | None
+    otpks: Mapping[int, bytes]
+    pq_otpks: Mapping[int, bytes]
+
+
+@dataclass(frozen=True)
+class ClaimedPrekeys:
+    """What one claim took: the signed prekey, at most one one-time key of each kind, the PQ key.
+
+    ``pqpk`` is the claimed one-time ML-KEM key if one was left, else the last-resort key.
+    """
+
+    spk: bytes
+    otpk: bytes | None
+    pqpk: bytes
+
+
+class Storage(abc.ABC):
+    """The relay's persistence. Every method is safe to call from many threads.
+
+    Every multi-step change happens in one transaction: a failed call leaves nothing behind.
+    All methods may raise :class:`StorageUnavailable` (database busy/unreachable) or
+    :class:`StorageError`.
+    """
+
+    # ---- identity -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def append_identity(self, address: str, record_id: str, record: bytes) -> tuple[int, bool]:
+        """Append ``record`` to ``address``'s log unless a record with ``record_id`` is there.
+
+        Returns ``(seq, created)``: the record's 1-based position in the log and whether it was new.
+        """
+
+    @abc.abstractmethod
+    def identity_records(self, address: str) -> list[bytes]:
+        """All records of ``address`` in append order (empty list if none)."""
+
+    @abc.abstractmethod
+    def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
+        """Replace ``address``'s active installations (iid → (signing_pub, identity_pub)).
+
+        Prekeys of an installation that is no longer active under any address are deleted in the
+        same transaction.
+        """
+
+    @abc.abstractmethod
+    def installation(self, installation_id: str) -> InstallationKeys | None:
+        """An active installation with this id (under any address), or ``None``."""
+
+    # ---- prekeys --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_prekeys(self, installation_id: str, prekeys: StoredPrekeys, *, max_one_time: int) -> tuple[int, int]:
+        """Replace the signed prekey (and last-resort key if given) and add the one-time keys.
+
+        One-time keys whose id is already stored, or was ever handed out, are ignored; keys beyond
+        ``max_one_time`` per kind are dropped. Returns the counts ``(otpk, pq_otpk)`` after the change.
+
+        Raises:
+            StaleUpload: ``prekeys.issued_at`` is older than the stored upload's.
+        """
+
+    @abc.abstractmethod
+    def claim_prekeys(self, installation_id: str) -> ClaimedPrekeys | None:
+        """Take one one-time key of each kind (deleted in the same transaction that reads it).
+
+        Returns ``None`` when no signed prekey, or neither a one-time nor a last-resort ML-KEM key,
+        is stored. Concurrent claims never receive the same one-time key.
+        """
+
+    @abc.abstractmethod
+    def prekey_counts(self, installation_id: str) -> tuple[int, int]:
+        """``(otpk, pq_otpk)``: how many one-time keys of each kind are left."""
+
+    # ---- envelopes ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def publish(self, topic: str, payload: bytes, now: int) -> int:
+        """Store an envelope and wake waiters on ``topic``. Returns its cursor."""
+
+    @abc.abstractmethod
+    def fetch(self, topic: str, after: int, limit: int) -> list[Envelope]:
+        """Envelopes of ``topic`` with ``cursor > after``, oldest first, at most ``limit``."""
+
+    @abc.abstractmethod
+    def wait(self, topic: str, after: int, timeout: float) -> bool:
+        """Block until ``topic`` has an envelope with ``cursor > after`` or ``timeout`` passes.
+
+        Returns ``True`` if such an envelope exists. In-process backends use a condition variable;
+        a PostgreSQL backend implements it with LISTEN/NOTIFY so publishes on other nodes wake it.
+        """
+
+    @abc.abstractmethod
+    def expire(self, before: int) -> int:
+        """Delete envelopes received before ``before`` (unix seconds). Returns how many."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Row counts per table (diagnostics and tests)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; waiters return promptly."""
+
+
+def open_storage(db: str) -> Storage:
+    """Open the storage named by ``db``: a file path or ``sqlite:///path`` → SQLite.
+
+    Raises:
+        StorageError: ``postgresql://`` (not available yet) or an unknown URL scheme.
+        StorageUnavailable: the database file cannot be opened.
+    """
+    if not isinstance(db, str) or not db:
+        raise StorageError("a database path or URL is required")
+    if db.startswith(("postgresql://", "postgres://")):
+        raise StorageError("PostgreSQL storage is not available yet")
+    path = db
+    if db.startswith("sqlite:///"):
+        path = db[len("sqlite:///") :]
+        if not path:
+            raise StorageError("sqlite:/// URL without a path")
+    elif "://" in db:
+        raise StorageError(f"unsupported storage URL scheme in {db.split('://', 1)[0]!r}")
+    from bridge.relay.sqlite_store import SQLiteStorage
+
+    return SQLiteStorage(path)

@@ -1,0 +1,191 @@
+"""The bridge's local database: one SQLite file in the home directory, WAL mode.
+
+Several processes share it (the daemon, and CLI commands run while it is up): every change that
+reads then writes state (a ratchet step, an inbox cursor, the outbox) runs inside ``BEGIN IMMEDIATE``
+so that writers are serialised by SQLite itself, and a received message is committed in the same
+transaction as the ratchet state that decrypted it and the cursor that points past it.
+
+Secrets in the database (private prekeys, ratchet states) are sealed with the installation's storage
+key (AES-256-GCM, AAD naming the row); message text is plaintext, which is why the home directory is
+0700 and every file in it 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Store", "StoreError", "SCHEMA_VERSION", "now_ms"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB
+);
+CREATE TABLE IF NOT EXISTS conversations (
+    peer        TEXT PRIMARY KEY,          -- checksummed address of the other party
+    created_at  INTEGER NOT NULL,          -- ms
+    updated_at  INTEGER NOT NULL           -- ms
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- local arrival order
+    id           TEXT NOT NULL UNIQUE,               -- 128-bit message id chosen by the sender
+    peer         TEXT NOT NULL REFERENCES conversations(peer),
+    sender       TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    sent_at      INTEGER NOT NULL,                   -- ms, sender's clock
+    received_at  INTEGER NOT NULL,                   -- ms, our clock
+    direction    TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    state        TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'received')),
+    read         INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_by_peer ON messages(peer, sent_at, seq);
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id      TEXT PRIMARY KEY REFERENCES messages(id),
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'prepared', 'done', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox_envelopes (
+    message_id      TEXT NOT NULL REFERENCES outbox(message_id),
+    installation_id TEXT NOT NULL,
+    topic           TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    cursor          INTEGER,                 -- relay cursor once published; -1: installation gone, dropped
+    PRIMARY KEY (message_id, installation_id)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    remote_iid  TEXT NOT NULL,
+    sid         BLOB NOT NULL,
+    state       BLOB NOT NULL,               -- sealed Session.to_bytes()
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (remote_iid, sid)
+);
+CREATE TABLE IF NOT EXISTS prekeys (
+    kind        TEXT NOT NULL,               -- x25519-spk | x25519-otpk | mlkem768-otpk | mlkem768-lrpk
+    id          INTEGER NOT NULL,
+    private     BLOB NOT NULL,               -- sealed
+    public      BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    uploaded    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, id)
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    topic   TEXT PRIMARY KEY,
+    cursor  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS peer_installations (
+    address          TEXT NOT NULL,
+    installation_id  TEXT NOT NULL,
+    signing_pub      BLOB NOT NULL,
+    identity_pub     BLOB NOT NULL,
+    fetched_at       INTEGER NOT NULL,
+    PRIMARY KEY (address, installation_id)
+);
+CREATE TABLE IF NOT EXISTS peer_fetches (
+    address     TEXT PRIMARY KEY,
+    fetched_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox_failures (
+    topic   TEXT NOT NULL,
+    cursor  INTEGER NOT NULL,
+    error   TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (topic, cursor)
+);
+"""
+
+
+class StoreError(Exception):
+    """The local database is unusable (corrupt, locked for too long, newer schema)."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Store:
+    """One SQLite database; a connection per thread; explicit write transactions."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 30_000) -> None:
+        self.path = Path(path)
+        self._busy = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        conn = self._conn()
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer Parley (schema {version})")
+        try:
+            conn.executescript(_SCHEMA)  # idempotent; executescript commits on its own
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot initialise {self.path}: {exc}") from None
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            old = os.umask(0o077)
+            try:
+                conn = sqlite3.connect(self.path, timeout=self._busy / 1000, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open {self.path}: {exc}") from None
+            finally:
+                os.umask(old)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {self._busy}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE): committed on success, rolled back on any exception."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"database busy: {exc}") from None
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # --- meta ------------------------------------------------------------
+
+    def get_meta(self, key: str) -> bytes | None:
+        rows = self.read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, c: sqlite3.Connection, key: str, value: bytes) -> None:
+        c.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))

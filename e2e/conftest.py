@@ -1,0 +1,51 @@
+"""E2E fixtures (DESIGN.md "Running and testing"): one replica server and one Chromium with the
+extension per session; a fresh tab per test with a main-world recorder of every DM button ever
+inserted (path, peer, and the most buttons seen at once)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page
+
+from e2e.harness import BrowserSession, ReplicaServer, launch_browser, replica_server
+
+RECORDER = """
+(() => {
+  const log = { inserted: [], max: 0 };
+  Object.defineProperty(window, '__parleyRecorder', { value: log });
+  const seen = new WeakSet();
+  new MutationObserver(() => {
+    const buttons = document.querySelectorAll('[data-parley="dm-button"]');
+    log.max = Math.max(log.max, buttons.length);
+    for (const b of buttons) {
+      if (seen.has(b)) continue;
+      seen.add(b);
+      log.inserted.push({ path: location.pathname, peer: b.getAttribute('data-parley-peer') });
+    }
+  }).observe(document, { childList: true, subtree: true });
+})();
+"""
+
+
+@pytest.fixture(scope="session")
+def replicas() -> Iterator[ReplicaServer]:
+    with replica_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser(replicas: ReplicaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserSession]:
+    profile: Path = tmp_path_factory.mktemp("chromium-profile")
+    with launch_browser(profile, replicas.port) as session:
+        yield session
+
+
+@pytest.fixture
+def page(browser: BrowserSession) -> Iterator[Page]:
+    tab = browser.context.new_page()
+    tab.add_init_script(RECORDER)
+    yield tab
+    tab.close()

@@ -1,0 +1,244 @@
+// The one WebSocket to the bridge (DESIGN.md "Extension": service worker; local API contract:
+// JSON-RPC 2.0 at ws://127.0.0.1:PORT/v1/rpc, first call `auth` or `pair`, 20 s ping, reconnect
+// with exponential backoff capped at 30 s, close code 4401 = bad token → drop it, "not paired").
+
+import { wsUrlFor } from '../common/bridge-url.js';
+import { STATUS } from '../common/messages.js';
+import { getBridgeUrl, getStatus, getToken, setSession, setToken } from './state.js';
+
+const PING_MS = 20000;
+const CALL_TIMEOUT_MS = 15000;
+const BACKOFF_START_MS = 1000;
+const BACKOFF_CAP_MS = 30000;
+export const CLOSE_UNAUTHORIZED = 4401;
+
+export class RpcError extends Error {
+  constructor(code, message, data) {
+    super(message);
+    this.name = 'RpcError';
+    this.code = code;
+    this.data = data;
+  }
+}
+
+let socket = null;
+let nextId = 1;
+const pending = new Map();
+let pingTimer = null;
+let reconnectTimer = null;
+let backoffMs = BACKOFF_START_MS;
+let pairRequest = null; // {code, name, resolve, reject}
+const notificationHandlers = new Set();
+
+/** Register `handler(method, params)` for bridge notifications (message.new, conversation.updated). */
+export function onNotification(handler) {
+  notificationHandlers.add(handler);
+}
+
+function send(sock, method, params) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      pending.delete(id);
+      reject(new RpcError(-32000, `bridge did not answer ${method}`));
+    }, CALL_TIMEOUT_MS);
+    pending.set(id, { resolve, reject, timer });
+    try {
+      sock.send(JSON.stringify({ jsonrpc: '2.0', id, method, ...(params === undefined ? {} : { params }) }));
+    } catch (error) {
+      clearTimeout(timer);
+      pending.delete(id);
+      reject(new RpcError(-32000, 'bridge socket is not open'));
+    }
+  });
+}
+
+/** Call a JSON-RPC method on the authenticated bridge socket. Rejects with RpcError. */
+export function call(method, params) {
+  if (!socket || socket.readyState !== WebSocket.OPEN || getStatus() !== STATUS.CONNECTED) {
+    return Promise.reject(new RpcError(-32000, getStatus()));
+  }
+  return send(socket, method, params);
+}
+
+function failPending(reason) {
+  for (const [id, entry] of pending) {
+    clearTimeout(entry.timer);
+    entry.reject(new RpcError(-32000, reason));
+    pending.delete(id);
+  }
+}
+
+function onMessage(event) {
+  let msg;
+  try {
+    msg = JSON.parse(typeof event.data === 'string' ? event.data : '');
+  } catch {
+    return;
+  }
+  if (!msg || typeof msg !== 'object' || msg.jsonrpc !== '2.0') return;
+  if ('id' in msg && msg.id !== null && pending.has(msg.id)) {
+    const entry = pending.get(msg.id);
+    pending.delete(msg.id);
+    clearTimeout(entry.timer);
+    if (msg.error && typeof msg.error === 'object') {
+      entry.reject(new RpcError(Number(msg.error.code) || -32603, String(msg.error.message ?? 'error'), msg.error.data));
+    } else {
+      entry.resolve(msg.result);
+    }
+    return;
+  }
+  if (typeof msg.method === 'string' && !('id' in msg)) {
+    for (const handler of notificationHandlers) {
+      try { handler(msg.method, msg.params ?? {}); } catch (error) { console.debug('[parley] notification handler', error); }
+    }
+  }
+}
+
+function scheduleReconnect() {
+  clearTimeout(reconnectTimer);
+  const delay = Math.min(backoffMs, BACKOFF_CAP_MS) * (0.8 + Math.random() * 0.4);
+  backoffMs = Math.min(backoffMs * 2, BACKOFF_CAP_MS);
+  reconnectTimer = setTimeout(() => { reconnectTimer = null; connect(); }, delay);
+}
+
+function startPing(sock) {
+  clearInterval(pingTimer);
+  pingTimer = setInterval(() => {
+    send(sock, 'ping').catch(() => { if (socket === sock) sock.close(4000, 'ping timeout'); });
+  }, PING_MS);
+}
+
+async function refreshStatus() {
+  const st = await call('status');
+  if (!st || typeof st !== 'object') return;
+  await setSession({
+    identity: { address: String(st.address ?? ''), did: String(st.did ?? ''), installation_id: String(st.installation_id ?? '') },
+    unread: Number.isInteger(st.unread) ? st.unread : 0,
+    relay: st.relay && typeof st.relay === 'object' ? { url: String(st.relay.url ?? ''), connected: Boolean(st.relay.connected) } : null,
+    version: String(st.version ?? ''),
+  });
+}
+
+async function handshake(sock, token) {
+  const request = pairRequest;
+  try {
+    if (request) {
+      const result = await send(sock, 'pair', { code: request.code, name: request.name });
+      if (!result || typeof result.token !== 'string' || !result.token) throw new RpcError(-32603, 'bridge sent no token');
+      await setToken(result.token);
+      pairRequest = null;
+      request.resolve({ ok: true });
+    } else {
+      const result = await send(sock, 'auth', { token });
+      if (!result || result.ok !== true) throw new RpcError(-32001, 'not authenticated');
+    }
+  } catch (error) {
+    if (request) {
+      pairRequest = null;
+      request.reject(error);
+      await setSession({ lastError: `pairing failed: ${error.message}` });
+    } else {
+      await setToken(null);
+    }
+    if (socket === sock) sock.close(CLOSE_UNAUTHORIZED, 'handshake failed');
+    return;
+  }
+  if (socket !== sock) return;
+  backoffMs = BACKOFF_START_MS;
+  await setSession({ status: STATUS.CONNECTED, lastError: null });
+  startPing(sock);
+  refreshStatus().catch((error) => console.debug('[parley] status failed', error));
+}
+
+/** Open the socket if we have a token (or a pairing is pending) and none is open. */
+export async function connect() {
+  if (socket) return;
+  clearTimeout(reconnectTimer);
+  reconnectTimer = null;
+  const token = await getToken();
+  if (socket) return; // another connect() won the race while we awaited
+  if (!token && !pairRequest) {
+    await setSession({ status: STATUS.NOT_PAIRED });
+    return;
+  }
+  const url = wsUrlFor(await getBridgeUrl());
+  if (socket) return;
+  let sock;
+  try {
+    sock = new WebSocket(url);
+  } catch (error) {
+    if (pairRequest) {
+      const request = pairRequest;
+      pairRequest = null;
+      request.reject(new RpcError(-32000, `bridge unreachable (${error.message ?? error})`));
+    }
+    await setSession({ status: token ? STATUS.UNREACHABLE : STATUS.NOT_PAIRED, lastError: String(error.message ?? error) });
+    if (token) scheduleReconnect();
+    return;
+  }
+  socket = sock;
+  // Listeners go on before any await: a refused connection can close the socket within one tick.
+  sock.addEventListener('open', () => { handshake(sock, token); });
+  sock.addEventListener('message', onMessage);
+  sock.addEventListener('close', (event) => { onClose(sock, event); });
+  if (getStatus() !== STATUS.UNREACHABLE) await setSession({ status: STATUS.CONNECTING });
+}
+
+async function onClose(sock, event) {
+  if (socket !== sock) return;
+  socket = null;
+  clearInterval(pingTimer);
+  failPending('bridge connection closed');
+  if (pairRequest) {
+    const request = pairRequest;
+    pairRequest = null;
+    request.reject(new RpcError(-32000, 'bridge unreachable'));
+  }
+  if (event.code === CLOSE_UNAUTHORIZED) {
+    if (!(await getToken())) {
+      await setSession({ status: STATUS.NOT_PAIRED });
+      return;
+    }
+    // a pairing attempt failed while an older token is kept: try it again
+  }
+  const token = await getToken();
+  if (!token) {
+    await setSession({ status: STATUS.NOT_PAIRED });
+    return;
+  }
+  await setSession({ status: STATUS.UNREACHABLE });
+  scheduleReconnect();
+}
+
+/** Retry now (popup/widget asked), resetting the backoff. */
+export function reconnectNow() {
+  backoffMs = BACKOFF_START_MS;
+  clearTimeout(reconnectTimer);
+  reconnectTimer = null;
+  return connect();
+}
+
+/** Close the socket (e.g. the bridge URL changed or the user unpaired). */
+export function disconnect() {
+  const sock = socket;
+  socket = null;
+  clearInterval(pingTimer);
+  clearTimeout(reconnectTimer);
+  failPending('bridge connection closed');
+  if (sock) sock.close(1000, 'bye');
+}
+
+/** Pair with the code `parley pair` printed; resolves {ok: true} once the token is stored. */
+export function pair(code, name) {
+  disconnect();
+  if (pairRequest) pairRequest.reject(new RpcError(-32000, 'superseded'));
+  return new Promise((resolve, reject) => {
+    pairRequest = { code, name, resolve, reject };
+    connect().catch(reject);
+  });
+}
+
+export function isConnected() {
+  return socket !== null && getStatus() === STATUS.CONNECTED;
+}

@@ -1,0 +1,48 @@
+// Service worker entry (DESIGN.md "Extension": service worker). Thin: imports small modules and
+// registers every listener at top level, so a worker woken by an event finds them in place.
+
+import { STATUS } from '../common/messages.js';
+import { ADDRESS_RE } from '../common/peer.js';
+import { connect, onNotification } from './bridge.js';
+import { onMessage } from './handlers.js';
+import { notifyMessage, setBadge } from './notify.js';
+import { getStatus, onStatus, setSession } from './state.js';
+import { broadcastStatus, forwardEvent, onConnect, widgetOpenFor } from './widgets.js';
+
+const ALARM = 'parley-reconnect';
+
+chrome.runtime.onMessage.addListener(onMessage);
+chrome.runtime.onConnect.addListener(onConnect);
+chrome.runtime.onStartup.addListener(() => { connect(); });
+chrome.runtime.onInstalled.addListener(() => { connect(); });
+// Timers die with the worker; an alarm wakes it to reconnect (Chrome 120+ allows 30 s periods,
+// 116-119 clamp to 1 min).
+chrome.alarms.onAlarm.addListener((alarm) => {
+  if (alarm.name === ALARM && getStatus() !== STATUS.CONNECTED) connect();
+});
+chrome.alarms.get(ALARM).then((existing) => {
+  if (!existing) chrome.alarms.create(ALARM, { periodInMinutes: 0.5 });
+});
+
+onStatus((status) => { broadcastStatus(status); });
+
+onNotification((method, params) => {
+  if (method === 'message.new' && params && typeof params.message === 'object' && params.message) {
+    const message = params.message;
+    const peer = typeof message.peer === 'string' ? message.peer.toLowerCase() : '';
+    if (!ADDRESS_RE.test(peer)) return;
+    forwardEvent(method, params, peer);
+    if (message.direction === 'in' && !widgetOpenFor(peer)) notifyMessage(message);
+  } else if (method === 'conversation.updated' && params && typeof params.peer === 'string') {
+    forwardEvent(method, params, params.peer.toLowerCase());
+    if (Number.isInteger(params.total_unread)) {
+      setSession({ unread: params.total_unread });
+    }
+  }
+});
+
+chrome.storage.session.onChanged.addListener((changes) => {
+  if (changes.unread) setBadge(changes.unread.newValue);
+});
+
+connect();

@@ -1,0 +1,88 @@
+// Widget ports (DESIGN.md "Extension": widget). A widget is an extension page in an iframe; it opens
+// a chrome.runtime port named WIDGET_PORT, names its peer with WIDGET_HELLO, and may call only the
+// methods in WIDGET_METHODS. Bridge notifications for that peer are forwarded to it.
+
+import {
+  STATUS, WIDGET_EVENT, WIDGET_HELLO, WIDGET_METHODS, WIDGET_PORT, WIDGET_RPC, WIDGET_RPC_RESULT, WIDGET_STATUS,
+} from '../common/messages.js';
+import { ADDRESS_RE, isPeer } from '../common/peer.js';
+import { call, connect, reconnectNow } from './bridge.js';
+import { getStatus, setSession, waitConnected } from './state.js';
+import { isExtensionPage } from './senders.js';
+
+const ports = new Map(); // port -> {peer: lower-case address | null}
+
+/** True when an open widget shows the conversation with `address`. */
+export function widgetOpenFor(address) {
+  const wanted = String(address).toLowerCase();
+  for (const info of ports.values()) if (info.peer === wanted) return true;
+  return false;
+}
+
+function post(port, message) {
+  try { port.postMessage(message); } catch { ports.delete(port); }
+}
+
+export function broadcastStatus(status) {
+  for (const port of ports.keys()) post(port, { type: WIDGET_STATUS, status });
+}
+
+/** Forward a bridge notification to the widgets showing its peer. */
+export function forwardEvent(method, params, address) {
+  const wanted = String(address).toLowerCase();
+  for (const [port, info] of ports) if (info.peer === wanted) post(port, { type: WIDGET_EVENT, method, params });
+}
+
+function validParams(method, params) {
+  if (!params || typeof params !== 'object' || Array.isArray(params)) return false;
+  if (method === 'resolve') return isPeer(params.peer);
+  if (method === 'canMessage') return typeof params.address === 'string' && ADDRESS_RE.test(params.address);
+  if (typeof params.peer !== 'string' || !ADDRESS_RE.test(params.peer)) return false;
+  if (method === 'messages.send') return typeof params.text === 'string' && params.text.length > 0 && params.text.length <= 10000;
+  return true;
+}
+
+async function handleRpc(port, msg) {
+  const reply = (body) => post(port, { type: WIDGET_RPC_RESULT, id: msg.id, ...body });
+  if (!WIDGET_METHODS.includes(msg.method) || !validParams(msg.method, msg.params)) {
+    reply({ error: { code: -32602, message: 'method or params not allowed' } });
+    return;
+  }
+  if (getStatus() !== STATUS.CONNECTED) await connect();
+  if (getStatus() !== STATUS.CONNECTED && !(await waitConnected(3000))) {
+    reply({ error: { code: -32000, message: getStatus() } });
+    return;
+  }
+  try {
+    const result = await call(msg.method, msg.params);
+    if (msg.method === 'messages.markRead' && result && Number.isInteger(result.unread)) {
+      await setSession({ unread: result.unread });
+    }
+    reply({ result });
+  } catch (error) {
+    reply({ error: { code: error.code ?? -32603, message: String(error.message ?? error), data: error.data ?? null } });
+  }
+}
+
+/** chrome.runtime.onConnect listener for widget pages. */
+export function onConnect(port) {
+  if (port.name !== WIDGET_PORT || !isExtensionPage(port.sender, 'widget/widget.html')) {
+    port.disconnect();
+    return;
+  }
+  ports.set(port, { peer: null });
+  port.onDisconnect.addListener(() => ports.delete(port));
+  port.onMessage.addListener((msg) => {
+    if (!msg || typeof msg !== 'object') return;
+    if (msg.type === WIDGET_HELLO) {
+      const peer = typeof msg.peer === 'string' && ADDRESS_RE.test(msg.peer) ? msg.peer : null;
+      ports.set(port, { peer });
+      post(port, { type: WIDGET_STATUS, status: getStatus() });
+    } else if (msg.type === WIDGET_RPC && Number.isInteger(msg.id)) {
+      handleRpc(port, msg);
+    } else if (msg.type === 'reconnect') {
+      reconnectNow();
+    }
+  });
+  post(port, { type: WIDGET_STATUS, status: getStatus() });
+}

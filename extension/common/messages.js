@@ -1,0 +1,44 @@
+// Message names shared by the service worker, content scripts, the widget and the popup
+// (DESIGN.md "Extension": one messages.js of shared names). Handlers are tiered by sender trust:
+// CONTENT_* come from content scripts on the three sites, POPUP_* from the popup page, and the
+// widget talks over a chrome.runtime port named WIDGET_PORT.
+
+/** Content script → worker: resolve a peer and ask whether it can receive Parley messages. */
+export const CONTENT_LOOKUP_PEER = 'parley/content/lookup-peer';
+
+/** Popup → worker: read the current state snapshot. */
+export const POPUP_GET_STATE = 'parley/popup/get-state';
+/** Popup → worker: store a bridge URL (`http://127.0.0.1:PORT`). */
+export const POPUP_SET_BRIDGE_URL = 'parley/popup/set-bridge-url';
+/** Popup → worker: pair with the code `parley pair` printed. */
+export const POPUP_PAIR = 'parley/popup/pair';
+/** Popup or widget → worker: retry the bridge connection now. */
+export const RECONNECT = 'parley/reconnect';
+/** Popup → worker: forget the pairing token. */
+export const POPUP_UNPAIR = 'parley/popup/unpair';
+
+/** Name of the chrome.runtime port a widget page opens to the worker. */
+export const WIDGET_PORT = 'parley-widget';
+/** Widget → worker over the port: {type: WIDGET_RPC, id, method, params}. */
+export const WIDGET_RPC = 'rpc';
+/** Worker → widget: {type: WIDGET_RPC_RESULT, id, result} or {..., error}. */
+export const WIDGET_RPC_RESULT = 'rpc-result';
+/** Worker → widget: {type: WIDGET_EVENT, method, params} (bridge notifications for this peer). */
+export const WIDGET_EVENT = 'event';
+/** Worker → widget: {type: WIDGET_STATUS, status}. */
+export const WIDGET_STATUS = 'status';
+/** Widget → worker: {type: WIDGET_HELLO, peer} names the conversation this port shows. */
+export const WIDGET_HELLO = 'hello';
+
+/** Connection states, as shown by the popup (only CONNECTED contains the word "connected"). */
+export const STATUS = Object.freeze({
+  NOT_PAIRED: 'not paired',
+  CONNECTING: 'connecting',
+  CONNECTED: 'connected',
+  UNREACHABLE: 'bridge unreachable',
+});
+
+/** JSON-RPC methods a widget may call (everything else is refused by the worker). */
+export const WIDGET_METHODS = Object.freeze([
+  'resolve', 'canMessage', 'messages.list', 'messages.send', 'messages.markRead',
+]);

@@ -1,0 +1,90 @@
+// The DM button (DESIGN.md "Stable test hooks"): <button data-parley="dm-button"
+// data-parley-peer="…" data-parley-state="loading|ready|unavailable" aria-label="Message on Parley">.
+// There is at most one per page; mounting again moves or replaces it, never doubles it.
+
+import { CONTENT_LOOKUP_PEER } from '../../common/messages.js';
+import { openWidget } from './widget.js';
+
+export const BUTTON_SELECTOR = '[data-parley="dm-button"]';
+const LOOKUP_TTL_MS = 15000;
+const lookups = new Map(); // peer -> {at, promise}
+
+const UNAVAILABLE_TEXT = {
+  'not-paired': ['Pair Parley', 'Pair this browser with your Parley bridge (open the Parley popup).'],
+  unreachable: ['Pair Parley', 'The Parley bridge is not running or not reachable (start `parley run`).'],
+  'cannot-resolve': ['Not on Parley yet', 'Parley could not find a wallet for this account.'],
+  'not-on-parley': ['Not on Parley yet', 'This account has not set up Parley yet.'],
+  error: ['Not on Parley yet', 'Parley could not check this account.'],
+};
+
+function lookup(peer) {
+  const cached = lookups.get(peer);
+  if (cached && Date.now() - cached.at < LOOKUP_TTL_MS) return cached.promise;
+  const promise = chrome.runtime
+    .sendMessage({ type: CONTENT_LOOKUP_PEER, peer })
+    .then((reply) => (reply && typeof reply.state === 'string' ? reply : { state: 'unavailable', reason: 'error' }))
+    .catch(() => ({ state: 'unavailable', reason: 'error' }));
+  lookups.set(peer, { at: Date.now(), promise });
+  promise.then((r) => { if (r.state !== 'ready') lookups.delete(peer); });
+  return promise;
+}
+
+export function setButtonState(button, state, reason) {
+  button.dataset.parleyState = state;
+  if (state === 'ready') {
+    button.textContent = 'Message';
+    button.title = 'Send a private message with Parley';
+  } else if (state === 'loading') {
+    button.textContent = 'Message';
+    button.title = 'Checking Parley…';
+  } else {
+    const [text, title] = UNAVAILABLE_TEXT[reason] ?? UNAVAILABLE_TEXT.error;
+    button.textContent = text;
+    button.title = title;
+  }
+}
+
+function createButton(peer) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.dataset.parley = 'dm-button';
+  button.dataset.parleyPeer = peer;
+  button.setAttribute('aria-label', 'Message on Parley');
+  for (const [name, value] of Object.entries({
+    'margin-inline': '4px', padding: '6px 14px', 'border-radius': '999px', border: '1px solid #5846dc',
+    background: '#5846dc', color: '#fff', 'font-weight': '600', cursor: 'pointer', 'font-size': '14px',
+  })) button.style.setProperty(name, value);
+  setButtonState(button, 'loading');
+  button.addEventListener('click', (event) => {
+    event.preventDefault();
+    event.stopPropagation();
+    openWidget(peer);
+  });
+  return button;
+}
+
+/**
+ * Mount the DM button for `peer` into `parent` before `before` (null = append). Any other DM button
+ * on the page (another peer, or a copy left in a re-rendered row) is removed first.
+ */
+export function mountButton(peer, parent, before, { signal } = {}) {
+  if (signal?.aborted) return null;
+  for (const existing of document.querySelectorAll(BUTTON_SELECTOR)) {
+    if (existing.dataset.parleyPeer !== peer || existing.parentElement !== parent) existing.remove();
+  }
+  const current = parent.querySelector(`:scope > ${BUTTON_SELECTOR}`);
+  if (current) return current;
+  const button = createButton(peer);
+  parent.insertBefore(button, before && before.parentNode === parent ? before : null);
+  lookup(peer).then((reply) => {
+    if (button.isConnected) setButtonState(button, reply.state === 'ready' ? 'ready' : 'unavailable', reply.reason);
+  });
+  return button;
+}
+
+/** Remove every DM button whose peer differs from `peer` (all of them when `peer` is null). */
+export function removeButtons(peer = null) {
+  for (const existing of document.querySelectorAll(BUTTON_SELECTOR)) {
+    if (peer === null || existing.dataset.parleyPeer !== peer) existing.remove();
+  }
+}

@@ -1,0 +1,66 @@
+// The popup (DESIGN.md "Extension": popup; "Stable test hooks"). Shows status, identity and
+// unread from chrome.storage.session (kept current through onChanged) and pairs with the bridge.
+
+import { BridgeUrlError, DEFAULT_BRIDGE_URL, normalizeBridgeUrl } from '../common/bridge-url.js';
+import { POPUP_GET_STATE, POPUP_PAIR, RECONNECT } from '../common/messages.js';
+
+const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
+
+function showError(text) {
+  $('error').textContent = text ?? '';
+  $('error').hidden = !text;
+}
+
+function render(state) {
+  if (typeof state.status === 'string') $('status').textContent = state.status;
+  if ('identity' in state) {
+    $('address').textContent = state.identity?.address || '—';
+    $('did').textContent = state.identity?.did || '—';
+  }
+  if ('unread' in state) $('unread').textContent = String(Number.isInteger(state.unread) ? state.unread : 0);
+  if ('lastError' in state && state.lastError) showError(state.lastError);
+}
+
+async function pair(event) {
+  event.preventDefault();
+  showError('');
+  let url;
+  try {
+    url = normalizeBridgeUrl($('bridge-url').value || DEFAULT_BRIDGE_URL);
+  } catch (error) {
+    showError(error instanceof BridgeUrlError ? error.message : String(error));
+    return;
+  }
+  $('bridge-url').value = url;
+  const code = $('pair-code').value.trim();
+  if (!code) {
+    showError('Enter the code `parley pair` printed.');
+    return;
+  }
+  $('pair-submit').disabled = true;
+  const platform = navigator.userAgentData?.platform || navigator.platform || 'this computer';
+  try {
+    const reply = await chrome.runtime.sendMessage({ type: POPUP_PAIR, url, code, name: `Chrome on ${platform}` });
+    if (!reply?.ok) showError(reply?.error ?? 'pairing failed');
+    else $('pair-code').value = '';
+  } finally {
+    $('pair-submit').disabled = false;
+  }
+}
+
+async function init() {
+  $('pair-form').addEventListener('submit', pair);
+  $('reconnect').addEventListener('click', () => chrome.runtime.sendMessage({ type: RECONNECT }));
+  chrome.storage.session.onChanged.addListener((changes) => {
+    const patch = {};
+    for (const [key, change] of Object.entries(changes)) patch[key] = change.newValue;
+    render(patch);
+  });
+  const state = await chrome.runtime.sendMessage({ type: POPUP_GET_STATE });
+  if (state) {
+    render(state);
+    if (state.bridgeUrl) $('bridge-url').value = state.bridgeUrl;
+  }
+}
+
+init();

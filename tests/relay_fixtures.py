@@ -1,0 +1,131 @@
+"""Shared helpers for the relay tests: real installations, real signed statements, real prekeys.
+
+Imported by tests/test_relay_*.py (not a conftest: tests/conftest.py belongs to the integrator).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bridge.crypto import primitives as P
+from bridge.identity import authorize_statement, revoke_statement, sign_statement
+from bridge.protocol.ids import inbox_topic, installation_id
+from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, SPK, OneTimePrekey, PrekeyUpload, sign_prekey
+from bridge.relay.sqlite_store import SQLiteStorage
+from bridge.relay.storage import Storage
+
+__all__ = [
+    "WALLET_KEY",
+    "WALLET_ADDRESS",
+    "OTHER_WALLET_KEY",
+    "OTHER_WALLET_ADDRESS",
+    "Installation",
+    "make_installation",
+    "authorize_record",
+    "revoke_record",
+    "make_upload",
+    "STORAGE_BACKENDS",
+    "open_backend",
+    "wait_until",
+]
+
+#: Fixed test wallet keys (well-known throwaway keys; never hold funds).
+WALLET_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+OTHER_WALLET_KEY = bytes.fromhex("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+
+
+def _address(key: bytes) -> str:
+    from eth_account import Account
+
+    return str(Account.from_key(key).address)
+
+
+WALLET_ADDRESS = _address(WALLET_KEY)
+OTHER_WALLET_ADDRESS = _address(OTHER_WALLET_KEY)
+
+_ISSUED = itertools.count(1_700_000_000)
+
+
+@dataclass(frozen=True)
+class Installation:
+    signing_priv: bytes
+    signing_pub: bytes
+    identity_priv: bytes
+    identity_pub: bytes
+
+    @property
+    def iid(self) -> str:
+        return installation_id(self.signing_pub, self.identity_pub)
+
+    @property
+    def topic(self) -> str:
+        return inbox_topic(self.iid)
+
+
+def make_installation() -> Installation:
+    spriv, spub = P.ed25519_keypair()
+    xpriv, xpub = P.x25519_keypair()
+    return Installation(spriv, spub, xpriv, xpub)
+
+
+def authorize_record(inst: Installation, wallet_key: bytes = WALLET_KEY, *, issued_at: int | None = None) -> bytes:
+    stmt = authorize_statement(
+        _address(wallet_key), inst.iid, inst.signing_pub, inst.identity_pub,
+        issued_at=next(_ISSUED) if issued_at is None else issued_at,
+    )
+    return sign_statement(stmt, wallet_key).to_record()
+
+
+def revoke_record(inst: Installation, wallet_key: bytes = WALLET_KEY) -> bytes:
+    stmt = revoke_statement(_address(wallet_key), inst.iid, issued_at=next(_ISSUED))
+    return sign_statement(stmt, wallet_key).to_record()
+
+
+_MLKEM_PUB = P.mlkem768_keypair()[1]  # one real ML-KEM public key, reused (the relay never uses it)
+
+
+def make_upload(
+    inst: Installation,
+    *,
+    otpk_ids: range | list[int] = range(0),
+    pq_ids: range | list[int] = range(0),
+    lrpk: bool = True,
+    issued_at: int | None = None,
+    signer: bytes | None = None,
+) -> bytes:
+    """A real signed prekey upload (signed by ``signer``, default the installation's key)."""
+    key = inst.signing_priv
+    upload = PrekeyUpload(
+        installation_id=inst.iid,
+        issued_at=int(time.time() * 1000) if issued_at is None else issued_at,
+        spk=sign_prekey(key, SPK, 1, P.x25519_keypair()[1]),
+        otpks=tuple(OneTimePrekey(i, P.x25519_keypair()[1]) for i in otpk_ids),
+        pq_otpks=tuple(sign_prekey(key, PQ_OTPK, i, _MLKEM_PUB) for i in pq_ids),
+        pq_lrpk=sign_prekey(key, PQ_LRPK, 0, _MLKEM_PUB) if lrpk else None,
+    )
+    return upload.sign(signer or key)
+
+
+#: Storage backends the parametrized tests run against (PostgreSQL joins when it exists).
+STORAGE_BACKENDS = ["sqlite"]
+
+
+def open_backend(name: str, tmp_path: Path) -> Storage:
+    if name == "sqlite":
+        return SQLiteStorage(str(tmp_path / f"relay-{os.urandom(4).hex()}.db"))
+    raise ValueError(f"unknown storage backend {name}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until true or the deadline passes (returns the last result)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

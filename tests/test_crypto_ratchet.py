@@ -1,0 +1,205 @@
+"""Double Ratchet properties (Signal spec rev 1): delivery order, forward secrecy, post-compromise
+recovery, replay, tampering and the skipped-key bounds. State is immutable; every failure is checked
+to leave ``to_bytes()`` unchanged."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.crypto import DuplicateMessage, TooManySkipped, chain, ratchet
+from bridge.crypto import primitives as P
+from bridge.crypto.kdf import kdf_ck
+from bridge.crypto.ratchet import Header, RatchetState
+
+AD = b"parley/v1" + bytes(128)
+
+
+def pair() -> tuple[RatchetState, RatchetState]:
+    sk = P.random_bytes(32)
+    spk_priv, spk_pub = P.x25519_keypair()
+    return ratchet.init_alice(sk, spk_pub), ratchet.init_bob(sk, spk_priv)
+
+
+Msg = tuple[bytes, bytes, bytes]  # header, ciphertext, plaintext
+
+OPS = st.lists(
+    st.tuples(st.sampled_from(["send", "deliver", "replay", "restart"]), st.sampled_from(["a", "b"]), st.integers(0, 10**6)),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, final_order=st.randoms(use_true_random=False))
+def test_any_delivery_order_round_trips(ops: list[tuple[str, str, int]], final_order: object) -> None:
+    """Both directions, interleaved DH ratchet steps, arbitrary reordering, replays and restarts."""
+    a, b = pair()
+    states = {"a": a, "b": b}
+    inflight: dict[str, list[Msg]] = {"a": [], "b": []}  # messages addressed to a / b
+    delivered: dict[str, list[Msg]] = {"a": [], "b": []}
+    other = {"a": "b", "b": "a"}
+    counter = 0
+
+    def deliver(to: str, idx: int) -> None:
+        header, ct, pt = inflight[to].pop(idx)
+        states[to], got = ratchet.decrypt(states[to], header, ct, AD)
+        assert got == pt
+        delivered[to].append((header, ct, pt))
+
+    for op, who, k in ops:
+        if op == "send":
+            if states[who].cks is None:
+                continue  # Bob cannot speak first
+            pt = f"{who}{counter}".encode() * (k % 5)
+            counter += 1
+            states[who], header, ct = ratchet.encrypt(states[who], pt, AD)
+            inflight[other[who]].append((header, ct, pt))
+        elif op == "deliver" and inflight[who]:
+            deliver(who, k % len(inflight[who]))
+        elif op == "replay" and delivered[who]:
+            header, ct, _ = delivered[who][k % len(delivered[who])]
+            before = states[who].to_bytes()
+            with pytest.raises(DuplicateMessage):
+                ratchet.decrypt(states[who], header, ct, AD)
+            assert states[who].to_bytes() == before
+        elif op == "restart":
+            states[who] = RatchetState.from_bytes(states[who].to_bytes())
+    for to in ("a", "b"):
+        final_order.shuffle(inflight[to])  # type: ignore[attr-defined]
+        while inflight[to]:
+            deliver(to, 0)
+    # after a restart, replays are still rejected
+    for to in ("a", "b"):
+        restored = RatchetState.from_bytes(states[to].to_bytes())
+        assert restored == states[to]
+        for header, ct, _ in delivered[to]:
+            with pytest.raises(DuplicateMessage):
+                ratchet.decrypt(restored, header, ct, AD)
+
+
+def _candidate_keys(state: RatchetState, depth: int = 8) -> list[bytes]:
+    """Every message key a thief could get from a state: stored skipped keys and the next keys of both chains."""
+    keys = [mk for _, _, mk in state.skipped]
+    for ck in (state.ckr, state.cks):
+        while ck is not None and depth:
+            ck, mk = kdf_ck(ck)
+            keys.append(mk)
+            depth -= 1
+    return keys
+
+
+@given(k=st.integers(0, 5), extra=st.integers(1, 4))
+@settings(max_examples=25, deadline=None)
+def test_forward_secrecy_consumed_key_is_gone(k: int, extra: int) -> None:
+    a, b = pair()
+    msgs = []
+    for i in range(k + extra):
+        a, header, ct = ratchet.encrypt(a, b"m%d" % i, AD)
+        msgs.append((header, ct))
+    b, _ = ratchet.decrypt(b, *msgs[k], AD)  # consume message k (skipping 0..k-1)
+    stolen = RatchetState.from_bytes(b.to_bytes())
+    header, ct = msgs[k]
+    with pytest.raises(DuplicateMessage):
+        ratchet.decrypt(stolen, header, ct, AD)
+    # and no key in the stolen state authenticates message k (not merely refused by bookkeeping)
+    for mk in _candidate_keys(stolen):
+        with pytest.raises(P.DecryptError):
+            chain.decrypt(mk, ct, AD + header)
+    # the skipped ones are still there and still work
+    for i in range(k):
+        stolen, pt = ratchet.decrypt(stolen, *msgs[i], AD)
+        assert pt == b"m%d" % i
+
+
+def test_post_compromise_recovery() -> None:
+    """A thief with a copy of Bob's state follows passively; after two DH round trips it is locked out."""
+    a, b = pair()
+    a, h0, c0 = ratchet.encrypt(a, b"a0", AD)
+    b, _ = ratchet.decrypt(b, h0, c0, AD)
+    thief = RatchetState.from_bytes(b.to_bytes())
+    thief_results = []
+    for rnd in range(3):
+        b, hb, cb = ratchet.encrypt(b, b"b%d" % rnd, AD)
+        a, _ = ratchet.decrypt(a, hb, cb, AD)
+        a, ha, ca = ratchet.encrypt(a, b"a%d" % (rnd + 1), AD)
+        b, pt = ratchet.decrypt(b, ha, ca, AD)
+        assert pt == b"a%d" % (rnd + 1)
+        try:
+            thief, got = ratchet.decrypt(thief, ha, ca, AD)  # thief's own fresh ratchet key, not Bob's
+            thief_results.append(got == pt)
+        except P.CryptoError:
+            thief_results.append(False)
+    # round 0: Alice's new chain still uses Bob's compromised ratchet key -> readable;
+    # later rounds mix in Bob's fresh ratchet keys -> unreadable.
+    assert thief_results == [True, False, False]
+
+
+def test_tampering_rejected_state_unchanged() -> None:
+    a, b = pair()
+    a, header, ct = ratchet.encrypt(a, b"secret", AD)
+    before = b.to_bytes()
+    flip = lambda x, i: x[:i] + bytes([x[i] ^ 0x40]) + x[i + 1:]  # noqa: E731
+    for i in range(len(ct)):  # every ciphertext and tag byte
+        with pytest.raises(P.DecryptError):
+            ratchet.decrypt(b, header, flip(ct, i), AD)
+    hd = Header.decode(header)
+    for bad in (Header(hd.dh, hd.pn + 1, hd.n), Header(hd.dh, hd.pn, hd.n + 1), Header(P.x25519_keypair()[1], hd.pn, hd.n)):
+        with pytest.raises(P.CryptoError):
+            ratchet.decrypt(b, bad.encode(), ct, AD)
+    with pytest.raises(P.DecryptError):
+        ratchet.decrypt(b, header, ct, AD[:-1] + b"\x01")  # other associated data
+    assert b.to_bytes() == before
+    b, pt = ratchet.decrypt(b, header, ct, AD)
+    assert pt == b"secret"
+
+
+def test_skip_bound_per_chain() -> None:
+    a, b = pair()
+    msgs = []
+    for i in range(ratchet.MAX_SKIP + 2):
+        a, header, ct = ratchet.encrypt(a, b"%d" % i, AD)
+        msgs.append((header, ct))
+    before = b.to_bytes()
+    with pytest.raises(TooManySkipped):
+        ratchet.decrypt(b, *msgs[ratchet.MAX_SKIP + 1], AD)  # would skip 1001
+    assert b.to_bytes() == before
+    b, pt = ratchet.decrypt(b, *msgs[ratchet.MAX_SKIP], AD)  # skips exactly 1000
+    assert pt == b"%d" % ratchet.MAX_SKIP
+    assert len(b.skipped) == ratchet.MAX_SKIP
+    b, pt = ratchet.decrypt(b, *msgs[0], AD)
+    assert pt == b"0" and len(b.skipped) == ratchet.MAX_SKIP - 1
+
+
+def test_skip_bound_on_previous_chain_via_pn() -> None:
+    """A forged header whose pn claims a huge previous chain is refused before any state change."""
+    a, b = pair()
+    a, header, ct = ratchet.encrypt(a, b"x", AD)
+    b, _ = ratchet.decrypt(b, header, ct, AD)
+    bogus = Header(P.x25519_keypair()[1], 5000, 0).encode()
+    before = b.to_bytes()
+    with pytest.raises(TooManySkipped):
+        ratchet.decrypt(b, bogus, ct, AD)
+    assert b.to_bytes() == before
+
+
+def test_total_stored_skipped_keys_bounded_oldest_evicted() -> None:
+    a, b = pair()
+    chains = []
+    for rnd in range(3):  # three Alice chains, 1000 skipped keys each
+        msgs = []
+        for i in range(ratchet.MAX_SKIP + 1):
+            a, header, ct = ratchet.encrypt(a, b"%d/%d" % (rnd, i), AD)
+            msgs.append((header, ct))
+        b, _ = ratchet.decrypt(b, *msgs[-1], AD)
+        b, hb, cb = ratchet.encrypt(b, b"ack", AD)
+        a, _ = ratchet.decrypt(a, hb, cb, AD)
+        chains.append(msgs)
+    assert len(b.skipped) == ratchet.MAX_STORED_SKIPPED
+    with pytest.raises(DuplicateMessage):  # evicted: the oldest chain's keys are gone
+        ratchet.decrypt(b, *chains[0][0], AD)
+    b, pt = ratchet.decrypt(b, *chains[1][0], AD)
+    assert pt == b"1/0"
+    b, pt = ratchet.decrypt(b, *chains[2][999], AD)
+    assert pt == b"2/999"

@@ -1,0 +1,246 @@
+"""Known-answer tests: every derivation and encoding of the E2E layer against tests/vectors/*.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.vectors_loader import cases, error_class, h, load
+
+from bridge.crypto import chain, kdf, ratchet, sealed, session
+from bridge.crypto import primitives as P
+from bridge.crypto.ratchet import Header
+from bridge.protocol.prekeys import Bundle
+
+CRYPTO_FILES = [
+    "rfc5869_hkdf.json", "rfc4231_hmac.json", "rfc7748_x25519.json", "rfc8032_ed25519.json",
+    "libsignal_chain_key.json", "parley_kdf_rk.json", "parley_kdf_ck.json", "parley_message_keys.json",
+    "parley_pqxdh_kdf.json", "parley_header.json", "parley_encrypt.json", "parley_pqxdh.json",
+    "parley_session.json", "parley_sealed.json",
+]
+
+
+def raises_exactly(vec: dict[str, Any]) -> Any:
+    """Context manager: the vector's named error, and exactly that class."""
+    return pytest.raises(error_class(vec["expected"]["error"]))
+
+
+def check_exact(excinfo: Any, vec: dict[str, Any]) -> None:
+    assert excinfo.type is error_class(vec["expected"]["error"]), excinfo.value
+
+
+@pytest.mark.parametrize("filename", CRYPTO_FILES)
+def test_vector_files_are_well_formed(filename: str) -> None:
+    data = load(filename)
+    assert data["family"] and data["description"]
+    for v in data["vectors"]:
+        assert set(v) == {"name", "input", "expected"}
+        assert v["name"].startswith("negative") == ("error" in v["expected"])
+
+
+@pytest.mark.parametrize("vec", cases("rfc5869_hkdf.json"))
+def test_rfc5869_hkdf(vec: dict[str, Any]) -> None:
+    i, e = vec["input"], vec["expected"]
+    salt = h(i["salt"]) or None  # RFC: absent/empty salt = HashLen zeros
+    assert P.hkdf_sha256(h(i["ikm"]), salt=salt, info=h(i["info"]), length=i["length"]).hex() == e["okm"]
+    assert P.hmac_sha256(salt or bytes(32), h(i["ikm"])).hex() == e["prk"]
+
+
+@pytest.mark.parametrize("vec", cases("rfc4231_hmac.json"))
+def test_rfc4231_hmac(vec: dict[str, Any]) -> None:
+    assert P.hmac_sha256(h(vec["input"]["key"]), h(vec["input"]["data"])).hex() == vec["expected"]["mac"]
+
+
+@pytest.mark.parametrize("vec", cases("rfc7748_x25519.json"))
+def test_rfc7748_x25519(vec: dict[str, Any]) -> None:
+    i = vec["input"]
+    if "error" in vec["expected"]:
+        with raises_exactly(vec) as ei:
+            P.x25519_dh(h(i["scalar"]), h(i["u"]))
+        check_exact(ei, vec)
+        return
+    assert P.x25519_dh(h(i["scalar"]), h(i["u"])).hex() == vec["expected"]["output"]
+    if i["u"] == "09" + "00" * 31:
+        assert P.x25519_public(h(i["scalar"])).hex() == vec["expected"]["output"]
+
+
+@pytest.mark.parametrize("vec", cases("rfc8032_ed25519.json"))
+def test_rfc8032_ed25519(vec: dict[str, Any]) -> None:
+    i = vec["input"]
+    if "error" in vec["expected"]:
+        with raises_exactly(vec) as ei:
+            P.ed25519_verify(h(i["public"]), h(i["signature"]), h(i["message"]))
+        check_exact(ei, vec)
+        return
+    assert P.ed25519_public(h(i["secret"])).hex() == i["public"]
+    assert P.ed25519_sign(h(i["secret"]), h(i["message"])).hex() == i["signature"]
+    P.ed25519_verify(h(i["public"]), h(i["signature"]), h(i["message"]))
+
+
+@pytest.mark.parametrize("vec", cases("libsignal_chain_key.json"))
+def test_libsignal_chain_key(vec: dict[str, Any]) -> None:
+    ck, info = h(vec["input"]["chain_key"]), h(vec["input"]["info"])
+    next_ck, mk = chain.step(ck)
+    keys = kdf.message_keys(mk, info=info)
+    assert next_ck.hex() == vec["expected"]["next_chain_key"]
+    assert keys.enc_key.hex() == vec["expected"]["cipher_key"]
+    assert keys.auth_key.hex() == vec["expected"]["mac_key"]
+
+
+@pytest.mark.parametrize("vec", cases("parley_kdf_rk.json"))
+def test_kdf_rk(vec: dict[str, Any]) -> None:
+    i = vec["input"]
+    if "error" in vec["expected"]:
+        with raises_exactly(vec) as ei:
+            kdf.kdf_rk(h(i["rk"]), h(i["dh_out"]))
+        check_exact(ei, vec)
+        return
+    rk, ck = kdf.kdf_rk(h(i["rk"]), h(i["dh_out"]))
+    assert (rk.hex(), ck.hex()) == (vec["expected"]["rk"], vec["expected"]["ck"])
+
+
+@pytest.mark.parametrize("vec", cases("parley_kdf_ck.json"))
+def test_kdf_ck(vec: dict[str, Any]) -> None:
+    if "error" in vec["expected"]:
+        with raises_exactly(vec) as ei:
+            kdf.kdf_ck(h(vec["input"]["ck"]))
+        check_exact(ei, vec)
+        return
+    ck, mk = kdf.kdf_ck(h(vec["input"]["ck"]))
+    assert (ck.hex(), mk.hex()) == (vec["expected"]["ck"], vec["expected"]["mk"])
+
+
+@pytest.mark.parametrize("vec", cases("parley_message_keys.json"))
+def test_message_keys(vec: dict[str, Any]) -> None:
+    if "error" in vec["expected"]:
+        with raises_exactly(vec) as ei:
+            kdf.message_keys(h(vec["input"]["mk"]))
+        check_exact(ei, vec)
+        return
+    k = kdf.message_keys(h(vec["input"]["mk"]))
+    assert (k.enc_key.hex(), k.auth_key.hex(), k.iv.hex()) == (vec["expected"]["enc_key"], vec["expected"]["auth_key"], vec["expected"]["iv"])
+
+
+@pytest.mark.parametrize("vec", cases("parley_pqxdh_kdf.json"))
+def test_pqxdh_kdf(vec: dict[str, Any]) -> None:
+    dhs = [h(d) for d in vec["input"]["dh"]]
+    if "error" in vec["expected"]:
+        with raises_exactly(vec) as ei:
+            kdf.pqxdh_sk(dhs, h(vec["input"]["kem_ss"]))
+        check_exact(ei, vec)
+        return
+    assert kdf.pqxdh_sk(dhs, h(vec["input"]["kem_ss"])).hex() == vec["expected"]["sk"]
+
+
+@pytest.mark.parametrize("vec", cases("parley_header.json"))
+def test_header(vec: dict[str, Any]) -> None:
+    i = vec["input"]
+    if "error" in vec["expected"]:
+        with raises_exactly(vec) as ei:
+            Header.decode(h(i["encoded"]))
+        check_exact(ei, vec)
+        return
+    hd = Header(h(i["dh"]), i["pn"], i["n"])
+    assert hd.encode().hex() == vec["expected"]["encoded"]
+    assert Header.decode(h(vec["expected"]["encoded"])) == hd
+
+
+@pytest.mark.parametrize("vec", cases("parley_encrypt.json"))
+def test_encrypt(vec: dict[str, Any]) -> None:
+    i = vec["input"]
+    ad = h(i["ad"]) + h(i["header"])
+    if "error" in vec["expected"]:
+        with raises_exactly(vec) as ei:
+            chain.decrypt(h(i["mk"]), h(i["ciphertext"]), ad)
+        check_exact(ei, vec)
+        return
+    ct = chain.encrypt(h(i["mk"]), h(i["plaintext"]), ad)
+    assert ct.hex() == vec["expected"]["ciphertext"]
+    assert chain.decrypt(h(i["mk"]), ct, ad) == h(i["plaintext"])
+
+
+def _local(d: dict[str, Any]) -> session.LocalIdentity:
+    return session.LocalIdentity(d["installation_id"], h(d["signing_priv"]), h(d["signing_pub"]), h(d["identity_priv"]), h(d["identity_pub"]))
+
+
+def _remote(d: dict[str, Any]) -> session.RemoteInstallation:
+    return session.RemoteInstallation(d["installation_id"], h(d["signing_pub"]), h(d["identity_pub"]))
+
+
+@pytest.mark.parametrize("vec", cases("parley_pqxdh.json"))
+def test_pqxdh_responder(vec: dict[str, Any]) -> None:
+    i, e = vec["input"], vec["expected"]
+    if "bundle" in i:  # initiator-side negative
+        with raises_exactly(vec) as ei:
+            session.initiate(_local(i["alice"]), _remote(i["bob"]), Bundle.decode(h(i["bundle"])))
+        check_exact(ei, vec)
+        return
+    run = lambda: session.accept(  # noqa: E731
+        _local(i["bob"]), _remote(i["alice"]), h(i["message"]),
+        spk_priv=h(i["spk_priv"]), otpk_priv=h(i["otpk_priv"]), pqpk_seed=h(i["pqpk_seed"]), ratchet_priv=h(i["bob_ratchet_priv"]),
+    )
+    if "error" in e:
+        with raises_exactly(vec) as ei:
+            run()
+        check_exact(ei, vec)
+        return
+    info = session.peek(h(i["message"]))
+    assert info.is_prekey and info.sid.hex() == e["sid"] and info.identity_pub.hex() == i["alice"]["identity_pub"]
+    # SK: the PQXDH layer alone
+    from bridge.crypto import pqxdh
+    parsed = session._parse(h(i["message"]))
+    assert parsed.ephemeral_pub is not None and parsed.ephemeral_pub.hex() == e["ephemeral_pub"]
+    assert parsed.kem_ct is not None
+    sk, ad, sid = pqxdh.respond(
+        h(i["bob"]["identity_priv"]), h(i["bob"]["identity_pub"]), i["bob"]["installation_id"], i["alice"]["installation_id"],
+        h(i["alice"]["identity_pub"]), parsed.ephemeral_pub, parsed.kem_ct,
+        info.spk_id, info.otpk_id, info.pqpk_kind, info.pqpk_id,
+        spk_priv=h(i["spk_priv"]), otpk_priv=h(i["otpk_priv"]), pqpk_seed=h(i["pqpk_seed"]),
+    )
+    assert (sk.hex(), ad.hex(), sid.hex()) == (e["sk"], e["ad"], e["sid"])
+    s, pt = run()
+    assert pt.hex() == e["plaintext"]
+    assert s.sid.hex() == e["sid"] and s.ad.hex() == e["ad"] and s.remote_iid == i["alice"]["installation_id"]
+
+
+@pytest.mark.parametrize("vec", cases("parley_session.json"))
+def test_full_session(vec: dict[str, Any]) -> None:
+    i, e = vec["input"], vec["expected"]
+    alice, bob = _local(i["alice"]), _local(i["bob"])
+    ra = session.RemoteInstallation(alice.installation_id, alice.signing_pub, alice.identity_pub)
+    states: dict[str, session.Session | None] = {"alice": session.Session.from_bytes(h(i["alice_session"])), "bob": None}
+    for step in i["steps"]:
+        if step["op"] == "send":
+            st = states[step["sender"]]
+            assert st is not None
+            states[step["sender"]], msg = session.encrypt(st, h(step["plaintext"]))
+            assert msg.hex() == step["message"]
+        elif step["op"] == "deliver":
+            st = states[step["to"]]
+            if st is None:
+                st, pt = session.accept(bob, ra, h(step["message"]), spk_priv=h(i["spk_priv"]), otpk_priv=h(i["otpk_priv"]),
+                                        pqpk_seed=h(i["pqpk_seed"]), ratchet_priv=h(step["ratchet_priv"]))
+            else:
+                st, pt = session.decrypt(st, h(step["message"]), ratchet_priv=h(step["ratchet_priv"]))
+            states[step["to"]] = st
+            assert pt.hex() == step["plaintext"]
+        else:
+            st = states[step["to"]]
+            assert st is not None
+            with pytest.raises(error_class(step["error"])):
+                session.decrypt(st, h(step["message"]))
+    assert states["alice"] is not None and states["bob"] is not None
+    assert states["alice"].to_bytes().hex() == e["alice_session"]
+    assert states["bob"].to_bytes().hex() == e["bob_session"]
+
+
+@pytest.mark.parametrize("vec", cases("parley_sealed.json"))
+def test_sealed_open(vec: dict[str, Any]) -> None:
+    i, e = vec["input"], vec["expected"]
+    if "error" in e:
+        with raises_exactly(vec) as ei:
+            sealed.unseal(h(i["identity_priv"]), i["own_iid"], h(i["payload"]))
+        check_exact(ei, vec)
+        return
+    u = sealed.unseal(h(i["identity_priv"]), i["own_iid"], h(i["payload"]))
+    assert (u.sender_iid, u.sender_record.hex(), u.message.hex()) == (e["sender_iid"], e["sender_record"], e["message"])

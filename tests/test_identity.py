@@ -1,0 +1,451 @@
+"""Tests for bridge.identity: statement text, records, EIP-191 signatures, the active installation set."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_hash.auto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.vectors_loader import load
+
+from bridge.crypto.primitives import ed25519_public, random_bytes, x25519_public
+from bridge.identity import (
+    BadSignature,
+    IdentityError,
+    InvalidStatement,
+    SignedStatement,
+    Statement,
+    address_from_did,
+    authorize_statement,
+    checksum_address,
+    did,
+    installations,
+    revoke_statement,
+    sign_statement,
+    verify,
+    verify_record_for,
+)
+from bridge.protocol import wire
+from bridge.protocol.ids import installation_id
+
+VECTORS = load("identity.json")
+N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+ANVIL0_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+ANVIL0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+ANVIL1_KEY = bytes.fromhex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
+ANVIL1 = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+T0 = 1795716000  # 2026-11-26T18:00:00Z
+
+
+def new_installation() -> tuple[bytes, bytes, str]:
+    sp = ed25519_public(random_bytes(32))
+    ip = x25519_public(random_bytes(32))
+    return sp, ip, installation_id(sp, ip)
+
+
+def authorize(address: str = ANVIL0, *, issued_at: int = T0, keys: tuple[bytes, bytes, str] | None = None) -> Statement:
+    sp, ip, iid = keys or new_installation()
+    return authorize_statement(address, iid, sp, ip, issued_at=issued_at)
+
+
+def raw_sign(text: str, key: bytes) -> bytes:
+    """Sign any text with EIP-191, bypassing sign_statement's checks (what an attacker can do)."""
+    return bytes(Account.sign_message(encode_defunct(text=text), key).signature)
+
+
+def high_s(signature: bytes) -> bytes:
+    s = int.from_bytes(signature[32:64], "big")
+    return signature[:32] + (N - s).to_bytes(32, "big") + bytes([55 - signature[64]])
+
+
+# --- vectors -----------------------------------------------------------------
+
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=lambda v: v["name"])
+def test_vector(vector: dict) -> None:
+    assert VECTORS["source"]
+    wallet_key = bytes.fromhex(vector["wallet_key"])
+    assert Account.from_key(wallet_key).address == vector["address"]
+    assert did(vector["address"]) == vector["did"]
+    if vector["action"] == "authorize":
+        sp = ed25519_public(bytes.fromhex(vector["signing_private"]))
+        ip = x25519_public(bytes.fromhex(vector["identity_private"]))
+        assert sp.hex() == vector["signing_pub"] and ip.hex() == vector["identity_pub"]
+        assert installation_id(sp, ip) == vector["installation_id"]
+        statement = authorize_statement(
+            vector["address"], vector["installation_id"], sp, ip,
+            chain_id=vector["chain_id"], issued_at=vector["issued_at"], nonce=vector["nonce"],
+        )
+    else:
+        assert vector["signing_pub"] is None and vector["identity_pub"] is None
+        statement = revoke_statement(
+            vector["address"], vector["installation_id"],
+            chain_id=vector["chain_id"], issued_at=vector["issued_at"], nonce=vector["nonce"],
+        )
+    text = vector["text"]
+    assert statement.text() == text
+    assert Statement.parse(text) == statement
+    # EIP-191 hash, computed here independently of eth-account.
+    data = text.encode("utf-8")
+    assert keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data).hex() == vector["eip191_hash"]
+    signed = sign_statement(statement, wallet_key)
+    assert signed.signature.hex() == vector["signature"]
+    assert signed.to_record().hex() == vector["record"]
+    assert signed.record_id() == vector["record_id"] == hashlib.sha256(data).hexdigest()
+    assert verify(SignedStatement.from_record(bytes.fromhex(vector["record"]))) == statement
+
+
+def test_vector_text_layout() -> None:
+    text = VECTORS["vectors"][0]["text"]
+    assert text.split("\n") == [
+        "parley wants you to authorize an installation for your account:",
+        ANVIL0,
+        "",
+        "Domain: parley",
+        "Action: authorize-installation",
+        f"Address: {ANVIL0}",
+        "Chain ID: 1",
+        "Installation ID: cd6c77c7c512e11f5916e83451163d0b",
+        "Signing Key: ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        "Identity Key: x25519:8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a",
+        "Issued At: 2026-11-26T18:00:00Z",
+        "Nonce: 000102030405060708090a0b0c0d0e0f",
+    ]
+
+
+# --- round trips -------------------------------------------------------------
+
+def test_sign_verify_round_trip() -> None:
+    statement = authorize()
+    signed = sign_statement(statement, ANVIL0_KEY)
+    assert verify(signed) == statement
+    again = SignedStatement.from_record(signed.to_record())
+    assert again == signed
+    assert verify_record_for(ANVIL0, signed.to_record()) == statement
+    assert verify_record_for(ANVIL0.lower(), signed.to_record()) == statement
+
+
+def test_revoke_round_trip() -> None:
+    statement = revoke_statement(ANVIL0, new_installation()[2])
+    assert statement.signing_key is None and statement.identity_key is None
+    assert verify(sign_statement(statement, ANVIL0_KEY)) == statement
+    assert "revoke an installation" in statement.text().split("\n")[0]
+
+
+def test_defaults_fill_time_and_fresh_nonce() -> None:
+    sp, ip, iid = new_installation()
+    a = authorize_statement(ANVIL0, iid, sp, ip)
+    b = authorize_statement(ANVIL0, iid, sp, ip)
+    assert a.nonce != b.nonce
+    assert abs(a.issued_at - time.time()) < 60
+
+
+addresses = st.binary(min_size=20, max_size=20).map(lambda b: checksum_address("0x" + b.hex()))
+
+
+@st.composite
+def statements(draw: st.DrawFn) -> Statement:
+    action = draw(st.sampled_from(["authorize", "revoke"]))
+    sp, ip = draw(st.binary(min_size=32, max_size=32)), draw(st.binary(min_size=32, max_size=32))
+    return Statement(
+        action=action,
+        address=draw(addresses),
+        chain_id=draw(st.integers(1, 2**63 - 1)),
+        installation_id=installation_id(sp, ip) if action == "authorize" else draw(st.binary(min_size=16, max_size=16)).hex(),
+        signing_key=sp if action == "authorize" else None,
+        identity_key=ip if action == "authorize" else None,
+        issued_at=draw(st.integers(0, 253402300799)),
+        nonce=draw(st.binary(min_size=16, max_size=16)).hex(),
+    )
+
+
+@given(statements())
+def test_parse_text_round_trip(statement: Statement) -> None:
+    text = statement.text()
+    assert Statement.parse(text) == statement
+    assert text.isascii() and "\r" not in text and not text.endswith("\n")
+
+
+@settings(max_examples=25, deadline=None)
+@given(statements())
+def test_record_round_trip_property(statement: Statement) -> None:
+    signed = SignedStatement(text=statement.text(), signature=random_bytes(65))
+    assert SignedStatement.from_record(signed.to_record()) == signed
+
+
+# --- wrong signer, wrong keys, tampering ---------------------------------------
+
+def test_wrong_wallet_is_bad_signature() -> None:
+    statement = authorize(ANVIL0)
+    forged = SignedStatement(text=statement.text(), signature=raw_sign(statement.text(), ANVIL1_KEY))
+    with pytest.raises(BadSignature):
+        verify(forged)
+    with pytest.raises(BadSignature):
+        verify_record_for(ANVIL0, forged.to_record())
+    assert installations(ANVIL0, [forged.to_record()]) == {}
+
+
+def test_sign_statement_refuses_foreign_key() -> None:
+    with pytest.raises(IdentityError):
+        sign_statement(authorize(ANVIL0), ANVIL1_KEY)
+    with pytest.raises(IdentityError):
+        sign_statement(authorize(ANVIL0), bytes(32))
+
+
+def test_installation_id_not_matching_keys_is_invalid() -> None:
+    sp, ip, iid = new_installation()
+    other_iid = new_installation()[2]
+    with pytest.raises(InvalidStatement):
+        authorize_statement(ANVIL0, other_iid, sp, ip)
+    text = authorize(keys=(sp, ip, iid)).text()
+    for bad in (
+        text.replace(iid, other_iid),  # another installation's id with these keys
+        text.replace(sp.hex(), "@@").replace(ip.hex(), sp.hex()).replace("@@", ip.hex()),  # keys swapped
+    ):
+        assert bad != text
+        # Even correctly signed by the wallet, the text itself is invalid.
+        with pytest.raises(InvalidStatement):
+            verify(SignedStatement(text=bad, signature=raw_sign(bad, ANVIL0_KEY)))
+
+
+def test_tampered_text_is_rejected() -> None:
+    statement = authorize()
+    signed = sign_statement(statement, ANVIL0_KEY)
+    for old, new in (("Chain ID: 1", "Chain ID: 5"), (f"Nonce: {statement.nonce}", f"Nonce: {'0' * 32}"),
+                     ("2026-11-26T18:00:00Z", "2026-11-26T18:00:01Z")):
+        tampered = SignedStatement(text=signed.text.replace(old, new), signature=signed.signature)
+        assert tampered.text != signed.text
+        with pytest.raises(BadSignature):
+            verify(tampered)
+    swapped_action = signed.text.replace("authorize", "revoke")
+    with pytest.raises(InvalidStatement):
+        verify(SignedStatement(text=swapped_action, signature=signed.signature))
+
+
+def test_signature_shapes() -> None:
+    statement = authorize()
+    signed = sign_statement(statement, ANVIL0_KEY)
+    sig = signed.signature
+    # v as 0/1 (hardware wallets) is accepted.
+    assert verify(SignedStatement(signed.text, sig[:64] + bytes([sig[64] - 27]))) == statement
+    for bad in (sig[:64] + b"\x1d", sig[:64] + b"\x25", bytes(32) + sig[32:], sig[:32] + N.to_bytes(32, "big") + sig[64:], bytes(65)):
+        with pytest.raises(BadSignature):
+            verify(SignedStatement(signed.text, bad))
+    for wrong_length in (sig[:64], sig + b"\x00", b""):
+        with pytest.raises(InvalidStatement):
+            SignedStatement(signed.text, wrong_length)
+
+
+def test_malleated_signature_same_record_id() -> None:
+    statement = authorize()
+    signed = sign_statement(statement, ANVIL0_KEY)
+    mal = SignedStatement(text=signed.text, signature=high_s(signed.signature))
+    assert mal.signature != signed.signature and mal.to_record() != signed.to_record()
+    assert int.from_bytes(mal.signature[32:64], "big") > N // 2
+    assert verify(mal) == statement  # eth-account accepts high-s …
+    assert mal.record_id() == signed.record_id()  # … so records de-duplicate by text
+    active = installations(ANVIL0, [signed.to_record(), mal.to_record()])
+    assert list(active) == [statement.installation_id]
+
+
+# --- the active set ------------------------------------------------------------
+
+def test_revocation_excludes_whatever_the_order() -> None:
+    keys_a, keys_b = new_installation(), new_installation()
+    auth_a = sign_statement(authorize(keys=keys_a, issued_at=T0 + 100), ANVIL0_KEY).to_record()
+    auth_b = sign_statement(authorize(keys=keys_b, issued_at=T0), ANVIL0_KEY).to_record()
+    # The revocation is even dated *before* the authorization: revocation is final.
+    rev_a = sign_statement(revoke_statement(ANVIL0, keys_a[2], issued_at=T0 - 100), ANVIL0_KEY).to_record()
+    for order in itertools.permutations([auth_a, auth_b, rev_a]):
+        active = installations(ANVIL0, order)
+        assert set(active) == {keys_b[2]}
+        assert active[keys_b[2]].signing_key == keys_b[0]
+    assert set(installations(ANVIL0, [auth_a, auth_b])) == {keys_a[2], keys_b[2]}
+
+
+def test_other_addresses_and_junk_are_ignored() -> None:
+    keys_mine, keys_theirs = new_installation(), new_installation()
+    mine = sign_statement(authorize(ANVIL0, keys=keys_mine), ANVIL0_KEY).to_record()
+    theirs = sign_statement(authorize(ANVIL1, keys=keys_theirs), ANVIL1_KEY).to_record()
+    # Another wallet "revoking" my installation signs a statement for *its* address: no effect on me.
+    their_revoke = sign_statement(revoke_statement(ANVIL1, keys_mine[2]), ANVIL1_KEY).to_record()
+    junk = [b"", b"\xff" * 10, wire.encode([1, "stmt", "hello", bytes(65)]), wire.encode([2, "stmt", "x", bytes(65)])]
+    active = installations(ANVIL0, [theirs, their_revoke, *junk, mine])
+    assert set(active) == {keys_mine[2]}
+    assert set(installations(ANVIL1, [theirs, their_revoke, mine])) == {keys_theirs[2]}
+    with pytest.raises(InvalidStatement):
+        verify_record_for(ANVIL1, mine)
+    with pytest.raises(IdentityError):
+        installations("not an address", [mine])
+
+
+def test_latest_authorization_wins() -> None:
+    keys = new_installation()
+    older = authorize(keys=keys, issued_at=T0)
+    newer = authorize(keys=keys, issued_at=T0 + 10)
+    records = [sign_statement(s, ANVIL0_KEY).to_record() for s in (older, newer)]
+    for order in (records, records[::-1]):
+        assert installations(ANVIL0, order) == {keys[2]: newer}
+
+
+def test_pluggable_verifier() -> None:
+    """A smart-account style verifier: the account is valid if an owner EOA signed (the Lens rule)."""
+    account = checksum_address("0x" + "ab" * 20)
+
+    class OwnerVerifier:
+        def __init__(self, owners: dict[str, set[str]]) -> None:
+            self.owners = owners
+
+        def check(self, statement: Statement, text: str, signature: bytes) -> None:
+            signer = Account.recover_message(encode_defunct(text=text), signature=signature)
+            if signer not in self.owners.get(statement.address, set()):
+                raise BadSignature("not an owner")
+
+    statement = authorize(account)
+    record = SignedStatement(statement.text(), raw_sign(statement.text(), ANVIL0_KEY)).to_record()
+    assert installations(account, [record]) == {}  # the default EOA verifier says no
+    assert installations(account, [record], verifier=OwnerVerifier({account: {ANVIL0}})) == {statement.installation_id: statement}
+    assert installations(account, [record], verifier=OwnerVerifier({account: {ANVIL1}})) == {}
+    with pytest.raises(BadSignature):
+        verify_record_for(account, record, verifier=OwnerVerifier({}))
+
+
+# --- hostile input ---------------------------------------------------------------
+
+def _base_text() -> tuple[Statement, str]:
+    statement = authorize()
+    return statement, statement.text()
+
+
+def _hostile_variants(statement: Statement, text: str) -> dict[str, str]:
+    lines = text.split("\n")
+    lower = statement.address.lower()
+    return {
+        "crlf": text.replace("\n", "\r\n"),
+        "cr in a line": text.replace("Domain: parley", "Domain: parley\r"),
+        "trailing newline": text + "\n",
+        "leading newline": "\n" + text,
+        "trailing space": text.replace("Chain ID: 1", "Chain ID: 1 "),
+        "double space": text.replace("Chain ID: 1", "Chain ID:  1"),
+        "extra line": text + "\nResources: https://evil.example",
+        "extra line in the middle": "\n".join(lines[:4] + ["Note: hi"] + lines[4:]),
+        "missing line": "\n".join(lines[:-1]),
+        "fields swapped": "\n".join(lines[:3] + [lines[4], lines[3]] + lines[5:]),
+        "lowercase address": text.replace(statement.address, lower),
+        "uppercase hex address": text.replace(statement.address, "0x" + lower[2:].upper()),
+        "header address differs": text.replace(f"\n{statement.address}\n", f"\n{ANVIL1}\n", 1),
+        "wrong domain": text.replace("Domain: parley", "Domain: parley.evil"),
+        "wrong headline domain": text.replace("parley wants", "parlay wants"),
+        "cyrillic a": text.replace("Domain: parley", "Domain: p\u0430rley"),
+        "fullwidth digit": text.replace("Chain ID: 1", "Chain ID: \uff11"),
+        "arabic-indic digit": text.replace("Chain ID: 1", "Chain ID: \u0661"),
+        "nul": text.replace("Domain: parley", "Domain: parley\x00"),
+        "tab": text.replace("Domain: parley", "Domain:\tparley"),
+        "leading zero chain": text.replace("Chain ID: 1", "Chain ID: 01"),
+        "zero chain": text.replace("Chain ID: 1", "Chain ID: 0"),
+        "negative chain": text.replace("Chain ID: 1", "Chain ID: -1"),
+        "huge chain": text.replace("Chain ID: 1", "Chain ID: " + "9" * 30),
+        "uppercase iid": text.replace(statement.installation_id, statement.installation_id.upper()),
+        "uppercase key hex": text.replace(statement.signing_key.hex(), statement.signing_key.hex().upper()),  # type: ignore[union-attr]
+        "wrong key prefix": text.replace("ed25519:", "x25519:", 1),
+        "offset time": text.replace("2026-11-26T18:00:00Z", "2026-11-26T18:00:00+00:00"),
+        "fractional time": text.replace("2026-11-26T18:00:00Z", "2026-11-26T18:00:00.000Z"),
+        "lowercase z": text.replace("2026-11-26T18:00:00Z", "2026-11-26T18:00:00z"),
+        "impossible date": text.replace("2026-11-26T18:00:00Z", "2026-02-30T18:00:00Z"),
+        "leap second": text.replace("2026-11-26T18:00:00Z", "2026-12-31T23:59:60Z"),
+        "short nonce": text.replace(f"Nonce: {statement.nonce}", f"Nonce: {statement.nonce[:-2]}"),
+        "unknown action": text.replace("Action: authorize-installation", "Action: delete-installation"),
+        "revoke headline with keys": text.replace("to authorize an", "to revoke an").replace("authorize-installation", "revoke-installation"),
+        "empty": "",
+        "huge": text + "\n" + "A" * 1_000_000,
+    }
+
+
+@pytest.mark.parametrize("case", list(_hostile_variants(*_base_text())))
+def test_hostile_text_rejected(case: str) -> None:
+    statement, text = _base_text()
+    bad = _hostile_variants(statement, text)[case]
+    assert bad != text
+    with pytest.raises(InvalidStatement):
+        Statement.parse(bad)
+    if len(bad) <= 1024:
+        # A wallet signature does not make a malformed text acceptable.
+        with pytest.raises(InvalidStatement):
+            verify(SignedStatement(text=bad, signature=raw_sign(bad, ANVIL0_KEY)))
+
+
+def test_revoke_without_keys_and_authorize_needs_keys() -> None:
+    iid = new_installation()[2]
+    text = revoke_statement(ANVIL0, iid, issued_at=T0, nonce="0" * 32).text()
+    as_authorize = text.replace("to revoke an", "to authorize an").replace("revoke-installation", "authorize-installation")
+    with pytest.raises(InvalidStatement):
+        Statement.parse(as_authorize)
+    with pytest.raises(InvalidStatement):
+        Statement(action="revoke", address=ANVIL0, chain_id=1, installation_id=iid, signing_key=bytes(32),
+                  identity_key=None, issued_at=T0, nonce="0" * 32)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00",
+        "not bytes",
+        wire.encode([1, "stmt", "text"]),
+        wire.encode([1, "stmt", "text", bytes(65), 0]),
+        wire.encode([True, "stmt", "text", bytes(65)]),
+        wire.encode([1, "STMT", "text", bytes(65)]),
+        wire.encode([1, "stmt", b"text", bytes(65)]),
+        wire.encode([1, "stmt", "text", "sig"]),
+        wire.encode([1, "stmt", "text", bytes(64)]),
+        wire.encode({"text": "x"}),
+        wire.encode([1, "stmt", "x" * 1500, bytes(65)]),
+        bytes.fromhex("84") + bytes.fromhex("1801") + wire.encode("stmt") + wire.encode("t") + wire.encode(bytes(65)),  # non-canonical int
+    ],
+)
+def test_hostile_records_rejected(data: object) -> None:
+    with pytest.raises(InvalidStatement):
+        SignedStatement.from_record(data)  # type: ignore[arg-type]
+    if isinstance(data, bytes):
+        assert installations(ANVIL0, [data]) == {}
+
+
+# --- addresses and did ------------------------------------------------------------
+
+def test_checksum_address() -> None:
+    assert checksum_address(ANVIL0.lower()) == ANVIL0
+    assert checksum_address("0x" + ANVIL0[2:].upper()) == ANVIL0
+    assert checksum_address(ANVIL0) == ANVIL0
+    # Every EIP-55 example from the EIP itself.
+    for example in ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+                    "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb"):
+        assert checksum_address(example.lower()) == example
+    i = next(i for i, c in enumerate(ANVIL0) if i > 1 and c.isalpha())
+    flipped = ANVIL0[:i] + ANVIL0[i].swapcase() + ANVIL0[i + 1:]
+    assert flipped.lower() == ANVIL0.lower() and flipped != ANVIL0
+    for bad in (flipped, "0X" + ANVIL0[2:], ANVIL0[:-1], ANVIL0 + "0", ANVIL0[2:], " " + ANVIL0, ANVIL0.replace("f", "\uff46"), 42, None):
+        with pytest.raises(IdentityError):
+            checksum_address(bad)  # type: ignore[arg-type]
+
+
+def test_did() -> None:
+    assert did(ANVIL0.lower()) == f"did:pkh:eip155:1:{ANVIL0}"
+    assert address_from_did(did(ANVIL0)) == ANVIL0
+    for bad in (f"did:pkh:eip155:232:{ANVIL0}", f"did:pkh:eip155:1:{ANVIL0.lower()}", "did:web:example.com", ANVIL0):
+        with pytest.raises(IdentityError):
+            address_from_did(bad)
+
+
+def test_import_is_cheap() -> None:
+    """`import bridge.identity` must not pull in eth-account (the CLI stays fast)."""
+    code = "import sys, bridge.identity; sys.exit(1 if 'eth_account' in sys.modules or 'web3' in sys.modules else 0)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, timeout=60)
+    assert result.returncode == 0

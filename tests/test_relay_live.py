@@ -1,0 +1,243 @@
+"""A real relay on 127.0.0.1 with RelayClient and WebSocket subscriptions (docs/protocol/relay.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import simple_websocket
+
+from bridge.protocol.prekeys import Bundle
+from bridge.relay.client import NotFound, RelayClient, RelayError, RelayUnavailable
+from bridge.relay.server import RelaySettings, create_app
+from bridge.relay.sqlite_store import SQLiteStorage
+from bridge.relay.storage import Envelope
+from tests.relay_fixtures import WALLET_ADDRESS, Installation, authorize_record, make_installation, make_upload
+from werkzeug.serving import BaseWSGIServer, make_server
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class LiveRelay:
+    def __init__(self, tmp_path: Path, settings: RelaySettings | None = None) -> None:
+        self.storage = SQLiteStorage(str(tmp_path / "live.db"))
+        self.app = create_app(self.storage, settings=settings or RelaySettings(ws_poll_interval=0.2))
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.storage.close()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveRelay]:
+    r = LiveRelay(tmp_path)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def client(live: LiveRelay) -> Iterator[RelayClient]:
+    c = RelayClient(live.url, timeout=10.0)
+    yield c
+    c.close()
+
+
+def _register(client: RelayClient, inst: Installation) -> None:
+    client.publish_identity(WALLET_ADDRESS, authorize_record(inst))
+
+
+def test_client_roundtrip(client: RelayClient) -> None:
+    assert client.health() == {"ok": True, "version": 1}
+    inst = make_installation()
+    rec = authorize_record(inst)
+    assert client.publish_identity(WALLET_ADDRESS, rec) == 1
+    assert client.publish_identity(WALLET_ADDRESS.lower(), rec) == 1
+    assert client.identity(WALLET_ADDRESS) == [rec]
+    assert client.upload_prekeys(inst.iid, make_upload(inst, otpk_ids=range(2), pq_ids=range(1), issued_at=1)) == {"otpk": 2, "pq_otpk": 1}
+    assert client.prekey_count(inst.iid) == {"otpk": 2, "pq_otpk": 1}
+    bundle = Bundle.decode(client.claim(inst.iid))
+    bundle.verify(inst.signing_pub)
+    assert client.prekey_count(inst.iid) == {"otpk": 1, "pq_otpk": 0}
+    with pytest.raises(NotFound) as exc:
+        client.claim(make_installation().iid)
+    assert exc.value.code == "no_prekeys" and exc.value.status == 404
+    with pytest.raises(RelayError) as err:
+        client.publish("parley.v1.inbox.nope", b"x")
+    assert err.value.code == "bad_topic" and err.value.status == 400
+    c1 = client.publish(inst.topic, b"one")
+    c2 = client.publish(inst.topic, b"two")
+    token = client.authenticate(inst.iid, inst.signing_priv)
+    assert client.authenticate(inst.iid, inst.signing_priv) == token  # cached
+    got = client.fetch(inst.topic, 0, token=token)
+    assert [(e.cursor, e.payload, e.topic) for e in got] == [(c1, b"one", inst.topic), (c2, b"two", inst.topic)]
+    assert client.fetch(inst.topic, c1, token=token)[0].payload == b"two"
+    with pytest.raises(RelayError) as bad:
+        client.fetch(inst.topic, 0, token="forged")
+    assert bad.value.status == 401
+
+
+def test_relay_unavailable_names_url() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    c = RelayClient(url, timeout=2.0)
+    try:
+        with pytest.raises(RelayUnavailable, match=f"127.0.0.1:{port}"):
+            c.health()
+        with pytest.raises(RelayUnavailable, match=f"127.0.0.1:{port}"):
+            c.subscribe("parley.v1.inbox." + "0" * 32, 0, token="t")
+    finally:
+        c.close()
+
+
+def test_subscription_backlog_then_live(client: RelayClient) -> None:
+    inst = make_installation()
+    _register(client, inst)
+    c1 = client.publish(inst.topic, b"old-1")
+    c2 = client.publish(inst.topic, b"old-2")
+    token = client.authenticate(inst.iid, inst.signing_priv)
+    received: queue.Queue[Envelope] = queue.Queue()
+    with client.subscribe(inst.topic, c1, token=token) as sub:
+        first = sub.receive(10.0)
+        assert first is not None and (first.cursor, first.payload) == (c2, b"old-2")  # backlog after the cursor
+
+        def reader() -> None:
+            for env in sub:
+                received.put(env)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        c3 = client.publish(inst.topic, b"live!")
+        env = received.get(timeout=10.0)  # a deadline, no sleeps
+        assert (env.cursor, env.payload, env.topic) == (c3, b"live!", inst.topic)
+        assert sub.cursor == c3
+    t.join(10)
+    assert not t.is_alive()
+
+
+def test_subscription_rejects_bad_auth_and_answers_ping(live: LiveRelay, client: RelayClient) -> None:
+    inst, other = make_installation(), make_installation()
+    _register(client, inst)
+    _register(client, other)
+    token = client.authenticate(inst.iid, inst.signing_priv)
+    with pytest.raises(RelayError) as exc:
+        client.subscribe(other.topic, 0, token=token)
+    assert exc.value.code == "unauthorized"
+    ws_url = live.url.replace("http://", "ws://") + "/v1/subscribe"
+    for hello, code in (("not json", "bad_json"), (json.dumps({"token": token, "topic": "x", "after": 0}), "bad_topic"),
+                        (json.dumps({"token": token, "topic": inst.topic, "after": -1}), "bad_request"), ("[" * 50, "bad_json")):
+        ws = simple_websocket.Client.connect(ws_url)
+        try:
+            ws.send(hello)
+            frame = json.loads(ws.receive(timeout=10))
+            assert frame["type"] == "error" and frame["code"] == code
+        finally:
+            ws.close()
+    ws = simple_websocket.Client.connect(ws_url)
+    try:
+        ws.send(json.dumps({"token": token, "topic": inst.topic, "after": 0}))
+        assert json.loads(ws.receive(timeout=10)) == {"type": "ready"}
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.receive(timeout=10)) == {"type": "pong"}
+    finally:
+        ws.close()
+
+
+def test_concurrent_http_claims_hand_out_each_key_once(client: RelayClient, live: LiveRelay) -> None:
+    inst = make_installation()
+    _register(client, inst)
+    n = 30
+    client.upload_prekeys(inst.iid, make_upload(inst, otpk_ids=range(n), pq_ids=range(n), issued_at=1))
+    got: list[bytes] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        c = RelayClient(live.url)
+        try:
+            for _ in range(5):
+                b = Bundle.decode(c.claim(inst.iid))
+                if b.otpk is not None:
+                    with lock:
+                        got.append(b.otpk.pub)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(got) == n and len(set(got)) == n
+    assert client.prekey_count(inst.iid) == {"otpk": 0, "pq_otpk": 0}
+
+
+def test_live_rate_limit(tmp_path: Path) -> None:
+    r = LiveRelay(tmp_path, RelaySettings(publish_burst=2, publish_rate=0.001))
+    c = RelayClient(r.url)
+    try:
+        inst = make_installation()
+        _register(c, inst)
+        c.publish(inst.topic, b"1")
+        c.publish(inst.topic, b"2")
+        with pytest.raises(RelayError) as exc:
+            c.publish(inst.topic, b"3")
+        assert exc.value.status == 429 and exc.value.code == "rate_limited"
+    finally:
+        c.close()
+        r.stop()
+
+
+def test_serve_process_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from bridge.relay.server import serve\n"
+        "serve('127.0.0.1', 0, sys.argv[1], ready_callback=lambda h, p: print(p, flush=True))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, f"sqlite:///{tmp_path}/served.db"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(Path(__file__).resolve().parent.parent),
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until ready (or the process dies: empty line)
+        assert line.strip().isdigit(), proc.stderr.read() if proc.stderr else ""
+        c = RelayClient(f"http://127.0.0.1:{int(line)}")
+        try:
+            assert c.health()["ok"] is True
+        finally:
+            c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert proc.stdout.read() == ""  # serve prints nothing itself
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert (tmp_path / "served.db").exists()
