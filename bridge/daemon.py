@@ -29,10 +29,14 @@ from flask_sock import Sock
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from bridge import __version__
+from bridge.api.access import Access
+from bridge.api.rpc import Hub, LocalApi
+from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered
 from bridge.home import Home, write_private
 from bridge.keys import Secrets
 from bridge.relay.client import RelayError, RelayUnavailable
+from bridge.resolve import Contacts
 from bridge.store import Store
 
 __all__ = ["Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS"]
@@ -81,6 +85,11 @@ class Daemon:
         self.store = Store(home.db_file)
         self.engine = Engine(self.store, secrets, home.identity(), self.relay_url)
         self.engine.listeners.append(self._on_event)
+        self.access = Access(self.store)
+        self.hub = Hub()
+        self.api = LocalApi(self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub)
+        extra = tuple(x for x in home.config().get("extension_ids") or () if isinstance(x, str))
+        register_local_api(self.app, self.sock, self.api, port=self.port, extension_ids=extra)
         self._register_control()
 
     # --- control endpoint for the CLI ------------------------------------------------
@@ -117,6 +126,18 @@ class Daemon:
             if not r.delivered:
                 self.wake_outbox.set()
             return jsonify({"message": r.message, "delivered": r.delivered, "error": r.error})
+
+        @app.post("/v1/control/pair")
+        def control_pair() -> Any:
+            guard()
+            code = self.access.new_pair_code()
+            self.echo(f"pairing code: {code} (valid 10 minutes; type it into the Parley extension popup)")
+            return jsonify({"code": code})
+
+        @app.post("/v1/control/open")
+        def control_open() -> Any:
+            guard()
+            return jsonify({"url": f"{self.url}/login?t={self.access.new_login()}"})
 
         @app.post("/v1/control/sync")
         def control_sync() -> Any:
@@ -282,3 +303,9 @@ class DaemonClient:
 
     def sync(self) -> dict[str, Any]:
         return self._call("POST", "sync", {})
+
+    def pair_code(self) -> str:
+        return str(self._call("POST", "pair", {})["code"])
+
+    def login_url(self) -> str:
+        return str(self._call("POST", "open", {})["url"])

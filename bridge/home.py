@@ -8,6 +8,7 @@ Layout (directory 0700, every file 0600)::
     parley.db        messages, sessions, outbox, cursors (SQLite, WAL)
     relay.db         the embedded relay's storage, when `parley run` embeds one
     daemon.json      present while `parley run` is up: its URL and a control token for the CLI
+    contacts.json    names you gave to addresses (`parley contacts add`)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", DEFAULT_PORT, "Port `parley run` listens on (127.0.0.1 only)."),
     Setting("chain_id", 1, "EIP-155 chain id written into installation statements."),
     Setting("retention_days", 30, "How long the embedded relay keeps envelopes."),
+    Setting("extension_ids", [], "Extra Chrome extension ids allowed to use the local API (besides Parley's own)."),
 )
 
 
@@ -81,6 +83,7 @@ class Home:
     db_file = property(lambda self: self.path / "parley.db")
     relay_db_file = property(lambda self: self.path / "relay.db")
     daemon_file = property(lambda self: self.path / "daemon.json")
+    contacts_file = property(lambda self: self.path / "contacts.json")
 
     def exists(self) -> bool:
         return self.keys_file.exists() and self.identity_file.exists()

@@ -1,0 +1,236 @@
+"""Who may use the local API: the paired extension, and the user's own browser on the inbox page.
+
+Three checks guard ``ws://127.0.0.1:PORT/v1/rpc`` (DESIGN.md "Local API"):
+
+1. ``Origin`` is ``chrome-extension://<id>`` for our extension id (fixed by the manifest ``key``)
+   or an id listed in the ``extension_ids`` setting;
+2. ``Host`` is ``127.0.0.1:PORT`` or ``localhost:PORT`` (defeats DNS rebinding);
+3. the first call presents a pairing token (or pairs with a one-time code shown by ``parley pair``).
+
+Pairing codes, API tokens, inbox login links and inbox sessions live in the bridge database, so the
+CLI can create them whether or not the daemon runs. Only SHA-256 hashes of secrets are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.store import Store, now_ms
+
+__all__ = [
+    "EXTENSION_ID",
+    "AccessError",
+    "Access",
+    "ApiToken",
+    "PAIR_CODE_TTL_MS",
+    "LOGIN_TTL_MS",
+    "SESSION_TTL_MS",
+    "normalise_code",
+    "origin_allowed",
+    "host_allowed",
+]
+
+#: The extension's id: SHA-256 of the public key in extension/manifest.json, first 32 hex digits as a–p.
+#: tests/test_api.py re-derives it from the manifest.
+EXTENSION_ID = "cjhgnfckfielldaiipkgieemaigbpmoe"
+
+PAIR_CODE_TTL_MS = 10 * 60 * 1000
+LOGIN_TTL_MS = 2 * 60 * 1000
+SESSION_TTL_MS = 12 * 3600 * 1000
+#: Wrong pairing codes allowed per minute (all clients together) before pairing is refused for a while.
+PAIR_ATTEMPTS_PER_MINUTE = 5
+#: A code dies after this many wrong guesses made while it was valid.
+PAIR_GUESSES_PER_CODE = 5
+
+_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+_ID_RE = re.compile(r"[a-p]{32}")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_pair_codes (
+    code_hash   BLOB PRIMARY KEY,
+    expires_at  INTEGER NOT NULL,
+    wrong       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id          TEXT PRIMARY KEY,
+    token_hash  BLOB NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    last_used   INTEGER,
+    revoked     INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS web_logins (
+    token_hash  BLOB PRIMARY KEY,
+    expires_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS web_sessions (
+    session_hash BLOB PRIMARY KEY,
+    csrf         TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+"""
+
+
+class AccessError(Exception):
+    """A refused credential. ``reason`` is logged; the client only learns the public message."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    id: str
+    name: str
+    created_at: int
+    last_used: int | None
+    revoked: bool
+
+
+def _h(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def normalise_code(code: str) -> str:
+    """Upper-case, drop spaces and dashes: 'k7qf-m2xp' and 'K7QF M2XP' are the same code."""
+    return re.sub(r"[\s-]", "", code).upper()
+
+
+def origin_allowed(origin: str | None, extra_ids: list[str] | tuple[str, ...] = ()) -> bool:
+    if not origin or not origin.startswith("chrome-extension://"):
+        return False
+    ext = origin[len("chrome-extension://"):]
+    return ext == EXTENSION_ID or (bool(_ID_RE.fullmatch(ext)) and ext in extra_ids)
+
+
+def host_allowed(host: str | None, port: int) -> bool:
+    return host in (f"127.0.0.1:{port}", f"localhost:{port}")
+
+
+class Access:
+    """Pairing codes, API tokens and inbox sessions over the bridge database."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        conn = store._conn()
+        conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._wrong_times: list[float] = []
+
+    # --- pairing ---------------------------------------------------------------
+
+    def new_pair_code(self) -> str:
+        """A one-time code like ``K7QF-M2XP`` (40 bits), valid for 10 minutes."""
+        raw = "".join(secrets.choice(_ALPHABET) for _ in range(8))
+        with self.store.write() as c:
+            c.execute("DELETE FROM api_pair_codes WHERE expires_at < ?", (now_ms(),))
+            c.execute("INSERT INTO api_pair_codes(code_hash, expires_at) VALUES (?, ?)", (_h(raw), now_ms() + PAIR_CODE_TTL_MS))
+        return f"{raw[:4]}-{raw[4:]}"
+
+    def pair(self, code: Any, name: Any) -> tuple[str, str]:
+        """Trade a valid code for a new API token. Returns (token, token_id).
+
+        Raises:
+            AccessError: wrong, expired or used code, or too many wrong codes lately.
+        """
+        now = time.monotonic()
+        with self._lock:
+            self._wrong_times = [t for t in self._wrong_times if now - t < 60]
+            if len(self._wrong_times) >= PAIR_ATTEMPTS_PER_MINUTE:
+                raise AccessError("too many wrong pairing codes; wait a minute", "pairing rate limit")
+        if not isinstance(code, str) or not 4 <= len(code) <= 32:
+            raise AccessError("a pairing code is required", "malformed pairing code")
+        label = name.strip()[:80] if isinstance(name, str) and name.strip() else "browser extension"
+        code_hash = _h(normalise_code(code))
+        token, token_id = secrets.token_urlsafe(32), secrets.token_hex(6)
+        with self.store.write() as c:
+            row = c.execute("SELECT expires_at FROM api_pair_codes WHERE code_hash = ?", (code_hash,)).fetchone()
+            if row is None or row["expires_at"] < now_ms():
+                # Every live code absorbs the wrong guess; after a few it dies.
+                c.execute("UPDATE api_pair_codes SET wrong = wrong + 1")
+                c.execute("DELETE FROM api_pair_codes WHERE wrong >= ? OR expires_at < ?", (PAIR_GUESSES_PER_CODE, now_ms()))
+                ok = False
+            else:
+                c.execute("DELETE FROM api_pair_codes WHERE code_hash = ?", (code_hash,))
+                c.execute(
+                    "INSERT INTO api_tokens(id, token_hash, name, created_at) VALUES (?, ?, ?, ?)",
+                    (token_id, _h(token), label, now_ms()),
+                )
+                ok = True
+        if not ok:
+            with self._lock:
+                self._wrong_times.append(time.monotonic())
+            raise AccessError("wrong or expired pairing code", "wrong pairing code")
+        return token, token_id
+
+    def check_token(self, token: Any) -> str:
+        """Return the token id of a valid, unrevoked token.
+
+        Raises:
+            AccessError
+        """
+        if not isinstance(token, str) or not 20 <= len(token) <= 100:
+            raise AccessError("invalid token", "malformed token")
+        with self.store.write() as c:
+            row = c.execute("SELECT id, revoked FROM api_tokens WHERE token_hash = ?", (_h(token),)).fetchone()
+            if row is None or row["revoked"]:
+                raise AccessError("invalid token", "unknown or revoked token")
+            c.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (now_ms(), row["id"]))
+            return str(row["id"])
+
+    def token_valid(self, token_id: str) -> bool:
+        rows = self.store.read("SELECT revoked FROM api_tokens WHERE id = ?", (token_id,))
+        return bool(rows) and not rows[0]["revoked"]
+
+    def tokens(self) -> list[ApiToken]:
+        rows = self.store.read("SELECT * FROM api_tokens ORDER BY created_at")
+        return [ApiToken(r["id"], r["name"], r["created_at"], r["last_used"], bool(r["revoked"])) for r in rows]
+
+    def revoke(self, token_id: str) -> bool:
+        with self.store.write() as c:
+            return c.execute("UPDATE api_tokens SET revoked = 1 WHERE id = ? AND revoked = 0", (token_id,)).rowcount == 1
+
+    # --- the inbox page ------------------------------------------------------------
+
+    def new_login(self) -> str:
+        token = secrets.token_urlsafe(32)
+        with self.store.write() as c:
+            c.execute("DELETE FROM web_logins WHERE expires_at < ?", (now_ms(),))
+            c.execute("INSERT INTO web_logins VALUES (?, ?)", (_h(token), now_ms() + LOGIN_TTL_MS))
+        return token
+
+    def use_login(self, token: Any) -> tuple[str, str]:
+        """Consume a one-time login token; returns (session id, csrf token).
+
+        Raises:
+            AccessError
+        """
+        if not isinstance(token, str) or len(token) > 100:
+            raise AccessError("invalid login link", "malformed login token")
+        session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        with self.store.write() as c:
+            n = c.execute("DELETE FROM web_logins WHERE token_hash = ? AND expires_at >= ?", (_h(token), now_ms())).rowcount
+            if n != 1:
+                raise AccessError("this login link is invalid, used or expired: run `parley open` again", "bad login token")
+            c.execute("DELETE FROM web_sessions WHERE expires_at < ?", (now_ms(),))
+            c.execute("INSERT INTO web_sessions VALUES (?, ?, ?)", (_h(session), csrf, now_ms() + SESSION_TTL_MS))
+        return session, csrf
+
+    def session_csrf(self, session: Any) -> str | None:
+        """The CSRF token of a live session, or None."""
+        if not isinstance(session, str) or len(session) > 100:
+            return None
+        rows = self.store.read("SELECT csrf FROM web_sessions WHERE session_hash = ? AND expires_at >= ?", (_h(session), now_ms()))
+        return str(rows[0]["csrf"]) if rows else None
+
+    @staticmethod
+    def csrf_ok(expected: str | None, supplied: Any) -> bool:
+        return bool(expected) and isinstance(supplied, str) and hmac.compare_digest(expected.encode(), supplied.encode())

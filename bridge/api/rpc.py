@@ -1,0 +1,400 @@
+"""The local API: JSON-RPC 2.0 over one WebSocket per extension (DESIGN.md "Local API").
+
+The WebSocket handler in :mod:`bridge.api.web` stays thin: it feeds each text frame to
+:meth:`RpcConnection.handle` and writes what comes back, so tests can drive a connection directly.
+
+Before authentication only ``auth`` and ``pair`` are accepted. Error codes: the standard JSON-RPC
+ones, plus
+
+======  ==========================================
+-32001  not authenticated (the socket is then closed with 4401)
+-32002  pairing refused (wrong/expired code, rate limit)
+-32003  peer not registered on the relay
+-32004  cannot resolve the peer (data.reason: malformed | unknown | contacts)
+-32005  relay unavailable
+-32010  bad input (address, empty or oversized text)
+======  ==========================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge import __version__, identity
+from bridge.api.access import Access, AccessError
+from bridge.engine import BadInput, Engine, NotRegistered
+from bridge.relay.client import RelayError, RelayUnavailable
+from bridge.resolve import Contacts, ResolveError, resolve
+
+__all__ = ["LocalApi", "RpcConnection", "RpcError", "Hub", "CLOSE_UNAUTHENTICATED", "MAX_FRAME"]
+
+log = logging.getLogger("parley.api")
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
+NOT_AUTHENTICATED, PAIRING_REFUSED, NOT_REGISTERED, CANNOT_RESOLVE, RELAY_UNAVAILABLE, BAD_INPUT = (
+    -32001, -32002, -32003, -32004, -32005, -32010,
+)
+CLOSE_UNAUTHENTICATED = 4401
+MAX_FRAME = 256 * 1024
+MAX_BATCH = 20
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.data = code, message, data
+
+    def to_obj(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+def _params(p: Any, *names: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    if p is None:
+        p = {}
+    if not isinstance(p, dict):
+        raise RpcError(INVALID_PARAMS, "params must be an object")
+    unknown = set(p) - set(names) - set(optional)
+    if unknown:
+        raise RpcError(INVALID_PARAMS, f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    missing = [n for n in names if n not in p]
+    if missing:
+        raise RpcError(INVALID_PARAMS, f"missing parameter(s): {', '.join(missing)}")
+    return p
+
+
+def _str(p: dict[str, Any], name: str, max_len: int = 200) -> str:
+    v = p.get(name)
+    if not isinstance(v, str) or not v or len(v) > max_len:
+        raise RpcError(INVALID_PARAMS, f"{name} must be a non-empty string of at most {max_len} characters")
+    return v
+
+
+def _address(p: dict[str, Any], name: str) -> str:
+    try:
+        return identity.checksum_address(_str(p, name, 42))
+    except identity.IdentityError:
+        raise RpcError(INVALID_PARAMS, f"{name} must be a 0x address") from None
+
+
+class Hub:
+    """Fan-out of notifications to every authenticated connection."""
+
+    def __init__(self) -> None:
+        self._conns: set[RpcConnection] = set()
+        self._lock = threading.Lock()
+
+    def add(self, conn: "RpcConnection") -> None:
+        with self._lock:
+            self._conns.add(conn)
+
+    def remove(self, conn: "RpcConnection") -> None:
+        with self._lock:
+            self._conns.discard(conn)
+
+    def publish(self, method: str, params: dict[str, Any]) -> None:
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            conn.notify(method, params)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+
+@dataclass
+class LocalApi:
+    """The methods, over one engine. ``status_extra`` adds daemon facts (relay connectivity)."""
+
+    engine: Engine
+    access: Access
+    contacts: Contacts
+    relay_connected: Callable[[], bool]
+    hub: Hub
+
+    def __post_init__(self) -> None:
+        self.engine.listeners.append(self._on_engine_event)
+
+    # --- notifications ----------------------------------------------------------
+
+    def unread(self, peer: str | None = None) -> int:
+        if peer is None:
+            rows = self.engine.store.read("SELECT COUNT(*) AS n FROM messages WHERE direction = 'in' AND read = 0")
+        else:
+            rows = self.engine.store.read("SELECT COUNT(*) AS n FROM messages WHERE peer = ? AND direction = 'in' AND read = 0", (peer,))
+        return int(rows[0]["n"])
+
+    def _conversation_updated(self, peer: str) -> None:
+        self.hub.publish("conversation.updated", {"peer": peer, "unread": self.unread(peer), "total_unread": self.unread()})
+
+    def _on_engine_event(self, event: str, message: dict[str, Any]) -> None:
+        if event == "message.new":
+            self.hub.publish("message.new", {"message": message})
+            self._conversation_updated(message["peer"])
+        elif event == "message.sent":
+            self.hub.publish("message.updated", {"message": message})
+
+    # --- methods --------------------------------------------------------------------
+
+    def m_ping(self, p: Any) -> str:
+        _params(p)
+        return "pong"
+
+    def m_identity(self, p: Any) -> dict[str, Any]:
+        _params(p)
+        return {"address": self.engine.address, "did": identity.did(self.engine.address), "installation_id": self.engine.installation_id}
+
+    def m_status(self, p: Any) -> dict[str, Any]:
+        _params(p)
+        return {
+            "version": __version__,
+            **self.m_identity(None),
+            "relay": {"url": self.engine.relay_url, "connected": bool(self.relay_connected())},
+            "unread": self.unread(),
+        }
+
+    def m_resolve(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer")
+        peer = _str(p, "peer")
+        try:
+            r = resolve(peer, self.contacts)
+        except ResolveError as exc:
+            raise RpcError(CANNOT_RESOLVE, "cannot resolve", {"reason": exc.reason, "detail": str(exc)}) from None
+        return {"peer": r.peer, "address": r.address, "source": r.source, "name": r.name}
+
+    def m_canMessage(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "address")
+        address = _address(p, "address")
+        try:
+            ok = self.engine.can_message(address)
+        except RelayUnavailable as exc:
+            raise RpcError(RELAY_UNAVAILABLE, "relay unavailable", {"detail": str(exc)}) from None
+        except RelayError as exc:
+            raise RpcError(RELAY_UNAVAILABLE, "relay error", {"detail": str(exc)}) from None
+        return {"address": address, "canMessage": ok}
+
+    def m_conversations_list(self, p: Any) -> dict[str, Any]:
+        _params(p)
+        store = self.engine.store
+        out = []
+        for row in store.read("SELECT peer, updated_at FROM conversations ORDER BY updated_at DESC"):
+            last = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at DESC, seq DESC LIMIT 1", (row["peer"],))
+            out.append(
+                {
+                    "peer": row["peer"],
+                    "updated_at": row["updated_at"],
+                    "unread": self.unread(row["peer"]),
+                    "last": _msg(last[0]) if last else None,
+                }
+            )
+        return {"conversations": out}
+
+    def m_messages_list(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer", optional=("before", "limit"))
+        peer = _address(p, "peer")
+        limit = p.get("limit", 50)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 200:
+            raise RpcError(INVALID_PARAMS, "limit must be an integer from 1 to 200")
+        before = p.get("before")
+        store = self.engine.store
+        if before is None:
+            rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at DESC, seq DESC LIMIT ?", (peer, limit + 1))
+        else:
+            if not isinstance(before, str) or len(before) != 32:
+                raise RpcError(INVALID_PARAMS, "before must be a message id")
+            anchor = store.read("SELECT sent_at, seq FROM messages WHERE id = ? AND peer = ?", (before, peer))
+            if not anchor:
+                raise RpcError(INVALID_PARAMS, "before is not a message of this conversation")
+            rows = store.read(
+                "SELECT * FROM messages WHERE peer = ? AND (sent_at, seq) < (?, ?) ORDER BY sent_at DESC, seq DESC LIMIT ?",
+                (peer, anchor[0]["sent_at"], anchor[0]["seq"], limit + 1),
+            )
+        has_more = len(rows) > limit
+        return {"messages": [_msg(r) for r in reversed(rows[:limit])], "has_more": has_more}
+
+    def m_messages_send(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer", "text")
+        peer = _address(p, "peer")
+        text = p["text"]
+        if not isinstance(text, str):
+            raise RpcError(INVALID_PARAMS, "text must be a string")
+        try:
+            result = self.engine.send(peer, text)
+        except BadInput as exc:
+            raise RpcError(BAD_INPUT, str(exc)) from None
+        except NotRegistered as exc:
+            raise RpcError(NOT_REGISTERED, "peer not registered", {"detail": str(exc)}) from None
+        return {"message": result.message, "delivered": result.delivered}
+
+    def m_messages_markRead(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer")
+        peer = _address(p, "peer")
+        with self.engine.store.write() as c:
+            changed = c.execute("UPDATE messages SET read = 1 WHERE peer = ? AND direction = 'in' AND read = 0", (peer,)).rowcount
+        if changed:
+            self._conversation_updated(peer)
+        return {"unread": self.unread()}
+
+    METHODS = {
+        "ping": m_ping,
+        "status": m_status,
+        "identity": m_identity,
+        "resolve": m_resolve,
+        "canMessage": m_canMessage,
+        "conversations.list": m_conversations_list,
+        "messages.list": m_messages_list,
+        "messages.send": m_messages_send,
+        "messages.markRead": m_messages_markRead,
+    }
+
+
+def _msg(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "peer": row["peer"],
+        "sender": row["sender"],
+        "recipient": row["recipient"],
+        "text": row["text"],
+        "sent_at": row["sent_at"],
+        "direction": row["direction"],
+        "state": row["state"],
+        "read": bool(row["read"]),
+    }
+
+
+class RpcConnection:
+    """One client. ``send`` writes a text frame; ``close`` closes the socket with a code."""
+
+    def __init__(self, api: LocalApi, send: Callable[[str], None], close: Callable[[int, str], None], who: str) -> None:
+        self.api = api
+        self._send = send
+        self._close = close
+        self.who = who
+        self.token_id: str | None = None
+        self._lock = threading.Lock()
+        self.closed = False
+        self._refuse = False
+
+    def write(self, obj: Any) -> None:
+        text = json.dumps(obj, separators=(",", ":"))
+        with self._lock:
+            if self.closed:
+                return
+            try:
+                self._send(text)
+            except Exception:  # the socket died; the read loop will notice
+                self.closed = True
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        if self.token_id is not None and self.api.access.token_valid(self.token_id):
+            self.write({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def close(self, code: int, reason: str) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        self.api.hub.remove(self)
+        try:
+            self._close(code, reason)
+        except Exception:
+            pass
+
+    def handle(self, text: Any) -> None:
+        """Process one frame: write the response(s); close the socket when authentication fails."""
+        if not isinstance(text, str):
+            self.write({"jsonrpc": "2.0", "error": {"code": INVALID_REQUEST, "message": "frames must be text"}, "id": None})
+            return
+        if len(text) > MAX_FRAME:
+            self.write({"jsonrpc": "2.0", "error": {"code": INVALID_REQUEST, "message": "frame too large"}, "id": None})
+            return
+        try:
+            req = json.loads(text)
+        except ValueError:
+            self.write({"jsonrpc": "2.0", "error": {"code": PARSE_ERROR, "message": "Parse error"}, "id": None})
+            return
+        if isinstance(req, list):
+            if not req or len(req) > MAX_BATCH:
+                self.write({"jsonrpc": "2.0", "error": {"code": INVALID_REQUEST, "message": "Invalid Request"}, "id": None})
+                return
+            out = [r for r in (self._one(item) for item in req) if r is not None]
+            if out:
+                self.write(out)
+        else:
+            r = self._one(req)
+            if r is not None:
+                self.write(r)
+        if self.token_id is None and self._refuse:
+            self.close(CLOSE_UNAUTHENTICATED, "not authenticated")
+
+    def _one(self, req: Any) -> dict[str, Any] | None:
+        rid = req.get("id") if isinstance(req, dict) else None
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            rid = None
+        valid = (
+            isinstance(req, dict)
+            and req.get("jsonrpc") == "2.0"
+            and isinstance(req.get("method"), str)
+            and set(req) <= {"jsonrpc", "method", "params", "id"}
+            and ("params" not in req or isinstance(req["params"], (dict, list)))
+            and ("id" not in req or req["id"] is None or isinstance(req["id"], (str, int)) and not isinstance(req["id"], bool))
+        )
+        if not valid:
+            return {"jsonrpc": "2.0", "error": {"code": INVALID_REQUEST, "message": "Invalid Request"}, "id": rid}
+        is_notification = "id" not in req
+        try:
+            result = self._dispatch(req["method"], req.get("params"))
+        except RpcError as exc:
+            if is_notification:
+                return None
+            return {"jsonrpc": "2.0", "error": exc.to_obj(), "id": rid}
+        except Exception:
+            log.exception("local API method %s failed", req["method"])
+            if is_notification:
+                return None
+            return {"jsonrpc": "2.0", "error": {"code": INTERNAL_ERROR, "message": "Internal error"}, "id": rid}
+        return None if is_notification else {"jsonrpc": "2.0", "result": result, "id": rid}
+
+    def _dispatch(self, method: str, params: Any) -> Any:
+        if self.token_id is not None and not self.api.access.token_valid(self.token_id):
+            self.token_id = None
+            self._refuse = True
+            log.warning("local API: refused %s: token revoked", self.who)
+            raise RpcError(NOT_AUTHENTICATED, "not authenticated")
+        if method == "auth":
+            p = _params(params, "token")
+            try:
+                self.token_id = self.api.access.check_token(p["token"])
+            except AccessError as exc:
+                self._refuse = True
+                log.warning("local API: refused %s: %s", self.who, exc.reason)
+                raise RpcError(NOT_AUTHENTICATED, "not authenticated") from None
+            self.api.hub.add(self)
+            return {"ok": True}
+        if method == "pair":
+            p = _params(params, "code", optional=("name",))
+            try:
+                token, token_id = self.api.access.pair(p["code"], p.get("name"))
+            except AccessError as exc:
+                log.warning("local API: pairing refused for %s: %s", self.who, exc.reason)
+                raise RpcError(PAIRING_REFUSED, str(exc)) from None
+            log.warning("local API: paired %s as token %s", self.who, token_id)
+            self.token_id = token_id
+            self.api.hub.add(self)
+            return {"token": token, "token_id": token_id}
+        if self.token_id is None:
+            self._refuse = True
+            log.warning("local API: refused %s: %s before auth", self.who, method[:40])
+            raise RpcError(NOT_AUTHENTICATED, "not authenticated")
+        fn = LocalApi.METHODS.get(method)
+        if fn is None:
+            raise RpcError(METHOD_NOT_FOUND, "Method not found")
+        return fn(self.api, params)

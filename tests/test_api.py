@@ -1,0 +1,244 @@
+"""The local API: JSON-RPC 2.0 over WebSocket, pairing, the three gates, the inbox page.
+
+Real daemon processes on 127.0.0.1; WebSocket clients from websocket-client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import websocket
+
+from bridge.api.access import EXTENSION_ID, Access, AccessError, normalise_code
+from bridge.store import Store
+from e2e.extension_id import extension_id
+from tests.procs import Proc, free_port, parley, start_bridge, whoami
+
+ORIGIN = f"chrome-extension://{EXTENSION_ID}"
+
+
+def test_extension_id_matches_the_manifest_key() -> None:
+    assert EXTENSION_ID == extension_id()
+
+
+class Bridge:
+    def __init__(self, home: Path, proc: Proc, url: str) -> None:
+        self.home, self.proc, self.url = home, proc, url
+        self.port = int(url.rsplit(":", 1)[1])
+        self.sockets: list[websocket.WebSocket] = []
+
+    def ws(self) -> websocket.WebSocket:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/v1/rpc", origin=ORIGIN, timeout=10)
+        self.sockets.append(ws)
+        return ws
+
+    def code(self) -> str:
+        r = parley(self.home, "pair", check=True)
+        return r.stdout.strip().splitlines()[-1]
+
+    def paired(self) -> tuple[websocket.WebSocket, str]:
+        ws = self.ws()
+        token = call(ws, "pair", {"code": self.code(), "name": "pytest"})["result"]["token"]
+        return ws, token
+
+
+_ids = iter(range(1, 10**9))
+
+
+def call(ws: websocket.WebSocket, method: str, params: Any = None) -> dict[str, Any]:
+    rid = next(_ids)
+    req: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+    if params is not None:
+        req["params"] = params
+    ws.send(json.dumps(req))
+    while True:
+        msg = json.loads(ws.recv())
+        if isinstance(msg, dict) and msg.get("id") == rid:
+            return msg
+
+
+def close_code(ws: websocket.WebSocket) -> int:
+    """Read frames until the server's close frame; return its status code."""
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big")
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
+    home = tmp_path_factory.mktemp("api") / "alice"
+    parley(home, "init", check=True)
+    proc, url = start_bridge(home, port=free_port())
+    proc.expect("subscribed to")
+    try:
+        yield Bridge(home, proc, url)
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "bridge" in request.fixturenames:
+        b: Bridge = request.getfixturevalue("bridge")
+        for ws in b.sockets:
+            ws.shutdown()  # closes the TCP socket even when the server already closed the WebSocket
+        b.sockets.clear()
+
+
+def handshake(bridge: Bridge, *, origin: str | None = ORIGIN, host: str | None = None) -> int:
+    """A raw WebSocket opening handshake; returns the HTTP status (101 = accepted)."""
+    headers = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+        "Host": host or f"127.0.0.1:{bridge.port}",
+    }
+    if origin is not None:
+        headers["Origin"] = origin
+    with requests.get(f"{bridge.url}/v1/rpc", headers=headers, timeout=10, stream=True) as r:
+        return r.status_code
+
+
+def test_foreign_origin_missing_origin_and_foreign_host_are_refused_before_the_handshake(bridge: Bridge) -> None:
+    assert handshake(bridge) == 101
+    for kwargs, reason in (
+        ({"origin": "https://hey.xyz"}, "Origin 'https://hey.xyz' is not the Parley extension"),
+        ({"origin": None}, "Origin None is not the Parley extension"),
+        ({"origin": "chrome-extension://" + "a" * 32}, "is not the Parley extension"),
+        ({"host": f"evil.example:{bridge.port}"}, "Host 'evil.example:"),
+        ({"host": f"127.0.0.1:{bridge.port + 1}"}, "is not loopback"),
+    ):
+        assert handshake(bridge, **kwargs) == 403
+        bridge.proc.expect(re.escape(reason), timeout=5)
+
+
+def test_calls_before_auth_are_refused_and_the_socket_closed_with_4401(bridge: Bridge) -> None:
+    ws = bridge.ws()
+    r = call(ws, "status")
+    assert r["error"]["code"] == -32001 and "result" not in r
+    assert close_code(ws) == 4401
+    bridge.proc.expect("status before auth")
+
+
+def test_a_bad_token_is_refused(bridge: Bridge) -> None:
+    ws = bridge.ws()
+    assert call(ws, "auth", {"token": "x" * 43})["error"]["code"] == -32001
+    assert close_code(ws) == 4401
+
+
+def test_pairing_gives_a_token_that_works_once_and_can_be_revoked(bridge: Bridge) -> None:
+    code = bridge.code()
+    assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}", code)
+    ws = bridge.ws()
+    res = call(ws, "pair", {"code": code.lower().replace("-", " "), "name": "Chrome on test"})["result"]
+    token, token_id = res["token"], res["token_id"]
+    me = whoami(bridge.home)
+    status = call(ws, "status")["result"]
+    assert status["address"] == me["address"] and status["did"] == me["did"] and status["relay"]["connected"] is True
+    # the code is single use
+    ws2 = bridge.ws()
+    assert call(ws2, "pair", {"code": code})["error"]["code"] == -32002
+    # the token opens a fresh connection
+    ws3 = bridge.ws()
+    assert call(ws3, "auth", {"token": token})["result"] == {"ok": True}
+    assert call(ws3, "ping")["result"] == "pong"
+    listed = json.loads(parley(bridge.home, "pair", "--list", "--json", check=True).stdout)
+    assert any(t["id"] == token_id and t["name"] == "Chrome on test" and not t["revoked"] for t in listed)
+    parley(bridge.home, "pair", "--revoke", token_id, check=True)
+    assert call(ws3, "ping")["error"]["code"] == -32001  # a live connection loses access at once
+    ws4 = bridge.ws()
+    assert call(ws4, "auth", {"token": token})["error"]["code"] == -32001
+    assert parley(bridge.home, "pair", "--revoke", token_id).returncode == 2
+
+
+def test_pair_json_and_the_daemon_log_show_the_code(bridge: Bridge) -> None:
+    code = json.loads(parley(bridge.home, "pair", "--json", check=True).stdout)["code"]
+    bridge.proc.expect(re.escape(f"pairing code: {code}"))
+
+
+def test_json_rpc_error_objects(bridge: Bridge) -> None:
+    ws, _ = bridge.paired()
+
+    def raw(text: str) -> Any:
+        ws.send(text)
+        return json.loads(ws.recv())
+
+    assert raw("{not json") == {"jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": None}
+    assert raw("[]")["error"]["code"] == -32600
+    assert raw(json.dumps({"jsonrpc": "1.0", "id": 1, "method": "ping"}))["error"]["code"] == -32600
+    assert raw(json.dumps({"jsonrpc": "2.0", "id": 2, "method": 5}))["error"]["code"] == -32600
+    assert raw(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "nope"}))["error"]["code"] == -32601
+    assert raw(json.dumps({"jsonrpc": "2.0", "id": 4, "method": "messages.list", "params": {"peer": "bob"}}))["error"]["code"] == -32602
+    assert raw(json.dumps({"jsonrpc": "2.0", "id": 5, "method": "messages.list", "params": {"peer": "0x" + "1" * 40, "limit": 0}}))["error"]["code"] == -32602
+    batch = raw(json.dumps([{"jsonrpc": "2.0", "id": 6, "method": "ping"}, {"jsonrpc": "2.0", "method": "ping"}, 7]))
+    assert batch == [
+        {"jsonrpc": "2.0", "result": "pong", "id": 6},
+        {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": None},
+    ]
+
+
+def test_resolve_answers_from_addresses_and_contacts(bridge: Bridge) -> None:
+    ws, _ = bridge.paired()
+    addr = "0x" + "ab" * 20
+    r = call(ws, "resolve", {"peer": addr})["result"]
+    assert r["source"] == "address" and r["address"].lower() == addr and r["address"] != addr  # checksummed
+    err = call(ws, "resolve", {"peer": "lens:nobody"})["error"]
+    assert err["code"] == -32004 and err["data"]["reason"] == "unknown"
+    parley(bridge.home, "contacts", "add", "lens:nobody", addr, check=True)
+    r = call(ws, "resolve", {"peer": "lens:nobody"})["result"]
+    assert r["address"].lower() == addr and r["source"] == "contacts" and r["name"] == "lens:nobody"
+    assert json.loads(parley(bridge.home, "contacts", "list", "--json", check=True).stdout)["lens:nobody"].lower() == addr
+    assert call(ws, "resolve", {"peer": "<script>"})["error"]["data"]["reason"] == "malformed"
+    assert parley(bridge.home, "contacts", "add", "x y", addr).returncode == 2
+    assert parley(bridge.home, "contacts", "add", "bob", "0x123").returncode == 2
+
+
+def test_inbox_page_needs_the_one_time_login_and_sends_a_strict_csp(bridge: Bridge, request_cleanup: list[Any]) -> None:
+    page = requests.get(f"{bridge.url}/", timeout=10)
+    assert page.status_code == 401
+    url = parley(bridge.home, "open", check=True).stdout.strip()
+    assert url.startswith(f"{bridge.url}/login?t=")
+    s = requests.Session()
+    request_cleanup.append(s.close)
+    r = s.get(url, timeout=10)
+    assert r.status_code == 200 and "Conversations" in r.text
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    cookie = r.history[0].headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert requests.get(url, timeout=10).status_code == 401  # the link works once
+    bad_host = requests.get(f"{bridge.url}/", headers={"Host": "evil.example"}, cookies=s.cookies, timeout=10)
+    assert bad_host.status_code == 403
+    peer = "0x" + "cd" * 20
+    r = s.post(f"{bridge.url}/c/{peer}/send", data={"text": "hi"}, timeout=10, allow_redirects=False)
+    assert r.status_code == 403  # no CSRF token
+
+
+@pytest.fixture
+def request_cleanup() -> Iterator[list[Any]]:
+    fns: list[Any] = []
+    yield fns
+    for fn in fns:
+        fn()
+
+
+def test_access_pairing_rate_limit_and_code_burn(tmp_path: Path) -> None:
+    access = Access(Store(tmp_path / "db"))
+    code = access.new_pair_code()
+    for _ in range(5):
+        with pytest.raises(AccessError):
+            access.pair("ZZZZ-ZZZZ", None)
+    with pytest.raises(AccessError, match="too many"):
+        access.pair(code, None)  # rate-limited even with the right code
+    access._wrong_times.clear()
+    with pytest.raises(AccessError):
+        access.pair(code, None)  # and the code died after five wrong guesses
+    assert normalise_code(" ab-cd ef-gh ") == "ABCDEFGH"
