@@ -1,4 +1,4 @@
-"""Relay HTTP API through the Flask test client (docs/protocol/relay.md).
+"""Relay HTTP API through the Flask test client (docs/PROTOCOL.md §7).
 
 Every rejection is checked to leave the database byte-for-byte unchanged.
 """

@@ -1,4 +1,4 @@
-"""A real relay on 127.0.0.1 with RelayClient and WebSocket subscriptions (docs/protocol/relay.md)."""
+"""A real relay on 127.0.0.1 with RelayClient and WebSocket subscriptions (docs/PROTOCOL.md §7)."""
 
 from __future__ import annotations
 

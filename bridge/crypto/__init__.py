@@ -1,6 +1,6 @@
 """End-to-end encryption for Parley (protocol version 1).
 
-Submodules (one per spec concept, see docs/protocol/crypto.md):
+Submodules (one per spec concept, see docs/PROTOCOL.md §5):
 
 * :mod:`bridge.crypto.primitives` – the only importer of pyca/cryptography;
 * :mod:`bridge.crypto.kdf` – every key derivation (PQXDH §2.2/§3.3, Double Ratchet §5.2);

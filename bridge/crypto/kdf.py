@@ -1,4 +1,4 @@
-"""Key derivation functions of Parley protocol v1 (docs/protocol/crypto.md §2).
+"""Key derivation functions of Parley protocol v1 (docs/PROTOCOL.md §5.2).
 
 * PQXDH KDF (Signal PQXDH rev 3, §2.2 "Cryptographic notation" KDF, §3.3):
   ``SK = HKDF-SHA256(salt = 32 zero bytes, ikm = 0xFF*32 ‖ DH1 ‖ DH2 ‖ DH3 [‖ DH4] ‖ SS,

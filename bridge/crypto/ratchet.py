@@ -4,7 +4,7 @@ State is an immutable :class:`RatchetState`. :func:`encrypt` and :func:`decrypt`
 state and leave the argument untouched, so a failed decrypt (which raises) costs the caller
 nothing: it still holds the old state.
 
-Header (docs/protocol/crypto.md §3.2): canonical CBOR ``[dh_pub (32 bytes), pn, n]``; the encoded
+Header (docs/PROTOCOL.md §5.3.2): canonical CBOR ``[dh_pub (32 bytes), pn, n]``; the encoded
 header bytes are authenticated as part of the message (``tag = HMAC(auth_key, AD ‖ header ‖ ct)``).
 
 Limits: at most :data:`MAX_SKIP` (1000) message keys skipped in one chain per message, at most
@@ -106,7 +106,7 @@ class RatchetState:
         ]
 
     def to_bytes(self) -> bytes:
-        """Versioned canonical CBOR (docs/protocol/crypto.md §3.5)."""
+        """Versioned canonical CBOR (docs/PROTOCOL.md §5.3.5)."""
         return wire.encode(self.to_wire())
 
     @classmethod

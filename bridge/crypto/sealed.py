@@ -1,4 +1,4 @@
-"""Sealed sender (docs/protocol/crypto.md §5): hide the sender from the relay.
+"""Sealed sender (docs/PROTOCOL.md §5.5): hide the sender from the relay.
 
 Outer layer: HPKE base mode (RFC 9180) with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
 AES-256-GCM, to the recipient installation's X25519 identity key, with

@@ -1,5 +1,5 @@
 """Parley sessions: PQXDH + Double Ratchet, and the session messages on the wire
-(docs/protocol/crypto.md §4).
+(docs/PROTOCOL.md §5.4).
 
 Messages are canonical CBOR arrays whose first element is the protocol version::
 

@@ -1,6 +1,6 @@
 """Wallet identity: EIP-191 installation statements, revocations, verification (DESIGN.md "Identity").
 
-See docs/protocol/identity.md for the normative text format and the active-set rule. Importing this
+See docs/PROTOCOL.md §3 for the normative text format and the active-set rule. Importing this
 package is cheap: eth-account is imported only when a signature is made or checked.
 """
 

@@ -1,6 +1,6 @@
 """Installation statements: the exact text a wallet signs, and its record encoding.
 
-Implements DESIGN.md "Identity" and PROTOCOL.md "Identity statements" (docs/protocol/identity.md):
+Implements DESIGN.md "Identity" and PROTOCOL.md "Identity statements" (docs/PROTOCOL.md §3):
 a wallet authorizes (or revokes) an installation by signing, with EIP-191 ``personal_sign``, a fixed,
 line-oriented, human-readable statement. This module builds, formats and *strictly* parses that text;
 a text is accepted only if it is byte for byte the canonical rendering of its own fields.

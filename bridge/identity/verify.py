@@ -1,6 +1,6 @@
 """Signing and verifying installation statements; the active installation set of an address.
 
-Implements DESIGN.md "Identity" and PROTOCOL.md "Identity statements" (docs/protocol/identity.md):
+Implements DESIGN.md "Identity" and PROTOCOL.md "Identity statements" (docs/PROTOCOL.md §3):
 EIP-191 ``personal_sign`` over the statement text, signer recovery, and the rule that turns an
 append-only log of records into the set of active installations.
 

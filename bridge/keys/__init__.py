@@ -1,7 +1,7 @@
 """Keys at rest (DESIGN.md "The pieces": bridge/keys): the installation's secrets sealed with
 scrypt + AES-256-GCM in a 0600 file, and wallet-key import (hex, environment, keystore v3).
 
-See docs/protocol/identity.md "Keys at rest" for the file format.
+See docs/PROTOCOL.md §9 for the file format.
 """
 
 from __future__ import annotations

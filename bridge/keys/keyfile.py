@@ -3,7 +3,7 @@
 ``Secrets`` holds four 32-byte keys: the wallet key (secp256k1), the installation's Ed25519 signing key
 and X25519 identity key, and a random storage key that encrypts prekeys and sessions in the database.
 They are sealed with scrypt + AES-256-GCM into a small JSON object (key file format version 1, see
-docs/protocol/identity.md "Keys at rest"), written atomically with mode 0600.
+docs/PROTOCOL.md §9), written atomically with mode 0600.
 
 Secret bytes never appear in ``repr`` or in exception messages.
 """

@@ -1,4 +1,4 @@
-"""Relay node (DESIGN.md "Relay"; docs/protocol/relay.md).
+"""Relay node (DESIGN.md "Relay"; docs/PROTOCOL.md §7).
 
 Submodules, imported explicitly so that storage users do not pull in Flask:
 

@@ -1,4 +1,4 @@
-"""The inbox-auth challenge message (docs/protocol/relay.md "Authentication")."""
+"""The inbox-auth challenge message (docs/PROTOCOL.md §7 "Authentication")."""
 
 from __future__ import annotations
 

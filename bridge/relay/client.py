@@ -1,4 +1,4 @@
-"""HTTP + WebSocket client of a relay node (DESIGN.md "Relay"; docs/protocol/relay.md).
+"""HTTP + WebSocket client of a relay node (DESIGN.md "Relay"; docs/PROTOCOL.md §7).
 
 Errors:
 

@@ -1,4 +1,4 @@
-"""The relay node's HTTP + WebSocket API (DESIGN.md "Relay"; docs/protocol/relay.md).
+"""The relay node's HTTP + WebSocket API (DESIGN.md "Relay"; docs/PROTOCOL.md §7).
 
 ``create_app`` builds a standalone relay; ``register_relay`` mounts the same routes (one Blueprint)
 on the daemon's Flask app; ``serve`` runs a standalone relay with werkzeug's threaded server.
