@@ -38,8 +38,13 @@ test-py: install
 test-e2e: install browser
 	$(PY) -m pytest e2e
 
-bench: install
+## demo: a relay, two bridges and two headless browsers play the Alice/Bob story; screenshots in e2e/artifacts/demo/
+demo: install browser
+	$(PY) e2e/demo.py
+
+bench: install browser
 	$(PY) bench/crypto.py
+	$(PY) bench/extension.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis e2e/artifacts
