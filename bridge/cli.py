@@ -41,7 +41,7 @@ class Fail(Exception):
         self.code = code
 
 
-def _die(message: str, code: Exit) -> NoReturn:
+def _die(message: str, code: int) -> NoReturn:
     click.echo(f"parley: {message}", err=True)
     sys.exit(int(code))
 
@@ -150,7 +150,27 @@ def _fmt_time(ms: int) -> str:
 # --- the command group ----------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """A click group whose usage errors are one line on stderr (the CLI contract), not click's
+    three-line "Usage: / Try / Error:" block. Exit codes are click's (2 for usage errors)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see `{exc.ctx.command_path} --help`)"
+            _die(exc.format_message().replace("\n", " ") + hint, exc.exit_code)
+        except click.exceptions.Abort:
+            _die("aborted", Exit.ERROR)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", "home", metavar="DIR", help="Parley home directory [env PARLEY_HOME; default: your user data dir].")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the bridge does to stderr.")
 @click.version_option(package_name="parley", prog_name="parley")
@@ -191,7 +211,8 @@ def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, rela
     from bridge import identity, keys
     from bridge.home import write_private
 
-    if key_env and keystore:
+    explicit_generate = click.get_current_context().get_parameter_source("source") == click.core.ParameterSource.COMMANDLINE
+    if sum((bool(key_env), keystore is not None, explicit_generate)) > 1:
         raise Fail("choose one of --generate, --private-key-env and --keystore", Exit.USAGE)
     relay = _check_url(relay) if relay else None
     home = ctx.home
@@ -378,7 +399,7 @@ def sync(ctx: Ctx) -> None:
         result = {"received": received, "pending": engine.pending_count()}
     click.echo(f"received {result['received']} new message(s); {result['pending']} waiting to be sent")
     if result["pending"]:
-        sys.exit(int(Exit.UNREACHABLE))
+        raise Fail(f"{result['pending']} message(s) could not be sent yet; they will be retried", Exit.UNREACHABLE)
 
 
 @cli.command()
@@ -442,4 +463,6 @@ def revoke(ctx: Ctx, installation_id: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import bridge.cli_local  # noqa: F401  (registers pair, open, contacts)
+
     cli.main(args=argv, prog_name="parley")

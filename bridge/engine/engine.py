@@ -449,16 +449,23 @@ class Engine:
             row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (self.topic,)).fetchone()
             if row is not None and env.cursor <= row["cursor"]:
                 return None
+            # A rejected envelope must change nothing but the failure log and the cursor: _open may
+            # already have written (e.g. deleted the one-time prekeys an impostor's message used)
+            # when a later check fails, so its writes are undone with a savepoint.
+            c.execute("SAVEPOINT open_envelope")
             try:
                 message, used_prekeys = self._open(c, env.payload)
             except session.DuplicateMessage:
+                c.execute("ROLLBACK TO open_envelope")
                 log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
             except (P.CryptoError, WireError, identity.IdentityError, ValueError) as exc:
+                c.execute("ROLLBACK TO open_envelope")
                 log.warning("envelope %s rejected: %s", env.cursor, exc)
                 c.execute(
                     "INSERT OR REPLACE INTO inbox_failures VALUES (?, ?, ?, ?)",
                     (self.topic, env.cursor, f"{type(exc).__name__}: {exc}"[:500], now_ms()),
                 )
+            c.execute("RELEASE open_envelope")
             c.execute(
                 "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
                 (self.topic, env.cursor),

@@ -1,0 +1,418 @@
+"""The `parley` CLI contract (issue #2 §8; bridge/cli.py), checked on the real `python -m bridge`:
+arguments, exit codes (0 ok, 2 usage, 3 unreachable/unregistered, 1 other), one-line errors, private
+files, wrong passphrases that change nothing, the embedded relay, and concurrent commands sharing
+one store with or without the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from eth_account import Account
+from eth_utils import to_checksum_address
+
+from bridge.cli import cli
+from tests.procs import PARLEY, ROOT, Proc, env_for, free_port, parley, start_relay, wait_for, whoami
+
+pytestmark = pytest.mark.slow
+
+KEY_A = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"  # Hardhat account #3
+KEY_B = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a"  # Hardhat account #4
+KEY_C = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"  # Hardhat account #5
+KEY_D = "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e"  # Hardhat account #6
+KEY_E = "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356"  # Hardhat account #7
+
+ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def addr(key: str) -> str:
+    return str(Account.from_key(key).address)
+
+
+def random_address() -> str:
+    return str(Account.from_key("0x" + secrets.token_hex(32)).address)
+
+
+def fails(r: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    """Assert the contract's error shape: exit ``code``, exactly one line on stderr, no traceback."""
+    assert r.returncode == code, f"exit {r.returncode}, expected {code}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    assert "Traceback" not in r.stderr + r.stdout
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    assert "Traceback" not in r.stderr + r.stdout
+    return r
+
+
+def snapshot(home: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file's bytes, mtime and mode, plus the directory's own mtime (a new file changes it)."""
+    out = {p.name: (p.read_bytes(), p.stat().st_mtime_ns, stat.S_IMODE(p.stat().st_mode)) for p in sorted(home.iterdir())}
+    out["."] = (b"", home.stat().st_mtime_ns, stat.S_IMODE(home.stat().st_mode))
+    return out
+
+
+def assert_private(home: Path) -> list[str]:
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    names = []
+    for p in home.iterdir():
+        assert p.is_file(), p
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, f"{p.name} is {stat.S_IMODE(p.stat().st_mode):o}"
+        names.append(p.name)
+    return names
+
+
+def conversation(home: Path, peer: str) -> list[dict[str, object]]:
+    return json.loads(ok(parley(home, "messages", peer, "--json")).stdout)
+
+
+def init(home: Path, relay: str, key: str) -> dict[str, str]:
+    ok(parley(home, "init", "--private-key-env", "TEST_WALLET_KEY", "--relay", relay, TEST_WALLET_KEY=key))
+    return whoami(home)
+
+
+@dataclass
+class Net:
+    relay: Proc
+    url: str
+    alice: Path
+    bob: Path
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    d = tmp_path_factory.mktemp("cli")
+    relay, url = start_relay(d / "relay.db")
+    try:
+        n = Net(relay, url, d / "alice", d / "bob")
+        init(n.alice, url, KEY_A)
+        init(n.bob, url, KEY_B)
+        yield n
+    finally:
+        relay.stop()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in reversed(started):
+        p.stop()
+
+
+# --- init ----------------------------------------------------------------------------------------
+
+
+def test_init_generate_whoami_and_private_files(tmp_path: Path, net: Net) -> None:
+    home = tmp_path / "gen"
+    r = ok(parley(home, "init", "--generate", "--relay", net.url))
+    assert "registered on" in r.stdout
+    me = json.loads(ok(parley(home, "whoami", "--json")).stdout)
+    assert set(me) == {"address", "did", "installation_id"}
+    assert ADDRESS_RE.fullmatch(me["address"]) and me["address"] == to_checksum_address(me["address"].lower())
+    assert me["did"] == f"did:pkh:eip155:1:{me['address']}"
+    assert re.fullmatch(r"[0-9a-f]{32}", me["installation_id"])
+    text = ok(parley(home, "whoami")).stdout
+    assert me["address"] in text and me["did"] in text and me["installation_id"] in text
+    names = assert_private(home)
+    assert {"keys.json", "identity.json", "config.json", "parley.db"} <= set(names)
+    # --relay was remembered: commands without --relay use it.
+    assert json.loads((home / "config.json").read_text())["relay_url"] == net.url
+    ok(parley(home, "can-message", whoami(net.bob)["address"]))
+    r = ok(parley(home, "sync"))
+    assert "received 0" in r.stdout
+    assert_private(home)
+    # A generated wallet is a new one each time.
+    other = tmp_path / "gen2"
+    ok(parley(other, "init", "--relay", net.url))
+    assert whoami(other)["address"] != me["address"]
+
+
+def test_init_imports_a_private_key_from_the_environment(net: Net) -> None:
+    assert whoami(net.alice)["address"] == addr(KEY_A)
+    assert whoami(net.bob)["address"] == addr(KEY_B)
+
+
+def test_init_imports_a_keystore(tmp_path: Path, net: Net) -> None:
+    ks = tmp_path / "keystore.json"
+    ks.write_text(json.dumps(Account.encrypt(KEY_C, "keystore pw", kdf="scrypt", iterations=2**4)))
+    bad = tmp_path / "bad"
+    fails(parley(bad, "init", "--keystore", str(ks), "--relay", net.url, PARLEY_KEYSTORE_PASSWORD="not it"), 2)
+    assert not (bad / "keys.json").exists() and not (bad / "identity.json").exists()
+    fails(parley(bad, "init", "--keystore", str(tmp_path / "missing.json"), "--relay", net.url, PARLEY_KEYSTORE_PASSWORD="x"), 2)
+    fails(parley(bad, "init", "--keystore", str(ks), "--relay", net.url), 2, "PARLEY_KEYSTORE_PASSWORD")  # no tty, no password
+    home = tmp_path / "ks"
+    ok(parley(home, "init", "--keystore", str(ks), "--relay", net.url, PARLEY_KEYSTORE_PASSWORD="keystore pw"))
+    assert whoami(home)["address"] == addr(KEY_C)
+    assert_private(home)
+
+
+def test_init_usage_errors_create_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    ks = tmp_path / "ks.json"
+    ks.write_text(json.dumps(Account.encrypt(KEY_C, "pw", kdf="scrypt", iterations=2**4)))
+    dead = f"http://127.0.0.1:{free_port()}"
+    fails(parley(home, "init", "--private-key-env", "PARLEY_TEST_UNSET_VAR", "--relay", dead), 2, "PARLEY_TEST_UNSET_VAR")
+    fails(parley(home, "init", "--private-key-env", "K", "--relay", dead, K="0x1234"), 2)
+    fails(parley(home, "init", "--private-key-env", "K", "--keystore", str(ks), "--relay", dead, K=KEY_C, PARLEY_KEYSTORE_PASSWORD="pw"), 2)
+    fails(parley(home, "init", "--generate", "--keystore", str(ks), "--relay", dead, PARLEY_KEYSTORE_PASSWORD="pw"), 2)
+    fails(parley(home, "init", "--generate", "--private-key-env", "K", "--relay", dead, K=KEY_C), 2)
+    fails(parley(home, "init", "--relay", "ftp://example"), 2, "relay URL")
+    fails(parley(home, "init", "--relay", dead, PARLEY_PASSPHRASE=""), 2)
+    assert not (home / "keys.json").exists() and not (home / "identity.json").exists()
+
+
+def test_init_twice_fails_and_changes_nothing(net: Net) -> None:
+    before = snapshot(net.alice)
+    fails(parley(net.alice, "init", "--relay", net.url), 2, "already")
+    fails(parley(net.alice, "init", "--private-key-env", "K", K=KEY_D), 2, "already")
+    fails(parley(net.alice, "init", "--private-key-env", "K", K=KEY_A, PARLEY_PASSPHRASE="another passphrase"), 2)
+    assert snapshot(net.alice) == before
+
+
+def test_commands_before_init_fail_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "empty"
+    for args in (["whoami"], ["whoami", "--json"], ["send", addr(KEY_B), "hi"], ["sync"], ["messages", addr(KEY_B)], ["run", "--port", "0"]):
+        fails(parley(home, *args), 2, "parley init")
+    assert not home.exists() or list(home.iterdir()) == []
+
+
+# --- passphrase ----------------------------------------------------------------------------------
+
+
+def test_wrong_passphrase_fails_and_changes_nothing(net: Net) -> None:
+    before = snapshot(net.alice)
+    for args in (["send", addr(KEY_B), "never sent"], ["sync"], ["run", "--port", "0"]):
+        fails(parley(net.alice, *args, PARLEY_PASSPHRASE="wrong " + secrets.token_hex(4)), 2, "wrong passphrase")
+        assert snapshot(net.alice) == before, args
+    assert all(m["text"] != "never sent" for m in conversation(net.alice, addr(KEY_B)))
+
+
+# --- send, can-message, messages --------------------------------------------------------------------
+
+
+def test_send_errors_and_json(net: Net) -> None:
+    bob = addr(KEY_B)
+    fails(parley(net.alice, "send", "0x1234", "hi"), 2, "not an address")
+    fails(parley(net.alice, "send", "not-an-address", "hi"), 2)
+    fails(parley(net.alice, "send", bob, ""), 2, "empty")
+    fails(parley(net.alice, "send", bob, "   "), 2, "empty")
+    fails(parley(net.alice, "send", addr(KEY_A), "me"), 2)
+    fails(parley(net.alice, "send", bob), 2, "TEXT")
+    stranger = random_address()
+    fails(parley(net.alice, "send", stranger, "anyone there?"), 3, "not registered")
+    assert conversation(net.alice, stranger) == []  # nothing queued
+    r = ok(parley(net.alice, "send", bob.lower(), "json please", "--json"))
+    out = json.loads(r.stdout)
+    assert set(out) == {"id", "sender", "recipient", "text", "sent_at", "direction", "state", "delivered"}
+    assert out["sender"] == addr(KEY_A) and out["recipient"] == bob and out["text"] == "json please"
+    assert out["direction"] == "out" and out["delivered"] is True and out["state"] == "sent"
+    assert isinstance(out["sent_at"], int) and re.fullmatch(r"[0-9a-f]{32}", out["id"])
+    assert conversation(net.alice, bob)[-1]["id"] == out["id"]
+
+
+def test_can_message(net: Net) -> None:
+    r = ok(parley(net.alice, "can-message", addr(KEY_B)))
+    assert "1 installation" in r.stdout
+    ok(parley(net.alice, "can-message", addr(KEY_B).lower()))
+    fails(parley(net.alice, "can-message", random_address()), 3, "not registered")
+    fails(parley(net.alice, "can-message", addr(KEY_B), "--relay", f"http://127.0.0.1:{free_port()}"), 3)
+    fails(parley(net.alice, "can-message", "0xnothex"), 2, "not an address")
+    fails(parley(net.alice, "can-message", addr(KEY_B), "--relay", "nope"), 2)
+
+
+def test_messages_oldest_first_and_json_shape(tmp_path: Path, net: Net) -> None:
+    carol_home = tmp_path / "carol"
+    carol = init(carol_home, net.url, KEY_C)["address"]
+    bob = addr(KEY_B)
+    sent = [f"carol-{i}-{secrets.token_hex(3)}" for i in range(3)]
+    for t in sent:
+        ok(parley(carol_home, "send", bob, t))
+    ok(parley(net.bob, "sync"))
+    reply = "bob replies " + secrets.token_hex(3)
+    ok(parley(net.bob, "send", carol, reply))
+    ok(parley(carol_home, "sync"))
+    for home, me in ((carol_home, carol), (net.bob, bob)):
+        peer = bob if me == carol else carol
+        view = conversation(home, peer)
+        assert [m["text"] for m in view] == [*sent, reply]
+        for m in view:
+            assert set(m) == {"id", "sender", "recipient", "text", "sent_at", "direction"}
+            assert m["direction"] == ("out" if m["sender"] == me else "in")
+            assert {m["sender"], m["recipient"]} == {carol, bob}
+        times = [m["sent_at"] for m in view]
+        assert times == sorted(times)
+        text_out = ok(parley(home, "messages", peer)).stdout
+        positions = [text_out.index(t) for t in [*sent, reply]]
+        assert positions == sorted(positions)
+    assert conversation(carol_home, random_address()) == []
+    fails(parley(carol_home, "messages", "0x12"), 2, "not an address")
+    fails(parley(carol_home, "messages"), 2)
+
+
+def test_relay_down_queues_and_sync_delivers_exactly_once(tmp_path: Path, procs: list[Proc]) -> None:
+    port = free_port()
+    db = tmp_path / "relay.db"
+    relay, url = start_relay(db, port=port)
+    procs.append(relay)
+    dave, erin = tmp_path / "dave", tmp_path / "erin"
+    init(dave, url, KEY_D)
+    erin_addr = init(erin, url, KEY_E)["address"]
+    ok(parley(dave, "send", erin_addr, "before the outage"))
+    assert relay.stop() == 0
+    text = "written during the outage " + secrets.token_hex(4)
+    fails(parley(dave, "send", erin_addr, text), 3, "queued")
+    assert "(queued)" in ok(parley(dave, "messages", erin_addr)).stdout
+    fails(parley(dave, "sync"), 3)
+    fails(parley(dave, "can-message", erin_addr), 3)
+    relay, _ = start_relay(db, port=port)
+    procs.append(relay)
+    r = ok(parley(dave, "sync"))
+    assert "0 waiting" in r.stdout
+    ok(parley(dave, "sync"))  # nothing sent twice
+    ok(parley(erin, "sync"))
+    ok(parley(erin, "sync"))
+    assert [m["text"] for m in conversation(erin, addr(KEY_D))] == ["before the outage", text]
+    assert "(queued)" not in ok(parley(dave, "messages", erin_addr)).stdout
+
+
+# --- help ---------------------------------------------------------------------------------------------
+
+CONTRACT_OPTIONS = {
+    "init": ["--generate", "--private-key-env", "--keystore", "--relay"],
+    "whoami": ["--json"],
+    "relay": ["--host", "--port", "--db"],
+    "run": ["--port", "--relay"],
+    "send": ["--json"],
+    "sync": [],
+    "messages": ["--json"],
+    "can-message": [],
+}
+
+
+def test_help_for_the_group_and_every_command() -> None:
+    r = subprocess.run([*PARLEY, "--help"], cwd=ROOT, env=env_for(), capture_output=True, text=True, timeout=60)
+    ok(r)
+    assert "--home" in r.stdout
+    for name in CONTRACT_OPTIONS:
+        assert name in r.stdout
+    r = subprocess.run([*PARLEY, "send", "--help"], cwd=ROOT, env=env_for(), capture_output=True, text=True, timeout=60)
+    assert ok(r).stdout.startswith("Usage: parley send")
+    runner = CliRunner()
+    for name, command in cli.commands.items():  # type: ignore[attr-defined]
+        res = runner.invoke(cli, [name, "--help"])
+        assert res.exit_code == 0, (name, res.output)
+        for opt in CONTRACT_OPTIONS.get(name, []):
+            assert opt in res.output, (name, opt)
+        for param in command.params:
+            for flag in param.opts:
+                if flag.startswith("-"):
+                    assert flag in res.output, (name, flag)
+    assert set(CONTRACT_OPTIONS) <= set(cli.commands)  # type: ignore[attr-defined]
+
+
+def test_usage_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    fails(parley(home, "no-such-command"), 2)
+    fails(parley(home, "--bogus-option", "whoami"), 2)
+    fails(parley(home, "whoami", "--bogus"), 2)
+    fails(parley(home, "relay", "--port", "70000"), 2)
+    fails(parley(home, "run", "--port", "-1"), 2)
+
+
+# --- the daemon: embedded relay, file modes, concurrency ------------------------------------------------
+
+
+def test_run_without_relay_embeds_one_on_the_same_port(tmp_path: Path, procs: list[Proc]) -> None:
+    port = free_port()
+    alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
+    alice_home.mkdir(mode=0o700)
+    (alice_home / "config.json").write_text(json.dumps({"port": port}))
+    os.chmod(alice_home / "config.json", 0o600)
+    r = parley(alice_home, "init", "--private-key-env", "K", K=KEY_A)  # nothing listens yet: registers later
+    ok(r)
+    alice = whoami(alice_home)["address"]
+    daemon = Proc(["run"], home=alice_home)
+    procs.append(daemon)
+    url = daemon.expect(r"listening on (http://\S+)").group(1)
+    assert url == f"http://127.0.0.1:{port}"
+    daemon.expect("subscribed to")
+    bob = init(bob_home, url, KEY_B)["address"]
+    ok(parley(bob_home, "can-message", alice))
+    ok(parley(bob_home, "send", alice, "hello through your embedded relay"))
+    wait_for(lambda: [m["text"] for m in conversation(alice_home, bob)] == ["hello through your embedded relay"],
+             timeout=30, interval=0.2, what="Alice's daemon to receive live")
+    ok(parley(alice_home, "send", bob, "got it"))  # through the daemon's control endpoint
+    ok(parley(bob_home, "sync"))
+    assert [m["text"] for m in conversation(bob_home, alice)] == ["hello through your embedded relay", "got it"]
+    names = assert_private(alice_home)
+    assert {"relay.db", "parley.db", "daemon.json"} <= set(names)
+    assert daemon.stop() == 0
+    assert not (alice_home / "daemon.json").exists()
+    assert_private(alice_home)
+
+
+def _parallel(home: Path, peer: str, texts: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Start every `send` and one `sync` at once; wait for all."""
+    env = env_for(home)
+    cmds = [[*PARLEY, "send", peer, t] for t in texts] + [[*PARLEY, "sync"]]
+    ps = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL) for c in cmds]
+    out = []
+    for c, p in zip(cmds, ps):
+        stdout, stderr = p.communicate(timeout=120)
+        out.append(subprocess.CompletedProcess(c, p.returncode, stdout, stderr))
+    return out
+
+
+def _integrity(db: Path) -> None:
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        con.close()
+
+
+def test_concurrent_sends_and_sync_with_and_without_the_daemon(tmp_path: Path, net: Net, procs: list[Proc]) -> None:
+    alice, bob = addr(KEY_A), addr(KEY_B)
+    tag = secrets.token_hex(4)
+    daemon = Proc(["run", "--port", "0"], home=net.alice)
+    procs.append(daemon)
+    daemon.expect("subscribed to")
+    assert (net.alice / "daemon.json").exists()
+    with_daemon = [f"daemon-{i}-{tag}" for i in range(4)]
+    for r in _parallel(net.alice, bob, with_daemon):
+        ok(r)
+    names = assert_private(net.alice)  # the daemon holds the db open: its WAL files exist, 0600 too
+    assert {"parley.db-wal", "parley.db-shm", "daemon.json"} <= set(names)
+    assert daemon.stop() == 0
+    direct = [f"direct-{i}-{tag}" for i in range(4)]
+    results = _parallel(net.alice, bob, direct)
+    for r in results[:-1]:
+        ok(r)
+    sync = results[-1]
+    if sync.returncode != 0:  # another process's message may still have been queued at that instant
+        fails(sync, 3, "retried")
+    ok(parley(net.alice, "sync"))
+    assert_private(net.alice)
+    ok(parley(net.bob, "sync"))
+    got = [m["text"] for m in conversation(net.bob, alice) if tag in str(m["text"])]
+    assert sorted(got) == sorted(with_daemon + direct), "a message was lost or shown twice"
+    mine = [m["text"] for m in conversation(net.alice, bob) if tag in str(m["text"])]
+    assert sorted(mine) == sorted(with_daemon + direct)
+    _integrity(net.alice / "parley.db")
+    _integrity(net.bob / "parley.db")

@@ -1,0 +1,335 @@
+"""The engine's guarantees (bridge/engine/engine.py; PROTOCOL.md §7, DESIGN.md "Bridge engine"):
+crash safety of the outbox, atomic receive, replay and tamper rejection, fan-out, one-time prekeys.
+
+In-process Engine objects over real SQLite stores, against a real relay (create_app served by
+werkzeug on 127.0.0.1:0 in a thread).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from bridge import identity
+from bridge.crypto import primitives as P
+from bridge.crypto import sealed, session
+from bridge.engine import Engine
+from bridge.engine import engine as engine_mod
+from bridge.keys import generate_secrets
+from bridge.protocol import prekeys as PK
+from bridge.protocol.content import TextContent
+from bridge.protocol.ids import new_message_id
+from bridge.protocol.wire import WireError
+from bridge.relay.client import Envelope
+from bridge.relay.server import RelaySettings, create_app
+from bridge.relay.sqlite_store import SQLiteStorage
+from bridge.store import Store, now_ms
+
+FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
+
+
+@pytest.fixture(scope="module")
+def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    storage = SQLiteStorage(str(tmp_path_factory.mktemp("relay") / "relay.db"))
+    settings = RelaySettings(
+        publish_rate=FAST, publish_burst=10**6, claim_rate=FAST, claim_burst=10**6,
+        auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
+    )
+    server = make_server("127.0.0.1", 0, create_app(storage, settings=settings), threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    t.join(5)
+    server.server_close()
+    storage.close()
+
+
+_engines: list[Engine] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_engines() -> Iterator[None]:
+    yield
+    while _engines:
+        e = _engines.pop()
+        e.relay.close()
+        e.store.close()
+
+
+def make_engine(path: Path, relay_url: str, wallet: bytes | None = None) -> Engine:
+    """A registered installation (fresh wallet unless ``wallet``), its store at ``path``."""
+    secrets = generate_secrets(wallet)
+    st = identity.authorize_statement(secrets.address, secrets.installation_id, secrets.signing_pub, secrets.identity_pub)
+    record = identity.sign_statement(st, secrets.wallet_key).to_record()
+    ident = {"address": secrets.address, "installation_id": secrets.installation_id, "record": record.hex()}
+    eng = Engine(Store(path), secrets, ident, relay_url)
+    _engines.append(eng)
+    eng.register()
+    return eng
+
+
+def reopen(eng: Engine) -> Engine:
+    """The same installation after a crash/restart: a new Engine over a new connection to the same file."""
+    eng.store.close()
+    ident = {"address": eng.address, "installation_id": eng.installation_id, "record": eng.record.hex()}
+    new = Engine(Store(eng.store.path), eng.secrets, ident, eng.relay_url)
+    _engines.append(new)
+    return new
+
+
+def texts(eng: Engine, peer: str) -> list[str]:
+    return [m["text"] for m in eng.messages(peer)]
+
+
+def inbox(eng: Engine) -> list[Envelope]:
+    """Everything on the relay for ``eng``'s inbox."""
+    return eng.relay.fetch(eng.topic, 0, 500, token=eng.token())
+
+
+def table(eng: Engine, sql: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in eng.store.read(sql)]
+
+
+def sessions(eng: Engine) -> list[tuple[Any, ...]]:
+    return table(eng, "SELECT remote_iid, sid, state, updated_at FROM sessions ORDER BY remote_iid, sid")
+
+
+@pytest.fixture
+def pair(tmp_path: Path, relay_url: str) -> tuple[Engine, Engine]:
+    return make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "bob.db", relay_url)
+
+
+# --- crash safety of the outbox ------------------------------------------------------------
+
+
+def test_crash_after_queue_is_delivered_by_a_new_engine(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    msg = alice.queue(bob.address, "written before the crash")
+    assert table(alice, "SELECT state FROM outbox") == [("pending",)]
+    assert inbox(bob) == []  # nothing left the machine
+    alice = reopen(alice)
+    assert alice.pending_count() == 1
+    assert alice.flush_outbox() == {}
+    assert alice.pending_count() == 0
+    assert alice.messages(bob.address)[0]["state"] == "sent"
+    assert bob.sync() == 1
+    assert bob.sync() == 0
+    assert [(m["id"], m["text"]) for m in bob.messages(alice.address)] == [(msg["id"], "written before the crash")]
+
+
+def test_crash_after_prepare_publishes_the_stored_bytes(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    mid = alice.queue(bob.address, "prepared, then crashed")["id"]
+    alice._prepare(mid)
+    stored = table(alice, "SELECT installation_id, payload, cursor FROM outbox_envelopes")
+    assert len(stored) == 1 and stored[0][0] == bob.installation_id and stored[0][2] is None
+    assert table(alice, "SELECT state FROM outbox") == [("prepared",)]
+    assert inbox(bob) == []
+    alice = reopen(alice)
+    assert alice.flush_outbox() == {}
+    published = inbox(bob)
+    assert [e.payload for e in published] == [bytes(stored[0][1])]  # the very bytes prepared before the crash
+    assert table(alice, "SELECT cursor FROM outbox_envelopes") == [(published[0].cursor,)]
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == ["prepared, then crashed"]
+
+
+def test_crash_after_publish_before_marking_done_shows_the_message_once_and_in_order(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    assert alice.send(bob.address, "one").delivered
+    # "two": prepared and published, but the process died before recording the publication.
+    mid = alice.queue(bob.address, "two")["id"]
+    alice._prepare(mid)
+    (topic, payload), = table(alice, "SELECT topic, payload FROM outbox_envelopes WHERE message_id = '%s'" % mid)
+    alice.relay.publish(topic, bytes(payload))
+    alice = reopen(alice)
+    assert alice.flush_outbox() == {}  # publishes "two" again
+    assert alice.send(bob.address, "three").delivered
+    assert len(inbox(bob)) == 4  # one, two, two (again), three
+    assert bob.sync() == 3
+    assert texts(bob, alice.address) == ["one", "two", "three"]
+    assert table(bob, "SELECT COUNT(*) FROM inbox_failures") == [(0,)]  # a redelivery is not a failure
+    # The sender's view agrees and nothing is left to send.
+    assert [(m["text"], m["state"]) for m in alice.messages(bob.address)] == [("one", "sent"), ("two", "sent"), ("three", "sent")]
+    assert alice.pending_count() == 0
+
+
+# --- receiving: atomicity, replay, tampering --------------------------------------------------
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["prekey-message", "ratchet-message"])
+def test_received_message_and_ratchet_state_are_committed_together(pair: tuple[Engine, Engine], first: bool) -> None:
+    alice, bob = pair
+    if not first:
+        alice.send(bob.address, "warm-up")
+        assert bob.sync() == 1
+    assert alice.send(bob.address, "must not be half-processed").delivered
+    before = (sessions(bob), bob.cursor(), table(bob, "SELECT kind, id FROM prekeys ORDER BY kind, id"))
+    con = sqlite3.connect(bob.store.path)
+    con.execute("CREATE TRIGGER fail_insert BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+    con.commit()
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
+            bob.sync()
+        after = (sessions(bob), bob.cursor(), table(bob, "SELECT kind, id FROM prekeys ORDER BY kind, id"))
+        assert after == before  # neither the session, the cursor, nor the used one-time prekey moved
+        assert texts(bob, alice.address) == ([] if first else ["warm-up"])
+    finally:
+        con.execute("DROP TRIGGER fail_insert")
+        con.commit()
+        con.close()
+    assert bob.sync() == 1
+    assert texts(bob, alice.address)[-1] == "must not be half-processed"
+    assert sessions(bob) != before[0]
+    assert bob.cursor() > before[1]
+
+
+def test_replayed_envelope_is_not_shown_twice_even_after_restart(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    alice.send(bob.address, "hello")
+    alice.send(bob.address, "again")
+    assert bob.sync() == 2
+    first, second = inbox(bob)
+    for env in (first, second):
+        alice.relay.publish(bob.topic, env.payload)  # the relay (or an attacker) replays it with a new cursor
+    assert bob.sync() == 0
+    assert texts(bob, alice.address) == ["hello", "again"]
+    bob = reopen(bob)
+    alice.relay.publish(bob.topic, first.payload)
+    alice.relay.publish(bob.topic, second.payload)
+    assert bob.sync() == 0
+    assert texts(bob, alice.address) == ["hello", "again"]
+    assert bob.cursor() == inbox(bob)[-1].cursor
+    # And the conversation still works afterwards.
+    alice.send(bob.address, "still fine")
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == ["hello", "again", "still fine"]
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+
+
+def test_tampered_truncated_and_garbage_envelopes_are_recorded_and_skipped(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    alice.send(bob.address, "establish")
+    assert bob.sync() == 1
+    mid = alice.queue(bob.address, "the real one")["id"]
+    alice._prepare(mid)
+    (good,), = table(alice, "SELECT payload FROM outbox_envelopes WHERE message_id = '%s'" % mid)
+    good = bytes(good)
+    bad = [_flip(good, len(good) // 2), _flip(good, len(good) - 1), _flip(good, 5), good[: len(good) // 2], good[:-1], b"\x00garbage\xff"]
+    state_before = sessions(bob)
+    cursors = [alice.relay.publish(bob.topic, b) for b in bad]
+    assert bob.sync() == 0
+    failures = table(bob, "SELECT cursor FROM inbox_failures ORDER BY cursor")
+    assert failures == [(c,) for c in cursors]
+    assert bob.cursor() == cursors[-1]
+    assert sessions(bob) == state_before  # the session state bytes are unchanged
+    assert texts(bob, alice.address) == ["establish"]
+    assert alice.flush_outbox() == {}
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == ["establish", "the real one"]
+
+
+def test_sender_claiming_another_wallet_is_rejected(tmp_path: Path, relay_url: str) -> None:
+    alice = make_engine(tmp_path / "alice.db", relay_url)
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    mallory = make_engine(tmp_path / "mallory.db", relay_url)
+    # Mallory's own, valid statement seals the envelope, but the content says it is from Alice.
+    forged = TextContent(new_message_id(), alice.address, bob.address, now_ms(), "send me your seed phrase").encode()
+    remote = session.RemoteInstallation(bob.installation_id, bob.secrets.signing_pub, bob.secrets.identity_pub)
+    s = session.initiate(mallory.local, remote, PK.Bundle.decode(mallory.relay.claim(bob.installation_id)))
+    _, msg = session.encrypt(s, forged)
+    cursor = mallory.relay.publish(bob.topic, sealed.seal(bob.secrets.identity_pub, bob.installation_id, mallory.installation_id, mallory.record, msg))
+    prekeys_before = table(bob, "SELECT kind, id FROM prekeys ORDER BY kind, id")
+    assert bob.sync() == 0
+    assert bob.messages(alice.address) == [] and bob.messages(mallory.address) == []
+    (err,), = table(bob, f"SELECT error FROM inbox_failures WHERE cursor = {cursor}")
+    assert "sender" in err
+    assert sessions(bob) == []  # no session with the impostor
+    # A rejected envelope changes nothing but the failure log and the cursor.
+    assert table(bob, "SELECT kind, id FROM prekeys ORDER BY kind, id") == prekeys_before
+    assert bob.cursor() == cursor
+
+
+# --- fan-out ----------------------------------------------------------------------------------
+
+
+def test_fan_out_to_every_installation_and_to_the_senders_other_installations(tmp_path: Path, relay_url: str) -> None:
+    wallet_a, wallet_b = P.random_bytes(32), P.random_bytes(32)
+    a1 = make_engine(tmp_path / "a1.db", relay_url, wallet_a)
+    a2 = make_engine(tmp_path / "a2.db", relay_url, wallet_a)
+    b1 = make_engine(tmp_path / "b1.db", relay_url, wallet_b)
+    b2 = make_engine(tmp_path / "b2.db", relay_url, wallet_b)
+    assert a1.address == a2.address and b1.address == b2.address
+    r = a1.send(b1.address, "to both of Bob's installations")
+    assert r.delivered
+    rows = table(a1, "SELECT installation_id, topic FROM outbox_envelopes")
+    assert sorted(iid for iid, _ in rows) == sorted([b1.installation_id, b2.installation_id, a2.installation_id])
+    assert a1.installation_id not in {iid for iid, _ in rows}
+    envs = {e.installation_id: inbox(e)[0].payload for e in (a2, b1, b2)}
+    for e in (a2, b1, b2):
+        assert len(inbox(e)) == 1
+        # Each envelope opens only with its own installation's key.
+        for other in (a2, b1, b2):
+            if other is e:
+                sealed.unseal(e.secrets.identity_key, e.installation_id, envs[e.installation_id])
+            else:
+                with pytest.raises((P.CryptoError, WireError)):
+                    sealed.unseal(e.secrets.identity_key, e.installation_id, envs[other.installation_id])
+    assert b1.sync() == 1 and b2.sync() == 1 and a2.sync() == 1
+    for b in (b1, b2):
+        assert [(m["text"], m["direction"]) for m in b.messages(a1.address)] == [("to both of Bob's installations", "in")]
+    assert [(m["text"], m["direction"], m["id"]) for m in a2.messages(b1.address)] == [("to both of Bob's installations", "out", r.message["id"])]
+
+
+# --- one-time prekeys --------------------------------------------------------------------------
+
+
+def _ids(eng: Engine, kind: str) -> set[int]:
+    return {r[0] for r in table(eng, f"SELECT id FROM prekeys WHERE kind = '{kind}'")}
+
+
+def test_one_time_prekeys_are_deleted_after_use_replenished_and_never_reused(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    counts = bob.relay.prekey_count(bob.installation_id)
+    assert counts["otpk"] == engine_mod.OTPK_TARGET
+    otpks_before, pq_before = _ids(bob, PK.OTPK), _ids(bob, PK.PQ_OTPK)
+    assert len(otpks_before) == engine_mod.OTPK_TARGET
+    # Drain the relay below the low-water mark (other senders claiming bundles).
+    drain = engine_mod.OTPK_TARGET - engine_mod.OTPK_LOW + 2
+    for _ in range(drain):
+        bob.relay.claim(bob.installation_id)
+    left = bob.relay.prekey_count(bob.installation_id)
+    assert left["otpk"] < engine_mod.OTPK_LOW
+    assert alice.send(bob.address, "uses a one-time prekey").delivered
+    (env,) = inbox(bob)
+    info = session.peek(sealed.unseal(bob.secrets.identity_key, bob.installation_id, env.payload).message)
+    assert info.is_prekey and info.otpk_id in otpks_before
+    assert bob.sync() == 1
+    otpks_after = _ids(bob, PK.OTPK)
+    assert info.otpk_id not in otpks_after  # deleted locally: forward secrecy
+    if info.pqpk_kind == PK.PQ_OTPK:
+        assert info.pqpk_id not in _ids(bob, PK.PQ_OTPK)
+    counts = bob.relay.prekey_count(bob.installation_id)
+    assert counts["otpk"] == engine_mod.OTPK_TARGET  # replenished on the relay
+    assert counts["pq_otpk"] >= engine_mod.PQ_OTPK_LOW
+    new = otpks_after - otpks_before
+    assert len(new) == engine_mod.OTPK_TARGET - (left["otpk"] - 1)
+    assert min(new) > max(otpks_before)  # ids only go up: a used id is never handed out again
+    assert not (_ids(bob, PK.PQ_OTPK) - pq_before) & pq_before
+    # After a restart the counter continues; it never restarts from the smallest free id.
+    bob = reopen(bob)
+    for _ in range(drain + 10):
+        bob.relay.claim(bob.installation_id)
+    assert bob.ensure_prekeys()
+    newest = _ids(bob, PK.OTPK) - otpks_after
+    assert newest and min(newest) > max(otpks_after | {info.otpk_id})
