@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
@@ -185,3 +186,12 @@ def test_two_installations_of_one_wallet_both_receive_and_see_what_the_other_sen
     r = parley(desktop, "sync")
     assert r.returncode != 0  # the relay no longer lets a revoked installation read its inbox
     assert [m["text"] for m in conversation(desktop, bob["address"])] == ["hello both of you", "sent from the laptop"]
+
+    # A revoked installation can still publish (publishing is anonymous), but Bob no longer believes it.
+    r = parley(desktop, "send", bob["address"], "from the revoked desktop")
+    assert r.returncode == 0, r.stderr
+    parley(bob_home, "sync", check=True)
+    assert "from the revoked desktop" not in [m["text"] for m in conversation(bob_home, a1["address"])]
+    with contextlib.closing(sqlite3.connect(bob_home / "parley.db")) as db:
+        failures = db.execute("SELECT error FROM inbox_failures").fetchall()
+    assert any("revoked" in f[0] for f in failures)

@@ -15,6 +15,7 @@ Guarantees (PROTOCOL.md §7):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -109,6 +110,7 @@ class Engine:
         )
         self.topic = inbox_topic(self.installation_id)
         self._tls = threading.local()
+        self._statements: dict[bytes, identity.Statement] = {}
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     # --- plumbing -------------------------------------------------------------
@@ -445,9 +447,18 @@ class Engine:
         """Process one envelope from our inbox exactly once. Returns the new message, if any."""
         used_prekeys = False
         message: dict[str, Any] | None = None
+        revoked = self._sender_not_active(env.payload)
         with self.store.write() as c:
             row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (self.topic,)).fetchone()
             if row is not None and env.cursor <= row["cursor"]:
+                return None
+            if revoked is not None:
+                log.warning("envelope %s rejected: %s", env.cursor, revoked)
+                c.execute("INSERT OR REPLACE INTO inbox_failures VALUES (?, ?, ?, ?)", (self.topic, env.cursor, revoked, now_ms()))
+                c.execute(
+                    "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
+                    (self.topic, env.cursor),
+                )
                 return None
             # A rejected envelope must change nothing but the failure log and the cursor: _open may
             # already have written (e.g. deleted the one-time prekeys an impostor's message used)
@@ -479,9 +490,46 @@ class Engine:
                 log.warning("could not replenish prekeys: %s", exc)
         return message
 
+    def _verified(self, record: bytes) -> identity.Statement:
+        """Verify a sender statement, remembering the answer (EIP-191 recovery is slow in pure Python)."""
+        key = hashlib.sha256(record).digest()
+        st = self._statements.get(key)
+        if st is None:
+            st = identity.verify(identity.SignedStatement.from_record(record))
+            if len(self._statements) >= 1024:
+                self._statements.pop(next(iter(self._statements)))
+            self._statements[key] = st
+        return st
+
+    def _sender_not_active(self, payload: bytes) -> str | None:
+        """Why the sealed sender's installation must not be believed (revoked, or never registered), if so.
+
+        Checked against the sender's identity log (cached for PEER_TTL_MS, re-fetched when the
+        installation is not in the cached set). Envelopes that do not open are left to ``_open``,
+        which records why; when the relay cannot be asked, the message is accepted on the strength of
+        its signed statement alone.
+        """
+        try:
+            un = sealed.unseal(self.secrets.identity_key, self.installation_id, payload)
+            st = self._verified(un.sender_record)
+        except (P.CryptoError, WireError, identity.IdentityError, ValueError):
+            return None
+        if st.installation_id == self.installation_id:
+            return None
+        try:
+            active = self.installations_of(st.address)
+            if st.installation_id not in active:
+                active = self.installations_of(st.address, max_age_ms=0)
+        except (RelayUnavailable, RelayError) as exc:
+            log.info("cannot check %s's installations now (%s); trusting the signed statement", st.address, exc)
+            return None
+        if st.installation_id in active:
+            return None
+        return f"RevokedInstallation: installation {st.installation_id} of {st.address} is revoked or not registered"
+
     def _open(self, c: sqlite3.Connection, payload: bytes) -> tuple[dict[str, Any] | None, bool]:
         un = sealed.unseal(self.secrets.identity_key, self.installation_id, payload)
-        st = identity.verify(identity.SignedStatement.from_record(un.sender_record))
+        st = self._verified(un.sender_record)
         if st.action != "authorize" or st.installation_id != un.sender_iid:
             raise identity.InvalidStatement("sealed-sender statement does not authorize the sending installation")
         remote = session.RemoteInstallation(st.installation_id, st.signing_key, st.identity_key)
