@@ -193,6 +193,8 @@ def cli(click_ctx: click.Context, home: str | None, verbose: bool) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    # werkzeug logs every request at INFO on its own handler; keep that for --verbose only.
+    logging.getLogger("werkzeug").setLevel(logging.INFO if verbose else logging.WARNING)
     click_ctx.obj = Ctx(resolve_home(home))
 
 

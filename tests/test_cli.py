@@ -107,14 +107,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         relay.stop()
 
 
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in reversed(started):
-        p.stop()
-
-
 # --- init ----------------------------------------------------------------------------------------
 
 

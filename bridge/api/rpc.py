@@ -27,7 +27,7 @@ from typing import Any
 
 from bridge import __version__, identity
 from bridge.api.access import Access, AccessError
-from bridge.engine import BadInput, Engine, NotRegistered
+from bridge.engine import BadInput, Engine, NotRegistered, message_dict
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts, ResolveError, resolve
 
@@ -192,7 +192,7 @@ class LocalApi:
                     "peer": row["peer"],
                     "updated_at": row["updated_at"],
                     "unread": self.unread(row["peer"]),
-                    "last": _msg(last[0]) if last else None,
+                    "last": message_dict(last[0]) if last else None,
                 }
             )
         return {"conversations": out}
@@ -218,7 +218,7 @@ class LocalApi:
                 (peer, anchor[0]["sent_at"], anchor[0]["seq"], limit + 1),
             )
         has_more = len(rows) > limit
-        return {"messages": [_msg(r) for r in reversed(rows[:limit])], "has_more": has_more}
+        return {"messages": [message_dict(r) for r in reversed(rows[:limit])], "has_more": has_more}
 
     def m_messages_send(self, p: Any) -> dict[str, Any]:
         p = _params(p, "peer", "text")
@@ -253,20 +253,6 @@ class LocalApi:
         "messages.list": m_messages_list,
         "messages.send": m_messages_send,
         "messages.markRead": m_messages_markRead,
-    }
-
-
-def _msg(row: Any) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "peer": row["peer"],
-        "sender": row["sender"],
-        "recipient": row["recipient"],
-        "text": row["text"],
-        "sent_at": row["sent_at"],
-        "direction": row["direction"],
-        "state": row["state"],
-        "read": bool(row["read"]),
     }
 
 

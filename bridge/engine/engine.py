@@ -36,6 +36,7 @@ from bridge.store import Store, now_ms
 
 __all__ = [
     "Engine",
+    "message_dict",
     "EngineError",
     "BadInput",
     "NotRegistered",
@@ -73,7 +74,7 @@ class SendResult:
     error: str | None = None
 
 
-def _message_dict(row: sqlite3.Row) -> dict[str, Any]:
+def message_dict(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "peer": row["peer"],
@@ -280,7 +281,7 @@ class Engine:
             )
             c.execute("INSERT INTO outbox(message_id, state) VALUES (?, 'pending')", (mid,))
             row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
-        msg = _message_dict(row)
+        msg = message_dict(row)
         self._emit("message.new", msg)
         return msg
 
@@ -307,7 +308,7 @@ class Engine:
         msg = self.queue(peer, text)
         errors = self.flush_outbox()
         row = self.store.read("SELECT * FROM messages WHERE id = ?", (msg["id"],))[0]
-        return SendResult(_message_dict(row), delivered=row["state"] == "sent", error=errors.get(msg["id"]))
+        return SendResult(message_dict(row), delivered=row["state"] == "sent", error=errors.get(msg["id"]))
 
     def pending_count(self) -> int:
         return self.store.read("SELECT COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'prepared')")[0]["n"]
@@ -373,7 +374,7 @@ class Engine:
             else:
                 row = None
         if row is not None:
-            self._emit("message.sent", _message_dict(row))
+            self._emit("message.sent", message_dict(row))
 
     def _active_session(self, c: sqlite3.Connection, remote_iid: str) -> session.Session | None:
         row = c.execute(
@@ -577,7 +578,7 @@ class Engine:
         if cur.rowcount == 0:
             return None, used_prekeys  # already have it: shown once
         row = c.execute("SELECT * FROM messages WHERE id = ?", (content.message_id,)).fetchone()
-        return _message_dict(row), used_prekeys
+        return message_dict(row), used_prekeys
 
     def _prekey(self, c: sqlite3.Connection, kind: str, pid: int | None) -> bytes:
         row = c.execute("SELECT private FROM prekeys WHERE kind = ? AND id = ?", (kind, pid)).fetchone()
@@ -615,11 +616,11 @@ class Engine:
     def messages(self, peer: str) -> list[dict[str, Any]]:
         peer = identity.checksum_address(peer)
         rows = self.store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,))
-        return [_message_dict(r) for r in rows]
+        return [message_dict(r) for r in rows]
 
 
 def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:
     """Read a conversation without unlocking any key (message text is not sealed in the store)."""
     rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,))
-    return [_message_dict(r) for r in rows]
+    return [message_dict(r) for r in rows]
 
