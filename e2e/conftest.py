@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, Playwright, sync_playwright
 
 from e2e.harness import BrowserSession, ReplicaServer, launch_browser, replica_server
 
@@ -31,15 +31,25 @@ RECORDER = """
 
 
 @pytest.fixture(scope="session")
+def playwright_session() -> Iterator[Playwright]:
+    """One Playwright per test session: the sync API allows only one at a time in a thread, and
+    several suites (the stand-in browser, the real-bridge scenarios) launch browsers."""
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
 def replicas() -> Iterator[ReplicaServer]:
     with replica_server() as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def browser(replicas: ReplicaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserSession]:
+def browser(
+    replicas: ReplicaServer, tmp_path_factory: pytest.TempPathFactory, playwright_session: Playwright
+) -> Iterator[BrowserSession]:
     profile: Path = tmp_path_factory.mktemp("chromium-profile")
-    with launch_browser(profile, replicas.port) as session:
+    with launch_browser(profile, replicas.port, playwright=playwright_session) as session:
         yield session
 
 

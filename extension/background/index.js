@@ -2,7 +2,7 @@
 // registers every listener at top level, so a worker woken by an event finds them in place.
 
 import { STATUS } from '../common/messages.js';
-import { ADDRESS_RE } from '../common/peer.js';
+import { normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
 import { connect, onNotification } from './bridge.js';
 import { onMessage } from './handlers.js';
 import { notifyMessage, setBadge } from './notify.js';
@@ -27,14 +27,16 @@ chrome.alarms.get(ALARM).then((existing) => {
 onStatus((status) => { broadcastStatus(status); });
 
 onNotification((method, params) => {
+  // Addresses arrive checksummed (mixed case): normalise them to lower case on receipt.
   if (method === 'message.new' && params && typeof params.message === 'object' && params.message) {
-    const message = params.message;
-    const peer = typeof message.peer === 'string' ? message.peer.toLowerCase() : '';
-    if (!ADDRESS_RE.test(peer)) return;
-    forwardEvent(method, params, peer);
+    const message = normalizeMessageAddresses(params.message);
+    const peer = normalizeAddress(message.peer);
+    if (!peer) return;
+    forwardEvent(method, { ...params, message }, peer);
     if (message.direction === 'in' && !widgetOpenFor(peer)) notifyMessage(message);
-  } else if (method === 'conversation.updated' && params && typeof params.peer === 'string') {
-    forwardEvent(method, params, params.peer.toLowerCase());
+  } else if (method === 'conversation.updated' && params && normalizeAddress(params.peer)) {
+    const peer = normalizeAddress(params.peer);
+    forwardEvent(method, { ...params, peer }, peer);
     if (Number.isInteger(params.total_unread)) {
       setSession({ unread: params.total_unread });
     }

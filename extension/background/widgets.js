@@ -5,7 +5,7 @@
 import {
   STATUS, WIDGET_EVENT, WIDGET_HELLO, WIDGET_METHODS, WIDGET_PORT, WIDGET_RPC, WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
-import { ADDRESS_RE, isPeer } from '../common/peer.js';
+import { isPeer, normalizeAddress } from '../common/peer.js';
 import { call, connect, reconnectNow } from './bridge.js';
 import { getStatus, setSession, waitConnected } from './state.js';
 import { isExtensionPage } from './senders.js';
@@ -14,7 +14,8 @@ const ports = new Map(); // port -> {peer: lower-case address | null}
 
 /** True when an open widget shows the conversation with `address`. */
 export function widgetOpenFor(address) {
-  const wanted = String(address).toLowerCase();
+  const wanted = normalizeAddress(address);
+  if (!wanted) return false;
   for (const info of ports.values()) if (info.peer === wanted) return true;
   return false;
 }
@@ -29,15 +30,16 @@ export function broadcastStatus(status) {
 
 /** Forward a bridge notification to the widgets showing its peer. */
 export function forwardEvent(method, params, address) {
-  const wanted = String(address).toLowerCase();
+  const wanted = normalizeAddress(address);
+  if (!wanted) return;
   for (const [port, info] of ports) if (info.peer === wanted) post(port, { type: WIDGET_EVENT, method, params });
 }
 
 function validParams(method, params) {
   if (!params || typeof params !== 'object' || Array.isArray(params)) return false;
   if (method === 'resolve') return isPeer(params.peer);
-  if (method === 'canMessage') return typeof params.address === 'string' && ADDRESS_RE.test(params.address);
-  if (typeof params.peer !== 'string' || !ADDRESS_RE.test(params.peer)) return false;
+  if (method === 'canMessage') return normalizeAddress(params.address) !== null;
+  if (normalizeAddress(params.peer) === null) return false;
   if (method === 'messages.send') return typeof params.text === 'string' && params.text.length > 0 && params.text.length <= 10000;
   return true;
 }
@@ -75,7 +77,7 @@ export function onConnect(port) {
   port.onMessage.addListener((msg) => {
     if (!msg || typeof msg !== 'object') return;
     if (msg.type === WIDGET_HELLO) {
-      const peer = typeof msg.peer === 'string' && ADDRESS_RE.test(msg.peer) ? msg.peer : null;
+      const peer = normalizeAddress(msg.peer);
       ports.set(port, { peer });
       post(port, { type: WIDGET_STATUS, status: getStatus() });
     } else if (msg.type === WIDGET_RPC && Number.isInteger(msg.id)) {

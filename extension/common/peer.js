@@ -12,6 +12,20 @@ export function normalizeAddress(text) {
   return text.toLowerCase();
 }
 
+/**
+ * A copy of a bridge message with its addresses (peer, sender, recipient) in lower case. The bridge
+ * answers with EIP-55 checksummed addresses; the extension compares addresses in lower case only.
+ */
+export function normalizeMessageAddresses(message) {
+  if (!message || typeof message !== 'object') return message;
+  const out = { ...message };
+  for (const key of ['peer', 'sender', 'recipient']) {
+    const lower = normalizeAddress(out[key]);
+    if (lower) out[key] = lower;
+  }
+  return out;
+}
+
 /** A Lens local name, lower-cased, or null. */
 export function normalizeLensName(text) {
   if (typeof text !== 'string') return null;

@@ -6,7 +6,7 @@
 import {
   RECONNECT, STATUS, WIDGET_EVENT, WIDGET_HELLO, WIDGET_PORT, WIDGET_RPC, WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
-import { isPeer } from '../common/peer.js';
+import { isPeer, normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
 
 const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
 const list = $('messages');
@@ -51,7 +51,8 @@ function formatTime(ms) {
   return Number.isNaN(date.getTime()) ? '' : date.toLocaleString();
 }
 
-function renderMessage(message, { prepend = false } = {}) {
+function renderMessage(raw, { prepend = false } = {}) {
+  const message = normalizeMessageAddresses(raw);
   if (!message || typeof message.id !== 'string' || shown.has(message.id)) return;
   shown.add(message.id);
   const item = document.createElement('li');
@@ -89,7 +90,7 @@ async function load() {
   loading = true;
   try {
     const resolved = await rpc('resolve', { peer });
-    address = typeof resolved?.address === 'string' ? resolved.address.toLowerCase() : null;
+    address = normalizeAddress(resolved?.address);
     if (!address) throw new Error('Parley could not find a wallet for this account.');
     $('peer-name').textContent = resolved.name || peer;
     $('peer-address').textContent = address;
@@ -134,8 +135,8 @@ function onPortMessage(msg) {
   } else if (msg.type === WIDGET_STATUS) {
     onStatus(msg.status);
   } else if (msg.type === WIDGET_EVENT && msg.method === 'message.new') {
-    const message = msg.params?.message;
-    if (message && String(message.peer).toLowerCase() === address) {
+    const message = normalizeMessageAddresses(msg.params?.message);
+    if (message && address && normalizeAddress(message.peer) === address) {
       renderMessage(message);
       if (message.direction === 'in') markRead();
     }

@@ -1,0 +1,333 @@
+"""Issue 3 scenarios with REAL processes: a relay, Alice's and Bob's bridges (``parley run``), two
+Chromium browsers with the real extension (DESIGN.md "Extension", "Bridge → Local API", "The three
+sites", "Running and testing").
+
+One world per module (relay + bridges + replicas + browsers, see ``e2e/demo.py``). The tests run in
+file order and build on each other: pairing (1) comes before the conversation (2, 3), which the
+inbox page (8) lists. Screenshots of each step go into ``e2e/artifacts/scenario-*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from playwright.sync_api import Page, Playwright, expect
+
+from e2e.demo import (
+    ALICE_FID,
+    RawWs,
+    BUTTON,
+    TIMEOUT_MS,
+    World,
+    expect_message,
+    open_dm,
+    pair_via_popup,
+    ready_button,
+    send_in_widget,
+    widget,
+    world,
+)
+from e2e.harness import wait_until
+
+pytestmark = pytest.mark.e2e
+
+HELLO = "Hi Bob, it's Alice <b>from Orb</b>"
+REPLY = "Hello Alice, Bob here on Firefly"
+
+
+@pytest.fixture(scope="module")
+def wd(playwright_session: Playwright) -> Iterator[World]:
+    with world(playwright=playwright_session) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def pages(wd: World) -> dict[str, Page]:
+    """Pages kept open across scenarios (popups, Alice's Orb tab, Bob's Firefly tab)."""
+    return {}
+
+
+def shot(wd: World, page: Page, name: str) -> None:
+    wd.alice_browser.screenshot(page, f"scenario-{name}")
+
+
+def bob_addr(wd: World) -> str:
+    return wd.bob.address
+
+
+# --- 1 -----------------------------------------------------------------------------------------
+
+
+def test_1_pairing_through_the_popup(wd: World, pages: dict[str, Page]) -> None:
+    # Before pairing: not paired, no identity.
+    popup = wd.alice_browser.open_popup()
+    expect(popup.locator('[data-parley="status"]')).to_have_text("not paired", timeout=TIMEOUT_MS)
+    expect(popup.locator('[data-parley="bridge-url"]')).to_have_value("http://127.0.0.1:8737")
+    popup.close()
+    pages["alice_popup"] = pair_via_popup(wd.alice_browser, wd.alice)
+    shot(wd, pages["alice_popup"], "1-alice-paired")
+    pages["bob_popup"] = pair_via_popup(wd.bob_browser, wd.bob)
+    shot(wd, pages["bob_popup"], "1-bob-paired")
+    # The bridge knows one token per browser, and logged the pairing.
+    listing = wd.alice.proc.output if wd.alice.proc else []
+    assert any("paired" in line and "token" in line for line in listing), "".join(listing)
+    assert "active" in _parley(wd, "alice", "pair", "--list")
+
+
+def _parley(wd: World, who: str, *args: str) -> str:
+    from tests.procs import parley
+
+    home = wd.alice.home if who == "alice" else wd.bob.home
+    return parley(home, *args, check=True).stdout
+
+
+# --- 2 + 3 -------------------------------------------------------------------------------------
+
+
+def test_2_orb_to_firefly_live_both_ways(wd: World, pages: dict[str, Page]) -> None:
+    a = wd.alice_browser.context.new_page()
+    a.goto(wd.replicas.url("orb.club", "/@bob"))
+    ready_button(a, "lens:bob")
+    shot(wd, a, "2-alice-on-bobs-orb-profile")
+    a_w = open_dm(a, "lens:bob")
+    expect(a_w.locator('[data-parley="message"]')).to_have_count(0)
+    expect(a_w.locator('[data-parley="peer-address"]')).to_have_text(bob_addr(wd).lower())
+    send_in_widget(a_w, HELLO)
+    shot(wd, a, "2-alice-sent")
+    pages["alice_orb"] = a
+
+    b = wd.bob_browser.context.new_page()
+    b.goto(wd.replicas.url("firefly.social", f"/profile/farcaster/{ALICE_FID}"))
+    b_w = open_dm(b, f"farcaster:{ALICE_FID}")
+    expect_message(b_w, HELLO, "in")
+    # Text, not HTML.
+    expect(b_w.locator('[data-parley="message"] b')).to_have_count(0)
+    pages["bob_ff"] = b
+    # Live, no reload: a second message from Alice appears in Bob's open widget.
+    live = "are you there?"
+    send_in_widget(a_w, live)
+    expect_message(b_w, live, "in")
+    send_in_widget(b_w, REPLY)
+    shot(wd, b, "2-bob-replied")
+    expect_message(a_w, REPLY, "in")
+    shot(wd, a, "2-alice-sees-reply-live")
+    # Bob read it in his open widget: his unread count goes back to 0.
+    expect(pages["bob_popup"].locator('[data-parley="unread"]')).to_have_text("0", timeout=TIMEOUT_MS)
+
+
+def test_3_lens_shows_the_whole_thread(wd: World) -> None:
+    page = wd.alice_browser.context.new_page()
+    page.goto(wd.replicas.url("hey.xyz", "/u/bob"))
+    w = open_dm(page, "lens:bob")
+    msgs = w.locator('[data-parley="message"]')
+    expect(msgs).to_have_count(3, timeout=TIMEOUT_MS)
+    assert [m.get_attribute("data-direction") for m in msgs.all()] == ["out", "out", "in"]
+    assert [m.text_content() for m in msgs.all()] == [HELLO, "are you there?", REPLY]
+    shot(wd, page, "3-lens-one-inbox")
+    page.close()
+
+
+# --- 4 -----------------------------------------------------------------------------------------
+
+
+def test_4_spa_navigation_with_the_bridge(wd: World) -> None:
+    page = wd.alice_browser.context.new_page()
+    page.add_init_script(
+        """(() => { const log = { max: 0 }; Object.defineProperty(window, '__parleyMax', { value: log });
+        new MutationObserver(() => { log.max = Math.max(log.max, document.querySelectorAll('[data-parley="dm-button"]').length); })
+          .observe(document, { childList: true, subtree: true }); })();"""
+    )
+    page.goto(wd.replicas.url("hey.xyz", "/"))
+    expect(page.locator("h1").first).to_be_visible(timeout=TIMEOUT_MS)
+
+    def go(text: str) -> None:
+        before = page.url
+        page.locator("#nav a, nav a", has_text=re.compile(f"^{re.escape(text)}$")).first.click()
+        page.wait_for_function("before => location.href !== before", arg=before)
+
+    def settle() -> None:
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+    settle()
+    expect(page.locator(BUTTON)).to_have_count(0)
+    go("A post")
+    expect(page.locator("h1, [data-replica='profile-header']").first).to_be_visible(timeout=TIMEOUT_MS)
+    settle()
+    expect(page.locator(BUTTON)).to_have_count(0)
+    go("@bob")
+    ready_button(page, "lens:bob")
+    go("@carol")  # a contact whose wallet is not registered on the relay
+    button = page.locator(BUTTON)
+    expect(button).to_have_attribute("data-parley-peer", "lens:carol", timeout=TIMEOUT_MS)
+    expect(button).to_have_attribute("data-parley-state", "unavailable", timeout=TIMEOUT_MS)
+    expect(button).to_have_text("Not on Parley yet")
+    shot(wd, page, "4-carol-not-on-parley")
+    go("@alice")  # no contact at all for lens:alice in Alice's home
+    expect(button).to_have_attribute("data-parley-peer", "lens:alice", timeout=TIMEOUT_MS)
+    expect(button).to_have_attribute("data-parley-state", "unavailable", timeout=TIMEOUT_MS)
+    go("@bob")
+    ready_button(page, "lens:bob")
+    go("Home")
+    settle()
+    expect(page.locator(BUTTON)).to_have_count(0, timeout=TIMEOUT_MS)
+    assert page.evaluate("() => window.__parleyMax.max") == 1
+    page.close()
+
+
+# --- 5 -----------------------------------------------------------------------------------------
+
+
+def test_5_host_page_cannot_read_widget_or_reach_bridge(wd: World, pages: dict[str, Page]) -> None:
+    page = pages["alice_orb"]
+    w = widget(page)
+    expect_message(w, REPLY, "in")
+    probe = page.evaluate(
+        """() => {
+          const f = document.querySelector('iframe[data-parley="widget"]');
+          let doc = 'readable';
+          try { void f.contentWindow.document; } catch (e) { doc = e.name; }
+          return { contentDocument: f.contentDocument === null, windowDocument: doc };
+        }"""
+    )
+    assert probe == {"contentDocument": True, "windowDocument": "SecurityError"}
+
+    ws_url = f"ws://127.0.0.1:{wd.alice.port}/v1/rpc"
+    outcome = page.evaluate(
+        """(url) => new Promise((resolve) => {
+          const ws = new WebSocket(url);
+          ws.onopen = () => { resolve('open'); ws.close(); };
+          ws.onclose = (e) => resolve('closed ' + e.code);
+        })""",
+        ws_url,
+    )
+    assert outcome == "closed 1006"
+    # The bridge saw the attempt and refused it for its Origin.
+    wait_until(lambda: "Origin 'https://orb.club' is not the Parley extension" in wd.alice.output(), what="refusal logged")
+
+    # The plaintext is nowhere in the host page: not in its HTML, not in any non-extension frame.
+    html = page.content()
+    for text in (HELLO, REPLY, "are you there?"):
+        assert text not in html
+    ext = wd.alice_browser.extension_origin
+    for frame in page.frames:
+        if frame.url.startswith(ext):
+            continue
+        body = frame.locator("body").inner_text()
+        assert HELLO not in body and REPLY not in body
+    assert any(f.url.startswith(ext) for f in page.frames), "the widget frame is there"
+
+
+# --- 6 -----------------------------------------------------------------------------------------
+
+
+def _handshake(port: int, host: str, origin: str | None) -> str:
+    """A raw WebSocket upgrade request; returns the response's status line."""
+    ws = RawWs(port, host, origin)
+    ws.close()
+    return ws.status_line
+
+
+def test_6_foreign_origin_host_or_no_token_refused(wd: World) -> None:
+    port = wd.alice.port
+    ext = wd.alice_browser.extension_origin
+    good_host = f"127.0.0.1:{port}"
+    assert _handshake(port, good_host, ext).startswith("HTTP/1.1 101")  # the control
+    assert _handshake(port, good_host, "https://hey.xyz").startswith("HTTP/1.1 403")
+    assert _handshake(port, good_host, None).startswith("HTTP/1.1 403")
+    assert _handshake(port, f"evil.example:{port}", ext).startswith("HTTP/1.1 403")
+    assert _handshake(port, "127.0.0.1:1", ext).startswith("HTTP/1.1 403")
+
+    client = RawWs(port, good_host, ext)
+    try:
+        assert client.status_line.startswith("HTTP/1.1 101")
+        client.send_text('{"jsonrpc":"2.0","id":1,"method":"status"}')
+        opcode, payload = client.frame()
+        assert opcode == 0x1
+        reply = json.loads(payload)
+        assert reply["id"] == 1 and reply["error"]["code"] == -32001
+        opcode, payload = client.frame()
+        assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 4401
+    finally:
+        client.close()
+
+    out = wd.alice.output()
+    assert "Origin 'https://hey.xyz' is not the Parley extension" in out
+    assert "Host 'evil.example:" in out
+    assert re.search(r"refused .*status before auth", out), out
+
+
+# --- 7 -----------------------------------------------------------------------------------------
+
+
+def test_7_bridge_restart_while_widget_open(wd: World, pages: dict[str, Page]) -> None:
+    a = pages["alice_orb"]
+    popup = pages["alice_popup"]
+    w = widget(a)
+    expect(w.locator('[data-parley="send"]')).to_be_enabled()
+    wd.alice.stop()
+    expect(popup.locator('[data-parley="status"]')).to_have_text("bridge unreachable", timeout=TIMEOUT_MS)
+    expect(w.locator('[data-parley="send"]')).to_be_disabled(timeout=TIMEOUT_MS)
+    shot(wd, a, "7-bridge-down")
+    wd.alice.start()  # same port
+    started = time.monotonic()
+    retried = False
+    try:  # the worker's own backoff (1 s, 2 s, 4 s … with jitter) should find it
+        expect(popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=10_000)
+    except AssertionError:
+        retried = True
+        popup.locator('[data-parley="reconnect"]').click()  # the popup's immediate retry
+        expect(popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=TIMEOUT_MS)
+    print(f"reconnected {time.monotonic() - started:.1f}s after the restart{' (popup Retry)' if retried else ''}")
+    expect(w.locator('[data-parley="send"]')).to_be_enabled(timeout=TIMEOUT_MS)
+    after = "sent after the bridge restarted"
+    send_in_widget(w, after)
+    expect_message(widget(pages["bob_ff"]), after, "in")
+    shot(wd, pages["bob_ff"], "7-bob-got-it-after-restart")
+
+
+# --- 8 -----------------------------------------------------------------------------------------
+
+
+def test_8_local_inbox_page(wd: World, pages: dict[str, Page]) -> None:
+    base = wd.alice.url
+    anon = requests.get(f"{base}/", timeout=10)
+    assert anon.status_code == 401
+    assert "default-src 'none'" in anon.headers.get("Content-Security-Policy", "")
+
+    login = _parley(wd, "alice", "open").strip().splitlines()[-1]
+    assert login.startswith(f"{base}/login?t=")
+    page = wd.alice_browser.context.new_page()
+    resp = page.goto(login)
+    assert resp is not None and resp.status == 200
+    assert "default-src 'none'" in (resp.header_value("content-security-policy") or "")
+    conv = page.locator('[data-parley="conversation"]')
+    expect(conv).to_have_count(1)
+    assert (conv.get_attribute("data-peer") or "").lower() == bob_addr(wd).lower()
+    conv.click()
+    thread = page.locator('[data-parley="message"]')
+    expect(thread.filter(has_text=HELLO)).to_have_attribute("data-direction", "out")
+    expect(thread.filter(has_text=REPLY)).to_have_attribute("data-direction", "in")
+    shot(wd, page, "8-inbox-thread")
+    # The link is one-time: a second use is refused.
+    assert requests.get(login, timeout=10, allow_redirects=False).status_code == 401
+
+    cookie = next(c for c in wd.alice_browser.context.cookies(base) if c["name"] == "parley_session")
+    assert cookie["httpOnly"]
+    forged = requests.post(
+        f"{base}/c/{wd.bob.address}/send", data={"text": "forged"}, cookies={"parley_session": cookie["value"]},
+        timeout=10, allow_redirects=False,
+    )
+    assert forged.status_code == 403
+
+    text = "replying from the local inbox page"
+    page.locator("textarea#text").fill(text)
+    page.locator('form button[type="submit"]', has_text="Send").click()
+    expect(page.locator('[data-parley="message"][data-direction="out"]', has_text=text)).to_have_count(1, timeout=TIMEOUT_MS)
+    expect_message(widget(pages["bob_ff"]), text, "in")
+    assert "forged" not in pages["bob_ff"].frame_locator('iframe[data-parley="widget"]').locator("body").inner_text()
+    page.close()
