@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -716,6 +717,9 @@ def serve(
     try:
         app = create_app(storage, settings=s)
         server = make_server(host, port, app, threaded=True)
+        # Several small writes per answer (headers, body, WebSocket frames): without this each later one
+        # waits for the client's delayed ACK (~40 ms). Accepted sockets inherit it on Linux.
+        server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except BaseException:
         storage.close()
         raise
