@@ -258,6 +258,9 @@ def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, rela
     from bridge.relay.client import RelayError, RelayUnavailable
     from bridge.store import Store
 
+    if not home.config()["relay_url"]:
+        click.echo("no relay configured: `parley run` embeds one and registers this installation with it")
+        return
     engine = Engine(Store(home.db_file), secrets, ident, ctx.relay_url())
     try:
         engine.register()

@@ -177,6 +177,24 @@ class Subscription:
         self.close()
 
 
+def _reason(exc: BaseException) -> str:
+    """A short human reason for a failed request (requests nests the OS error several levels deep)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return (seen.strerror or str(seen)).lower()
+        nxt = seen.__cause__ or seen.__context__
+        if nxt is None and seen.args and isinstance(seen.args[0], BaseException):
+            nxt = seen.args[0]
+        seen = nxt if nxt is not seen else None
+    text = str(exc)
+    for needle, reason in (("Connection refused", "connection refused"), ("Name or service not known", "unknown host"),
+                           ("timed out", "timed out"), ("Connection reset", "connection reset")):
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
 class RelayClient:
     """Talks to one relay over ``requests.Session`` (thread-safe enough for one daemon)."""
 
@@ -206,7 +224,7 @@ class RelayClient:
         except requests.Timeout:
             raise RelayUnavailable(f"relay {self.base_url} unavailable: timed out after {self.timeout} s") from None
         except requests.RequestException as exc:
-            raise RelayUnavailable(f"relay {self.base_url} unavailable: {type(exc).__name__}: {exc}") from None
+            raise RelayUnavailable(f"relay {self.base_url} unavailable: {_reason(exc)}") from None
         try:
             data = resp.json()
         except ValueError:
