@@ -427,7 +427,7 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
         click.echo(f"no messages with {address}")
     for m in rows:
         arrow = "→" if m["direction"] == "out" else "←"
-        suffix = "" if m["state"] != "queued" else "  (queued)"
+        suffix = f"  ({m['state']})" if m["state"] in ("queued", "failed") else ""
         click.echo(f"{_fmt_time(m['sent_at'])} {arrow} {m['text']}{suffix}")
 
 

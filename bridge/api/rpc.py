@@ -139,7 +139,7 @@ class LocalApi:
         if event == "message.new":
             self.hub.publish("message.new", {"message": message})
             self._conversation_updated(message["peer"])
-        elif event == "message.sent":
+        elif event in ("message.sent", "message.failed"):
             self.hub.publish("message.updated", {"message": message})
 
     # --- methods --------------------------------------------------------------------

@@ -331,9 +331,15 @@ class Engine:
                 errors[mid] = str(exc)
                 self._note_attempt(mid, str(exc))
                 break
-            except (NotRegistered, RelayError) as exc:
+            except RelayError as exc:
                 errors[mid] = str(exc)
-                self._note_attempt(mid, str(exc), failed=isinstance(exc, NotRegistered))
+                if exc.status == 429:  # rate-limited: retry later, and keep the order behind this one
+                    self._note_attempt(mid, str(exc))
+                    break
+                self._note_attempt(mid, str(exc), failed=True)  # the relay refuses it for good
+            except NotRegistered as exc:
+                errors[mid] = str(exc)
+                self._note_attempt(mid, str(exc), failed=True)
         return errors
 
     def _note_attempt(self, mid: str, error: str, *, failed: bool = False) -> None:
@@ -343,6 +349,11 @@ class Engine:
                 "WHERE message_id = ?",
                 (error, failed, mid),
             )
+            if failed:
+                c.execute("UPDATE messages SET state = 'failed' WHERE id = ?", (mid,))
+                row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
+        if failed:
+            self._emit("message.failed", message_dict(row))
 
     def _deliver(self, mid: str) -> None:
         state = self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"]

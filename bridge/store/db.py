@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS messages (
     sent_at      INTEGER NOT NULL,                   -- ms, sender's clock
     received_at  INTEGER NOT NULL,                   -- ms, our clock
     direction    TEXT NOT NULL CHECK (direction IN ('in', 'out')),
-    state        TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'received')),
+    state        TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'received', 'failed')),
     read         INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_by_peer ON messages(peer, sent_at, seq);
