@@ -8,9 +8,11 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+from urllib.parse import quote
 
 from bridge.crypto import primitives as P
 from bridge.identity import authorize_statement, revoke_statement, sign_statement
@@ -31,6 +33,9 @@ __all__ = [
     "make_upload",
     "STORAGE_BACKENDS",
     "open_backend",
+    "PG_SERVER_URL",
+    "postgres_available",
+    "postgres_schema",
     "wait_until",
 ]
 
@@ -111,13 +116,66 @@ def make_upload(
     return upload.sign(signer or key)
 
 
-#: Storage backends the parametrized tests run against (PostgreSQL joins when it exists).
-STORAGE_BACKENDS = ["sqlite"]
+#: Storage backends the parametrized tests run against.
+STORAGE_BACKENDS = ["sqlite", "postgres"]
+
+#: The PostgreSQL server the tests use (CI: 127.0.0.1:5432, trust auth). Override with PARLEY_TEST_PG_URL.
+PG_SERVER_URL = os.environ.get("PARLEY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+_pg_probe: list[str | None] = []
 
 
-def open_backend(name: str, tmp_path: Path) -> Storage:
+def postgres_available() -> None:
+    """Skip the calling test when no PostgreSQL server answers; under ``CI=true`` fail instead."""
+    import pytest
+
+    if not _pg_probe:
+        try:
+            import psycopg
+
+            psycopg.connect(PG_SERVER_URL, connect_timeout=3).close()
+            _pg_probe.append(None)
+        except Exception as exc:  # noqa: BLE001 - any failure means "no usable server"
+            _pg_probe.append(f"no PostgreSQL server at {PG_SERVER_URL}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")
+    reason = _pg_probe[0]
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: PostgreSQL is required)")
+        pytest.skip(reason)
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema ``parley_test_<random>`` on the test server; yields a URL selecting it.
+
+    The schema (and everything in it) is dropped on exit. Skips/fails like :func:`postgres_available`.
+    """
+    postgres_available()
+    import psycopg
+
+    schema = f"parley_test_{os.urandom(6).hex()}"
+    with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_SERVER_URL else "?"
+    url = f"{PG_SERVER_URL}{sep}options={quote(f'-csearch_path={schema}', safe='')}"
+    try:
+        yield url
+    finally:
+        with psycopg.connect(PG_SERVER_URL, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '10s'")
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def open_backend(name: str, tmp_path: Path, pg_url: str | None = None) -> Storage:
+    """Open a fresh storage of backend ``name`` (``pg_url`` from :func:`postgres_schema` for postgres)."""
     if name == "sqlite":
         return SQLiteStorage(str(tmp_path / f"relay-{os.urandom(4).hex()}.db"))
+    if name == "postgres":
+        from bridge.relay.postgres_store import PostgresStorage
+
+        if pg_url is None:
+            raise ValueError("the postgres backend needs a URL from postgres_schema()")
+        return PostgresStorage(pg_url)
     raise ValueError(f"unknown storage backend {name}")
 
 

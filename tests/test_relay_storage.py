@@ -1,6 +1,8 @@
 """Relay Storage contract tests (DESIGN.md "Relay": one interface, several backends).
 
-Parametrized over ``STORAGE_BACKENDS``; add "postgresql" there when that backend lands.
+Parametrized over ``STORAGE_BACKENDS`` (SQLite and PostgreSQL). Each PostgreSQL test runs in a fresh
+schema that is dropped afterwards; without a server those tests skip (fail under ``CI=true``).
+PostgreSQL-only behaviour (several nodes on one database, migrations) is at the end.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -18,10 +20,11 @@ from bridge.relay.storage import (
     StaleUpload,
     Storage,
     StorageError,
+    StorageUnavailable,
     StoredPrekeys,
     open_storage,
 )
-from tests.relay_fixtures import STORAGE_BACKENDS, open_backend
+from tests.relay_fixtures import STORAGE_BACKENDS, open_backend, postgres_schema, wait_until
 
 IID = "0" * 31 + "1"
 IID2 = "0" * 31 + "2"
@@ -31,9 +34,15 @@ TOPIC2 = f"parley.v1.inbox.{IID2}"
 
 @pytest.fixture(params=STORAGE_BACKENDS)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    st = open_backend(request.param, tmp_path)
-    yield st
-    st.close()
+    if request.param == "postgres":
+        with postgres_schema() as url:
+            st = open_backend("postgres", tmp_path, url)
+            yield st
+            st.close()
+    else:
+        st = open_backend(request.param, tmp_path)
+        yield st
+        st.close()
 
 
 def _prekeys(issued_at: int, otpks: range = range(0), pq: range = range(0), lrpk: bytes | None = b"lr") -> StoredPrekeys:
@@ -230,9 +239,392 @@ def test_open_storage_urls(tmp_path: Path) -> None:
     assert (tmp_path / "a.db").exists()
     st = open_storage(str(tmp_path / "b.db"))
     st.close()
-    with pytest.raises(StorageError, match="PostgreSQL storage is not available yet"):
-        open_storage("postgresql://u@localhost/db")
+    with pytest.raises(StorageUnavailable):  # a PostgreSQL URL, but nothing listens on port 1
+        open_storage("postgresql://u@127.0.0.1:1/db?connect_timeout=2")
     with pytest.raises(StorageError):
         open_storage("mysql://x")
     with pytest.raises(StorageError):
         open_storage(":memory:")
+
+
+# ---- auth state (docs/PROTOCOL.md §7 "Authentication"): shared by every node on one database ----
+
+
+def test_auth_challenges_single_use_capped_and_purged(storage: Storage) -> None:
+    assert storage.put_challenge(b"c" * 32, IID, 160, now=100, max_pending=2) is True
+    assert storage.take_challenge(b"c" * 32) == (IID, 160)
+    assert storage.take_challenge(b"c" * 32) is None  # single use
+    assert storage.take_challenge(b"z" * 32) is None
+    assert storage.put_challenge(b"a" * 32, IID, 110, now=100, max_pending=2) is True
+    assert storage.put_challenge(b"b" * 32, IID2, 200, now=100, max_pending=2) is True
+    assert storage.put_challenge(b"d" * 32, IID, 200, now=105, max_pending=2) is False  # full, nothing expired
+    assert storage.take_challenge(b"d" * 32) is None
+    assert storage.put_challenge(b"d" * 32, IID, 200, now=110, max_pending=2) is True  # "a" expired: purged
+    assert storage.take_challenge(b"a" * 32) is None
+    assert storage.take_challenge(b"b" * 32) == (IID2, 200)
+
+
+def test_auth_tokens_owner_expiry_and_cap(storage: Storage) -> None:
+    h1, h2, h3 = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    assert storage.put_token(h1, IID, 150, now=100, max_tokens=2) is True
+    assert storage.put_token(h2, IID2, 500, now=100, max_tokens=2) is True
+    assert storage.token_owner(h1, 149) == IID
+    assert storage.token_owner(h2, 149) == IID2
+    assert storage.token_owner(h3, 149) is None
+    assert storage.put_token(h3, IID, 900, now=120, max_tokens=2) is False
+    assert storage.token_owner(h1, 150) is None  # expired at expires_at
+    assert storage.put_token(h3, IID, 900, now=150, max_tokens=2) is True
+    assert storage.token_owner(h3, 151) == IID
+    assert storage.counts()["auth_tokens"] == 2
+
+
+def test_concurrent_challenge_takes_have_one_winner(storage: Storage) -> None:
+    challenges = [bytes([i]) * 32 for i in range(10)]
+    for ch in challenges:
+        assert storage.put_challenge(ch, IID, 10**10, now=0, max_pending=100)
+    wins: list[bytes] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(6)
+
+    def worker() -> None:
+        barrier.wait()
+        for ch in challenges:
+            if storage.take_challenge(ch) is not None:
+                with lock:
+                    wins.append(ch)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(wins) == sorted(challenges)  # each taken exactly once
+
+
+# ---- retention does not block publishes ------------------------------------------------------
+
+
+def _seed_old_envelopes(storage: Storage, n: int) -> None:
+    """Insert ``n`` envelopes received at t=1 in one statement (through each backend's own schema)."""
+    if isinstance(storage, SQLiteStorage):
+        with storage._tx() as conn:
+            conn.execute(
+                "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < ?) "
+                "INSERT INTO envelopes (topic, payload, received_at) SELECT ?, randomblob(64), 1 FROM g",
+                (n, TOPIC2),
+            )
+    else:
+        from bridge.relay.postgres_store import PostgresStorage
+
+        assert isinstance(storage, PostgresStorage)
+        with storage._tx() as conn:
+            conn.execute(
+                "WITH c AS (UPDATE parley_cursor SET value = value + %(n)s WHERE id = 1 RETURNING value) "
+                "INSERT INTO envelopes (cursor, topic, payload, received_at) "
+                "SELECT c.value - %(n)s + g, %(t)s, '\\x00'::bytea, 1 FROM c, generate_series(1, %(n)s) AS g",
+                {"n": n, "t": TOPIC2},
+            )
+
+
+def test_expire_many_rows_while_publishing(storage: Storage) -> None:
+    n = 30_000
+    _seed_old_envelopes(storage, n)
+    assert storage.counts()["envelopes"] == n
+    result: list[int] = []
+    window: list[float] = []
+
+    def expire() -> None:
+        window.append(time.monotonic())
+        result.append(storage.expire(before=10))
+        window.append(time.monotonic())
+
+    t = threading.Thread(target=expire)
+    published: list[int] = []
+    latencies: list[float] = []
+    done_at: list[float] = []
+    t.start()
+    while t.is_alive() or len(published) < 20:
+        t0 = time.monotonic()
+        published.append(storage.publish(TOPIC, b"fresh", 1000))
+        done_at.append(time.monotonic())
+        latencies.append(done_at[-1] - t0)
+    t.join(60)
+    assert result == [n]
+    during = [d for d in done_at if window[0] <= d <= window[1]]
+    assert during, "no publish completed while the expiry ran"
+    assert max(latencies) < 1.0, f"a publish waited {max(latencies):.3f}s behind the expiry"
+    assert [e.cursor for e in storage.fetch(TOPIC, 0, 10_000)] == published
+    assert storage.counts()["envelopes"] == len(published)
+
+
+# ---- PostgreSQL: migrations and several nodes on one database --------------------------------
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def nodes(pg_url: str) -> Iterator[tuple[Storage, Storage]]:
+    """Two storages on one database schema, as two relay nodes would have."""
+    from bridge.relay.postgres_store import PostgresStorage
+
+    a, b = PostgresStorage(pg_url), PostgresStorage(pg_url)
+    try:
+        assert a.listening.wait(10) and b.listening.wait(10)
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _raw(url: str) -> Any:
+    """A plain autocommit connection (a psycopg Connection) to the test schema."""
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def test_pg_migrations_once_under_concurrent_open_and_newer_schema_refused(pg_url: str) -> None:
+    from bridge.relay.postgres_store import SCHEMA_VERSION as PG_VERSION, PostgresStorage
+
+    opened: list[Storage] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(5)
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            opened.append(PostgresStorage(pg_url, max_connections=2))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for st in opened:
+        st.close()
+    assert errors == [] and len(opened) == 5
+    with _raw(pg_url) as conn:
+        assert [r[0] for r in conn.execute("SELECT version FROM parley_schema ORDER BY version")] == list(range(1, PG_VERSION + 1))
+        assert conn.execute("SELECT COUNT(*) FROM parley_cursor").fetchone() == (1,)
+        conn.execute("INSERT INTO parley_schema (version, applied_at) VALUES (%s, 0)", (PG_VERSION + 1,))
+    with pytest.raises(StorageError, match="newer"):
+        PostgresStorage(pg_url)
+
+
+def test_pg_open_storage_urls(pg_url: str) -> None:
+    from bridge.relay.postgres_store import PostgresStorage
+
+    for url in (pg_url, "postgres://" + pg_url[len("postgresql://") :]):
+        st = open_storage(url)
+        try:
+            assert isinstance(st, PostgresStorage)
+        finally:
+            st.close()
+
+
+def test_pg_wait_on_one_node_wakes_on_publish_through_another(nodes: tuple[Storage, Storage]) -> None:
+    a, b = nodes
+    c1 = b.publish(TOPIC, b"first", 1)
+    woke: list[bool] = []
+    started = threading.Event()
+
+    def waiter() -> None:
+        started.set()
+        woke.append(a.wait(TOPIC, c1, 30.0))
+
+    t = threading.Thread(target=waiter)
+    t0 = time.monotonic()
+    t.start()
+    started.wait(5)
+    b.publish(TOPIC2, b"other topic", 2)
+    c2 = b.publish(TOPIC, b"second", 3)
+    t.join(10)
+    # the 30 s timeout did not pass: only B's NOTIFY can have woken A's waiter
+    assert woke == [True] and time.monotonic() - t0 < 10
+    assert [e.cursor for e in a.fetch(TOPIC, c1, 10)] == [c2]
+
+
+_SILENT_INSERT = (  # an envelope stored without a NOTIFY: as if its notification were lost
+    "WITH c AS (UPDATE parley_cursor SET value = value + 1 WHERE id = 1 RETURNING value) "
+    "INSERT INTO envelopes (cursor, topic, payload, received_at) SELECT c.value, %s, %s, 1 FROM c RETURNING cursor"
+)
+
+
+def test_pg_lost_notifications_are_caught_up_from_the_database(nodes: tuple[Storage, Storage], pg_url: str) -> None:
+    from bridge.relay.postgres_store import PostgresStorage
+
+    a, _ = nodes
+    assert isinstance(a, PostgresStorage)
+    with _raw(pg_url) as conn:
+        c1 = conn.execute(_SILENT_INSERT, (TOPIC, b"x")).fetchone()[0]
+    assert a.wait(TOPIC, 0, 0.0) is True  # no read covers cursor 0 on this thread: the database is asked
+    got: list[bool] = []
+    ready = threading.Event()
+
+    def waiter() -> None:
+        assert [e.cursor for e in a.fetch(TOPIC, 0, 10)] == [c1]  # this read covers c1 ...
+        ready.set()
+        got.append(a.wait(TOPIC, c1, 30.0))  # ... so the wait relies on NOTIFY alone
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    assert ready.wait(10)
+    with _raw(pg_url) as conn:
+        # an envelope whose notification is lost, then A's listener connection drops: A must re-check
+        c2 = conn.execute(_SILENT_INSERT, (TOPIC, b"y")).fetchone()[0]
+        assert not got  # nothing told the waiter yet
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = %s AND pid <> pg_backend_pid()",
+            (f"LISTEN {a._channel}",),
+        ).fetchall()
+        assert len(killed) == 2  # both nodes' listeners (same channel)
+    t0 = time.monotonic()
+    t.join(20)
+    assert got == [True] and time.monotonic() - t0 < 20
+    assert [e.cursor for e in a.fetch(TOPIC, c1, 10)] == [c2]
+
+
+def test_pg_listener_reconnects_after_its_connection_is_killed(nodes: tuple[Storage, Storage], pg_url: str) -> None:
+    from bridge.relay.postgres_store import PostgresStorage
+
+    a, b = nodes
+    assert isinstance(a, PostgresStorage)
+    with _raw(pg_url) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s AND datname = current_database()",
+            (f"LISTEN {a._channel}%",),
+        ).fetchall()
+    assert len(killed) == 2  # both nodes' listeners
+    c1 = b.publish(TOPIC, b"while reconnecting", 1)
+    assert a.wait(TOPIC, 0, 30.0) is True
+    assert wait_until(a.listening.is_set, 10)
+    # live wake-ups work again after the reconnect
+    t0 = time.monotonic()
+    res: list[bool] = []
+    t = threading.Thread(target=lambda: res.append(a.wait(TOPIC, c1, 30.0)))
+    t.start()
+    b.publish(TOPIC, b"after reconnect", 2)
+    t.join(10)
+    assert res == [True] and time.monotonic() - t0 < 10
+
+
+def test_pg_cursor_is_visible_only_in_commit_order(nodes: tuple[Storage, Storage], pg_url: str) -> None:
+    """A publish whose transaction is slow to commit holds back every later cursor."""
+    a, b = nodes
+    c0 = a.publish(TOPIC, b"before", 1)
+    slow = _raw(pg_url)
+    try:
+        slow.execute("BEGIN")
+        held = slow.execute(
+            "WITH c AS (UPDATE parley_cursor SET value = value + 1 WHERE id = 1 RETURNING value) "
+            "INSERT INTO envelopes (cursor, topic, payload, received_at) SELECT c.value, %s, 'slow', 1 FROM c "
+            "RETURNING cursor",
+            (TOPIC,),
+        ).fetchone()[0]
+        done = threading.Event()
+        later: list[int] = []
+
+        def publish_on_b() -> None:
+            later.append(b.publish(TOPIC, b"later", 2))
+            done.set()
+
+        t = threading.Thread(target=publish_on_b)
+        t.start()
+        assert not done.wait(0.5)  # B cannot take a cursor while an earlier one is uncommitted
+        assert a.fetch(TOPIC, c0, 10) == []
+        slow.execute("COMMIT")
+        assert done.wait(10)
+        t.join(5)
+    finally:
+        slow.close()
+    assert later[0] == held + 1
+    assert [e.payload for e in a.fetch(TOPIC, c0, 10)] == [b"slow", b"later"]
+
+
+def test_pg_concurrent_publishers_on_two_nodes_readers_skip_nothing(nodes: tuple[Storage, Storage]) -> None:
+    a, b = nodes
+    per_thread, threads_per_node = 100, 3
+    published: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+    errors: list[str] = []
+
+    def publisher(st: Storage, k: int) -> None:
+        for i in range(per_thread):
+            c = st.publish(TOPIC, b"%d-%d" % (k, i), 1)
+            if i % 10 == 0:
+                st.publish(TOPIC2, b"noise", 1)
+            with lock:
+                published.append(c)
+
+    def reader(name: str, st: Storage) -> None:
+        cursor = 0
+        total = per_thread * threads_per_node * 2
+        while len(seen[name]) < total and not stop.is_set():
+            batch = st.fetch(TOPIC, cursor, 37)
+            for e in batch:
+                if e.cursor <= cursor:
+                    errors.append(f"{name}: cursor {e.cursor} after {cursor}")
+                cursor = e.cursor
+                seen[name].append(e.cursor)
+            if not batch:
+                st.wait(TOPIC, cursor, 0.2)
+
+    readers = [threading.Thread(target=reader, args=(n, st)) for n, st in (("a", a), ("b", b))]
+    pubs = [threading.Thread(target=publisher, args=(st, k)) for k, st in enumerate([a, b] * threads_per_node)]
+    for t in readers + pubs:
+        t.start()
+    for t in pubs:
+        t.join(120)
+    for t in readers:
+        t.join(30)
+    stop.set()
+    assert errors == []
+    assert len(published) == per_thread * threads_per_node * 2
+    assert seen["a"] == sorted(published) and seen["b"] == sorted(published)  # none skipped, none twice
+
+
+def test_pg_one_time_prekeys_claimed_once_across_nodes(nodes: tuple[Storage, Storage]) -> None:
+    a, b = nodes
+    n = 60
+    a.put_prekeys(IID, _prekeys(1, range(n), range(n // 2)), max_one_time=500)
+    got: list[bytes] = []
+    pq: list[bytes] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(10)
+
+    def worker(st: Storage) -> None:
+        barrier.wait()
+        while True:
+            c = st.claim_prekeys(IID)
+            assert c is not None
+            if c.otpk is None:
+                return
+            with lock:
+                got.append(c.otpk)
+                pq.append(c.pqpk)
+
+    threads = [threading.Thread(target=worker, args=(st,)) for st in [a, b] * 5]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(got) == sorted(b"x%d" % i for i in range(n))  # each exactly once
+    assert sorted(p for p in pq if p != b"lr") == sorted(b"q%d" % i for i in range(n // 2))
+    assert a.prekey_counts(IID) == b.prekey_counts(IID) == (0, 0)
+
+
+def test_pg_auth_state_shared_between_nodes(nodes: tuple[Storage, Storage]) -> None:
+    a, b = nodes
+    assert a.put_token(b"t" * 32, IID, 10**10, now=0, max_tokens=10)
+    assert b.token_owner(b"t" * 32, 1) == IID
+    assert a.put_challenge(b"c" * 32, IID, 10**10, now=0, max_pending=10)
+    assert b.take_challenge(b"c" * 32) == (IID, 10**10)
+    assert a.take_challenge(b"c" * 32) is None

@@ -82,6 +82,9 @@ class RelaySettings:
     ws_poll_interval: float = 0.5
     ws_recheck_interval: float = 30.0
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    #: Checks statement signatures (bridge.identity.Verifier). None: from PARLEY_ETH_RPC_URL,
+    #: PARLEY_OP_RPC_URL and PARLEY_LENS_CHAIN_RPC_URL; with none set, EOA signatures only.
+    verifier: Any = field(default=None, repr=False)
 
     @property
     def max_body(self) -> int:
@@ -137,39 +140,40 @@ class _TokenBucket:
             return ok
 
 
-# ---- authentication (in memory: challenges and tokens die with the process) -----------------
+# ---- authentication (state in the Storage: shared by every node on one database) -------------
 
 
 class _Auth:
-    def __init__(self, settings: RelaySettings) -> None:
+    """Challenges and tokens (docs/PROTOCOL.md §7 "Authentication"), kept in the :class:`Storage`.
+
+    A challenge is deleted by the first token request naming it (atomically, so it is single use
+    across all nodes sharing the database). Only the SHA-256 of a token is stored, so a database
+    dump does not hand out valid tokens; any node can check a token issued by another.
+    """
+
+    def __init__(self, settings: RelaySettings, storage: Storage) -> None:
         self.s = settings
-        self._challenges: dict[bytes, tuple[str, float]] = {}
-        self._tokens: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
+        self.storage = storage
 
     @staticmethod
-    def _purge(table: dict[Any, tuple[str, float]], now: float) -> None:
-        for k in [k for k, (_, exp) in table.items() if exp <= now]:
-            del table[k]
+    def _token_hash(token: str) -> bytes:
+        import hashlib
+
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
     def new_challenge(self, iid: str) -> tuple[bytes, int]:
         now = self.s.clock()
         challenge = P.random_bytes(32)
         expires = int(now) + self.s.challenge_ttl
-        with self._lock:
-            if len(self._challenges) >= self.s.max_pending_challenges:
-                self._purge(self._challenges, now)
-                if len(self._challenges) >= self.s.max_pending_challenges:
-                    raise ApiError(429, "rate_limited", "too many pending challenges; try again later")
-            self._challenges[challenge] = (iid, float(expires))
+        if not self.storage.put_challenge(challenge, iid, expires, now=int(now), max_pending=self.s.max_pending_challenges):
+            raise ApiError(429, "rate_limited", "too many pending challenges; try again later")
         return challenge, expires
 
     def take_challenge(self, challenge: bytes, iid: str) -> None:
         """Consume a challenge (single use, even when the rest of the request then fails)."""
         now = self.s.clock()
-        with self._lock:
-            entry = self._challenges.pop(challenge, None)
-        if entry is None or entry[0] != iid:
+        entry = self.storage.take_challenge(challenge)
+        if entry is None or not secrets.compare_digest(entry[0], iid):
             raise ApiError(401, "unauthorized", "unknown or already used challenge")
         if entry[1] <= now:
             raise ApiError(401, "challenge_expired", "the challenge has expired; request a new one")
@@ -178,24 +182,14 @@ class _Auth:
         now = self.s.clock()
         token = secrets.token_urlsafe(32)
         expires = int(now) + self.s.token_ttl
-        with self._lock:
-            if len(self._tokens) >= self.s.max_tokens:
-                self._purge(self._tokens, now)
-                if len(self._tokens) >= self.s.max_tokens:
-                    raise ApiError(429, "rate_limited", "too many active tokens; try again later")
-            self._tokens[token] = (iid, float(expires))
+        if not self.storage.put_token(self._token_hash(token), iid, expires, now=int(now), max_tokens=self.s.max_tokens):
+            raise ApiError(429, "rate_limited", "too many active tokens; try again later")
         return token, expires
 
     def token_iid(self, token: str) -> str | None:
-        now = self.s.clock()
-        with self._lock:
-            entry = self._tokens.get(token)
-            if entry is None:
-                return None
-            if entry[1] <= now:
-                del self._tokens[token]
-                return None
-            return entry[0]
+        if len(token) > 256:  # ours are 43 characters
+            return None
+        return self.storage.token_owner(self._token_hash(token), int(self.s.clock()))
 
 
 # ---- the relay ------------------------------------------------------------------------------
@@ -205,12 +199,20 @@ class _Relay:
     def __init__(self, storage: Storage, settings: RelaySettings) -> None:
         self.storage = storage
         self.s = settings
-        self.auth = _Auth(settings)
+        self.auth = _Auth(settings, storage)
         self.publish_limit = _TokenBucket(settings.publish_rate, settings.publish_burst, settings.clock)
         self.claim_limit = _TokenBucket(settings.claim_rate, settings.claim_burst, settings.clock)
         self.auth_limit = _TokenBucket(settings.auth_rate, settings.auth_burst, settings.clock)
         self.identity_limit = _TokenBucket(settings.identity_rate, settings.identity_burst, settings.clock)
         self.identity_lock = threading.Lock()
+        if settings.verifier is not None:
+            self.verifier = settings.verifier
+        else:
+            from bridge.identity.smart import verifier_from_env
+
+            smart = verifier_from_env()
+            # No chain to ask: plain EOA checks, so a forged signature is "bad_signature", not "unverifiable".
+            self.verifier = smart if smart.chains else None
 
     # -- helpers --
 
@@ -296,14 +298,17 @@ class _Relay:
 
     def publish_identity(self, address: str) -> tuple[dict[str, Any], int]:
         from bridge.identity import BadSignature, IdentityError, SignedStatement, installations, verify_record_for
+        from bridge.identity.smart import UnverifiableSigner
 
         self.limit(self.identity_limit)
         addr = self.address_param(address)
         body = self.json_body({"record"})
         record = self.field_b64(body, "record", self.s.max_record)
         try:
-            verify_record_for(addr, record)
+            verify_record_for(addr, record, verifier=self.verifier)
             record_id = SignedStatement.from_record(record).record_id()
+        except UnverifiableSigner as exc:
+            raise ApiError(400, "unverifiable_signer", f"the identity record cannot be checked here: {exc}") from None
         except BadSignature as exc:
             raise ApiError(400, "bad_signature", f"the identity record's signature does not verify: {exc}") from None
         except IdentityError as exc:
@@ -313,13 +318,19 @@ class _Relay:
         with self.identity_lock:
             seq, created = self.storage.append_identity(addr, record_id, record)
             if created:
-                records = self.storage.identity_records(addr)
-                active: dict[str, tuple[bytes, bytes]] = {}
-                for iid, stmt in installations(addr, records).items():
-                    spub, xpub = bytes(stmt.signing_key), bytes(stmt.identity_key)
-                    if len(spub) == 32 and len(xpub) == 32 and compute_iid(spub, xpub) == iid:
-                        active[iid] = (spub, xpub)
-                self.storage.set_installations(addr, active)
+                # The lock is per process; another node may append to the same log meanwhile. Recompute
+                # until the log we computed from is still the whole log after writing the index, so the
+                # last writer always wrote an index that includes every record.
+                while True:
+                    records = self.storage.identity_records(addr)
+                    active: dict[str, tuple[bytes, bytes]] = {}
+                    for iid, stmt in installations(addr, records, verifier=self.verifier).items():
+                        spub, xpub = bytes(stmt.signing_key), bytes(stmt.identity_key)
+                        if len(spub) == 32 and len(xpub) == 32 and compute_iid(spub, xpub) == iid:
+                            active[iid] = (spub, xpub)
+                    self.storage.set_installations(addr, active)
+                    if len(self.storage.identity_records(addr)) == len(records):
+                        break
         return {"seq": seq}, 201 if created else 200
 
     def get_identity(self, address: str) -> dict[str, Any]:
@@ -479,9 +490,10 @@ class _Relay:
         ws.send(json.dumps({"type": "ready"}))
         cursor = after
         last_check = time.monotonic()
+        fetch_due = True  # the backlog first
         try:
             while True:
-                while True:  # backlog and anything new, in cursor order
+                while fetch_due:  # backlog and anything new, in cursor order
                     batch = self.storage.fetch(str(topic), cursor, 100)
                     for e in batch:
                         ws.send(
@@ -490,15 +502,17 @@ class _Relay:
                             )
                         )
                         cursor = e.cursor
-                    if len(batch) < 100:
-                        break
+                    fetch_due = len(batch) == 100
                 while (msg := ws.receive(timeout=0)) is not None:  # raises ConnectionClosed when gone
                     self._ws_frame(ws, msg)
                 if time.monotonic() - last_check > self.s.ws_recheck_interval:
                     last_check = time.monotonic()
                     if self.storage.installation(iid) is None:
                         return fail("unknown_installation", "the installation was revoked")
-                self.storage.wait(str(topic), cursor, self.s.ws_poll_interval)
+                    fetch_due = True  # periodic catch-up from the cursor, whatever the wake-ups said
+                if not fetch_due:
+                    # True when an envelope after the cursor exists (woken by a publish on any node)
+                    fetch_due = self.storage.wait(str(topic), cursor, self.s.ws_poll_interval)
         except StorageError:
             return fail("storage_error", "the relay's storage is unavailable")
 
@@ -640,6 +654,7 @@ def create_app(storage: Storage, *, settings: RelaySettings | None = None) -> Fl
     """A standalone relay Flask app over ``storage``."""
     s = settings or RelaySettings()
     app = Flask("parley_relay")
+    app.url_map.merge_slashes = False  # '//' in a path is a 404, never a 308 redirect to another topic
     app.config["MAX_CONTENT_LENGTH"] = s.max_body
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25, "max_message_size": 64 * 1024}
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -702,18 +717,42 @@ def serve(
     *,
     ready_callback: Callable[[str, int], None] | None = None,
     settings: RelaySettings | None = None,
+    model: str = "threaded",
 ) -> None:
-    """Run a standalone relay until SIGTERM/SIGINT (werkzeug threaded server). Prints nothing.
+    """Run a standalone relay until SIGTERM/SIGINT. Prints nothing.
 
-    ``ready_callback(host, port)`` is called once the socket listens (``port`` is the bound port,
-    useful with ``port=0``).
+    ``model`` is the serving model (:mod:`bridge.relay.serving`): ``"threaded"`` (werkzeug's
+    threaded server) or ``"gevent"`` (gevent's WSGIServer; the process must already be
+    monkey-patched, see :func:`bridge.relay.serving.patch_gevent`). ``ready_callback(host, port)``
+    is called once the socket listens (``port`` is the bound port, useful with ``port=0``).
 
     Raises:
         StorageError: the database cannot be opened.
         OSError: the address cannot be bound.
+        ValueError: an unknown ``model``.
+        bridge.relay.serving.ServingError: ``model="gevent"`` in a process that is not patched.
     """
+    from bridge.relay import serving
+
+    if model not in serving.SERVING_MODELS:
+        raise ValueError(f"unknown serving model {model!r} (expected one of {', '.join(serving.SERVING_MODELS)})")
+    if model == "gevent" and not serving.gevent_patched():
+        raise serving.ServingError("the gevent serving model needs patch_gevent() before anything else is imported")
     s = settings or RelaySettings()
     storage = open_storage(db)
+    if model == "gevent":
+        try:
+            app = create_app(storage, settings=s)
+            retention = start_retention(storage, s)  # a greenlet under monkey-patching
+        except BaseException:
+            storage.close()
+            raise
+        try:
+            serving.serve_gevent(app, host, port, ready_callback=ready_callback)
+        finally:
+            retention.stop()
+            storage.close()
+        return
     try:
         app = create_app(storage, settings=s)
         server = make_server(host, port, app, threaded=True)

@@ -9,8 +9,13 @@ The relay keeps three kinds of data, all of it opaque or public:
 * envelopes — opaque sealed payloads per inbox topic, each with a relay-wide, strictly increasing
   cursor.
 
-Backends: :mod:`bridge.relay.sqlite_store` (embedded default). PostgreSQL is planned; its
-:meth:`Storage.wait` will be driven by LISTEN/NOTIFY, which is why waiting is part of the interface.
+It also keeps the inbox-auth state (docs/PROTOCOL.md §7 "Authentication"): single-use challenges and
+the SHA-256 hashes of issued tokens, each with an expiry, so that every relay node on one database
+accepts a token issued by any of them and a challenge can be used once across all of them.
+
+Backends: :mod:`bridge.relay.sqlite_store` (embedded default, one node) and
+:mod:`bridge.relay.postgres_store` (several nodes on one database; :meth:`Storage.wait` is driven by
+LISTEN/NOTIFY there, which is why waiting is part of the interface).
 """
 
 from __future__ import annotations
@@ -160,7 +165,12 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def fetch(self, topic: str, after: int, limit: int) -> list[Envelope]:
-        """Envelopes of ``topic`` with ``cursor > after``, oldest first, at most ``limit``."""
+        """Envelopes of ``topic`` with ``cursor > after``, oldest first, at most ``limit``.
+
+        Cursors become visible in increasing order (on every node sharing the database): once a
+        reader has seen cursor ``n``, no envelope with a smaller cursor can appear later, so
+        reading with ``after=<last cursor seen>`` never skips an envelope.
+        """
 
     @abc.abstractmethod
     def wait(self, topic: str, after: int, timeout: float) -> bool:
@@ -172,7 +182,36 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def expire(self, before: int) -> int:
-        """Delete envelopes received before ``before`` (unix seconds). Returns how many."""
+        """Delete envelopes received before ``before`` (unix seconds). Returns how many.
+
+        Deletes in small batches, each its own short transaction, so publishes are not blocked.
+        """
+
+    # ---- auth (docs/PROTOCOL.md §7 "Authentication") -----------------------------------------
+
+    @abc.abstractmethod
+    def put_challenge(self, challenge: bytes, installation_id: str, expires_at: int, *, now: int, max_pending: int) -> bool:
+        """Store a challenge issued to ``installation_id``, valid until ``expires_at`` (unix seconds).
+
+        When ``max_pending`` challenges are stored, expired ones (``expires_at <= now``) are purged
+        first; returns ``False`` (nothing stored) if the table is still full. The cap is
+        approximate under concurrent calls.
+        """
+
+    @abc.abstractmethod
+    def take_challenge(self, challenge: bytes) -> tuple[str, int] | None:
+        """Delete a challenge and return ``(installation_id, expires_at)``; ``None`` if unknown.
+
+        Atomic: of concurrent calls for one challenge (on any node) exactly one gets it.
+        """
+
+    @abc.abstractmethod
+    def put_token(self, token_hash: bytes, installation_id: str, expires_at: int, *, now: int, max_tokens: int) -> bool:
+        """Store the hash of an issued token; same purge/cap rule as :meth:`put_challenge`."""
+
+    @abc.abstractmethod
+    def token_owner(self, token_hash: bytes, now: int) -> str | None:
+        """The installation a token (by hash) was issued to, or ``None`` if unknown or expired at ``now``."""
 
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:
@@ -184,16 +223,19 @@ class Storage(abc.ABC):
 
 
 def open_storage(db: str) -> Storage:
-    """Open the storage named by ``db``: a file path or ``sqlite:///path`` → SQLite.
+    """Open the storage named by ``db``: a file path or ``sqlite:///path`` → SQLite;
+    ``postgresql://…`` or ``postgres://…`` (libpq URL) → PostgreSQL.
 
     Raises:
-        StorageError: ``postgresql://`` (not available yet) or an unknown URL scheme.
-        StorageUnavailable: the database file cannot be opened.
+        StorageError: an unknown URL scheme, or a database schema newer than this relay.
+        StorageUnavailable: the database file cannot be opened, or the server cannot be reached.
     """
     if not isinstance(db, str) or not db:
         raise StorageError("a database path or URL is required")
     if db.startswith(("postgresql://", "postgres://")):
-        raise StorageError("PostgreSQL storage is not available yet")
+        from bridge.relay.postgres_store import PostgresStorage
+
+        return PostgresStorage(db)
     path = db
     if db.startswith("sqlite:///"):
         path = db[len("sqlite:///") :]

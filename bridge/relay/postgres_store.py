@@ -1,0 +1,639 @@
+"""PostgreSQL backend of the relay :class:`~bridge.relay.storage.Storage` (DESIGN.md "Relay";
+docs/PROTOCOL.md §7 "Storage and several relay nodes").
+
+Several relay nodes may share one database:
+
+* **Schema migrations** — a ``parley_schema`` table records applied versions; numbered migrations
+  are applied at open in one transaction under a transaction-scoped advisory lock, so nodes that
+  start at the same time apply each migration exactly once.
+* **Cursors in commit order** — a cursor is taken from the single-row ``parley_cursor`` counter
+  in the same statement (and so the same transaction) that inserts the envelope. The counter's
+  row lock is held until commit, so a publish cannot obtain cursor ``n + 1`` before the
+  transaction holding ``n`` is visible: a reader that has seen cursor ``n`` can never later find a
+  committed envelope with a smaller cursor, so ``after=<cursor>`` never skips anything.
+* **Wake-ups across nodes** — each publish issues ``NOTIFY`` (delivered at commit) on a channel
+  named after the database and schema; every node runs one ``LISTEN`` connection and wakes its
+  local waiters. :meth:`PostgresStorage.wait` also re-checks the database when its timeout
+  passes and after the listener reconnects, so a lost notification only delays delivery.
+* **One-time prekeys** are taken with ``DELETE … WHERE key_id = (SELECT … FOR UPDATE SKIP LOCKED)
+  RETURNING``: concurrent claims on any node never receive the same key.
+* **Retention** deletes in small batches, each its own short transaction, so publishes (which
+  touch only new rows and the counter) are never blocked behind a long delete.
+* **Auth state** (single-use challenges, token hashes) lives in tables, so a token issued by one
+  node is accepted by every node and a challenge can be used once across all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
+
+from bridge.relay.storage import (
+    ClaimedPrekeys,
+    Envelope,
+    InstallationKeys,
+    Storage,
+    StaleUpload,
+    StorageError,
+    StorageUnavailable,
+    StoredPrekeys,
+)
+
+__all__ = ["PostgresStorage", "SCHEMA_VERSION", "MIGRATIONS"]
+
+_KIND_X25519 = 0
+_KIND_MLKEM = 1
+_MIGRATION_LOCK = 0x70617273_6C657901  # "parsley\x01": advisory lock key for migrations
+_EXPIRE_BATCH = 500
+_MAX_LATEST = 100_000
+_CONNECT_TIMEOUT = 5
+
+#: Numbered migrations, applied in order, each at most once per database schema.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+CREATE TABLE identity (
+    address   TEXT   NOT NULL,
+    seq       BIGINT NOT NULL,
+    record_id TEXT   NOT NULL,
+    record    BYTEA  NOT NULL,
+    PRIMARY KEY (address, seq),
+    UNIQUE (address, record_id)
+);
+CREATE TABLE installations (
+    iid          TEXT  NOT NULL,
+    address      TEXT  NOT NULL,
+    signing_pub  BYTEA NOT NULL,
+    identity_pub BYTEA NOT NULL,
+    PRIMARY KEY (iid, address)
+);
+CREATE INDEX installations_address ON installations (address);
+CREATE TABLE prekeys (
+    iid       TEXT PRIMARY KEY,
+    issued_at BIGINT NOT NULL,
+    spk       BYTEA  NOT NULL,
+    pq_lrpk   BYTEA
+);
+CREATE TABLE one_time_prekeys (
+    iid    TEXT     NOT NULL,
+    kind   SMALLINT NOT NULL,
+    key_id BIGINT   NOT NULL,
+    key    BYTEA    NOT NULL,
+    PRIMARY KEY (iid, kind, key_id)
+);
+CREATE TABLE claimed_prekeys (
+    iid    TEXT     NOT NULL,
+    kind   SMALLINT NOT NULL,
+    key_id BIGINT   NOT NULL,
+    PRIMARY KEY (iid, kind, key_id)
+);
+CREATE TABLE parley_cursor (
+    id    SMALLINT PRIMARY KEY CHECK (id = 1),
+    value BIGINT   NOT NULL
+);
+INSERT INTO parley_cursor (id, value) VALUES (1, 0);
+CREATE TABLE envelopes (
+    cursor      BIGINT PRIMARY KEY,
+    topic       TEXT   NOT NULL,
+    payload     BYTEA  NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX envelopes_topic_cursor ON envelopes (topic, cursor);
+CREATE INDEX envelopes_received_at ON envelopes (received_at);
+CREATE TABLE auth_challenges (
+    challenge  BYTEA PRIMARY KEY,
+    iid        TEXT   NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX auth_challenges_expires ON auth_challenges (expires_at);
+CREATE TABLE auth_tokens (
+    token_hash BYTEA PRIMARY KEY,
+    iid        TEXT   NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX auth_tokens_expires ON auth_tokens (expires_at);
+""",
+    ),
+)
+
+#: The newest schema version this code knows.
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_TABLES = (
+    "identity",
+    "installations",
+    "prekeys",
+    "one_time_prekeys",
+    "claimed_prekeys",
+    "envelopes",
+    "auth_challenges",
+    "auth_tokens",
+)
+
+
+def _translate(exc: psycopg.Error) -> StorageError:
+    """Map a psycopg error to the Storage errors (503 for anything transient)."""
+    transient = (
+        psycopg.OperationalError,
+        pg_errors.QueryCanceled,
+        pg_errors.LockNotAvailable,
+        pg_errors.AdminShutdown,
+        pg_errors.CannotConnectNow,
+        pg_errors.TooManyConnections,
+        pg_errors.SerializationFailure,
+        pg_errors.DeadlockDetected,
+        pg_errors.DiskFull,
+        pg_errors.ReadOnlySqlTransaction,
+    )
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, transient):
+        return StorageUnavailable(f"PostgreSQL is unavailable: {text}")
+    return StorageError(f"PostgreSQL error: {text}")
+
+
+class _Pool:
+    """A small thread-safe connection pool: at most ``max_size`` connections, autocommit mode.
+
+    A connection is used by one thread at a time; broken connections (or ones left inside a
+    transaction) are closed instead of being returned.
+    """
+
+    def __init__(self, conninfo: str, max_size: int, timeout: float) -> None:
+        self.conninfo = conninfo
+        self.timeout = timeout
+        self._sem = threading.BoundedSemaphore(max_size)
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new autocommit connection with a statement timeout.
+
+        Raises:
+            StorageUnavailable: the server cannot be reached.
+        """
+        try:
+            conn = psycopg.connect(
+                self.conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT, application_name="parley-relay"
+            )
+            conn.execute("SET statement_timeout = '30s'")
+        except psycopg.Error as exc:
+            raise StorageUnavailable(f"cannot connect to PostgreSQL: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """Borrow a connection.
+
+        Raises:
+            StorageUnavailable: no connection freed up within the timeout, or the server is down.
+            StorageError: the pool is closed.
+        """
+        if not self._sem.acquire(timeout=self.timeout):
+            raise StorageUnavailable("all database connections are busy")
+        try:
+            with self._lock:
+                if self.closed:
+                    raise StorageError("storage is closed")
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = self.connect()
+            try:
+                yield conn
+            finally:
+                reusable = not conn.closed and not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE
+                with self._lock:
+                    if reusable and not self.closed:
+                        self._idle.append(conn)
+                        conn = None  # type: ignore[assignment]
+                if conn is not None:
+                    conn.close()
+        finally:
+            self._sem.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            conns, self._idle = self._idle, []
+        for conn in conns:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+
+class PostgresStorage(Storage):
+    """Relay storage in PostgreSQL (a ``postgresql://`` or ``postgres://`` URL, libpq syntax).
+
+    ``max_connections`` bounds the pool (plus one ``LISTEN`` connection per node). A
+    ``search_path`` given in the URL (``?options=-csearch_path%3Dmyschema``) selects the schema.
+
+    Raises:
+        StorageUnavailable: the server cannot be reached.
+        StorageError: the schema is from a newer version, or a migration failed.
+    """
+
+    def __init__(self, url: str, *, max_connections: int = 10, pool_timeout: float = 10.0) -> None:
+        self._url = url
+        self._pool = _Pool(url, max(1, max_connections), pool_timeout)
+        self._cond = threading.Condition()
+        self._latest: dict[str, int] = {}
+        self._generation = 0  # bumped whenever the LISTEN connection comes up or goes down
+        self._local = threading.local()  # per thread: the last read of a topic (see wait)
+        self._closed = False
+        self._channel = ""
+        self.listening = threading.Event()  # set while the LISTEN connection is up (tests)
+        try:
+            with self._pool.connection() as conn:
+                self._migrate(conn)
+                db, schema = conn.execute("SELECT current_database(), current_schema()").fetchone()  # type: ignore[misc]
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise _translate(exc) from None
+        except BaseException:
+            self._pool.close()
+            raise
+        digest = hashlib.sha256(f"{db}\x00{schema}".encode()).hexdigest()[:24]
+        self._channel = f"parley_env_{digest}"
+        self._listener = threading.Thread(target=self._listen_loop, name="parley-relay-pg-listen", daemon=True)
+        self._listener.start()
+
+    # ---- schema ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _migrate(conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS parley_schema (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+            )
+            row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM parley_schema").fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise StorageError(f"database schema {current} is newer than this relay ({SCHEMA_VERSION})")
+            for version, sql in MIGRATIONS:
+                if version > current:
+                    conn.execute(sql)  # type: ignore[arg-type]
+                    conn.execute(
+                        "INSERT INTO parley_schema (version, applied_at) VALUES (%s, %s)", (version, int(time.time()))
+                    )
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    yield conn
+            except psycopg.Error as exc:
+                raise _translate(exc) from None
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._pool.connection() as conn:
+            try:
+                return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                raise _translate(exc) from None
+
+    def _exec(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        with self._pool.connection() as conn:
+            try:
+                return int(conn.execute(sql, params).rowcount)  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                raise _translate(exc) from None
+
+    # ---- identity -------------------------------------------------------------------------
+
+    def append_identity(self, address: str, record_id: str, record: bytes) -> tuple[int, bool]:
+        with self._tx() as conn:
+            # serialize appends to one address across nodes (seq = max + 1)
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("identity:" + address,))
+            row = conn.execute(
+                "SELECT seq FROM identity WHERE address = %s AND record_id = %s", (address, record_id)
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), False
+            seq_row = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM identity WHERE address = %s", (address,)
+            ).fetchone()
+            seq = int(seq_row[0]) if seq_row else 1
+            conn.execute(
+                "INSERT INTO identity (address, seq, record_id, record) VALUES (%s, %s, %s, %s)",
+                (address, seq, record_id, bytes(record)),
+            )
+            return seq, True
+
+    def identity_records(self, address: str) -> list[bytes]:
+        return [bytes(r[0]) for r in self._rows("SELECT record FROM identity WHERE address = %s ORDER BY seq", (address,))]
+
+    def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("installations:" + address,))
+            before = {r[0] for r in conn.execute("SELECT iid FROM installations WHERE address = %s", (address,))}
+            conn.execute("DELETE FROM installations WHERE address = %s", (address,))
+            for iid, (signing_pub, identity_pub) in active.items():
+                conn.execute(
+                    "INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES (%s, %s, %s, %s)",
+                    (iid, address, bytes(signing_pub), bytes(identity_pub)),
+                )
+            for iid in before - set(active):
+                if conn.execute("SELECT 1 FROM installations WHERE iid = %s LIMIT 1", (iid,)).fetchone() is None:
+                    conn.execute("DELETE FROM prekeys WHERE iid = %s", (iid,))
+                    conn.execute("DELETE FROM one_time_prekeys WHERE iid = %s", (iid,))
+                    conn.execute("DELETE FROM claimed_prekeys WHERE iid = %s", (iid,))
+
+    def installation(self, installation_id: str) -> InstallationKeys | None:
+        rows = self._rows(
+            "SELECT address, signing_pub, identity_pub FROM installations WHERE iid = %s ORDER BY address LIMIT 1",
+            (installation_id,),
+        )
+        if not rows:
+            return None
+        address, signing_pub, identity_pub = rows[0]
+        return InstallationKeys(installation_id, str(address), bytes(signing_pub), bytes(identity_pub))
+
+    # ---- prekeys --------------------------------------------------------------------------
+
+    def put_prekeys(self, installation_id: str, prekeys: StoredPrekeys, *, max_one_time: int) -> tuple[int, int]:
+        with self._tx() as conn:
+            # the upsert locks the installation's prekeys row: uploads for one installation serialize
+            row = conn.execute(
+                "INSERT INTO prekeys AS p (iid, issued_at, spk, pq_lrpk) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (iid) DO UPDATE SET issued_at = excluded.issued_at, spk = excluded.spk, "
+                "pq_lrpk = COALESCE(excluded.pq_lrpk, p.pq_lrpk) WHERE p.issued_at <= excluded.issued_at "
+                "RETURNING issued_at",
+                (
+                    installation_id,
+                    int(prekeys.issued_at),
+                    bytes(prekeys.spk),
+                    None if prekeys.pq_lrpk is None else bytes(prekeys.pq_lrpk),
+                ),
+            ).fetchone()
+            if row is None:
+                stored = conn.execute("SELECT issued_at FROM prekeys WHERE iid = %s", (installation_id,)).fetchone()
+                raise StaleUpload(
+                    f"upload issued at {prekeys.issued_at} is older than the stored one ({stored[0] if stored else '?'})"
+                )
+            counts = []
+            for kind, keys in ((_KIND_X25519, prekeys.otpks), (_KIND_MLKEM, prekeys.pq_otpks)):
+                n_row = conn.execute(
+                    "SELECT COUNT(*) FROM one_time_prekeys WHERE iid = %s AND kind = %s", (installation_id, kind)
+                ).fetchone()
+                n = int(n_row[0]) if n_row else 0
+                room = max_one_time - n
+                if room > 0 and keys:
+                    ids = sorted(keys)
+                    cur = conn.execute(
+                        "INSERT INTO one_time_prekeys (iid, kind, key_id, key) "
+                        "SELECT %(iid)s, %(kind)s, k.id, k.key FROM unnest(%(ids)s::bigint[], %(keys)s::bytea[]) AS k(id, key) "
+                        "WHERE NOT EXISTS (SELECT 1 FROM claimed_prekeys c WHERE c.iid = %(iid)s AND c.kind = %(kind)s AND c.key_id = k.id) "
+                        "AND NOT EXISTS (SELECT 1 FROM one_time_prekeys o WHERE o.iid = %(iid)s AND o.kind = %(kind)s AND o.key_id = k.id) "
+                        "ORDER BY k.id LIMIT %(room)s ON CONFLICT DO NOTHING",
+                        {"iid": installation_id, "kind": kind, "ids": ids, "keys": [bytes(keys[i]) for i in ids], "room": room},
+                    )
+                    n += int(cur.rowcount)
+                counts.append(n)
+            return counts[0], counts[1]
+
+    def claim_prekeys(self, installation_id: str) -> ClaimedPrekeys | None:
+        result: ClaimedPrekeys | None = None
+        with self._tx() as conn:
+            row = conn.execute("SELECT spk, pq_lrpk FROM prekeys WHERE iid = %s", (installation_id,)).fetchone()
+            if row is None:
+                return None
+            spk, lrpk = bytes(row[0]), None if row[1] is None else bytes(row[1])
+            taken: list[bytes | None] = []
+            for kind in (_KIND_X25519, _KIND_MLKEM):
+                one = conn.execute(
+                    "DELETE FROM one_time_prekeys WHERE iid = %(iid)s AND kind = %(kind)s AND key_id = ("
+                    "SELECT key_id FROM one_time_prekeys WHERE iid = %(iid)s AND kind = %(kind)s "
+                    "ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING key_id, key",
+                    {"iid": installation_id, "kind": kind},
+                ).fetchone()
+                if one is None:
+                    taken.append(None)
+                    continue
+                conn.execute(  # tombstone: a replayed upload cannot bring this key back
+                    "INSERT INTO claimed_prekeys (iid, kind, key_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    (installation_id, kind, int(one[0])),
+                )
+                taken.append(bytes(one[1]))
+            pq = taken[1] if taken[1] is not None else lrpk
+            if pq is None:
+                raise psycopg.Rollback()  # nothing to encapsulate to: take nothing
+            result = ClaimedPrekeys(spk=spk, otpk=taken[0], pqpk=pq)
+        return result
+
+    def prekey_counts(self, installation_id: str) -> tuple[int, int]:
+        rows = self._rows(
+            "SELECT kind, COUNT(*) FROM one_time_prekeys WHERE iid = %s GROUP BY kind", (installation_id,)
+        )
+        by_kind = {int(k): int(n) for k, n in rows}
+        return by_kind.get(_KIND_X25519, 0), by_kind.get(_KIND_MLKEM, 0)
+
+    # ---- envelopes ------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, now: int) -> int:
+        # One statement = one transaction: the counter row stays locked until commit, so cursors
+        # become visible in cursor order on every node; the NOTIFY is delivered at commit.
+        rows = self._rows(
+            "WITH c AS (UPDATE parley_cursor SET value = value + 1 WHERE id = 1 RETURNING value), "
+            "ins AS (INSERT INTO envelopes (cursor, topic, payload, received_at) "
+            "SELECT c.value, %s, %s, %s FROM c RETURNING cursor, topic) "
+            "SELECT cursor, pg_notify(%s, topic || ' ' || cursor::text) FROM ins",
+            (topic, bytes(payload), int(now), self._channel),
+        )
+        if not rows:
+            raise StorageError("the cursor counter is missing")
+        cursor = int(rows[0][0])
+        self._saw(topic, cursor)
+        return cursor
+
+    def _listen_generation(self) -> int | None:
+        """The current listener generation if the LISTEN connection is up, else ``None``."""
+        with self._cond:
+            return self._generation if self.listening.is_set() else None
+
+    def fetch(self, topic: str, after: int, limit: int) -> list[Envelope]:
+        generation = self._listen_generation()
+        rows = self._rows(
+            "SELECT cursor, payload, received_at FROM envelopes WHERE topic = %s AND cursor > %s ORDER BY cursor LIMIT %s",
+            (topic, int(after), int(limit)),
+        )
+        envs = [Envelope(int(c), topic, bytes(p), int(t)) for c, p, t in rows]
+        complete = len(envs) < int(limit)
+        self._local.read = (topic, envs[-1].cursor if envs else int(after), complete, generation)
+        return envs
+
+    def _has_after(self, topic: str, after: int) -> bool:
+        generation = self._listen_generation()
+        found = bool(self._rows("SELECT 1 FROM envelopes WHERE topic = %s AND cursor > %s LIMIT 1", (topic, int(after))))
+        self._local.read = (topic, int(after), not found, generation)
+        return found
+
+    def _covered(self, topic: str, after: int, generation: int) -> bool:
+        """Whether this thread's last read shows nothing above ``after`` was committed before a point
+        since which the listener has been up without interruption: then every later commit on
+        ``topic`` reaches :attr:`_latest` through NOTIFY and the database need not be asked."""
+        read = getattr(self._local, "read", None)
+        return (
+            read is not None
+            and read[0] == topic
+            and read[1] <= after
+            and read[2]
+            and read[3] is not None
+            and read[3] == generation
+            and self.listening.is_set()
+        )
+
+    def _saw(self, topic: str, cursor: int) -> None:
+        with self._cond:
+            if cursor > self._latest.get(topic, 0):
+                if len(self._latest) >= _MAX_LATEST and topic not in self._latest:
+                    self._latest.clear()  # bounded memory: waiters re-check the database
+                    self._generation += 1
+                self._latest[topic] = cursor
+            self._cond.notify_all()
+
+    def wait(self, topic: str, after: int, timeout: float) -> bool:
+        """Wake on a NOTIFY from any node.
+
+        The database is asked at entry and when the timeout passes, unless this thread's last
+        :meth:`fetch` (or check) of ``topic`` already covers ``after`` and the LISTEN connection has
+        been up since: an idle subscriber then costs no queries. Whenever the listener reconnects
+        (notifications may have been lost) waiters re-check the database.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            with self._cond:
+                generation = self._generation
+                if self._closed:
+                    return False
+                if self._latest.get(topic, 0) > after:
+                    return True
+            if not self._covered(topic, after, generation) and self._has_after(topic, after):
+                return True
+            with self._cond:
+                while not self._closed and self._latest.get(topic, 0) <= after and self._generation == generation:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if self._closed:
+                    return False
+                if self._latest.get(topic, 0) > after:
+                    return True
+                timed_out = self._generation == generation
+            if timed_out:
+                return False if self._covered(topic, after, generation) else self._has_after(topic, after)
+
+    def _listen_loop(self) -> None:
+        backoff = 0.1
+        while not self._closed:
+            try:
+                conn = self._pool.connect()
+            except StorageError:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            try:
+                conn.execute(f"LISTEN {self._channel}")
+                backoff = 0.1
+                with self._cond:
+                    self._generation += 1  # anything published while not listening: re-check
+                    self.listening.set()
+                    self._cond.notify_all()
+                while not self._closed:
+                    for note in conn.notifies(timeout=0.25):
+                        topic, _, cursor = note.payload.rpartition(" ")
+                        if topic and cursor.isdigit():
+                            self._saw(topic, int(cursor))
+            except psycopg.Error:
+                time.sleep(backoff)
+            finally:
+                with self._cond:
+                    if self.listening.is_set():
+                        self.listening.clear()
+                        self._generation += 1
+                        self._cond.notify_all()
+                try:
+                    conn.close()
+                except psycopg.Error:
+                    pass
+
+    def expire(self, before: int) -> int:
+        """Delete in batches of a few hundred rows, each its own short transaction."""
+        total = 0
+        while True:
+            n = self._exec(
+                "DELETE FROM envelopes WHERE cursor IN (SELECT cursor FROM envelopes WHERE received_at < %s "
+                "ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (int(before), _EXPIRE_BATCH),
+            )
+            total += n
+            if n < _EXPIRE_BATCH or self._closed:
+                break
+        if total:
+            # a remembered "latest cursor" may now name a deleted envelope: forget them all, and
+            # let waiters re-check the database (else wait() would keep answering True)
+            with self._cond:
+                self._latest.clear()
+                self._generation += 1
+                self._cond.notify_all()
+        return total
+
+    # ---- auth -----------------------------------------------------------------------------
+
+    def _put_expiring(self, table: str, column: str, key: bytes, installation_id: str, expires_at: int, now: int, cap: int) -> bool:
+        n_rows = self._rows(f"SELECT COUNT(*) FROM {table}")
+        if int(n_rows[0][0]) >= cap:
+            self._exec(f"DELETE FROM {table} WHERE expires_at <= %s", (int(now),))
+            if int(self._rows(f"SELECT COUNT(*) FROM {table}")[0][0]) >= cap:
+                return False
+        self._exec(
+            f"INSERT INTO {table} ({column}, iid, expires_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            (bytes(key), installation_id, int(expires_at)),
+        )
+        return True
+
+    def put_challenge(self, challenge: bytes, installation_id: str, expires_at: int, *, now: int, max_pending: int) -> bool:
+        return self._put_expiring("auth_challenges", "challenge", challenge, installation_id, expires_at, now, max_pending)
+
+    def take_challenge(self, challenge: bytes) -> tuple[str, int] | None:
+        rows = self._rows("DELETE FROM auth_challenges WHERE challenge = %s RETURNING iid, expires_at", (bytes(challenge),))
+        return (str(rows[0][0]), int(rows[0][1])) if rows else None
+
+    def put_token(self, token_hash: bytes, installation_id: str, expires_at: int, *, now: int, max_tokens: int) -> bool:
+        return self._put_expiring("auth_tokens", "token_hash", token_hash, installation_id, expires_at, now, max_tokens)
+
+    def token_owner(self, token_hash: bytes, now: int) -> str | None:
+        rows = self._rows("SELECT iid, expires_at FROM auth_tokens WHERE token_hash = %s", (bytes(token_hash),))
+        if not rows:
+            return None
+        if int(rows[0][1]) <= now:
+            self._exec("DELETE FROM auth_tokens WHERE token_hash = %s", (bytes(token_hash),))
+            return None
+        return str(rows[0][0])
+
+    # ---- misc -----------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return {t: int(self._rows(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in _TABLES}
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        listener = getattr(self, "_listener", None)
+        if listener is not None and listener is not threading.current_thread():
+            listener.join(5)
+        self._pool.close()

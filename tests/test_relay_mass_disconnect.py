@@ -1,0 +1,129 @@
+"""Fault test: `parley relay` survives 5,000 subscribers closing at once (issue 5 part 4).
+
+docs/PROTOCOL.md §7 "Subscriptions". A real `parley relay` process (default serving model: gevent,
+bridge/relay/serving.py) holds 5,000 authenticated WebSocket subscriptions on real inbox topics; the
+clients drop their sockets all at once; a fresh subscriber must then receive a fresh envelope
+within 5 s, and the relay must still stop cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from bridge.crypto import primitives as P
+from bridge.protocol import wire
+from bridge.protocol.ids import inbox_topic, installation_id
+from bridge.relay.auth import auth_message
+from bridge.relay.storage import open_storage
+from tests.procs import start_relay
+
+websockets = pytest.importorskip("websockets")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+CROWD = 5_000
+CROWD_TOPICS = 5
+FRESH_DEADLINE = 5.0
+
+
+def _seed(db: Path, count: int) -> list[tuple[str, bytes]]:
+    """Active installations written through the Storage API (no wallet signatures needed)."""
+    storage = open_storage(str(db))
+    keys = []
+    try:
+        for i in range(count):
+            spriv, spub = P.ed25519_keypair()
+            _, xpub = P.x25519_keypair()
+            iid = installation_id(spub, xpub)
+            storage.set_installations("0x" + f"{i + 1:040x}", {iid: (spub, xpub)})
+            keys.append((iid, spriv))
+    finally:
+        storage.close()
+    return keys
+
+
+def _token(url: str, iid: str, spriv: bytes) -> str:
+    r = requests.post(f"{url}/v1/auth/challenge", json={"installation_id": iid}, timeout=10)
+    assert r.status_code == 200, r.text
+    challenge = r.json()["challenge"]
+    sig = P.ed25519_sign(spriv, auth_message(iid, wire.b64d(challenge)))
+    r = requests.post(
+        f"{url}/v1/auth/token", json={"installation_id": iid, "challenge": challenge, "signature": wire.b64e(sig)}, timeout=10
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
+
+
+async def _subscribe(ws_url: str, topic: str, token: str) -> Any:
+    ws = await websockets.connect(ws_url, ping_interval=None, compression=None, open_timeout=30, close_timeout=1)
+    await ws.send(json.dumps({"token": token, "topic": topic, "after": 0}))
+    first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    assert first == {"type": "ready"}, first
+    return ws
+
+
+async def _scenario(url: str, crowd: list[tuple[str, str]], fresh: tuple[str, str]) -> tuple[int, float]:
+    ws_url = url.replace("http://", "ws://") + "/v1/subscribe"
+    sem = asyncio.Semaphore(200)
+    held: list[Any] = []
+
+    async def one(i: int) -> None:
+        topic, token = crowd[i % len(crowd)]
+        async with sem:
+            held.append(await _subscribe(ws_url, topic, token))
+
+    await asyncio.gather(*(one(i) for i in range(CROWD)))
+    count = len(held)
+    t0 = time.monotonic()
+    for ws in held:  # every client goes away at once, without a closing handshake
+        ws.transport.abort()
+    held.clear()
+
+    topic, token = fresh
+    ws = await _subscribe(ws_url, topic, token)
+    payload = base64.b64encode(os.urandom(64)).decode()
+    loop = asyncio.get_running_loop()
+    r = await loop.run_in_executor(
+        None, lambda: requests.post(f"{url}/v1/envelopes", json={"topic": topic, "payload": payload}, timeout=FRESH_DEADLINE)
+    )
+    assert r.status_code == 202, r.text
+    while True:
+        left = FRESH_DEADLINE - (time.monotonic() - t0)
+        msg = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, left)))
+        if msg.get("type") == "envelope" and msg["payload"] == payload:
+            break
+    elapsed = time.monotonic() - t0
+    await ws.close()
+    return count, elapsed
+
+
+def test_relay_serves_fresh_publish_after_5000_subscribers_close_at_once(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < CROWD + 1000:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, CROWD * 2), hard))
+        except (ValueError, OSError):
+            pytest.skip(f"needs {CROWD + 1000} open files, limit is {soft}")
+    db = tmp_path / "relay.db"
+    keys = _seed(db, CROWD_TOPICS + 1)
+    proc, url = start_relay(db)
+    try:
+        tokens = [(inbox_topic(iid), _token(url, iid, spriv)) for iid, spriv in keys]
+        held, elapsed = asyncio.run(_scenario(url, tokens[:CROWD_TOPICS], tokens[-1]))
+        assert held == CROWD
+        assert elapsed < FRESH_DEADLINE, f"fresh publish→deliver took {elapsed:.2f}s after the mass close"
+        assert requests.get(f"{url}/v1/health", timeout=FRESH_DEADLINE).json() == {"ok": True, "version": 1}
+        assert proc.p.poll() is None, "the relay died"
+    finally:
+        rc = proc.stop(timeout=10)
+    assert rc == 0, f"the relay did not stop cleanly on SIGTERM (exit {rc}); output:\n{''.join(proc.output)}"
