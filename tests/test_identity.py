@@ -239,9 +239,12 @@ def test_signature_shapes() -> None:
     for bad in (sig[:64] + b"\x1d", sig[:64] + b"\x25", bytes(32) + sig[32:], sig[:32] + N.to_bytes(32, "big") + sig[64:], bytes(65)):
         with pytest.raises(BadSignature):
             verify(SignedStatement(signed.text, bad))
-    for wrong_length in (sig[:64], sig + b"\x00", b""):
+    for wrong_length in (sig[:64], b"", bytes(4097)):
         with pytest.raises(InvalidStatement):
             SignedStatement(signed.text, wrong_length)
+    # Longer signatures are smart-account ones (EIP-1271/6492): the record holds them, an EOA check refuses them.
+    with pytest.raises(BadSignature):
+        verify(SignedStatement(signed.text, sig + b"\x00"))
 
 
 def test_malleated_signature_same_record_id() -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_STATEMENT_CHARS",
     "MAX_RECORD_BYTES",
     "SIGNATURE_LEN",
+    "MAX_SIGNATURE_LEN",
     "RECORD_TAG",
     "IdentityError",
     "InvalidStatement",
@@ -48,9 +49,11 @@ ACTIONS: Final = ("authorize", "revoke")
 #: Longest statement text accepted anywhere (a real one is about 470 characters).
 MAX_STATEMENT_CHARS: Final = 1024
 #: Largest encoded record accepted by :meth:`SignedStatement.from_record`.
-MAX_RECORD_BYTES: Final = 2048
+MAX_RECORD_BYTES: Final = 8192
 #: An EIP-191 signature is r(32) ‖ s(32) ‖ v(1).
 SIGNATURE_LEN: Final = 65
+#: Smart-account signatures (EIP-1271 with several owners, EIP-6492 wrapped with deploy calldata) are longer.
+MAX_SIGNATURE_LEN: Final = 4096
 #: Second element of the record array.
 RECORD_TAG: Final = "stmt"
 
@@ -304,12 +307,13 @@ def _key_hex(value: str, prefix: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class SignedStatement:
-    """A statement text and its 65-byte EIP-191 signature, as stored in an address's identity log.
+    """A statement text and its signature (65-byte EIP-191 for a wallet key; longer for smart accounts:
+    EIP-1271, EIP-6492), as stored in an address's identity log.
 
     Construction checks only the shapes; :func:`bridge.identity.verify` checks the rest.
 
     Raises:
-        InvalidStatement: (on construction) text not a string or too long, signature not 65 bytes.
+        InvalidStatement: (on construction) text not a string or too long, signature not 65–4096 bytes.
     """
 
     text: str
@@ -318,8 +322,8 @@ class SignedStatement:
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or len(self.text) > MAX_STATEMENT_CHARS:
             raise InvalidStatement(f"statement text must be a string of at most {MAX_STATEMENT_CHARS} characters")
-        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_LEN:
-            raise InvalidStatement(f"signature must be {SIGNATURE_LEN} bytes")
+        if not isinstance(self.signature, bytes) or not SIGNATURE_LEN <= len(self.signature) <= MAX_SIGNATURE_LEN:
+            raise InvalidStatement(f"signature must be {SIGNATURE_LEN} to {MAX_SIGNATURE_LEN} bytes")
 
     def to_record(self) -> bytes:
         """Canonical CBOR ``[1, "stmt", text, signature]``."""

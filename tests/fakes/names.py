@@ -1,0 +1,152 @@
+"""Local HTTP servers speaking the real request/response shapes of the Lens API v3 (GraphQL) and a
+Farcaster hub's HTTP API, on 127.0.0.1:0 in a thread.
+
+Shapes modelled (checked against the Lens v3 docs, https://lens.xyz/docs/protocol, and the Farcaster hub
+HTTP API docs, https://docs.farcaster.xyz/reference/hubble/httpapi):
+
+- Lens: ``POST /graphql`` ``{"query": …, "variables": {"request": {"username": {"localName": "alice"}}}}``
+  → ``{"data": {"account": {"address", "owner", "username": {"localName", "value": "lens/alice"}}}}``, or
+  ``{"data": {"account": null}}`` for an unknown name; a malformed query → ``{"errors": [{"message"}]}``.
+- Hub: ``GET /v1/userNameProofByName?name=alice`` → ``{"timestamp", "name", "owner", "signature", "fid",
+  "type": "USERNAME_TYPE_FNAME"}``; ``GET /v1/verificationsByFid?fid=N`` → ``{"messages": [{"data": {"type":
+  "MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS", "fid", "timestamp", "network", "verificationAddAddressBody":
+  {"address", "claimSignature", "blockHash", "protocol"}}, "hash", …}], "nextPageToken": ""}``; unknown
+  → HTTP 400 ``{"errCode": "not_found", "presentable": false, "name": "NOT_FOUND", "code": 5, "details"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["LensApi", "FarcasterHub"]
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self._down = False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, obj: Any) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if server._down:
+                    return self._reply(503, {"error": "down"})
+                u = urlsplit(self.path)
+                server.requests.append(("GET", u.path, parse_qs(u.query)))
+                self._reply(*server.get(u.path, {k: v[0] for k, v in parse_qs(u.query).items()}))
+
+            def do_POST(self) -> None:  # noqa: N802
+                if server._down:
+                    return self._reply(503, {"error": "down"})
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"null")
+                server.requests.append(("POST", self.path, body))
+                self._reply(*server.post(self.path, body))
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def get(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+        return 404, {"errCode": "not_found", "presentable": False, "name": "NOT_FOUND", "code": 5, "details": path}
+
+    def post(self, path: str, body: Any) -> tuple[int, Any]:
+        return 404, {"error": "not found"}
+
+    def __enter__(self) -> Any:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def down(self) -> None:
+        """Answer everything with HTTP 503."""
+        self._down = True
+
+    def up(self) -> None:
+        self._down = False
+
+
+class LensApi(_Server):
+    """``accounts``: localName → (account address, owner address)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accounts: dict[str, tuple[str, str]] = {}
+        self.url = f"{self.base}/graphql"
+
+    def post(self, path: str, body: Any) -> tuple[int, Any]:
+        if path != "/graphql":
+            return 404, {"error": "not found"}
+        query = body.get("query", "") if isinstance(body, dict) else ""
+        try:
+            local = body["variables"]["request"]["username"]["localName"]
+        except (KeyError, TypeError):
+            return 200, {"errors": [{"message": "Variable \"$request\" of required type \"AccountRequest!\" was not provided."}]}
+        if "account(request: $request)" not in query:
+            return 200, {"errors": [{"message": "Unknown query"}]}
+        found = self.accounts.get(local)
+        if found is None:
+            return 200, {"data": {"account": None}}
+        address, owner = found
+        return 200, {"data": {"account": {"address": address, "owner": owner, "username": {"localName": local, "value": f"lens/{local}"}}}}
+
+
+class FarcasterHub(_Server):
+    """``fnames``: fname → fid; ``verifications``: fid → addresses (``solana`` entries are skipped by clients)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fnames: dict[str, int] = {}
+        self.verifications: dict[int, list[str]] = {}
+        self.url = self.base
+
+    def get(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+        not_found = (400, {"errCode": "not_found", "presentable": False, "name": "NOT_FOUND", "code": 5, "details": "NotFound"})
+        if path == "/v1/userNameProofByName":
+            name = q.get("name", "")
+            if name not in self.fnames:
+                return not_found
+            return 200, {
+                "timestamp": 1700000000, "name": name, "owner": "0x" + "11" * 20, "signature": "AAAA",
+                "fid": self.fnames[name], "type": "USERNAME_TYPE_FNAME",
+            }
+        if path == "/v1/verificationsByFid":
+            try:
+                fid = int(q.get("fid", ""))
+            except ValueError:
+                return 400, {"errCode": "bad_request.validation_failure", "presentable": False, "name": "VALIDATION_FAILURE", "code": 3, "details": "fid"}
+            messages = []
+            for addr in self.verifications.get(fid, []):
+                solana = not addr.startswith("0x")
+                messages.append({
+                    "data": {
+                        "type": "MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS", "fid": fid, "timestamp": 100000000,
+                        "network": "FARCASTER_NETWORK_MAINNET",
+                        "verificationAddAddressBody": {
+                            "address": addr, "claimSignature": "AAAA", "blockHash": "0x" + "00" * 32,
+                            "protocol": "PROTOCOL_SOLANA" if solana else "PROTOCOL_ETHEREUM",
+                        },
+                    },
+                    "hash": "0x" + "ab" * 20, "hashScheme": "HASH_SCHEME_BLAKE3", "signature": "AAAA",
+                    "signatureScheme": "SIGNATURE_SCHEME_ED25519", "signer": "0x" + "cd" * 32,
+                })
+            return 200, {"messages": messages, "nextPageToken": ""}
+        return super().get(path, q)
