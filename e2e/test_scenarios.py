@@ -96,7 +96,8 @@ def test_2_orb_to_firefly_live_both_ways(wd: World, pages: dict[str, Page]) -> N
     shot(wd, a, "2-alice-on-bobs-orb-profile")
     a_w = open_dm(a, "lens:bob")
     expect(a_w.locator('[data-parley="message"]')).to_have_count(0)
-    expect(a_w.locator('[data-parley="peer-address"]')).to_have_text(bob_addr(wd).lower())
+    # Issue 4 part 4: the header shows the short address; the full one is in data-address.
+    expect(a_w.locator('[data-parley="peer-address"]')).to_have_attribute("data-address", bob_addr(wd).lower())
     send_in_widget(a_w, HELLO)
     shot(wd, a, "2-alice-sent")
     pages["alice_orb"] = a

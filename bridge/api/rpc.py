@@ -10,9 +10,11 @@ ones, plus
 -32001  not authenticated (the socket is then closed with 4401)
 -32002  pairing refused (wrong/expired code, rate limit)
 -32003  peer not registered on the relay
--32004  cannot resolve the peer (data.reason: malformed | unknown | contacts)
+-32004  cannot resolve the peer (data.reason: malformed | unknown | unreachable | contacts; data.source names the name service)
 -32005  relay unavailable
 -32010  bad input (address, empty or oversized text)
+-32011  wallet sign-in failed (data.reason: unknown | expired | malformed | wrong-signer | relay |
+        unavailable); nothing was changed
 ======  ==========================================
 """
 
@@ -29,7 +31,7 @@ from bridge import __version__, identity
 from bridge.api.access import Access, AccessError
 from bridge.engine import BadInput, Engine, NotRegistered, message_dict
 from bridge.relay.client import RelayError, RelayUnavailable
-from bridge.resolve import Contacts, ResolveError, resolve
+from bridge.resolve import Contacts, ResolveError
 
 __all__ = ["LocalApi", "RpcConnection", "RpcError", "Hub", "CLOSE_UNAUTHENTICATED", "MAX_FRAME"]
 
@@ -39,6 +41,7 @@ PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR =
 NOT_AUTHENTICATED, PAIRING_REFUSED, NOT_REGISTERED, CANNOT_RESOLVE, RELAY_UNAVAILABLE, BAD_INPUT = (
     -32001, -32002, -32003, -32004, -32005, -32010,
 )
+WALLET_FAILED = -32011
 CLOSE_UNAUTHENTICATED = 4401
 MAX_FRAME = 256 * 1024
 MAX_BATCH = 20
@@ -119,6 +122,8 @@ class LocalApi:
     contacts: Contacts
     relay_connected: Callable[[], bool]
     hub: Hub
+    #: Browser-wallet sign-in (``wallet.*``), when the daemon offers it.
+    wallet: Any = None
 
     def __post_init__(self) -> None:
         self.engine.listeners.append(self._on_engine_event)
@@ -161,25 +166,54 @@ class LocalApi:
             "unread": self.unread(),
         }
 
+    def _resolver(self) -> Any:
+        """The home's name resolver (docs/PROTOCOL.md "Names"); a registered installation wins among candidates."""
+        from bridge.resolve import resolver_for_contacts
+
+        return resolver_for_contacts(self.contacts, registered=lambda a: bool(self.engine.installations_of(a)))
+
     def m_resolve(self, p: Any) -> dict[str, Any]:
         p = _params(p, "peer")
         peer = _str(p, "peer")
         try:
-            r = resolve(peer, self.contacts)
+            r = self._resolver().resolve(peer)
         except ResolveError as exc:
-            raise RpcError(CANNOT_RESOLVE, "cannot resolve", {"reason": exc.reason, "detail": str(exc)}) from None
-        return {"peer": r.peer, "address": r.address, "source": r.source, "name": r.name}
+            data = {"reason": exc.reason, "detail": str(exc)}
+            if exc.source:
+                data["source"] = exc.source
+            raise RpcError(CANNOT_RESOLVE, "cannot resolve", data) from None
+        return r.to_dict()
 
     def m_canMessage(self, p: Any) -> dict[str, Any]:
-        p = _params(p, "address")
-        address = _address(p, "address")
+        """``{address}`` (a 0x address or any name form) or ``{peer}`` (any name form)."""
+        p = _params(p, optional=("address", "peer"))
+        if ("address" in p) == ("peer" in p):
+            raise RpcError(INVALID_PARAMS, "give exactly one of address and peer")
+        name = "address" if "address" in p else "peer"
+        value = _str(p, name)
+        resolution = None
+        if value.lower().startswith("0x"):
+            address = _address(p, name)
+        else:
+            try:
+                resolution = self._resolver().resolve(value)
+            except ResolveError as exc:
+                data = {"reason": exc.reason, "detail": str(exc)}
+                if exc.source:
+                    data["source"] = exc.source
+                raise RpcError(CANNOT_RESOLVE, "cannot resolve", data) from None
+            address = resolution.address
         try:
             ok = self.engine.can_message(address)
         except RelayUnavailable as exc:
             raise RpcError(RELAY_UNAVAILABLE, "relay unavailable", {"detail": str(exc)}) from None
         except RelayError as exc:
             raise RpcError(RELAY_UNAVAILABLE, "relay error", {"detail": str(exc)}) from None
-        return {"address": address, "canMessage": ok}
+        out: dict[str, Any] = {"address": address, "canMessage": ok}
+        if resolution is not None:
+            out["peer"] = value
+            out["resolution"] = resolution.to_dict()
+        return out
 
     def m_conversations_list(self, p: Any) -> dict[str, Any]:
         _params(p)
@@ -243,6 +277,29 @@ class LocalApi:
             self._conversation_updated(peer)
         return {"unread": self.unread()}
 
+    # --- sign in with the browser wallet (issue 4 part 3; bridge/api/wallet.py) -------------
+
+    def _wallet(self) -> Any:
+        if self.wallet is None:
+            raise RpcError(WALLET_FAILED, "this bridge cannot switch wallets", {"reason": "unavailable"})
+        return self.wallet
+
+    def m_wallet_prepare(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "address")
+        address = _address(p, "address")
+        return dict(self._wallet().prepare(address))
+
+    def m_wallet_complete(self, p: Any) -> dict[str, Any]:
+        from bridge.api.wallet import WalletSignInError
+
+        p = _params(p, "text", "signature")
+        try:
+            result = dict(self._wallet().complete(p["text"], p["signature"]))
+        except WalletSignInError as exc:
+            raise RpcError(WALLET_FAILED, str(exc), {"reason": exc.reason}) from None
+        self.hub.publish("identity.changed", {k: result[k] for k in ("address", "did", "installation_id")})
+        return result
+
     METHODS = {
         "ping": m_ping,
         "status": m_status,
@@ -253,6 +310,8 @@ class LocalApi:
         "messages.list": m_messages_list,
         "messages.send": m_messages_send,
         "messages.markRead": m_messages_markRead,
+        "wallet.prepare": m_wallet_prepare,
+        "wallet.complete": m_wallet_complete,
     }
 
 

@@ -10,23 +10,47 @@ import { isExtensionPage, isSiteContentScript } from './senders.js';
 
 const PAIR_CODE_RE = /^[A-Za-z0-9-]{4,32}$/;
 
+/** Resolver answers that mean "no wallet known for this name" (→ invite), not "could not ask". */
+const NOT_FOUND_REASONS = new Set(['unknown', 'not-found', 'not_found', 'no-address', 'none']);
+
+function detailOf(error) {
+  const data = error && typeof error.data === 'object' && error.data ? error.data : {};
+  const text = typeof data.detail === 'string' && data.detail ? data.detail : String(error?.message ?? 'error');
+  return text.slice(0, 200);
+}
+
+/**
+ * Ask the bridge about `peer` (issue 4 part 4). The content script learns only the state, a reason
+ * word and the bridge's short explanation: ready | unavailable (not-on-parley, not-paired,
+ * unreachable) | unresolved (the name could not be resolved: name service unreachable, …).
+ */
 async function lookupPeer(peer) {
-  if (!isPeer(peer)) return { state: 'unavailable', reason: 'error' };
+  if (!isPeer(peer)) return { state: 'unresolved', reason: 'malformed', detail: 'not a name Parley understands' };
   if (getStatus() !== STATUS.CONNECTED) {
     await connect();
     if (!(await waitConnected(4000))) {
       return { state: 'unavailable', reason: getStatus() === STATUS.NOT_PAIRED ? 'not-paired' : 'unreachable' };
     }
   }
+  let resolved;
   try {
-    const resolved = await call('resolve', { peer });
-    if (!resolved || typeof resolved.address !== 'string') return { state: 'unavailable', reason: 'cannot-resolve' };
+    resolved = await call('resolve', { peer });
+  } catch (error) {
+    if (error.code === -32004 && NOT_FOUND_REASONS.has(String(error.data?.reason ?? ''))) {
+      return { state: 'unavailable', reason: 'not-on-parley' };
+    }
+    return { state: 'unresolved', reason: String(error.data?.reason ?? 'error').slice(0, 40), detail: detailOf(error) };
+  }
+  if (!resolved || typeof resolved.address !== 'string') {
+    return { state: 'unresolved', reason: 'error', detail: 'the bridge gave no address' };
+  }
+  try {
     const can = await call('canMessage', { address: resolved.address });
     return can && can.canMessage === true
       ? { state: 'ready', reason: null }
       : { state: 'unavailable', reason: 'not-on-parley' };
   } catch (error) {
-    return { state: 'unavailable', reason: error.code === -32004 ? 'cannot-resolve' : 'error' };
+    return { state: 'unresolved', reason: 'relay', detail: detailOf(error) };
   }
 }
 

@@ -34,6 +34,11 @@ onNotification((method, params) => {
     if (!peer) return;
     forwardEvent(method, { ...params, message }, peer);
     if (message.direction === 'in' && !widgetOpenFor(peer)) notifyMessage(message);
+  } else if (method === 'identity.changed' && params && normalizeAddress(params.address)) {
+    // The bridge now acts for another wallet (browser-wallet sign-in): show it everywhere.
+    setSession({
+      identity: { address: String(params.address), did: String(params.did ?? ''), installation_id: String(params.installation_id ?? '') },
+    });
   } else if (method === 'conversation.updated' && params && normalizeAddress(params.peer)) {
     const peer = normalizeAddress(params.peer);
     forwardEvent(method, { ...params, peer }, peer);

@@ -9,6 +9,8 @@ import { isPeer, normalizeAddress } from '../common/peer.js';
 import { call, connect, reconnectNow } from './bridge.js';
 import { getStatus, setSession, waitConnected } from './state.js';
 import { isExtensionPage } from './senders.js';
+import { WALLET_CONNECT, WALLET_LIST } from '../common/wallet.js';
+import { connectWallet, listWallets } from './wallet.js';
 
 const ports = new Map(); // port -> {peer: lower-case address | null}
 
@@ -66,6 +68,33 @@ async function handleRpc(port, msg) {
   }
 }
 
+/** Wallet sign-in for the tab hosting this widget (issue 4 part 3). */
+async function handleWallet(port, msg) {
+  const reply = (body) => post(port, { type: WIDGET_RPC_RESULT, id: msg.id, ...body });
+  const tabId = port.sender?.tab?.id;
+  if (!Number.isInteger(tabId)) {
+    reply({ error: { code: -32602, message: 'Connect wallet works in the chat box on Lens, Orb or Firefly.' } });
+    return;
+  }
+  try {
+    if (msg.type === WALLET_LIST) {
+      reply({ result: { providers: await listWallets(tabId) } });
+      return;
+    }
+    if (typeof msg.uuid !== 'string' || msg.uuid.length > 100) {
+      reply({ error: { code: -32602, message: 'bad wallet id' } });
+      return;
+    }
+    if (getStatus() !== STATUS.CONNECTED && !(await waitConnected(3000))) {
+      reply({ error: { code: -32000, message: `Parley bridge: ${getStatus()}` } });
+      return;
+    }
+    reply({ result: await connectWallet(tabId, msg.uuid, msg.name) });
+  } catch (error) {
+    reply({ error: { code: -32011, message: String(error.message ?? error), data: { reason: error.reason ?? 'error' } } });
+  }
+}
+
 /** chrome.runtime.onConnect listener for widget pages. */
 export function onConnect(port) {
   if (port.name !== WIDGET_PORT || !isExtensionPage(port.sender, 'widget/widget.html')) {
@@ -84,6 +113,8 @@ export function onConnect(port) {
       handleRpc(port, msg);
     } else if (msg.type === 'reconnect') {
       reconnectNow();
+    } else if ((msg.type === WALLET_LIST || msg.type === WALLET_CONNECT) && Number.isInteger(msg.id)) {
+      handleWallet(port, msg);
     }
   });
   post(port, { type: WIDGET_STATUS, status: getStatus() });

@@ -7,6 +7,7 @@ import {
   RECONNECT, STATUS, WIDGET_EVENT, WIDGET_HELLO, WIDGET_PORT, WIDGET_RPC, WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
+import { WALLET_CONNECT, WALLET_LIST, safeIcon, shortAddress } from '../common/wallet.js';
 
 const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
 const list = $('messages');
@@ -37,13 +38,139 @@ function setComposerEnabled() {
   sendButton.disabled = !on;
 }
 
-function rpc(method, params) {
+function portCall(message) {
   return new Promise((resolve, reject) => {
     if (!port) { reject(new Error('not connected to Parley')); return; }
     const id = nextId++;
     pending.set(id, { resolve, reject });
-    port.postMessage({ type: WIDGET_RPC, id, method, params });
+    port.postMessage({ ...message, id });
   });
+}
+
+function rpc(method, params) {
+  return portCall({ type: WIDGET_RPC, method, params });
+}
+
+// --- header: handle, short address, verified (issue 4 part 4) -----------------------------------
+
+function handleOf(resolved) {
+  if (typeof resolved?.handle === 'string' && resolved.handle) return resolved.handle.slice(0, 80);
+  if (!peer.startsWith('0x')) return peer;
+  return typeof resolved?.name === 'string' && resolved.name ? resolved.name.slice(0, 80) : shortAddress(address);
+}
+
+function renderHeader(resolved, verified) {
+  $('peer-name').textContent = handleOf(resolved);
+  const addr = $('peer-address');
+  addr.textContent = shortAddress(address);
+  addr.dataset.address = address;
+  const chosen = typeof resolved?.chosen?.reason === 'string' ? ` (${resolved.chosen.reason.slice(0, 160)})` : '';
+  addr.title = `${String(resolved?.address ?? address)}${chosen}`;
+  const badge = $('peer-verified');
+  badge.hidden = false;
+  badge.dataset.verified = verified ? 'true' : 'false';
+  badge.textContent = verified ? '✓ verified' : 'not verified';
+  badge.title = verified
+    ? 'Their signed Parley statement checks out for this name.'
+    : 'No signed Parley statement checks out for this name yet.';
+}
+
+// --- invite (not on Parley yet) -------------------------------------------------------------------
+
+let myAddress = '';
+
+function inviteText() {
+  const me = myAddress ? ` Message me at ${myAddress}` : '';
+  return `I'm on Parley — private messages across Lens, Orb and Firefly.${me}. Get it: install the Parley browser extension and run \`parley init\` then \`parley run\`.`;
+}
+
+function showInvite(on) {
+  $('invite').hidden = !on;
+  if (!on) return;
+  $('invite-peer').textContent = $('peer-name').textContent || peer;
+  $('invite-text').value = inviteText();
+}
+
+async function copyInvite() {
+  const text = $('invite-text').value;
+  try {
+    await navigator.clipboard.writeText(text);
+    $('invite-copied').textContent = 'Copied';
+  } catch {
+    $('invite-text').focus();
+    $('invite-text').select();
+    $('invite-copied').textContent = 'Press Ctrl+C (⌘C) to copy';
+  }
+}
+
+// --- sign in with the browser wallet (issue 4 part 3) ----------------------------------------------
+
+function renderMe(identity) {
+  myAddress = typeof identity?.address === 'string' ? identity.address : '';
+  $('me').textContent = myAddress ? shortAddress(myAddress) : '—';
+  $('me').title = myAddress;
+  $('me').dataset.address = myAddress.toLowerCase();
+  if (!$('invite').hidden) $('invite-text').value = inviteText();
+}
+
+function walletStatus(text, state) {
+  const box = $('wallet-status');
+  box.textContent = text ?? '';
+  box.dataset.state = state ?? '';
+  box.hidden = !text;
+}
+
+async function chooseWallet(provider) {
+  $('wallet-picker').hidden = true;
+  $('connect-wallet').disabled = true;
+  walletStatus(`Waiting for ${provider.name}… approve the connection, then sign the Parley statement.`, 'busy');
+  try {
+    const result = await portCall({ type: WALLET_CONNECT, uuid: provider.uuid, name: provider.name });
+    walletStatus(`Signed in with ${provider.name}: Parley now acts for ${result.address}.`, 'ok');
+    renderMe(result);
+  } catch (error) {
+    walletStatus(String(error.message ?? error), 'error');
+  } finally {
+    $('connect-wallet').disabled = false;
+  }
+}
+
+function providerItem(provider) {
+  const item = document.createElement('li');
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.dataset.parley = 'wallet-provider';
+  button.dataset.uuid = provider.uuid;
+  const icon = safeIcon(provider.icon);
+  if (icon) {
+    const img = document.createElement('img');
+    img.alt = '';
+    img.src = icon; // only data:image/(png|svg+xml|webp|jpeg): an <img> never runs script
+    button.append(img);
+  }
+  const label = document.createElement('span');
+  label.textContent = provider.name;
+  button.append(label);
+  button.addEventListener('click', () => chooseWallet(provider), { once: true });
+  item.append(button);
+  return item;
+}
+
+async function openWalletPicker() {
+  walletStatus('Looking for wallets in this page…', 'busy');
+  const listEl = $('wallet-providers');
+  try {
+    const { providers } = await portCall({ type: WALLET_LIST });
+    listEl.replaceChildren(...providers.map(providerItem));
+    if (providers.length === 0) {
+      walletStatus('No wallet found in this page. Install or unlock MetaMask, Rabby, Rainbow or Coinbase Wallet, then reload the page.', 'error');
+      return;
+    }
+    walletStatus('', '');
+    $('wallet-picker').hidden = false;
+  } catch (error) {
+    walletStatus(String(error.message ?? error), 'error');
+  }
 }
 
 function formatTime(ms) {
@@ -92,21 +219,22 @@ async function load() {
     const resolved = await rpc('resolve', { peer });
     address = normalizeAddress(resolved?.address);
     if (!address) throw new Error('Parley could not find a wallet for this account.');
-    $('peer-name').textContent = resolved.name || peer;
-    $('peer-address').textContent = address;
     port.postMessage({ type: WIDGET_HELLO, peer: address });
     const can = await rpc('canMessage', { address });
     canMessage = can?.canMessage === true;
+    renderHeader(resolved, typeof resolved.verified === 'boolean' ? resolved.verified : canMessage);
+    showInvite(!canMessage);
     const page = await rpc('messages.list', { peer: address, before: null, limit: 50 });
     list.replaceChildren();
     shown.clear();
     for (const message of page.messages) renderMessage(message);
     earlier.hidden = !page.has_more;
     loaded = true;
-    showError(canMessage ? '' : `${peer} has not set up Parley yet, so messages cannot be delivered.`);
+    showError('');
     markRead();
   } catch (error) {
-    showError(String(error.message ?? error));
+    const reason = error.code === -32004 && error.data?.detail ? `: ${String(error.data.detail).slice(0, 200)}` : '';
+    showError(error.code === -32004 ? `Couldn’t resolve ${peer}${reason}` : String(error.message ?? error));
   } finally {
     loading = false;
     setComposerEnabled();
@@ -130,7 +258,7 @@ function onPortMessage(msg) {
   if (msg.type === WIDGET_RPC_RESULT && pending.has(msg.id)) {
     const { resolve, reject } = pending.get(msg.id);
     pending.delete(msg.id);
-    if (msg.error) reject(Object.assign(new Error(String(msg.error.message)), { code: msg.error.code }));
+    if (msg.error) reject(Object.assign(new Error(String(msg.error.message)), { code: msg.error.code, data: msg.error.data ?? null }));
     else resolve(msg.result);
   } else if (msg.type === WIDGET_STATUS) {
     onStatus(msg.status);
@@ -182,6 +310,12 @@ if (!isPeer(peer)) {
     if (event.key === 'Enter' && !event.shiftKey) send(event);
   });
   earlier.addEventListener('click', loadEarlier);
+  $('connect-wallet').addEventListener('click', openWalletPicker);
+  $('invite-copy').addEventListener('click', copyInvite);
+  chrome.storage.session.get('identity').then(({ identity }) => renderMe(identity)).catch(() => {});
+  chrome.storage.session.onChanged.addListener((changes) => {
+    if (changes.identity) renderMe(changes.identity.newValue);
+  });
   document.addEventListener('visibilitychange', markRead);
   connectPort();
   chrome.runtime.sendMessage({ type: RECONNECT }).catch(() => {});

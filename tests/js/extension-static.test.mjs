@@ -39,7 +39,10 @@ test('manifest: MV3, module worker, sites-only content scripts and web-accessibl
   assert.equal(m.manifest_version, 3);
   assert.equal(m.minimum_chrome_version, '116');
   assert.deepEqual(m.background, { service_worker: 'background/index.js', type: 'module' });
-  assert.deepEqual(m.content_scripts.flatMap((c) => c.matches).sort(), [...SITE_MATCHES].sort());
+  for (const cs of m.content_scripts) assert.deepEqual([...cs.matches].sort(), [...SITE_MATCHES].sort());
+  // The isolated loader, plus the wallet bridge in the page's MAIN world (issue 4 part 3).
+  assert.deepEqual(m.content_scripts.map((c) => [c.js.join(), c.world ?? 'ISOLATED']).sort(),
+    [['content/loader.js', 'ISOLATED'], ['content/wallet-main.js', 'MAIN']]);
   for (const war of m.web_accessible_resources) {
     assert.deepEqual([...war.matches].sort(), [...SITE_MATCHES].sort());
     assert.ok(!war.resources.some((r) => r.startsWith('popup/') || r.startsWith('background/')), 'popup/worker not exposed');

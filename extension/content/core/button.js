@@ -12,33 +12,41 @@ const lookups = new Map(); // peer -> {at, promise}
 const UNAVAILABLE_TEXT = {
   'not-paired': ['Pair Parley', 'Pair this browser with your Parley bridge (open the Parley popup).'],
   unreachable: ['Pair Parley', 'The Parley bridge is not running or not reachable (start `parley run`).'],
-  'cannot-resolve': ['Not on Parley yet', 'Parley could not find a wallet for this account.'],
-  'not-on-parley': ['Not on Parley yet', 'This account has not set up Parley yet.'],
-  error: ['Not on Parley yet', 'Parley could not check this account.'],
+  'not-on-parley': ['Not on Parley yet', 'This account has not set up Parley yet. Click to copy an invite.'],
 };
+const STATES = new Set(['ready', 'unavailable', 'unresolved']);
 
 function lookup(peer) {
   const cached = lookups.get(peer);
   if (cached && Date.now() - cached.at < LOOKUP_TTL_MS) return cached.promise;
   const promise = chrome.runtime
     .sendMessage({ type: CONTENT_LOOKUP_PEER, peer })
-    .then((reply) => (reply && typeof reply.state === 'string' ? reply : { state: 'unavailable', reason: 'error' }))
-    .catch(() => ({ state: 'unavailable', reason: 'error' }));
+    .then((reply) => (reply && STATES.has(reply.state) ? reply : { state: 'unresolved', reason: 'error', detail: 'no answer from Parley' }))
+    .catch(() => ({ state: 'unresolved', reason: 'error', detail: 'Parley did not answer' }));
   lookups.set(peer, { at: Date.now(), promise });
   promise.then((r) => { if (r.state !== 'ready') lookups.delete(peer); });
   return promise;
 }
 
-export function setButtonState(button, state, reason) {
+/**
+ * Show exactly one of: "Message" (ready), "Not on Parley yet" / "Pair Parley" (unavailable), or
+ * "Couldn't resolve" with the bridge's reason in the title (unresolved). Every state stays clickable:
+ * the widget then explains, invites or retries.
+ */
+export function setButtonState(button, state, reason, detail) {
   button.dataset.parleyState = state;
+  button.dataset.parleyReason = reason ?? '';
   if (state === 'ready') {
     button.textContent = 'Message';
     button.title = 'Send a private message with Parley';
   } else if (state === 'loading') {
     button.textContent = 'Message';
     button.title = 'Checking Parley…';
+  } else if (state === 'unresolved') {
+    button.textContent = 'Couldn’t resolve';
+    button.title = `Parley couldn’t resolve this account${detail ? `: ${String(detail).slice(0, 200)}` : ''}`;
   } else {
-    const [text, title] = UNAVAILABLE_TEXT[reason] ?? UNAVAILABLE_TEXT.error;
+    const [text, title] = UNAVAILABLE_TEXT[reason] ?? UNAVAILABLE_TEXT['not-on-parley'];
     button.textContent = text;
     button.title = title;
   }
@@ -77,7 +85,7 @@ export function mountButton(peer, parent, before, { signal } = {}) {
   const button = createButton(peer);
   parent.insertBefore(button, before && before.parentNode === parent ? before : null);
   lookup(peer).then((reply) => {
-    if (button.isConnected) setButtonState(button, reply.state === 'ready' ? 'ready' : 'unavailable', reply.reason);
+    if (button.isConnected) setButtonState(button, reply.state, reply.reason, reply.detail);
   });
   return button;
 }

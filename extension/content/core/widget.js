@@ -42,6 +42,7 @@ export function openWidget(peer) {
   frame.dataset.parleyPeer = peer;
   frame.title = 'Parley chat';
   frame.referrerPolicy = 'no-referrer';
+  frame.allow = 'clipboard-write'; // the invite's Copy button (navigator.clipboard in the extension page)
   frame.src = widgetUrl(peer);
   style(frame, { border: '0', width: '100%', height: '100%' });
   container.append(close, frame);

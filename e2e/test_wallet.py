@@ -1,0 +1,321 @@
+"""Issue 4 part 3: sign in with the browser wallet, against REAL processes (a relay, Alice's and Bob's
+``parley run``) and real Chromium with the extension (DESIGN.md "Identity": the signature can come from
+the user's browser wallet, EIP-1193 / EIP-6963; the wallet key never leaves the wallet).
+
+A test EIP-6963 provider ("Test Wallet") is injected into the replica page with ``add_init_script``;
+its key is held by THIS test (eth-account) and signing happens in Python through ``expose_function``,
+so the key never enters the page. The tests run in file order: the failures first (each must change
+nothing: identity.json, the bridge database, the relay log), then the successful sign-in and what it
+means for others (``can-message``, a message to the new address arrives).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from playwright.sync_api import FrameLocator, Page, Playwright, expect
+
+from bridge import identity
+from bridge.api.wallet import (
+    ExpiredStatement,
+    MalformedSignature,
+    PendingStatements,
+    UnknownStatement,
+    WrongSigner,
+    check_signature,
+    parse_signature,
+)
+from e2e.demo import TIMEOUT_MS, RawWs, World, open_dm, pair_via_popup, world
+from e2e.harness import wait_until
+from tests.procs import parley, whoami
+
+pytestmark = pytest.mark.e2e
+
+ICON_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><circle cx="16" cy="16" r="14" fill="#f6851b"/></svg>'
+ICON = "data:image/svg+xml;base64," + base64.b64encode(ICON_SVG.encode()).decode()
+
+PROVIDER_SCRIPT = """
+(() => {
+  const listeners = new Map();
+  const provider = {
+    isTestWallet: true,
+    async request(args) {
+      const method = String(args && args.method || '');
+      const params = Array.isArray(args && args.params) ? args.params : [];
+      const out = await window.__testWallet(method, params);
+      if (out.emit) setTimeout(() => { for (const fn of listeners.get(out.emit[0]) || []) fn(out.emit[1]); }, 0);
+      if (out.error) { const e = new Error(out.error.message); e.code = out.error.code; throw e; }
+      return out.result;
+    },
+    on(event, fn) { if (!listeners.has(event)) listeners.set(event, new Set()); listeners.get(event).add(fn); return provider; },
+    removeListener(event, fn) { const s = listeners.get(event); if (s) s.delete(fn); return provider; },
+  };
+  const info = Object.freeze({ uuid: '6b1c3c52-52d3-4e7f-9a52-0c3b1b2f7e11', name: 'Test Wallet', icon: %s, rdns: 'org.parley.testwallet' });
+  const announce = () => window.dispatchEvent(new CustomEvent('eip6963:announceProvider', { detail: Object.freeze({ info, provider }) }));
+  window.addEventListener('eip6963:requestProvider', announce);
+  announce();
+})();
+""" % json.dumps(ICON)
+
+
+class TestWallet:
+    """The wallet behind the injected provider. ``mode``: ok | reject | wrong-account | switch."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self) -> None:
+        self.account = Account.create()
+        self.other = Account.create()
+        self.mode = "ok"
+        self.calls: list[tuple[str, list[Any]]] = []
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    def handle(self, method: str, params: list[Any]) -> dict[str, Any]:
+        self.calls.append((method, params))
+        if method == "eth_requestAccounts":
+            return {"result": [self.address]}
+        if method == "eth_accounts":
+            if self.mode == "switch":  # the user picked another account in the wallet meanwhile
+                return {"result": [self.other.address], "emit": ["accountsChanged", [self.other.address]]}
+            return {"result": [self.address]}
+        if method == "personal_sign":
+            if self.mode == "reject":
+                return {"error": {"code": 4001, "message": "User rejected the request."}}
+            data, addr = params
+            assert isinstance(data, str) and data.startswith("0x") and addr.lower() == self.address.lower()
+            signer = self.other if self.mode == "wrong-account" else self.account
+            signed = signer.sign_message(encode_defunct(primitive=bytes.fromhex(data[2:])))
+            return {"result": "0x" + bytes(signed.signature).hex()}
+        return {"error": {"code": 4200, "message": f"unsupported method {method}"}}
+
+    def signs(self) -> list[list[Any]]:
+        return [p for m, p in self.calls if m == "personal_sign"]
+
+
+@pytest.fixture(scope="module")
+def wd(playwright_session: Playwright) -> Iterator[World]:
+    with world(playwright=playwright_session) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def test_wallet() -> TestWallet:
+    return TestWallet()
+
+
+@pytest.fixture(scope="module")
+def ui(wd: World, test_wallet: TestWallet) -> dict[str, Any]:
+    """Alice paired; her Lens tab on Bob's profile with the Test Wallet injected; the widget open."""
+    popup = pair_via_popup(wd.alice_browser, wd.alice)
+    page = wd.alice_browser.context.new_page()
+    page.expose_function("__testWallet", test_wallet.handle)
+    page.add_init_script(PROVIDER_SCRIPT)
+    page.goto(wd.replicas.url("hey.xyz", "/u/bob"))
+    w = open_dm(page, "lens:bob")
+    expect(w.locator('[data-parley="me"]')).to_have_attribute("data-address", wd.alice.address.lower(), timeout=TIMEOUT_MS)
+    return {"page": page, "widget": w, "popup": popup}
+
+
+def relay_records(wd: World, address: str) -> list[str]:
+    r = requests.get(f"{wd.relay_url}/v1/identity/{address}", timeout=10)
+    r.raise_for_status()
+    return list(r.json()["records"])
+
+
+def db_dump(home: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{home / 'parley.db'}?mode=ro", uri=True)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def snapshot(wd: World, wallet: TestWallet) -> dict[str, Any]:
+    return {
+        "identity.json": (wd.alice.home / "identity.json").read_bytes(),
+        "db": db_dump(wd.alice.home),
+        "relay-old": relay_records(wd, wd.alice.address),
+        "relay-new": relay_records(wd, wallet.address),
+        "relay-other": relay_records(wd, str(wallet.other.address)),
+        "whoami": whoami(wd.alice.home)["address"],
+    }
+
+
+def connect(w: FrameLocator) -> None:
+    w.locator('[data-parley="connect-wallet"]').click()
+    provider = w.locator('[data-parley="wallet-provider"]', has_text="Test Wallet")
+    expect(provider).to_have_count(1, timeout=TIMEOUT_MS)
+    # The icon is the provider's data: URI, rendered as an <img>, never as markup.
+    expect(provider.locator("img")).to_have_attribute("src", ICON)
+    provider.click()
+
+
+def expect_failure(wd: World, ui: dict[str, Any], wallet: TestWallet, mode: str, message: str, shot: str) -> None:
+    before = snapshot(wd, wallet)
+    wallet.mode = mode
+    w = ui["widget"]
+    connect(w)
+    status = w.locator('[data-parley="wallet-status"]')
+    expect(status).to_have_attribute("data-state", "error", timeout=TIMEOUT_MS)
+    expect(status).to_contain_text(message)
+    expect(status).to_contain_text("Nothing was changed")
+    wd.alice_browser.screenshot(ui["page"], f"wallet-{shot}")
+    assert snapshot(wd, wallet) == before
+    expect(w.locator('[data-parley="me"]')).to_have_attribute("data-address", wd.alice.address.lower())
+    expect(ui["popup"].locator('[data-parley="address"]')).to_have_text(wd.alice.address)
+
+
+# --- pure pieces (bridge/api/wallet.py) --------------------------------------------------------------
+
+
+def _statement(address: str) -> identity.Statement:
+    return identity.authorize_statement(address, _iid(), b"\x01" * 32, b"\x02" * 32)
+
+
+def _iid() -> str:
+    from bridge.protocol.ids import installation_id
+
+    return installation_id(b"\x01" * 32, b"\x02" * 32)
+
+
+def test_pending_statements_single_use_and_expiry() -> None:
+    now = [1_000_000.0]
+    pending = PendingStatements(ttl=60, clock=lambda: now[0])
+    acct = Account.create()
+    prepared = pending.add(_statement(acct.address))
+    assert prepared.expires_at == 1_000_060
+    assert pending.take(prepared.text) is prepared
+    with pytest.raises(UnknownStatement):
+        pending.take(prepared.text)  # single use
+    with pytest.raises(UnknownStatement):
+        pending.take(prepared.text.replace("Chain ID: 1", "Chain ID: 2"))  # not exactly what was prepared
+    late = pending.add(_statement(acct.address))
+    now[0] += 61
+    with pytest.raises(ExpiredStatement):
+        pending.take(late.text)
+
+
+def test_signature_checks_name_the_signer() -> None:
+    pending = PendingStatements()
+    me, other = Account.create(), Account.create()
+    prepared = pending.add(_statement(me.address))
+    good = bytes(me.sign_message(encode_defunct(text=prepared.text)).signature)
+    assert check_signature(prepared, good).signature == good
+    bad = bytes(other.sign_message(encode_defunct(text=prepared.text)).signature)
+    with pytest.raises(WrongSigner, match=f"signed by {other.address}, expected {me.address}"):
+        check_signature(prepared, bad)
+    with pytest.raises(MalformedSignature):
+        check_signature(prepared, b"\x00" * 64 + b"\x1b")
+    for text in ("0x1234", "zz" * 65, 42, "0x" + "g" * 130):
+        with pytest.raises(MalformedSignature):
+            parse_signature(text)
+
+
+# --- the browser flow against the real bridge -----------------------------------------------------------
+
+
+def test_1_user_rejects_the_signature(wd: World, ui: dict[str, Any], test_wallet: TestWallet) -> None:
+    expect_failure(wd, ui, test_wallet, "reject", "You rejected the signature request in Test Wallet", "1-rejected")
+    sign = test_wallet.signs()[-1]
+    # personal_sign got exactly the statement the bridge prepared, hex-encoded UTF-8, and the address.
+    text = bytes.fromhex(sign[0][2:]).decode()
+    assert identity.Statement.parse(text).address == test_wallet.address
+    assert sign[1].lower() == test_wallet.address.lower()
+
+
+def test_2_wallet_signs_with_another_account(wd: World, ui: dict[str, Any], test_wallet: TestWallet) -> None:
+    expect_failure(
+        wd, ui, test_wallet, "wrong-account", f"signed by {test_wallet.other.address}, expected {test_wallet.address}", "2-wrong-account"
+    )
+
+
+def test_3_account_switched_mid_way(wd: World, ui: dict[str, Any], test_wallet: TestWallet) -> None:
+    signs_before = len(test_wallet.signs())
+    expect_failure(wd, ui, test_wallet, "switch", "Test Wallet switched accounts", "3-switched")
+    assert len(test_wallet.signs()) == signs_before, "no signature was even asked for"
+
+
+def _rpc_client(wd: World) -> RawWs:
+    code = parley(wd.alice.home, "pair", check=True).stdout.strip().splitlines()[-1]
+    ws = RawWs(wd.alice.port, f"127.0.0.1:{wd.alice.port}", wd.alice_browser.extension_origin)
+    assert "result" in ws.rpc("pair", {"code": code, "name": "test"})
+    return ws
+
+
+def test_4_unknown_or_malformed_over_the_local_api(wd: World, ui: dict[str, Any], test_wallet: TestWallet) -> None:
+    ws = _rpc_client(wd)  # pairing writes its token: snapshot after it
+    before = snapshot(wd, test_wallet)
+    try:
+        r = ws.rpc("wallet.complete", {"text": "parley wants you to sign this", "signature": "0x" + "11" * 65}, rid=2)
+        assert r["error"]["code"] == -32011 and r["error"]["data"]["reason"] == "unknown", r
+        prepared = ws.rpc("wallet.prepare", {"address": test_wallet.address}, rid=3)["result"]
+        assert prepared["address"] == test_wallet.address and prepared["expires_at"] > time.time()
+        r = ws.rpc("wallet.complete", {"text": prepared["text"], "signature": "0x1234"}, rid=4)
+        assert r["error"]["data"]["reason"] == "malformed", r
+        prepared = ws.rpc("wallet.prepare", {"address": test_wallet.address}, rid=5)["result"]
+        r = ws.rpc("wallet.complete", {"text": prepared["text"], "signature": "0x" + "00" * 64 + "1b"}, rid=6)
+        assert r["error"]["data"]["reason"] == "malformed", r
+        r = ws.rpc("wallet.prepare", {"address": "0x1234"}, rid=7)
+        assert r["error"]["code"] == -32602
+    finally:
+        ws.close()
+    assert snapshot(wd, test_wallet) == before
+
+
+def test_5_sign_in_succeeds_and_the_bridge_acts_for_the_wallet(wd: World, ui: dict[str, Any], test_wallet: TestWallet) -> None:
+    old = wd.alice.address
+    test_wallet.mode = "ok"
+    w = ui["widget"]
+    connect(w)
+    status = w.locator('[data-parley="wallet-status"]')
+    expect(status).to_have_attribute("data-state", "ok", timeout=TIMEOUT_MS)
+    expect(status).to_contain_text(test_wallet.address)
+    expect(w.locator('[data-parley="me"]')).to_have_attribute("data-address", test_wallet.address.lower(), timeout=TIMEOUT_MS)
+    expect(ui["popup"].locator('[data-parley="address"]')).to_have_text(test_wallet.address, timeout=TIMEOUT_MS)
+    expect(ui["popup"].locator('[data-parley="did"]')).to_have_text(f"did:pkh:eip155:1:{test_wallet.address}")
+    wd.alice_browser.screenshot(ui["page"], "wallet-5-signed-in")
+
+    me = whoami(wd.alice.home)
+    assert me["address"] == test_wallet.address and me["did"] == f"did:pkh:eip155:1:{test_wallet.address}"
+    ident = json.loads((wd.alice.home / "identity.json").read_text())
+    assert ident["previous_address"] == old and ident["wallet"] == "browser"
+    ws = _rpc_client(wd)
+    try:
+        st = ws.rpc("status", rid=2)["result"]
+        assert st["address"] == test_wallet.address and st["installation_id"] == me["installation_id"]
+    finally:
+        ws.close()
+
+    # Others see the wallet address on the relay; the old generated wallet's installation is revoked.
+    assert parley(wd.bob.home, "can-message", test_wallet.address).returncode == 0
+    assert parley(wd.bob.home, "can-message", old).returncode == 3
+
+    # A message sent to the wallet address arrives, live, in Alice's open widget.
+    text = "hello to your real wallet"
+    parley(wd.bob.home, "send", test_wallet.address, text, check=True)
+    expect(w.locator('[data-parley="message"][data-direction="in"]', has_text=text)).to_have_count(1, timeout=TIMEOUT_MS)
+    # And Alice (now the wallet address) answers; Bob's bridge receives it from the wallet address.
+    w.locator('[data-parley="composer"]').fill("got it")
+    w.locator('[data-parley="send"]').click()
+    expect(w.locator('[data-parley="message"][data-direction="out"]', has_text="got it")).to_have_count(1, timeout=TIMEOUT_MS)
+
+    def bob_got_it() -> bool:
+        parley(wd.bob.home, "sync")
+        out = parley(wd.bob.home, "messages", test_wallet.address).stdout
+        return "got it" in out
+
+    wait_until(bob_got_it, timeout=30, what="Bob receives the reply from the wallet address")
+    wd.alice_browser.screenshot(ui["page"], "wallet-6-message-to-wallet-address")
