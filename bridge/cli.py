@@ -130,8 +130,11 @@ def open_engine(ctx: Ctx, relay: str | None = None) -> Any:
     from bridge.engine import Engine
     from bridge.store import Store
 
+    from bridge.identity.smart import verifier_from_config
+
     secrets = unlock(ctx)
-    return Engine(Store(ctx.home.db_file), secrets, ctx.home.identity(), ctx.relay_url(relay))
+    cfg = ctx.home.config()
+    return Engine(Store(ctx.home.db_file), secrets, ctx.home.identity(), ctx.relay_url(relay), verifier=verifier_from_config(cfg))
 
 
 def _address_arg(value: str) -> str:
@@ -299,21 +302,40 @@ def whoami(ctx: Ctx, as_json: bool) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8738, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
-@click.option("--db", "db", metavar="PATH_OR_URL", help="SQLite file path (default: relay.db in the user data dir).")
+@click.option("--db", "db", metavar="PATH_OR_URL", help="SQLite file path or sqlite:///path (default: relay.db in the user data dir), or a postgresql://user@host:port/dbname URL: several relay nodes may share one PostgreSQL database.")
 @click.option("--retention-days", default=30, show_default=True, type=click.IntRange(1, 3650), help="Delete envelopes older than this.")
 @click.option("--publish-rate", default=20.0, show_default=True, type=click.FloatRange(0.1, 1e6), help="Envelopes per second one client address may publish (burst: 5x).")
+@click.option(
+    "--server", "model", type=click.Choice(["gevent", "threaded"]), default="gevent", show_default=True,
+    help="Serving model: gevent (one process, a greenlet pair per WebSocket; holds 10,000 subscribers) "
+    "or threaded (werkzeug, two OS threads per WebSocket; for small deployments).",
+)
+@click.pass_context
 @handle_errors
-def relay(host: str, port: int, db: str | None, retention_days: int, publish_rate: float) -> None:
+def relay(click_ctx: click.Context, host: str, port: int, db: str | None, retention_days: int, publish_rate: float, model: str) -> None:
     """Run a relay node: stores and forwards sealed envelopes it cannot read."""
     import platformdirs
 
-    from bridge.relay.server import RelaySettings, serve
-    from bridge.relay.storage import StorageError
+    from bridge.relay import serving
 
     if db is None:
         d = Path(platformdirs.user_data_dir("parley-relay", appauthor=False))
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         db = str(d / "relay.db")
+    if model == "gevent" and not serving.gevent_patched():
+        # gevent must patch the standard library before anything else is imported: start over in
+        # a patched interpreter (same PID, same stdout; see bridge/relay/serving.py).
+        root = click_ctx.find_root().params
+        args = ["-v"] if root.get("verbose") else []
+        args += ["relay", "--host", host, "--port", str(port), "--db", db, "--retention-days", str(retention_days)]
+        args += ["--publish-rate", repr(publish_rate), "--server", "gevent"]
+        try:
+            serving.reexec_patched(args)
+        except OSError as exc:
+            raise Fail(f"cannot start the gevent relay: {exc}", Exit.ERROR) from None
+
+    from bridge.relay.server import RelaySettings, serve
+    from bridge.relay.storage import StorageError
 
     def ready(bound_host: str, bound_port: int) -> None:
         click.echo(f"relay listening on http://{bound_host}:{bound_port} (db: {db})")
@@ -321,7 +343,13 @@ def relay(host: str, port: int, db: str | None, retention_days: int, publish_rat
 
     try:
         settings = RelaySettings(retention_days=retention_days, publish_rate=publish_rate, publish_burst=max(1, int(publish_rate * 5)))
-        serve(host, port, db, settings=settings, ready_callback=ready)
+        # Each idle subscription wakes every ws_poll_interval to read client frames and notice a dead
+        # peer (delivery itself is woken by Storage.wait). 0.5 s costs 42 % CPU at 5,000 subscribers;
+        # 5 s costs 5 % (bench/README.md). Client pings are answered within it (they come every 20 s).
+        settings.ws_poll_interval = 5.0
+        serve(host, port, db, settings=settings, ready_callback=ready, model=model)
+    except serving.ServingError as exc:
+        raise Fail(str(exc), Exit.ERROR) from None
     except StorageError as exc:
         raise Fail(str(exc), Exit.USAGE) from None
     except OSError as exc:
@@ -357,16 +385,21 @@ def _daemon(ctx: Ctx) -> Any:
 @pass_ctx
 @handle_errors
 def send(ctx: Ctx, recipient: str, text: str, as_json: bool) -> None:
-    """Send TEXT to RECIPIENT (a 0x address).
+    """Send TEXT to RECIPIENT: a 0x address, lens:NAME (or lens/NAME, NAME.lens), NAME.eth,
+    farcaster:FID|FNAME, or a contact name.
 
     With the daemon running, it sends for you (no passphrase needed); otherwise the keys are unlocked
     here. If the relay is unreachable the message stays queued (exit 3) and goes out on the next
-    `parley sync` or while `parley run` is up.
+    `parley sync` or while `parley run` is up. A name that cannot be resolved exits 3 with the name
+    service's reason; a malformed one exits 2.
     """
     from bridge.relay.client import RelayUnavailable
 
     ctx.home.require()
-    peer = _address_arg(recipient)
+    resolution = _recipient(ctx, recipient, ctx.relay_url())
+    peer = resolution.address if resolution is not None else _address_arg(recipient)
+    if resolution is not None and not as_json:
+        click.echo(_describe(resolution))
     daemon = _daemon(ctx)
     if daemon is not None:
         result = daemon.send(peer, text)
@@ -380,12 +413,59 @@ def send(ctx: Ctx, recipient: str, text: str, as_json: bool) -> None:
         result = {"message": r.message, "delivered": r.delivered, "error": r.error}
     msg = result["message"]
     if as_json:
-        click.echo(json.dumps({**{k: msg[k] for k in ("id", "sender", "recipient", "text", "sent_at", "direction", "state")}, "delivered": result["delivered"]}))
+        out = {**{k: msg[k] for k in ("id", "sender", "recipient", "text", "sent_at", "direction", "state")}, "delivered": result["delivered"]}
+        if resolution is not None:
+            out["resolution"] = resolution.to_dict()
+        click.echo(json.dumps(out))
     elif result["delivered"]:
         click.echo(f"sent {msg['id']} to {msg['recipient']}")
     if not result["delivered"]:
         reason = result.get("error") or "not delivered yet"
         raise Fail(f"queued {msg['id']}: {reason}; it will be retried", Exit.UNREACHABLE)
+
+
+def _recipient(ctx: Ctx, value: str, relay_url: str) -> Any:
+    """Resolve a recipient name (docs/PROTOCOL.md "Names"); None for a 0x address (checked by the caller).
+
+    Among several candidates the one registered on ``relay_url`` wins.
+
+    Raises:
+        Fail: malformed, or a plain name not in the contacts (exit 2); unknown to its name service or the
+            service unreachable (exit 3); contacts file unreadable (exit 1).
+    """
+    if value.lower().startswith("0x"):
+        return None
+    from bridge import identity
+    from bridge.identity.smart import verifier_from_config
+    from bridge.relay.client import RelayClient
+    from bridge.resolve import ResolveError, Resolver
+
+    cfg = ctx.home.config()
+    verifier = verifier_from_config(cfg)
+    client = RelayClient(relay_url)
+
+    def registered(address: str) -> bool:
+        return bool(identity.installations(address, client.identity(address), verifier=verifier))
+
+    try:
+        return Resolver.for_home(ctx.home.path, cfg, registered=registered).resolve(value)
+    except ResolveError as exc:
+        if exc.reason == "malformed" or (exc.reason == "unknown" and exc.source == "contacts"):
+            code = Exit.USAGE  # not a name any service could resolve: bad input
+        else:
+            code = Exit.ERROR if exc.reason == "contacts" else Exit.UNREACHABLE
+        raise Fail(str(exc), code) from None
+
+
+def _describe(r: Any) -> str:
+    """One line: how a name was resolved and why that address."""
+    line = f"{r.peer} → {r.address} ({r.source}"
+    if len(r.candidates) > 1:
+        line += f", {len(r.candidates)} candidates: " + ", ".join(
+            f"{c.role} {c.address}{' (registered)' if f else ''}" for c, f in zip(r.candidates, r.registered)
+        )
+    line += f"; {r.reason})"
+    return line + (" [stale]" if r.stale else "")
 
 
 @cli.command()
@@ -437,13 +517,18 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
 @pass_ctx
 @handle_errors
 def can_message(ctx: Ctx, address: str, relay: str | None) -> None:
-    """Exit 0 if ADDRESS has a Parley installation, 3 if not (or the relay is unreachable)."""
+    """Exit 0 if ADDRESS (a 0x address or any name `send` takes) has a Parley installation, 3 if not
+    (or the relay or the name's source is unreachable)."""
     from bridge import identity
+    from bridge.identity.smart import verifier_from_config
     from bridge.relay.client import RelayClient
 
-    peer = _address_arg(address)
     url = ctx.relay_url(relay)
-    active = identity.installations(peer, RelayClient(url).identity(peer))
+    resolution = _recipient(ctx, address, url)
+    peer = resolution.address if resolution is not None else _address_arg(address)
+    if resolution is not None:
+        click.echo(_describe(resolution))
+    active = identity.installations(peer, RelayClient(url).identity(peer), verifier=verifier_from_config(ctx.home.config()))
     if not active:
         raise Fail(f"{peer} is not registered on {url}", Exit.UNREACHABLE)
     click.echo(f"{peer} can receive messages ({len(active)} installation{'s' if len(active) != 1 else ''})")
@@ -459,6 +544,12 @@ def revoke(ctx: Ctx, installation_id: str | None) -> None:
     from bridge.protocol.ids import is_installation_id
 
     engine = open_engine(ctx)
+    if ctx.home.identity().get("wallet") == "browser":
+        raise Fail(
+            f"this installation speaks for {engine.address}, whose key is in your browser wallet: "
+            "a revocation must be signed there, which the extension does not offer yet",
+            Exit.USAGE,
+        )
     iid = installation_id or engine.installation_id
     if not is_installation_id(iid):
         raise Fail(f"not an installation id: {iid!r}", Exit.USAGE)

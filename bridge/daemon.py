@@ -35,6 +35,7 @@ from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered
 from bridge.home import Home, write_private
+from bridge.identity.smart import verifier_from_config
 from bridge.keys import Secrets
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts
@@ -71,6 +72,7 @@ class Daemon:
         self.secrets = secrets
         self.embedded = relay_url is None
         self.app = Flask("parley.bridge")
+        self.app.url_map.merge_slashes = False  # as the relay's: no 308 redirects that rewrite paths
         self.app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
         self.sock = Sock(self.app)
         self.stop_event = threading.Event()
@@ -94,11 +96,16 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.relay_url = relay_url.rstrip("/") if relay_url else self.url
         self.store = Store(home.db_file)
-        self.engine = Engine(self.store, secrets, home.identity(), self.relay_url)
+        self.engine = Engine(self.store, secrets, home.identity(), self.relay_url, verifier=verifier_from_config(home.config()))
         self.engine.listeners.append(self._on_event)
         self.access = Access(self.store)
         self.hub = Hub()
-        self.api = LocalApi(self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub)
+        from bridge.api.wallet import WalletSignIn  # sign in with the browser wallet (issue 4 part 3)
+
+        self.wallet = WalletSignIn(self.engine, home, secrets)
+        self.api = LocalApi(
+            self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub, wallet=self.wallet
+        )
         extra = tuple(x for x in home.config().get("extension_ids") or () if isinstance(x, str))
         register_local_api(self.app, self.sock, self.api, port=self.port, extension_ids=extra)
         self._register_control()

@@ -9,6 +9,7 @@ Layout (directory 0700, every file 0600)::
     relay.db         the embedded relay's storage, when `parley run` embeds one
     daemon.json      present while `parley run` is up: its URL and a control token for the CLI
     contacts.json    names you gave to addresses (`parley contacts add`)
+    names.db         cached answers of name services (Lens, ENS, Farcaster), see bridge/resolve
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("chain_id", 1, "EIP-155 chain id written into installation statements."),
     Setting("retention_days", 30, "How long the embedded relay keeps envelopes."),
     Setting("extension_ids", [], "Extra Chrome extension ids allowed to use the local API (besides Parley's own)."),
+    Setting("lens_api_url", None, "Lens API v3 GraphQL endpoint for lens:NAME (e.g. https://api.lens.xyz/graphql) [env PARLEY_LENS_API_URL]. Unset: Lens names only from contacts."),
+    Setting("eth_rpc_url", None, "Ethereum mainnet JSON-RPC URL: ENS names and EIP-1271/6492 wallets on chain 1 [env PARLEY_ETH_RPC_URL]."),
+    Setting("ens_registry", None, "ENS registry address (default: mainnet's) [env PARLEY_ENS_REGISTRY]."),
+    Setting("ens_universal_resolver", None, "ENS Universal Resolver address web3 resolves through (default: web3's mainnet one) [env PARLEY_ENS_UNIVERSAL_RESOLVER]."),
+    Setting("farcaster_hub_url", None, "Farcaster hub HTTP API base URL for farcaster:FID|FNAME [env PARLEY_FARCASTER_HUB_URL]."),
+    Setting("op_rpc_url", None, "OP Mainnet JSON-RPC URL: Farcaster IdRegistry custodyOf fallback, smart wallets on chain 10 [env PARLEY_OP_RPC_URL]."),
+    Setting("farcaster_id_registry", None, "Farcaster IdRegistry address (default: 0x00000000Fc6c5F01Fc30151999387Bb99A9f489b) [env PARLEY_FARCASTER_ID_REGISTRY]."),
+    Setting("lens_chain_rpc_url", None, "Lens Chain (chain id 232) JSON-RPC URL: verifies Lens account owners and managers [env PARLEY_LENS_CHAIN_RPC_URL]."),
+    Setting("name_cache_ttl", 300, "Seconds a resolved name is cached (a stale answer is used, marked, when its source is down) [env PARLEY_NAME_CACHE_TTL]."),
 )
 
 
@@ -129,6 +139,22 @@ class Home:
         if not data:
             raise HomeError(f"no Parley installation in {self.path}: run `parley init` first (or pass --home)")
         return data
+
+    def rewrite_identity(self, *, address: str, did: str, record: bytes, wallet: str) -> dict[str, Any]:
+        """Point identity.json at another wallet for the same installation (issue 4 part 3: sign in
+        with the browser wallet). Keeps the installation fields, replaces address, did and record,
+        remembers the previous address, and writes atomically (0600). Returns the new contents.
+
+        Raises:
+            HomeError: no identity.json to rewrite, or it cannot be read.
+        """
+        current = self.identity()
+        updated = dict(current)
+        updated.update(address=address, did=did, record=record.hex(), wallet=wallet)
+        if current.get("address") != address:
+            updated["previous_address"] = current.get("address")
+        write_private(self.identity_file, json.dumps(updated, indent=2).encode() + b"\n")
+        return updated
 
     def daemon_info(self) -> dict[str, Any] | None:
         data = self._read_json(self.daemon_file)

@@ -95,12 +95,16 @@ class Engine:
     serialised by SQLite write transactions.
     """
 
-    def __init__(self, store: Store, secrets: Secrets, ident: dict[str, Any], relay_url: str) -> None:
+    def __init__(
+        self, store: Store, secrets: Secrets, ident: dict[str, Any], relay_url: str, *, verifier: identity.Verifier | None = None
+    ) -> None:
+        #: How statement signatures are checked (default: EOA only); see bridge.identity.smart for smart accounts.
+        self.verifier: identity.Verifier | None = verifier
         self.store = store
         self.secrets = secrets
-        self.address: str = ident["address"]
+        self._identity: tuple[str, bytes] = (ident["address"], bytes.fromhex(ident["record"]))
+        self._identity_lock = threading.Lock()
         self.installation_id: str = ident["installation_id"]
-        self.record: bytes = bytes.fromhex(ident["record"])
         self.relay_url = relay_url.rstrip("/")
         self.local = session.LocalIdentity(
             installation_id=self.installation_id,
@@ -113,6 +117,42 @@ class Engine:
         self._tls = threading.local()
         self._statements: dict[bytes, identity.Statement] = {}
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    # --- identity (the wallet this installation acts for) ----------------------------
+
+    @property
+    def address(self) -> str:
+        """The checksummed wallet address this installation acts for."""
+        return self._identity[0]
+
+    @property
+    def record(self) -> bytes:
+        """Our signed authorization statement (record bytes) for :attr:`address`."""
+        return self._identity[1]
+
+    def identity_pair(self) -> tuple[str, bytes]:
+        """``(address, record)`` read together: never one from before a switch and one from after."""
+        return self._identity
+
+    def switch_identity(self, address: str, record: bytes) -> str:
+        """Act for ``address`` from now on, authorized by ``record`` (PROTOCOL.md §3; issue 4 part 3).
+
+        The installation (keys, inbox topic, sessions) stays the same; only the wallet it speaks for
+        changes. The pair is swapped in one assignment, so other threads see the old pair or the new
+        one. Returns the previous address.
+
+        Raises:
+            InvalidStatement: ``record`` is not a verified authorization of THIS installation for ``address``.
+        """
+        statement = identity.verify(identity.SignedStatement.from_record(record), verifier=self.verifier)
+        if statement.action != "authorize" or statement.address != address or statement.installation_id != self.installation_id:
+            raise identity.InvalidStatement("the record does not authorize this installation for that address")
+        if statement.signing_key != self.local.signing_pub or statement.identity_key != self.local.identity_pub:
+            raise identity.InvalidStatement("the record names other installation keys")
+        with self._identity_lock:
+            previous = self._identity[0]
+            self._identity = (statement.address, bytes(record))
+        return previous
 
     # --- plumbing -------------------------------------------------------------
 
@@ -151,10 +191,11 @@ class Engine:
         Raises:
             RelayUnavailable, RelayError
         """
-        records = self.relay.identity(self.address)
+        address, record = self.identity_pair()
+        records = self.relay.identity(address)
         changed = False
-        if self.record not in records:
-            self.relay.publish_identity(self.address, self.record)
+        if record not in records:
+            self.relay.publish_identity(address, record)
             changed = True
         return self.ensure_prekeys() or changed
 
@@ -224,7 +265,7 @@ class Engine:
         """
         rows = self.store.read("SELECT fetched_at FROM peer_fetches WHERE address = ?", (address,))
         if not rows or now_ms() - rows[0]["fetched_at"] > max_age_ms:
-            active = identity.installations(address, self.relay.identity(address))
+            active = identity.installations(address, self.relay.identity(address), verifier=self.verifier)
             with self.store.write() as c:
                 c.execute("DELETE FROM peer_installations WHERE address = ?", (address,))
                 for iid, st in active.items():
@@ -341,6 +382,18 @@ class Engine:
                 errors[mid] = str(exc)
                 self._note_attempt(mid, str(exc), failed=True)
         return errors
+
+    def fail_outbox_from(self, sender: str, reason: str) -> int:
+        """Mark every unsent message written as ``sender`` failed (after the bridge changed wallets:
+        receivers would reject them once the old installation statement is revoked)."""
+        rows = self.store.read(
+            "SELECT o.message_id FROM outbox o JOIN messages m ON m.id = o.message_id "
+            "WHERE o.state IN ('pending', 'prepared') AND m.sender = ?",
+            (sender,),
+        )
+        for r in rows:
+            self._note_attempt(r["message_id"], reason, failed=True)
+        return len(rows)
 
     def _note_attempt(self, mid: str, error: str, *, failed: bool = False) -> None:
         with self.store.write() as c:
@@ -507,7 +560,7 @@ class Engine:
         key = hashlib.sha256(record).digest()
         st = self._statements.get(key)
         if st is None:
-            st = identity.verify(identity.SignedStatement.from_record(record))
+            st = identity.verify(identity.SignedStatement.from_record(record), verifier=self.verifier)
             if len(self._statements) >= 1024:
                 self._statements.pop(next(iter(self._statements)))
             self._statements[key] = st
