@@ -96,6 +96,20 @@ def test_lens_owner_and_manager_accepted_stranger_refused(lens: ChainServer) -> 
         verify(SignedStatement(text, sign(text, OWNER)))
 
 
+def test_the_block_of_each_on_chain_check_is_recorded(lens: ChainServer) -> None:
+    account = lens.deploy("LensAccount", OWNER.address)
+    v = SmartVerifier({LENS_CHAIN_ID: lens.url})
+    st = statement_for(account.address, LENS_CHAIN_ID)
+    record = SignedStatement(st.text(), sign(st.text(), OWNER)).to_record()
+    eoa_st = statement_for(OWNER.address, LENS_CHAIN_ID)
+    eoa_record = SignedStatement(eoa_st.text(), sign(eoa_st.text(), OWNER)).to_record()
+    assert list(identity.installations(account.address, [record], verifier=v)) == [st.installation_id]
+    identity.installations(OWNER.address, [eoa_record], verifier=v)
+    head = lens.w3.eth.block_number
+    # the Lens account's check was read at a block; the EOA needed no chain
+    assert v.checked_blocks([record, eoa_record, b"junk"]) == {st.installation_id: head}
+
+
 def test_lens_manager_removed_is_refused_after_cache_ttl(lens: ChainServer) -> None:
     deployer = lens.accounts[0]
     account = lens.deploy("LensAccount", deployer)

@@ -265,13 +265,17 @@ class Engine:
         """
         rows = self.store.read("SELECT fetched_at FROM peer_fetches WHERE address = ?", (address,))
         if not rows or now_ms() - rows[0]["fetched_at"] > max_age_ms:
-            active = identity.installations(address, self.relay.identity(address), verifier=self.verifier)
+            records = self.relay.identity(address)
+            active = identity.installations(address, records, verifier=self.verifier)
+            checked = getattr(self.verifier, "checked_blocks", None)
+            blocks = checked(records) if checked is not None else {}
             with self.store.write() as c:
                 c.execute("DELETE FROM peer_installations WHERE address = ?", (address,))
                 for iid, st in active.items():
                     c.execute(
-                        "INSERT INTO peer_installations VALUES (?, ?, ?, ?, ?)",
-                        (address, iid, st.signing_key, st.identity_key, now_ms()),
+                        "INSERT INTO peer_installations(address, installation_id, signing_pub, identity_pub, fetched_at, checked_block) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (address, iid, st.signing_key, st.identity_key, now_ms(), blocks.get(iid)),
                     )
                 c.execute(
                     "INSERT INTO peer_fetches VALUES (?, ?) ON CONFLICT(address) DO UPDATE SET fetched_at = excluded.fetched_at",

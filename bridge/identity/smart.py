@@ -26,7 +26,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from bridge.chain import Chain, ChainError, Reverted
@@ -159,6 +159,21 @@ class SmartVerifier:
         """The cached result for this statement and signature (with its block number), if any."""
         with self._lock:
             return self._cache.get(self._key(text, signature))
+
+    def checked_blocks(self, records: Iterable[bytes]) -> dict[str, int]:
+        """For records this verifier accepted on chain: installation id → the block it was checked at."""
+        from bridge.identity.statement import IdentityError, SignedStatement
+
+        out: dict[str, int] = {}
+        for record in records:
+            try:
+                signed = SignedStatement.from_record(record)
+                check = self.last_check(signed.text, signed.signature)
+                if check is not None and check.block is not None:
+                    out[Statement.parse(signed.text).installation_id] = check.block
+            except IdentityError:
+                continue
+        return out
 
     @staticmethod
     def _key(text: str, signature: bytes) -> bytes:

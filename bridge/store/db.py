@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = ["Store", "StoreError", "SCHEMA_VERSION", "now_ms"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -91,6 +91,7 @@ CREATE TABLE IF NOT EXISTS peer_installations (
     signing_pub      BLOB NOT NULL,
     identity_pub     BLOB NOT NULL,
     fetched_at       INTEGER NOT NULL,
+    checked_block    INTEGER,                 -- smart account: the chain block its signer was checked at
     PRIMARY KEY (address, installation_id)
 );
 CREATE TABLE IF NOT EXISTS peer_fetches (
@@ -130,6 +131,9 @@ class Store:
             raise StoreError(f"{self.path} was written by a newer Parley (schema {version})")
         try:
             conn.executescript(_SCHEMA)  # idempotent; executescript commits on its own
+            # v1 → v2: the block a smart account's signer was checked at.
+            if "checked_block" not in {r[1] for r in conn.execute("PRAGMA table_info(peer_installations)")}:
+                conn.execute("ALTER TABLE peer_installations ADD COLUMN checked_block INTEGER")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot initialise {self.path}: {exc}") from None
