@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -337,16 +338,22 @@ def relay(click_ctx: click.Context, host: str, port: int, db: str | None, retent
     from bridge.relay.server import RelaySettings, serve
     from bridge.relay.storage import StorageError
 
+    shown_db = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", db)  # never print a database password
+
     def ready(bound_host: str, bound_port: int) -> None:
-        click.echo(f"relay listening on http://{bound_host}:{bound_port} (db: {db})")
+        click.echo(f"relay listening on http://{bound_host}:{bound_port} (db: {shown_db})")
         sys.stdout.flush()
 
     try:
-        settings = RelaySettings(retention_days=retention_days, publish_rate=publish_rate, publish_burst=max(1, int(publish_rate * 5)))
-        # Each idle subscription wakes every ws_poll_interval to read client frames and notice a dead
-        # peer (delivery itself is woken by Storage.wait). 0.5 s costs 42 % CPU at 5,000 subscribers;
-        # 5 s costs 5 % (bench/README.md). Client pings are answered within it (they come every 20 s).
-        settings.ws_poll_interval = 5.0
+        settings = RelaySettings(
+            retention_days=retention_days,
+            publish_rate=publish_rate,
+            publish_burst=max(1, int(publish_rate * 5)),
+            # Each idle subscription wakes every ws_poll_interval to read client frames and notice a
+            # dead peer (delivery itself is woken by Storage.wait). 0.5 s costs 42 % CPU at 5,000
+            # subscribers; 5 s costs 5 % (bench/README.md). Client pings come every 20 s.
+            ws_poll_interval=5.0,
+        )
         serve(host, port, db, settings=settings, ready_callback=ready, model=model)
     except serving.ServingError as exc:
         raise Fail(str(exc), Exit.ERROR) from None
