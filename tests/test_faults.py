@@ -292,7 +292,7 @@ def test_queue_of_50_while_relay_down_is_delivered_by_the_daemon_in_order(tmp_pa
 def mounted(argv: list[str], target: Path) -> Iterator[None]:
     r = subprocess.run(argv, capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount here ({' '.join(argv)}: {r.stderr.strip()}); needs root with mount rights")
+        pytest.skip(reason=f"cannot mount here ({' '.join(argv)}: {r.stderr.strip()}); needs root with mount rights")
     try:
         yield
     finally:

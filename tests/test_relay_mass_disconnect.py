@@ -113,7 +113,7 @@ def test_relay_serves_fresh_publish_after_5000_subscribers_close_at_once(tmp_pat
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, CROWD * 2), hard))
         except (ValueError, OSError):
-            pytest.skip(f"needs {CROWD + 1000} open files, limit is {soft}")
+            pytest.skip(reason=f"needs {CROWD + 1000} open files, limit is {soft}")
     db = tmp_path / "relay.db"
     keys = _seed(db, CROWD_TOPICS + 1)
     proc, url = start_relay(db)
