@@ -2,15 +2,18 @@
 Farcaster hub's HTTP API, on 127.0.0.1:0 in a thread.
 
 Shapes modelled (checked against the Lens v3 docs, https://lens.xyz/docs/protocol, and the Farcaster hub
-HTTP API docs, https://docs.farcaster.xyz/reference/hubble/httpapi):
+HTTP API docs, https://docs.farcaster.xyz/reference/hubble/httpapi; the verificationsByFid response was
+re-checked against the Snapchain HTTP API reference, docs.neynar.com/snapchain/httpapi/verification, whose
+example names the body ``verificationAddEthAddressBody``; the resolver also accepts the protobuf name
+``verificationAddAddressBody``):
 
 - Lens: ``POST /graphql`` ``{"query": …, "variables": {"request": {"username": {"localName": "alice"}}}}``
   → ``{"data": {"account": {"address", "owner", "username": {"localName", "value": "lens/alice"}}}}``, or
   ``{"data": {"account": null}}`` for an unknown name; a malformed query → ``{"errors": [{"message"}]}``.
 - Hub: ``GET /v1/userNameProofByName?name=alice`` → ``{"timestamp", "name", "owner", "signature", "fid",
   "type": "USERNAME_TYPE_FNAME"}``; ``GET /v1/verificationsByFid?fid=N`` → ``{"messages": [{"data": {"type":
-  "MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS", "fid", "timestamp", "network", "verificationAddAddressBody":
-  {"address", "claimSignature", "blockHash", "protocol"}}, "hash", …}], "nextPageToken": ""}``; unknown
+  "MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS", "fid", "timestamp", "network", "verificationAddEthAddressBody":
+  {"address", "ethSignature", "blockHash", "protocol"}}, "hash", …}], "nextPageToken": ""}``; unknown
   → HTTP 400 ``{"errCode": "not_found", "presentable": false, "name": "NOT_FOUND", "code": 5, "details"}``.
 """
 
@@ -140,8 +143,8 @@ class FarcasterHub(_Server):
                     "data": {
                         "type": "MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS", "fid": fid, "timestamp": 100000000,
                         "network": "FARCASTER_NETWORK_MAINNET",
-                        "verificationAddAddressBody": {
-                            "address": addr, "claimSignature": "AAAA", "blockHash": "0x" + "00" * 32,
+                        "verificationAddEthAddressBody": {
+                            "address": addr, "ethSignature": "AAAA", "blockHash": "0x" + "00" * 32,
                             "protocol": "PROTOCOL_SOLANA" if solana else "PROTOCOL_ETHEREUM",
                         },
                     },
