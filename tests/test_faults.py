@@ -241,16 +241,12 @@ def test_kill9_bridges_and_relay_during_a_5000_message_exchange(tmp_path: Path, 
     assert accepted >= goal * 0.95  # only sends cut by a kill may go unanswered
 
 
-# ---- 2. a queue of 50 built while the relay is down goes out by itself, in order -------------------
 
-
-def test_queue_of_50_while_relay_down_is_delivered_by_the_daemon_in_order(tmp_path: Path, procs: list[Proc]) -> None:
-    relay = Restartable("relay", procs, port=free_port(), db=tmp_path / "relay.db")
-    relay.start()
+def alice_and_bob(tmp_path: Path, procs: list[Proc], relay: "Restartable") -> tuple[Path, Path, dict[str, str], dict[str, str], DaemonClient]:
+    """Two homes registered on ``relay``, both daemons running and subscribed; Alice's control client."""
     alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
     parley(alice_home, "init", "--relay", relay.url, check=True)
     parley(bob_home, "init", "--relay", relay.url, check=True)
-    alice, bob = whoami(alice_home), whoami(bob_home)
     for home in (alice_home, bob_home):
         b = Restartable("bridge", procs, port=free_port(), home=home)
         b.start()
@@ -258,6 +254,16 @@ def test_queue_of_50_while_relay_down_is_delivered_by_the_daemon_in_order(tmp_pa
         b.proc.expect("subscribed to", timeout=60)
     ctl = DaemonClient.find(Home(alice_home))
     assert ctl is not None
+    return alice_home, bob_home, whoami(alice_home), whoami(bob_home), ctl
+
+
+# ---- 2. a queue of 50 built while the relay is down goes out by itself, in order -------------------
+
+
+def test_queue_of_50_while_relay_down_is_delivered_by_the_daemon_in_order(tmp_path: Path, procs: list[Proc]) -> None:
+    relay = Restartable("relay", procs, port=free_port(), db=tmp_path / "relay.db")
+    relay.start()
+    alice_home, bob_home, alice, bob, ctl = alice_and_bob(tmp_path, procs, relay)
     assert ctl.send(bob["address"], "before the outage")["delivered"] is True  # a session exists
 
     assert relay.proc is not None and relay.proc.stop() == 0
@@ -330,17 +336,7 @@ def test_full_disk_on_the_relay_gives_503_storage_error_and_no_corruption(tmp_pa
     with mounted(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], disk):
         relay = Restartable("relay", procs, port=free_port(), db=disk / "relay.db")
         relay.start()
-        alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
-        parley(alice_home, "init", "--relay", relay.url, check=True)
-        parley(bob_home, "init", "--relay", relay.url, check=True)
-        alice, bob = whoami(alice_home), whoami(bob_home)
-        for home in (alice_home, bob_home):
-            b = Restartable("bridge", procs, port=free_port(), home=home)
-            b.start()
-            assert b.proc is not None
-            b.proc.expect("subscribed to", timeout=60)
-        ctl = DaemonClient.find(Home(alice_home))
-        assert ctl is not None
+        alice_home, bob_home, alice, bob, ctl = alice_and_bob(tmp_path, procs, relay)
         before = [f"before-{i}" for i in range(5)]
         for t in before:
             assert ctl.send(bob["address"], t)["delivered"] is True
@@ -389,17 +385,7 @@ def test_read_only_relay_database_gives_503_storage_error_and_loses_nothing(tmp_
     with mounted(["mount", "--bind", str(real), str(view)], view):
         relay = Restartable("relay", procs, port=free_port(), db=view / "relay.db")
         relay.start()
-        alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
-        parley(alice_home, "init", "--relay", relay.url, check=True)
-        parley(bob_home, "init", "--relay", relay.url, check=True)
-        alice, bob = whoami(alice_home), whoami(bob_home)
-        for home in (alice_home, bob_home):
-            b = Restartable("bridge", procs, port=free_port(), home=home)
-            b.start()
-            assert b.proc is not None
-            b.proc.expect("subscribed to", timeout=60)
-        ctl = DaemonClient.find(Home(alice_home))
-        assert ctl is not None
+        alice_home, bob_home, alice, bob, ctl = alice_and_bob(tmp_path, procs, relay)
         for i in range(3):
             assert ctl.send(bob["address"], f"rw-{i}")["delivered"] is True
         wait_for(lambda: len(read_messages(bob_home, alice["address"])) == 3, timeout=30, what="the first three")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.fakes.served import Served
 
 __all__ = ["ChainServer", "load_contract"]
 
@@ -41,7 +43,7 @@ def _wire(value: Any) -> Any:
     return value
 
 
-class ChainServer:
+class ChainServer(Served):
     """``with ChainServer() as chain: chain.url, chain.w3, chain.deploy("Name", *args)``."""
 
     def __init__(self, *, chain_id: int | None = None) -> None:
@@ -75,10 +77,7 @@ class ChainServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.url = self._serve(Handler)
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         rid, method, params = req.get("id"), req.get("method"), req.get("params") or []
@@ -99,23 +98,6 @@ class ChainServer:
         if "error" in resp:
             return {"jsonrpc": "2.0", "id": rid, "error": _wire(resp["error"])}
         return {"jsonrpc": "2.0", "id": rid, "result": _wire(resp.get("result"))}
-
-    # --- lifecycle -------------------------------------------------------------------
-
-    def __enter__(self) -> ChainServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def down(self) -> None:
-        """Answer every request with HTTP 503 (a node that is down)."""
-        self._down = True
-
-    def up(self) -> None:
-        self._down = False
 
     # --- helpers ---------------------------------------------------------------------
 

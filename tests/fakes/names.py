@@ -20,15 +20,16 @@ example names the body ``verificationAddEthAddressBody``; the resolver also acce
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.served import Served
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["LensApi", "FarcasterHub"]
 
 
-class _Server:
+class _Server(Served):
     def __init__(self) -> None:
         self.requests: list[Any] = []
         self._down = False
@@ -60,31 +61,13 @@ class _Server:
                 server.requests.append(("POST", self.path, body))
                 self._reply(*server.post(self.path, body))
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.base = self._serve(Handler)
 
     def get(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
         return 404, {"errCode": "not_found", "presentable": False, "name": "NOT_FOUND", "code": 5, "details": path}
 
     def post(self, path: str, body: Any) -> tuple[int, Any]:
         return 404, {"error": "not found"}
-
-    def __enter__(self) -> Any:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def down(self) -> None:
-        """Answer everything with HTTP 503."""
-        self._down = True
-
-    def up(self) -> None:
-        self._down = False
 
 
 class LensApi(_Server):
