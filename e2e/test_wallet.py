@@ -52,7 +52,7 @@ PROVIDER_SCRIPT = """
     async request(args) {
       const method = String(args && args.method || '');
       const params = Array.isArray(args && args.params) ? args.params : [];
-      const out = await window.__testWallet(method, params);
+      const out = await window.__testWallet(location.origin, method, params);
       if (out.emit) setTimeout(() => { for (const fn of listeners.get(out.emit[0]) || []) fn(out.emit[1]); }, 0);
       if (out.error) { const e = new Error(out.error.message); e.code = out.error.code; throw e; }
       return out.result;
@@ -78,13 +78,19 @@ class TestWallet:
         self.other = Account.create()
         self.mode = "ok"
         self.calls: list[tuple[str, list[Any]]] = []
+        self.asked_from: list[str] = []
 
     @property
     def address(self) -> str:
         return str(self.account.address)
 
-    def handle(self, method: str, params: list[Any]) -> dict[str, Any]:
+    def origins(self) -> set[str]:
+        """The page origins the wallet was asked from (a real wallet shows this in its prompt)."""
+        return set(self.asked_from)
+
+    def handle(self, origin: str, method: str, params: list[Any]) -> dict[str, Any]:
         self.calls.append((method, params))
+        self.asked_from.append(origin)
         if method == "eth_requestAccounts":
             return {"result": [self.address]}
         if method == "eth_accounts":
@@ -161,6 +167,39 @@ def connect(w: FrameLocator) -> None:
     # The icon is the provider's data: URI, rendered as an <img>, never as markup.
     expect(provider.locator("img")).to_have_attribute("src", ICON)
     provider.click()
+
+
+def user_presses_connect(wd: World, page: Page, w: FrameLocator) -> Page | None:
+    """The user presses "Connect wallet" in the widget. Returns the sign-in tab it opened, or None
+    when the widget offered a wallet picker inside the site page instead."""
+    context = wd.alice_browser.context
+    before = set(context.pages)
+    w.locator('[data-parley="connect-wallet"]').click()
+    picker = w.locator('[data-parley="wallet-provider"]')
+
+    def outcome() -> Any:
+        fresh = [p for p in context.pages if p not in before]
+        return ("tab", fresh[0]) if fresh else ("picker", None) if picker.count() else None
+
+    kind, tab = wait_until(outcome, timeout=20, what="a sign-in tab or a wallet picker")
+    if tab is not None:
+        tab.wait_for_load_state()
+    return tab
+
+
+def sign_in_on_page(wd: World, page: Page, w: FrameLocator, wallet: TestWallet) -> None:
+    """The user signs in with ``wallet`` the way the extension asks, starting from the site page."""
+    tab = user_presses_connect(wd, page, w)
+    if tab is None:
+        w.locator('[data-parley="wallet-provider"]', has_text="Test Wallet").first.click()
+        expect(w.locator('[data-parley="wallet-status"]')).to_have_attribute("data-state", "ok", timeout=TIMEOUT_MS)
+        return
+    complete_signin(tab, wallet)
+    tab.close()
+
+
+def complete_signin(tab: Page, wallet: TestWallet) -> None:
+    raise NotImplementedError
 
 
 def expect_failure(wd: World, ui: dict[str, Any], wallet: TestWallet, mode: str, message: str, shot: str) -> None:

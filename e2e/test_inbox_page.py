@@ -1,0 +1,132 @@
+"""Issue 8 item 8: the inbox page's session must not be replayable from another local port.
+
+Real processes (a relay, Alice's ``parley run``, Bob's CLI) and real Chromium. The user opens the
+inbox through ``parley open``'s one-time link and reads a message. Then the same browser visits a
+page served by another process on 127.0.0.1 (any local dev server, or one a hostile page points the
+browser at). Cookies ignore ports, so that process used to receive the inbox session cookie and
+replay it to read the inbox. Here it receives whatever the browser sends and replays all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, Playwright, expect
+
+from e2e.harness import ARTIFACTS_DIR, CHROMIUM
+from tests.procs import Proc, free_port, parley, start_bridge, start_relay, wait_for, whoami
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "the inbox secret: meet at the old mill at nine"
+TIMEOUT_MS = 20_000
+
+
+@dataclass
+class Inbox:
+    home: Path
+    url: str
+    port: int
+    bob: str
+    proc: Proc
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inbox]:
+    tmp = tmp_path_factory.mktemp("inbox")
+    relay, relay_url = start_relay(tmp / "relay.db")
+    try:
+        alice, bob = tmp / "alice", tmp / "bob"
+        parley(alice, "init", "--relay", relay_url, check=True)
+        parley(bob, "init", "--relay", relay_url, check=True)
+        me = whoami(alice)["address"]
+        bob_address = whoami(bob)["address"]
+        proc, url = start_bridge(alice, free_port(), relay_url)
+        try:
+            proc.expect("subscribed to")
+            parley(bob, "send", me, SECRET, check=True)
+            wait_for(lambda: SECRET in parley(alice, "messages", bob_address).stdout, what="Alice's bridge receives Bob's message")
+            yield Inbox(alice, url, int(url.rsplit(":", 1)[1]), bob_address, proc)
+        finally:
+            proc.stop()
+    finally:
+        relay.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright_session: Playwright) -> Iterator[Browser]:
+    kwargs: dict[str, Any] = {"executable_path": str(CHROMIUM)} if CHROMIUM.exists() else {}
+    browser = playwright_session.chromium.launch(headless=True, args=["--no-sandbox", "--disable-gpu"], **kwargs)
+    yield browser
+    browser.close()
+
+
+@contextlib.contextmanager
+def collector() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """Another local web server: records the headers of every request the browser sends it."""
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            return
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            seen.append({k: v for k, v in self.headers.items()})
+            body = b"<!doctype html><title>local dev server</title><p>hello"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def open_inbox(inbox: Inbox, page: Page) -> None:
+    """Follow `parley open`'s link and read Bob's message in the page."""
+    link = parley(inbox.home, "open", check=True).stdout.strip().splitlines()[-1]
+    page.goto(link)
+    conv = page.locator('[data-parley="conversation"]')
+    expect(conv).to_have_count(1, timeout=TIMEOUT_MS)
+    conv.click()
+    expect(page.locator('[data-parley="message"]', has_text=SECRET)).to_have_count(1, timeout=TIMEOUT_MS)
+
+
+def test_another_local_port_cannot_replay_the_inbox_session(inbox: Inbox, chromium: Browser) -> None:
+    context = chromium.new_context()
+    page = context.new_page()
+    open_inbox(inbox, page)
+    with collector() as (other, seen):
+        page.goto(f"{other}/")
+        page.goto(f"{other}/favicon.ico")
+        assert seen, "the browser sent nothing to the other port"
+    context.close()
+
+    # The other process replays everything it received, to every page and data route.
+    paths = ["/", "/login", f"/c/{inbox.bob}", "/api/inbox", f"/api/inbox/c/{inbox.bob}"]
+    for headers in seen:
+        replay = {k: v for k, v in headers.items() if k.lower() not in ("host", "connection", "content-length")}
+        replay["Host"] = f"127.0.0.1:{inbox.port}"
+        for path in paths:
+            r = requests.get(f"{inbox.url}{path}", headers=replay, timeout=10)
+            assert SECRET not in r.text, f"{path} with the headers sent to another port showed the message"
+            assert inbox.bob.lower() not in r.text.lower(), f"{path} with the headers sent to another port showed the conversation"
+        r = requests.post(f"{inbox.url}/api/inbox/c/{inbox.bob}/read", headers=replay, json={}, timeout=10)
+        assert r.status_code in (401, 403, 404, 405)
