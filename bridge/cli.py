@@ -554,7 +554,8 @@ def revoke(ctx: Ctx, installation_id: str | None) -> None:
     if ctx.home.identity().get("wallet") == "browser":
         raise Fail(
             f"this installation speaks for {engine.address}, whose key is in your browser wallet: "
-            "a revocation must be signed there, which the extension does not offer yet",
+            "the wallet signs the revocation on the sign-in page; run `parley signin` and open the link "
+            "in the browser that has your wallet",
             Exit.USAGE,
         )
     iid = installation_id or engine.installation_id

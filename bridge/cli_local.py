@@ -1,4 +1,4 @@
-"""CLI commands for the local API: ``pair``, ``open`` and ``contacts`` (registered on the ``parley`` group)."""
+"""CLI commands for the local API: ``pair``, ``open``, ``signin`` and ``contacts`` (registered on the ``parley`` group)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 
 from bridge.cli import Ctx, Exit, Fail, _daemon, cli, handle_errors, pass_ctx
 
-__all__ = ["pair", "open_inbox", "contacts"]
+__all__ = ["pair", "open_inbox", "signin", "contacts"]
 
 
 def _when(ms: int | None) -> str:
@@ -72,6 +72,23 @@ def open_inbox(ctx: Ctx) -> None:
     if daemon is None:
         raise Fail("the bridge is not running: start it with `parley run`", Exit.UNREACHABLE)
     click.echo(daemon.login_url())
+
+
+@cli.command()
+@pass_ctx
+@handle_errors
+def signin(ctx: Ctx) -> None:
+    """Print a one-time link to the bridge's wallet sign-in page (sign in with your browser wallet,
+    revoke the previous identity or an installation of your wallet).
+
+    Open it in the browser that has your wallet. The page shows the address and the installation id
+    before the wallet is asked to sign anything.
+    """
+    ctx.home.require()
+    daemon = _daemon(ctx)
+    if daemon is None:
+        raise Fail("the bridge is not running: start it with `parley run`", Exit.UNREACHABLE)
+    click.echo(daemon.signin_url())
 
 
 @cli.group()

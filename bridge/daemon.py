@@ -30,7 +30,7 @@ from flask_sock import Sock
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from bridge import __version__
-from bridge.api.access import Access
+from bridge.api.access import Access, PageSessions
 from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered
@@ -103,8 +103,10 @@ class Daemon:
         from bridge.api.wallet import WalletSignIn  # sign in with the browser wallet (issue 4 part 3)
 
         self.wallet = WalletSignIn(self.engine, home, secrets)
+        self.pages = PageSessions()  # one-time links and sessions of the inbox and sign-in pages (memory only)
         self.api = LocalApi(
-            self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub, wallet=self.wallet
+            self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub,
+            wallet=self.wallet, pages=self.pages, base_url=self.url,
         )
         extra = tuple(x for x in home.config().get("extension_ids") or () if isinstance(x, str))
         register_local_api(self.app, self.sock, self.api, port=self.port, extension_ids=extra)
@@ -155,7 +157,12 @@ class Daemon:
         @app.post("/v1/control/open")
         def control_open() -> Any:
             guard()
-            return jsonify({"url": f"{self.url}/login?t={self.access.new_login()}"})
+            return jsonify({"url": f"{self.url}/login#t={self.pages.new_link('inbox')}"})
+
+        @app.post("/v1/control/signin")
+        def control_signin() -> Any:
+            guard()
+            return jsonify({"url": f"{self.url}/signin#t={self.pages.new_link('signin')}"})
 
         @app.post("/v1/control/sync")
         def control_sync() -> Any:
@@ -327,3 +334,6 @@ class DaemonClient:
 
     def login_url(self) -> str:
         return str(self._call("POST", "open", {})["url"])
+
+    def signin_url(self) -> str:
+        return str(self._call("POST", "signin", {})["url"])

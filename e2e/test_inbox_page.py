@@ -113,6 +113,10 @@ def test_another_local_port_cannot_replay_the_inbox_session(inbox: Inbox, chromi
     context = chromium.new_context()
     page = context.new_page()
     open_inbox(inbox, page)
+    # The page renders with its stylesheet (a past review found the inbox CSS was a 404).
+    assert page.evaluate("getComputedStyle(document.querySelector('header')).display") == "flex"
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS_DIR / "inbox-page.png"))
     with collector() as (other, seen):
         page.goto(f"{other}/")
         page.goto(f"{other}/favicon.ico")
@@ -130,3 +134,33 @@ def test_another_local_port_cannot_replay_the_inbox_session(inbox: Inbox, chromi
             assert inbox.bob.lower() not in r.text.lower(), f"{path} with the headers sent to another port showed the conversation"
         r = requests.post(f"{inbox.url}/api/inbox/c/{inbox.bob}/read", headers=replay, json={}, timeout=10)
         assert r.status_code in (401, 403, 404, 405)
+
+
+def unread(inbox: Inbox, session: str) -> int:
+    r = requests.get(f"{inbox.url}/api/inbox", headers={"X-Parley-Session": session}, timeout=10)
+    r.raise_for_status()
+    return sum(c["unread"] for c in r.json()["conversations"])
+
+
+def test_reply_from_the_page_and_mark_read_needs_the_right_csrf_token(inbox: Inbox, chromium: Browser) -> None:
+    link = parley(inbox.home, "open", check=True).stdout.strip()
+    r = requests.post(f"{inbox.url}/api/session", json={"token": link.split("#t=", 1)[1]}, headers={"Origin": inbox.url}, timeout=10)
+    s = r.json()
+    assert unread(inbox, s["session"]) == 1
+    url = f"{inbox.url}/api/inbox/c/{inbox.bob}/read"
+    headers = {"X-Parley-Session": s["session"], "Origin": inbox.url}
+    wrong = "A" * len(s["csrf"]) if s["csrf"] != "A" * len(s["csrf"]) else "B" * len(s["csrf"])
+    assert requests.post(url, json={}, headers={**headers, "X-Parley-CSRF": wrong}, timeout=10).status_code == 403
+    assert requests.post(url, json={}, headers=headers, timeout=10).status_code == 403
+    assert unread(inbox, s["session"]) == 1, "a refused mark-read changed the unread count"
+
+    # The page itself replies and marks read (its script sends the session and CSRF headers).
+    context = chromium.new_context()
+    page = context.new_page()
+    open_inbox(inbox, page)
+    page.locator('[data-parley="reply-text"]').fill("see you there")
+    page.locator('[data-parley="reply-send"]').click()
+    expect(page.locator('[data-parley="message"][data-direction="out"]', has_text="see you there")).to_have_count(1, timeout=TIMEOUT_MS)
+    page.locator('[data-parley="mark-read"]').click()
+    wait_for(lambda: unread(inbox, s["session"]) == 0, what="the page marks the conversation read")
+    context.close()

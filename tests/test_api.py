@@ -202,24 +202,93 @@ def test_resolve_answers_from_addresses_and_contacts(bridge: Bridge) -> None:
     assert parley(bridge.home, "contacts", "add", "bob", "0x123").returncode == 2
 
 
-def test_inbox_page_needs_the_one_time_login_and_sends_a_strict_csp(bridge: Bridge, request_cleanup: list[Any]) -> None:
-    page = requests.get(f"{bridge.url}/", timeout=10)
-    assert page.status_code == 401
-    url = parley(bridge.home, "open", check=True).stdout.strip()
-    assert url.startswith(f"{bridge.url}/login?t=")
-    s = requests.Session()
-    request_cleanup.append(s.close)
-    r = s.get(url, timeout=10)
-    assert r.status_code == 200 and "Conversations" in r.text
-    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
-    cookie = r.history[0].headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-    assert requests.get(url, timeout=10).status_code == 401  # the link works once
-    bad_host = requests.get(f"{bridge.url}/", headers={"Host": "evil.example"}, cookies=s.cookies, timeout=10)
+def _page_session(bridge: Bridge, command: str = "open") -> dict[str, str]:
+    """Follow a one-time page link the way the page's script does: POST its fragment token."""
+    url = parley(bridge.home, command, check=True).stdout.strip().splitlines()[-1]
+    path = "/login" if command == "open" else "/signin"
+    assert url.startswith(f"{bridge.url}{path}#t="), url  # the token is in the fragment: never sent to a server
+    token = url.split("#t=", 1)[1]
+    r = requests.post(f"{bridge.url}/api/session", json={"token": token}, headers={"Origin": bridge.url}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["scope"] == ("inbox" if command == "open" else "signin")
+    assert "Set-Cookie" not in r.headers
+    again = requests.post(f"{bridge.url}/api/session", json={"token": token}, headers={"Origin": bridge.url}, timeout=10)
+    assert again.status_code == 401  # the link works once
+    return {"session": body["session"], "csrf": body["csrf"]}
+
+
+def test_inbox_page_is_a_static_shell_with_a_strict_csp_and_its_files_are_served(bridge: Bridge) -> None:
+    me = whoami(bridge.home)["address"]
+    for path in ("/", "/login", f"/c/{'0x' + 'cd' * 20}", "/signin"):
+        r = requests.get(f"{bridge.url}{path}", timeout=10)
+        assert r.status_code == 200 and me not in r.text, path  # no data in the shell
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert "<script>" not in r.text and "Set-Cookie" not in r.headers
+        for ref in re.findall(r'(?:href|src)="(/assets/[^"]+)"', r.text):
+            asset = requests.get(f"{bridge.url}{ref}", timeout=10)
+            assert asset.status_code == 200, ref
+            assert asset.headers["Content-Type"].split(";")[0] in ("text/css", "text/javascript", "application/javascript"), ref
+    for name in ("page.js", "inbox.js", "signin.js", "inbox.css"):
+        assert requests.get(f"{bridge.url}/assets/{name}", timeout=10).status_code == 200
+    assert requests.get(f"{bridge.url}/", headers={"Host": "evil.example"}, timeout=10).status_code == 403
+
+
+def test_inbox_data_needs_the_session_header_not_a_cookie(bridge: Bridge) -> None:
+    me = whoami(bridge.home)["address"]
+    s = _page_session(bridge)
+    assert requests.get(f"{bridge.url}/api/inbox", timeout=10).status_code == 401
+    cookie = requests.get(f"{bridge.url}/api/inbox", cookies={"parley_session": s["session"]}, timeout=10)
+    assert cookie.status_code == 401 and me not in cookie.text  # a cookie alone gets nothing
+    wrong = requests.get(f"{bridge.url}/api/inbox", headers={"X-Parley-Session": s["session"][:-2] + "xx"}, timeout=10)
+    assert wrong.status_code == 401
+    ok = requests.get(f"{bridge.url}/api/inbox", headers={"X-Parley-Session": s["session"]}, timeout=10)
+    assert ok.status_code == 200 and ok.json()["me"]["address"] == me
+    bad_host = requests.get(f"{bridge.url}/api/inbox", headers={"X-Parley-Session": s["session"], "Host": "evil.example"}, timeout=10)
     assert bad_host.status_code == 403
+    # A sign-in page session cannot read the inbox, and an inbox session cannot sign in.
+    signin = _page_session(bridge, "signin")
+    assert requests.get(f"{bridge.url}/api/inbox", headers={"X-Parley-Session": signin["session"]}, timeout=10).status_code == 401
+    assert requests.get(f"{bridge.url}/api/signin", headers={"X-Parley-Session": s["session"]}, timeout=10).status_code == 401
+    st = requests.get(f"{bridge.url}/api/signin", headers={"X-Parley-Session": signin["session"]}, timeout=10)
+    assert st.status_code == 200 and st.json()["address"] == me and st.json()["previous_address"] is None
+
+
+def test_page_links_refuse_foreign_origins_and_garbage(bridge: Bridge) -> None:
+    url = parley(bridge.home, "open", check=True).stdout.strip()
+    token = url.split("#t=", 1)[1]
+    for headers in ({}, {"Origin": "http://127.0.0.1:1"}, {"Origin": "https://hey.xyz"}, {"Origin": "null"}):
+        r = requests.post(f"{bridge.url}/api/session", json={"token": token}, headers=headers, timeout=10)
+        assert r.status_code == 403, headers
+    for body in ({"token": "x" * 40}, {"token": 5}, {}, []):
+        r = requests.post(f"{bridge.url}/api/session", json=body, headers={"Origin": bridge.url}, timeout=10)
+        assert r.status_code in (400, 401), body
+    form = requests.post(f"{bridge.url}/api/session", data={"token": token}, headers={"Origin": bridge.url}, timeout=10)
+    assert form.status_code == 415
+    assert requests.post(f"{bridge.url}/api/session", json={"token": token}, headers={"Origin": bridge.url}, timeout=10).status_code == 200
+
+
+def test_inbox_writes_need_the_csrf_header_and_our_origin(bridge: Bridge) -> None:
+    s = _page_session(bridge)
     peer = "0x" + "cd" * 20
-    r = s.post(f"{bridge.url}/c/{peer}/send", data={"text": "hi"}, timeout=10, allow_redirects=False)
-    assert r.status_code == 403  # no CSRF token
+    base = {"X-Parley-Session": s["session"], "Origin": bridge.url}
+    for path, body in ((f"/c/{peer}/send", {"text": "hi"}), (f"/c/{peer}/read", {})):
+        url = f"{bridge.url}/api/inbox{path}"
+        assert requests.post(url, json=body, headers=base, timeout=10).status_code == 403  # no CSRF token
+        wrong = {**base, "X-Parley-CSRF": s["csrf"][:-1] + ("A" if s["csrf"][-1] != "A" else "B")}
+        assert requests.post(url, json=body, headers=wrong, timeout=10).status_code == 403  # a WRONG token
+        other = _page_session(bridge)
+        assert requests.post(url, json=body, headers={**base, "X-Parley-CSRF": other["csrf"]}, timeout=10).status_code == 403
+        good = {**base, "X-Parley-CSRF": s["csrf"]}
+        assert requests.post(url, json=body, headers={**good, "Origin": "https://hey.xyz"}, timeout=10).status_code == 403
+        assert requests.post(url, json=body, headers={k: v for k, v in good.items() if k != "Origin"}, timeout=10).status_code == 403
+        assert requests.post(url, data=body, headers=good, timeout=10).status_code == 415
+    good = {**base, "X-Parley-CSRF": s["csrf"]}
+    r = requests.post(f"{bridge.url}/api/inbox/c/{peer}/read", json={}, headers=good, timeout=10)
+    assert r.status_code == 200 and r.json() == {"unread": 0}
+    r = requests.post(f"{bridge.url}/api/inbox/c/{peer}/send", json={"text": "hi"}, headers=good, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "not-sent"  # not registered: refused, but past the gates
 
 
 @pytest.fixture

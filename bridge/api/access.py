@@ -7,8 +7,14 @@ Three checks guard ``ws://127.0.0.1:PORT/v1/rpc`` (DESIGN.md "Local API"):
 2. ``Host`` is ``127.0.0.1:PORT`` or ``localhost:PORT`` (defeats DNS rebinding);
 3. the first call presents a pairing token (or pairs with a one-time code shown by ``parley pair``).
 
-Pairing codes, API tokens, inbox login links and inbox sessions live in the bridge database, so the
-CLI can create them whether or not the daemon runs. Only SHA-256 hashes of secrets are stored.
+Pairing codes and API tokens live in the bridge database, so the CLI can create them whether or not
+the daemon runs. Only SHA-256 hashes of secrets are stored.
+
+The bridge's own pages (the inbox ``/`` and the wallet sign-in page ``/signin``) use
+:class:`PageSessions`, held in the daemon's memory: a one-time link carries its token in the URL
+fragment (never sent to a server, never in a log or a Referer), the page's script trades it for a
+session secret kept in ``sessionStorage`` (scoped to ``http://127.0.0.1:PORT``, port included) and
+sends it as a header with every request. No cookie is set, so nothing reaches other local ports.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ __all__ = [
     "PAIR_CODE_TTL_MS",
     "LOGIN_TTL_MS",
     "SESSION_TTL_MS",
+    "PageSession",
+    "PageSessions",
+    "SCOPES",
     "normalise_code",
     "origin_allowed",
     "host_allowed",
@@ -66,16 +75,14 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     last_used   INTEGER,
     revoked     INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS web_logins (
-    token_hash  BLOB PRIMARY KEY,
-    expires_at  INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS web_sessions (
-    session_hash BLOB PRIMARY KEY,
-    csrf         TEXT NOT NULL,
-    expires_at   INTEGER NOT NULL
-);
+DROP TABLE IF EXISTS web_logins;
+DROP TABLE IF EXISTS web_sessions;
 """
+
+#: What a page session may do: read and write the inbox, or sign the bridge in with a browser wallet.
+SCOPES = ("inbox", "signin")
+#: At most this many live page sessions and unused links each (the oldest is dropped).
+MAX_PAGE_SESSIONS = 64
 
 
 class AccessError(Exception):
@@ -198,39 +205,73 @@ class Access:
         with self.store.write() as c:
             return c.execute("UPDATE api_tokens SET revoked = 1 WHERE id = ? AND revoked = 0", (token_id,)).rowcount == 1
 
-    # --- the inbox page ------------------------------------------------------------
-
-    def new_login(self) -> str:
-        token = secrets.token_urlsafe(32)
-        with self.store.write() as c:
-            c.execute("DELETE FROM web_logins WHERE expires_at < ?", (now_ms(),))
-            c.execute("INSERT INTO web_logins VALUES (?, ?)", (_h(token), now_ms() + LOGIN_TTL_MS))
-        return token
-
-    def use_login(self, token: Any) -> tuple[str, str]:
-        """Consume a one-time login token; returns (session id, csrf token).
-
-        Raises:
-            AccessError
-        """
-        if not isinstance(token, str) or len(token) > 100:
-            raise AccessError("invalid login link", "malformed login token")
-        session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        with self.store.write() as c:
-            n = c.execute("DELETE FROM web_logins WHERE token_hash = ? AND expires_at >= ?", (_h(token), now_ms())).rowcount
-            if n != 1:
-                raise AccessError("this login link is invalid, used or expired: run `parley open` again", "bad login token")
-            c.execute("DELETE FROM web_sessions WHERE expires_at < ?", (now_ms(),))
-            c.execute("INSERT INTO web_sessions VALUES (?, ?, ?)", (_h(session), csrf, now_ms() + SESSION_TTL_MS))
-        return session, csrf
-
-    def session_csrf(self, session: Any) -> str | None:
-        """The CSRF token of a live session, or None."""
-        if not isinstance(session, str) or len(session) > 100:
-            return None
-        rows = self.store.read("SELECT csrf FROM web_sessions WHERE session_hash = ? AND expires_at >= ?", (_h(session), now_ms()))
-        return str(rows[0]["csrf"]) if rows else None
-
     @staticmethod
     def csrf_ok(expected: str | None, supplied: Any) -> bool:
         return bool(expected) and isinstance(supplied, str) and hmac.compare_digest(expected.encode(), supplied.encode())
+
+
+@dataclass(frozen=True)
+class PageSession:
+    scope: str
+    csrf: str
+    expires_at: float
+
+
+class PageSessions:
+    """One-time page links and the sessions they open, in memory (thread-safe).
+
+    A link token is single use and lives :data:`LOGIN_TTL_MS`; a session lives :data:`SESSION_TTL_MS`.
+    Only SHA-256 hashes of tokens and session secrets are kept.
+    """
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self._links: dict[bytes, tuple[str, float]] = {}
+        self._sessions: dict[bytes, PageSession] = {}
+        self._lock = threading.Lock()
+
+    def _prune(self, now: float) -> None:
+        for table in (self._links, self._sessions):
+            for key in [k for k, v in table.items() if (v[1] if isinstance(v, tuple) else v.expires_at) < now]:
+                del table[key]
+            while len(table) >= MAX_PAGE_SESSIONS:
+                del table[next(iter(table))]
+
+    def new_link(self, scope: str) -> str:
+        """A one-time token for a page link of ``scope`` (``inbox`` or ``signin``)."""
+        if scope not in SCOPES:
+            raise ValueError(f"unknown page scope {scope!r}")
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            now = self.clock()
+            self._prune(now)
+            self._links[_h(token)] = (scope, now + LOGIN_TTL_MS / 1000)
+        return token
+
+    def open(self, token: Any) -> tuple[str, str, str]:
+        """Consume a link token; returns (session secret, csrf token, scope).
+
+        Raises:
+            AccessError: malformed, unknown, used or expired token.
+        """
+        if not isinstance(token, str) or not 20 <= len(token) <= 100:
+            raise AccessError("this link is invalid, used or expired", "malformed page token")
+        with self._lock:
+            now = self.clock()
+            entry = self._links.pop(_h(token), None)
+            if entry is None or entry[1] < now:
+                raise AccessError("this link is invalid, used or expired", "bad page token")
+            self._prune(now)
+            session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+            self._sessions[_h(session)] = PageSession(entry[0], csrf, now + SESSION_TTL_MS / 1000)
+        return session, csrf, entry[0]
+
+    def get(self, session: Any, scope: str) -> PageSession | None:
+        """The live session of ``scope`` with this secret, or None."""
+        if not isinstance(session, str) or not 20 <= len(session) <= 100:
+            return None
+        with self._lock:
+            found = self._sessions.get(_h(session))
+        if found is None or found.scope != scope or found.expires_at < self.clock():
+            return None
+        return found

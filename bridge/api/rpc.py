@@ -13,8 +13,7 @@ ones, plus
 -32004  cannot resolve the peer (data.reason: malformed | unknown | unreachable | contacts; data.source names the name service)
 -32005  relay unavailable
 -32010  bad input (address, empty or oversized text)
--32011  wallet sign-in failed (data.reason: unknown | expired | malformed | wrong-signer | relay |
-        unavailable); nothing was changed
+-32011  wallet sign-in unavailable (data.reason: unavailable)
 ======  ==========================================
 """
 
@@ -122,8 +121,12 @@ class LocalApi:
     contacts: Contacts
     relay_connected: Callable[[], bool]
     hub: Hub
-    #: Browser-wallet sign-in (``wallet.*``), when the daemon offers it.
+    #: Browser-wallet sign-in (bridge/api/wallet.py, used by the sign-in page), when the daemon offers it.
     wallet: Any = None
+    #: One-time links and sessions of the bridge's own pages (inbox, sign-in).
+    pages: Any = None
+    #: ``http://127.0.0.1:PORT``: where the pages are served.
+    base_url: str = ""
 
     def __post_init__(self) -> None:
         self.engine.listeners.append(self._on_engine_event)
@@ -277,28 +280,15 @@ class LocalApi:
             self._conversation_updated(peer)
         return {"unread": self.unread()}
 
-    # --- sign in with the browser wallet (issue 4 part 3; bridge/api/wallet.py) -------------
+    # --- sign in with the browser wallet (issue 8 item 1) ------------------------------------
+    # The wallet is never asked from a site page: the extension only asks for a one-time link to the
+    # bridge's own sign-in page (bridge/api/signin.py) and opens it in a tab of its own.
 
-    def _wallet(self) -> Any:
-        if self.wallet is None:
+    def m_signin_link(self, p: Any) -> dict[str, Any]:
+        _params(p)
+        if self.wallet is None or self.pages is None or not self.base_url:
             raise RpcError(WALLET_FAILED, "this bridge cannot switch wallets", {"reason": "unavailable"})
-        return self.wallet
-
-    def m_wallet_prepare(self, p: Any) -> dict[str, Any]:
-        p = _params(p, "address")
-        address = _address(p, "address")
-        return dict(self._wallet().prepare(address))
-
-    def m_wallet_complete(self, p: Any) -> dict[str, Any]:
-        from bridge.api.wallet import WalletSignInError
-
-        p = _params(p, "text", "signature")
-        try:
-            result = dict(self._wallet().complete(p["text"], p["signature"]))
-        except WalletSignInError as exc:
-            raise RpcError(WALLET_FAILED, str(exc), {"reason": exc.reason}) from None
-        self.hub.publish("identity.changed", {k: result[k] for k in ("address", "did", "installation_id")})
-        return result
+        return {"url": f"{self.base_url}/signin#t={self.pages.new_link('signin')}"}
 
     METHODS = {
         "ping": m_ping,
@@ -310,8 +300,7 @@ class LocalApi:
         "messages.list": m_messages_list,
         "messages.send": m_messages_send,
         "messages.markRead": m_messages_markRead,
-        "wallet.prepare": m_wallet_prepare,
-        "wallet.complete": m_wallet_complete,
+        "signin.link": m_signin_link,
     }
 
 

@@ -1,17 +1,20 @@
-"""Sign in with the browser wallet (DESIGN.md "Identity"; issue 4 part 3; PROTOCOL.md §3 and §8).
+"""Sign in with the browser wallet (DESIGN.md "Identity"; issue 4 part 3, issue 8 item 1; PROTOCOL.md §3 and §8).
 
 The bridge prepares an installation statement for an address the user's browser wallet (MetaMask,
-Rabby, Rainbow, Coinbase…) holds; the extension asks that wallet for EIP-191 ``personal_sign`` on
-exactly that text; the bridge checks the signature, publishes the record on the relay, rewrites
-identity.json and switches the running engine to the new address. The wallet key never leaves the
-wallet: only the statement text and the signature cross the page boundary and reach the bridge.
+Rabby, Rainbow, Coinbase…) holds; the bridge's own sign-in page (``/signin``, :mod:`bridge.api.signin`,
+no site script runs there) asks that wallet for EIP-191 ``personal_sign`` on exactly that text after
+the user confirmed the address and installation id; the bridge checks the signature, publishes the
+record on the relay, rewrites identity.json and switches the running engine to the new address. The
+wallet key never leaves the wallet.
 
 Every failure before publishing changes nothing (identity.json, database, relay log): an unknown or
 expired statement, a malformed signature, a signature by another account than the prepared one, a
 relay that refuses or cannot be reached. A prepared statement is single use.
 
-After the switch the bridge revokes the installation under its previous address when it holds that
-address's key (the generated wallet of ``parley init``): a revoke statement signed with the old key.
+The previous identity is never revoked automatically: :meth:`WalletSignIn.revoke_previous` does it
+when the user confirms it on the page (the bridge holds the previous, generated wallet's key). An
+installation of a browser-wallet address is revoked with a revoke statement the wallet signs
+(:meth:`WalletSignIn.prepare_revoke`, :meth:`WalletSignIn.complete_revoke`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "parse_signature",
     "check_signature",
     "WalletSignIn",
+    "NothingToRevoke",
     "DEFAULT_TTL",
 ]
 
@@ -90,6 +94,12 @@ class PublishFailed(WalletSignInError):
     """The relay refused the record or could not be reached."""
 
     reason = "relay"
+
+
+class NothingToRevoke(WalletSignInError):
+    """No previous identity whose key this bridge holds, or not the one the user confirmed."""
+
+    reason = "nothing-to-revoke"
 
 
 @dataclass(frozen=True)
@@ -180,32 +190,43 @@ def check_signature(prepared: Prepared, signature: bytes, verifier: identity.Ver
 
 
 class WalletSignIn:
-    """``wallet.prepare`` / ``wallet.complete`` over one running engine (PROTOCOL.md §8)."""
+    """Sign-in and revocation steps over one running engine (PROTOCOL.md §8), for the sign-in page."""
 
     def __init__(self, engine: Engine, home: Home, secrets: Secrets, *, pending: PendingStatements | None = None) -> None:
         self.engine, self.home, self.secrets = engine, home, secrets
         self.pending = pending or PendingStatements()
+        self.pending_revokes = PendingStatements()
         self._lock = threading.Lock()
 
+    def _chain_id(self) -> int:
+        return int(self.home.config().get("chain_id") or 1)
+
     def prepare(self, address: str) -> dict[str, Any]:
-        """The installation statement for ``address`` to sign: ``{address, text, expires_at}``.
+        """The installation statement for ``address`` to sign: ``{address, installation_id, text, expires_at}``.
 
         Raises:
             IdentityError: ``address`` is not an address.
         """
         checked = identity.checksum_address(address)
         local = self.engine.local
-        chain_id = int(self.home.config().get("chain_id") or 1)
         statement = identity.authorize_statement(
-            checked, self.engine.installation_id, local.signing_pub, local.identity_pub, chain_id=chain_id
+            checked, self.engine.installation_id, local.signing_pub, local.identity_pub, chain_id=self._chain_id()
         )
         prepared = self.pending.add(statement)
-        return {"address": checked, "text": prepared.text, "expires_at": prepared.expires_at}
+        return {"address": checked, "installation_id": self.engine.installation_id, "text": prepared.text, "expires_at": prepared.expires_at}
+
+    def _publish(self, address: str, record: bytes) -> None:
+        try:
+            self.engine.relay.publish_identity(address, record)
+        except RelayUnavailable as exc:
+            raise PublishFailed(f"the relay is unreachable, nothing was changed: {exc}") from None
+        except RelayError as exc:
+            raise PublishFailed(f"the relay refused the statement, nothing was changed: {exc}") from None
 
     def complete(self, text: object, signature: object) -> dict[str, Any]:
-        """Verify, publish, rewrite identity.json, switch the engine, revoke the old generated wallet.
+        """Verify, publish, rewrite identity.json, switch the engine. Never revokes anything.
 
-        Returns ``{address, did, installation_id, previous_address, revoked, revoke_error}``.
+        Returns ``{address, did, installation_id, previous_address}``.
 
         Raises:
             UnknownStatement, ExpiredStatement, MalformedSignature, WrongSigner, PublishFailed: nothing changed.
@@ -216,34 +237,74 @@ class WalletSignIn:
             signed = check_signature(prepared, sig, self.engine.verifier)
             address = prepared.statement.address
             record = signed.to_record()
-            try:
-                self.engine.relay.publish_identity(address, record)
-            except RelayUnavailable as exc:
-                raise PublishFailed(f"the relay is unreachable, nothing was changed: {exc}") from None
-            except RelayError as exc:
-                raise PublishFailed(f"the relay refused the statement, nothing was changed: {exc}") from None
+            self._publish(address, record)
             # What is queued was written as the previous address: send it under that identity first.
             self.engine.flush_outbox()
             self.home.rewrite_identity(address=address, did=identity.did(address), record=record, wallet="browser")
             previous = self.engine.switch_identity(address, record)
             if previous != address:
                 self.engine.fail_outbox_from(previous, f"not sent: this bridge now speaks for {address}")
-            revoked, revoke_error = False, None
-            if previous != address and self.secrets.address == previous:
-                try:
-                    old = identity.sign_statement(
-                        identity.revoke_statement(previous, self.engine.installation_id, chain_id=prepared.statement.chain_id),
-                        self.secrets.wallet_key,
-                    )
-                    self.engine.relay.publish_identity(previous, old.to_record())
-                    revoked = True
-                except (RelayUnavailable, RelayError, identity.IdentityError) as exc:
-                    revoke_error = str(exc)
-        return {
-            "address": address,
-            "did": identity.did(address),
-            "installation_id": self.engine.installation_id,
-            "previous_address": previous,
-            "revoked": revoked,
-            "revoke_error": revoke_error,
-        }
+        return {"address": address, "did": identity.did(address), "installation_id": self.engine.installation_id, "previous_address": previous}
+
+    # --- revocations (each a separate step the user confirms on the sign-in page) ------------------
+
+    def active(self, address: str) -> dict[str, identity.Statement]:
+        """The active installations of ``address`` on the relay (RelayUnavailable, RelayError pass through)."""
+        return identity.installations(address, self.engine.relay.identity(address), verifier=self.engine.verifier)
+
+    def previous_identity(self) -> str | None:
+        """The generated wallet's address, when this installation still speaks for it and the bridge
+        now acts for another address (so only the user's confirmation is missing to revoke it)."""
+        held = self.secrets.address
+        if held is None or held == self.engine.address:
+            return None
+        try:
+            return held if self.engine.installation_id in self.active(held) else None
+        except (RelayUnavailable, RelayError):
+            return None
+
+    def revoke_previous(self, confirmed: object) -> dict[str, Any]:
+        """Revoke this installation under the previous (generated) address, signed with its key.
+
+        ``confirmed`` must be that address, as the page showed it to the user.
+
+        Raises:
+            NothingToRevoke: no such previous identity, or another address was confirmed.
+            PublishFailed: the relay refused or is unreachable.
+        """
+        with self._lock:
+            previous = self.previous_identity()
+            if previous is None or not isinstance(confirmed, str) or confirmed.lower() != previous.lower():
+                raise NothingToRevoke("there is no previous identity to revoke here (or another one was confirmed)")
+            signed = identity.sign_statement(
+                identity.revoke_statement(previous, self.engine.installation_id, chain_id=self._chain_id()), self.secrets.wallet_key
+            )
+            self._publish(previous, signed.to_record())
+        return {"revoked": self.engine.installation_id, "address": previous}
+
+    def prepare_revoke(self, installation_id: object) -> dict[str, Any]:
+        """A revoke statement for an installation of the current address, for its wallet to sign.
+
+        Raises:
+            NothingToRevoke: not an installation id.
+        """
+        from bridge.protocol.ids import is_installation_id
+
+        if not isinstance(installation_id, str) or not is_installation_id(installation_id):
+            raise NothingToRevoke("not an installation id")
+        statement = identity.revoke_statement(self.engine.address, installation_id, chain_id=self._chain_id())
+        prepared = self.pending_revokes.add(statement)
+        return {"address": statement.address, "installation_id": installation_id, "text": prepared.text, "expires_at": prepared.expires_at}
+
+    def complete_revoke(self, text: object, signature: object) -> dict[str, Any]:
+        """Verify the wallet's signature of a prepared revoke statement and publish it.
+
+        Raises:
+            UnknownStatement, ExpiredStatement, MalformedSignature, WrongSigner, PublishFailed: nothing changed.
+        """
+        with self._lock:
+            prepared = self.pending_revokes.take(text)
+            sig = parse_signature(signature)
+            signed = check_signature(prepared, sig, self.engine.verifier)
+            self._publish(prepared.statement.address, signed.to_record())
+        return {"revoked": prepared.statement.installation_id, "address": prepared.statement.address}

@@ -1,40 +1,41 @@
-"""HTTP side of the local API: the extension's WebSocket (``/v1/rpc``) and the local inbox page (``/``).
+"""HTTP side of the local API: the extension's WebSocket (``/v1/rpc``), the local inbox page (``/``)
+and the wallet sign-in page (``/signin``, :mod:`bridge.api.signin`).
 
 Every route here first checks ``Host`` (loopback and our port: DNS rebinding cannot reach us).
 ``/v1/rpc`` also requires the extension's ``Origin`` before the WebSocket handshake is accepted.
-The inbox page needs the HttpOnly session cookie that a one-time ``parley open`` link sets; its
-forms carry a CSRF token, and every page is sent with a strict Content-Security-Policy.
+The pages are static shells; their data comes from ``/api/*`` JSON routes that need the page
+session header (see :mod:`bridge.api.pages`: no cookie, so no other local port can replay it).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from typing import Any
 
-from flask import Blueprint, Flask, Response, abort, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, abort, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from bridge import identity
-from bridge.api.access import Access, AccessError, host_allowed, origin_allowed
+from bridge.api.access import PageSessions, host_allowed, origin_allowed
+from bridge.api.pages import PageGuard, json_error, page
 from bridge.api.rpc import MAX_FRAME, LocalApi, RpcConnection
 from bridge.engine import BadInput, NotRegistered, messages_of
 
-__all__ = ["register_local_api", "CSP", "SESSION_COOKIE"]
+__all__ = ["register_local_api", "PAGE_PATHS"]
 
 log = logging.getLogger("parley.api")
 
-CSP = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-SESSION_COOKIE = "parley_session"
+#: Paths whose Host is checked here (the relay routes check their own).
+PAGE_PATHS = ("/c/", "/login", "/assets/", "/signin", "/api/")
 
 
 def register_local_api(app: Flask, sock: Sock, api: LocalApi, *, port: int, extension_ids: tuple[str, ...] = ()) -> None:
     """Mount /v1/rpc and the inbox page on the daemon's app."""
-    access: Access = api.access
-    bp = Blueprint("local_api", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
+    pages: PageSessions = api.pages if api.pages is not None else PageSessions()
+    guard = PageGuard(pages, port)
+    bp = Blueprint("local_api", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
     app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_FRAME, "ping_interval": None})
-    app.jinja_env.filters["when"] = lambda ms: datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     def refuse(status: int, reason: str) -> None:
         log.warning("local API: refused %s %s from %s: %s", request.method, request.path, request.remote_addr, reason)
@@ -43,7 +44,7 @@ def register_local_api(app: Flask, sock: Sock, api: LocalApi, *, port: int, exte
     @app.before_request
     def _check_host_and_origin() -> None:
         path = request.path
-        if not (path == "/" or path == "/v1/rpc" or path.startswith(("/c/", "/login", "/static/"))):
+        if not (path == "/" or path == "/v1/rpc" or path.startswith(PAGE_PATHS)):
             return
         if not host_allowed(request.host, port):
             refuse(403, f"Host {request.host!r} is not loopback:{port}")
@@ -69,76 +70,58 @@ def register_local_api(app: Flask, sock: Sock, api: LocalApi, *, port: int, exte
         finally:
             api.hub.remove(conn)
 
-    # --- the inbox page ------------------------------------------------------------
-
-    def _session() -> str:
-        csrf = access.session_csrf(request.cookies.get(SESSION_COOKIE))
-        if csrf is None:
-            abort(_page(render_template("login_needed.html"), 401))
-        return csrf
-
-    def _page(html: str, status: int = 200) -> Response:
-        resp = make_response(html, status)
-        resp.headers["Content-Security-Policy"] = CSP
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.headers["Cache-Control"] = "no-store"
-        resp.headers["X-Frame-Options"] = "DENY"
-        return resp
-
-    @bp.get("/login")
-    def login() -> Any:
-        try:
-            session, _ = access.use_login(request.args.get("t"))
-        except AccessError as exc:
-            log.warning("inbox page: refused login: %s", exc.reason)
-            return _page(render_template("login_needed.html", error=str(exc)), 401)
-        resp = redirect(url_for("local_api.inbox"), 303)
-        resp.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="Strict", path="/", max_age=12 * 3600)
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        return resp
+    # --- the inbox page: static shells; data from /api/inbox* with the page session header -------
 
     @bp.get("/")
+    @bp.get("/login")
     def inbox() -> Any:
-        _session()
-        convs = api.m_conversations_list(None)["conversations"]
-        return _page(render_template("inbox.html", me=api.m_identity(None), conversations=convs, current=None, thread=[], csrf=None))
+        return page("inbox.html")
 
     @bp.get("/c/<peer>")
     def conversation(peer: str) -> Any:
-        csrf = _session()
-        try:
-            address = identity.checksum_address(peer)
-        except identity.IdentityError:
-            abort(_page("not an address", 404))
-        convs = api.m_conversations_list(None)["conversations"]
-        thread = messages_of(api.engine.store, address)
-        return _page(render_template("inbox.html", me=api.m_identity(None), conversations=convs, current=address, thread=thread, csrf=csrf, error=request.args.get("error")))
+        return page("inbox.html")
 
-    @bp.post("/c/<peer>/send")
+    @bp.post("/api/session")
+    def open_session() -> Any:
+        return guard.open_session()
+
+    def _peer(peer: str) -> str:
+        try:
+            return identity.checksum_address(peer)
+        except identity.IdentityError:
+            json_error(404, "not-an-address", "not an address")
+
+    @bp.get("/api/inbox")
+    def inbox_data() -> Any:
+        guard.session("inbox")
+        return guard.ok({"me": api.m_identity(None), "conversations": api.m_conversations_list(None)["conversations"]})
+
+    @bp.get("/api/inbox/c/<peer>")
+    def conversation_data(peer: str) -> Any:
+        guard.session("inbox")
+        address = _peer(peer)
+        return guard.ok({"peer": address, "messages": messages_of(api.engine.store, address)})
+
+    @bp.post("/api/inbox/c/<peer>/send")
     def send(peer: str) -> Any:
-        csrf = _session()
-        if not access.csrf_ok(csrf, request.form.get("csrf")):
-            log.warning("inbox page: refused a form without a valid CSRF token")
-            abort(_page("refused: bad CSRF token", 403))
+        body = guard.write("inbox")
+        address = _peer(peer)
+        text = body.get("text")
+        if not isinstance(text, str):
+            json_error(400, "bad-request", "text must be a string")
         try:
-            address = identity.checksum_address(peer)
-            api.engine.send(address, request.form.get("text", ""))
-        except identity.IdentityError:
-            abort(_page("not an address", 404))
+            result = api.engine.send(address, text)
         except (BadInput, NotRegistered) as exc:
-            return redirect(url_for("local_api.conversation", peer=peer, error=str(exc)), 303)
-        return redirect(url_for("local_api.conversation", peer=address), 303)
+            json_error(400, "not-sent", str(exc))
+        return guard.ok({"message": result.message, "delivered": result.delivered})
 
-    @bp.post("/c/<peer>/read")
+    @bp.post("/api/inbox/c/<peer>/read")
     def mark_read(peer: str) -> Any:
-        csrf = _session()
-        if not access.csrf_ok(csrf, request.form.get("csrf")):
-            abort(_page("refused: bad CSRF token", 403))
-        try:
-            api.m_messages_markRead({"peer": peer})
-        except Exception:
-            abort(_page("not an address", 404))
-        return redirect(url_for("local_api.conversation", peer=peer), 303)
+        guard.write("inbox")
+        address = _peer(peer)
+        return guard.ok(api.m_messages_markRead({"peer": address}))
 
+    from bridge.api.signin import register_signin  # the wallet sign-in page (issue 8 item 1)
+
+    register_signin(bp, api, guard)
     app.register_blueprint(bp)
