@@ -7,6 +7,8 @@ import { isPeer } from '../common/peer.js';
 import { call, connect, disconnect, pair, reconnectNow } from './bridge.js';
 import { getBridgeUrl, getSession, getStatus, setBridgeUrl, setSession, setToken, waitConnected } from './state.js';
 import { isExtensionPage, isSiteContentScript } from './senders.js';
+import { WALLET_SIGNIN } from '../common/wallet.js';
+import { openSignin } from './wallet.js';
 
 const PAIR_CODE_RE = /^[A-Za-z0-9-]{4,32}$/;
 
@@ -87,6 +89,12 @@ async function handlePopup(msg) {
     case RECONNECT:
       await reconnectNow();
       return { ok: true };
+    case WALLET_SIGNIN:
+      try {
+        return { ok: true, ...(await openSignin()) };
+      } catch (error) {
+        return { ok: false, error: String(error.message ?? error) };
+      }
     default:
       return { ok: false, error: 'unknown message' };
   }

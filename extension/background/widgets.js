@@ -9,8 +9,8 @@ import { isPeer, normalizeAddress } from '../common/peer.js';
 import { call, connect, reconnectNow } from './bridge.js';
 import { getStatus, setSession, waitConnected } from './state.js';
 import { isExtensionPage } from './senders.js';
-import { WALLET_CONNECT, WALLET_LIST } from '../common/wallet.js';
-import { connectWallet, listWallets } from './wallet.js';
+import { WALLET_SIGNIN } from '../common/wallet.js';
+import { openSignin } from './wallet.js';
 
 const ports = new Map(); // port -> {peer: lower-case address | null}
 
@@ -68,28 +68,15 @@ async function handleRpc(port, msg) {
   }
 }
 
-/** Wallet sign-in for the tab hosting this widget (issue 4 part 3). */
+/** "Connect wallet" in a widget: open the bridge's own sign-in page in a new tab (issue 8 item 1). */
 async function handleWallet(port, msg) {
   const reply = (body) => post(port, { type: WIDGET_RPC_RESULT, id: msg.id, ...body });
-  const tabId = port.sender?.tab?.id;
-  if (!Number.isInteger(tabId)) {
-    reply({ error: { code: -32602, message: 'Connect wallet works in the chat box on Lens, Orb or Firefly.' } });
-    return;
-  }
   try {
-    if (msg.type === WALLET_LIST) {
-      reply({ result: { providers: await listWallets(tabId) } });
-      return;
-    }
-    if (typeof msg.uuid !== 'string' || msg.uuid.length > 100) {
-      reply({ error: { code: -32602, message: 'bad wallet id' } });
-      return;
-    }
     if (getStatus() !== STATUS.CONNECTED && !(await waitConnected(3000))) {
       reply({ error: { code: -32000, message: `Parley bridge: ${getStatus()}` } });
       return;
     }
-    reply({ result: await connectWallet(tabId, msg.uuid, msg.name) });
+    reply({ result: await openSignin() });
   } catch (error) {
     reply({ error: { code: -32011, message: String(error.message ?? error), data: { reason: error.reason ?? 'error' } } });
   }
@@ -113,7 +100,7 @@ export function onConnect(port) {
       handleRpc(port, msg);
     } else if (msg.type === 'reconnect') {
       reconnectNow();
-    } else if ((msg.type === WALLET_LIST || msg.type === WALLET_CONNECT) && Number.isInteger(msg.id)) {
+    } else if (msg.type === WALLET_SIGNIN && Number.isInteger(msg.id)) {
       handleWallet(port, msg);
     }
   });

@@ -7,7 +7,6 @@ import * as orb from './sites/orb/inject.js';
 import * as firefly from './sites/firefly/inject.js';
 import { watchUrl } from './core/navigation.js';
 import { removeButtons } from './core/button.js';
-import { startWalletRelay } from './core/wallet-relay.js';
 
 const ADAPTERS = [lens, orb, firefly];
 let started = false;
@@ -15,7 +14,6 @@ let started = false;
 export function start() {
   if (started) return;
   started = true;
-  startWalletRelay();
   const adapter = ADAPTERS.find((a) => a.detect.matchesHost(location.href));
   if (!adapter) return;
   let view = null;

@@ -3,6 +3,7 @@
 
 import { BridgeUrlError, DEFAULT_BRIDGE_URL, normalizeBridgeUrl } from '../common/bridge-url.js';
 import { POPUP_GET_STATE, POPUP_PAIR, RECONNECT } from '../common/messages.js';
+import { WALLET_SIGNIN } from '../common/wallet.js';
 
 const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
 
@@ -48,7 +49,15 @@ async function pair(event) {
   }
 }
 
+/** Open the bridge's own wallet sign-in page in a new tab (the worker checks the link). */
+async function signin() {
+  showError('');
+  const reply = await chrome.runtime.sendMessage({ type: WALLET_SIGNIN });
+  if (!reply?.ok) showError(reply?.error ?? 'could not open the sign-in page');
+}
+
 async function init() {
+  $('signin').addEventListener('click', signin);
   $('pair-form').addEventListener('submit', pair);
   $('reconnect').addEventListener('click', () => chrome.runtime.sendMessage({ type: RECONNECT }));
   chrome.storage.session.onChanged.addListener((changes) => {

@@ -7,7 +7,7 @@ import {
   RECONNECT, STATUS, WIDGET_EVENT, WIDGET_HELLO, WIDGET_PORT, WIDGET_RPC, WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
-import { WALLET_CONNECT, WALLET_LIST, safeIcon, shortAddress } from '../common/wallet.js';
+import { WALLET_SIGNIN, shortAddress } from '../common/wallet.js';
 
 const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
 const list = $('messages');
@@ -103,7 +103,7 @@ async function copyInvite() {
   }
 }
 
-// --- sign in with the browser wallet (issue 4 part 3) ----------------------------------------------
+// --- sign in with the browser wallet (issue 4 part 3; issue 8 item 1) -------------------------------
 
 function renderMe(identity) {
   myAddress = typeof identity?.address === 'string' ? identity.address : '';
@@ -120,56 +120,18 @@ function walletStatus(text, state) {
   box.hidden = !text;
 }
 
-async function chooseWallet(provider) {
-  $('wallet-picker').hidden = true;
+// The wallet is never asked from this site's page: the worker opens the bridge's own sign-in page
+// (http://127.0.0.1:PORT/signin) in a new tab, where the user picks the wallet and confirms.
+async function openSignin() {
   $('connect-wallet').disabled = true;
-  walletStatus(`Waiting for ${provider.name}… approve the connection, then sign the Parley statement.`, 'busy');
+  walletStatus('Opening Parley’s sign-in page…', 'busy');
   try {
-    const result = await portCall({ type: WALLET_CONNECT, uuid: provider.uuid, name: provider.name });
-    walletStatus(`Signed in with ${provider.name}: Parley now acts for ${result.address}.`, 'ok');
-    renderMe(result);
+    await portCall({ type: WALLET_SIGNIN });
+    walletStatus('Sign in on the Parley page that just opened in a new tab (it is served by your own bridge).', 'ok');
   } catch (error) {
     walletStatus(String(error.message ?? error), 'error');
   } finally {
     $('connect-wallet').disabled = false;
-  }
-}
-
-function providerItem(provider) {
-  const item = document.createElement('li');
-  const button = document.createElement('button');
-  button.type = 'button';
-  button.dataset.parley = 'wallet-provider';
-  button.dataset.uuid = provider.uuid;
-  const icon = safeIcon(provider.icon);
-  if (icon) {
-    const img = document.createElement('img');
-    img.alt = '';
-    img.src = icon; // only data:image/(png|svg+xml|webp|jpeg): an <img> never runs script
-    button.append(img);
-  }
-  const label = document.createElement('span');
-  label.textContent = provider.name;
-  button.append(label);
-  button.addEventListener('click', () => chooseWallet(provider), { once: true });
-  item.append(button);
-  return item;
-}
-
-async function openWalletPicker() {
-  walletStatus('Looking for wallets in this page…', 'busy');
-  const listEl = $('wallet-providers');
-  try {
-    const { providers } = await portCall({ type: WALLET_LIST });
-    listEl.replaceChildren(...providers.map(providerItem));
-    if (providers.length === 0) {
-      walletStatus('No wallet found in this page. Install or unlock MetaMask, Rabby, Rainbow or Coinbase Wallet, then reload the page.', 'error');
-      return;
-    }
-    walletStatus('', '');
-    $('wallet-picker').hidden = false;
-  } catch (error) {
-    walletStatus(String(error.message ?? error), 'error');
   }
 }
 
@@ -310,7 +272,7 @@ if (!isPeer(peer)) {
     if (event.key === 'Enter' && !event.shiftKey) send(event);
   });
   earlier.addEventListener('click', loadEarlier);
-  $('connect-wallet').addEventListener('click', openWalletPicker);
+  $('connect-wallet').addEventListener('click', openSignin);
   $('invite-copy').addEventListener('click', copyInvite);
   chrome.storage.session.get('identity').then(({ identity }) => renderMe(identity)).catch(() => {});
   chrome.storage.session.onChanged.addListener((changes) => {

@@ -40,9 +40,10 @@ test('manifest: MV3, module worker, sites-only content scripts and web-accessibl
   assert.equal(m.minimum_chrome_version, '116');
   assert.deepEqual(m.background, { service_worker: 'background/index.js', type: 'module' });
   for (const cs of m.content_scripts) assert.deepEqual([...cs.matches].sort(), [...SITE_MATCHES].sort());
-  // The isolated loader, plus the wallet bridge in the page's MAIN world (issue 4 part 3).
-  assert.deepEqual(m.content_scripts.map((c) => [c.js.join(), c.world ?? 'ISOLATED']).sort(),
-    [['content/loader.js', 'ISOLATED'], ['content/wallet-main.js', 'MAIN']]);
+  // Only the isolated loader: nothing of ours runs in the page's MAIN world, and no wallet code is on
+  // the sites at all (issue 8 item 1: sign-in happens on the bridge's own page).
+  assert.deepEqual(m.content_scripts.map((c) => [c.js.join(), c.world ?? 'ISOLATED']),
+    [['content/loader.js', 'ISOLATED']]);
   for (const war of m.web_accessible_resources) {
     assert.deepEqual([...war.matches].sort(), [...SITE_MATCHES].sort());
     assert.ok(!war.resources.some((r) => r.startsWith('popup/') || r.startsWith('background/')), 'popup/worker not exposed');
@@ -57,4 +58,14 @@ test('manifest: MV3, module worker, sites-only content scripts and web-accessibl
   for (const file of m.web_accessible_resources.flatMap((w) => w.resources).filter((r) => !r.includes('*'))) {
     assert.ok(statSync(join(EXT, file)).isFile(), file);
   }
+});
+
+test('no wallet code on the sites: no MAIN-world script, no window.postMessage wallet channel', () => {
+  const walk = (dir) => readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
+  const content = walk(join(EXT, 'content')).filter((f) => f.endsWith('.js'));
+  for (const file of content) {
+    const text = readFileSync(file, 'utf8');
+    assert.doesNotMatch(text, /eip6963|window\.ethereum|personal_sign|parley-wallet/, file);
+  }
+  assert.ok(!content.some((f) => /wallet/.test(f.slice(EXT.length))), 'no wallet content script');
 });

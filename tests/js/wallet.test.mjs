@@ -1,51 +1,36 @@
-// Browser-wallet sign-in shapes (extension/common/wallet.js, issue 4 part 3): everything that
-// comes from the page is hostile; only the exact shapes pass, icons only as data:image URIs.
+// Browser-wallet sign-in, extension side (extension/common/wallet.js, issue 8 item 1): the worker
+// opens only the bridge's own sign-in page, from the one-time link the paired bridge returned.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  cleanAccounts, cleanError, cleanProvider, cleanProviders, cleanSignature, safeIcon, shortAddress, utf8Hex,
-} from '../../extension/common/wallet.js';
+import { isSigninUrl, shortAddress } from '../../extension/common/wallet.js';
 
-test('icons: only data:image/(png|svg+xml|webp|jpeg), bounded, no control characters', () => {
-  const svg = 'data:image/svg+xml;base64,PHN2Zy8+';
-  assert.equal(safeIcon(svg), svg);
-  assert.equal(safeIcon('data:image/png;base64,iVBORw0KGgo='), 'data:image/png;base64,iVBORw0KGgo=');
-  assert.equal(safeIcon('data:image/svg+xml,<svg xmlns="http://www.w3.org/2000/svg"/>'), 'data:image/svg+xml,<svg xmlns="http://www.w3.org/2000/svg"/>');
+const BRIDGE = 'http://127.0.0.1:8737';
+const TOKEN = 'aB3_-'.repeat(8);
+
+test('sign-in links: exactly <bridge>/signin#t=<token> on the paired bridge', () => {
+  assert.equal(isSigninUrl(`${BRIDGE}/signin#t=${TOKEN}`, BRIDGE), true);
+  assert.equal(isSigninUrl(`http://localhost:9000/signin#t=${TOKEN}`, 'http://localhost:9000'), true);
   for (const bad of [
-    'javascript:alert(1)', 'https://evil.example/x.png', 'data:text/html,<script>alert(1)</script>',
-    'data:image/gif;base64,R0lG', 'data:image/svg+xml\n,<svg/>', ' data:image/png;base64,AA', 'data:image/png;base64,' + 'A'.repeat(70000),
-    null, 42, { toString: () => 'data:image/png,' },
-  ]) assert.equal(safeIcon(bad), '', String(bad).slice(0, 40));
+    `http://127.0.0.1:8738/signin#t=${TOKEN}`, // another port
+    `https://hey.xyz/signin#t=${TOKEN}`,
+    `${BRIDGE}/signin?t=${TOKEN}`, // a query reaches server logs and Referer
+    `${BRIDGE}/signin#t=short`,
+    `${BRIDGE}/signin#t=${TOKEN}&x=1`,
+    `${BRIDGE}/signin#t=${TOKEN}<script>`,
+    `${BRIDGE}/login#t=${TOKEN}`,
+    `${BRIDGE}.evil.example/signin#t=${TOKEN}`,
+    `${BRIDGE}@evil.example/signin#t=${TOKEN}`,
+    `javascript:alert(1)//${BRIDGE}/signin#t=${TOKEN}`,
+    null, 42,
+  ]) assert.equal(isSigninUrl(bad, BRIDGE), false, String(bad));
+  // A bridge URL that is not a canonical loopback http origin never matches anything.
+  for (const bridge of ['https://127.0.0.1:8737', 'http://evil.example:80', `${BRIDGE}/`, '', null]) {
+    assert.equal(isSigninUrl(`${bridge}/signin#t=${TOKEN}`, bridge), false, String(bridge));
+  }
 });
 
-test('providers: uuid and name required, strings only, at most 20, unique', () => {
-  assert.deepEqual(cleanProvider({ uuid: 'u1', name: 'Test Wallet', icon: 'javascript:x', rdns: 'org.test' }),
-    { uuid: 'u1', name: 'Test Wallet', icon: '', rdns: 'org.test' });
-  assert.equal(cleanProvider({ uuid: 'u1' }), null);
-  assert.equal(cleanProvider({ uuid: 'u1', name: { x: 1 } }), null);
-  assert.equal(cleanProvider({ uuid: 'x'.repeat(101), name: 'n' }), null);
-  const many = Array.from({ length: 30 }, (_, i) => ({ uuid: `u${i % 25}`, name: `W${i}` }));
-  const out = cleanProviders(many);
-  assert.equal(out.length, 20);
-  assert.equal(new Set(out.map((p) => p.uuid)).size, 20);
-  assert.deepEqual(cleanProviders('nope'), []);
-});
-
-test('accounts, signatures and errors', () => {
-  const a = '0x' + 'Ab'.repeat(20);
-  assert.deepEqual(cleanAccounts([a]), [a.toLowerCase()]);
-  assert.equal(cleanAccounts([a, '0x12']), null);
-  assert.equal(cleanAccounts('0x' + 'a'.repeat(40)), null);
-  assert.equal(cleanSignature('0x' + 'a'.repeat(130)), '0x' + 'a'.repeat(130));
-  assert.equal(cleanSignature('0x' + 'a'.repeat(128)), null);
-  assert.equal(cleanSignature('0x' + 'g'.repeat(130)), null);
-  assert.deepEqual(cleanError({ code: 4001, message: 'User rejected' }), { code: 4001, message: 'User rejected' });
-  assert.equal(cleanError({ code: { evil: 1 }, message: 'x'.repeat(400) }).code, 'error');
-  assert.equal(cleanError(null).message, 'the wallet reported an error');
-});
-
-test('personal_sign takes the UTF-8 bytes in hex; short addresses', () => {
-  assert.equal(utf8Hex('parley\nA'), '0x' + Buffer.from('parley\nA', 'utf8').toString('hex'));
-  assert.equal(utf8Hex('é'), '0xc3a9');
-  assert.equal(shortAddress('0x1234567890abcdef1234567890abcdef1234abcd'), '0x1234…abcd');
+test('short addresses', () => {
+  assert.equal(shortAddress('0x1234567890abcdef1234567890abcdef12345678'), '0x1234…5678');
+  assert.equal(shortAddress('0x12'), '0x12');
+  assert.equal(shortAddress(null), '');
 });

@@ -63,3 +63,9 @@ export function show(hook, on = true) {
   const el = $(hook);
   if (el) el.hidden = !on;
 }
+
+// A fresh link opened in a tab that already shows this page changes only the fragment (no reload):
+// reload so it is exchanged like any other link.
+window.addEventListener('hashchange', () => {
+  if (TOKEN_RE.test(location.hash)) location.reload();
+});
