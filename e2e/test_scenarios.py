@@ -297,11 +297,12 @@ def test_7_bridge_restart_while_widget_open(wd: World, pages: dict[str, Page]) -
 def test_8_local_inbox_page(wd: World, pages: dict[str, Page]) -> None:
     base = wd.alice.url
     anon = requests.get(f"{base}/", timeout=10)
-    assert anon.status_code == 401
+    assert anon.status_code == 200 and bob_addr(wd).lower() not in anon.text.lower()  # a static shell, no data
     assert "default-src 'none'" in anon.headers.get("Content-Security-Policy", "")
+    assert requests.get(f"{base}/api/inbox", timeout=10).status_code == 401
 
     login = _parley(wd, "alice", "open").strip().splitlines()[-1]
-    assert login.startswith(f"{base}/login?t=")
+    assert login.startswith(f"{base}/login#t=")  # the token is in the fragment: never sent to a server
     page = wd.alice_browser.context.new_page()
     resp = page.goto(login)
     assert resp is not None and resp.status == 200
@@ -315,19 +316,21 @@ def test_8_local_inbox_page(wd: World, pages: dict[str, Page]) -> None:
     expect(thread.filter(has_text=REPLY)).to_have_attribute("data-direction", "in")
     shot(wd, page, "8-inbox-thread")
     # The link is one-time: a second use is refused.
-    assert requests.get(login, timeout=10, allow_redirects=False).status_code == 401
+    token = login.split("#t=", 1)[1]
+    assert requests.post(f"{base}/api/session", json={"token": token}, headers={"Origin": base}, timeout=10).status_code == 401
 
-    cookie = next(c for c in wd.alice_browser.context.cookies(base) if c["name"] == "parley_session")
-    assert cookie["httpOnly"]
+    # No cookie at all; the session lives in this tab's sessionStorage and travels as a header.
+    assert not [c for c in wd.alice_browser.context.cookies(base) if c["name"].startswith("parley")]
+    stored = json.loads(page.evaluate("sessionStorage.getItem('parley.inbox')"))
     forged = requests.post(
-        f"{base}/c/{wd.bob.address}/send", data={"text": "forged"}, cookies={"parley_session": cookie["value"]},
-        timeout=10, allow_redirects=False,
+        f"{base}/api/inbox/c/{wd.bob.address}/send", json={"text": "forged"},
+        headers={"X-Parley-Session": stored["session"], "Origin": base}, timeout=10,
     )
-    assert forged.status_code == 403
+    assert forged.status_code == 403  # no CSRF token
 
     text = "replying from the local inbox page"
-    page.locator("textarea#text").fill(text)
-    page.locator('form button[type="submit"]', has_text="Send").click()
+    page.locator('[data-parley="reply-text"]').fill(text)
+    page.locator('[data-parley="reply-send"]').click()
     expect(page.locator('[data-parley="message"][data-direction="out"]', has_text=text)).to_have_count(1, timeout=TIMEOUT_MS)
     expect_message(widget(pages["bob_ff"]), text, "in")
     assert "forged" not in pages["bob_ff"].frame_locator('iframe[data-parley="widget"]').locator("body").inner_text()
