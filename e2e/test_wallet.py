@@ -314,6 +314,19 @@ def test_3b_user_cancels_at_the_confirmation(wd: World, ui: dict[str, Any], test
     assert snapshot(wd, test_wallet) == before
 
 
+def test_3c_the_popup_opens_the_sign_in_page_too(wd: World, ui: dict[str, Any], test_wallet: TestWallet) -> None:
+    before = snapshot(wd, test_wallet)
+    with wd.alice_browser.context.expect_page(timeout=TIMEOUT_MS) as opened:
+        ui["popup"].locator('[data-parley="signin"]').click()
+    tab = opened.value
+    tab.wait_for_load_state()
+    assert tab.url == f"{wd.alice.url}/signin"
+    expect(tab.locator('[data-parley="signin-current"]')).to_have_text(wd.alice.address, timeout=TIMEOUT_MS)
+    expect(tab.locator('[data-parley="wallet-provider"]', has_text="Test Wallet")).to_have_count(1, timeout=TIMEOUT_MS)
+    tab.close()
+    assert snapshot(wd, test_wallet) == before
+
+
 def _rpc_client(wd: World) -> RawWs:
     code = parley(wd.alice.home, "pair", check=True).stdout.strip().splitlines()[-1]
     ws = RawWs(wd.alice.port, f"127.0.0.1:{wd.alice.port}", wd.alice_browser.extension_origin)
