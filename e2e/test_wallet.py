@@ -416,6 +416,14 @@ def test_5_sign_in_succeeds_and_the_bridge_acts_for_the_wallet(wd: World, ui: di
     # Others see the wallet address on the relay. The old identity is NOT revoked automatically…
     assert parley(wd.bob.home, "can-message", test_wallet.address).returncode == 0
     assert parley(wd.bob.home, "can-message", old).returncode == 0
+    # …not for another address than the one shown, nor without the page's CSRF token…
+    stored = json.loads(tab.evaluate("sessionStorage.getItem('parley.signin')"))
+    h = {"X-Parley-Session": stored["session"], "X-Parley-CSRF": stored["csrf"], "Origin": wd.alice.url}
+    r = requests.post(f"{wd.alice.url}/api/signin/revoke-previous", json={"address": str(test_wallet.other.address)}, headers=h, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "nothing-to-revoke", r.text
+    r = requests.post(f"{wd.alice.url}/api/signin/revoke-previous", json={"address": old}, headers={**h, "X-Parley-CSRF": "A" * 32}, timeout=10)
+    assert r.status_code == 403
+    assert parley(wd.bob.home, "can-message", old).returncode == 0
     # …the page offers it as a separate step, and only a confirmation does it.
     expect(tab.locator('[data-parley="previous-address"]')).to_have_text(old, timeout=TIMEOUT_MS)
     tab.locator('[data-parley="revoke-previous"]').click()

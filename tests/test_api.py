@@ -311,3 +311,35 @@ def test_access_pairing_rate_limit_and_code_burn(tmp_path: Path) -> None:
     with pytest.raises(AccessError):
         access.pair(code, None)  # and the code died after five wrong guesses
     assert normalise_code(" ab-cd ef-gh ") == "ABCDEFGH"
+
+
+def test_page_links_are_single_use_scoped_and_expire() -> None:
+    from bridge.api.access import LOGIN_TTL_MS, MAX_PAGE_SESSIONS, SESSION_TTL_MS, PageSessions
+
+    now = [1000.0]
+    pages = PageSessions(clock=lambda: now[0])
+    link = pages.new_link("inbox")
+    session, csrf, scope = pages.open(link)
+    assert scope == "inbox" and pages.get(session, "inbox") is not None and pages.get(session, "inbox").csrf == csrf
+    assert pages.get(session, "signin") is None  # another scope
+    with pytest.raises(AccessError):
+        pages.open(link)  # single use
+    late = pages.new_link("signin")
+    now[0] += LOGIN_TTL_MS / 1000 + 1
+    with pytest.raises(AccessError):
+        pages.open(late)  # expired link
+    assert pages.get(session, "inbox") is not None
+    now[0] += SESSION_TTL_MS / 1000
+    assert pages.get(session, "inbox") is None  # expired session
+    for bad in (None, 5, "", "x" * 101, "short"):
+        with pytest.raises(AccessError):
+            pages.open(bad)
+        assert pages.get(bad, "inbox") is None
+    with pytest.raises(ValueError):
+        pages.new_link("admin")
+    # Bounded: a flood of links drops the oldest, never grows without limit.
+    first = pages.new_link("inbox")
+    for _ in range(MAX_PAGE_SESSIONS + 5):
+        pages.new_link("inbox")
+    with pytest.raises(AccessError):
+        pages.open(first)
