@@ -1,0 +1,233 @@
+"""Issue 8 item 2 (the relay learns who sends) and the revocation-check cache (issue 8, low item).
+
+A relay is an observer: it logs every request with its time and path. These tests play a scripted
+exchange between two real engines (real SQLite stores) through a real relay (create_app served by
+werkzeug on 127.0.0.1 in a thread, every request recorded) and read that log the way a curious relay
+operator would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from bridge import identity
+from bridge.engine import Engine
+from bridge.keys import generate_secrets
+from bridge.relay.server import RelaySettings, create_app
+from bridge.relay.sqlite_store import SQLiteStorage
+from bridge.store import Store
+
+FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
+
+
+@dataclass(frozen=True)
+class Request:
+    at: float  # time.monotonic() when the relay saw it
+    method: str
+    path: str
+    size: int  # request body bytes
+
+
+class LoggingRelay:
+    """A real relay whose every request is recorded (what a relay operator's access log shows)."""
+
+    def __init__(self, db: Path) -> None:
+        self.storage = SQLiteStorage(str(db))
+        settings = RelaySettings(
+            publish_rate=FAST, publish_burst=10**6, claim_rate=FAST, claim_burst=10**6,
+            auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
+        )
+        app = create_app(self.storage, settings=settings)
+        self.log: list[Request] = []
+        self.payload_sizes: list[int] = []
+        self._lock = threading.Lock()
+
+        @app.before_request
+        def _record() -> None:
+            from flask import request
+
+            body = request.get_data(cache=True) if request.method in ("POST", "PUT") else b""
+            with self._lock:
+                self.log.append(Request(time.monotonic(), request.method, request.path, len(body)))
+                if request.method == "POST" and request.path == "/v1/envelopes":
+                    import json
+
+                    from bridge.protocol import wire
+
+                    self.payload_sizes.append(len(wire.b64d(json.loads(body)["payload"])))
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.log)
+
+    def since(self, mark: int) -> list[Request]:
+        with self._lock:
+            return list(self.log[mark:])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+        self.server.server_close()
+        self.storage.close()
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[LoggingRelay]:
+    r = LoggingRelay(tmp_path / "relay.db")
+    yield r
+    r.close()
+
+
+_engines: list[Engine] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_engines() -> Iterator[None]:
+    yield
+    while _engines:
+        e = _engines.pop()
+        e.relay.close()
+        e.store.close()
+
+
+def make_engine(path: Path, relay_url: str, wallet: bytes | None = None, *, register: bool = True, **kwargs: Any) -> Engine:
+    secrets = generate_secrets(wallet)
+    st = identity.authorize_statement(secrets.address, secrets.installation_id, secrets.signing_pub, secrets.identity_pub)
+    record = identity.sign_statement(st, secrets.wallet_key).to_record()
+    ident = {"address": secrets.address, "installation_id": secrets.installation_id, "record": record.hex()}
+    eng = Engine(Store(path), secrets, ident, relay_url, **kwargs)
+    _engines.append(eng)
+    if register:
+        eng.register()
+    return eng
+
+
+def bucket_of(address: str) -> str:
+    return hashlib.sha256(address.encode("ascii")).hexdigest()
+
+
+def names(req: Request, address: str, iids: set[str]) -> bool:
+    """Does this request name ``address``: its identity log, its k-anonymous bucket (on this tiny relay
+    every bucket holds one or two addresses, so a bucket names its address), or one of its installations?"""
+    parts = req.path.split("/")
+    if req.path.lower().startswith("/v1/identity/"):
+        return parts[3].lower() == address.lower()
+    if req.path.startswith("/v1/identity-bucket/"):
+        return bucket_of(address).startswith(parts[3])
+    if req.path.startswith("/v1/prekeys/"):
+        return parts[3] in iids
+    return False
+
+
+def texts(eng: Engine, peer: str) -> list[str]:
+    return [m["text"] for m in eng.messages(peer)]
+
+
+# --- item 2: no identity lookup naming a party is tied in time to a message ------------------------
+
+
+def test_relay_log_does_not_tie_identity_lookups_to_a_send_or_a_receipt(tmp_path: Path, relay: LoggingRelay) -> None:
+    alice = make_engine(tmp_path / "alice.db", relay.url)
+    bob = make_engine(tmp_path / "bob.db", relay.url)
+    # First contact, before any message: Alice looks Bob up (the DM button's canMessage).
+    assert alice.can_message(bob.address)
+
+    start = relay.mark()
+    # The scripted exchange: Alice writes, Bob reads and answers, Alice reads and writes again.
+    assert alice.send(bob.address, "hi Bob").delivered
+    assert alice.send(bob.address, "are you there?").delivered
+    assert bob.sync() == 2
+    assert bob.send(alice.address, "yes, hello Alice").delivered
+    assert alice.sync() == 1
+    assert alice.send(bob.address, "good").delivered
+    assert bob.sync() == 1
+    exchange = relay.since(start)
+
+    assert texts(bob, alice.address) == ["hi Bob", "are you there?", "yes, hello Alice", "good"]
+    assert texts(alice, bob.address) == ["hi Bob", "are you there?", "yes, hello Alice", "good"]
+    messages = [r for r in exchange if r.path == "/v1/envelopes" or r.path.startswith("/v1/envelopes/")]
+    assert len([r for r in messages if r.method == "POST"]) == 4
+    parties = {"Alice": (alice.address, {alice.installation_id}), "Bob": (bob.address, {bob.installation_id})}
+    for who, (address, iids) in parties.items():
+        tied = [f"{r.method} {r.path}" for r in exchange if names(r, address, iids)]
+        assert tied == [], f"the relay saw requests naming {who} during the exchange: {tied}"
+
+
+# --- item 2: padding ------------------------------------------------------------------------------
+
+
+def test_envelope_size_does_not_reveal_text_length(tmp_path: Path, relay: LoggingRelay) -> None:
+    alice = make_engine(tmp_path / "alice.db", relay.url)
+    bob = make_engine(tmp_path / "bob.db", relay.url)
+    assert alice.send(bob.address, "x").delivered  # both PreKey messages: same framing, only the text differs
+    assert alice.send(bob.address, "y" * 200).delivered
+    short, long = relay.payload_sizes[-2:]
+    assert short == long, f"envelopes of 1 and 200 characters are {short} and {long} bytes on the relay"
+    assert bob.sync() == 2
+    assert texts(bob, alice.address) == ["x", "y" * 200]
+
+
+# --- low item: the revocation check re-verified whole logs, once per unknown installation ----------
+
+
+class CountingVerifier:
+    """The EOA verifier, counting every signature check (4.9 ms each in pure Python)."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+        self._inner = identity.EOAVerifier()
+
+    def check(self, statement: identity.Statement, text: str, signature: bytes) -> None:
+        self.checks += 1
+        self._inner.check(statement, text, signature)
+
+
+def identity_lookups(reqs: list[Request], address: str) -> list[str]:
+    return [f"{r.method} {r.path}" for r in reqs if r.path.startswith("/v1/identity") and names(r, address, set())]
+
+
+def test_rechecking_an_unchanged_log_verifies_nothing_again(tmp_path: Path, relay: LoggingRelay) -> None:
+    wallet = generate_secrets().wallet_key
+    for i in range(3):  # a log of three authorizations
+        make_engine(tmp_path / f"alice{i}.db", relay.url, wallet)
+    alice_address = _engines[-1].address
+    verifier = CountingVerifier()
+    bob = make_engine(tmp_path / "bob.db", relay.url, verifier=verifier)
+    start = relay.mark()
+    assert len(bob.installations_of(alice_address, max_age_ms=0)) == 3
+    first = verifier.checks
+    assert first >= 3
+    assert len(bob.installations_of(alice_address, max_age_ms=0)) == 3
+    assert len(identity_lookups(relay.since(start), alice_address)) == 2  # the log was fetched again...
+    assert verifier.checks == first, "...and every unchanged record was verified again"
+
+
+def test_messages_from_unknown_installations_cause_at_most_one_fetch(tmp_path: Path, relay: LoggingRelay) -> None:
+    wallet = generate_secrets().wallet_key
+    mallory = make_engine(tmp_path / "m0.db", relay.url, wallet)
+    bob = make_engine(tmp_path / "bob.db", relay.url)
+    assert bob.can_message(mallory.address)  # Bob knows Mallory's one installation
+    # Five more installations, each with a statement signed by Mallory's wallet but never published to
+    # her log (so they stay unknown), write to Bob: each one used to make Bob re-fetch and re-verify
+    # Mallory's whole log.
+    others = [make_engine(tmp_path / f"m{i}.db", relay.url, wallet, register=False) for i in range(1, 6)]
+    for i, m in enumerate(others):
+        assert m.send(bob.address, f"hello {i}").delivered
+    start = relay.mark()
+    bob.sync()
+    lookups = identity_lookups(relay.since(start), mallory.address)
+    assert len(lookups) <= 1, f"{len(lookups)} fetches of one address for five messages: {lookups}"
