@@ -143,8 +143,10 @@ def texts(eng: Engine, peer: str) -> list[str]:
 def test_relay_log_does_not_tie_identity_lookups_to_a_send_or_a_receipt(tmp_path: Path, relay: LoggingRelay) -> None:
     alice = make_engine(tmp_path / "alice.db", relay.url)
     bob = make_engine(tmp_path / "bob.db", relay.url)
-    # First contact, before any message: Alice looks Bob up (the DM button's canMessage).
+    # Before any message: Alice looks Bob up (first contact: the DM button's canMessage), and each
+    # daemon has run its first scheduled refresh pass (bridge/engine/peers.py), which caches its own log.
     assert alice.can_message(bob.address)
+    assert alice.address in alice.peers.refresh() and bob.address in bob.peers.refresh()
 
     start = relay.mark()
     # The scripted exchange: Alice writes, Bob reads and answers, Alice reads and writes again.
@@ -161,10 +163,22 @@ def test_relay_log_does_not_tie_identity_lookups_to_a_send_or_a_receipt(tmp_path
     assert texts(alice, bob.address) == ["hi Bob", "are you there?", "yes, hello Alice", "good"]
     messages = [r for r in exchange if r.path == "/v1/envelopes" or r.path.startswith("/v1/envelopes/")]
     assert len([r for r in messages if r.method == "POST"]) == 4
-    parties = {"Alice": (alice.address, {alice.installation_id}), "Bob": (bob.address, {bob.installation_id})}
-    for who, (address, iids) in parties.items():
-        tied = [f"{r.method} {r.path}" for r in exchange if names(r, address, iids)]
-        assert tied == [], f"the relay saw requests naming {who} during the exchange: {tied}"
+    # No identity lookup naming either party (by address or by bucket) during the whole exchange.
+    for who, address in (("Alice", alice.address), ("Bob", bob.address)):
+        tied = [f"{r.method} {r.path}" for r in exchange if r.path.startswith("/v1/identity") and names(r, address, set())]
+        assert tied == [], f"the relay saw identity lookups naming {who} during the exchange: {tied}"
+    # Prekey requests: only the first-contact claim of Bob's bundle (Alice's first message to him: it
+    # names the recipient, whose topic the relay sees anyway) and Bob topping up his own prekeys.
+    prekeys = [f"{r.method} {r.path}" for r in exchange if r.path.startswith("/v1/prekeys/")]
+    assert not [p for p in prekeys if alice.installation_id in p]
+    assert [p for p in prekeys if p.endswith("/claim")] == [f"POST /v1/prekeys/{bob.installation_id}/claim"]
+
+    # Bob now tracks Alice (from her statement) and checks her log at his next scheduled pass, by bucket.
+    later = relay.mark()
+    assert alice.address in bob.peers.refresh()
+    asked = [r.path for r in relay.since(later)]
+    assert asked and all(p.startswith("/v1/identity-bucket/") for p in asked)
+    assert f"/v1/identity-bucket/{bucket_of(alice.address)[:2]}" in asked
 
 
 # --- item 2: padding ------------------------------------------------------------------------------
@@ -208,11 +222,13 @@ def test_rechecking_an_unchanged_log_verifies_nothing_again(tmp_path: Path, rela
     verifier = CountingVerifier()
     bob = make_engine(tmp_path / "bob.db", relay.url, verifier=verifier)
     start = relay.mark()
-    assert len(bob.installations_of(alice_address, max_age_ms=0)) == 3
+    assert len(bob.installations_of(alice_address)) == 3  # first contact: Alice's log is fetched and verified
+    bob.peers.refresh()  # a scheduled pass (also reads Bob's own log)
     first = verifier.checks
     assert first >= 3
-    assert len(bob.installations_of(alice_address, max_age_ms=0)) == 3
-    assert len(identity_lookups(relay.since(start), alice_address)) == 2  # the log was fetched again...
+    bob.peers.refresh()  # the next pass: the logs are unchanged
+    assert len(bob.installations_of(alice_address)) == 3
+    assert len(identity_lookups(relay.since(start), alice_address)) == 3  # the log was fetched again...
     assert verifier.checks == first, "...and every unchanged record was verified again"
 
 
