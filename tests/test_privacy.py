@@ -247,3 +247,43 @@ def test_messages_from_unknown_installations_cause_at_most_one_fetch(tmp_path: P
     bob.sync()
     lookups = identity_lookups(relay.since(start), mallory.address)
     assert len(lookups) <= 1, f"{len(lookups)} fetches of one address for five messages: {lookups}"
+
+
+def revoke(eng: Engine) -> None:
+    signed = identity.sign_statement(identity.revoke_statement(eng.address, eng.installation_id), eng.secrets.wallet_key)
+    eng.relay.publish_identity(eng.address, signed.to_record())
+
+
+def test_revoked_installation_is_not_looked_up_at_receipt_and_is_flagged_by_the_next_scheduled_pass(
+    tmp_path: Path, relay: LoggingRelay
+) -> None:
+    wallet = generate_secrets().wallet_key
+    laptop = make_engine(tmp_path / "laptop.db", relay.url, wallet)
+    stolen = make_engine(tmp_path / "stolen.db", relay.url, wallet)
+    bob = make_engine(tmp_path / "bob.db", relay.url)
+    assert bob.can_message(laptop.address)
+    bob.peers.refresh()
+    assert set(bob.peers.cached(laptop.address) or {}) == {laptop.installation_id, stolen.installation_id}
+    # The owner revokes a stolen installation; its thief still holds a valid statement and writes to Bob.
+    revoke(stolen)
+    assert stolen.send(bob.address, "send the money to 0xdead").delivered
+    start = relay.mark()
+    assert bob.sync() == 1
+    assert identity_lookups(relay.since(start), laptop.address) == []  # nothing asked at receipt
+    (msg,) = bob.messages(laptop.address)
+    assert bob.peers.flag(msg["id"]) is None and bob.peers.pending_rechecks() == 1
+    flagged: list[dict[str, Any]] = []
+    bob.listeners.append(lambda ev, payload: flagged.append(payload) if ev == "message.flagged" else None)
+    bob.peers.refresh()  # the next scheduled pass reads the log: the installation is revoked
+    reason = bob.peers.flag(msg["id"])
+    assert reason is not None and "revoked" in reason
+    assert flagged == [{"id": msg["id"], "reason": reason}]
+    assert set(bob.peers.cached(laptop.address) or {}) == {laptop.installation_id}
+    # From now on the revoked installation is refused at once, still without asking the relay.
+    assert stolen.send(bob.address, "again").delivered
+    start = relay.mark()
+    assert bob.sync() == 0
+    assert identity_lookups(relay.since(start), laptop.address) == []
+    (failure,) = bob.store.read("SELECT error FROM inbox_failures")
+    assert "revoked" in failure["error"]
+    assert [m["text"] for m in bob.messages(laptop.address)] == ["send the money to 0xdead"]

@@ -15,11 +15,11 @@ message:
   before the first scheduled pass) is looked up at send time; the first message to a new peer must also
   claim its prekey bundle, which names the installation anyway (PROTOCOL.md §6.5).
 * Receiving never looks anything up. A sender installation we know to be revoked is rejected at once;
-  one we do not know (an address never seen, or an installation newer than our cache) is accepted on its
-  verified statement, as when the relay is down, and re-checked by the next scheduled pass: if its log
-  then shows it revoked or never registered, the message is flagged (``message_flags``, event
-  ``message.flagged``). A sender we have never seen is tracked from its statement, so a reply needs no
-  lookup either.
+  any other is accepted on its verified statement (as when the relay is down) and the message is
+  re-checked by the next scheduled pass: if the sender's log then shows the installation revoked or
+  never registered (unknown to the cache, or revoked since its last refresh), the message is flagged
+  (``message_flags``, event ``message.flagged``). A sender we have never seen is tracked from its
+  statement, so a reply needs no lookup either.
 
 The revocation-check cost (issue 8, low item) is bounded the same way: every record's signature check is
 remembered by record hash (:class:`CachingVerifier`), so re-reading an unchanged log verifies nothing
@@ -333,8 +333,9 @@ class Peers:
     def check_sender(self, st: identity.Statement) -> str | None:
         """Why a sealed sender's (verified) statement must not be believed, if we know a reason. No I/O.
 
-        Unknown senders are accepted now and re-checked by the next scheduled pass (the message they
-        sent is noted by :meth:`on_event`).
+        Otherwise the sender is accepted now, and the message (noted by :meth:`on_event`) is re-checked
+        against the sender's log by the next scheduled pass: the installation may be unknown to the
+        cache, or revoked since the cache was last refreshed.
         """
         self._pending.value = None
         if st.installation_id == self._own()[1]:
@@ -343,8 +344,6 @@ class Peers:
         if self.store.read("SELECT 1 FROM peer_revoked WHERE address = ? AND installation_id = ?", (address, iid)):
             return f"RevokedInstallation: installation {iid} of {address} is revoked or not registered"
         cached = self.cached(address)
-        if cached is not None and iid in cached:
-            return None
         if cached is None and st.action == "authorize":
             # A sender never seen: track it from its statement, so a reply needs no lookup.
             with self.store.write() as c:
