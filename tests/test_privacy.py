@@ -287,3 +287,121 @@ def test_revoked_installation_is_not_looked_up_at_receipt_and_is_flagged_by_the_
     (failure,) = bob.store.read("SELECT error FROM inbox_failures")
     assert "revoked" in failure["error"]
     assert [m["text"] for m in bob.messages(laptop.address)] == ["send the money to 0xdead"]
+
+
+# --- the relay's k-anonymous identity lookup: GET /v1/identity-bucket/<prefix> ----------------------
+
+from bridge.protocol.ids import address_bucket  # noqa: E402
+from bridge.relay.client import RelayClient, RelayError  # noqa: E402
+from bridge.relay.storage import Storage  # noqa: E402
+from tests.relay_fixtures import STORAGE_BACKENDS, open_backend, postgres_schema  # noqa: E402
+
+
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "postgres":
+        with postgres_schema() as url:
+            st = open_backend("postgres", tmp_path, url)
+            yield st
+            st.close()
+    else:
+        st = open_backend(request.param, tmp_path)
+        yield st
+        st.close()
+
+
+def _address(i: int) -> str:
+    return identity.checksum_address("0x" + hashlib.sha256(f"addr{i}".encode()).hexdigest()[:40])
+
+
+def test_storage_bucket_returns_every_log_of_the_bucket_and_nothing_else(storage: Storage) -> None:
+    addresses = [_address(i) for i in range(600)]
+    for i, a in enumerate(addresses):
+        for n in range(1 + i % 3):
+            storage.append_identity(a, f"{a}/{n}", f"record {n} of {a}".encode())
+    target = addresses[7]
+    prefix = address_bucket(target)[:2]
+    expected = {a for a in addresses if address_bucket(a).startswith(prefix)}
+    assert 1 < len(expected) < 10  # 600 addresses over 256 buckets
+    logs = storage.identity_bucket(prefix, max_addresses=64, max_records=1024)
+    assert logs is not None and set(logs) == expected
+    for a, recs in logs.items():
+        i = addresses.index(a)
+        assert recs == [f"record {n} of {a}".encode() for n in range(1 + i % 3)]  # append order
+    # Longer prefixes narrow the bucket; an unused one is empty.
+    assert set(storage.identity_bucket(address_bucket(target)[:16], max_addresses=64, max_records=1024) or {}) == {target}
+    unused = next(p for p in (f"{n:04x}" for n in range(65536)) if not any(address_bucket(a).startswith(p) for a in addresses))
+    assert storage.identity_bucket(unused, max_addresses=64, max_records=1024) == {}
+    # Over a cap the answer is refused (None), never silently cut.
+    assert storage.identity_bucket(prefix, max_addresses=len(expected) - 1, max_records=1024) is None
+    total = sum(len(v) for v in logs.values())
+    assert storage.identity_bucket(prefix, max_addresses=64, max_records=total - 1) is None
+    assert storage.identity_bucket(prefix, max_addresses=len(expected), max_records=total) == logs
+    # A record appended after a lookup is in the next one.
+    storage.append_identity(target, f"{target}/new", b"a new record")
+    after = storage.identity_bucket(prefix, max_addresses=64, max_records=1024)
+    assert after is not None and after[target][-1] == b"a new record"
+    newcomer = next(a for a in (_address(i) for i in range(600, 100000)) if address_bucket(a).startswith(prefix))
+    storage.append_identity(newcomer, "n/0", b"first record of a newcomer")
+    assert set(storage.identity_bucket(prefix, max_addresses=64, max_records=1024) or {}) == expected | {newcomer}
+
+
+def test_bucket_route_checks_the_prefix_and_caps_the_answer(tmp_path: Path) -> None:
+    storage = SQLiteStorage(str(tmp_path / "relay.db"))
+    try:
+        app = create_app(storage, settings=RelaySettings(bucket_max_addresses=2))
+        client = app.test_client()
+        for bad in ("A1", "1", "0" * 17, "zz", "ab/cd", "%C3%A9a", "%EF%BC%91%EF%BC%92"):
+            r = client.get(f"/v1/identity-bucket/{bad}")
+            assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_prefix", bad
+        r = client.get("/v1/identity-bucket/ab%0A")  # a trailing newline never reaches the route
+        assert r.status_code == 404 and r.get_json()["error"]["code"] == "not_found"
+        secrets = [generate_secrets() for _ in range(40)]
+        by_bucket: dict[str, list[Any]] = {}
+        for s in secrets:
+            by_bucket.setdefault(address_bucket(s.address)[:2], []).append(s)
+        crowded = max(by_bucket.values(), key=len)
+        assert len(crowded) >= 2  # 40 addresses in 256 buckets: some share one (birthday bound)
+        for s in secrets:
+            st = identity.authorize_statement(s.address, s.installation_id, s.signing_pub, s.identity_pub)
+            rec = identity.sign_statement(st, s.wallet_key).to_record()
+            assert client.post(f"/v1/identity/{s.address}", json={"record": __import__("base64").b64encode(rec).decode()}).status_code == 201
+        prefix = address_bucket(crowded[0].address)[:2]
+        r = client.get(f"/v1/identity-bucket/{prefix}")
+        if len(crowded) > 2:
+            assert r.status_code == 413 and r.get_json()["error"]["code"] == "bucket_too_large"
+        else:
+            body = r.get_json()
+            assert body["prefix"] == prefix and sorted(e["address"] for e in body["logs"]) == sorted(s.address for s in crowded)
+            assert all(len(e["records"]) == 1 for e in body["logs"])
+        lonely = next(v[0] for v in by_bucket.values() if len(v) == 1)
+        body = client.get(f"/v1/identity-bucket/{address_bucket(lonely.address)[:2]}").get_json()
+        assert [e["address"] for e in body["logs"]] == [lonely.address]
+    finally:
+        storage.close()
+
+
+def test_client_asks_with_a_longer_prefix_when_a_bucket_is_too_large(tmp_path: Path) -> None:
+    storage = SQLiteStorage(str(tmp_path / "relay.db"))
+    app = create_app(storage, settings=RelaySettings(bucket_max_addresses=1, identity_rate=FAST, identity_burst=10**6))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        first = generate_secrets()
+        other = next(s for s in iter(generate_secrets, None) if address_bucket(s.address)[:2] == address_bucket(first.address)[:2])
+        for s in (first, other):
+            st = identity.authorize_statement(s.address, s.installation_id, s.signing_pub, s.identity_pub)
+            RelayClient(url).publish_identity(s.address, identity.sign_statement(st, s.wallet_key).to_record())
+        with pytest.raises(RelayError) as err:
+            RelayClient(url).identity_bucket(address_bucket(first.address)[:2])
+        assert err.value.code == "bucket_too_large"
+        bob = make_engine(tmp_path / "bob.db", url)
+        assert set(bob.installations_of(first.address)) == {first.installation_id}
+        assert bob.peers.prefix_hex >= 3  # remembered for the next lookups on this relay
+    finally:
+        server.shutdown()
+        t.join(5)
+        server.server_close()
+        storage.close()
