@@ -405,3 +405,43 @@ def test_client_asks_with_a_longer_prefix_when_a_bucket_is_too_large(tmp_path: P
         t.join(5)
         server.server_close()
         storage.close()
+
+
+# --- padding: vectors and rules (PROTOCOL.md §6.1) --------------------------------------------------
+
+from bridge.protocol.content import PAD_FLOOR, TextContent, pad, padded_size, unpad  # noqa: E402
+from bridge.protocol.wire import WireError  # noqa: E402
+from tests.vectors_loader import cases, error_class, h, load  # noqa: E402
+
+
+def test_padding_vector_file_is_well_formed() -> None:
+    data = load("parley_content_padding.json")
+    assert data["family"] == "parley-content-padding" and data["description"]
+    for v in data["vectors"]:
+        assert set(v) == {"name", "input", "expected"}
+        assert v["name"].startswith("negative") == ("error" in v["expected"])
+
+
+@pytest.mark.parametrize("vec", cases("parley_content_padding.json"))
+def test_content_padding_vectors(vec: dict[str, Any]) -> None:
+    i, e = vec["input"], vec["expected"]
+    if "error" in e:
+        with pytest.raises(error_class(e["error"])) as ei:
+            TextContent.decode(h(i["padded"]))
+        assert ei.type is error_class(e["error"])
+        return
+    content = TextContent(i["message_id"], i["sender"], i["recipient"], i["sent_at"], i["text"])
+    assert content.encode().hex() == e["padded"]
+    assert unpad(h(e["padded"])).hex() == e["content"]
+    assert TextContent.decode(h(e["padded"])) == content
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 255, 510, 511, 512, 1023, 1024, 70_000])
+def test_padding_sizes_are_powers_of_two_from_512_and_round_trip(n: int) -> None:
+    data = bytes([0x41]) * n
+    padded = pad(data)
+    assert len(padded) == padded_size(n) >= max(PAD_FLOOR, n + 1)
+    assert len(padded) & (len(padded) - 1) == 0 and (len(padded) == PAD_FLOOR or len(padded) // 2 < n + 1)
+    assert unpad(padded) == data
+    with pytest.raises(WireError):
+        unpad(padded[:-1])
