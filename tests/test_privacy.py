@@ -445,3 +445,38 @@ def test_padding_sizes_are_powers_of_two_from_512_and_round_trip(n: int) -> None
     assert unpad(padded) == data
     with pytest.raises(WireError):
         unpad(padded[:-1])
+
+
+# --- the schedule ---------------------------------------------------------------------------------
+
+import random  # noqa: E402
+
+from tests.relay_fixtures import wait_until  # noqa: E402
+
+
+def test_refresh_schedule_is_drawn_from_its_own_random_source_whatever_the_traffic(tmp_path: Path, relay: LoggingRelay) -> None:
+    busy = make_engine(tmp_path / "busy.db", relay.url, rng=random.Random(7), peer_refresh_ms=600_000)
+    idle = make_engine(tmp_path / "idle.db", relay.url, rng=random.Random(7), peer_refresh_ms=600_000)
+    assert busy.peers.next_delay_ms(first=True) == idle.peers.next_delay_ms(first=True)
+    assert busy.send(idle.address, "traffic").delivered and idle.sync() == 1
+    assert idle.send(busy.address, "more traffic").delivered and busy.sync() == 1
+    busy_delays = [busy.peers.next_delay_ms() for _ in range(50)]
+    assert busy_delays == [idle.peers.next_delay_ms() for _ in range(50)]  # messages changed nothing
+    assert all(300_000 <= d <= 900_000 for d in busy_delays) and len(set(busy_delays)) > 40
+
+
+def test_refresh_loop_runs_passes_until_stopped(tmp_path: Path, relay: LoggingRelay) -> None:
+    eng = make_engine(tmp_path / "eng.db", relay.url, rng=random.Random(1), peer_refresh_ms=50)
+    passes: list[list[str]] = []
+    real = eng.peers.refresh
+    eng.peers.refresh = lambda: passes.append(real()) or passes[-1]  # type: ignore[method-assign]
+    stop = threading.Event()
+    t = threading.Thread(target=eng.peers.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        assert wait_until(lambda: len(passes) >= 3, timeout=30)
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive()
+    assert all(p == [eng.address] for p in passes)  # only our own log is tracked
