@@ -247,6 +247,20 @@ def test_messages_from_unknown_installations_cause_at_most_one_fetch(tmp_path: P
     bob.sync()
     lookups = identity_lookups(relay.since(start), mallory.address)
     assert len(lookups) <= 1, f"{len(lookups)} fetches of one address for five messages: {lookups}"
+    # They were accepted on their statements and are re-checked by the next scheduled pass: one
+    # lookup for the five, which finds none of them in Mallory's log, so all five are flagged.
+    received = bob.messages(mallory.address)
+    assert len(received) == 5 and bob.peers.pending_rechecks() == 5
+    start = relay.mark()
+    bob.peers.refresh()
+    assert len(identity_lookups(relay.since(start), mallory.address)) == 1
+    assert all("not registered" in (bob.peers.flag(m["id"]) or "") for m in received)
+    assert bob.peers.pending_rechecks() == 0
+    # Until the next pass, those installations are refused at once, still without a lookup.
+    assert others[0].send(bob.address, "once more").delivered
+    start = relay.mark()
+    assert bob.sync() == 0
+    assert identity_lookups(relay.since(start), mallory.address) == []
 
 
 def revoke(eng: Engine) -> None:

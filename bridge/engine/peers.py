@@ -269,7 +269,7 @@ class Peers:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (address, iid, st.signing_key, st.identity_key, now, blocks.get(iid)),
                 )
-            c.execute("DELETE FROM peer_revoked WHERE address = ? AND source = 'relay'", (address,))
+            c.execute("DELETE FROM peer_revoked WHERE address = ? AND source IN ('relay', 'unregistered')", (address,))
             for iid in revoked:
                 c.execute("INSERT OR REPLACE INTO peer_revoked(address, installation_id, source, at) VALUES (?, ?, 'log', ?)", (address, iid, now))
             c.execute(
@@ -282,6 +282,11 @@ class Peers:
                 if r["installation_id"] in active:
                     continue
                 reason = "revoked" if r["installation_id"] in revoked else "not registered"
+                if reason == "not registered":  # refused until the next pass, which may find it registered
+                    c.execute(
+                        "INSERT OR IGNORE INTO peer_revoked(address, installation_id, source, at) VALUES (?, ?, 'unregistered', ?)",
+                        (address, r["installation_id"], now),
+                    )
                 c.execute(
                     "INSERT OR REPLACE INTO message_flags(message_id, reason, at) VALUES (?, ?, ?)",
                     (r["message_id"], f"sender installation {r['installation_id']} is {reason}", now),

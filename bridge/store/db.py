@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS peer_fetches (
 CREATE TABLE IF NOT EXISTS peer_revoked (
     address          TEXT NOT NULL,
     installation_id  TEXT NOT NULL,
-    source           TEXT NOT NULL CHECK (source IN ('log', 'relay')),  -- a revocation in the log / the relay's 404
+    source           TEXT NOT NULL CHECK (source IN ('log', 'relay', 'unregistered')),  -- revocation in the log / relay's 404 / absent at the last pass
     at               INTEGER NOT NULL,
     PRIMARY KEY (address, installation_id)
 );
