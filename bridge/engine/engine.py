@@ -425,7 +425,7 @@ class Engine:
                 cursor = self.relay.publish(env["topic"], bytes(env["payload"]))
             except NotFound as exc:
                 # The installation was revoked since we looked: it must not get the message. The
-                # others still do. Forget the cached list so the next message skips it.
+                # others still do. The identity cache drops it until a scheduled pass says otherwise.
                 log.info("installation %s is gone (%s); envelope dropped", env["installation_id"], exc)
                 cursor = -1
                 self.peers.installation_gone(env["installation_id"])
