@@ -172,7 +172,11 @@ class SQLiteStorage(Storage):
                         conn.execute(stmt)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
-            conn.executescript(_BUCKET_SCHEMA)
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'identity_bucket_mark'").fetchone() is None:
+                try:
+                    conn.executescript(_BUCKET_SCHEMA)
+                except sqlite3.OperationalError:
+                    pass  # a read-only database: everything else still works; bucket lookups answer 503
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc) from None
