@@ -8,7 +8,10 @@ operator would.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -17,14 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import request
 from werkzeug.serving import make_server
 
 from bridge import identity
 from bridge.engine import Engine
 from bridge.keys import generate_secrets
+from bridge.protocol import wire
+from bridge.protocol.content import PAD_FLOOR, TextContent, pad, padded_size, unpad
+from bridge.protocol.ids import address_bucket
+from bridge.protocol.wire import WireError
+from bridge.relay.client import RelayClient, RelayError
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
+from bridge.relay.storage import Storage
 from bridge.store import Store
+from tests.relay_fixtures import STORAGE_BACKENDS, open_backend, postgres_schema, wait_until
+from tests.vectors_loader import cases, error_class, h, load
 
 FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
 
@@ -53,16 +65,10 @@ class LoggingRelay:
 
         @app.before_request
         def _record() -> None:
-            from flask import request
-
             body = request.get_data(cache=True) if request.method in ("POST", "PUT") else b""
             with self._lock:
                 self.log.append(Request(time.monotonic(), request.method, request.path, len(body)))
                 if request.method == "POST" and request.path == "/v1/envelopes":
-                    import json
-
-                    from bridge.protocol import wire
-
                     self.payload_sizes.append(len(wire.b64d(json.loads(body)["payload"])))
 
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -305,10 +311,6 @@ def test_revoked_installation_is_not_looked_up_at_receipt_and_is_flagged_by_the_
 
 # --- the relay's k-anonymous identity lookup: GET /v1/identity-bucket/<prefix> ----------------------
 
-from bridge.protocol.ids import address_bucket  # noqa: E402
-from bridge.relay.client import RelayClient, RelayError  # noqa: E402
-from bridge.relay.storage import Storage  # noqa: E402
-from tests.relay_fixtures import STORAGE_BACKENDS, open_backend, postgres_schema  # noqa: E402
 
 
 @pytest.fixture(params=STORAGE_BACKENDS)
@@ -379,7 +381,7 @@ def test_bucket_route_checks_the_prefix_and_caps_the_answer(tmp_path: Path) -> N
         for s in secrets:
             st = identity.authorize_statement(s.address, s.installation_id, s.signing_pub, s.identity_pub)
             rec = identity.sign_statement(st, s.wallet_key).to_record()
-            assert client.post(f"/v1/identity/{s.address}", json={"record": __import__("base64").b64encode(rec).decode()}).status_code == 201
+            assert client.post(f"/v1/identity/{s.address}", json={"record": base64.b64encode(rec).decode()}).status_code == 201
         prefix = address_bucket(crowded[0].address)[:2]
         r = client.get(f"/v1/identity-bucket/{prefix}")
         if len(crowded) > 2:
@@ -423,9 +425,6 @@ def test_client_asks_with_a_longer_prefix_when_a_bucket_is_too_large(tmp_path: P
 
 # --- padding: vectors and rules (PROTOCOL.md §6.1) --------------------------------------------------
 
-from bridge.protocol.content import PAD_FLOOR, TextContent, pad, padded_size, unpad  # noqa: E402
-from bridge.protocol.wire import WireError  # noqa: E402
-from tests.vectors_loader import cases, error_class, h, load  # noqa: E402
 
 
 def test_padding_vector_file_is_well_formed() -> None:
@@ -463,9 +462,7 @@ def test_padding_sizes_are_powers_of_two_from_512_and_round_trip(n: int) -> None
 
 # --- the schedule ---------------------------------------------------------------------------------
 
-import random  # noqa: E402
 
-from tests.relay_fixtures import wait_until  # noqa: E402
 
 
 def test_refresh_schedule_is_drawn_from_its_own_random_source_whatever_the_traffic(tmp_path: Path, relay: LoggingRelay) -> None:
