@@ -372,27 +372,32 @@ def test_bucket_route_checks_the_prefix_and_caps_the_answer(tmp_path: Path) -> N
             assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_prefix", bad
         r = client.get("/v1/identity-bucket/ab%0A")  # a trailing newline never reaches the route
         assert r.status_code == 404 and r.get_json()["error"]["code"] == "not_found"
-        secrets = [generate_secrets() for _ in range(40)]
+        # Fixed wallets, so that the buckets are known: one holding three addresses (over the cap of two),
+        # one holding exactly two, one holding one.
         by_bucket: dict[str, list[Any]] = {}
-        for s in secrets:
+        i = 0
+        while not ({3, 2, 1} <= {len(v) for v in by_bucket.values()}):
+            s = generate_secrets(hashlib.sha256(f"bucket-wallet-{i}".encode()).digest())
             by_bucket.setdefault(address_bucket(s.address)[:2], []).append(s)
-        crowded = max(by_bucket.values(), key=len)
-        assert len(crowded) >= 2  # 40 addresses in 256 buckets: some share one (birthday bound)
-        for s in secrets:
+            i += 1
+        crowded = next(v for v in by_bucket.values() if len(v) >= 3)
+        pair = next(v for v in by_bucket.values() if len(v) == 2)
+        lonely = next(v[0] for v in by_bucket.values() if len(v) == 1)
+        for s in crowded + pair + [lonely]:
             st = identity.authorize_statement(s.address, s.installation_id, s.signing_pub, s.identity_pub)
             rec = identity.sign_statement(st, s.wallet_key).to_record()
             assert client.post(f"/v1/identity/{s.address}", json={"record": base64.b64encode(rec).decode()}).status_code == 201
-        prefix = address_bucket(crowded[0].address)[:2]
-        r = client.get(f"/v1/identity-bucket/{prefix}")
-        if len(crowded) > 2:
-            assert r.status_code == 413 and r.get_json()["error"]["code"] == "bucket_too_large"
-        else:
-            body = r.get_json()
-            assert body["prefix"] == prefix and sorted(e["address"] for e in body["logs"]) == sorted(s.address for s in crowded)
-            assert all(len(e["records"]) == 1 for e in body["logs"])
-        lonely = next(v[0] for v in by_bucket.values() if len(v) == 1)
+        r = client.get(f"/v1/identity-bucket/{address_bucket(crowded[0].address)[:2]}")
+        assert r.status_code == 413 and r.get_json()["error"]["code"] == "bucket_too_large"
+        prefix = address_bucket(pair[0].address)[:2]
+        body = client.get(f"/v1/identity-bucket/{prefix}").get_json()
+        assert body["prefix"] == prefix and [e["address"] for e in body["logs"]] == sorted(s.address for s in pair)
+        assert all(len(e["records"]) == 1 for e in body["logs"])
         body = client.get(f"/v1/identity-bucket/{address_bucket(lonely.address)[:2]}").get_json()
         assert [e["address"] for e in body["logs"]] == [lonely.address]
+        # A longer prefix splits the crowded bucket.
+        body = client.get(f"/v1/identity-bucket/{address_bucket(crowded[0].address)[:16]}").get_json()
+        assert [e["address"] for e in body["logs"]] == [crowded[0].address]
     finally:
         storage.close()
 

@@ -573,6 +573,7 @@ class Engine:
         which flags the message if the log then shows it revoked or unregistered. Envelopes that do not
         open are left to ``_open``, which records why.
         """
+        self.peers.forget_pending()
         try:
             un = sealed.unseal(self.secrets.identity_key, self.installation_id, payload)
             st = self._verified(un.sender_record)

@@ -361,6 +361,10 @@ class Peers:
         self._pending.value = (address, iid)
         return None
 
+    def forget_pending(self) -> None:
+        """Forget this thread's last accepted sender (an envelope that does not open stores nothing)."""
+        self._pending.value = None
+
     def on_event(self, event: str, payload: dict[str, Any]) -> None:
         """Engine listener: a message stored right after :meth:`check_sender` accepted an unknown
         sender (same thread) is queued for re-checking."""
