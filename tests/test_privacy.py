@@ -496,3 +496,20 @@ def test_refresh_loop_runs_passes_until_stopped(tmp_path: Path, relay: LoggingRe
         t.join(10)
     assert not t.is_alive()
     assert all(p == [eng.address] for p in passes)  # only our own log is tracked
+
+
+def test_first_contact_lookups_are_rate_limited_per_address(tmp_path: Path, relay: LoggingRelay) -> None:
+    """A hostile page can make the DM button ask canMessage again and again: one lookup a minute."""
+    now = [1_000_000]
+    bob = make_engine(tmp_path / "bob.db", relay.url, clock=lambda: now[0])
+    nobody = generate_secrets().address  # not registered
+    start = relay.mark()
+    for _ in range(10):
+        assert not bob.can_message(nobody)
+    assert len(identity_lookups(relay.since(start), nobody)) == 1
+    now[0] += 59_999
+    assert not bob.can_message(nobody)
+    assert len(identity_lookups(relay.since(start), nobody)) == 1
+    now[0] += 1
+    assert not bob.can_message(nobody)
+    assert len(identity_lookups(relay.since(start), nobody)) == 2
