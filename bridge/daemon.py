@@ -8,7 +8,9 @@ One process, listening on 127.0.0.1 only:
   (mode 0600 in the home directory), so `parley send` needs no passphrase while the daemon runs;
 * a subscriber thread that keeps one WebSocket subscription to our inbox topic and processes what
   arrives, reconnecting with backoff;
-* an outbox thread that retries queued messages.
+* an outbox thread that retries queued messages;
+* a peer-refresh thread that refreshes the identity cache on a jittered schedule of its own, never
+  because a message was sent or received (bridge/engine/peers.py; issue 8 item 2).
 """
 
 from __future__ import annotations
@@ -235,7 +237,12 @@ class Daemon:
             from bridge.relay.server import start_retention
 
             self._retention = start_retention(self._storage, self._settings)
-        for target, name in ((self.server.serve_forever, "http"), (self._subscriber, "subscriber"), (self._outbox, "outbox")):
+        for target, name in (
+            (self.server.serve_forever, "http"),
+            (self._subscriber, "subscriber"),
+            (self._outbox, "outbox"),
+            (lambda: self.engine.peers.run(self.stop_event), "peers"),
+        ):
             t = threading.Thread(target=target, name=f"parley-{name}", daemon=True)
             t.start()
             self._threads.append(t)

@@ -446,6 +446,41 @@ def sealed_family() -> dict[str, Any]:
                   "Sealed sender open: recipient identity_priv + own_iid + payload -> sender_iid, sender_record, message.", v)
 
 
+def content_padding_family() -> dict[str, Any]:
+    """PROTOCOL.md §6.1: content CBOR ‖ 0x80 ‖ 0x00* to the next power of two >= max(len + 1, 512).
+    The padding is computed here by hand (a loop over sizes), not with bridge.protocol.content.pad."""
+    mid, sender, recipient, sent_at = seed("content/mid", 16).hex(), "0x" + "A" * 40, "0x" + "b" * 40, 1_764_460_800_000
+
+    def by_hand(content: bytes) -> bytes:
+        size = 512
+        while size < len(content) + 1:
+            size <<= 1
+        return content + bytes([0x80]) + bytes(size - len(content) - 1)
+
+    v = []
+    probe = len(wire.encode([1, "text", mid, sender, recipient, sent_at, ""]))
+    for n in (1, 200, 511 - probe - 2, 512 - probe - 2, 3000):  # the text-header grows by 1 byte at 24 and 2 at 256
+        text = ("x" * n)
+        content = wire.encode([1, "text", mid, sender, recipient, sent_at, text])
+        padded = by_hand(content)
+        v.append(dict(name=f"text of {n} bytes -> {len(padded)}",
+                      input=dict(message_id=mid, sender=sender, recipient=recipient, sent_at=sent_at, text=text),
+                      expected=dict(content=content.hex(), padded=padded.hex())))
+    content = wire.encode([1, "text", mid, sender, recipient, sent_at, "hi"])
+    good = by_hand(content)
+    v += [
+        dict(name="negative: unpadded content", input=dict(padded=content.hex()), expected=dict(error="WireError")),
+        dict(name="negative: marker 0x00 instead of 0x80", input=dict(padded=(content + bytes(512 - len(content))).hex()), expected=dict(error="WireError")),
+        dict(name="negative: not a power of two", input=dict(padded=(good + b"\x00").hex()), expected=dict(error="WireError")),
+        dict(name="negative: larger bucket than needed", input=dict(padded=(good + bytes(512)).hex()), expected=dict(error="WireError")),
+        dict(name="negative: nonzero byte after the marker", input=dict(padded=(good[:-1] + b"\x01").hex()), expected=dict(error="WireError")),
+    ]
+    return family("parley-content-padding", f"ours: {GEN} (padding computed by hand)",
+                  "Message content padding (PROTOCOL.md 6.1): CBOR [1, 'text', id, sender, recipient, sent_at, text] || 0x80 || 0x00* "
+                  "to the smallest power of two >= max(len + 1, 512). Positive vectors: TextContent.encode gives 'padded' and "
+                  "decode inverts it; negative vectors must be rejected by TextContent.decode.", v)
+
+
 FAMILIES = {
     "rfc5869_hkdf.json": rfc5869,
     "rfc4231_hmac.json": rfc4231,
@@ -461,6 +496,7 @@ FAMILIES = {
     "parley_pqxdh.json": pqxdh_family,
     "parley_session.json": session_family,
     "parley_sealed.json": sealed_family,
+    "parley_content_padding.json": content_padding_family,
 }
 RECORDED = {"parley_pqxdh.json", "parley_session.json", "parley_sealed.json"}
 

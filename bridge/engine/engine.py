@@ -15,8 +15,8 @@ Guarantees (PROTOCOL.md §7):
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import random
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -31,6 +31,7 @@ from bridge.protocol import prekeys as PK
 from bridge.protocol.content import MAX_TEXT_BYTES, TextContent
 from bridge.protocol.ids import inbox_topic, new_message_id
 from bridge.protocol.wire import WireError
+from bridge.engine.peers import REFRESH_INTERVAL_MS, Peers
 from bridge.relay.client import Envelope, NotFound, RelayClient, RelayError, RelayUnavailable
 from bridge.store import Store, now_ms
 
@@ -51,8 +52,8 @@ PQ_OTPK_TARGET = 20
 #: Replenish when fewer than this many are left.
 OTPK_LOW = 20
 PQ_OTPK_LOW = 8
-#: How long a peer's installation list is trusted before asking the relay again (ms).
-PEER_TTL_MS = 30_000
+#: Mean interval of the identity cache's scheduled refresh (ms; bridge/engine/peers.py).
+PEER_REFRESH_MS = REFRESH_INTERVAL_MS
 
 
 class EngineError(Exception):
@@ -96,7 +97,16 @@ class Engine:
     """
 
     def __init__(
-        self, store: Store, secrets: Secrets, ident: dict[str, Any], relay_url: str, *, verifier: identity.Verifier | None = None
+        self,
+        store: Store,
+        secrets: Secrets,
+        ident: dict[str, Any],
+        relay_url: str,
+        *,
+        verifier: identity.Verifier | None = None,
+        clock: Callable[[], int] = now_ms,
+        rng: random.Random | None = None,
+        peer_refresh_ms: int = REFRESH_INTERVAL_MS,
     ) -> None:
         #: How statement signatures are checked (default: EOA only); see bridge.identity.smart for smart accounts.
         self.verifier: identity.Verifier | None = verifier
@@ -115,8 +125,20 @@ class Engine:
         )
         self.topic = inbox_topic(self.installation_id)
         self._tls = threading.local()
-        self._statements: dict[bytes, identity.Statement] = {}
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        #: The identity cache, refreshed on a jittered schedule (the daemon runs ``peers.run``), never on
+        #: demand of a message (issue 8 item 2). ``clock`` (ms) and ``rng`` are injectable for tests.
+        self.peers = Peers(
+            store,
+            lambda: self.relay,
+            own=lambda: (self.address, self.installation_id),
+            emit=self._emit,
+            verifier=verifier,
+            clock=clock,
+            rng=rng,
+            interval_ms=peer_refresh_ms,
+        )
+        self.listeners.append(self.peers.on_event)
 
     # --- identity (the wallet this installation acts for) ----------------------------
 
@@ -257,38 +279,18 @@ class Engine:
 
     # --- peers ------------------------------------------------------------------
 
-    def installations_of(self, address: str, *, max_age_ms: int = PEER_TTL_MS) -> dict[str, session.RemoteInstallation]:
-        """The peer's active installations, verified here (the relay is not trusted), cached briefly.
+    def installations_of(self, address: str, *, max_age_ms: int | None = None) -> dict[str, session.RemoteInstallation]:
+        """The peer's active installations, verified here (the relay is not trusted), from the identity
+        cache (bridge/engine/peers.py). Only an address never looked up is asked for now (first contact);
+        our own address never is at send time (the scheduled refresh keeps it), unless it was never looked up.
 
         Raises:
             RelayUnavailable, RelayError
         """
-        rows = self.store.read("SELECT fetched_at FROM peer_fetches WHERE address = ?", (address,))
-        if not rows or now_ms() - rows[0]["fetched_at"] > max_age_ms:
-            records = self.relay.identity(address)
-            active = identity.installations(address, records, verifier=self.verifier)
-            checked = getattr(self.verifier, "checked_blocks", None)
-            blocks = checked(records) if checked is not None else {}
-            with self.store.write() as c:
-                c.execute("DELETE FROM peer_installations WHERE address = ?", (address,))
-                for iid, st in active.items():
-                    c.execute(
-                        "INSERT INTO peer_installations(address, installation_id, signing_pub, identity_pub, fetched_at, checked_block) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (address, iid, st.signing_key, st.identity_key, now_ms(), blocks.get(iid)),
-                    )
-                c.execute(
-                    "INSERT INTO peer_fetches VALUES (?, ?) ON CONFLICT(address) DO UPDATE SET fetched_at = excluded.fetched_at",
-                    (address, now_ms()),
-                )
-        rows = self.store.read("SELECT * FROM peer_installations WHERE address = ?", (address,))
-        return {
-            r["installation_id"]: session.RemoteInstallation(r["installation_id"], bytes(r["signing_pub"]), bytes(r["identity_pub"]))
-            for r in rows
-        }
+        return self.peers.installations(address, max_age_ms=max_age_ms)
 
     def can_message(self, address: str) -> bool:
-        return bool(self.installations_of(identity.checksum_address(address), max_age_ms=0))
+        return bool(self.installations_of(identity.checksum_address(address)))
 
     # --- sending ------------------------------------------------------------------
 
@@ -423,11 +425,10 @@ class Engine:
                 cursor = self.relay.publish(env["topic"], bytes(env["payload"]))
             except NotFound as exc:
                 # The installation was revoked since we looked: it must not get the message. The
-                # others still do. Forget the cached list so the next message skips it.
+                # others still do. The identity cache drops it until a scheduled pass says otherwise.
                 log.info("installation %s is gone (%s); envelope dropped", env["installation_id"], exc)
                 cursor = -1
-                with self.store.write() as c:
-                    c.execute("DELETE FROM peer_fetches WHERE address IN (SELECT address FROM peer_installations WHERE installation_id = ?)", (env["installation_id"],))
+                self.peers.installation_gone(env["installation_id"])
             with self.store.write() as c:
                 c.execute(
                     "UPDATE outbox_envelopes SET cursor = ? WHERE message_id = ? AND installation_id = ?",
@@ -561,40 +562,24 @@ class Engine:
 
     def _verified(self, record: bytes) -> identity.Statement:
         """Verify a sender statement, remembering the answer (EIP-191 recovery is slow in pure Python)."""
-        key = hashlib.sha256(record).digest()
-        st = self._statements.get(key)
-        if st is None:
-            st = identity.verify(identity.SignedStatement.from_record(record), verifier=self.verifier)
-            if len(self._statements) >= 1024:
-                self._statements.pop(next(iter(self._statements)))
-            self._statements[key] = st
-        return st
+        return self.peers.verified(record)
 
     def _sender_not_active(self, payload: bytes) -> str | None:
-        """Why the sealed sender's installation must not be believed (revoked, or never registered), if so.
+        """Why the sealed sender's installation must not be believed (known revoked), if so. No relay request.
 
-        Checked against the sender's identity log (cached for PEER_TTL_MS, re-fetched when the
-        installation is not in the cached set). Envelopes that do not open are left to ``_open``,
-        which records why; when the relay cannot be asked, the message is accepted on the strength of
-        its signed statement alone.
+        Checked against the identity cache only (bridge/engine/peers.py): fetching the sender's log now
+        would tell the relay who sent what it just delivered (issue 8 item 2). An installation the cache
+        does not know is accepted on its signed statement and re-checked by the next scheduled refresh,
+        which flags the message if the log then shows it revoked or unregistered. Envelopes that do not
+        open are left to ``_open``, which records why.
         """
+        self.peers.forget_pending()
         try:
             un = sealed.unseal(self.secrets.identity_key, self.installation_id, payload)
             st = self._verified(un.sender_record)
         except (P.CryptoError, WireError, identity.IdentityError, ValueError):
             return None
-        if st.installation_id == self.installation_id:
-            return None
-        try:
-            active = self.installations_of(st.address)
-            if st.installation_id not in active:
-                active = self.installations_of(st.address, max_age_ms=0)
-        except (RelayUnavailable, RelayError) as exc:
-            log.info("cannot check %s's installations now (%s); trusting the signed statement", st.address, exc)
-            return None
-        if st.installation_id in active:
-            return None
-        return f"RevokedInstallation: installation {st.installation_id} of {st.address} is revoked or not registered"
+        return self.peers.check_sender(st)
 
     def _open(self, c: sqlite3.Connection, payload: bytes) -> tuple[dict[str, Any] | None, bool]:
         un = sealed.unseal(self.secrets.identity_key, self.installation_id, payload)

@@ -14,7 +14,26 @@ __all__ = [
     "new_message_id",
     "is_message_id",
     "TopicError",
+    "address_bucket",
+    "is_bucket_prefix",
+    "BUCKET_PREFIX_MIN",
+    "BUCKET_PREFIX_MAX",
 ]
+
+#: Shortest and longest k-anonymous identity-bucket prefix, in hex digits (PROTOCOL.md §7 "Identity buckets").
+BUCKET_PREFIX_MIN = 2
+BUCKET_PREFIX_MAX = 16
+_BUCKET_RE = re.compile(r"[0-9a-f]{%d,%d}" % (BUCKET_PREFIX_MIN, BUCKET_PREFIX_MAX))
+
+
+def address_bucket(address: str) -> str:
+    """``hex(SHA-256(ASCII(checksummed address)))``: an identity lookup names only a prefix of this."""
+    return hashlib.sha256(address.encode("ascii")).hexdigest()
+
+
+def is_bucket_prefix(value: object) -> bool:
+    """True for 2..16 lowercase hex digits (exactly; no trailing newline)."""
+    return isinstance(value, str) and _BUCKET_RE.fullmatch(value) is not None
 
 _IID_RE = re.compile(r"^[0-9a-f]{32}")
 _TOPIC_RE = re.compile(r"^parley\.v1\.inbox\.([0-9a-f]{32})")

@@ -272,6 +272,28 @@ class RelayClient:
         except WireError:
             raise self._bad("record is not base64") from None
 
+    def identity_bucket(self, prefix: str) -> dict[str, list[bytes]]:
+        """Every identity log in the k-anonymous bucket ``prefix`` (PROTOCOL.md §7 "Identity buckets").
+
+        Returns address → raw records (the caller verifies them, and that each address is in the bucket).
+
+        Raises:
+            RelayError: ``bucket_too_large`` (413): ask again with a longer prefix; ``bad_prefix`` (400).
+        """
+        data = self._call("GET", f"/v1/identity-bucket/{quote(prefix, safe='')}")
+        logs = data.get("logs")
+        if data.get("prefix") != prefix or not isinstance(logs, list):
+            raise self._bad("not an identity bucket answer")
+        out: dict[str, list[bytes]] = {}
+        for entry in logs:
+            if not isinstance(entry, dict) or not isinstance(entry.get("address"), str) or not isinstance(entry.get("records"), list):
+                raise self._bad("bucket entry is not {address, records}")
+            try:
+                out[entry["address"]] = [wire.b64d(r) for r in entry["records"]]
+            except WireError:
+                raise self._bad("record is not base64") from None
+        return out
+
     def upload_prekeys(self, iid: str, signed_upload: bytes) -> dict[str, int]:
         """PUT a signed :class:`~bridge.protocol.prekeys.PrekeyUpload`; returns the counts left."""
         data = self._call("PUT", f"/v1/prekeys/{quote(iid, safe='')}", body={"upload": wire.b64e(signed_upload)})

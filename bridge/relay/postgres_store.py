@@ -122,6 +122,30 @@ CREATE TABLE auth_tokens (
 CREATE INDEX auth_tokens_expires ON auth_tokens (expires_at);
 """,
     ),
+    (
+        2,
+        # k-anonymous identity lookups (PROTOCOL.md §7 "Identity buckets"): the bucket of every address,
+        # kept by a trigger so the append path is untouched, and filled for the logs already stored.
+        """
+CREATE TABLE identity_buckets (
+    bucket  TEXT COLLATE "C" NOT NULL,
+    address TEXT PRIMARY KEY
+);
+CREATE INDEX identity_buckets_bucket ON identity_buckets (bucket);
+CREATE FUNCTION parley_identity_bucket() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO identity_buckets (bucket, address)
+    VALUES (encode(sha256(convert_to(NEW.address, 'UTF8')), 'hex'), NEW.address)
+    ON CONFLICT (address) DO NOTHING;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER identity_bucket AFTER INSERT ON identity FOR EACH ROW EXECUTE FUNCTION parley_identity_bucket();
+INSERT INTO identity_buckets (bucket, address)
+SELECT DISTINCT encode(sha256(convert_to(address, 'UTF8')), 'hex'), address FROM identity
+ON CONFLICT (address) DO NOTHING;
+""",
+    ),
 )
 
 #: The newest schema version this code knows.
@@ -338,6 +362,29 @@ class PostgresStorage(Storage):
 
     def identity_records(self, address: str) -> list[bytes]:
         return [bytes(r[0]) for r in self._rows("SELECT record FROM identity WHERE address = %s ORDER BY seq", (address,))]
+
+    def identity_bucket(self, prefix: str, *, max_addresses: int, max_records: int) -> dict[str, list[bytes]] | None:
+        # hex digits sort below 'g' in the "C" collation: [prefix, prefix || 'g') is exactly the bucket
+        addresses = [
+            str(r[0])
+            for r in self._rows(
+                "SELECT address FROM identity_buckets WHERE bucket >= %s AND bucket < %s ORDER BY address LIMIT %s",
+                (prefix, prefix + "g", max_addresses + 1),
+            )
+        ]
+        if len(addresses) > max_addresses:
+            return None
+        out: dict[str, list[bytes]] = {a: [] for a in addresses}
+        if not addresses:
+            return out
+        total = int(self._rows("SELECT COUNT(*) FROM identity WHERE address = ANY(%s)", (addresses,))[0][0])
+        if total > max_records:
+            return None
+        for address, record in self._rows(
+            "SELECT address, record FROM identity WHERE address = ANY(%s) ORDER BY address, seq", (addresses,)
+        ):
+            out[str(address)].append(bytes(record))
+        return out
 
     def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
         with self._tx() as conn:

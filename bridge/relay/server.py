@@ -71,6 +71,12 @@ class RelaySettings:
     auth_burst: int = 20
     identity_rate: float = 2.0
     identity_burst: int = 50
+    #: k-anonymous identity lookups (GET /v1/identity-bucket/<prefix>): rate, and the answer cap beyond
+    #: which the relay answers 413 bucket_too_large so the client asks with a longer prefix.
+    bucket_rate: float = 10.0
+    bucket_burst: int = 200
+    bucket_max_addresses: int = 64
+    bucket_max_records: int = 1024
     challenge_ttl: int = 60
     token_ttl: int = 3600
     max_pending_challenges: int = 10_000
@@ -204,6 +210,7 @@ class _Relay:
         self.claim_limit = _TokenBucket(settings.claim_rate, settings.claim_burst, settings.clock)
         self.auth_limit = _TokenBucket(settings.auth_rate, settings.auth_burst, settings.clock)
         self.identity_limit = _TokenBucket(settings.identity_rate, settings.identity_burst, settings.clock)
+        self.bucket_limit = _TokenBucket(settings.bucket_rate, settings.bucket_burst, settings.clock)
         self.identity_lock = threading.Lock()
         if settings.verifier is not None:
             self.verifier = settings.verifier
@@ -336,6 +343,29 @@ class _Relay:
     def get_identity(self, address: str) -> dict[str, Any]:
         addr = self.address_param(address)
         return {"address": addr, "records": [wire.b64e(r) for r in self.storage.identity_records(addr)]}
+
+    def get_identity_bucket(self, prefix: str) -> dict[str, Any]:
+        """Every identity log in a k-anonymous bucket (PROTOCOL.md §7 "Identity buckets")."""
+        from bridge.protocol.ids import BUCKET_PREFIX_MAX, BUCKET_PREFIX_MIN, is_bucket_prefix
+
+        self.limit(self.bucket_limit)
+        if not is_bucket_prefix(prefix):
+            raise ApiError(
+                400, "bad_prefix", f"a bucket prefix is {BUCKET_PREFIX_MIN} to {BUCKET_PREFIX_MAX} lowercase hex digits"
+            )
+        logs = self.storage.identity_bucket(
+            prefix, max_addresses=self.s.bucket_max_addresses, max_records=self.s.bucket_max_records
+        )
+        if logs is None:
+            raise ApiError(
+                413,
+                "bucket_too_large",
+                f"more than {self.s.bucket_max_addresses} addresses or {self.s.bucket_max_records} records: use a longer prefix",
+            )
+        return {
+            "prefix": prefix,
+            "logs": [{"address": a, "records": [wire.b64e(r) for r in recs]} for a, recs in sorted(logs.items())],
+        }
 
     # -- prekeys --
 
@@ -559,6 +589,10 @@ def _blueprint(relay: _Relay, sock: Sock) -> Blueprint:
     @bp.get("/v1/identity/<path:address>")
     def identity_get(address: str) -> Any:
         return jsonify(relay.get_identity(address))
+
+    @bp.get("/v1/identity-bucket/<path:prefix>")
+    def identity_bucket_get(prefix: str) -> Any:
+        return jsonify(relay.get_identity_bucket(prefix))
 
     @bp.put("/v1/prekeys/<iid>")
     def prekeys_put(iid: str) -> Any:

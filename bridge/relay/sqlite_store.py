@@ -100,6 +100,22 @@ CREATE TABLE IF NOT EXISTS auth_tokens (
 CREATE INDEX IF NOT EXISTS auth_tokens_expires ON auth_tokens (expires_at);
 """
 
+# k-anonymous identity lookups (PROTOCOL.md §7 "Identity buckets"). Outside the versioned schema so
+# that it is purely additive: created if missing at every open, and filled lazily from the identity
+# table's rowids (the log is append-only), so the append path is untouched.
+_BUCKET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identity_buckets (
+    bucket  TEXT NOT NULL,
+    address TEXT PRIMARY KEY
+);
+CREATE INDEX IF NOT EXISTS identity_buckets_bucket ON identity_buckets (bucket);
+CREATE TABLE IF NOT EXISTS identity_bucket_mark (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    last_rowid INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO identity_bucket_mark (id, last_rowid) VALUES (1, 0);
+"""
+
 _TABLES = (
     "identity",
     "installations",
@@ -156,6 +172,11 @@ class SQLiteStorage(Storage):
                         conn.execute(stmt)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'identity_bucket_mark'").fetchone() is None:
+                try:
+                    conn.executescript(_BUCKET_SCHEMA)
+                except sqlite3.OperationalError:
+                    pass  # a read-only database: everything else still works; bucket lookups answer 503
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc) from None
@@ -242,6 +263,42 @@ class SQLiteStorage(Storage):
     def identity_records(self, address: str) -> list[bytes]:
         rows = self._read("SELECT record FROM identity WHERE address = ? ORDER BY seq", (address,))
         return [bytes(r[0]) for r in rows]  # type: ignore[arg-type]
+
+    def identity_bucket(self, prefix: str, *, max_addresses: int, max_records: int) -> dict[str, list[bytes]] | None:
+        from bridge.protocol.ids import address_bucket
+
+        mark = self._read("SELECT last_rowid FROM identity_bucket_mark WHERE id = 1")
+        newest = self._read("SELECT COALESCE(MAX(rowid), 0) FROM identity")
+        if int(newest[0][0]) > int(mark[0][0]):  # type: ignore[call-overload]
+            with self._tx() as conn:  # catch up with appends since the last lookup (one writer at a time)
+                last = int(conn.execute("SELECT last_rowid FROM identity_bucket_mark WHERE id = 1").fetchone()[0])
+                rows = conn.execute("SELECT rowid, address FROM identity WHERE rowid > ? ORDER BY rowid", (last,)).fetchall()
+                for rowid, address in rows:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO identity_buckets (bucket, address) VALUES (?, ?)", (address_bucket(address), address)
+                    )
+                    last = max(last, int(rowid))
+                conn.execute("UPDATE identity_bucket_mark SET last_rowid = ? WHERE id = 1", (last,))
+        # hex digits sort below 'g' (BINARY collation): [prefix, prefix + 'g') is exactly the bucket
+        addresses = [
+            str(r[0])
+            for r in self._read(
+                "SELECT address FROM identity_buckets WHERE bucket >= ? AND bucket < ? ORDER BY address LIMIT ?",
+                (prefix, prefix + "g", max_addresses + 1),
+            )
+        ]
+        if len(addresses) > max_addresses:
+            return None
+        out: dict[str, list[bytes]] = {a: [] for a in addresses}
+        if not addresses:
+            return out
+        marks = ",".join("?" * len(addresses))
+        total = int(self._read(f"SELECT COUNT(*) FROM identity WHERE address IN ({marks})", tuple(addresses))[0][0])  # type: ignore[call-overload]
+        if total > max_records:
+            return None
+        for address, record in self._read(f"SELECT address, record FROM identity WHERE address IN ({marks}) ORDER BY address, seq", tuple(addresses)):
+            out[str(address)].append(bytes(record))  # type: ignore[arg-type]
+        return out
 
     def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
         with self._tx() as conn:

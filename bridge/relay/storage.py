@@ -121,6 +121,16 @@ class Storage(abc.ABC):
         """All records of ``address`` in append order (empty list if none)."""
 
     @abc.abstractmethod
+    def identity_bucket(self, prefix: str, *, max_addresses: int, max_records: int) -> dict[str, list[bytes]] | None:
+        """Every identity log whose address's bucket starts with ``prefix`` (k-anonymous lookup).
+
+        The bucket of an address is ``hex(SHA-256(ASCII(address)))`` (:func:`bridge.protocol.ids.address_bucket`);
+        ``prefix`` is lowercase hex. Returns address → records in append order, or ``None`` when the
+        bucket holds more than ``max_addresses`` addresses or ``max_records`` records in all (the
+        caller then asks with a longer prefix).
+        """
+
+    @abc.abstractmethod
     def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
         """Replace ``address``'s active installations (iid → (signing_pub, identity_pub)).
 

@@ -96,7 +96,26 @@ CREATE TABLE IF NOT EXISTS peer_installations (
 );
 CREATE TABLE IF NOT EXISTS peer_fetches (
     address     TEXT PRIMARY KEY,
-    fetched_at  INTEGER NOT NULL
+    fetched_at  INTEGER NOT NULL              -- ms of the last lookup; 0: tracked from a sender's statement only
+);
+-- bridge/engine/peers.py (issue 8 item 2): what the identity cache knows besides the active sets.
+CREATE TABLE IF NOT EXISTS peer_revoked (
+    address          TEXT NOT NULL,
+    installation_id  TEXT NOT NULL,
+    source           TEXT NOT NULL CHECK (source IN ('log', 'relay', 'unregistered')),  -- revocation in the log / relay's 404 / absent at the last pass
+    at               INTEGER NOT NULL,
+    PRIMARY KEY (address, installation_id)
+);
+CREATE TABLE IF NOT EXISTS sender_rechecks (  -- messages accepted on their sender's statement alone
+    message_id       TEXT PRIMARY KEY,
+    address          TEXT NOT NULL,
+    installation_id  TEXT NOT NULL,
+    received_at      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS message_flags (    -- their sender turned out revoked or never registered
+    message_id  TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    at          INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS inbox_failures (
     topic   TEXT NOT NULL,
