@@ -8,7 +8,10 @@ One process, listening on 127.0.0.1 only:
   (mode 0600 in the home directory), so `parley send` needs no passphrase while the daemon runs;
 * a subscriber thread that keeps one WebSocket subscription to our inbox topic and processes what
   arrives, reconnecting with backoff;
-* an outbox thread that retries queued messages.
+* an outbox thread that retries queued messages;
+* a prekey thread that checks, every ``prekey_check_seconds`` (jittered), that the relay still has
+  enough of our one-time prekeys (anonymous claims drain them), and rotates the signed and
+  last-resort prekeys when due (bridge/engine/prekeys.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import secrets as _secrets
 import signal
 import socket
@@ -34,6 +38,7 @@ from bridge.api.access import Access
 from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered
+from bridge.engine.prekeys import PrekeyPolicy
 from bridge.home import Home, write_private
 from bridge.identity.smart import verifier_from_config
 from bridge.keys import Secrets
@@ -97,6 +102,7 @@ class Daemon:
         self.relay_url = relay_url.rstrip("/") if relay_url else self.url
         self.store = Store(home.db_file)
         self.engine = Engine(self.store, secrets, home.identity(), self.relay_url, verifier=verifier_from_config(home.config()))
+        self.engine.prekeys.policy = PrekeyPolicy.from_config(home.config())
         self.engine.listeners.append(self._on_event)
         self.access = Access(self.store)
         self.hub = Hub()
@@ -223,12 +229,25 @@ class Daemon:
             except Exception:
                 log.exception("outbox flush failed")
 
+    def _prekey_check(self) -> None:
+        """Keep our prekeys topped up and rotated while running, not only at start (issue 8)."""
+        interval = self.engine.prekeys.policy.check_seconds
+        while not self.stop_event.wait(interval * random.uniform(0.8, 1.2)):
+            try:
+                if self.engine.ensure_prekeys():
+                    log.info("prekeys uploaded to %s", self.relay_url)
+            except (RelayUnavailable, RelayError) as exc:
+                log.warning("prekey check on %s failed: %s", self.relay_url, exc)
+            except Exception:
+                log.exception("prekey check failed")
+
     def start(self) -> None:
         if self.embedded:
             from bridge.relay.server import start_retention
 
             self._retention = start_retention(self._storage, self._settings)
-        for target, name in ((self.server.serve_forever, "http"), (self._subscriber, "subscriber"), (self._outbox, "outbox")):
+        for target, name in ((self.server.serve_forever, "http"), (self._subscriber, "subscriber"), (self._outbox, "outbox"),
+                             (self._prekey_check, "prekeys")):
             t = threading.Thread(target=target, name=f"parley-{name}", daemon=True)
             t.start()
             self._threads.append(t)

@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS prekeys (
     private     BLOB NOT NULL,               -- sealed
     public      BLOB NOT NULL,
     created_at  INTEGER NOT NULL,
-    uploaded    INTEGER NOT NULL DEFAULT 0,
+    uploaded    INTEGER NOT NULL DEFAULT 0,    -- 1 once an upload carrying it succeeded
+    retired_at  INTEGER,                     -- ms; signed/last-resort key replaced by a newer one (deleted after the grace period)
     PRIMARY KEY (kind, id)
 );
 CREATE TABLE IF NOT EXISTS cursors (
@@ -134,6 +135,9 @@ class Store:
             # v1 → v2: the block a smart account's signer was checked at.
             if "checked_block" not in {r[1] for r in conn.execute("PRAGMA table_info(peer_installations)")}:
                 conn.execute("ALTER TABLE peer_installations ADD COLUMN checked_block INTEGER")
+            # Prekey rotation (issue 8): when a signed or last-resort prekey was replaced.
+            if "retired_at" not in {r[1] for r in conn.execute("PRAGMA table_info(prekeys)")}:
+                conn.execute("ALTER TABLE prekeys ADD COLUMN retired_at INTEGER")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot initialise {self.path}: {exc}") from None

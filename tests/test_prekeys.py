@@ -1,0 +1,300 @@
+"""Our prekeys on the relay (PROTOCOL.md §4; bridge/engine/prekeys.py): refilled when anonymous
+claims drain them, the signed prekey and the last-resort ML-KEM prekey rotated, retired private
+keys kept for a grace period and then deleted, one-time private keys deleted once used.
+
+Engines run in-process over real SQLite stores against a real relay (create_app served by werkzeug
+on 127.0.0.1:0 in a thread); the daemon test runs `parley relay` and `parley run` as processes.
+Time is injected (``Engine.prekeys.clock``) where rotation and grace periods are tested.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from bridge import identity
+from bridge.crypto import sealed, session
+from bridge.engine import Engine
+from bridge.engine import prekeys as prekeys_mod
+from bridge.home import Home
+from bridge.keys import generate_secrets
+from bridge.protocol import prekeys as PK
+from bridge.relay.client import Envelope, RelayClient
+from bridge.relay.server import RelaySettings, create_app
+from bridge.relay.sqlite_store import SQLiteStorage
+from bridge.store import Store, now_ms
+from tests.procs import Proc, parley, start_bridge, start_relay, wait_for, whoami
+
+FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
+DAY_MS = 86_400_000
+
+
+@pytest.fixture(scope="module")
+def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    storage = SQLiteStorage(str(tmp_path_factory.mktemp("relay") / "relay.db"))
+    settings = RelaySettings(
+        publish_rate=FAST, publish_burst=10**6, claim_rate=FAST, claim_burst=10**6,
+        auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
+    )
+    server = make_server("127.0.0.1", 0, create_app(storage, settings=settings), threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    t.join(5)
+    server.server_close()
+    storage.close()
+
+
+class FakeClock:
+    """Unix milliseconds that only move when the test says so (starts at the real time)."""
+
+    def __init__(self) -> None:
+        self.ms = now_ms()
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+
+
+_engines: list[Engine] = []
+_clients: list[RelayClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close() -> Iterator[None]:
+    yield
+    while _engines:
+        e = _engines.pop()
+        e.relay.close()
+        e.store.close()
+    while _clients:
+        _clients.pop().close()
+
+
+def make_engine(path: Path, relay_url: str, clock: FakeClock | None = None) -> Engine:
+    """A registered installation of a fresh wallet, its store at ``path``."""
+    secrets = generate_secrets(None)
+    st = identity.authorize_statement(secrets.address, secrets.installation_id, secrets.signing_pub, secrets.identity_pub)
+    record = identity.sign_statement(st, secrets.wallet_key).to_record()
+    ident = {"address": secrets.address, "installation_id": secrets.installation_id, "record": record.hex()}
+    eng = Engine(Store(path), secrets, ident, relay_url)
+    _engines.append(eng)
+    if clock is not None:
+        eng.prekeys.clock = clock
+    eng.register()
+    return eng
+
+
+def client(url: str) -> RelayClient:
+    c = RelayClient(url)
+    _clients.append(c)
+    return c
+
+
+def inbox(eng: Engine) -> list[Envelope]:
+    return eng.relay.fetch(eng.topic, 0, 500, token=eng.token())
+
+
+def ids(eng: Engine, kind: str) -> set[int]:
+    return {r[0] for r in eng.store.read("SELECT id FROM prekeys WHERE kind = ?", (kind,))}
+
+
+def row(eng: Engine, kind: str, pid: int) -> tuple[Any, ...] | None:
+    rows = eng.store.read("SELECT kind, id, public FROM prekeys WHERE kind = ? AND id = ?", (kind, pid))
+    return tuple(rows[0]) if rows else None
+
+
+def prekey_info(eng: Engine, env: Envelope) -> session.MessageInfo:
+    """Which of ``eng``'s prekeys a first message names (only the recipient can see this)."""
+    return session.peek(sealed.unseal(eng.secrets.identity_key, eng.installation_id, env.payload).message)
+
+
+def quarantined(eng: Engine) -> list[tuple[int, str]]:
+    """Envelopes the engine refused, with the reason (kept for diagnosis)."""
+    return [(r[0], r[1]) for r in eng.store.read("SELECT cursor, error FROM inbox_failures ORDER BY cursor")]
+
+
+def claim(url: str, iid: str) -> PK.Bundle:
+    return PK.Bundle.decode(client(url).claim(iid))
+
+
+# --- V1 of issue 17: a first message that really uses a post-quantum one-time prekey -----------
+
+
+def test_first_message_uses_a_pq_one_time_prekey_and_its_private_half_is_deleted(tmp_path: Path, relay_url: str) -> None:
+    alice, bob = make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "bob.db", relay_url)
+    pq_before = ids(bob, PK.PQ_OTPK)
+    assert len(pq_before) == prekeys_mod.PQ_OTPK_TARGET
+    assert alice.send(bob.address, "first message, with a one-time ML-KEM prekey").delivered
+    (env,) = inbox(bob)
+    info = prekey_info(bob, env)
+    assert info.is_prekey and info.pqpk_kind == PK.PQ_OTPK  # not the last-resort key: this branch runs
+    assert info.pqpk_id in pq_before and info.otpk_id in ids(bob, PK.OTPK)
+    assert bob.sync() == 1
+    assert [m["text"] for m in bob.messages(alice.address)] == ["first message, with a one-time ML-KEM prekey"]
+    # Exactly the used ML-KEM one-time prekey is gone (19 left on the relay: no top-up yet).
+    assert ids(bob, PK.PQ_OTPK) == pq_before - {info.pqpk_id}
+    assert info.otpk_id not in ids(bob, PK.OTPK)
+    assert bob.relay.prekey_count(bob.installation_id)["pq_otpk"] == prekeys_mod.PQ_OTPK_TARGET - 1
+
+
+# --- rotation of the signed prekey and the last-resort ML-KEM prekey ---------------------------
+
+
+def current(eng: Engine, kind: str) -> int:
+    (r,) = eng.store.read("SELECT id FROM prekeys WHERE kind = ? AND retired_at IS NULL", (kind,))
+    return int(r[0])
+
+
+def drain_pq(url: str, eng: Engine) -> None:
+    """Claim until bundles carry the last-resort ML-KEM key (what anonymous claimers can do)."""
+    for _ in range(eng.relay.prekey_count(eng.installation_id)["pq_otpk"]):
+        claim(url, eng.installation_id)
+    assert eng.relay.prekey_count(eng.installation_id)["pq_otpk"] == 0
+
+
+def test_rotated_signed_prekeys_open_in_flight_first_messages_until_the_grace_period_ends(tmp_path: Path, relay_url: str) -> None:
+    clock = FakeClock()
+    bob = make_engine(tmp_path / "bob.db", relay_url, clock)
+    alice, dave, erin = (make_engine(tmp_path / f"{n}.db", relay_url) for n in ("alice", "dave", "erin"))
+    old_spk, old_lrpk = current(bob, PK.SPK), current(bob, PK.PQ_LRPK)
+    # Two first messages made with the old bundle (last-resort ML-KEM key: the one-time ones are
+    # drained), both still on the relay when Bob rotates.
+    drain_pq(relay_url, bob)
+    assert alice.send(bob.address, "made with the old bundle, read inside the grace period").delivered
+    assert dave.send(bob.address, "made with the old bundle, read after the grace period").delivered
+    env_alice, env_dave = inbox(bob)
+    for env in (env_alice, env_dave):
+        info = prekey_info(bob, env)
+        assert (info.spk_id, info.pqpk_kind, info.pqpk_id) == (old_spk, PK.PQ_LRPK, old_lrpk)
+
+    # Not yet due: nothing rotates.
+    clock.advance(prekeys_mod.ROTATE_MS - 60_000)
+    bob.ensure_prekeys()
+    assert (current(bob, PK.SPK), current(bob, PK.PQ_LRPK)) == (old_spk, old_lrpk)
+    assert claim(relay_url, bob.installation_id).spk.id == old_spk
+
+    # A week on: both are rotated, the relay hands out the new ones, signed by Bob's installation.
+    clock.advance(60_000)
+    assert bob.ensure_prekeys()
+    rotated_at = clock.ms
+    new_spk, new_lrpk = current(bob, PK.SPK), current(bob, PK.PQ_LRPK)
+    assert new_spk > old_spk and new_lrpk > old_lrpk
+    bundle = claim(relay_url, bob.installation_id)
+    bundle.verify(bob.local.signing_pub)
+    assert (bundle.spk.id, bundle.spk.pub) == (new_spk, row(bob, PK.SPK, new_spk)[2])  # type: ignore[index]
+    drain_pq(relay_url, bob)
+    bundle = claim(relay_url, bob.installation_id)
+    assert (bundle.pqpk.kind, bundle.pqpk.id, bundle.pqpk.pub) == (PK.PQ_LRPK, new_lrpk, row(bob, PK.PQ_LRPK, new_lrpk)[2])  # type: ignore[index]
+    # The old private keys are kept for the grace period ...
+    assert row(bob, PK.SPK, old_spk) and row(bob, PK.PQ_LRPK, old_lrpk)
+
+    # ... so a first message made with the old bundle still opens inside it.
+    clock.advance(prekeys_mod.GRACE_MS - 60_000)
+    bob.ensure_prekeys()
+    assert row(bob, PK.SPK, old_spk) and row(bob, PK.PQ_LRPK, old_lrpk)
+    assert bob.process(env_alice) is not None
+    assert [m["text"] for m in bob.messages(alice.address)] == ["made with the old bundle, read inside the grace period"]
+
+    # After the grace period the old private keys are gone (rows deleted), the current ones stay.
+    clock.ms = rotated_at + prekeys_mod.GRACE_MS
+    bob.ensure_prekeys()
+    assert row(bob, PK.SPK, old_spk) is None and row(bob, PK.PQ_LRPK, old_lrpk) is None
+    assert row(bob, PK.SPK, new_spk) and row(bob, PK.PQ_LRPK, new_lrpk)
+    # A first message made with the old bundle is refused cleanly: quarantined, cursor past it.
+    assert bob.process(env_dave) is None
+    assert bob.cursor() == env_dave.cursor
+    assert bob.messages(dave.address) == []
+    ((cursor, reason),) = quarantined(bob)
+    assert cursor == env_dave.cursor and f"{PK.SPK}/{old_spk}" in reason
+    # Later envelopes flow: a new sender's first message (new bundle) arrives.
+    assert erin.send(bob.address, "made with the new bundle").delivered
+    assert bob.sync() == 1
+    assert [m["text"] for m in bob.messages(erin.address)] == ["made with the new bundle"]
+
+
+def test_a_rotation_whose_upload_failed_is_uploaded_on_the_next_check(tmp_path: Path, relay_url: str) -> None:
+    clock = FakeClock()
+    bob = make_engine(tmp_path / "bob.db", relay_url, clock)
+    old_spk = current(bob, PK.SPK)
+    clock.advance(prekeys_mod.ROTATE_MS)
+    real_upload = bob.relay.upload_prekeys
+
+    def lost(iid: str, data: bytes) -> dict[str, int]:
+        raise prekeys_mod.RelayUnavailable("connection reset")
+
+    bob.relay.upload_prekeys = lost  # type: ignore[method-assign]
+    with pytest.raises(prekeys_mod.RelayUnavailable):
+        bob.ensure_prekeys()
+    new_spk = current(bob, PK.SPK)
+    assert new_spk != old_spk  # rotated locally, the private half stored before the upload
+    assert claim(relay_url, bob.installation_id).spk.id == old_spk  # the relay still has the old one
+    bob.relay.upload_prekeys = real_upload  # type: ignore[method-assign]
+    assert bob.ensure_prekeys()  # not due again, but never uploaded: sent now
+    assert claim(relay_url, bob.installation_id).spk.id == new_spk
+    assert not bob.ensure_prekeys()  # nothing left to do
+
+
+def test_rotation_and_grace_are_settings(tmp_path: Path) -> None:
+    policy = prekeys_mod.PrekeyPolicy.from_config({"prekey_rotation_days": 1, "prekey_grace_days": 2.5, "prekey_check_seconds": 30})
+    assert (policy.rotate_ms, policy.grace_ms, policy.check_seconds) == (DAY_MS, int(2.5 * DAY_MS), 30.0)
+    default = prekeys_mod.PrekeyPolicy.from_config(Home(tmp_path / "home").config())
+    assert (default.rotate_ms, default.grace_ms) == (prekeys_mod.ROTATE_MS, prekeys_mod.GRACE_MS) == (7 * DAY_MS, 30 * DAY_MS)
+    for bad in ({"prekey_rotation_days": 0}, {"prekey_grace_days": -1}, {"prekey_check_seconds": "often"}, {"prekey_rotation_days": True}):
+        with pytest.raises(prekeys_mod.BadPrekeySetting):
+            prekeys_mod.PrekeyPolicy.from_config(bad)
+
+
+# --- refill below the threshold, without a restart -----------------------------------------------
+
+
+def test_prekeys_drained_by_anonymous_claims_are_refilled_by_the_running_daemon(tmp_path: Path, procs: list[Proc]) -> None:
+    relay, url = start_relay(tmp_path / "relay.db")
+    procs.append(relay)
+    bob_home = tmp_path / "bob"
+    parley(bob_home, "init", "--relay", url, check=True)
+    Home(bob_home).update_config(prekey_check_seconds=0.5)
+    bob = whoami(bob_home)
+    proc, _ = start_bridge(bob_home)
+    procs.append(proc)
+    proc.expect("subscribed to")
+    iid = bob["installation_id"]
+    attacker = client(url)
+    full = attacker.prekey_count(iid)
+    assert full == {"otpk": prekeys_mod.OTPK_TARGET, "pq_otpk": prekeys_mod.PQ_OTPK_TARGET}
+
+    # An anonymous claimer drains every one-time prekey (within the relay's default claim burst).
+    for _ in range(full["otpk"]):
+        attacker.claim(iid)
+    assert attacker.prekey_count(iid) == {"otpk": 0, "pq_otpk": 0}
+
+    # The running daemon notices and tops up: no restart, no message needed.
+    wait_for(lambda: attacker.prekey_count(iid) == full, timeout=20, interval=0.2, what="the daemon to refill its prekeys")
+    db = bob_home / "parley.db"
+
+    def otpk_ids() -> set[int]:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return {r[0] for r in con.execute("SELECT id FROM prekeys WHERE kind = ?", (PK.OTPK,))}
+        finally:
+            con.close()
+
+    refilled = otpk_ids()
+    # A new sender still gets a one-time prekey: Bob's daemon accepts the session with one of the
+    # refilled keys and deletes its private half.
+    alice = make_engine(tmp_path / "alice.db", url)
+    assert alice.send(bob["address"], "after the drain").delivered
+    used = wait_for(lambda: refilled - otpk_ids(), timeout=20, interval=0.2, what="Bob's daemon to accept the first message")
+    assert len(used) == 1
+    out = json.loads(parley(bob_home, "messages", alice.address, "--json", check=True).stdout)
+    assert [m["text"] for m in out] == ["after the drain"]
