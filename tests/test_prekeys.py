@@ -298,3 +298,38 @@ def test_prekeys_drained_by_anonymous_claims_are_refilled_by_the_running_daemon(
     assert len(used) == 1
     out = json.loads(parley(bob_home, "messages", alice.address, "--json", check=True).stdout)
     assert [m["text"] for m in out] == ["after the drain"]
+
+
+
+# --- the store migration --------------------------------------------------------------------------
+
+
+def reopen(eng: Engine) -> Engine:
+    """The same installation after a restart: a new Engine over a new connection to the same file."""
+    eng.store.close()
+    ident = {"address": eng.address, "installation_id": eng.installation_id, "record": eng.record.hex()}
+    new = Engine(Store(eng.store.path), eng.secrets, ident, eng.relay_url)
+    _engines.append(new)
+    return new
+
+
+def test_a_store_from_before_rotation_is_migrated_and_keeps_its_keys(tmp_path: Path, relay_url: str) -> None:
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    spk, lrpk = current(bob, PK.SPK), current(bob, PK.PQ_LRPK)
+    bob.store.close()
+    # What a bridge from before this change left: no retired_at column, nothing marked uploaded.
+    con = sqlite3.connect(tmp_path / "bob.db")
+    con.execute("ALTER TABLE prekeys DROP COLUMN retired_at")
+    con.execute("UPDATE prekeys SET uploaded = 0")
+    con.commit()
+    con.close()
+    bob = reopen(bob)
+    assert "retired_at" in {r[1] for r in bob.store.read("PRAGMA table_info(prekeys)")}
+    Store(bob.store.path).close()  # the column check is idempotent
+    assert (current(bob, PK.SPK), current(bob, PK.PQ_LRPK)) == (spk, lrpk)  # not due: no rotation
+    assert bob.ensure_prekeys()  # never marked uploaded: sent once more (the same keys) ...
+    assert not bob.ensure_prekeys()  # ... and then not again
+    assert claim(relay_url, bob.installation_id).spk.id == spk
+    alice = make_engine(tmp_path / "alice.db", relay_url)
+    assert alice.send(bob.address, "after the upgrade").delivered
+    assert bob.sync() == 1

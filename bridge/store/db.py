@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS prekeys (
     private     BLOB NOT NULL,               -- sealed
     public      BLOB NOT NULL,
     created_at  INTEGER NOT NULL,
-    uploaded    INTEGER NOT NULL DEFAULT 0,    -- 1 once an upload carrying it succeeded
+    uploaded    INTEGER NOT NULL DEFAULT 0,  -- 1 once an upload carrying it succeeded
     retired_at  INTEGER,                     -- ms; signed/last-resort key replaced by a newer one (deleted after the grace period)
     PRIMARY KEY (kind, id)
 );
