@@ -26,7 +26,7 @@ from bridge.engine import prekeys as prekeys_mod
 from bridge.home import Home
 from bridge.keys import generate_secrets
 from bridge.protocol import prekeys as PK
-from bridge.relay.client import Envelope, RelayClient
+from bridge.relay.client import Envelope, RelayClient, RelayUnavailable
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
@@ -231,10 +231,10 @@ def test_a_rotation_whose_upload_failed_is_uploaded_on_the_next_check(tmp_path: 
     real_upload = bob.relay.upload_prekeys
 
     def lost(iid: str, data: bytes) -> dict[str, int]:
-        raise prekeys_mod.RelayUnavailable("connection reset")
+        raise RelayUnavailable("connection reset")
 
     bob.relay.upload_prekeys = lost  # type: ignore[method-assign]
-    with pytest.raises(prekeys_mod.RelayUnavailable):
+    with pytest.raises(RelayUnavailable):
         bob.ensure_prekeys()
     new_spk = current(bob, PK.SPK)
     assert new_spk != old_spk  # rotated locally, the private half stored before the upload

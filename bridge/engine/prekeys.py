@@ -29,7 +29,7 @@ from bridge.crypto import primitives as P
 from bridge.home import HomeError
 from bridge.keys import Secrets
 from bridge.protocol import prekeys as PK
-from bridge.relay.client import NotFound, RelayClient, RelayUnavailable
+from bridge.relay.client import NotFound, RelayClient
 from bridge.store import Store, now_ms
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "BadPrekeySetting",
     "PrekeyPolicy",
     "Prekeys",
-    "RelayUnavailable",
 ]
 
 #: Keep this many one-time prekeys of each kind on the relay.
