@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +169,15 @@ def test_rotated_signed_prekeys_open_in_flight_first_messages_until_the_grace_pe
     bob = make_engine(tmp_path / "bob.db", relay_url, clock)
     alice, dave, erin = (make_engine(tmp_path / f"{n}.db", relay_url) for n in ("alice", "dave", "erin"))
     old_spk, old_lrpk = current(bob, PK.SPK), current(bob, PK.PQ_LRPK)
-    # Two first messages made with the old bundle (last-resort ML-KEM key: the one-time ones are
-    # drained), both still on the relay when Bob rotates.
+
+    # Not yet due: nothing rotates.
+    clock.advance(prekeys_mod.ROTATE_MS - 60_000)
+    bob.ensure_prekeys()
+    assert (current(bob, PK.SPK), current(bob, PK.PQ_LRPK)) == (old_spk, old_lrpk)
+    assert claim(relay_url, bob.installation_id).spk.id == old_spk
+
+    # A minute before the rotation, two first messages are made with the old bundle (last-resort
+    # ML-KEM key: the one-time ones are drained); both are still on the relay when Bob rotates.
     drain_pq(relay_url, bob)
     assert alice.send(bob.address, "made with the old bundle, read inside the grace period").delivered
     assert dave.send(bob.address, "made with the old bundle, read after the grace period").delivered
@@ -177,12 +185,6 @@ def test_rotated_signed_prekeys_open_in_flight_first_messages_until_the_grace_pe
     for env in (env_alice, env_dave):
         info = prekey_info(bob, env)
         assert (info.spk_id, info.pqpk_kind, info.pqpk_id) == (old_spk, PK.PQ_LRPK, old_lrpk)
-
-    # Not yet due: nothing rotates.
-    clock.advance(prekeys_mod.ROTATE_MS - 60_000)
-    bob.ensure_prekeys()
-    assert (current(bob, PK.SPK), current(bob, PK.PQ_LRPK)) == (old_spk, old_lrpk)
-    assert claim(relay_url, bob.installation_id).spk.id == old_spk
 
     # A week on: both are rotated, the relay hands out the new ones, signed by Bob's installation.
     clock.advance(60_000)
@@ -253,6 +255,66 @@ def test_rotation_and_grace_are_settings(tmp_path: Path) -> None:
     for bad in ({"prekey_rotation_days": 0}, {"prekey_grace_days": -1}, {"prekey_check_seconds": "often"}, {"prekey_rotation_days": True}):
         with pytest.raises(prekeys_mod.BadPrekeySetting):
             prekeys_mod.PrekeyPolicy.from_config(bad)
+
+
+
+# --- one-time private keys handed out to claimers who never write ----------------------------------
+
+
+def handed_out(eng: Engine, kind: str) -> set[int]:
+    return {r[0] for r in eng.store.read("SELECT id FROM prekeys WHERE kind = ? AND retired_at IS NOT NULL", (kind,))}
+
+
+def test_one_time_prekeys_handed_out_to_drainers_are_deleted_after_the_grace_period(tmp_path: Path, relay_url: str) -> None:
+    clock = FakeClock()
+    bob = make_engine(tmp_path / "bob.db", relay_url, clock)
+    alice, erin = make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "erin.db", relay_url)
+    otpks, pqs = ids(bob, PK.OTPK), ids(bob, PK.PQ_OTPK)
+    # Alice's first message is in flight when a drainer claims 40 more bundles and never writes.
+    assert alice.send(bob.address, "in flight while the drain happens").delivered
+    (env,) = inbox(bob)
+    used = prekey_info(bob, env)
+    drained = [claim(relay_url, bob.installation_id) for _ in range(40)]
+    claimed = {b.otpk.id for b in drained if b.otpk} | {used.otpk_id}
+    claimed_pq = {b.pqpk.id for b in drained if b.pqpk.kind == PK.PQ_OTPK} | {used.pqpk_id}
+    assert claimed == set(sorted(otpks)[:41]) and claimed_pq == pqs  # lowest ids first (PROTOCOL §4)
+    assert bob.ensure_prekeys()  # the daemon's check: tops up, notes what the relay handed out
+    assert (handed_out(bob, PK.OTPK), handed_out(bob, PK.PQ_OTPK)) == (claimed, claimed_pq)
+    # Inside the grace period a first message made with a handed-out key still opens (and uses it up).
+    clock.advance(prekeys_mod.GRACE_MS - 60_000)
+    bob.ensure_prekeys()
+    assert bob.sync() == 1
+    assert handed_out(bob, PK.OTPK) == claimed - {used.otpk_id}
+    # After it, the drained keys' private halves are gone; the ones still on the relay stay and work.
+    clock.advance(60_000)
+    bob.ensure_prekeys()
+    assert handed_out(bob, PK.OTPK) == handed_out(bob, PK.PQ_OTPK) == set()
+    assert not (ids(bob, PK.OTPK) & claimed) and not (ids(bob, PK.PQ_OTPK) & claimed_pq)
+    assert len(ids(bob, PK.OTPK)) == bob.relay.prekey_count(bob.installation_id)["otpk"] == prekeys_mod.OTPK_TARGET
+    assert erin.send(bob.address, "with a key still on the relay").delivered
+    assert bob.sync() == 1
+    assert [m["text"] for m in bob.messages(erin.address)] == ["with a key still on the relay"]
+
+
+def test_a_drain_grows_the_store_by_at_most_max_handed_out_keys(tmp_path: Path, relay_url: str) -> None:
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    bob.prekeys.policy = replace(bob.prekeys.policy, max_handed_out=25)
+    claimed: dict[str, list[int]] = {PK.OTPK: [], PK.PQ_OTPK: []}
+    for _ in range(4):  # four drains below the low-water mark, each topped up (as the daemon would)
+        for _ in range(prekeys_mod.OTPK_TARGET - prekeys_mod.OTPK_LOW + 1):
+            b = claim(relay_url, bob.installation_id)
+            assert b.otpk is not None
+            claimed[PK.OTPK].append(b.otpk.id)
+            if b.pqpk.kind == PK.PQ_OTPK:
+                claimed[PK.PQ_OTPK].append(b.pqpk.id)
+        assert bob.ensure_prekeys()
+    assert (len(claimed[PK.OTPK]), len(claimed[PK.PQ_OTPK])) == (4 * 31, 4 * 20)
+    # Only the newest 25 handed-out keys of each kind are kept; the rest of the store is what the
+    # relay still holds.
+    left = bob.relay.prekey_count(bob.installation_id)
+    for kind, n in ((PK.OTPK, left["otpk"]), (PK.PQ_OTPK, left["pq_otpk"])):
+        assert handed_out(bob, kind) == set(sorted(claimed[kind])[-25:])
+        assert len(ids(bob, kind)) == 25 + n
 
 
 # --- refill below the threshold, without a restart -----------------------------------------------

@@ -8,6 +8,11 @@
   not deleted: its private half is kept for :attr:`PrekeyPolicy.grace_ms` so first messages made
   with a bundle claimed before the rotation still open, and then deleted (forward secrecy). A
   first message naming a deleted key is refused (``SessionError``), never a crash.
+* **One-time private keys the relay handed out** to claimers who never wrote are not kept for
+  ever: a relay hands one-time keys out lowest id first (PROTOCOL.md §4), so after each count the
+  uploaded keys below the newest ``left`` are marked handed out (``retired_at``) and deleted after the
+  same grace period; beyond :attr:`PrekeyPolicy.max_handed_out` of a kind, the oldest go at once. A
+  drain can then grow the store by at most that many keys, however often the daemon refills.
 * Private halves are committed to the store **before** the upload; a key counts as published only
   once an upload carrying it succeeded (``uploaded``), so a rotation whose upload failed is sent
   again on the next check instead of leaving the relay with a key we are about to delete.
@@ -40,6 +45,7 @@ __all__ = [
     "ROTATE_MS",
     "GRACE_MS",
     "CHECK_SECONDS",
+    "MAX_HANDED_OUT",
     "BadPrekeySetting",
     "PrekeyPolicy",
     "Prekeys",
@@ -59,8 +65,11 @@ ROTATE_MS = 7 * _DAY_MS
 GRACE_MS = 30 * _DAY_MS
 #: How often the daemon asks the relay how many one-time prekeys are left.
 CHECK_SECONDS = 60.0
+#: Keep at most this many handed-out, unused one-time private keys of each kind (oldest deleted first).
+MAX_HANDED_OUT = 500
 #: The kinds that are rotated (one current key each), as opposed to used once.
 ROTATED = (PK.SPK, PK.PQ_LRPK)
+ONE_TIME = (PK.OTPK, PK.PQ_OTPK)
 
 
 class BadPrekeySetting(HomeError, ValueError):
@@ -81,6 +90,7 @@ class PrekeyPolicy:
     rotate_ms: int = ROTATE_MS
     grace_ms: int = GRACE_MS
     check_seconds: float = CHECK_SECONDS
+    max_handed_out: int = MAX_HANDED_OUT
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "PrekeyPolicy":
@@ -160,13 +170,23 @@ class Prekeys:
     # --- rotation and deletion --------------------------------------------------------------
 
     def delete_expired(self, c: sqlite3.Connection, now: int) -> int:
-        """Delete retired keys whose grace period is over. Returns how many."""
-        marks = ",".join("?" * len(ROTATED))
-        cur = c.execute(
-            f"DELETE FROM prekeys WHERE kind IN ({marks}) AND retired_at IS NOT NULL AND retired_at <= ?",
-            (*ROTATED, now - self.policy.grace_ms),
-        )
+        """Delete retired and handed-out keys whose grace period is over. Returns how many."""
+        cur = c.execute("DELETE FROM prekeys WHERE retired_at IS NOT NULL AND retired_at <= ?", (now - self.policy.grace_ms,))
         return cur.rowcount
+
+    def _note_handed_out(self, c: sqlite3.Connection, kind: str, left: int, now: int) -> None:
+        """Mark the uploaded one-time keys of ``kind`` the relay no longer holds; keep at most
+        ``max_handed_out`` of them (the relay holds the newest ``left``: it hands out lowest id first)."""
+        c.execute(
+            "UPDATE prekeys SET retired_at = ?, public = x'' WHERE kind = ? AND uploaded = 1 AND retired_at IS NULL "
+            "AND id NOT IN (SELECT id FROM prekeys WHERE kind = ? AND uploaded = 1 AND retired_at IS NULL ORDER BY id DESC LIMIT ?)",
+            (now, kind, kind, max(left, 0)),
+        )
+        c.execute(
+            "DELETE FROM prekeys WHERE kind = ? AND retired_at IS NOT NULL "
+            "AND id NOT IN (SELECT id FROM prekeys WHERE kind = ? AND retired_at IS NOT NULL ORDER BY id DESC LIMIT ?)",
+            (kind, kind, self.policy.max_handed_out),
+        )
 
     def _current(self, c: sqlite3.Connection, kind: str, now: int) -> tuple[int, bytes, bool]:
         """The current key of a rotated kind, made or rotated if needed: ``(id, pub, needs_upload)``."""
@@ -202,6 +222,8 @@ class Prekeys:
             otpk_left, pq_left = int(counts.get("otpk", 0)), int(counts.get("pq_otpk", 0))
             with self.store.write() as c:
                 now = self.clock()
+                self._note_handed_out(c, PK.OTPK, otpk_left, now)
+                self._note_handed_out(c, PK.PQ_OTPK, pq_left, now)
                 spk_id, spk_pub, spk_new = self._current(c, PK.SPK, now)
                 lrpk_id, lrpk_pub, lrpk_new = self._current(c, PK.PQ_LRPK, now)
                 otpks = self.new(c, PK.OTPK, OTPK_TARGET - otpk_left) if otpk_left < OTPK_LOW else []
