@@ -317,6 +317,16 @@ def test_a_drain_grows_the_store_by_at_most_max_handed_out_keys(tmp_path: Path, 
         assert len(ids(bob, kind)) == 25 + n
 
 
+
+def test_a_relay_reporting_negative_counts_cannot_make_us_mint_keys_without_bound(tmp_path: Path, relay_url: str) -> None:
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    before = {k: len(ids(bob, k)) for k in (PK.OTPK, PK.PQ_OTPK)}
+    bob.relay.prekey_count = lambda iid: {"otpk": -5000, "pq_otpk": -5000}  # type: ignore[method-assign]
+    bob.ensure_prekeys()
+    made = {k: len(ids(bob, k)) - before[k] for k in (PK.OTPK, PK.PQ_OTPK)}
+    assert made == {PK.OTPK: prekeys_mod.OTPK_TARGET, PK.PQ_OTPK: prekeys_mod.PQ_OTPK_TARGET}
+
+
 # --- refill below the threshold, without a restart -----------------------------------------------
 
 

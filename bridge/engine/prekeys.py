@@ -180,7 +180,7 @@ class Prekeys:
         c.execute(
             "UPDATE prekeys SET retired_at = ?, public = x'' WHERE kind = ? AND uploaded = 1 AND retired_at IS NULL "
             "AND id NOT IN (SELECT id FROM prekeys WHERE kind = ? AND uploaded = 1 AND retired_at IS NULL ORDER BY id DESC LIMIT ?)",
-            (now, kind, kind, max(left, 0)),
+            (now, kind, kind, left),
         )
         c.execute(
             "DELETE FROM prekeys WHERE kind = ? AND retired_at IS NOT NULL "
@@ -219,7 +219,8 @@ class Prekeys:
                 counts = relay.prekey_count(self.installation_id)
             except NotFound:
                 counts = {"otpk": 0, "pq_otpk": 0}
-            otpk_left, pq_left = int(counts.get("otpk", 0)), int(counts.get("pq_otpk", 0))
+            # The relay's numbers are untrusted: a negative count must not make us mint keys without bound.
+            otpk_left, pq_left = max(int(counts.get("otpk", 0)), 0), max(int(counts.get("pq_otpk", 0)), 0)
             with self.store.write() as c:
                 now = self.clock()
                 self._note_handed_out(c, PK.OTPK, otpk_left, now)
