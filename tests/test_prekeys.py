@@ -330,6 +330,7 @@ def test_a_relay_reporting_negative_counts_cannot_make_us_mint_keys_without_boun
 # --- refill below the threshold, without a restart -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_prekeys_drained_by_anonymous_claims_are_refilled_by_the_running_daemon(tmp_path: Path, relay_url: str, procs: list[Proc]) -> None:
     # Bob is a `parley run` process; the relay is the module's (its generic rate limits lifted, so
     # the drain and Alice's claim are not refused on the shared 127.0.0.1).
