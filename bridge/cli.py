@@ -135,7 +135,11 @@ def open_engine(ctx: Ctx, relay: str | None = None) -> Any:
 
     secrets = unlock(ctx)
     cfg = ctx.home.config()
-    return Engine(Store(ctx.home.db_file), secrets, ctx.home.identity(), ctx.relay_url(relay), verifier=verifier_from_config(cfg))
+    from bridge.engine.prekeys import PrekeyPolicy
+
+    engine = Engine(Store(ctx.home.db_file), secrets, ctx.home.identity(), ctx.relay_url(relay), verifier=verifier_from_config(cfg))
+    engine.prekeys.policy = PrekeyPolicy.from_config(cfg)  # rotation and grace as configured
+    return engine
 
 
 def _address_arg(value: str) -> str:

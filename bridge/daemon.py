@@ -10,7 +10,10 @@ One process, listening on 127.0.0.1 only:
   arrives, reconnecting with backoff;
 * an outbox thread that retries queued messages;
 * a peer-refresh thread that refreshes the identity cache on a jittered schedule of its own, never
-  because a message was sent or received (bridge/engine/peers.py; issue 8 item 2).
+  because a message was sent or received (bridge/engine/peers.py; issue 8 item 2);
+* a prekey thread that checks, every ``prekey_check_seconds`` (jittered), that the relay still has
+  enough of our one-time prekeys (anonymous claims drain them), and rotates the signed and
+  last-resort prekeys when due (bridge/engine/prekeys.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import secrets as _secrets
 import signal
 import socket
@@ -36,6 +40,7 @@ from bridge.api.access import Access, PageSessions
 from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered
+from bridge.engine.prekeys import PrekeyPolicy
 from bridge.home import Home, write_private
 from bridge.identity.smart import verifier_from_config
 from bridge.keys import Secrets
@@ -99,6 +104,7 @@ class Daemon:
         self.relay_url = relay_url.rstrip("/") if relay_url else self.url
         self.store = Store(home.db_file)
         self.engine = Engine(self.store, secrets, home.identity(), self.relay_url, verifier=verifier_from_config(home.config()))
+        self.engine.prekeys.policy = PrekeyPolicy.from_config(home.config())
         self.engine.listeners.append(self._on_event)
         self.access = Access(self.store)
         self.hub = Hub()
@@ -232,6 +238,18 @@ class Daemon:
             except Exception:
                 log.exception("outbox flush failed")
 
+    def _prekey_check(self) -> None:
+        """Keep our prekeys topped up and rotated while running, not only at start (issue 8)."""
+        interval = self.engine.prekeys.policy.check_seconds
+        while not self.stop_event.wait(interval * random.uniform(0.8, 1.2)):
+            try:
+                if self.engine.ensure_prekeys():
+                    log.info("prekeys uploaded to %s", self.relay_url)
+            except (RelayUnavailable, RelayError) as exc:
+                log.warning("prekey check on %s failed: %s", self.relay_url, exc)
+            except Exception:
+                log.exception("prekey check failed")
+
     def start(self) -> None:
         if self.embedded:
             from bridge.relay.server import start_retention
@@ -242,6 +260,7 @@ class Daemon:
             (self._subscriber, "subscriber"),
             (self._outbox, "outbox"),
             (lambda: self.engine.peers.run(self.stop_event), "peers"),
+            (self._prekey_check, "prekeys"),
         ):
             t = threading.Thread(target=target, name=f"parley-{name}", daemon=True)
             t.start()

@@ -26,6 +26,7 @@ from typing import Any
 from bridge import identity
 from bridge.crypto import primitives as P
 from bridge.crypto import sealed, session
+from bridge.engine.prekeys import OTPK_LOW, OTPK_TARGET, PQ_OTPK_LOW, PQ_OTPK_TARGET, Prekeys  # noqa: F401 (re-exported)
 from bridge.keys import Secrets
 from bridge.protocol import prekeys as PK
 from bridge.protocol.content import MAX_TEXT_BYTES, TextContent
@@ -46,12 +47,6 @@ __all__ = [
 
 log = logging.getLogger("parley.engine")
 
-#: Keep this many one-time prekeys of each kind on the relay.
-OTPK_TARGET = 50
-PQ_OTPK_TARGET = 20
-#: Replenish when fewer than this many are left.
-OTPK_LOW = 20
-PQ_OTPK_LOW = 8
 #: Mean interval of the identity cache's scheduled refresh (ms; bridge/engine/peers.py).
 PEER_REFRESH_MS = REFRESH_INTERVAL_MS
 
@@ -139,6 +134,8 @@ class Engine:
             interval_ms=peer_refresh_ms,
         )
         self.listeners.append(self.peers.on_event)
+        #: Our prekeys: top-up, rotation, deletion (bridge/engine/prekeys.py); its clock and policy are settable.
+        self.prekeys = Prekeys(store, secrets, self.installation_id, lambda: self.relay)
 
     # --- identity (the wallet this installation acts for) ----------------------------
 
@@ -222,60 +219,17 @@ class Engine:
         return self.ensure_prekeys() or changed
 
     def _new_prekeys(self, c: sqlite3.Connection, kind: str, count: int) -> list[tuple[int, bytes, bytes]]:
-        # Ids come from a counter that never goes backwards: a used (deleted) one-time prekey's id is
-        # never reused, and the relay refuses ids it has already handed out.
-        key = f"next_prekey_id/{kind}"
-        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        start = int(row[0]) if row else (c.execute("SELECT MAX(id) FROM prekeys WHERE kind = ?", (kind,)).fetchone()[0] or 0) + 1
-        self.store.set_meta(c, key, str(start + max(count, 0)).encode())
-        out = []
-        for pid in range(start, start + count):
-            if kind in (PK.PQ_OTPK, PK.PQ_LRPK):
-                priv, pub = P.mlkem768_keypair()
-            else:
-                priv, pub = P.x25519_keypair()
-            c.execute(
-                "INSERT INTO prekeys(kind, id, private, public, created_at) VALUES (?, ?, ?, ?, ?)",
-                (kind, pid, self._seal(priv, f"prekey/{kind}/{pid}".encode()), pub, now_ms()),
-            )
-            out.append((pid, priv, pub))
-        return out
+        return self.prekeys.new(c, kind, count)
 
     def ensure_prekeys(self) -> bool:
-        """Upload a signed prekey, a last-resort ML-KEM prekey and enough one-time prekeys.
+        """Rotate the signed and last-resort prekeys when due, delete retired ones after their grace
+        period, top up one-time prekeys below the low-water mark, upload (bridge/engine/prekeys.py).
+        Returns True if anything was uploaded.
 
-        Private halves are committed to the store before the upload, so a crash can only leave
-        unused private keys behind, never an uploaded public key without its private half.
+        Raises:
+            RelayUnavailable, RelayError
         """
-        try:
-            counts = self.relay.prekey_count(self.installation_id)
-        except NotFound:
-            counts = {"otpk": 0, "pq_otpk": 0}
-        with self.store.write() as c:
-            spk = c.execute("SELECT id, public FROM prekeys WHERE kind = ? ORDER BY id DESC LIMIT 1", (PK.SPK,)).fetchone()
-            lrpk = c.execute("SELECT id, public FROM prekeys WHERE kind = ? ORDER BY id DESC LIMIT 1", (PK.PQ_LRPK,)).fetchone()
-            fresh_base = spk is None or lrpk is None
-            if spk is None:
-                pid, _, pub = self._new_prekeys(c, PK.SPK, 1)[0]
-                spk = {"id": pid, "public": pub}
-            if lrpk is None:
-                pid, _, pub = self._new_prekeys(c, PK.PQ_LRPK, 1)[0]
-                lrpk = {"id": pid, "public": pub}
-            otpks = self._new_prekeys(c, PK.OTPK, OTPK_TARGET - counts.get("otpk", 0)) if counts.get("otpk", 0) < OTPK_LOW else []
-            pq = self._new_prekeys(c, PK.PQ_OTPK, PQ_OTPK_TARGET - counts.get("pq_otpk", 0)) if counts.get("pq_otpk", 0) < PQ_OTPK_LOW else []
-        if not (fresh_base or otpks or pq):
-            return False
-        sk = self.secrets.signing_key
-        upload = PK.PrekeyUpload(
-            installation_id=self.installation_id,
-            issued_at=now_ms() // 1000,
-            spk=PK.sign_prekey(sk, PK.SPK, spk["id"], spk["public"]),
-            otpks=tuple(PK.OneTimePrekey(pid, pub) for pid, _, pub in otpks),
-            pq_otpks=tuple(PK.sign_prekey(sk, PK.PQ_OTPK, pid, pub) for pid, _, pub in pq),
-            pq_lrpk=PK.sign_prekey(sk, PK.PQ_LRPK, lrpk["id"], lrpk["public"]),
-        )
-        self.relay.upload_prekeys(self.installation_id, upload.sign(sk))
-        return True
+        return self.prekeys.ensure()
 
     # --- peers ------------------------------------------------------------------
 
@@ -634,10 +588,7 @@ class Engine:
         return message_dict(row), used_prekeys
 
     def _prekey(self, c: sqlite3.Connection, kind: str, pid: int | None) -> bytes:
-        row = c.execute("SELECT private FROM prekeys WHERE kind = ? AND id = ?", (kind, pid)).fetchone()
-        if row is None:
-            raise session.SessionError(f"unknown or already used prekey {kind}/{pid}")
-        return self._unseal(bytes(row["private"]), f"prekey/{kind}/{pid}".encode())
+        return self.prekeys.private(c, kind, pid)
 
     def sync(self, *, limit: int = 500) -> int:
         """Fetch and process everything pending on the relay, then flush the outbox. Returns messages received.

@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS prekeys (
     private     BLOB NOT NULL,               -- sealed
     public      BLOB NOT NULL,
     created_at  INTEGER NOT NULL,
-    uploaded    INTEGER NOT NULL DEFAULT 0,
+    uploaded    INTEGER NOT NULL DEFAULT 0,  -- 1 once an upload carrying it succeeded
+    retired_at  INTEGER,                     -- ms; signed/last-resort key replaced, or one-time key handed out (deleted after the grace period)
     PRIMARY KEY (kind, id)
 );
 CREATE TABLE IF NOT EXISTS cursors (
@@ -153,6 +154,18 @@ class Store:
             # v1 → v2: the block a smart account's signer was checked at.
             if "checked_block" not in {r[1] for r in conn.execute("PRAGMA table_info(peer_installations)")}:
                 conn.execute("ALTER TABLE peer_installations ADD COLUMN checked_block INTEGER")
+            # Prekey rotation (issue 8): when a signed or last-resort prekey was replaced, or a
+            # one-time prekey handed out. Before, nothing set `uploaded`; one-time keys were uploaded
+            # right after being made. One transaction: the column never exists without the update.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if "retired_at" not in {r[1] for r in conn.execute("PRAGMA table_info(prekeys)")}:
+                    conn.execute("ALTER TABLE prekeys ADD COLUMN retired_at INTEGER")
+                    conn.execute("UPDATE prekeys SET uploaded = 1 WHERE kind IN ('x25519-otpk', 'mlkem768-otpk')")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot initialise {self.path}: {exc}") from None
