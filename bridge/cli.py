@@ -148,7 +148,30 @@ def _address_arg(value: str) -> str:
 
 
 def _fmt_time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # outside what datetime can show: never fail a listing
+        return f"@{ms}ms"
+
+
+#: Characters from peers that a terminal would act on rather than show: C0 controls except newline
+#: and tab, DEL, C1 controls (U+0080-U+009F: CSI, OSC, ST ... in their 8-bit forms), and the bidi
+#: controls that reorder what is shown (Trojan Source: U+061C, U+200E/F, U+202A-E, U+2066-9).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    cp = ord(m.group())
+    return f"\\x{cp:02x}" if cp <= 0xFF else f"\\u{cp:04x}"
+
+
+def terminal_safe(text: str, *, indent: str = "") -> str:
+    """Peer text made harmless for a terminal: each unsafe character is shown as its escape
+    (ESC as ``\\x1b``, U+202E as ``\\u202e``), and continuation lines are indented with ``indent``
+    so a peer cannot forge a line that looks like the CLI's own. JSON output is never passed through this.
+    """
+    safe = _UNSAFE.sub(_escape, text)
+    return safe.replace("\n", "\n" + indent) if indent else safe
 
 
 # --- the command group ----------------------------------------------------------------
@@ -516,6 +539,56 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
         arrow = "→" if m["direction"] == "out" else "←"
         suffix = f"  ({m['state']})" if m["state"] in ("queued", "failed") else ""
         click.echo(f"{_fmt_time(m['sent_at'])} {arrow} {m['text']}{suffix}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print {address, installation_id, daemon, inbox, outbox} as JSON.")
+@pass_ctx
+@handle_errors
+def status(ctx: Ctx, as_json: bool) -> None:
+    """Show the inbox (cursor, quarantined envelopes) and the outbox (pending, backing off, failed).
+
+    Reads the local store; no passphrase needed. An envelope that could not be taken in (malformed,
+    forged, or one that made the bridge fail) is quarantined: kept for diagnosis, counted here, and
+    the messages behind it still arrive.
+    """
+    from bridge.engine import inbox, outbox
+    from bridge.protocol.ids import inbox_topic
+    from bridge.store import Store
+
+    ctx.home.require()
+    ident = ctx.home.identity()
+    store = Store(ctx.home.db_file)
+    try:
+        cursor_rows = store.read("SELECT cursor FROM cursors WHERE topic = ?", (inbox_topic(ident["installation_id"]),))
+        out = {
+            "address": ident["address"],
+            "installation_id": ident["installation_id"],
+            "daemon": None,
+            "inbox": {
+                "cursor": cursor_rows[0]["cursor"] if cursor_rows else 0,
+                "quarantined": inbox.quarantine_count(store),
+                "recent_quarantine": inbox.quarantined(store),
+            },
+            "outbox": outbox.counts(store),
+        }
+    finally:
+        store.close()
+    daemon = _daemon(ctx)
+    out["daemon"] = {"running": daemon is not None, "url": daemon.url if daemon is not None else None}
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    q, o = out["inbox"], out["outbox"]
+    click.echo(f"address:      {out['address']}\ninstallation: {out['installation_id']}")
+    click.echo(f"daemon:       {'running at ' + daemon.url if daemon is not None else 'not running'}")
+    click.echo(f"inbox:        cursor {q['cursor']}; {q['quarantined']} envelope(s) quarantined")
+    for e in q["recent_quarantine"]:
+        click.echo(f"  quarantined envelope {e['cursor']} at {_fmt_time(e['at'])}: {terminal_safe(e['error'])}")
+    line = f"outbox:       {o['pending']} waiting to be sent"
+    if o["backing_off"]:
+        line += f" ({o['backing_off']} backing off, next retry {_fmt_time(o['next_attempt_at'])})"
+    click.echo(f"{line}; {o['failed']} failed; {o['sent']} sent")
 
 
 @cli.command("can-message")

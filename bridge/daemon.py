@@ -33,7 +33,7 @@ from bridge import __version__
 from bridge.api.access import Access
 from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
-from bridge.engine import BadInput, Engine, NotRegistered
+from bridge.engine import BadInput, Engine, NotRegistered, inbox, outbox
 from bridge.home import Home, write_private
 from bridge.identity.smart import verifier_from_config
 from bridge.keys import Secrets
@@ -173,6 +173,8 @@ class Daemon:
             "installation_id": self.engine.installation_id,
             "relay": {"url": self.relay_url, "connected": self.relay_connected, "embedded": self.embedded},
             "pending": self.engine.pending_count(),
+            "outbox": outbox.counts(self.store),
+            "quarantined": inbox.quarantine_count(self.store),
         }
 
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:

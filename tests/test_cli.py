@@ -408,3 +408,35 @@ def test_concurrent_sends_and_sync_with_and_without_the_daemon(tmp_path: Path, n
     assert sorted(mine) == sorted(with_daemon + direct)
     _integrity(net.alice / "parley.db")
     _integrity(net.bob / "parley.db")
+
+
+def test_status_counts_quarantined_envelopes_and_later_messages_still_arrive(tmp_path: Path, net: Net) -> None:
+    """Anyone may publish to an inbox topic: junk and forged envelopes are quarantined, shown by
+    `parley status` (text and JSON), and the messages behind them arrive."""
+    from bridge.protocol.ids import inbox_topic
+    from bridge.relay.client import RelayClient
+
+    dave_home = tmp_path / "dave"
+    dave = init(dave_home, net.url, KEY_D)
+    me = whoami(net.alice)
+    ok(parley(net.alice, "sync"))
+    before = json.loads(ok(parley(net.alice, "status", "--json")).stdout)
+    assert set(before) == {"address", "installation_id", "daemon", "inbox", "outbox"}
+    assert before["daemon"] == {"running": False, "url": None}
+    junk = [b"\x00garbage\xff", b"\x1b[2J not an envelope"]
+    cursors = [RelayClient(net.url).publish(inbox_topic(me["installation_id"]), j) for j in junk]
+    text = "after the junk " + secrets.token_hex(3)
+    ok(parley(dave_home, "send", me["address"], text))
+    ok(parley(net.alice, "sync"))
+    assert conversation(net.alice, dave["address"])[-1]["text"] == text
+    after = json.loads(ok(parley(net.alice, "status", "--json")).stdout)
+    assert after["inbox"]["quarantined"] == before["inbox"]["quarantined"] + 2
+    assert after["inbox"]["cursor"] > cursors[-1]
+    recent = {e["cursor"]: e for e in after["inbox"]["recent_quarantine"]}
+    assert set(cursors) <= set(recent) and all(recent[c]["size"] == len(j) for c, j in zip(cursors, junk))
+    assert after["outbox"] == {"pending": 0, "prepared": 0, "backing_off": 0, "next_attempt_at": None, "failed": 0, "sent": before["outbox"]["sent"]}
+    out = ok(parley(net.alice, "status")).stdout
+    assert f"{after['inbox']['quarantined']} envelope(s) quarantined" in out
+    assert f"quarantined envelope {cursors[-1]} at" in out
+    assert "\x1b" not in out
+    assert "0 waiting to be sent; 0 failed" in out

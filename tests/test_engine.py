@@ -155,7 +155,7 @@ def test_crash_after_publish_before_marking_done_shows_the_message_once_and_in_o
     assert len(inbox(bob)) == 4  # one, two, two (again), three
     assert bob.sync() == 3
     assert texts(bob, alice.address) == ["one", "two", "three"]
-    assert table(bob, "SELECT COUNT(*) FROM inbox_failures") == [(0,)]  # a redelivery is not a failure
+    assert table(bob, "SELECT COUNT(*) FROM quarantine") == [(0,)]  # a redelivery is not a failure
     # The sender's view agrees and nothing is left to send.
     assert [(m["text"], m["state"]) for m in alice.messages(bob.address)] == [("one", "sent"), ("two", "sent"), ("three", "sent")]
     assert alice.pending_count() == 0
@@ -229,7 +229,7 @@ def test_tampered_truncated_and_garbage_envelopes_are_recorded_and_skipped(pair:
     state_before = sessions(bob)
     cursors = [alice.relay.publish(bob.topic, b) for b in bad]
     assert bob.sync() == 0
-    failures = table(bob, "SELECT cursor FROM inbox_failures ORDER BY cursor")
+    failures = table(bob, "SELECT cursor FROM quarantine ORDER BY cursor")
     assert failures == [(c,) for c in cursors]
     assert bob.cursor() == cursors[-1]
     assert sessions(bob) == state_before  # the session state bytes are unchanged
@@ -252,7 +252,7 @@ def test_sender_claiming_another_wallet_is_rejected(tmp_path: Path, relay_url: s
     prekeys_before = table(bob, "SELECT kind, id FROM prekeys ORDER BY kind, id")
     assert bob.sync() == 0
     assert bob.messages(alice.address) == [] and bob.messages(mallory.address) == []
-    (err,), = table(bob, f"SELECT error FROM inbox_failures WHERE cursor = {cursor}")
+    (err,), = table(bob, f"SELECT error FROM quarantine WHERE cursor = {cursor}")
     assert "sender" in err
     assert sessions(bob) == []  # no session with the impostor
     # A rejected envelope changes nothing but the failure log and the cursor.
@@ -333,3 +333,127 @@ def test_one_time_prekeys_are_deleted_after_use_replenished_and_never_reused(pai
     assert bob.ensure_prekeys()
     newest = _ids(bob, PK.OTPK) - otpks_after
     assert newest and min(newest) > max(otpks_after | {info.otpk_id})
+
+
+# --- hostile peers: the inbox must never wedge (issue 8 item 4) ----------------------------------
+
+
+def _spk_public(eng: Engine) -> bytes:
+    (pub,), = table(eng, f"SELECT public FROM prekeys WHERE kind = '{PK.SPK}' ORDER BY id DESC LIMIT 1")
+    return bytes(pub)
+
+
+def _session_with(eng: Engine, remote: Engine) -> tuple[Any, ...]:
+    return tuple(table(eng, f"SELECT sid, state, updated_at FROM sessions WHERE remote_iid = '{remote.installation_id}'"))
+
+
+def _hostile_message(sender: Engine, recipient: Engine, header: bytes, body: bytes, sid: bytes | None = None) -> bytes:
+    """A normal session message in ``sender``'s real session with ``recipient``, sealed for ``recipient``
+    with ``sender``'s real statement: it reaches the recipient's ratchet."""
+    from bridge.protocol import wire
+
+    if sid is None:
+        (sid,), = table(sender, f"SELECT sid FROM sessions WHERE remote_iid = '{recipient.installation_id}'")
+    msg = wire.encode([1, "msg", bytes(sid), header, body])
+    return sealed.seal(recipient.secrets.identity_pub, recipient.installation_id, sender.installation_id, sender.record, msg)
+
+
+def test_hostile_header_does_not_wedge_inbox(tmp_path: Path, relay_url: str) -> None:
+    """Bob answers Alice's first message with a normal message whose header key is Alice's current
+    DHr (Bob's signed prekey) before any reply: it used to trip an assert in the ratchet, roll the
+    whole transaction back and leave the cursor behind it for ever."""
+    from bridge.crypto.ratchet import Header
+
+    alice = make_engine(tmp_path / "alice.db", relay_url)
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    carol = make_engine(tmp_path / "carol.db", relay_url)
+    assert alice.send(bob.address, "hi Bob").delivered
+    assert bob.sync() == 1
+    before = _session_with(alice, bob)
+    hostile = _hostile_message(bob, alice, Header(_spk_public(bob), 0, 0).encode(), bytes(48))
+    cursor = bob.relay.publish(alice.topic, hostile)
+    assert carol.send(alice.address, "after the attack").delivered
+    assert alice.sync() == 1
+    assert texts(alice, carol.address) == ["after the attack"]
+    assert alice.cursor() > cursor
+    assert _session_with(alice, bob) == before  # the bad envelope changed nothing
+    (qcursor, payload, err), = table(alice, "SELECT cursor, payload, error FROM quarantine")
+    assert (qcursor, bytes(payload)) == (cursor, hostile)
+    assert err.startswith("NoReceivingChain")
+    assert alice.quarantine_count() == 1
+    # And Bob's genuine reply still opens.
+    assert bob.send(alice.address, "a real reply").delivered
+    assert alice.sync() == 1
+    assert texts(alice, bob.address) == ["hi Bob", "a real reply"]
+
+
+def _ratchet(eng: Engine, remote: Engine) -> Any:
+    with eng.store.write() as c:  # a read inside a transaction, so the session row is current
+        s = eng._active_session(c, remote.installation_id)
+    assert s is not None
+    return s.ratchet
+
+
+@pytest.mark.parametrize("role", ["initiator-before-reply", "responder"])
+def test_hostile_headers_and_bodies_never_block_a_genuine_message(tmp_path: Path, relay_url: str, role: str) -> None:
+    """Engine-level fuzzing of the inbox: from a real session, a hostile peer sends arbitrary headers
+    and bodies, sealed for the victim with the peer's real statement so they reach the ratchet; a
+    genuine message sent after them must arrive, every hostile one is quarantined, and the victim's
+    session with the hostile peer is byte-identical afterwards."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from bridge.crypto.ratchet import MAX_COUNTER, MAX_SKIP
+    from bridge.protocol import wire
+
+    victim = make_engine(tmp_path / "victim.db", relay_url)
+    peer = make_engine(tmp_path / "peer.db", relay_url)
+    friend = make_engine(tmp_path / "friend.db", relay_url)
+    if role == "initiator-before-reply":
+        assert victim.send(peer.address, "hello").delivered and peer.sync() == 1
+    else:
+        assert peer.send(victim.address, "hello").delivered and victim.sync() == 1
+    mine, theirs = _ratchet(victim, peer), _ratchet(peer, victim)
+    (sid,), = table(peer, f"SELECT sid FROM sessions WHERE remote_iid = '{victim.installation_id}'")
+    keys = [k for k in (mine.dhr, mine.dhs_pub, theirs.dhs_pub, theirs.dhr, _spk_public(peer), bytes(32), b"\x01" + bytes(31)) if k]
+    counters = st.one_of(st.integers(0, 3), st.integers(MAX_SKIP - 1, MAX_SKIP + 1), st.integers(0, MAX_COUNTER))
+    headers = st.one_of(
+        st.builds(lambda dh, pn, n: wire.encode([dh, pn, n]), st.one_of(st.sampled_from(keys), st.binary(min_size=32, max_size=32)), counters, counters),
+        st.binary(max_size=64),
+    )
+    bodies = st.one_of(st.integers(0, 6).map(lambda k: P.random_bytes(16 * k + 32)), st.binary(max_size=128))
+    sids = st.one_of(st.just(bytes(sid)), st.binary(min_size=16, max_size=16))
+    hostile = st.lists(st.tuples(headers, bodies, sids), min_size=1, max_size=3)
+    session_before = _session_with(victim, peer)
+    counter = iter(range(10**6))
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(hostile)
+    def attack(messages: list[tuple[bytes, bytes, bytes]]) -> None:
+        quarantined = victim.quarantine_count()
+        published = {}
+        for header, body, s in messages:
+            payload = _hostile_message(peer, victim, header, body, sid=s)
+            published[peer.relay.publish(victim.topic, payload)] = payload
+        genuine = f"genuine {next(counter)}"
+        assert friend.send(victim.address, genuine).delivered
+        assert victim.sync() == 1
+        assert texts(victim, friend.address)[-1] == genuine
+        assert _session_with(victim, peer) == session_before
+        kept = {c: bytes(p) for c, p in table(victim, f"SELECT cursor, payload FROM quarantine WHERE cursor >= {min(published)}")}
+        assert victim.quarantine_count() == quarantined + len(kept)
+        for cursor, payload in published.items():
+            if cursor in kept:
+                assert kept[cursor] == payload
+            else:  # not quarantined: only a message naming a consumed key is dropped silently, as a redelivery
+                inner = sealed.unseal(victim.secrets.identity_key, victim.installation_id, payload).message
+                with victim.store.write() as c:
+                    current = victim._active_session(c, peer.installation_id)
+                with pytest.raises(session.DuplicateMessage):
+                    session.decrypt(current, inner)
+
+    attack()
+    # The hostile peer's own genuine messages still open afterwards.
+    assert peer.send(victim.address, "I am harmless now").delivered
+    assert victim.sync() == 1
+    assert texts(victim, peer.address)[-1] == "I am harmless now"

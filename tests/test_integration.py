@@ -184,5 +184,5 @@ def test_two_installations_of_one_wallet_both_receive_and_see_what_the_other_sen
     parley(bob_home, "sync", check=True)
     assert "from the revoked desktop" not in [m["text"] for m in conversation(bob_home, a1["address"])]
     with contextlib.closing(sqlite3.connect(bob_home / "parley.db")) as db:
-        failures = db.execute("SELECT error FROM inbox_failures").fetchall()
+        failures = db.execute("SELECT error FROM quarantine").fetchall()
     assert any("revoked" in f[0] for f in failures)

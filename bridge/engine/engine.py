@@ -26,6 +26,7 @@ from typing import Any
 from bridge import identity
 from bridge.crypto import primitives as P
 from bridge.crypto import sealed, session
+from bridge.engine import inbox
 from bridge.keys import Secrets
 from bridge.protocol import prekeys as PK
 from bridge.protocol.content import MAX_TEXT_BYTES, TextContent
@@ -513,39 +514,47 @@ class Engine:
         return rows[0]["cursor"] if rows else 0
 
     def process(self, env: Envelope) -> dict[str, Any] | None:
-        """Process one envelope from our inbox exactly once. Returns the new message, if any."""
+        """Process one envelope from our inbox exactly once. Returns the new message, if any.
+
+        Whatever the envelope raises is quarantined (bridge/engine/inbox.py) and the cursor moves
+        past it; the savepoint undoes anything the failed envelope wrote. Only a failure of the local
+        database (``sqlite3.Error``) propagates: then nothing at all is committed and the envelope is
+        tried again.
+        """
         used_prekeys = False
         message: dict[str, Any] | None = None
-        revoked = self._sender_not_active(env.payload)
+        rejected: str | None = None
+        try:
+            rejected = self._sender_not_active(env.payload)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:  # hostile bytes must never escape as an exception that stops the inbox
+            log.warning("envelope %s: sender check failed: %s", env.cursor, exc)
+            rejected = inbox.describe(exc)
         with self.store.write() as c:
             row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (self.topic,)).fetchone()
             if row is not None and env.cursor <= row["cursor"]:
                 return None
-            if revoked is not None:
-                log.warning("envelope %s rejected: %s", env.cursor, revoked)
-                c.execute("INSERT OR REPLACE INTO inbox_failures VALUES (?, ?, ?, ?)", (self.topic, env.cursor, revoked, now_ms()))
-                c.execute(
-                    "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
-                    (self.topic, env.cursor),
-                )
-                return None
-            # A rejected envelope must change nothing but the failure log and the cursor: _open may
-            # already have written (e.g. deleted the one-time prekeys an impostor's message used)
-            # when a later check fails, so its writes are undone with a savepoint.
-            c.execute("SAVEPOINT open_envelope")
-            try:
-                message, used_prekeys = self._open(c, env.payload)
-            except session.DuplicateMessage:
-                c.execute("ROLLBACK TO open_envelope")
-                log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
-            except (P.CryptoError, WireError, identity.IdentityError, ValueError) as exc:
-                c.execute("ROLLBACK TO open_envelope")
-                log.warning("envelope %s rejected: %s", env.cursor, exc)
-                c.execute(
-                    "INSERT OR REPLACE INTO inbox_failures VALUES (?, ?, ?, ?)",
-                    (self.topic, env.cursor, f"{type(exc).__name__}: {exc}"[:500], now_ms()),
-                )
-            c.execute("RELEASE open_envelope")
+            if rejected is None:
+                # A rejected envelope must change nothing but the quarantine and the cursor: _open may
+                # already have written (e.g. deleted the one-time prekeys an impostor's message used)
+                # when a later check fails, so its writes are undone with a savepoint.
+                c.execute("SAVEPOINT open_envelope")
+                try:
+                    message, used_prekeys = self._open(c, env.payload)
+                except session.DuplicateMessage:
+                    c.execute("ROLLBACK TO open_envelope")
+                    log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
+                except sqlite3.Error:
+                    raise  # the local database failed, not the envelope: roll everything back, retry later
+                except Exception as exc:
+                    c.execute("ROLLBACK TO open_envelope")
+                    message, used_prekeys = None, False
+                    rejected = inbox.describe(exc)
+                c.execute("RELEASE open_envelope")
+            if rejected is not None:
+                log.warning("envelope %s quarantined: %s", env.cursor, rejected)
+                inbox.quarantine(c, self.topic, env.cursor, env.payload, rejected)
             c.execute(
                 "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
                 (self.topic, env.cursor),
@@ -558,6 +567,10 @@ class Engine:
             except (RelayUnavailable, RelayError) as exc:
                 log.warning("could not replenish prekeys: %s", exc)
         return message
+
+    def quarantine_count(self) -> int:
+        """How many inbox envelopes were quarantined so far (bridge/engine/inbox.py)."""
+        return inbox.quarantine_count(self.store)
 
     def _verified(self, record: bytes) -> identity.Statement:
         """Verify a sender statement, remembering the answer (EIP-191 recovery is slow in pure Python)."""
