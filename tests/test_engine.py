@@ -30,6 +30,7 @@ from bridge.relay.client import Envelope
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
+from tests.relay_fixtures import wait_until
 
 FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
 
@@ -457,3 +458,162 @@ def test_hostile_headers_and_bodies_never_block_a_genuine_message(tmp_path: Path
     assert peer.send(victim.address, "I am harmless now").delivered
     assert victim.sync() == 1
     assert texts(victim, peer.address)[-1] == "I am harmless now"
+
+
+# --- hostile peers: the outbox must never wedge (issue 8 item 3) ---------------------------------
+
+
+@pytest.fixture
+def strict_relay(tmp_path: Path) -> Iterator[tuple[str, SQLiteStorage]]:
+    """A relay with the default prekey-claim limit (2/s, burst 50 per client address); only the
+    publish, auth and identity limits are lifted, since every test client shares 127.0.0.1."""
+    storage = SQLiteStorage(str(tmp_path / "strict-relay.db"))
+    settings = RelaySettings(
+        publish_rate=FAST, publish_burst=10**6, auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
+    )
+    assert (settings.claim_rate, settings.claim_burst) == (2.0, 50)
+    server = make_server("127.0.0.1", 0, create_app(storage, settings=settings), threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_port}", storage
+    server.shutdown()
+    t.join(5)
+    server.server_close()
+    storage.close()
+
+
+def _crafted_identity(storage: SQLiteStorage, authorizations: int) -> str:
+    """An attacker's wallet whose log authorizes many installations that never upload prekeys.
+
+    The records are genuine signed statements, as the attacker would publish them one by one; the
+    test writes them straight into the relay's storage (log and index, as the relay's own
+    publish_identity does) only because re-verifying the growing log on every append costs minutes.
+    """
+    from tests.relay_fixtures import authorize_record, make_installation
+
+    wallet = P.random_bytes(32)
+    address = ""
+    index: dict[str, tuple[bytes, bytes]] = {}
+    for _ in range(authorizations):
+        inst = make_installation()
+        signed = identity.SignedStatement.from_record(authorize_record(inst, wallet))
+        address = identity.verify(signed).address
+        storage.append_identity(address, signed.record_id(), signed.to_record())
+        index[inst.iid] = (inst.signing_pub, inst.identity_pub)
+    storage.set_installations(address, index)
+    return address
+
+
+def _count_claims(eng: Engine) -> list[str]:
+    claimed: list[str] = []
+    claim = eng.relay.claim
+
+    def counting(iid: str) -> Any:
+        claimed.append(iid)
+        return claim(iid)
+
+    eng.relay.claim = counting  # type: ignore[method-assign]
+    return claimed
+
+
+def test_message_to_crafted_identity_does_not_wedge_outbox(tmp_path: Path, strict_relay: tuple[str, SQLiteStorage]) -> None:
+    """An identity with more authorizations than the relay's claim burst and no prekeys: the message
+    to it used to claim every bundle, hit 429 at the 51st and stay at the head of the outbox, so every
+    later message, to anyone, queued behind it for ever."""
+    from bridge.engine.outbox import MAX_FANOUT
+
+    url, storage = strict_relay
+    alice = make_engine(tmp_path / "alice.db", url)
+    bob = make_engine(tmp_path / "bob.db", url)
+    crafted = _crafted_identity(storage, 60)
+    assert len(alice.installations_of(crafted, max_age_ms=0)) == 60
+    claims = _count_claims(alice)
+    to_crafted = alice.send(crafted, "to the crafted identity")
+    assert not to_crafted.delivered
+    to_bob = alice.send(bob.address, "to a normal peer")
+    assert to_bob.delivered, to_bob.error
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == ["to a normal peer"]
+    assert len(claims) <= MAX_FANOUT + 1  # the crafted identity's capped fan-out, and Bob's one bundle
+    # The crafted message failed for good (no installation has prekeys); nothing is left waiting.
+    assert [(m["text"], m["state"]) for m in alice.messages(crafted)] == [("to the crafted identity", "failed")]
+    assert alice.pending_count() == 0
+    # A second message to it does not claim again what had no prekeys a moment ago.
+    before = len(claims)
+    assert not alice.send(crafted, "again").delivered
+    assert len(claims) == before
+
+
+def test_rate_limited_peer_backs_off_without_holding_back_other_conversations(tmp_path: Path, strict_relay: tuple[str, SQLiteStorage]) -> None:
+    """Order is kept per conversation, not globally: while Carol's first message waits for the
+    relay's claim limit (429), her second one waits behind it, and Bob's conversation goes on."""
+    url, _ = strict_relay
+    alice = make_engine(tmp_path / "alice.db", url)
+    bob = make_engine(tmp_path / "bob.db", url)
+    carol = make_engine(tmp_path / "carol.db", url)
+    assert alice.send(bob.address, "b0").delivered  # Alice and Bob have a session: no claim needed any more
+    while True:  # someone on the same address drains the claim limit
+        try:
+            carol.relay.claim(bob.installation_id)
+        except engine_mod.RelayError as exc:
+            assert exc.status == 429
+            break
+    c1 = alice.send(carol.address, "c1")
+    assert not c1.delivered and "rate" in (c1.error or "")
+    (attempts, next_at, state), = table(alice, f"SELECT attempts, next_attempt_at, state FROM outbox WHERE message_id = '{c1.message['id']}'")
+    assert (attempts, state) == (1, "pending")
+    assert now_ms() < next_at <= now_ms() + engine_mod.outbox.BACKOFF_BASE_MS
+    c2 = alice.send(carol.address, "c2")
+    assert not c2.delivered and c2.error == "waiting behind an earlier message to the same peer"
+    assert alice.send(bob.address, "b1").delivered  # another conversation is not held back
+    assert bob.sync() == 2 and texts(bob, alice.address) == ["b0", "b1"]
+    assert [m["state"] for m in alice.messages(carol.address)] == ["queued", "queued"]
+    # Once the backoff has passed and the limit refilled, Carol gets both, in order.
+    wait_until(lambda: alice.flush_outbox() == {}, timeout=30, interval=0.2)
+    assert [m["state"] for m in alice.messages(carol.address)] == ["sent", "sent"]
+    assert carol.sync() == 2 and texts(carol, alice.address) == ["c1", "c2"]
+
+
+def test_message_failing_again_and_again_is_marked_failed(pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message-specific failure backs off with jitter and, after MAX_ATTEMPTS, fails for good;
+    a relay that cannot be reached counts no attempt."""
+    alice, bob = pair
+    mid = alice.queue(bob.address, "doomed")["id"]
+    monkeypatch.setattr(engine_mod.outbox, "MAX_ATTEMPTS", 3)
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a bug reached by this message")
+
+    monkeypatch.setattr(alice, "_prepare", broken)
+    base = engine_mod.outbox.BACKOFF_BASE_MS
+    for attempt in (1, 2):
+        before = now_ms()
+        assert "RuntimeError" in alice.flush_outbox()[mid]
+        after = now_ms()
+        (attempts, next_at, state), = table(alice, f"SELECT attempts, next_attempt_at, state FROM outbox WHERE message_id = '{mid}'")
+        assert (attempts, state) == (attempt, "pending")
+        # The delay is base * 2^(attempt-1), jittered down by at most half.
+        assert next_at - before >= base * 2 ** (attempt - 1) // 2 and next_at - after <= base * 2 ** (attempt - 1)
+        assert alice.flush_outbox()[mid].startswith("retrying in")  # not due: not attempted
+        assert table(alice, f"SELECT attempts FROM outbox WHERE message_id = '{mid}'") == [(attempt,)]
+        with alice.store.write() as c:  # time passes
+            c.execute("UPDATE outbox SET next_attempt_at = 0 WHERE message_id = ?", (mid,))
+    assert "RuntimeError" in alice.flush_outbox()[mid]
+    assert table(alice, f"SELECT attempts, state, last_error LIKE 'gave up after 3 attempts%' FROM outbox WHERE message_id = '{mid}'") == [(3, "failed", 1)]
+    assert alice.messages(bob.address)[0]["state"] == "failed"
+    assert alice.pending_count() == 0
+
+
+def test_unreachable_relay_counts_no_attempt(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    mid = alice.queue(bob.address, "the relay is down")["id"]
+    ident = {"address": alice.address, "installation_id": alice.installation_id, "record": alice.record.hex()}
+    from tests.procs import free_port
+
+    offline = Engine(Store(alice.store.path), alice.secrets, ident, f"http://127.0.0.1:{free_port()}")
+    _engines.append(offline)
+    for _ in range(3):
+        assert mid in offline.flush_outbox()
+    assert table(alice, f"SELECT attempts, next_attempt_at, state FROM outbox WHERE message_id = '{mid}'") == [(0, 0, "pending")]
+    assert alice.flush_outbox() == {}
+    assert bob.sync() == 1

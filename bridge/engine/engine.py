@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -26,14 +27,14 @@ from typing import Any
 from bridge import identity
 from bridge.crypto import primitives as P
 from bridge.crypto import sealed, session
-from bridge.engine import inbox
+from bridge.engine import inbox, outbox
 from bridge.keys import Secrets
 from bridge.protocol import prekeys as PK
 from bridge.protocol.content import MAX_TEXT_BYTES, TextContent
 from bridge.protocol.ids import inbox_topic, new_message_id
 from bridge.protocol.wire import WireError
 from bridge.relay.client import Envelope, NotFound, RelayClient, RelayError, RelayUnavailable
-from bridge.store import Store, now_ms
+from bridge.store import Store, StoreError, now_ms
 
 __all__ = [
     "Engine",
@@ -117,6 +118,12 @@ class Engine:
         self.topic = inbox_topic(self.installation_id)
         self._tls = threading.local()
         self._statements: dict[bytes, identity.Statement] = {}
+        #: Outbox stage (bridge/engine/outbox.py): installations found without prekeys (iid -> until,
+        #: ms) and bundles claimed for a message that was then retried (iid -> (claimed at, bundle)).
+        self._no_prekeys: dict[str, int] = {}
+        self._bundles: dict[str, tuple[int, PK.Bundle]] = {}
+        self._fanout_lock = threading.Lock()
+        self._rng = random.Random()
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     # --- identity (the wallet this installation acts for) ----------------------------
@@ -357,35 +364,58 @@ class Engine:
         return SendResult(message_dict(row), delivered=row["state"] == "sent", error=errors.get(msg["id"]))
 
     def pending_count(self) -> int:
+        """Messages not yet sent (including those backing off); failed ones are not counted."""
         return self.store.read("SELECT COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'prepared')")[0]["n"]
 
     def flush_outbox(self) -> dict[str, str]:
-        """Deliver queued messages in order. Stops at the first relay outage.
+        """Deliver what is due, keeping the order within each conversation (bridge/engine/outbox.py).
 
-        Returns the errors by message id (empty when everything went out).
+        A message that cannot go out yet (backing off, or rate-limited now) holds back only later
+        messages to the same peer. An unreachable relay stops the flush. Returns the errors by
+        message id (empty when everything went out).
+
+        Raises:
+            StoreError, sqlite3.Error: the local database failed.
         """
         errors: dict[str, str] = {}
+        now = now_ms()
         rows = self.store.read(
-            "SELECT o.message_id FROM outbox o JOIN messages m ON m.id = o.message_id "
+            "SELECT o.message_id, o.next_attempt_at, m.peer FROM outbox o JOIN messages m ON m.id = o.message_id "
             "WHERE o.state IN ('pending', 'prepared') ORDER BY m.seq"
         )
+        held: set[str] = set()  # peers whose conversation waits behind an earlier message
         for r in rows:
-            mid = r["message_id"]
+            mid, peer = r["message_id"], r["peer"]
+            if peer in held:
+                errors[mid] = "waiting behind an earlier message to the same peer"
+                continue
+            if r["next_attempt_at"] > now:
+                errors[mid] = f"retrying in {(r['next_attempt_at'] - now + 999) // 1000} s"
+                held.add(peer)
+                continue
             try:
                 self._deliver(mid)
-            except RelayUnavailable as exc:
+            except RelayUnavailable as exc:  # nobody's fault: no attempt counted, nothing else can go either
                 errors[mid] = str(exc)
-                self._note_attempt(mid, str(exc))
+                self._note_attempt(mid, str(exc), counted=False)
                 break
             except RelayError as exc:
                 errors[mid] = str(exc)
-                if exc.status == 429:  # rate-limited: retry later, and keep the order behind this one
+                if exc.status in (401, 408, 429) or exc.status >= 500:  # worth another try, later
+                    held.add(peer)
                     self._note_attempt(mid, str(exc))
-                    break
-                self._note_attempt(mid, str(exc), failed=True)  # the relay refuses it for good
+                else:
+                    self._note_attempt(mid, str(exc), failed=True)  # the relay refuses it for good
             except NotRegistered as exc:
                 errors[mid] = str(exc)
                 self._note_attempt(mid, str(exc), failed=True)
+            except (StoreError, sqlite3.Error):
+                raise
+            except Exception as exc:  # a bug reached by this message: it backs off, the others go on
+                log.exception("message %s could not be delivered", mid)
+                errors[mid] = inbox.describe(exc)
+                held.add(peer)
+                self._note_attempt(mid, errors[mid])
         return errors
 
     def fail_outbox_from(self, sender: str, reason: str) -> int:
@@ -400,18 +430,27 @@ class Engine:
             self._note_attempt(r["message_id"], reason, failed=True)
         return len(rows)
 
-    def _note_attempt(self, mid: str, error: str, *, failed: bool = False) -> None:
+    def _note_attempt(self, mid: str, error: str, *, failed: bool = False, counted: bool = True) -> None:
+        """Record a failed attempt. A counted one schedules the next after a jittered backoff, and
+        the MAX_ATTEMPTS-th marks the message failed, as ``failed`` does at once."""
         with self.store.write() as c:
+            row = c.execute("SELECT attempts, state FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+            if row is None or row["state"] not in ("pending", "prepared"):
+                return
+            attempts = row["attempts"] + int(counted)
+            if counted and attempts >= outbox.MAX_ATTEMPTS:
+                failed, error = True, f"gave up after {attempts} attempts: {error}"
+            next_at = now_ms() + outbox.backoff_ms(attempts, self._rng) if counted and not failed else 0
             c.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = CASE WHEN ? THEN 'failed' ELSE state END "
-                "WHERE message_id = ?",
-                (error, failed, mid),
+                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ?, "
+                "state = CASE WHEN ? THEN 'failed' ELSE state END WHERE message_id = ?",
+                (attempts, error, next_at, failed, mid),
             )
             if failed:
                 c.execute("UPDATE messages SET state = 'failed' WHERE id = ?", (mid,))
-                row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
+                msg = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
         if failed:
-            self._emit("message.failed", message_dict(row))
+            self._emit("message.failed", message_dict(msg))
 
     def _deliver(self, mid: str) -> None:
         state = self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"]
@@ -469,17 +508,13 @@ class Engine:
         if not theirs:
             raise NotRegistered(f"{peer} has no Parley installation on {self.relay_url}")
         mine = {k: v for k, v in self.installations_of(self.address).items() if k != self.installation_id}
-        targets = {**theirs, **mine}
         with_session = {r["remote_iid"] for r in self.store.read("SELECT DISTINCT remote_iid FROM sessions")}
-        bundles: dict[str, PK.Bundle] = {}
-        for iid in targets:
-            if iid not in with_session:
-                try:
-                    bundles[iid] = PK.Bundle.decode(self.relay.claim(iid))
-                except NotFound:
-                    log.warning("installation %s has no prekeys on the relay; skipped", iid)
-                except WireError as exc:
-                    log.warning("installation %s: malformed bundle (%s); skipped", iid, exc)
+        # At most MAX_FANOUT installations per wallet (bridge/engine/outbox.py): a crafted identity
+        # log with hundreds of authorizations costs one message a bounded number of claims.
+        theirs = outbox.fan_out(theirs, with_session)
+        mine = outbox.fan_out(mine, with_session)
+        targets = {**theirs, **mine}
+        bundles = self._claim_bundles([iid for iid in targets if iid not in with_session])
         content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"]).encode()
         with self.store.write() as c:
             if c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] != "pending":
@@ -490,6 +525,8 @@ class Engine:
                 if s is None:
                     if iid not in bundles:
                         continue
+                    with self._fanout_lock:
+                        self._bundles.pop(iid, None)  # used (or bad): never initiate twice from one bundle
                     try:
                         s = session.initiate(self.local, remote, bundles[iid])
                     except P.CryptoError as exc:
@@ -506,6 +543,50 @@ class Engine:
             if prepared == 0:
                 raise NotRegistered(f"none of {peer}'s installations could be reached (no prekeys)")
             c.execute("UPDATE outbox SET state = 'prepared' WHERE message_id = ?", (mid,))
+
+    def _claim_bundles(self, iids: list[str]) -> dict[str, PK.Bundle]:
+        """Prekey bundles for installations we have no session with yet.
+
+        A bundle claimed for a message that was then retried is reused (a retry does not burn the
+        peer's one-time prekeys again); an installation found without prekeys is skipped for
+        NO_PREKEYS_TTL_MS.
+
+        Raises:
+            RelayUnavailable, RelayError: the claim failed as a whole (e.g. 429): retry the message later.
+        """
+        now = now_ms()
+        out: dict[str, PK.Bundle] = {}
+        with self._fanout_lock:
+            for iid, until in list(self._no_prekeys.items()):
+                if until <= now:
+                    del self._no_prekeys[iid]
+            for iid, (at, _) in list(self._bundles.items()):
+                if now - at > outbox.BUNDLE_TTL_MS:
+                    del self._bundles[iid]
+            cached = {iid: self._bundles[iid][1] for iid in iids if iid in self._bundles}
+            skip = {iid for iid in iids if iid in self._no_prekeys}
+        for iid in iids:
+            if iid in cached:
+                out[iid] = cached[iid]
+                continue
+            if iid in skip:
+                continue
+            try:
+                bundle = PK.Bundle.decode(self.relay.claim(iid))
+            except NotFound:
+                log.warning("installation %s has no prekeys on the relay; skipped", iid)
+                with self._fanout_lock:
+                    self._no_prekeys[iid] = now_ms() + outbox.NO_PREKEYS_TTL_MS
+                continue
+            except WireError as exc:
+                log.warning("installation %s: malformed bundle (%s); skipped", iid, exc)
+                with self._fanout_lock:
+                    self._no_prekeys[iid] = now_ms() + outbox.NO_PREKEYS_TTL_MS
+                continue
+            out[iid] = bundle
+            with self._fanout_lock:
+                self._bundles[iid] = (now_ms(), bundle)
+        return out
 
     # --- receiving ------------------------------------------------------------------
 
