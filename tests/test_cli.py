@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -22,7 +23,7 @@ from eth_account import Account
 from eth_utils import to_checksum_address
 
 from bridge.cli import cli
-from tests.procs import PARLEY, ROOT, Proc, env_for, free_port, parley, start_relay, wait_for, whoami
+from tests.procs import PARLEY, ROOT, Proc, env_for, free_port, parley, start_bridge, start_relay, wait_for, whoami
 
 pytestmark = pytest.mark.slow
 
@@ -440,3 +441,89 @@ def test_status_counts_quarantined_envelopes_and_later_messages_still_arrive(tmp
     assert f"quarantined envelope {cursors[-1]} at" in out
     assert "\x1b" not in out
     assert "0 waiting to be sent; 0 failed" in out
+
+
+def _hostile_peer(tmp_path: Path, relay_url: str) -> object:
+    """A peer running modified software: an in-process engine of a fresh wallet on the same relay."""
+    from bridge import identity
+    from bridge.engine import Engine
+    from bridge.keys import generate_secrets
+    from bridge.store import Store
+
+    s = generate_secrets(None)
+    record = identity.sign_statement(
+        identity.authorize_statement(s.address, s.installation_id, s.signing_pub, s.identity_pub), s.wallet_key
+    ).to_record()
+    eng = Engine(Store(tmp_path / "hostile.db"), s, {"address": s.address, "installation_id": s.installation_id, "record": record.hex()}, relay_url)
+    eng.register()
+    return eng
+
+
+def test_hostile_sent_at_does_not_break_any_view(tmp_path: Path, net: Net, procs: list[Proc]) -> None:
+    """A peer chooses sent_at = 2^63-1 (and 0): the inbox page used to answer 500, `parley messages`
+    to exit 1, and the message stayed pinned last for ever. Every view now shows the conversation in
+    arrival order, with the arrival time for a timestamp that is not sane."""
+    import time
+
+    from tests.test_api import Bridge, call
+
+    victim_home = tmp_path / "victim"
+    ok(parley(victim_home, "init", "--generate", "--relay", net.url))
+    victim = whoami(victim_home)["address"]
+    hostile: Any = _hostile_peer(tmp_path, net.url)
+    try:
+        def send_claiming(text: str, sent_at: int | None) -> None:
+            mid = hostile.queue(victim, text)["id"]
+            if sent_at is not None:
+                with hostile.store.write() as c:  # what the modified sender puts in the content
+                    c.execute("UPDATE messages SET sent_at = ? WHERE id = ?", (sent_at, mid))
+            assert hostile.flush_outbox() == {}
+
+        send_claiming("from the end of time", 2**63 - 1)
+        send_claiming("from 1970", 0)
+        send_claiming("an honest one", None)
+    finally:
+        hostile.relay.close()
+        hostile.store.close()
+    ok(parley(victim_home, "sync"))
+    expected = ["from the end of time", "from 1970", "an honest one"]
+    latest = int(time.time() * 1000) + 5 * 60 * 1000
+
+    view = conversation(victim_home, hostile.address)  # parley messages --json
+    assert [m["text"] for m in view] == expected
+    assert all(0 <= m["sent_at"] <= latest for m in view)
+    assert view[1]["sent_at"] == 0  # sane, if odd: shown as claimed
+    text_out = ok(parley(victim_home, "messages", hostile.address)).stdout  # used to exit 1
+    positions = [text_out.index(t) for t in expected]
+    assert positions == sorted(positions)
+    assert "1970-01-01 00:00:00 ← from 1970" in text_out
+
+    proc, url = start_bridge(victim_home, relay=net.url)
+    procs.append(proc)
+    bridge = Bridge(victim_home, proc, url)
+    ws, _ = bridge.paired()
+    try:
+        listed = call(ws, "messages.list", {"peer": hostile.address})["result"]["messages"]
+        assert [m["text"] for m in listed] == expected
+        first_page = call(ws, "messages.list", {"peer": hostile.address, "limit": 2})["result"]
+        assert [m["text"] for m in first_page["messages"]] == expected[1:] and first_page["has_more"]
+        older = call(ws, "messages.list", {"peer": hostile.address, "limit": 2, "before": first_page["messages"][0]["id"]})["result"]
+        assert [m["text"] for m in older["messages"]] == expected[:1] and not older["has_more"]
+        convs = call(ws, "conversations.list")["result"]["conversations"]
+        assert [c["last"]["text"] for c in convs if c["peer"] == hostile.address] == ["an honest one"]
+    finally:
+        ws.close()
+    login = parley(victim_home, "open", check=True).stdout.strip()
+    with requests_session() as s:
+        assert s.get(login, timeout=10).status_code == 200
+        page = s.get(f"{url}/c/{hostile.address}", timeout=10)
+        assert page.status_code == 200  # used to be 500
+        thread = page.text[page.text.index('<ol class="thread">'):]
+        positions = [thread.index(t) for t in expected]
+        assert positions == sorted(positions)
+
+
+def requests_session() -> Any:
+    import requests
+
+    return requests.Session()

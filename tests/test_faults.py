@@ -48,11 +48,11 @@ PER_DIRECTION = int(os.environ.get("PARLEY_FAULT_MESSAGES", "2500"))
 
 
 def read_messages(home: Path, peer: str) -> list[dict[str, Any]]:
-    """A conversation as the user sees it (ORDER BY sent_at, seq), read straight from the bridge's SQLite."""
+    """A conversation as the user sees it (arrival order: ORDER BY seq), read straight from the bridge's SQLite."""
     con = sqlite3.connect(f"file:{home / 'parley.db'}?mode=ro", uri=True, timeout=30)
     con.row_factory = sqlite3.Row
     try:
-        rows = con.execute("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,)).fetchall()
+        rows = con.execute("SELECT * FROM messages WHERE peer = ? ORDER BY seq", (peer,)).fetchall()
     finally:
         con.close()
     return [dict(r) for r in rows]

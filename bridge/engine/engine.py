@@ -726,16 +726,17 @@ class Engine:
             raise identity.InvalidStatement("message addressed to someone else")
         self._save_session(c, new_session)
         ts = now_ms()
+        sent_at, claimed = inbox.bounded_sent_at(content.sent_at, ts)  # the peer's clock is only a claim
         c.execute(
             "INSERT INTO conversations(peer, created_at, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT(peer) DO UPDATE SET updated_at = excluded.updated_at",
             (peer, ts, ts),
         )
         cur = c.execute(
-            "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
-            (content.message_id, peer, content.sender, content.recipient, content.text, content.sent_at, ts, direction,
-             "sent" if direction == "out" else "received", int(direction == "out")),
+            "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read, claimed_sent_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+            (content.message_id, peer, content.sender, content.recipient, content.text, sent_at, ts, direction,
+             "sent" if direction == "out" else "received", int(direction == "out"), claimed),
         )
         if cur.rowcount == 0:
             return None, used_prekeys  # already have it: shown once
@@ -776,13 +777,16 @@ class Engine:
     # --- reading --------------------------------------------------------------------
 
     def messages(self, peer: str) -> list[dict[str, Any]]:
-        peer = identity.checksum_address(peer)
-        rows = self.store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,))
-        return [message_dict(r) for r in rows]
+        """A conversation in the store's own order (arrival; never a peer's clock)."""
+        return messages_of(self.store, identity.checksum_address(peer))
 
 
 def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:
-    """Read a conversation without unlocking any key (message text is not sealed in the store)."""
-    rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,))
+    """Read a conversation without unlocking any key (message text is not sealed in the store).
+
+    Ordered by arrival (``seq``: what we wrote, as we queued it; what we received, as it arrived),
+    never by ``sent_at``, which a peer chooses.
+    """
+    rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY seq", (peer,))
     return [message_dict(r) for r in rows]
 
