@@ -495,7 +495,7 @@ def _describe(r: Any) -> str:
             f"{c.role} {c.address}{' (registered)' if f else ''}" for c, f in zip(r.candidates, r.registered)
         )
     line += f"; {r.reason})"
-    return line + (" [stale]" if r.stale else "")
+    return terminal_safe(line + (" [stale]" if r.stale else ""))  # names come from name services: not trusted
 
 
 @cli.command()
@@ -523,7 +523,11 @@ def sync(ctx: Ctx) -> None:
 @pass_ctx
 @handle_errors
 def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
-    """Show the conversation with PEER, oldest first (reads the local store; no passphrase needed)."""
+    """Show the conversation with PEER in arrival order (reads the local store; no passphrase needed).
+
+    Control characters in message text (escape sequences, C1 controls, bidi overrides) are shown
+    escaped, e.g. ESC as \\x1b; --json prints the text exactly as received.
+    """
     from bridge.engine import messages_of
     from bridge.store import Store
 
@@ -538,7 +542,9 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
     for m in rows:
         arrow = "→" if m["direction"] == "out" else "←"
         suffix = f"  ({m['state']})" if m["state"] in ("queued", "failed") else ""
-        click.echo(f"{_fmt_time(m['sent_at'])} {arrow} {m['text']}{suffix}")
+        prefix = f"{_fmt_time(m['sent_at'])} {arrow} "
+        # Peer text is hostile: no control sequence reaches the terminal (JSON above stays exact).
+        click.echo(f"{prefix}{terminal_safe(m['text'], indent=' ' * len(prefix))}{suffix}")
 
 
 @cli.command()

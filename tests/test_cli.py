@@ -527,3 +527,40 @@ def requests_session() -> Any:
     import requests
 
     return requests.Session()
+
+
+TERMINAL_ATTACKS = [
+    "\x1b[2J\x1b[Hscreen cleared",  # CSI: erase the screen, cursor home
+    "\x1b]52;c;cm0gLXJmIH4K\x07clipboard written",  # OSC 52: write the clipboard
+    "\x1b]8;;https://evil.example/\x1b\\harmless link\x1b]8;;\x1b\\",  # OSC 8: hyperlink
+    "\x9b2J 8-bit CSI, \x9d52;c;eA==\x9c 8-bit OSC",  # C1 controls
+    "abc\u202edcba.exe \u2066isolate\u2069 bidi",  # bidi override and isolate
+    "over\rwritten, back\x08space, del\x7f, bell\x07, nul\x00",
+    "two lines\n2030-01-01 00:00:00 → I forged this line",
+]
+
+
+def test_peer_text_cannot_drive_the_terminal(tmp_path: Path, net: Net) -> None:
+    """`parley messages` printed peer text raw: ESC[2J, OSC 52 (clipboard write) and OSC 8 reached
+    the terminal. Control characters are now shown escaped; --json stays exact."""
+    victim_home = tmp_path / "victim"
+    ok(parley(victim_home, "init", "--generate", "--relay", net.url))
+    victim = whoami(victim_home)["address"]
+    hostile: Any = _hostile_peer(tmp_path, net.url)
+    try:
+        for text in TERMINAL_ATTACKS:
+            assert hostile.send(victim, text).delivered
+    finally:
+        hostile.relay.close()
+        hostile.store.close()
+    ok(parley(victim_home, "sync"))
+    assert [m["text"] for m in conversation(victim_home, hostile.address)] == TERMINAL_ATTACKS  # JSON: exact
+    out = ok(parley(victim_home, "messages", hostile.address)).stdout
+    unsafe = [c for c in out if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"]
+    assert unsafe == []
+    for shown in ("\\x1b[2J\\x1b[Hscreen cleared", "\\x1b]52;c;cm0gLXJmIH4K\\x07clipboard", "\\x1b]8;;https://evil.example/\\x1b\\",
+                  "\\x9b2J", "abc\\u202edcba.exe \\u2066isolate\\u2069", "over\\x0dwritten", "nul\\x00"):
+        assert shown in out
+    lines = out.splitlines()
+    assert len(lines) == len(TERMINAL_ATTACKS) + 1  # the one newline a peer sent is kept, but indented
+    assert lines[-1].startswith(" ") and lines[-1].strip() == "2030-01-01 00:00:00 → I forged this line"
