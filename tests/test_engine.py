@@ -326,7 +326,9 @@ def test_one_time_prekeys_are_deleted_after_use_replenished_and_never_reused(pai
     new = otpks_after - otpks_before
     assert len(new) == engine_mod.OTPK_TARGET - (left["otpk"] - 1)
     assert min(new) > max(otpks_before)  # ids only go up: a used id is never handed out again
-    assert not (_ids(bob, PK.PQ_OTPK) - pq_before) & pq_before
+    new_pq = _ids(bob, PK.PQ_OTPK) - pq_before
+    assert left["pq_otpk"] < engine_mod.PQ_OTPK_LOW and new_pq  # drained, so ML-KEM one-time prekeys were made too
+    assert min(new_pq) > max(pq_before)  # and their ids, too, only go up
     # After a restart the counter continues; it never restarts from the smallest free id.
     bob = reopen(bob)
     for _ in range(drain + 10):
