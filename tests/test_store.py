@@ -189,3 +189,21 @@ def test_migration_from_v2_is_idempotent_and_does_not_trust_user_version(tmp_pat
         assert "claimed_sent_at" in {r[1] for r in con.execute("PRAGMA table_info(messages)")}
     finally:
         con.close()
+
+
+def test_quarantine_keeps_the_newest_envelopes_and_counts_them_all(tmp_path: Path) -> None:
+    from bridge.engine import inbox
+
+    store = Store(tmp_path / "parley.db")
+    try:
+        extra = 5
+        for cursor in range(1, inbox.QUARANTINE_KEEP + extra + 1):
+            with store.write() as c:
+                inbox.quarantine(c, "t", cursor, bytes([cursor % 256]) * 3, "E" * 1000)
+        rows = store.read("SELECT cursor, payload, length(error) AS n FROM quarantine ORDER BY cursor")
+        assert [r["cursor"] for r in rows] == list(range(extra + 1, inbox.QUARANTINE_KEEP + extra + 1))
+        assert all(bytes(r["payload"]) == bytes([r["cursor"] % 256]) * 3 and r["n"] == inbox.QUARANTINE_ERROR_CHARS for r in rows)
+        assert inbox.quarantine_count(store) == inbox.QUARANTINE_KEEP + extra
+        assert [e["cursor"] for e in inbox.quarantined(store, 3)] == [inbox.QUARANTINE_KEEP + extra - i for i in range(3)]
+    finally:
+        store.close()

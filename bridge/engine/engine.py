@@ -599,16 +599,16 @@ class Engine:
 
         Whatever the envelope raises is quarantined (bridge/engine/inbox.py) and the cursor moves
         past it; the savepoint undoes anything the failed envelope wrote. Only a failure of the local
-        database (``sqlite3.Error``) propagates: then nothing at all is committed and the envelope is
-        tried again.
+        database (``sqlite3.Error``, ``StoreError``) propagates: then nothing at all is committed and
+        the envelope is tried again.
         """
         used_prekeys = False
         message: dict[str, Any] | None = None
         rejected: str | None = None
         try:
             rejected = self._sender_not_active(env.payload)
-        except sqlite3.Error:
-            raise
+        except (StoreError, sqlite3.Error):
+            raise  # our database, not the envelope: retried later
         except Exception as exc:  # hostile bytes must never escape as an exception that stops the inbox
             log.warning("envelope %s: sender check failed: %s", env.cursor, exc)
             rejected = inbox.describe(exc)
@@ -626,7 +626,7 @@ class Engine:
                 except session.DuplicateMessage:
                     c.execute("ROLLBACK TO open_envelope")
                     log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
-                except sqlite3.Error:
+                except (StoreError, sqlite3.Error):
                     raise  # the local database failed, not the envelope: roll everything back, retry later
                 except Exception as exc:
                     c.execute("ROLLBACK TO open_envelope")
