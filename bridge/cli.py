@@ -503,7 +503,19 @@ def _describe(r: Any) -> str:
 @handle_errors
 def sync(ctx: Ctx) -> None:
     """Fetch and process everything pending on the relay, send what is queued, then exit."""
+    from bridge.engine import inbox
+    from bridge.store import Store
+
     ctx.home.require()
+
+    def quarantined() -> int:
+        store = Store(ctx.home.db_file)
+        try:
+            return inbox.quarantine_count(store)
+        finally:
+            store.close()
+
+    before = quarantined()
     daemon = _daemon(ctx)
     if daemon is not None:
         result = daemon.sync()
@@ -513,6 +525,9 @@ def sync(ctx: Ctx) -> None:
         received = engine.sync()
         result = {"received": received, "pending": engine.pending_count()}
     click.echo(f"received {result['received']} new message(s); {result['pending']} waiting to be sent")
+    rejected = quarantined() - before
+    if rejected > 0:
+        click.echo(f"{rejected} envelope(s) could not be read and were quarantined (see `parley status`)")
     if result["pending"]:
         raise Fail(f"{result['pending']} message(s) could not be sent yet; they will be retried", Exit.UNREACHABLE)
 

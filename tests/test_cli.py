@@ -428,7 +428,8 @@ def test_status_counts_quarantined_envelopes_and_later_messages_still_arrive(tmp
     cursors = [RelayClient(net.url).publish(inbox_topic(me["installation_id"]), j) for j in junk]
     text = "after the junk " + secrets.token_hex(3)
     ok(parley(dave_home, "send", me["address"], text))
-    ok(parley(net.alice, "sync"))
+    synced = ok(parley(net.alice, "sync")).stdout
+    assert "received 1 new message(s)" in synced and "2 envelope(s) could not be read and were quarantined" in synced
     assert conversation(net.alice, dave["address"])[-1]["text"] == text
     after = json.loads(ok(parley(net.alice, "status", "--json")).stdout)
     assert after["inbox"]["quarantined"] == before["inbox"]["quarantined"] + 2
