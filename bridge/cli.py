@@ -515,12 +515,13 @@ def sync(ctx: Ctx) -> None:
         finally:
             store.close()
 
-    before = quarantined()
     daemon = _daemon(ctx)
     if daemon is not None:
+        before = quarantined()
         result = daemon.sync()
     else:
-        engine = open_engine(ctx)
+        engine = open_engine(ctx)  # unlocks first: a wrong passphrase touches no file
+        before = inbox.quarantine_count(engine.store)
         _ensure_registered(engine)
         received = engine.sync()
         result = {"received": received, "pending": engine.pending_count()}
@@ -579,7 +580,7 @@ def status(ctx: Ctx, as_json: bool) -> None:
 
     ctx.home.require()
     ident = ctx.home.identity()
-    store = Store(ctx.home.db_file)
+    store = Store(ctx.home.db_file)  # creates an empty store if nothing ran yet: the figures are then 0
     try:
         cursor_rows = store.read("SELECT cursor FROM cursors WHERE topic = ?", (inbox_topic(ident["installation_id"]),))
         out = {
