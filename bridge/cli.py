@@ -152,7 +152,30 @@ def _address_arg(value: str) -> str:
 
 
 def _fmt_time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # outside what datetime can show: never fail a listing
+        return f"@{ms}ms"
+
+
+#: Characters from peers that a terminal would act on rather than show: C0 controls except newline
+#: and tab, DEL, C1 controls (U+0080-U+009F: CSI, OSC, ST ... in their 8-bit forms), and the bidi
+#: controls that reorder what is shown (Trojan Source: U+061C, U+200E/F, U+202A-E, U+2066-9).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    cp = ord(m.group())
+    return f"\\x{cp:02x}" if cp <= 0xFF else f"\\u{cp:04x}"
+
+
+def terminal_safe(text: str, *, indent: str = "") -> str:
+    """Peer text made harmless for a terminal: each unsafe character is shown as its escape
+    (ESC as ``\\x1b``, U+202E as ``\\u202e``), and continuation lines are indented with ``indent``
+    so a peer cannot forge a line that looks like the CLI's own. JSON output is never passed through this.
+    """
+    safe = _UNSAFE.sub(_escape, text)
+    return safe.replace("\n", "\n" + indent) if indent else safe
 
 
 # --- the command group ----------------------------------------------------------------
@@ -476,7 +499,7 @@ def _describe(r: Any) -> str:
             f"{c.role} {c.address}{' (registered)' if f else ''}" for c, f in zip(r.candidates, r.registered)
         )
     line += f"; {r.reason})"
-    return line + (" [stale]" if r.stale else "")
+    return terminal_safe(line + (" [stale]" if r.stale else ""))  # names come from name services: not trusted
 
 
 @cli.command()
@@ -484,16 +507,32 @@ def _describe(r: Any) -> str:
 @handle_errors
 def sync(ctx: Ctx) -> None:
     """Fetch and process everything pending on the relay, send what is queued, then exit."""
+    from bridge.engine import inbox
+    from bridge.store import Store
+
     ctx.home.require()
+
+    def quarantined() -> int:
+        store = Store(ctx.home.db_file)
+        try:
+            return inbox.quarantine_count(store)
+        finally:
+            store.close()
+
     daemon = _daemon(ctx)
     if daemon is not None:
+        before = quarantined()
         result = daemon.sync()
     else:
-        engine = open_engine(ctx)
+        engine = open_engine(ctx)  # unlocks first: a wrong passphrase touches no file
+        before = inbox.quarantine_count(engine.store)
         _ensure_registered(engine)
         received = engine.sync()
         result = {"received": received, "pending": engine.pending_count()}
     click.echo(f"received {result['received']} new message(s); {result['pending']} waiting to be sent")
+    rejected = quarantined() - before
+    if rejected > 0:
+        click.echo(f"{rejected} envelope(s) could not be read and were quarantined (see `parley status`)")
     if result["pending"]:
         raise Fail(f"{result['pending']} message(s) could not be sent yet; they will be retried", Exit.UNREACHABLE)
 
@@ -504,7 +543,11 @@ def sync(ctx: Ctx) -> None:
 @pass_ctx
 @handle_errors
 def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
-    """Show the conversation with PEER, oldest first (reads the local store; no passphrase needed)."""
+    """Show the conversation with PEER in arrival order (reads the local store; no passphrase needed).
+
+    Control characters in message text (escape sequences, C1 controls, bidi overrides) are shown
+    escaped, e.g. ESC as \\x1b; --json prints the text exactly as received.
+    """
     from bridge.engine import messages_of
     from bridge.store import Store
 
@@ -519,7 +562,59 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
     for m in rows:
         arrow = "→" if m["direction"] == "out" else "←"
         suffix = f"  ({m['state']})" if m["state"] in ("queued", "failed") else ""
-        click.echo(f"{_fmt_time(m['sent_at'])} {arrow} {m['text']}{suffix}")
+        prefix = f"{_fmt_time(m['sent_at'])} {arrow} "
+        # Peer text is hostile: no control sequence reaches the terminal (JSON above stays exact).
+        click.echo(f"{prefix}{terminal_safe(m['text'], indent=' ' * len(prefix))}{suffix}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print {address, installation_id, daemon, inbox, outbox} as JSON.")
+@pass_ctx
+@handle_errors
+def status(ctx: Ctx, as_json: bool) -> None:
+    """Show the inbox (cursor, quarantined envelopes) and the outbox (pending, backing off, failed).
+
+    Reads the local store; no passphrase needed. An envelope that could not be taken in (malformed,
+    forged, or one that made the bridge fail) is quarantined: kept for diagnosis, counted here, and
+    the messages behind it still arrive.
+    """
+    from bridge.engine import inbox, outbox
+    from bridge.protocol.ids import inbox_topic
+    from bridge.store import Store
+
+    ctx.home.require()
+    ident = ctx.home.identity()
+    store = Store(ctx.home.db_file)  # creates an empty store if nothing ran yet: the figures are then 0
+    try:
+        cursor_rows = store.read("SELECT cursor FROM cursors WHERE topic = ?", (inbox_topic(ident["installation_id"]),))
+        out = {
+            "address": ident["address"],
+            "installation_id": ident["installation_id"],
+            "daemon": None,
+            "inbox": {
+                "cursor": cursor_rows[0]["cursor"] if cursor_rows else 0,
+                "quarantined": inbox.quarantine_count(store),
+                "recent_quarantine": inbox.quarantined(store),
+            },
+            "outbox": outbox.counts(store),
+        }
+    finally:
+        store.close()
+    daemon = _daemon(ctx)
+    out["daemon"] = {"running": daemon is not None, "url": daemon.url if daemon is not None else None}
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    q, o = out["inbox"], out["outbox"]
+    click.echo(f"address:      {out['address']}\ninstallation: {out['installation_id']}")
+    click.echo(f"daemon:       {'running at ' + daemon.url if daemon is not None else 'not running'}")
+    click.echo(f"inbox:        cursor {q['cursor']}; {q['quarantined']} envelope(s) quarantined")
+    for e in q["recent_quarantine"]:
+        click.echo(f"  quarantined envelope {e['cursor']} at {_fmt_time(e['at'])}: {terminal_safe(e['error'])}")
+    line = f"outbox:       {o['pending']} waiting to be sent"
+    if o["backing_off"]:
+        line += f" ({o['backing_off']} backing off, next retry {_fmt_time(o['next_attempt_at'])})"
+    click.echo(f"{line}; {o['failed']} failed; {o['sent']} sent")
 
 
 @cli.command("can-message")

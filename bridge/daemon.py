@@ -39,14 +39,14 @@ from bridge import __version__
 from bridge.api.access import Access, PageSessions
 from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
-from bridge.engine import BadInput, Engine, NotRegistered
+from bridge.engine import BadInput, Engine, NotRegistered, inbox, outbox
 from bridge.engine.prekeys import PrekeyPolicy
 from bridge.home import Home, write_private
 from bridge.identity.smart import verifier_from_config
 from bridge.keys import Secrets
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts
-from bridge.store import Store
+from bridge.store import Store, now_ms
 
 __all__ = ["Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS"]
 
@@ -188,6 +188,8 @@ class Daemon:
             "installation_id": self.engine.installation_id,
             "relay": {"url": self.relay_url, "connected": self.relay_connected, "embedded": self.embedded},
             "pending": self.engine.pending_count(),
+            "outbox": outbox.counts(self.store),
+            "quarantined": inbox.quarantine_count(self.store),
         }
 
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:
@@ -227,14 +229,21 @@ class Daemon:
             backoff = min(backoff * 2, 30.0)
 
     def _outbox(self) -> None:
+        """Flush what is due: every 5 s, when woken (a send, the relay reconnecting), or sooner when a
+        message's backoff (``next_attempt_at``, bridge/engine/outbox.py) ends before that."""
+        wait = 5.0
         while not self.stop_event.is_set():
-            self.wake_outbox.wait(5.0)
+            self.wake_outbox.wait(wait)
             self.wake_outbox.clear()
             if self.stop_event.is_set():
                 break
+            wait = 5.0
             try:
                 if self.engine.pending_count():
                     self.engine.flush_outbox()
+                due = outbox.counts(self.store)["next_attempt_at"]
+                if due is not None:
+                    wait = min(5.0, max(0.2, (due - now_ms()) / 1000))
             except Exception:
                 log.exception("outbox flush failed")
 

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -22,7 +23,7 @@ from eth_account import Account
 from eth_utils import to_checksum_address
 
 from bridge.cli import cli
-from tests.procs import PARLEY, ROOT, Proc, env_for, free_port, parley, start_relay, wait_for, whoami
+from tests.procs import PARLEY, ROOT, Proc, env_for, free_port, parley, start_bridge, start_relay, wait_for, whoami
 
 pytestmark = pytest.mark.slow
 
@@ -408,3 +409,159 @@ def test_concurrent_sends_and_sync_with_and_without_the_daemon(tmp_path: Path, n
     assert sorted(mine) == sorted(with_daemon + direct)
     _integrity(net.alice / "parley.db")
     _integrity(net.bob / "parley.db")
+
+
+def test_status_counts_quarantined_envelopes_and_later_messages_still_arrive(tmp_path: Path, net: Net) -> None:
+    """Anyone may publish to an inbox topic: junk and forged envelopes are quarantined, shown by
+    `parley status` (text and JSON), and the messages behind them arrive."""
+    from bridge.protocol.ids import inbox_topic
+    from bridge.relay.client import RelayClient
+
+    dave_home = tmp_path / "dave"
+    dave = init(dave_home, net.url, KEY_D)
+    me = whoami(net.alice)
+    ok(parley(net.alice, "sync"))
+    before = json.loads(ok(parley(net.alice, "status", "--json")).stdout)
+    assert set(before) == {"address", "installation_id", "daemon", "inbox", "outbox"}
+    assert before["daemon"] == {"running": False, "url": None}
+    junk = [b"\x00garbage\xff", b"\x1b[2J not an envelope"]
+    cursors = [RelayClient(net.url).publish(inbox_topic(me["installation_id"]), j) for j in junk]
+    text = "after the junk " + secrets.token_hex(3)
+    ok(parley(dave_home, "send", me["address"], text))
+    synced = ok(parley(net.alice, "sync")).stdout
+    assert "received 1 new message(s)" in synced and "2 envelope(s) could not be read and were quarantined" in synced
+    assert conversation(net.alice, dave["address"])[-1]["text"] == text
+    after = json.loads(ok(parley(net.alice, "status", "--json")).stdout)
+    assert after["inbox"]["quarantined"] == before["inbox"]["quarantined"] + 2
+    assert after["inbox"]["cursor"] > cursors[-1]
+    recent = {e["cursor"]: e for e in after["inbox"]["recent_quarantine"]}
+    assert set(cursors) <= set(recent) and all(recent[c]["size"] == len(j) for c, j in zip(cursors, junk))
+    assert after["outbox"] == {"pending": 0, "prepared": 0, "backing_off": 0, "next_attempt_at": None, "failed": 0, "sent": before["outbox"]["sent"]}
+    out = ok(parley(net.alice, "status")).stdout
+    assert f"{after['inbox']['quarantined']} envelope(s) quarantined" in out
+    assert f"quarantined envelope {cursors[-1]} at" in out
+    assert "\x1b" not in out
+    assert "0 waiting to be sent; 0 failed" in out
+
+
+def _hostile_peer(tmp_path: Path, relay_url: str) -> object:
+    """A peer running modified software: an in-process engine of a fresh wallet on the same relay."""
+    from bridge import identity
+    from bridge.engine import Engine
+    from bridge.keys import generate_secrets
+    from bridge.store import Store
+
+    s = generate_secrets(None)
+    record = identity.sign_statement(
+        identity.authorize_statement(s.address, s.installation_id, s.signing_pub, s.identity_pub), s.wallet_key
+    ).to_record()
+    eng = Engine(Store(tmp_path / "hostile.db"), s, {"address": s.address, "installation_id": s.installation_id, "record": record.hex()}, relay_url)
+    eng.register()
+    return eng
+
+
+def test_hostile_sent_at_does_not_break_any_view(tmp_path: Path, net: Net, procs: list[Proc]) -> None:
+    """A peer chooses sent_at = 2^63-1 (and 0): the inbox page used to answer 500, `parley messages`
+    to exit 1, and the message stayed pinned last for ever. Every view now shows the conversation in
+    arrival order, with the arrival time for a timestamp that is not sane."""
+    import time
+
+    from tests.test_api import Bridge, call
+
+    victim_home = tmp_path / "victim"
+    ok(parley(victim_home, "init", "--generate", "--relay", net.url))
+    victim = whoami(victim_home)["address"]
+    hostile: Any = _hostile_peer(tmp_path, net.url)
+    try:
+        def send_claiming(text: str, sent_at: int | None) -> None:
+            mid = hostile.queue(victim, text)["id"]
+            if sent_at is not None:
+                with hostile.store.write() as c:  # what the modified sender puts in the content
+                    c.execute("UPDATE messages SET sent_at = ? WHERE id = ?", (sent_at, mid))
+            assert hostile.flush_outbox() == {}
+
+        send_claiming("from the end of time", 2**63 - 1)
+        send_claiming("from 1970", 0)
+        send_claiming("an honest one", None)
+    finally:
+        hostile.relay.close()
+        hostile.store.close()
+    ok(parley(victim_home, "sync"))
+    expected = ["from the end of time", "from 1970", "an honest one"]
+    latest = int(time.time() * 1000) + 5 * 60 * 1000
+
+    view = conversation(victim_home, hostile.address)  # parley messages --json
+    assert [m["text"] for m in view] == expected
+    assert all(0 <= m["sent_at"] <= latest for m in view)
+    assert view[1]["sent_at"] == 0  # sane, if odd: shown as claimed
+    text_out = ok(parley(victim_home, "messages", hostile.address)).stdout  # used to exit 1
+    positions = [text_out.index(t) for t in expected]
+    assert positions == sorted(positions)
+    assert "1970-01-01 00:00:00 ← from 1970" in text_out
+
+    proc, url = start_bridge(victim_home, relay=net.url)
+    procs.append(proc)
+    bridge = Bridge(victim_home, proc, url)
+    ws, _ = bridge.paired()
+    try:
+        listed = call(ws, "messages.list", {"peer": hostile.address})["result"]["messages"]
+        assert [m["text"] for m in listed] == expected
+        first_page = call(ws, "messages.list", {"peer": hostile.address, "limit": 2})["result"]
+        assert [m["text"] for m in first_page["messages"]] == expected[1:] and first_page["has_more"]
+        older = call(ws, "messages.list", {"peer": hostile.address, "limit": 2, "before": first_page["messages"][0]["id"]})["result"]
+        assert [m["text"] for m in older["messages"]] == expected[:1] and not older["has_more"]
+        convs = call(ws, "conversations.list")["result"]["conversations"]
+        assert [c["last"]["text"] for c in convs if c["peer"] == hostile.address] == ["an honest one"]
+    finally:
+        ws.close()
+    login = parley(victim_home, "open", check=True).stdout.strip()
+    with requests_session() as s:
+        assert s.get(login, timeout=10).status_code == 200
+        page = s.get(f"{url}/c/{hostile.address}", timeout=10)
+        assert page.status_code == 200  # used to be 500
+        thread = page.text[page.text.index('<ol class="thread">'):]
+        positions = [thread.index(t) for t in expected]
+        assert positions == sorted(positions)
+
+
+def requests_session() -> Any:
+    import requests
+
+    return requests.Session()
+
+
+TERMINAL_ATTACKS = [
+    "\x1b[2J\x1b[Hscreen cleared",  # CSI: erase the screen, cursor home
+    "\x1b]52;c;cm0gLXJmIH4K\x07clipboard written",  # OSC 52: write the clipboard
+    "\x1b]8;;https://evil.example/\x1b\\harmless link\x1b]8;;\x1b\\",  # OSC 8: hyperlink
+    "\x9b2J 8-bit CSI, \x9d52;c;eA==\x9c 8-bit OSC",  # C1 controls
+    "abc\u202edcba.exe \u2066isolate\u2069 bidi",  # bidi override and isolate
+    "over\rwritten, back\x08space, del\x7f, bell\x07, nul\x00",
+    "two lines\n2030-01-01 00:00:00 → I forged this line",
+]
+
+
+def test_peer_text_cannot_drive_the_terminal(tmp_path: Path, net: Net) -> None:
+    """`parley messages` printed peer text raw: ESC[2J, OSC 52 (clipboard write) and OSC 8 reached
+    the terminal. Control characters are now shown escaped; --json stays exact."""
+    victim_home = tmp_path / "victim"
+    ok(parley(victim_home, "init", "--generate", "--relay", net.url))
+    victim = whoami(victim_home)["address"]
+    hostile: Any = _hostile_peer(tmp_path, net.url)
+    try:
+        for text in TERMINAL_ATTACKS:
+            assert hostile.send(victim, text).delivered
+    finally:
+        hostile.relay.close()
+        hostile.store.close()
+    ok(parley(victim_home, "sync"))
+    assert [m["text"] for m in conversation(victim_home, hostile.address)] == TERMINAL_ATTACKS  # JSON: exact
+    out = ok(parley(victim_home, "messages", hostile.address)).stdout
+    unsafe = [c for c in out if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"]
+    assert unsafe == []
+    for shown in ("\\x1b[2J\\x1b[Hscreen cleared", "\\x1b]52;c;cm0gLXJmIH4K\\x07clipboard", "\\x1b]8;;https://evil.example/\\x1b\\",
+                  "\\x9b2J", "abc\\u202edcba.exe \\u2066isolate\\u2069", "over\\x0dwritten", "nul\\x00"):
+        assert shown in out
+    lines = out.splitlines()
+    assert len(lines) == len(TERMINAL_ATTACKS) + 1  # the one newline a peer sent is kept, but indented
+    assert lines[-1].startswith(" ") and lines[-1].strip() == "2030-01-01 00:00:00 → I forged this line"

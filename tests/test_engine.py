@@ -30,6 +30,7 @@ from bridge.relay.client import Envelope
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
+from tests.relay_fixtures import wait_until
 
 FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
 
@@ -155,7 +156,7 @@ def test_crash_after_publish_before_marking_done_shows_the_message_once_and_in_o
     assert len(inbox(bob)) == 4  # one, two, two (again), three
     assert bob.sync() == 3
     assert texts(bob, alice.address) == ["one", "two", "three"]
-    assert table(bob, "SELECT COUNT(*) FROM inbox_failures") == [(0,)]  # a redelivery is not a failure
+    assert table(bob, "SELECT COUNT(*) FROM quarantine") == [(0,)]  # a redelivery is not a failure
     # The sender's view agrees and nothing is left to send.
     assert [(m["text"], m["state"]) for m in alice.messages(bob.address)] == [("one", "sent"), ("two", "sent"), ("three", "sent")]
     assert alice.pending_count() == 0
@@ -229,7 +230,7 @@ def test_tampered_truncated_and_garbage_envelopes_are_recorded_and_skipped(pair:
     state_before = sessions(bob)
     cursors = [alice.relay.publish(bob.topic, b) for b in bad]
     assert bob.sync() == 0
-    failures = table(bob, "SELECT cursor FROM inbox_failures ORDER BY cursor")
+    failures = table(bob, "SELECT cursor FROM quarantine ORDER BY cursor")
     assert failures == [(c,) for c in cursors]
     assert bob.cursor() == cursors[-1]
     assert sessions(bob) == state_before  # the session state bytes are unchanged
@@ -252,7 +253,7 @@ def test_sender_claiming_another_wallet_is_rejected(tmp_path: Path, relay_url: s
     prekeys_before = table(bob, "SELECT kind, id FROM prekeys ORDER BY kind, id")
     assert bob.sync() == 0
     assert bob.messages(alice.address) == [] and bob.messages(mallory.address) == []
-    (err,), = table(bob, f"SELECT error FROM inbox_failures WHERE cursor = {cursor}")
+    (err,), = table(bob, f"SELECT error FROM quarantine WHERE cursor = {cursor}")
     assert "sender" in err
     assert sessions(bob) == []  # no session with the impostor
     # A rejected envelope changes nothing but the failure log and the cursor.
@@ -325,7 +326,9 @@ def test_one_time_prekeys_are_deleted_after_use_replenished_and_never_reused(pai
     new = otpks_after - otpks_before
     assert len(new) == engine_mod.OTPK_TARGET - (left["otpk"] - 1)
     assert min(new) > max(otpks_before)  # ids only go up: a used id is never handed out again
-    assert not (_ids(bob, PK.PQ_OTPK) - pq_before) & pq_before
+    new_pq = _ids(bob, PK.PQ_OTPK) - pq_before
+    assert left["pq_otpk"] < engine_mod.PQ_OTPK_LOW and new_pq  # drained, so ML-KEM one-time prekeys were made too
+    assert min(new_pq) > max(pq_before)  # and their ids, too, only go up
     # After a restart the counter continues; it never restarts from the smallest free id.
     bob = reopen(bob)
     for _ in range(drain + 10):
@@ -333,3 +336,286 @@ def test_one_time_prekeys_are_deleted_after_use_replenished_and_never_reused(pai
     assert bob.ensure_prekeys()
     newest = _ids(bob, PK.OTPK) - otpks_after
     assert newest and min(newest) > max(otpks_after | {info.otpk_id})
+
+
+# --- hostile peers: the inbox must never wedge (issue 8 item 4) ----------------------------------
+
+
+def _spk_public(eng: Engine) -> bytes:
+    (pub,), = table(eng, f"SELECT public FROM prekeys WHERE kind = '{PK.SPK}' ORDER BY id DESC LIMIT 1")
+    return bytes(pub)
+
+
+def _session_with(eng: Engine, remote: Engine) -> tuple[Any, ...]:
+    return tuple(table(eng, f"SELECT sid, state, updated_at FROM sessions WHERE remote_iid = '{remote.installation_id}'"))
+
+
+def _hostile_message(sender: Engine, recipient: Engine, header: bytes, body: bytes, sid: bytes | None = None) -> bytes:
+    """A normal session message in ``sender``'s real session with ``recipient``, sealed for ``recipient``
+    with ``sender``'s real statement: it reaches the recipient's ratchet."""
+    from bridge.protocol import wire
+
+    if sid is None:
+        (sid,), = table(sender, f"SELECT sid FROM sessions WHERE remote_iid = '{recipient.installation_id}'")
+    msg = wire.encode([1, "msg", bytes(sid), header, body])
+    return sealed.seal(recipient.secrets.identity_pub, recipient.installation_id, sender.installation_id, sender.record, msg)
+
+
+def test_hostile_header_does_not_wedge_inbox(tmp_path: Path, relay_url: str) -> None:
+    """Bob answers Alice's first message with a normal message whose header key is Alice's current
+    DHr (Bob's signed prekey) before any reply: it used to trip an assert in the ratchet, roll the
+    whole transaction back and leave the cursor behind it for ever."""
+    from bridge.crypto.ratchet import Header
+
+    alice = make_engine(tmp_path / "alice.db", relay_url)
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    carol = make_engine(tmp_path / "carol.db", relay_url)
+    assert alice.send(bob.address, "hi Bob").delivered
+    assert bob.sync() == 1
+    before = _session_with(alice, bob)
+    hostile = _hostile_message(bob, alice, Header(_spk_public(bob), 0, 0).encode(), bytes(48))
+    cursor = bob.relay.publish(alice.topic, hostile)
+    assert carol.send(alice.address, "after the attack").delivered
+    assert alice.sync() == 1
+    assert texts(alice, carol.address) == ["after the attack"]
+    assert alice.cursor() > cursor
+    assert _session_with(alice, bob) == before  # the bad envelope changed nothing
+    (qcursor, payload, err), = table(alice, "SELECT cursor, payload, error FROM quarantine")
+    assert (qcursor, bytes(payload)) == (cursor, hostile)
+    assert err.startswith("NoReceivingChain")
+    assert alice.quarantine_count() == 1
+    # And Bob's genuine reply still opens.
+    assert bob.send(alice.address, "a real reply").delivered
+    assert alice.sync() == 1
+    assert texts(alice, bob.address) == ["hi Bob", "a real reply"]
+
+
+def _ratchet(eng: Engine, remote: Engine) -> Any:
+    with eng.store.write() as c:  # a read inside a transaction, so the session row is current
+        s = eng._active_session(c, remote.installation_id)
+    assert s is not None
+    return s.ratchet
+
+
+@pytest.mark.parametrize("role", ["initiator-before-reply", "responder"])
+def test_hostile_headers_and_bodies_never_block_a_genuine_message(tmp_path: Path, relay_url: str, role: str) -> None:
+    """Engine-level fuzzing of the inbox: from a real session, a hostile peer sends arbitrary headers
+    and bodies, sealed for the victim with the peer's real statement so they reach the ratchet; a
+    genuine message sent after them must arrive, every hostile one is quarantined, and the victim's
+    session with the hostile peer is byte-identical afterwards."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from bridge.crypto.ratchet import MAX_COUNTER, MAX_SKIP
+    from bridge.protocol import wire
+
+    victim = make_engine(tmp_path / "victim.db", relay_url)
+    peer = make_engine(tmp_path / "peer.db", relay_url)
+    friend = make_engine(tmp_path / "friend.db", relay_url)
+    if role == "initiator-before-reply":
+        assert victim.send(peer.address, "hello").delivered and peer.sync() == 1
+    else:
+        assert peer.send(victim.address, "hello").delivered and victim.sync() == 1
+    mine, theirs = _ratchet(victim, peer), _ratchet(peer, victim)
+    (sid,), = table(peer, f"SELECT sid FROM sessions WHERE remote_iid = '{victim.installation_id}'")
+    keys = [k for k in (mine.dhr, mine.dhs_pub, theirs.dhs_pub, theirs.dhr, _spk_public(peer), bytes(32), b"\x01" + bytes(31)) if k]
+    counters = st.one_of(st.integers(0, 3), st.integers(MAX_SKIP - 1, MAX_SKIP + 1), st.integers(0, MAX_COUNTER))
+    headers = st.one_of(
+        st.builds(lambda dh, pn, n: wire.encode([dh, pn, n]), st.one_of(st.sampled_from(keys), st.binary(min_size=32, max_size=32)), counters, counters),
+        st.binary(max_size=64),
+    )
+    bodies = st.one_of(st.integers(0, 6).map(lambda k: P.random_bytes(16 * k + 32)), st.binary(max_size=128))
+    sids = st.one_of(st.just(bytes(sid)), st.binary(min_size=16, max_size=16))
+    hostile = st.lists(st.tuples(headers, bodies, sids), min_size=1, max_size=3)
+    session_before = _session_with(victim, peer)
+    counter = iter(range(10**6))
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(hostile)
+    def attack(messages: list[tuple[bytes, bytes, bytes]]) -> None:
+        quarantined = victim.quarantine_count()
+        published = {}
+        for header, body, s in messages:
+            payload = _hostile_message(peer, victim, header, body, sid=s)
+            published[peer.relay.publish(victim.topic, payload)] = payload
+        genuine = f"genuine {next(counter)}"
+        assert friend.send(victim.address, genuine).delivered
+        assert victim.sync() == 1
+        assert texts(victim, friend.address)[-1] == genuine
+        assert _session_with(victim, peer) == session_before
+        kept = {c: bytes(p) for c, p in table(victim, f"SELECT cursor, payload FROM quarantine WHERE cursor >= {min(published)}")}
+        assert victim.quarantine_count() == quarantined + len(kept)
+        for cursor, payload in published.items():
+            if cursor in kept:
+                assert kept[cursor] == payload
+            else:  # not quarantined: only a message naming a consumed key is dropped silently, as a redelivery
+                inner = sealed.unseal(victim.secrets.identity_key, victim.installation_id, payload).message
+                with victim.store.write() as c:
+                    current = victim._active_session(c, peer.installation_id)
+                with pytest.raises(session.DuplicateMessage):
+                    session.decrypt(current, inner)
+
+    attack()
+    # The hostile peer's own genuine messages still open afterwards.
+    assert peer.send(victim.address, "I am harmless now").delivered
+    assert victim.sync() == 1
+    assert texts(victim, peer.address)[-1] == "I am harmless now"
+
+
+# --- hostile peers: the outbox must never wedge (issue 8 item 3) ---------------------------------
+
+
+@pytest.fixture
+def strict_relay(tmp_path: Path) -> Iterator[tuple[str, SQLiteStorage]]:
+    """A relay with the default prekey-claim limit (2/s, burst 50 per client address); only the
+    publish, auth and identity limits are lifted, since every test client shares 127.0.0.1."""
+    storage = SQLiteStorage(str(tmp_path / "strict-relay.db"))
+    settings = RelaySettings(
+        publish_rate=FAST, publish_burst=10**6, auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
+    )
+    assert (settings.claim_rate, settings.claim_burst) == (2.0, 50)
+    server = make_server("127.0.0.1", 0, create_app(storage, settings=settings), threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_port}", storage
+    server.shutdown()
+    t.join(5)
+    server.server_close()
+    storage.close()
+
+
+def _crafted_identity(storage: SQLiteStorage, authorizations: int) -> str:
+    """An attacker's wallet whose log authorizes many installations that never upload prekeys.
+
+    The records are genuine signed statements, as the attacker would publish them one by one; the
+    test writes them straight into the relay's storage (log and index, as the relay's own
+    publish_identity does) only because re-verifying the growing log on every append costs minutes.
+    """
+    from tests.relay_fixtures import authorize_record, make_installation
+
+    wallet = P.random_bytes(32)
+    address = ""
+    index: dict[str, tuple[bytes, bytes]] = {}
+    for _ in range(authorizations):
+        inst = make_installation()
+        signed = identity.SignedStatement.from_record(authorize_record(inst, wallet))
+        address = identity.verify(signed).address
+        storage.append_identity(address, signed.record_id(), signed.to_record())
+        index[inst.iid] = (inst.signing_pub, inst.identity_pub)
+    storage.set_installations(address, index)
+    return address
+
+
+def _count_claims(eng: Engine) -> list[str]:
+    claimed: list[str] = []
+    claim = eng.relay.claim
+
+    def counting(iid: str) -> Any:
+        claimed.append(iid)
+        return claim(iid)
+
+    eng.relay.claim = counting  # type: ignore[method-assign]
+    return claimed
+
+
+def test_message_to_crafted_identity_does_not_wedge_outbox(tmp_path: Path, strict_relay: tuple[str, SQLiteStorage]) -> None:
+    """An identity with more authorizations than the relay's claim burst and no prekeys: the message
+    to it used to claim every bundle, hit 429 at the 51st and stay at the head of the outbox, so every
+    later message, to anyone, queued behind it for ever."""
+    from bridge.engine.outbox import MAX_FANOUT
+
+    url, storage = strict_relay
+    alice = make_engine(tmp_path / "alice.db", url)
+    bob = make_engine(tmp_path / "bob.db", url)
+    crafted = _crafted_identity(storage, 60)
+    assert len(alice.installations_of(crafted, max_age_ms=0)) == 60
+    claims = _count_claims(alice)
+    to_crafted = alice.send(crafted, "to the crafted identity")
+    assert not to_crafted.delivered
+    to_bob = alice.send(bob.address, "to a normal peer")
+    assert to_bob.delivered, to_bob.error
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == ["to a normal peer"]
+    assert len(claims) <= MAX_FANOUT + 1  # the crafted identity's capped fan-out, and Bob's one bundle
+    # The crafted message failed for good (no installation has prekeys); nothing is left waiting.
+    assert [(m["text"], m["state"]) for m in alice.messages(crafted)] == [("to the crafted identity", "failed")]
+    assert alice.pending_count() == 0
+    # A second message to it does not claim again what had no prekeys a moment ago.
+    before = len(claims)
+    assert not alice.send(crafted, "again").delivered
+    assert len(claims) == before
+
+
+def test_rate_limited_peer_backs_off_without_holding_back_other_conversations(tmp_path: Path, strict_relay: tuple[str, SQLiteStorage]) -> None:
+    """Order is kept per conversation, not globally: while Carol's first message waits for the
+    relay's claim limit (429), her second one waits behind it, and Bob's conversation goes on."""
+    url, _ = strict_relay
+    alice = make_engine(tmp_path / "alice.db", url)
+    bob = make_engine(tmp_path / "bob.db", url)
+    carol = make_engine(tmp_path / "carol.db", url)
+    assert alice.send(bob.address, "b0").delivered  # Alice and Bob have a session: no claim needed any more
+    while True:  # someone on the same address drains the claim limit
+        try:
+            carol.relay.claim(bob.installation_id)
+        except engine_mod.RelayError as exc:
+            assert exc.status == 429
+            break
+    c1 = alice.send(carol.address, "c1")
+    assert not c1.delivered and "rate" in (c1.error or "")
+    (attempts, next_at, state), = table(alice, f"SELECT attempts, next_attempt_at, state FROM outbox WHERE message_id = '{c1.message['id']}'")
+    assert (attempts, state) == (1, "pending")
+    assert now_ms() < next_at <= now_ms() + engine_mod.outbox.BACKOFF_BASE_MS
+    c2 = alice.send(carol.address, "c2")
+    assert not c2.delivered and c2.error == "waiting behind an earlier message to the same peer"
+    assert alice.send(bob.address, "b1").delivered  # another conversation is not held back
+    assert bob.sync() == 2 and texts(bob, alice.address) == ["b0", "b1"]
+    assert [m["state"] for m in alice.messages(carol.address)] == ["queued", "queued"]
+    # Once the backoff has passed and the limit refilled, Carol gets both, in order.
+    wait_until(lambda: alice.flush_outbox() == {}, timeout=30, interval=0.2)
+    assert [m["state"] for m in alice.messages(carol.address)] == ["sent", "sent"]
+    assert carol.sync() == 2 and texts(carol, alice.address) == ["c1", "c2"]
+
+
+def test_message_failing_again_and_again_is_marked_failed(pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message-specific failure backs off with jitter and, after MAX_ATTEMPTS, fails for good;
+    a relay that cannot be reached counts no attempt."""
+    alice, bob = pair
+    mid = alice.queue(bob.address, "doomed")["id"]
+    monkeypatch.setattr(engine_mod.outbox, "MAX_ATTEMPTS", 3)
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("a bug reached by this message")
+
+    monkeypatch.setattr(alice, "_prepare", broken)
+    base = engine_mod.outbox.BACKOFF_BASE_MS
+    for attempt in (1, 2):
+        before = now_ms()
+        assert "RuntimeError" in alice.flush_outbox()[mid]
+        after = now_ms()
+        (attempts, next_at, state), = table(alice, f"SELECT attempts, next_attempt_at, state FROM outbox WHERE message_id = '{mid}'")
+        assert (attempts, state) == (attempt, "pending")
+        # The delay is base * 2^(attempt-1), jittered down by at most half.
+        assert next_at - before >= base * 2 ** (attempt - 1) // 2 and next_at - after <= base * 2 ** (attempt - 1)
+        assert alice.flush_outbox()[mid].startswith("retrying in")  # not due: not attempted
+        assert table(alice, f"SELECT attempts FROM outbox WHERE message_id = '{mid}'") == [(attempt,)]
+        with alice.store.write() as c:  # time passes
+            c.execute("UPDATE outbox SET next_attempt_at = 0 WHERE message_id = ?", (mid,))
+    assert "RuntimeError" in alice.flush_outbox()[mid]
+    assert table(alice, f"SELECT attempts, state, last_error LIKE 'gave up after 3 attempts%' FROM outbox WHERE message_id = '{mid}'") == [(3, "failed", 1)]
+    assert alice.messages(bob.address)[0]["state"] == "failed"
+    assert alice.pending_count() == 0
+
+
+def test_unreachable_relay_counts_no_attempt(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    mid = alice.queue(bob.address, "the relay is down")["id"]
+    ident = {"address": alice.address, "installation_id": alice.installation_id, "record": alice.record.hex()}
+    from tests.procs import free_port
+
+    offline = Engine(Store(alice.store.path), alice.secrets, ident, f"http://127.0.0.1:{free_port()}")
+    _engines.append(offline)
+    for _ in range(3):
+        assert mid in offline.flush_outbox()
+    assert table(alice, f"SELECT attempts, next_attempt_at, state FROM outbox WHERE message_id = '{mid}'") == [(0, 0, "pending")]
+    assert alice.flush_outbox() == {}
+    assert bob.sync() == 1

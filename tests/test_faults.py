@@ -14,6 +14,7 @@ default 2500: 5,000 in all).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -48,11 +49,11 @@ PER_DIRECTION = int(os.environ.get("PARLEY_FAULT_MESSAGES", "2500"))
 
 
 def read_messages(home: Path, peer: str) -> list[dict[str, Any]]:
-    """A conversation as the user sees it (ORDER BY sent_at, seq), read straight from the bridge's SQLite."""
+    """A conversation as the user sees it (arrival order: ORDER BY seq), read straight from the bridge's SQLite."""
     con = sqlite3.connect(f"file:{home / 'parley.db'}?mode=ro", uri=True, timeout=30)
     con.row_factory = sqlite3.Row
     try:
-        rows = con.execute("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,)).fetchall()
+        rows = con.execute("SELECT * FROM messages WHERE peer = ? ORDER BY seq", (peer,)).fetchall()
     finally:
         con.close()
     return [dict(r) for r in rows]
@@ -411,3 +412,96 @@ def test_read_only_relay_database_gives_503_storage_error_and_loses_nothing(tmp_
         )
         status, count = integrity(view / "relay.db")
         assert status == "ok" and count == 4
+
+
+# ---- 4. hostile peers (issue 8 items 3 and 4) under kill -9 ---------------------------------------
+
+
+def _crafted_identity(relay_db: Path, authorizations: int) -> str:
+    """A wallet whose log authorizes many installations that never upload prekeys, written into the
+    running relay's database (genuine signed records; appending them over HTTP re-verifies the whole
+    log per append, which costs minutes)."""
+    from bridge import identity
+    from bridge.crypto import primitives as P
+    from bridge.relay.sqlite_store import SQLiteStorage
+    from tests.relay_fixtures import authorize_record, make_installation
+
+    wallet = P.random_bytes(32)
+    storage = SQLiteStorage(str(relay_db))
+    try:
+        address, index = "", {}
+        for _ in range(authorizations):
+            inst = make_installation()
+            signed = identity.SignedStatement.from_record(authorize_record(inst, wallet))
+            address = identity.verify(signed).address
+            storage.append_identity(address, signed.record_id(), signed.to_record())
+            index[inst.iid] = (inst.signing_pub, inst.identity_pub)
+        storage.set_installations(address, index)
+    finally:
+        storage.close()
+    return address
+
+
+def test_kill9_amid_a_crafted_identity_and_inbox_junk_keeps_every_conversation_whole(tmp_path: Path, procs: list[Proc]) -> None:
+    """Seeded: Alice's daemon sends to Bob, to Carol and to a crafted identity (60 authorizations, no
+    prekeys), junk lands in her inbox, and her daemon is killed with SIGKILL at a seeded point. Bob
+    and Carol each get every accepted message exactly once, in order; every message to the crafted
+    identity fails; every junk envelope is quarantined and nothing behind it is lost."""
+    from bridge.protocol.ids import inbox_topic
+    from bridge.relay.client import RelayClient
+
+    rng = random.Random(SEED)
+    relay = Restartable("relay", procs, port=free_port(), db=tmp_path / "relay.db")
+    relay.start()
+    alice_home, bob_home, alice, bob, _ = alice_and_bob(tmp_path, procs, relay)
+    carol_home = tmp_path / "carol"
+    parley(carol_home, "init", "--relay", relay.url, check=True)
+    carol = whoami(carol_home)
+    assert relay.db is not None
+    crafted = _crafted_identity(relay.db, 60)
+    alice_daemon = next(p for p in procs if p.home == alice_home)
+    clients = Clients()
+    tag = secrets.token_hex(4)
+    ops = ["bob"] * 12 + ["carol"] * 8 + ["crafted"] * 4 + ["junk"] * 6
+    rng.shuffle(ops)
+    kill_at = rng.randrange(5, len(ops) - 5)
+    sent: dict[str, list[str]] = {"bob": [], "carol": [], "crafted": []}
+    junk = 0
+    for n, op in enumerate(ops):
+        if n == kill_at:
+            alice_daemon.kill()
+            restarted = Restartable("bridge", procs, port=free_port(), home=alice_home)
+            restarted.start()
+            assert restarted.proc is not None
+            restarted.proc.expect("subscribed to", timeout=60)
+            clients = Clients()
+        if op == "junk":
+            RelayClient(relay.url).publish(inbox_topic(alice["installation_id"]), rng.randbytes(rng.randrange(1, 300)))
+            junk += 1
+            continue
+        to = {"bob": bob["address"], "carol": carol["address"], "crafted": crafted}[op]
+        text = f"{op}-{n:02d}-{tag}"
+        answer = clients.get(alice_home).send(to, text)  # answered: delivered, or queued for a retry
+        assert answer["message"]["state"] in ("sent", "queued", "failed")
+        sent[op].append(text)
+
+    def arrived(home: Path) -> list[str]:
+        return [m["text"] for m in read_messages(home, alice["address"]) if m["text"].endswith(tag)]
+
+    wait_for(lambda: len(arrived(bob_home)) >= len(sent["bob"]), timeout=120, interval=0.2, what="Bob to get every message")
+    assert arrived(bob_home) == sent["bob"]  # exactly once, in the order Alice accepted them
+
+    def carol_synced() -> bool:
+        parley(carol_home, "sync")
+        return len(arrived(carol_home)) >= len(sent["carol"])
+
+    wait_for(carol_synced, timeout=120, interval=0.5, what="Carol to get every message")
+    assert arrived(carol_home) == sent["carol"]
+    to_crafted = read_messages(alice_home, crafted)
+    assert [m["text"] for m in to_crafted] == sent["crafted"] and all(m["state"] == "failed" for m in to_crafted)
+    status = wait_for(
+        lambda: (s := json.loads(parley(alice_home, "status", "--json", check=True).stdout))["inbox"]["quarantined"] >= junk and s,
+        timeout=60, interval=0.2, what="Alice to quarantine the junk",
+    )
+    assert status["inbox"]["quarantined"] == junk
+    assert status["outbox"]["pending"] == 0 and status["outbox"]["failed"] == len(sent["crafted"])

@@ -122,7 +122,7 @@ def prekey_info(eng: Engine, env: Envelope) -> session.MessageInfo:
 
 def quarantined(eng: Engine) -> list[tuple[int, str]]:
     """Envelopes the engine refused, with the reason (kept for diagnosis)."""
-    return [(r[0], r[1]) for r in eng.store.read("SELECT cursor, error FROM inbox_failures ORDER BY cursor")]
+    return [(r[0], r[1]) for r in eng.store.read("SELECT cursor, error FROM quarantine ORDER BY cursor")]
 
 
 def claim(url: str, iid: str) -> PK.Bundle:

@@ -304,7 +304,7 @@ def test_revoked_installation_is_not_looked_up_at_receipt_and_is_flagged_by_the_
     start = relay.mark()
     assert bob.sync() == 0
     assert identity_lookups(relay.since(start), laptop.address) == []
-    (failure,) = bob.store.read("SELECT error FROM inbox_failures")
+    (failure,) = bob.store.read("SELECT error FROM quarantine")
     assert "revoked" in failure["error"]
     assert [m["text"] for m in bob.messages(laptop.address)] == ["send the money to 0xdead"]
 

@@ -23,7 +23,8 @@ def test_new_store_has_schema_version_and_wal(tmp_path: Path) -> None:
         assert store.read("PRAGMA user_version")[0][0] == SCHEMA_VERSION
         assert store.read("PRAGMA journal_mode")[0][0] == "wal"
         tables = {r["name"] for r in store.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"meta", "conversations", "messages", "outbox", "outbox_envelopes", "sessions", "prekeys", "cursors", "inbox_failures"} <= tables
+        assert {"meta", "conversations", "messages", "outbox", "outbox_envelopes", "sessions", "prekeys", "cursors", "quarantine"} <= tables
+        assert "inbox_failures" not in tables  # folded into the quarantine (schema 3)
     finally:
         store.close()
     # Another process (a plain sqlite3 connection) sees the same, persistent, settings.
@@ -123,3 +124,86 @@ def test_write_is_serialised_between_connections(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+_V2_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE conversations (peer TEXT PRIMARY KEY, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, peer TEXT NOT NULL REFERENCES conversations(peer),
+    sender TEXT NOT NULL, recipient TEXT NOT NULL, text TEXT NOT NULL, sent_at INTEGER NOT NULL, received_at INTEGER NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'received', 'failed')), read INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX messages_by_peer ON messages(peer, sent_at, seq);
+CREATE TABLE peer_installations (
+    address TEXT NOT NULL, installation_id TEXT NOT NULL, signing_pub BLOB NOT NULL, identity_pub BLOB NOT NULL,
+    fetched_at INTEGER NOT NULL, PRIMARY KEY (address, installation_id)
+);
+CREATE TABLE inbox_failures (topic TEXT NOT NULL, cursor INTEGER NOT NULL, error TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (topic, cursor));
+INSERT INTO conversations VALUES ('0xP', 1, 1);
+INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state)
+    VALUES ('a', '0xP', '0xP', '0xMe', 'pinned last', 9223372036854775807, 1000000, 'in', 'received'),
+           ('b', '0xP', '0xP', '0xMe', 'fine', 999000, 1000500, 'in', 'received');
+INSERT INTO inbox_failures VALUES ('t', 7, 'DecryptError: bad tag', 5);
+PRAGMA user_version = 2;
+"""
+
+
+def _dump(path: Path) -> list[str]:
+    con = sqlite3.connect(path)
+    try:
+        return [*con.iterdump(), f"user_version={con.execute('PRAGMA user_version').fetchone()[0]}"]
+    finally:
+        con.close()
+
+
+def test_migration_from_v2_is_idempotent_and_does_not_trust_user_version(tmp_path: Path) -> None:
+    db = tmp_path / "parley.db"
+    con = sqlite3.connect(db)
+    con.executescript(_V2_SCHEMA)
+    con.close()
+    Store(db).close()
+    con = sqlite3.connect(db)
+    try:
+        # The v2 failure log is in the quarantine (without bytes: they were never kept) and gone.
+        assert con.execute("SELECT topic, cursor, error, at, payload FROM quarantine").fetchall() == [("t", 7, "DecryptError: bad tag", 5, None)]
+        assert not con.execute("SELECT name FROM sqlite_master WHERE name = 'inbox_failures'").fetchall()
+        # A peer's impossible sent_at is replaced by the arrival time, the claim kept apart; a sane one stays.
+        rows = con.execute("SELECT id, sent_at, claimed_sent_at FROM messages ORDER BY id").fetchall()
+        assert rows == [("a", 1000000, 2**63 - 1), ("b", 999000, None)]
+        assert {"checked_block"} <= {r[1] for r in con.execute("PRAGMA table_info(peer_installations)")}
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        con.close()
+    once = _dump(db)
+    Store(db).close()
+    assert _dump(db) == once  # opening again changes nothing
+    # A file stamped with the current version by another build, but missing a column, is repaired.
+    con = sqlite3.connect(db)
+    con.executescript("ALTER TABLE messages DROP COLUMN claimed_sent_at;")
+    con.close()
+    Store(db).close()
+    con = sqlite3.connect(db)
+    try:
+        assert "claimed_sent_at" in {r[1] for r in con.execute("PRAGMA table_info(messages)")}
+    finally:
+        con.close()
+
+
+def test_quarantine_keeps_the_newest_envelopes_and_counts_them_all(tmp_path: Path) -> None:
+    from bridge.engine import inbox
+
+    store = Store(tmp_path / "parley.db")
+    try:
+        extra = 5
+        for cursor in range(1, inbox.QUARANTINE_KEEP + extra + 1):
+            with store.write() as c:
+                inbox.quarantine(c, "t", cursor, bytes([cursor % 256]) * 3, "E" * 1000)
+        rows = store.read("SELECT cursor, payload, length(error) AS n FROM quarantine ORDER BY cursor")
+        assert [r["cursor"] for r in rows] == list(range(extra + 1, inbox.QUARANTINE_KEEP + extra + 1))
+        assert all(bytes(r["payload"]) == bytes([r["cursor"] % 256]) * 3 and r["n"] == inbox.QUARANTINE_ERROR_CHARS for r in rows)
+        assert inbox.quarantine_count(store) == inbox.QUARANTINE_KEEP + extra
+        assert [e["cursor"] for e in inbox.quarantined(store, 3)] == [inbox.QUARANTINE_KEEP + extra - i for i in range(3)]
+    finally:
+        store.close()

@@ -223,7 +223,7 @@ class LocalApi:
         store = self.engine.store
         out = []
         for row in store.read("SELECT peer, updated_at FROM conversations ORDER BY updated_at DESC"):
-            last = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at DESC, seq DESC LIMIT 1", (row["peer"],))
+            last = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY seq DESC LIMIT 1", (row["peer"],))
             out.append(
                 {
                     "peer": row["peer"],
@@ -243,16 +243,16 @@ class LocalApi:
         before = p.get("before")
         store = self.engine.store
         if before is None:
-            rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at DESC, seq DESC LIMIT ?", (peer, limit + 1))
+            rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY seq DESC LIMIT ?", (peer, limit + 1))
         else:
             if not isinstance(before, str) or len(before) != 32:
                 raise RpcError(INVALID_PARAMS, "before must be a message id")
-            anchor = store.read("SELECT sent_at, seq FROM messages WHERE id = ? AND peer = ?", (before, peer))
+            anchor = store.read("SELECT seq FROM messages WHERE id = ? AND peer = ?", (before, peer))
             if not anchor:
                 raise RpcError(INVALID_PARAMS, "before is not a message of this conversation")
             rows = store.read(
-                "SELECT * FROM messages WHERE peer = ? AND (sent_at, seq) < (?, ?) ORDER BY sent_at DESC, seq DESC LIMIT ?",
-                (peer, anchor[0]["sent_at"], anchor[0]["seq"], limit + 1),
+                "SELECT * FROM messages WHERE peer = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (peer, anchor[0]["seq"], limit + 1),
             )
         has_more = len(rows) > limit
         return {"messages": [message_dict(r) for r in reversed(rows[:limit])], "has_more": has_more}

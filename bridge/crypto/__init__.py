@@ -26,6 +26,7 @@ __all__ = [
     "SessionError",
     "DuplicateMessage",
     "TooManySkipped",
+    "NoReceivingChain",
 ]
 
 
@@ -39,3 +40,8 @@ class DuplicateMessage(CryptoError):
 
 class TooManySkipped(CryptoError):
     """Decrypting would skip more message keys than the limits allow (MAX_SKIP, MAX_STORED_SKIPPED)."""
+
+
+class NoReceivingChain(DecryptError):
+    """A message claims the current receiving ratchet key, but no receiving chain exists for it yet
+    (for example a header carrying the initiator's DHr before any reply). Nothing can decrypt it."""

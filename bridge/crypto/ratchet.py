@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bridge.crypto import DuplicateMessage, SessionError, TooManySkipped
+from bridge.crypto import DuplicateMessage, NoReceivingChain, SessionError, TooManySkipped
 from bridge.crypto import chain
 from bridge.crypto import primitives as P
 from bridge.crypto.kdf import kdf_ck, kdf_rk
@@ -231,6 +231,8 @@ def decrypt(
         SessionError: the header is malformed.
         DuplicateMessage: the message key was already used (replay or redelivery).
         TooManySkipped: the header asks to skip more than MAX_SKIP keys in a chain.
+        NoReceivingChain: the header names the current remote ratchet key, which has no receiving
+            chain yet (a DecryptError).
         DecryptError: the tag does not verify (tampering, or not meant for this state).
         CryptoError: the header carries a low-order ratchet key.
     """
@@ -275,7 +277,10 @@ def decrypt(
             old_dhr=old[-MAX_OLD_REMOTE_KEYS:],
         )
     new = _skip(new, h.n, stash)
-    assert new.ckr is not None
+    if new.ckr is None:
+        # Only reachable when h.dh equals the current DHr and we never received on it (the
+        # initiator before any reply): the header is hostile or garbage, never the peer's.
+        raise NoReceivingChain("no receiving chain for this ratchet key yet")
     ckr, mk = kdf_ck(new.ckr)
     pt = chain.decrypt(mk, ciphertext, full_ad)
     skipped = (new.skipped + tuple(stash))[-MAX_STORED_SKIPPED:]

@@ -26,6 +26,7 @@ from typing import Any
 from bridge import identity
 from bridge.crypto import primitives as P
 from bridge.crypto import sealed, session
+from bridge.engine import inbox, outbox
 from bridge.engine.prekeys import OTPK_LOW, OTPK_TARGET, PQ_OTPK_LOW, PQ_OTPK_TARGET, Prekeys  # noqa: F401 (re-exported)
 from bridge.keys import Secrets
 from bridge.protocol import prekeys as PK
@@ -34,7 +35,7 @@ from bridge.protocol.ids import inbox_topic, new_message_id
 from bridge.protocol.wire import WireError
 from bridge.engine.peers import REFRESH_INTERVAL_MS, Peers
 from bridge.relay.client import Envelope, NotFound, RelayClient, RelayError, RelayUnavailable
-from bridge.store import Store, now_ms
+from bridge.store import Store, StoreError, now_ms
 
 __all__ = [
     "Engine",
@@ -120,6 +121,12 @@ class Engine:
         )
         self.topic = inbox_topic(self.installation_id)
         self._tls = threading.local()
+        #: Outbox stage (bridge/engine/outbox.py): installations found without prekeys (iid -> until,
+        #: ms) and bundles claimed for a message that was then retried (iid -> (claimed at, bundle)).
+        self._no_prekeys: dict[str, int] = {}
+        self._bundles: dict[str, tuple[int, PK.Bundle]] = {}
+        self._fanout_lock = threading.Lock()
+        self._rng = random.Random()
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         #: The identity cache, refreshed on a jittered schedule (the daemon runs ``peers.run``), never on
         #: demand of a message (issue 8 item 2). ``clock`` (ms) and ``rng`` are injectable for tests.
@@ -312,35 +319,58 @@ class Engine:
         return SendResult(message_dict(row), delivered=row["state"] == "sent", error=errors.get(msg["id"]))
 
     def pending_count(self) -> int:
+        """Messages not yet sent (including those backing off); failed ones are not counted."""
         return self.store.read("SELECT COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'prepared')")[0]["n"]
 
     def flush_outbox(self) -> dict[str, str]:
-        """Deliver queued messages in order. Stops at the first relay outage.
+        """Deliver what is due, keeping the order within each conversation (bridge/engine/outbox.py).
 
-        Returns the errors by message id (empty when everything went out).
+        A message that cannot go out yet (backing off, or rate-limited now) holds back only later
+        messages to the same peer. An unreachable relay stops the flush. Returns the errors by
+        message id (empty when everything went out).
+
+        Raises:
+            StoreError, sqlite3.Error: the local database failed.
         """
         errors: dict[str, str] = {}
+        now = now_ms()
         rows = self.store.read(
-            "SELECT o.message_id FROM outbox o JOIN messages m ON m.id = o.message_id "
+            "SELECT o.message_id, o.next_attempt_at, m.peer FROM outbox o JOIN messages m ON m.id = o.message_id "
             "WHERE o.state IN ('pending', 'prepared') ORDER BY m.seq"
         )
+        held: set[str] = set()  # peers whose conversation waits behind an earlier message
         for r in rows:
-            mid = r["message_id"]
+            mid, peer = r["message_id"], r["peer"]
+            if peer in held:
+                errors[mid] = "waiting behind an earlier message to the same peer"
+                continue
+            if r["next_attempt_at"] > now:
+                errors[mid] = f"retrying in {(r['next_attempt_at'] - now + 999) // 1000} s"
+                held.add(peer)
+                continue
             try:
                 self._deliver(mid)
-            except RelayUnavailable as exc:
+            except RelayUnavailable as exc:  # nobody's fault: no attempt counted, nothing else can go either
                 errors[mid] = str(exc)
-                self._note_attempt(mid, str(exc))
+                self._note_attempt(mid, str(exc), counted=False)
                 break
             except RelayError as exc:
                 errors[mid] = str(exc)
-                if exc.status == 429:  # rate-limited: retry later, and keep the order behind this one
+                if exc.status in (401, 408, 429) or exc.status >= 500:  # worth another try, later
+                    held.add(peer)
                     self._note_attempt(mid, str(exc))
-                    break
-                self._note_attempt(mid, str(exc), failed=True)  # the relay refuses it for good
+                else:
+                    self._note_attempt(mid, str(exc), failed=True)  # the relay refuses it for good
             except NotRegistered as exc:
                 errors[mid] = str(exc)
                 self._note_attempt(mid, str(exc), failed=True)
+            except (StoreError, sqlite3.Error):
+                raise
+            except Exception as exc:  # a bug reached by this message: it backs off, the others go on
+                log.exception("message %s could not be delivered", mid)
+                errors[mid] = inbox.describe(exc)
+                held.add(peer)
+                self._note_attempt(mid, errors[mid])
         return errors
 
     def fail_outbox_from(self, sender: str, reason: str) -> int:
@@ -355,18 +385,27 @@ class Engine:
             self._note_attempt(r["message_id"], reason, failed=True)
         return len(rows)
 
-    def _note_attempt(self, mid: str, error: str, *, failed: bool = False) -> None:
+    def _note_attempt(self, mid: str, error: str, *, failed: bool = False, counted: bool = True) -> None:
+        """Record a failed attempt. A counted one schedules the next after a jittered backoff, and
+        the MAX_ATTEMPTS-th marks the message failed, as ``failed`` does at once."""
         with self.store.write() as c:
+            row = c.execute("SELECT attempts, state FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+            if row is None or row["state"] not in ("pending", "prepared"):
+                return
+            attempts = row["attempts"] + int(counted)
+            if counted and attempts >= outbox.MAX_ATTEMPTS:
+                failed, error = True, f"gave up after {attempts} attempts: {error}"
+            next_at = now_ms() + outbox.backoff_ms(attempts, self._rng) if counted and not failed else 0
             c.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, state = CASE WHEN ? THEN 'failed' ELSE state END "
-                "WHERE message_id = ?",
-                (error, failed, mid),
+                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ?, "
+                "state = CASE WHEN ? THEN 'failed' ELSE state END WHERE message_id = ?",
+                (attempts, error, next_at, failed, mid),
             )
             if failed:
                 c.execute("UPDATE messages SET state = 'failed' WHERE id = ?", (mid,))
-                row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
+                msg = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
         if failed:
-            self._emit("message.failed", message_dict(row))
+            self._emit("message.failed", message_dict(msg))
 
     def _deliver(self, mid: str) -> None:
         state = self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"]
@@ -423,17 +462,13 @@ class Engine:
         if not theirs:
             raise NotRegistered(f"{peer} has no Parley installation on {self.relay_url}")
         mine = {k: v for k, v in self.installations_of(self.address).items() if k != self.installation_id}
-        targets = {**theirs, **mine}
         with_session = {r["remote_iid"] for r in self.store.read("SELECT DISTINCT remote_iid FROM sessions")}
-        bundles: dict[str, PK.Bundle] = {}
-        for iid in targets:
-            if iid not in with_session:
-                try:
-                    bundles[iid] = PK.Bundle.decode(self.relay.claim(iid))
-                except NotFound:
-                    log.warning("installation %s has no prekeys on the relay; skipped", iid)
-                except WireError as exc:
-                    log.warning("installation %s: malformed bundle (%s); skipped", iid, exc)
+        # At most MAX_FANOUT installations per wallet (bridge/engine/outbox.py): a crafted identity
+        # log with hundreds of authorizations costs one message a bounded number of claims.
+        theirs = outbox.fan_out(theirs, with_session)
+        mine = outbox.fan_out(mine, with_session)
+        targets = {**theirs, **mine}
+        bundles = self._claim_bundles([iid for iid in targets if iid not in with_session])
         content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"]).encode()
         with self.store.write() as c:
             if c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] != "pending":
@@ -444,6 +479,8 @@ class Engine:
                 if s is None:
                     if iid not in bundles:
                         continue
+                    with self._fanout_lock:
+                        self._bundles.pop(iid, None)  # used (or bad): never initiate twice from one bundle
                     try:
                         s = session.initiate(self.local, remote, bundles[iid])
                     except P.CryptoError as exc:
@@ -461,6 +498,50 @@ class Engine:
                 raise NotRegistered(f"none of {peer}'s installations could be reached (no prekeys)")
             c.execute("UPDATE outbox SET state = 'prepared' WHERE message_id = ?", (mid,))
 
+    def _claim_bundles(self, iids: list[str]) -> dict[str, PK.Bundle]:
+        """Prekey bundles for installations we have no session with yet.
+
+        A bundle claimed for a message that was then retried is reused (a retry does not burn the
+        peer's one-time prekeys again); an installation found without prekeys is skipped for
+        NO_PREKEYS_TTL_MS.
+
+        Raises:
+            RelayUnavailable, RelayError: the claim failed as a whole (e.g. 429): retry the message later.
+        """
+        now = now_ms()
+        out: dict[str, PK.Bundle] = {}
+        with self._fanout_lock:
+            for iid, until in list(self._no_prekeys.items()):
+                if until <= now:
+                    del self._no_prekeys[iid]
+            for iid, (at, _) in list(self._bundles.items()):
+                if now - at > outbox.BUNDLE_TTL_MS:
+                    del self._bundles[iid]
+            cached = {iid: self._bundles[iid][1] for iid in iids if iid in self._bundles}
+            skip = {iid for iid in iids if iid in self._no_prekeys}
+        for iid in iids:
+            if iid in cached:
+                out[iid] = cached[iid]
+                continue
+            if iid in skip:
+                continue
+            try:
+                bundle = PK.Bundle.decode(self.relay.claim(iid))
+            except NotFound:
+                log.warning("installation %s has no prekeys on the relay; skipped", iid)
+                with self._fanout_lock:
+                    self._no_prekeys[iid] = now_ms() + outbox.NO_PREKEYS_TTL_MS
+                continue
+            except WireError as exc:
+                log.warning("installation %s: malformed bundle (%s); skipped", iid, exc)
+                with self._fanout_lock:
+                    self._no_prekeys[iid] = now_ms() + outbox.NO_PREKEYS_TTL_MS
+                continue
+            out[iid] = bundle
+            with self._fanout_lock:
+                self._bundles[iid] = (now_ms(), bundle)
+        return out
+
     # --- receiving ------------------------------------------------------------------
 
     def cursor(self) -> int:
@@ -468,39 +549,47 @@ class Engine:
         return rows[0]["cursor"] if rows else 0
 
     def process(self, env: Envelope) -> dict[str, Any] | None:
-        """Process one envelope from our inbox exactly once. Returns the new message, if any."""
+        """Process one envelope from our inbox exactly once. Returns the new message, if any.
+
+        Whatever the envelope raises is quarantined (bridge/engine/inbox.py) and the cursor moves
+        past it; the savepoint undoes anything the failed envelope wrote. Only a failure of the local
+        database (``sqlite3.Error``, ``StoreError``) propagates: then nothing at all is committed and
+        the envelope is tried again.
+        """
         used_prekeys = False
         message: dict[str, Any] | None = None
-        revoked = self._sender_not_active(env.payload)
+        rejected: str | None = None
+        try:
+            rejected = self._sender_not_active(env.payload)
+        except (StoreError, sqlite3.Error):
+            raise  # our database, not the envelope: retried later
+        except Exception as exc:  # hostile bytes must never escape as an exception that stops the inbox
+            log.warning("envelope %s: sender check failed: %s", env.cursor, exc)
+            rejected = inbox.describe(exc)
         with self.store.write() as c:
             row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (self.topic,)).fetchone()
             if row is not None and env.cursor <= row["cursor"]:
                 return None
-            if revoked is not None:
-                log.warning("envelope %s rejected: %s", env.cursor, revoked)
-                c.execute("INSERT OR REPLACE INTO inbox_failures VALUES (?, ?, ?, ?)", (self.topic, env.cursor, revoked, now_ms()))
-                c.execute(
-                    "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
-                    (self.topic, env.cursor),
-                )
-                return None
-            # A rejected envelope must change nothing but the failure log and the cursor: _open may
-            # already have written (e.g. deleted the one-time prekeys an impostor's message used)
-            # when a later check fails, so its writes are undone with a savepoint.
-            c.execute("SAVEPOINT open_envelope")
-            try:
-                message, used_prekeys = self._open(c, env.payload)
-            except session.DuplicateMessage:
-                c.execute("ROLLBACK TO open_envelope")
-                log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
-            except (P.CryptoError, WireError, identity.IdentityError, ValueError) as exc:
-                c.execute("ROLLBACK TO open_envelope")
-                log.warning("envelope %s rejected: %s", env.cursor, exc)
-                c.execute(
-                    "INSERT OR REPLACE INTO inbox_failures VALUES (?, ?, ?, ?)",
-                    (self.topic, env.cursor, f"{type(exc).__name__}: {exc}"[:500], now_ms()),
-                )
-            c.execute("RELEASE open_envelope")
+            if rejected is None:
+                # A rejected envelope must change nothing but the quarantine and the cursor: _open may
+                # already have written (e.g. deleted the one-time prekeys an impostor's message used)
+                # when a later check fails, so its writes are undone with a savepoint.
+                c.execute("SAVEPOINT open_envelope")
+                try:
+                    message, used_prekeys = self._open(c, env.payload)
+                except session.DuplicateMessage:
+                    c.execute("ROLLBACK TO open_envelope")
+                    log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
+                except (StoreError, sqlite3.Error):
+                    raise  # the local database failed, not the envelope: roll everything back, retry later
+                except Exception as exc:
+                    c.execute("ROLLBACK TO open_envelope")
+                    message, used_prekeys = None, False
+                    rejected = inbox.describe(exc)
+                c.execute("RELEASE open_envelope")
+            if rejected is not None:
+                log.warning("envelope %s quarantined: %s", env.cursor, rejected)
+                inbox.quarantine(c, self.topic, env.cursor, env.payload, rejected)
             c.execute(
                 "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
                 (self.topic, env.cursor),
@@ -513,6 +602,10 @@ class Engine:
             except (RelayUnavailable, RelayError) as exc:
                 log.warning("could not replenish prekeys: %s", exc)
         return message
+
+    def quarantine_count(self) -> int:
+        """How many inbox envelopes were quarantined so far (bridge/engine/inbox.py)."""
+        return inbox.quarantine_count(self.store)
 
     def _verified(self, record: bytes) -> identity.Statement:
         """Verify a sender statement, remembering the answer (EIP-191 recovery is slow in pure Python)."""
@@ -571,16 +664,17 @@ class Engine:
             raise identity.InvalidStatement("message addressed to someone else")
         self._save_session(c, new_session)
         ts = now_ms()
+        sent_at, claimed = inbox.bounded_sent_at(content.sent_at, ts)  # the peer's clock is only a claim
         c.execute(
             "INSERT INTO conversations(peer, created_at, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT(peer) DO UPDATE SET updated_at = excluded.updated_at",
             (peer, ts, ts),
         )
         cur = c.execute(
-            "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
-            (content.message_id, peer, content.sender, content.recipient, content.text, content.sent_at, ts, direction,
-             "sent" if direction == "out" else "received", int(direction == "out")),
+            "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read, claimed_sent_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+            (content.message_id, peer, content.sender, content.recipient, content.text, sent_at, ts, direction,
+             "sent" if direction == "out" else "received", int(direction == "out"), claimed),
         )
         if cur.rowcount == 0:
             return None, used_prekeys  # already have it: shown once
@@ -618,13 +712,16 @@ class Engine:
     # --- reading --------------------------------------------------------------------
 
     def messages(self, peer: str) -> list[dict[str, Any]]:
-        peer = identity.checksum_address(peer)
-        rows = self.store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,))
-        return [message_dict(r) for r in rows]
+        """A conversation in the store's own order (arrival; never a peer's clock)."""
+        return messages_of(self.store, identity.checksum_address(peer))
 
 
 def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:
-    """Read a conversation without unlocking any key (message text is not sealed in the store)."""
-    rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY sent_at, seq", (peer,))
+    """Read a conversation without unlocking any key (message text is not sealed in the store).
+
+    Ordered by arrival (``seq``: what we wrote, as we queued it; what we received, as it arrived),
+    never by ``sent_at``, which a peer chooses.
+    """
+    rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY seq", (peer,))
     return [message_dict(r) for r in rows]
 

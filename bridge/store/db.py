@@ -42,13 +42,14 @@ CREATE TABLE IF NOT EXISTS messages (
     sender       TEXT NOT NULL,
     recipient    TEXT NOT NULL,
     text         TEXT NOT NULL,
-    sent_at      INTEGER NOT NULL,                   -- ms, sender's clock
+    sent_at      INTEGER NOT NULL,                   -- ms, sender's clock if sane, else received_at (display only)
     received_at  INTEGER NOT NULL,                   -- ms, our clock
     direction    TEXT NOT NULL CHECK (direction IN ('in', 'out')),
     state        TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'received', 'failed')),
-    read         INTEGER NOT NULL DEFAULT 0
+    read         INTEGER NOT NULL DEFAULT 0,
+    claimed_sent_at INTEGER                          -- the peer's sent_at when it was not sane (diagnosis)
 );
-CREATE INDEX IF NOT EXISTS messages_by_peer ON messages(peer, sent_at, seq);
+CREATE INDEX IF NOT EXISTS messages_by_peer_seq ON messages(peer, seq);
 CREATE TABLE IF NOT EXISTS outbox (
     message_id      TEXT PRIMARY KEY REFERENCES messages(id),
     state           TEXT NOT NULL CHECK (state IN ('pending', 'prepared', 'done', 'failed')),
@@ -118,14 +119,60 @@ CREATE TABLE IF NOT EXISTS message_flags (    -- their sender turned out revoked
     reason      TEXT NOT NULL,
     at          INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS inbox_failures (
+CREATE TABLE IF NOT EXISTS quarantine (      -- envelopes that could not be taken in (bridge/engine/inbox.py)
     topic   TEXT NOT NULL,
     cursor  INTEGER NOT NULL,
     error   TEXT NOT NULL,
     at      INTEGER NOT NULL,
+    payload BLOB,                            -- the envelope as received (NULL: recorded before schema 3)
     PRIMARY KEY (topic, cursor)
 );
 """
+
+#: Peer timestamps later than this after arrival are replaced by the arrival time (bridge/engine/inbox.py).
+_MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older (or differently merged) schema up to date.
+
+    Every step checks what is there instead of trusting ``user_version``, so it is idempotent and
+    also repairs a database that another build already stamped with this version.
+    """
+    # v1 -> v2: the block a smart account's signer was checked at.
+    if "checked_block" not in _columns(conn, "peer_installations"):
+        conn.execute("ALTER TABLE peer_installations ADD COLUMN checked_block INTEGER")
+    # v2 -> v3: peer timestamps are bounded; an insane claim is kept apart (issue 8 item 10).
+    if "claimed_sent_at" not in _columns(conn, "messages"):
+        conn.execute("ALTER TABLE messages ADD COLUMN claimed_sent_at INTEGER")
+    conn.execute(
+        "UPDATE messages SET claimed_sent_at = sent_at, sent_at = received_at "
+        "WHERE sent_at < 0 OR sent_at > received_at + ?",
+        (_MAX_CLOCK_SKEW_MS,),
+    )
+    conn.execute("DROP INDEX IF EXISTS messages_by_peer")  # conversations are ordered by arrival (seq) now
+    conn.execute("CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, next_attempt_at)")
+    # v2 -> v3: inbox_failures is folded into the quarantine, which also keeps the envelope (item 4).
+    if "inbox_failures" in _tables(conn):
+        conn.execute(
+            "INSERT OR IGNORE INTO quarantine(topic, cursor, error, at, payload) "
+            "SELECT topic, cursor, error, at, NULL FROM inbox_failures"
+        )
+        conn.execute("DROP TABLE inbox_failures")
+    # Prekey rotation (issue 8): when a signed or last-resort prekey was replaced, or a one-time
+    # prekey handed out. Before, nothing set `uploaded`; one-time keys were uploaded right after
+    # being made. Same transaction: the column never exists without the update.
+    if "retired_at" not in _columns(conn, "prekeys"):
+        conn.execute("ALTER TABLE prekeys ADD COLUMN retired_at INTEGER")
+        conn.execute("UPDATE prekeys SET uploaded = 1 WHERE kind IN ('x25519-otpk', 'mlkem768-otpk')")
 
 
 class StoreError(Exception):
@@ -151,22 +198,15 @@ class Store:
             raise StoreError(f"{self.path} was written by a newer Parley (schema {version})")
         try:
             conn.executescript(_SCHEMA)  # idempotent; executescript commits on its own
-            # v1 → v2: the block a smart account's signer was checked at.
-            if "checked_block" not in {r[1] for r in conn.execute("PRAGMA table_info(peer_installations)")}:
-                conn.execute("ALTER TABLE peer_installations ADD COLUMN checked_block INTEGER")
-            # Prekey rotation (issue 8): when a signed or last-resort prekey was replaced, or a
-            # one-time prekey handed out. Before, nothing set `uploaded`; one-time keys were uploaded
-            # right after being made. One transaction: the column never exists without the update.
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")  # two processes opening an old file migrate it once
             try:
-                if "retired_at" not in {r[1] for r in conn.execute("PRAGMA table_info(prekeys)")}:
-                    conn.execute("ALTER TABLE prekeys ADD COLUMN retired_at INTEGER")
-                    conn.execute("UPDATE prekeys SET uploaded = 1 WHERE kind IN ('x25519-otpk', 'mlkem768-otpk')")
+                _migrate(conn)
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot initialise {self.path}: {exc}") from None
 
