@@ -514,14 +514,21 @@ def test_hostile_sent_at_does_not_break_any_view(tmp_path: Path, net: Net, procs
         assert [c["last"]["text"] for c in convs if c["peer"] == hostile.address] == ["an honest one"]
     finally:
         ws.close()
+    # The inbox page (a static shell; its script renders /api/inbox/c/<peer> in the order given).
     login = parley(victim_home, "open", check=True).stdout.strip()
+    token = login.split("#t=", 1)[1]
     with requests_session() as s:
-        assert s.get(login, timeout=10).status_code == 200
-        page = s.get(f"{url}/c/{hostile.address}", timeout=10)
-        assert page.status_code == 200  # used to be 500
-        thread = page.text[page.text.index('<ol class="thread">'):]
-        positions = [thread.index(t) for t in expected]
-        assert positions == sorted(positions)
+        opened = s.post(f"{url}/api/session", json={"token": token}, headers={"Origin": url}, timeout=10)
+        assert opened.status_code == 200, opened.text
+        header = {"X-Parley-Session": opened.json()["session"]}
+        assert s.get(f"{url}/c/{hostile.address}", timeout=10).status_code == 200
+        listing = s.get(f"{url}/api/inbox", headers=header, timeout=10)
+        assert listing.status_code == 200  # used to be 500
+        page = s.get(f"{url}/api/inbox/c/{hostile.address}", headers=header, timeout=10)
+        assert page.status_code == 200, page.text
+        shown = page.json()["messages"]
+        assert [m["text"] for m in shown] == expected
+        assert all(0 <= m["sent_at"] <= latest for m in shown)
 
 
 def requests_session() -> Any:
