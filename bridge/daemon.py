@@ -89,7 +89,10 @@ class Daemon:
             cfg = home.config()
             self._storage = open_storage(str(home.relay_db_file))
             self._settings = RelaySettings(retention_days=cfg["retention_days"])
-            register_relay(self.app, self.sock, self._storage, self._settings)
+            # local bridges only: loopback Host, no web page (Origin) — the relay's own gate
+            register_relay(
+                self.app, self.sock, self._storage, self._settings, host_check=lambda host: host in allowed_hosts(self.port)
+            )
         self.server: BaseWSGIServer = make_server("127.0.0.1", port, self.app, threaded=True)
         nodelay(self.server)
         self.port = self.server.server_port

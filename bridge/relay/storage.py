@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 __all__ = [
     "Storage",
     "StorageError",
     "StorageUnavailable",
     "StaleUpload",
+    "LogFull",
+    "InstallationBound",
+    "InboxFull",
+    "IdentityEntry",
     "Envelope",
     "InstallationKeys",
     "StoredPrekeys",
@@ -47,6 +51,75 @@ class StorageUnavailable(StorageError):
 
 class StaleUpload(StorageError):
     """A prekey upload whose ``issued_at`` is older than the stored one (a replay of an old upload)."""
+
+
+class LogFull(StorageError):
+    """The identity log already holds ``max_records`` records (nothing was appended)."""
+
+
+class InstallationBound(StorageError):
+    """The record names an installation id already bound to another address's log."""
+
+    def __init__(self, installation_id: str, address: str) -> None:
+        super().__init__(f"installation {installation_id} belongs to another address's identity log")
+        self.installation_id = installation_id
+        self.address = address
+
+
+class InboxFull(StorageError):
+    """The topic holds its quota of envelopes (count or bytes); nothing was stored."""
+
+
+@dataclass(frozen=True)
+class IdentityEntry:
+    """What the relay's index needs from one verified identity record.
+
+    ``signing_pub``/``identity_pub`` are set for ``action == "authorize"`` and ``None`` for a revocation.
+    The installation id is the hash of both keys, so every authorization of one id carries the same keys.
+    """
+
+    action: str
+    installation_id: str
+    signing_pub: bytes | None = None
+    identity_pub: bytes | None = None
+
+
+def entry_from_record(record: bytes) -> IdentityEntry:
+    """Parse a stored record (already verified when it was appended) into its index entry.
+
+    Raises:
+        bridge.identity.IdentityError: the record does not parse.
+    """
+    from bridge.identity.statement import SignedStatement, Statement
+
+    st = Statement.parse(SignedStatement.from_record(record).text)
+    return IdentityEntry(st.action, st.installation_id, st.signing_key, st.identity_key)
+
+
+def bindings_from_logs(rows: Iterable[tuple[str, bytes]]) -> dict[str, tuple[str, bool, bytes | None, bytes | None]]:
+    """Rebuild the installation bindings from existing logs (schema upgrade of an older relay).
+
+    ``rows`` are ``(address, record)`` in append order. Each installation id is bound to one address:
+    one whose log revokes it if any does (so an id that some log revoked stays revoked everywhere),
+    else the first log that names it. Returns iid → (address, revoked, signing_pub, identity_pub).
+    Records that no longer parse are skipped.
+    """
+    from bridge.identity.statement import IdentityError
+
+    named: dict[str, list[tuple[str, IdentityEntry]]] = {}
+    for address, record in rows:
+        try:
+            e = entry_from_record(record)
+        except (IdentityError, ValueError):
+            continue
+        named.setdefault(e.installation_id, []).append((address, e))
+    out: dict[str, tuple[str, bool, bytes | None, bytes | None]] = {}
+    for iid, entries in named.items():
+        revokers = [a for a, e in entries if e.action == "revoke"]
+        owner = revokers[0] if revokers else entries[0][0]
+        keys = next(((e.signing_pub, e.identity_pub) for a, e in entries if a == owner and e.action == "authorize"), (None, None))
+        out[iid] = (owner, bool(revokers), keys[0], keys[1])
+    return out
 
 
 @dataclass(frozen=True)
@@ -110,23 +183,30 @@ class Storage(abc.ABC):
     # ---- identity -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def append_identity(self, address: str, record_id: str, record: bytes) -> tuple[int, bool]:
-        """Append ``record`` to ``address``'s log unless a record with ``record_id`` is there.
+    def append_identity(
+        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int
+    ) -> tuple[int, bool]:
+        """Append a *verified* ``record`` to ``address``'s log unless a record with ``record_id`` is
+        there, and update the installation index from this one record (no other record is read
+        or re-verified), all in one transaction.
+
+        Appends to one address are serialized (across nodes on one database); appends to different
+        addresses do not wait for each other beyond the database's own write serialization.
+
+        The index: an installation id is *bound* to the first log that names it (authorization or
+        revocation), and only that log may name it afterwards. It is *active* once authorized there,
+        until a revocation there, which is final.
 
         Returns ``(seq, created)``: the record's 1-based position in the log and whether it was new.
+
+        Raises:
+            InstallationBound: ``entry.installation_id`` is bound to another address.
+            LogFull: the log already holds ``max_records`` records.
         """
 
     @abc.abstractmethod
     def identity_records(self, address: str) -> list[bytes]:
         """All records of ``address`` in append order (empty list if none)."""
-
-    @abc.abstractmethod
-    def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
-        """Replace ``address``'s active installations (iid → (signing_pub, identity_pub)).
-
-        Prekeys of an installation that is no longer active under any address are deleted in the
-        same transaction.
-        """
 
     @abc.abstractmethod
     def installation(self, installation_id: str) -> InstallationKeys | None:
@@ -160,8 +240,15 @@ class Storage(abc.ABC):
     # ---- envelopes ------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def publish(self, topic: str, payload: bytes, now: int) -> int:
-        """Store an envelope and wake waiters on ``topic``. Returns its cursor."""
+    def publish(self, topic: str, payload: bytes, now: int, *, max_count: int | None = None, max_bytes: int | None = None) -> int:
+        """Store an envelope and wake waiters on ``topic``. Returns its cursor.
+
+        With ``max_count``/``max_bytes``, the envelope is stored only if the topic then holds at most
+        that many envelopes / payload bytes (checked atomically with the insert, on every node).
+
+        Raises:
+            InboxFull: the topic's quota would be exceeded.
+        """
 
     @abc.abstractmethod
     def fetch(self, topic: str, after: int, limit: int) -> list[Envelope]:
@@ -182,7 +269,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def expire(self, before: int) -> int:
-        """Delete envelopes received before ``before`` (unix seconds). Returns how many.
+        """Delete envelopes received before ``before`` (unix seconds), freeing their topics' quota.
+        Returns how many.
 
         Deletes in small batches, each its own short transaction, so publishes are not blocked.
         """
