@@ -159,7 +159,18 @@ def test_subscription_rejects_bad_auth_and_answers_ping(live: LiveRelay, client:
         ws.close()
 
 
-def test_concurrent_http_claims_hand_out_each_key_once(client: RelayClient, live: LiveRelay) -> None:
+def test_concurrent_http_claims_hand_out_each_key_once(tmp_path: Path) -> None:
+    # 40 claims of one installation: above the default per-target claim burst, which is not under test here
+    live = LiveRelay(tmp_path, RelaySettings(ws_poll_interval=0.2, claim_target_burst=100))
+    client = RelayClient(live.url, timeout=10.0)
+    try:
+        _concurrent_claims(client, live)
+    finally:
+        client.close()
+        live.stop()
+
+
+def _concurrent_claims(client: RelayClient, live: LiveRelay) -> None:
     inst = make_installation()
     _register(client, inst)
     n = 30
