@@ -22,7 +22,6 @@ from typing import Any, Callable
 from flask import Blueprint, Flask, Response, jsonify, request
 from flask_sock import Sock
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import make_server
 
 from bridge.crypto import primitives as P
 from bridge.protocol import wire
@@ -62,15 +61,9 @@ _MAX_JSON_CONTAINERS = 16
 
 
 def _env_float(name: str, default: float) -> float:
-    """A positive number from the environment (operators and tests), else ``default``."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        return default
-    return value if value > 0 else default
+    from bridge.relay.serving import env_number
+
+    return env_number(name, default)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -588,7 +581,9 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
             # always sends Origin on cross-origin POSTs and WebSockets), no DNS-rebound host name
             if not host_check(request.host):
                 raise ApiError(403, "bad_host", "the Host header must name this machine's loopback address and port")
-            if request.headers.get("Origin") is not None:
+            origin = request.headers.get("Origin")
+            # (WebSocket client libraries send Origin: http://<the relay's own host>, which is allowed)
+            if origin is not None and not (origin.startswith("http://") and host_check(origin[len("http://") :])):
                 raise ApiError(403, "forbidden_origin", "web pages may not use this relay")
 
     @bp.errorhandler(ApiError)
@@ -705,8 +700,8 @@ def register_relay(
     """Mount the relay routes (a Blueprint) on an existing Flask app and flask-sock ``Sock``.
 
     ``host_check(host)`` (the embedded relay of ``parley run``): requests whose ``Host`` it refuses
-    (403 ``bad_host``), and every request carrying an ``Origin`` header (403 ``forbidden_origin``),
-    are answered before any route runs.
+    (403 ``bad_host``), and requests carrying an ``Origin`` other than ``http://<a host it accepts>``
+    (403 ``forbidden_origin``: any other web page), are answered before any route runs.
 
     Errors raised inside relay views are answered as JSON by the Blueprint. App-wide JSON handlers
     for routing errors (404/405) are installed only if the app has no handler of its own for
@@ -816,14 +811,19 @@ def serve(
             storage.close()
             raise
         try:
-            serving.serve_gevent(app, host, port, ready_callback=ready_callback)
+            serving.serve_gevent(
+                app, host, port, ready_callback=ready_callback, header_timeout=s.header_timeout,
+                idle_timeout=s.idle_timeout, max_connections=s.max_connections,
+            )
         finally:
             retention.stop()
             storage.close()
         return
     try:
         app = create_app(storage, settings=s)
-        server = make_server(host, port, app, threaded=True)
+        server = serving.make_guarded_server(
+            host, port, app, header_timeout=s.header_timeout, idle_timeout=s.idle_timeout, max_connections=s.max_connections
+        )
         # Several small writes per answer (headers, body, WebSocket frames): without this each later one
         # waits for the client's delayed ACK (~40 ms). Accepted sockets inherit it on Linux.
         server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
