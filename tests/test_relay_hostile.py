@@ -263,6 +263,17 @@ def test_pg_append_held_on_another_node_blocks_only_its_own_address(tmp_path: Pa
 # ---- one installation id, one address ------------------------------------------------------------
 
 
+def _token(relay: Relay, inst: Installation) -> str:
+    from bridge.crypto import primitives as P
+    from bridge.relay.auth import auth_message
+
+    ch = relay.post("/v1/auth/challenge", {"installation_id": inst.iid}).get_json()["challenge"]
+    sig = P.ed25519_sign(inst.signing_priv, auth_message(inst.iid, wire.b64d(ch)))
+    r = relay.post("/v1/auth/token", {"installation_id": inst.iid, "challenge": ch, "signature": wire.b64e(sig)})
+    assert r.status_code == 200, r.get_json()
+    return str(r.get_json()["token"])
+
+
 def test_iid_authorized_in_mallorys_log_dies_with_alices_revocation(backend: tuple[str, Storage, str | None]) -> None:
     """Mallory re-authorizes Alice's installation in her own log; after Alice revokes it, it must be
     active nowhere: no challenge, no prekeys, no publishing to it."""
@@ -270,7 +281,11 @@ def test_iid_authorized_in_mallorys_log_dies_with_alices_revocation(backend: tup
     alice = make_installation()
     assert relay.append(WALLET_ADDRESS, authorize_record(alice)).status_code == 201
     assert relay.client.put(f"/v1/prekeys/{alice.iid}", json={"upload": wire.b64e(make_upload(alice, otpk_ids=range(1, 4)))}).status_code == 200
+    mallory = make_installation()  # Mallory's own installation: its token is no consent for Alice's
+    assert relay.append(OTHER_WALLET_ADDRESS, authorize_record(mallory, OTHER_WALLET_KEY)).status_code == 201
+    foreign = {"Authorization": f"Bearer {_token(relay, mallory)}"}
     refused(relay, lambda: relay.append(OTHER_WALLET_ADDRESS, authorize_record(alice, OTHER_WALLET_KEY)), 409, "installation_bound")
+    refused(relay, lambda: relay.append(OTHER_WALLET_ADDRESS, authorize_record(alice, OTHER_WALLET_KEY), headers=foreign), 409, "installation_bound")
     refused(relay, lambda: relay.append(OTHER_WALLET_ADDRESS, revoke_record(alice, OTHER_WALLET_KEY)), 409, "installation_bound")
     assert relay.append(WALLET_ADDRESS, revoke_record(alice)).status_code == 201
     assert relay.storage.installation(alice.iid) is None
@@ -281,6 +296,20 @@ def test_iid_authorized_in_mallorys_log_dies_with_alices_revocation(backend: tup
     refused(relay, lambda: relay.append(OTHER_WALLET_ADDRESS, authorize_record(alice, OTHER_WALLET_KEY)), 409, "installation_bound")
     assert relay.append(WALLET_ADDRESS, authorize_record(alice)).status_code == 201  # revocation is final
     assert relay.storage.installation(alice.iid) is None
+
+
+def test_installation_moves_to_another_wallet_with_its_own_token(backend: tuple[str, Storage, str | None]) -> None:
+    """The legitimate case the binding rule must keep: one bridge signs in with another wallet
+    (same installation); the relay accepts the second log with the installation's own token."""
+    relay = make_relay(backend)
+    inst = make_installation()
+    assert relay.append(WALLET_ADDRESS, authorize_record(inst)).status_code == 201
+    own = {"Authorization": f"Bearer {_token(relay, inst)}"}
+    assert relay.append(OTHER_WALLET_ADDRESS, authorize_record(inst, OTHER_WALLET_KEY), headers=own).status_code == 201
+    assert relay.append(WALLET_ADDRESS, revoke_record(inst)).status_code == 201  # the old wallet lets go
+    active = relay.storage.installation(inst.iid)
+    assert active is not None and active.address == OTHER_WALLET_ADDRESS
+    assert relay.post("/v1/auth/challenge", {"installation_id": inst.iid}).status_code == 200
 
 
 def test_concurrent_binding_of_one_iid_to_two_addresses_has_one_winner(backend: tuple[str, Storage, str | None]) -> None:
@@ -374,14 +403,14 @@ def test_cross_origin_form_post_with_json_text_is_refused(backend: tuple[str, St
 # ---- upgrading a relay that was already attacked -----------------------------------------------------
 
 
-def test_upgrade_of_an_attacked_database_leaves_the_revoked_iid_active_nowhere(backend: tuple[str, Storage, str | None], tmp_path: Path) -> None:
-    """An older relay accepted Mallory's authorization of Alice's installation, and Alice revoked it:
-    the old index still listed it under Mallory. The schema upgrade must rebuild one binding per id."""
+def test_upgrade_rebuilds_bindings_and_inbox_usage(backend: tuple[str, Storage, str | None], tmp_path: Path) -> None:
+    """A relay database from before bindings and quotas: the upgrade rebuilds the (installation,
+    address) bindings from the logs (revocations per log), drops prekeys of inactive installations,
+    counts stored envelopes against the quota, and from then on refuses unconsented bindings."""
     name, storage, url = backend
     alice, bob = make_installation(), make_installation()
     rows = [
         (WALLET_ADDRESS, authorize_record(alice)),
-        (OTHER_WALLET_ADDRESS, authorize_record(alice, OTHER_WALLET_KEY)),
         (WALLET_ADDRESS, revoke_record(alice)),
         (OTHER_WALLET_ADDRESS, authorize_record(bob, OTHER_WALLET_KEY)),
     ]
@@ -393,8 +422,8 @@ def test_upgrade_of_an_attacked_database_leaves_the_revoked_iid_active_nowhere(b
             seqs[addr] = seqs.get(addr, 0) + 1
             execute(f"INSERT INTO identity (address, seq, record_id, record) VALUES ({ph}, {ph}, {ph}, {ph})",
                     (addr, seqs[addr], SignedStatement.from_record(rec).record_id(), rec))
-        # the old index: Alice's iid still active under Mallory's address, Bob's under Mallory's
-        for iid, addr, inst in ((alice.iid, OTHER_WALLET_ADDRESS, alice), (bob.iid, OTHER_WALLET_ADDRESS, bob)):
+        # an old index that disagrees with the logs (Alice's revoked installation still listed)
+        for iid, addr, inst in ((alice.iid, WALLET_ADDRESS, alice), (bob.iid, OTHER_WALLET_ADDRESS, bob)):
             execute(f"INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES ({ph}, {ph}, {ph}, {ph})",
                     (iid, addr, inst.signing_pub, inst.identity_pub))
         execute(f"INSERT INTO prekeys (iid, issued_at, spk, pq_lrpk) VALUES ({ph}, 1, {ph}, NULL)", (alice.iid, b"spk"))

@@ -14,8 +14,6 @@ import json
 import selectors
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.procs import ROOT, Proc, env_for, parley, start_bridge, wait_for
+from tests.procs import Proc, parley
 
 pytestmark = pytest.mark.timeout(180)
 

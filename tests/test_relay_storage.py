@@ -86,25 +86,30 @@ def test_identity_log_cap(storage: Storage) -> None:
     assert len(storage.identity_records("0xA")) == 3
 
 
-def test_installation_index_one_address_per_iid_and_final_revocation(storage: Storage) -> None:
+def test_installation_index_bindings_consent_and_final_revocation(storage: Storage) -> None:
     assert storage.installation(IID) is None
     storage.append_identity("0xA", "a1", b"r", _auth(), max_records=10)
     inst = storage.installation(IID)
     assert inst is not None and inst.address == "0xA" and inst.signing_pub == b"s" * 32
-    # another address may not name it, neither to authorize nor to revoke
+    # another address may not name it without the installation's consent, to authorize or to revoke
     for entry in (_auth(), _revoke()):
         with pytest.raises(InstallationBound):
             storage.append_identity("0xB", "b1", b"r", entry, max_records=10)
     assert storage.identity_records("0xB") == []
+    # with consent (the installation moves to another wallet) it is bound to both
+    storage.append_identity("0xB", "b1", b"r", _auth(), max_records=10, consent=True)
     storage.put_prekeys(IID, _prekeys(1, range(3)), max_one_time=10)
+    storage.append_identity("0xA", "a2", b"r", _revoke(), max_records=10)  # the old wallet lets go
+    inst = storage.installation(IID)
+    assert inst is not None and inst.address == "0xB"
     assert storage.prekey_counts(IID) == (3, 0)
-    storage.append_identity("0xA", "a2", b"r", _revoke(), max_records=10)
+    storage.append_identity("0xA", "a3", b"r", _auth(), max_records=10)  # that revocation is final
+    assert storage.installation(IID).address == "0xB"  # type: ignore[union-attr]
+    storage.append_identity("0xB", "b2", b"r", _revoke(), max_records=10)
     assert storage.installation(IID) is None
     assert storage.prekey_counts(IID) == (0, 0)
     assert storage.claim_prekeys(IID) is None
-    storage.append_identity("0xA", "a3", b"r", _auth(), max_records=10)  # revocation is final
-    assert storage.installation(IID) is None
-    # a revocation before any authorization (logs replayed in another order) binds and revokes too
+    # a revocation before any authorization (a log replayed in another order) binds and revokes too
     storage.append_identity("0xC", "c1", b"r", _revoke(IID2), max_records=10)
     storage.append_identity("0xC", "c2", b"r", _auth(IID2), max_records=10)
     assert storage.installation(IID2) is None

@@ -36,6 +36,16 @@ class RelayUnavailable(Exception):
     """The relay cannot be reached or failed (connection, timeout, 5xx, garbage answer)."""
 
 
+def _record_installation(record: bytes) -> str | None:
+    """The installation id a statement record names (``None`` if it does not parse)."""
+    from bridge.identity import IdentityError, SignedStatement, Statement
+
+    try:
+        return Statement.parse(SignedStatement.from_record(record).text).installation_id
+    except (IdentityError, ValueError):
+        return None
+
+
 class RelayError(Exception):
     """The relay refused a request (4xx) with a stable error ``code``."""
 
@@ -258,8 +268,21 @@ class RelayClient:
         return self._call("GET", "/v1/health")  # type: ignore[no-any-return]
 
     def publish_identity(self, address: str, record: bytes) -> int:
-        """Append a signed statement record to ``address``'s log; returns its sequence number."""
-        return self._int(self._call("POST", f"/v1/identity/{quote(address, safe='')}", body={"record": wire.b64e(record)}), "seq")
+        """Append a signed statement record to ``address``'s log; returns its sequence number.
+
+        When this client holds a token of the installation the record names, it is sent along: the
+        relay binds an installation already in another address's log to a second address only with
+        that proof (a bridge moving to another wallet), else it answers 409 ``installation_bound``.
+        """
+        headers = None
+        iid = _record_installation(record)
+        with self._lock:
+            cached = self._tokens.get(iid) if iid is not None else None
+        if cached is not None and cached[1] > time.time():
+            headers = {"Authorization": f"Bearer {cached[0]}"}
+        return self._int(
+            self._call("POST", f"/v1/identity/{quote(address, safe='')}", body={"record": wire.b64e(record)}, headers=headers), "seq"
+        )
 
     def identity(self, address: str) -> list[bytes]:
         """The raw records of ``address``'s log, in append order (the caller verifies them)."""

@@ -23,8 +23,9 @@ Several relay nodes may share one database:
   node is accepted by every node and a challenge can be used once across all of them.
 * **Identity appends** take a per-address advisory transaction lock (appends to one address
   serialize across nodes; other addresses never wait for it) and update the installation index
-  from the new record only. ``iid_bindings`` (primary key: the installation id) binds each id to
-  one address: two nodes binding one id to two addresses at once get one winner.
+  from the new record only. ``iid_bindings`` holds each (installation id, address) binding; a
+  per-installation advisory lock, taken after the address's, makes "is this id bound elsewhere?"
+  and the new binding atomic across nodes (two unconsented bindings at once: one winner).
 * **Per-inbox quota**: ``topic_usage`` holds each topic's envelope count and bytes; a publish
   increments it with a conditional upsert in the same statement that takes the cursor, so the
   quota holds across nodes.
@@ -36,7 +37,7 @@ import hashlib
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -138,9 +139,10 @@ CREATE INDEX auth_tokens_expires ON auth_tokens (expires_at);
         2,
         """
 CREATE TABLE iid_bindings (
-    iid     TEXT    PRIMARY KEY,
+    iid     TEXT    NOT NULL,
     address TEXT    NOT NULL,
-    revoked BOOLEAN NOT NULL
+    revoked BOOLEAN NOT NULL,
+    PRIMARY KEY (iid, address)
 );
 CREATE TABLE topic_usage (
     topic TEXT   PRIMARY KEY,
@@ -327,7 +329,7 @@ class PostgresStorage(Storage):
         rows = conn.execute("SELECT address, record FROM identity ORDER BY address, seq").fetchall()
         bindings = bindings_from_logs((str(a), bytes(r)) for a, r in rows)
         conn.execute("DELETE FROM installations")
-        for iid, (address, revoked, spub, xpub) in bindings.items():
+        for (iid, address), (revoked, spub, xpub) in bindings.items():
             conn.execute("INSERT INTO iid_bindings (iid, address, revoked) VALUES (%s, %s, %s)", (iid, address, revoked))
             if not revoked and spub is not None and xpub is not None:
                 conn.execute(
@@ -368,7 +370,7 @@ class PostgresStorage(Storage):
     # ---- identity -------------------------------------------------------------------------
 
     def append_identity(
-        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int
+        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int, consent: bool = False
     ) -> tuple[int, bool]:
         iid = entry.installation_id
         with self._tx() as conn:
@@ -379,35 +381,40 @@ class PostgresStorage(Storage):
             ).fetchone()
             if row is not None:
                 return int(row[0]), False
+            # then the installation's bindings (always in this order: no deadlock between the two)
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("installation:" + iid,))
+            bound = {str(a): bool(r) for a, r in conn.execute("SELECT address, revoked FROM iid_bindings WHERE iid = %s", (iid,))}
+            if address not in bound and bound and not consent:
+                raise InstallationBound(iid, sorted(bound)[0])
             seq_row = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM identity WHERE address = %s", (address,)
             ).fetchone()
             seq = int(seq_row[0]) if seq_row else 1
             if seq > max_records:
                 raise LogFull(f"the identity log of {address} holds {max_records} records, the most a log may hold")
-            # bind the id to this address, or find who has it; a concurrent binding on another node
-            # makes this wait for that transaction and then see its row (the primary key decides)
-            conn.execute(
-                "INSERT INTO iid_bindings (iid, address, revoked) VALUES (%s, %s, %s) ON CONFLICT (iid) DO NOTHING",
-                (iid, address, entry.action == "revoke"),
-            )
-            bound = conn.execute("SELECT address, revoked FROM iid_bindings WHERE iid = %s FOR UPDATE", (iid,)).fetchone()
-            if bound is None or str(bound[0]) != address:
-                raise InstallationBound(iid, "" if bound is None else str(bound[0]))
             conn.execute(
                 "INSERT INTO identity (address, seq, record_id, record) VALUES (%s, %s, %s, %s)",
                 (address, seq, record_id, bytes(record)),
             )
             if entry.action == "revoke":
-                conn.execute("UPDATE iid_bindings SET revoked = TRUE WHERE iid = %s", (iid,))
-                for table in ("installations", "prekeys", "one_time_prekeys", "claimed_prekeys"):
-                    conn.execute(f"DELETE FROM {table} WHERE iid = %s", (iid,))  # type: ignore[arg-type]
-            elif not bool(bound[1]) and entry.signing_pub is not None and entry.identity_pub is not None:
                 conn.execute(
-                    "INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    (iid, address, bytes(entry.signing_pub), bytes(entry.identity_pub)),
+                    "INSERT INTO iid_bindings (iid, address, revoked) VALUES (%s, %s, TRUE) "
+                    "ON CONFLICT (iid, address) DO UPDATE SET revoked = TRUE",
+                    (iid, address),
                 )
+                conn.execute("DELETE FROM installations WHERE iid = %s AND address = %s", (iid, address))
+                if conn.execute("SELECT 1 FROM installations WHERE iid = %s LIMIT 1", (iid,)).fetchone() is None:
+                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
+                        conn.execute(f"DELETE FROM {table} WHERE iid = %s", (iid,))  # type: ignore[arg-type]
+            else:
+                if address not in bound:
+                    conn.execute("INSERT INTO iid_bindings (iid, address, revoked) VALUES (%s, %s, FALSE)", (iid, address))
+                if not bound.get(address, False) and entry.signing_pub is not None and entry.identity_pub is not None:
+                    conn.execute(
+                        "INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        (iid, address, bytes(entry.signing_pub), bytes(entry.identity_pub)),
+                    )
             return seq, True
 
     def identity_records(self, address: str) -> list[bytes]:

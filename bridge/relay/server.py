@@ -10,7 +10,6 @@ Every request body is hostile until checked: a rejected request gets a 4xx JSON 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import socket
@@ -358,14 +357,32 @@ class _Relay:
             raise ApiError(400, "invalid_statement", "the identity record could not be verified") from None
         entry = IdentityEntry(stmt.action, stmt.installation_id, stmt.signing_key, stmt.identity_key)
         try:
-            seq, created = self.storage.append_identity(addr, record_id, record, entry, max_records=self.s.max_identity_records)
+            seq, created = self.storage.append_identity(
+                addr, record_id, record, entry, max_records=self.s.max_identity_records, consent=self._installation_consents(entry)
+            )
         except InstallationBound:
-            raise ApiError(409, "installation_bound", "this installation id belongs to another address's identity log") from None
+            raise ApiError(
+                409,
+                "installation_bound",
+                "this installation id belongs to another address's identity log; naming it in a second log "
+                "needs the installation's own bearer token",
+            ) from None
         except LogFull:
             raise ApiError(
                 409, "log_full", f"this address's identity log holds {self.s.max_identity_records} records, the most allowed"
             ) from None
         return {"seq": seq}, 201 if created else 200
+
+    def _installation_consents(self, entry: IdentityEntry) -> bool:
+        """Whether the request carries a bearer token of the named, still active installation: its
+        own key then asks for the record (a bridge moving to another wallet), not a third party."""
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return False
+        owner = self.auth.token_iid(header[len("Bearer ") :].strip())
+        if owner is None or not secrets.compare_digest(owner, entry.installation_id):
+            return False
+        return self.storage.installation(entry.installation_id) is not None
 
     def get_identity(self, address: str) -> dict[str, Any]:
         addr = self.address_param(address)

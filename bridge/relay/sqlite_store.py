@@ -13,8 +13,8 @@
   (one node per database file);
 * auth challenges and token hashes are stored with their expiry (schema version 2);
 * an identity append updates the installation index from the new record only, in the append's
-  transaction; ``iid_bindings`` binds every installation id to one address (schema version 3,
-  which rebuilds the bindings from the stored logs when it upgrades an older file);
+  transaction; ``iid_bindings`` holds each (installation id, address) binding and its final
+  revocation (schema version 3, which rebuilds them from the stored logs when it upgrades a file);
 * ``topic_usage`` keeps each topic's envelope count and bytes, updated by publish and expiry, so
   the per-inbox quota costs one row read (schema version 3);
 * :meth:`SQLiteStorage.expire` deletes in small batches so publishes wait at most one batch.
@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 from bridge.relay.storage import (
     ClaimedPrekeys,
@@ -109,9 +109,10 @@ CREATE TABLE IF NOT EXISTS auth_tokens (
 );
 CREATE INDEX IF NOT EXISTS auth_tokens_expires ON auth_tokens (expires_at);
 CREATE TABLE IF NOT EXISTS iid_bindings (
-    iid     TEXT PRIMARY KEY,
+    iid     TEXT    NOT NULL,
     address TEXT    NOT NULL,
-    revoked INTEGER NOT NULL
+    revoked INTEGER NOT NULL,
+    PRIMARY KEY (iid, address)
 );
 CREATE TABLE IF NOT EXISTS topic_usage (
     topic TEXT PRIMARY KEY,
@@ -194,7 +195,7 @@ class SQLiteStorage(Storage):
         rows = conn.execute("SELECT address, record FROM identity ORDER BY rowid").fetchall()
         bindings = bindings_from_logs((str(a), bytes(r)) for a, r in rows)
         conn.execute("DELETE FROM installations")
-        for iid, (address, revoked, spub, xpub) in bindings.items():
+        for (iid, address), (revoked, spub, xpub) in bindings.items():
             conn.execute("INSERT INTO iid_bindings (iid, address, revoked) VALUES (?, ?, ?)", (iid, address, int(revoked)))
             if not revoked and spub is not None and xpub is not None:
                 conn.execute(
@@ -269,7 +270,7 @@ class SQLiteStorage(Storage):
     # ---- identity -------------------------------------------------------------------------
 
     def append_identity(
-        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int
+        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int, consent: bool = False
     ) -> tuple[int, bool]:
         # BEGIN IMMEDIATE: one writer at a time for the whole file, for as long as a few indexed
         # statements take (no signature is checked in here)
@@ -280,9 +281,9 @@ class SQLiteStorage(Storage):
             if row is not None:
                 return int(row[0]), False
             iid = entry.installation_id
-            bound = conn.execute("SELECT address, revoked FROM iid_bindings WHERE iid = ?", (iid,)).fetchone()
-            if bound is not None and str(bound[0]) != address:
-                raise InstallationBound(iid, str(bound[0]))
+            bound = {str(a): bool(r) for a, r in conn.execute("SELECT address, revoked FROM iid_bindings WHERE iid = ?", (iid,))}
+            if address not in bound and bound and not consent:
+                raise InstallationBound(iid, sorted(bound)[0])
             seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM identity WHERE address = ?", (address,)).fetchone()[0])
             if seq > max_records:
                 raise LogFull(f"the identity log of {address} holds {max_records} records, the most a log may hold")
@@ -290,20 +291,20 @@ class SQLiteStorage(Storage):
                 "INSERT INTO identity (address, seq, record_id, record) VALUES (?, ?, ?, ?)",
                 (address, seq, record_id, bytes(record)),
             )
-            revoked = bool(bound[1]) if bound is not None else False
             if entry.action == "revoke":
                 conn.execute(
                     "INSERT INTO iid_bindings (iid, address, revoked) VALUES (?, ?, 1) "
-                    "ON CONFLICT (iid) DO UPDATE SET revoked = 1",
+                    "ON CONFLICT (iid, address) DO UPDATE SET revoked = 1",
                     (iid, address),
                 )
-                if not revoked:
-                    for table in ("installations", "prekeys", "one_time_prekeys", "claimed_prekeys"):
+                conn.execute("DELETE FROM installations WHERE iid = ? AND address = ?", (iid, address))
+                if conn.execute("SELECT 1 FROM installations WHERE iid = ? LIMIT 1", (iid,)).fetchone() is None:
+                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
                         conn.execute(f"DELETE FROM {table} WHERE iid = ?", (iid,))
             else:
-                if bound is None:
+                if address not in bound:
                     conn.execute("INSERT INTO iid_bindings (iid, address, revoked) VALUES (?, ?, 0)", (iid, address))
-                if not revoked and entry.signing_pub is not None and entry.identity_pub is not None:
+                if not bound.get(address, False) and entry.signing_pub is not None and entry.identity_pub is not None:
                     conn.execute(
                         "INSERT OR IGNORE INTO installations (iid, address, signing_pub, identity_pub) VALUES (?, ?, ?, ?)",
                         (iid, address, bytes(entry.signing_pub), bytes(entry.identity_pub)),

@@ -58,7 +58,7 @@ class LogFull(StorageError):
 
 
 class InstallationBound(StorageError):
-    """The record names an installation id already bound to another address's log."""
+    """The record names an installation id bound to another address, without the installation's consent."""
 
     def __init__(self, installation_id: str, address: str) -> None:
         super().__init__(f"installation {installation_id} belongs to another address's identity log")
@@ -96,29 +96,30 @@ def entry_from_record(record: bytes) -> IdentityEntry:
     return IdentityEntry(st.action, st.installation_id, st.signing_key, st.identity_key)
 
 
-def bindings_from_logs(rows: Iterable[tuple[str, bytes]]) -> dict[str, tuple[str, bool, bytes | None, bytes | None]]:
+def bindings_from_logs(rows: Iterable[tuple[str, bytes]]) -> dict[tuple[str, str], tuple[bool, bytes | None, bytes | None]]:
     """Rebuild the installation bindings from existing logs (schema upgrade of an older relay).
 
-    ``rows`` are ``(address, record)`` in append order. Each installation id is bound to one address:
-    one whose log revokes it if any does (so an id that some log revoked stays revoked everywhere),
-    else the first log that names it. Returns iid → (address, revoked, signing_pub, identity_pub).
-    Records that no longer parse are skipped.
+    ``rows`` are ``(address, record)`` in append order. Every (installation id, address) pair named
+    by that address's log becomes a binding, revoked if that log revokes the id, with the keys of
+    its authorization. Returns (iid, address) → (revoked, signing_pub, identity_pub). Records that no
+    longer parse are skipped. (An older relay asked no consent for a second address, so a pair it
+    accepted then is kept: the logs cannot tell a wallet switch from an attack.)
     """
     from bridge.identity.statement import IdentityError
 
-    named: dict[str, list[tuple[str, IdentityEntry]]] = {}
+    out: dict[tuple[str, str], tuple[bool, bytes | None, bytes | None]] = {}
     for address, record in rows:
         try:
             e = entry_from_record(record)
         except (IdentityError, ValueError):
             continue
-        named.setdefault(e.installation_id, []).append((address, e))
-    out: dict[str, tuple[str, bool, bytes | None, bytes | None]] = {}
-    for iid, entries in named.items():
-        revokers = [a for a, e in entries if e.action == "revoke"]
-        owner = revokers[0] if revokers else entries[0][0]
-        keys = next(((e.signing_pub, e.identity_pub) for a, e in entries if a == owner and e.action == "authorize"), (None, None))
-        out[iid] = (owner, bool(revokers), keys[0], keys[1])
+        key = (e.installation_id, address)
+        revoked, spub, xpub = out.get(key, (False, None, None))
+        if e.action == "revoke":
+            revoked = True
+        elif spub is None:
+            spub, xpub = e.signing_pub, e.identity_pub
+        out[key] = (revoked, spub, xpub)
     return out
 
 
@@ -184,7 +185,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def append_identity(
-        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int
+        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int, consent: bool = False
     ) -> tuple[int, bool]:
         """Append a *verified* ``record`` to ``address``'s log unless a record with ``record_id`` is
         there, and update the installation index from this one record (no other record is read
@@ -193,14 +194,17 @@ class Storage(abc.ABC):
         Appends to one address are serialized (across nodes on one database); appends to different
         addresses do not wait for each other beyond the database's own write serialization.
 
-        The index: an installation id is *bound* to the first log that names it (authorization or
-        revocation), and only that log may name it afterwards. It is *active* once authorized there,
-        until a revocation there, which is final.
+        The index: a log that names an installation id (authorization or revocation) binds the id
+        to its address. The first binding of an id is free; a binding to a further address needs
+        ``consent`` (the caller proved the installation's own key, e.g. the wallet switch of one
+        bridge); the check and the binding are atomic across nodes. A binding is *active* once
+        authorized in its log, until a revocation there, which is final for that binding. An id is
+        active while any of its bindings is; its prekeys are deleted when none is.
 
         Returns ``(seq, created)``: the record's 1-based position in the log and whether it was new.
 
         Raises:
-            InstallationBound: ``entry.installation_id`` is bound to another address.
+            InstallationBound: ``entry.installation_id`` is bound to another address and ``consent`` is false.
             LogFull: the log already holds ``max_records`` records.
         """
 
