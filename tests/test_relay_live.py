@@ -252,3 +252,22 @@ def test_serve_process_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
             if stream is not None:
                 stream.close()
     assert (tmp_path / "served.db").exists()
+
+
+def test_wallet_switch_publishes_with_the_token_another_thread_obtained(client: RelayClient, live: LiveRelay) -> None:
+    """An engine keeps one RelayClient per thread: the subscriber thread authenticates, the thread
+    that publishes the installation's authorization under a second wallet must still prove it."""
+    from tests.relay_fixtures import OTHER_WALLET_ADDRESS, OTHER_WALLET_KEY
+
+    inst = make_installation()
+    _register(client, inst)
+    other_thread_client = RelayClient(live.url)
+    try:
+        record = authorize_record(inst, OTHER_WALLET_KEY)
+        with pytest.raises(RelayError) as err:  # no token anywhere yet: a third party could be asking
+            other_thread_client.publish_identity(OTHER_WALLET_ADDRESS, record)
+        assert (err.value.status, err.value.code) == (409, "installation_bound")
+        client.authenticate(inst.iid, inst.signing_priv)
+        assert other_thread_client.publish_identity(OTHER_WALLET_ADDRESS, record) == 1
+    finally:
+        other_thread_client.close()

@@ -30,6 +30,11 @@ __all__ = ["RelayClient", "Subscription", "Envelope", "RelayUnavailable", "Relay
 #: Seconds between client ``{"type": "ping"}`` frames on a subscription.
 PING_INTERVAL = 20.0
 _TOKEN_MARGIN = 60.0
+#: Tokens obtained by any client of this process, by (relay URL, installation id): an engine keeps
+#: one client per thread, and the thread that publishes a wallet switch is not the one that
+#: authenticated (see :meth:`RelayClient.publish_identity`).
+_SHARED_TOKENS: dict[tuple[str, str], tuple[str, float]] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 class RelayUnavailable(Exception):
@@ -278,6 +283,9 @@ class RelayClient:
         iid = _record_installation(record)
         with self._lock:
             cached = self._tokens.get(iid) if iid is not None else None
+        if cached is None and iid is not None:
+            with _SHARED_LOCK:
+                cached = _SHARED_TOKENS.get((self.base_url, iid))
         if cached is not None and cached[1] > time.time():
             headers = {"Authorization": f"Bearer {cached[0]}"}
         return self._int(
@@ -343,12 +351,16 @@ class RelayClient:
         expires = self._int(data, "expires_at")
         with self._lock:
             self._tokens[iid] = (token, float(expires))
+        with _SHARED_LOCK:
+            _SHARED_TOKENS[(self.base_url, iid)] = (token, float(expires))
         return token
 
     def forget_token(self, iid: str) -> None:
         """Drop a cached token (e.g. after a 401)."""
         with self._lock:
             self._tokens.pop(iid, None)
+        with _SHARED_LOCK:
+            _SHARED_TOKENS.pop((self.base_url, iid), None)
 
     def fetch(self, topic: str, after: int, limit: int = 100, *, token: str) -> list[Envelope]:
         """Envelopes of ``topic`` after cursor ``after`` (oldest first, at most ``limit``)."""
