@@ -192,7 +192,11 @@ def test_identity_log_is_capped_with_a_clear_error(backend: tuple[str, Storage, 
 
 
 def test_slow_append_on_one_address_blocks_no_other_append_or_publish(backend: tuple[str, Storage, str | None]) -> None:
-    """While one address's append is held (slow verifier), other addresses append and publish."""
+    """While one address's append is held (slow verifier), other addresses append and publish.
+
+    (Under werkzeug threads this held before the fix too: the old code verified the new record before
+    taking its global lock; what it held under the lock was the whole-log re-verification, which the
+    count test above and the PostgreSQL lock test below catch.)"""
     relay = make_relay(backend)
     bob = make_installation()
     assert relay.append(OTHER_WALLET_ADDRESS, authorize_record(bob, OTHER_WALLET_KEY)).status_code == 201
