@@ -440,7 +440,7 @@ def _seed(db: str, count: int) -> list[tuple[str, str]]:
     """Create ``count`` active installations directly in the relay's storage; (iid, priv hex)."""
     from bridge.crypto import primitives as P
     from bridge.protocol.ids import installation_id
-    from bridge.relay.storage import open_storage
+    from bridge.relay.storage import IdentityEntry, open_storage
 
     storage = open_storage(db)
     keys = []
@@ -449,7 +449,10 @@ def _seed(db: str, count: int) -> list[tuple[str, str]]:
             spriv, spub = P.ed25519_keypair()
             _, xpub = P.x25519_keypair()
             iid = installation_id(spub, xpub)
-            storage.set_installations("0x" + f"{i + 1:040x}", {iid: (spub, xpub)})
+            # a seeded index entry (the record bytes are a placeholder: the storage does not re-read them)
+            storage.append_identity(
+                "0x" + f"{i + 1:040x}", iid, b"seed", IdentityEntry("authorize", iid, spub, xpub), max_records=1
+            )
             keys.append((iid, spriv.hex()))
     finally:
         storage.close()

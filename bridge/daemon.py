@@ -33,7 +33,7 @@ from typing import Any
 import requests
 from flask import Flask, Response, abort, jsonify, request
 from flask_sock import Sock
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
 
 from bridge import __version__
 from bridge.api.access import Access, PageSessions
@@ -96,8 +96,21 @@ class Daemon:
             cfg = home.config()
             self._storage = open_storage(str(home.relay_db_file))
             self._settings = RelaySettings(retention_days=cfg["retention_days"])
-            register_relay(self.app, self.sock, self._storage, self._settings)
-        self.server: BaseWSGIServer = make_server("127.0.0.1", port, self.app, threaded=True)
+            # local bridges only: a loopback Host (with our port, or none: WebSocket clients send the
+            # bare name), no web page (Origin) — the relay's own gate
+            register_relay(
+                self.app, self.sock, self._storage, self._settings,
+                host_check=lambda host: host in LOOPBACK_HOSTS or host in allowed_hosts(self.port),
+            )
+        from bridge.relay.serving import env_number, make_guarded_server
+
+        # half-open or idle connections must not each hold a thread for ever (issue 8)
+        self.server: BaseWSGIServer = make_guarded_server(
+            "127.0.0.1", port, self.app,
+            header_timeout=env_number("PARLEY_BRIDGE_HEADER_TIMEOUT", 10.0),
+            idle_timeout=env_number("PARLEY_BRIDGE_IDLE_TIMEOUT", 30.0),
+            max_connections=int(env_number("PARLEY_BRIDGE_MAX_CONNECTIONS", 256)),
+        )
         nodelay(self.server)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
@@ -285,6 +298,7 @@ class Daemon:
             if info.get("pid") == os.getpid() and info.get("token") == self.control_token:
                 self.home.daemon_file.unlink()
         self.server.shutdown()
+        self.server.server_close()
         if self._retention is not None:
             self._retention.stop()
         for t in self._threads:

@@ -489,20 +489,21 @@ def _crafted_identity(storage: SQLiteStorage, authorizations: int) -> str:
 
     The records are genuine signed statements, as the attacker would publish them one by one; the
     test writes them straight into the relay's storage (log and index, as the relay's own
-    publish_identity does) only because re-verifying the growing log on every append costs minutes.
+    publish_identity does) only to save one signature check per record over HTTP.
     """
+    from bridge.relay.storage import IdentityEntry
     from tests.relay_fixtures import authorize_record, make_installation
 
     wallet = P.random_bytes(32)
     address = ""
-    index: dict[str, tuple[bytes, bytes]] = {}
     for _ in range(authorizations):
         inst = make_installation()
         signed = identity.SignedStatement.from_record(authorize_record(inst, wallet))
         address = identity.verify(signed).address
-        storage.append_identity(address, signed.record_id(), signed.to_record())
-        index[inst.iid] = (inst.signing_pub, inst.identity_pub)
-    storage.set_installations(address, index)
+        storage.append_identity(
+            address, signed.record_id(), signed.to_record(),
+            IdentityEntry("authorize", inst.iid, inst.signing_pub, inst.identity_pub), max_records=256,
+        )
     return address
 
 

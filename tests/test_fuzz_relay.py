@@ -37,7 +37,8 @@ __all__: list[str] = []
 CODES = {
     "bad_json", "bad_request", "bad_base64", "bad_cbor", "bad_address", "bad_topic", "bad_signature",
     "invalid_statement", "unknown_installation", "unauthorized", "challenge_expired", "not_found",
-    "no_prekeys", "method_not_allowed", "stale_upload", "too_large", "rate_limited",
+    "no_prekeys", "method_not_allowed", "stale_upload", "too_large", "rate_limited", "bad_content_type",
+    "installation_bound", "log_full", "target_rate_limited", "inbox_full",
 }
 FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 HUGE = 10**6

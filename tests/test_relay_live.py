@@ -159,7 +159,18 @@ def test_subscription_rejects_bad_auth_and_answers_ping(live: LiveRelay, client:
         ws.close()
 
 
-def test_concurrent_http_claims_hand_out_each_key_once(client: RelayClient, live: LiveRelay) -> None:
+def test_concurrent_http_claims_hand_out_each_key_once(tmp_path: Path) -> None:
+    # 40 claims of one installation: above the default per-target claim burst, which is not under test here
+    live = LiveRelay(tmp_path, RelaySettings(ws_poll_interval=0.2, claim_target_burst=100))
+    client = RelayClient(live.url, timeout=10.0)
+    try:
+        _concurrent_claims(client, live)
+    finally:
+        client.close()
+        live.stop()
+
+
+def _concurrent_claims(client: RelayClient, live: LiveRelay) -> None:
     inst = make_installation()
     _register(client, inst)
     n = 30
@@ -241,3 +252,22 @@ def test_serve_process_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
             if stream is not None:
                 stream.close()
     assert (tmp_path / "served.db").exists()
+
+
+def test_wallet_switch_publishes_with_the_token_another_thread_obtained(client: RelayClient, live: LiveRelay) -> None:
+    """An engine keeps one RelayClient per thread: the subscriber thread authenticates, the thread
+    that publishes the installation's authorization under a second wallet must still prove it."""
+    from tests.relay_fixtures import OTHER_WALLET_ADDRESS, OTHER_WALLET_KEY
+
+    inst = make_installation()
+    _register(client, inst)
+    other_thread_client = RelayClient(live.url)
+    try:
+        record = authorize_record(inst, OTHER_WALLET_KEY)
+        with pytest.raises(RelayError) as err:  # no token anywhere yet: a third party could be asking
+            other_thread_client.publish_identity(OTHER_WALLET_ADDRESS, record)
+        assert (err.value.status, err.value.code) == (409, "installation_bound")
+        client.authenticate(inst.iid, inst.signing_priv)
+        assert other_thread_client.publish_identity(OTHER_WALLET_ADDRESS, record) == 1
+    finally:
+        other_thread_client.close()

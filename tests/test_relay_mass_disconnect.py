@@ -24,7 +24,7 @@ from bridge.crypto import primitives as P
 from bridge.protocol import wire
 from bridge.protocol.ids import inbox_topic, installation_id
 from bridge.relay.auth import auth_message
-from bridge.relay.storage import open_storage
+from bridge.relay.storage import IdentityEntry, open_storage
 from tests.procs import start_relay
 
 websockets = pytest.importorskip("websockets")
@@ -45,7 +45,10 @@ def _seed(db: Path, count: int) -> list[tuple[str, bytes]]:
             spriv, spub = P.ed25519_keypair()
             _, xpub = P.x25519_keypair()
             iid = installation_id(spub, xpub)
-            storage.set_installations("0x" + f"{i + 1:040x}", {iid: (spub, xpub)})
+            # a seeded index entry (the record bytes are a placeholder: the storage does not re-read them)
+            storage.append_identity(
+                "0x" + f"{i + 1:040x}", iid, b"seed", IdentityEntry("authorize", iid, spub, xpub), max_records=1
+            )
             keys.append((iid, spriv))
     finally:
         storage.close()

@@ -17,6 +17,10 @@ import pytest
 
 from bridge.relay.sqlite_store import SCHEMA_VERSION, SQLiteStorage
 from bridge.relay.storage import (
+    IdentityEntry,
+    InboxFull,
+    InstallationBound,
+    LogFull,
     StaleUpload,
     Storage,
     StorageError,
@@ -55,31 +59,100 @@ def _prekeys(issued_at: int, otpks: range = range(0), pq: range = range(0), lrpk
     )
 
 
+def _auth(iid: str = IID) -> IdentityEntry:
+    return IdentityEntry("authorize", iid, b"s" * 32, b"x" * 32)
+
+
+def _revoke(iid: str = IID) -> IdentityEntry:
+    return IdentityEntry("revoke", iid)
+
+
 def test_identity_log_appends_in_order_and_dedups(storage: Storage) -> None:
     assert storage.identity_records("0xA") == []
-    assert storage.append_identity("0xA", "id1", b"r1") == (1, True)
-    assert storage.append_identity("0xA", "id2", b"r2") == (2, True)
-    assert storage.append_identity("0xA", "id1", b"r1-other-signature") == (1, False)
-    assert storage.append_identity("0xB", "id1", b"rb") == (1, True)
+    assert storage.append_identity("0xA", "id1", b"r1", _auth(IID), max_records=10) == (1, True)
+    assert storage.append_identity("0xA", "id2", b"r2", _auth(IID2), max_records=10) == (2, True)
+    assert storage.append_identity("0xA", "id1", b"r1-other-signature", _auth(IID), max_records=10) == (1, False)
+    assert storage.append_identity("0xB", "id1", b"rb", _auth("0" * 31 + "3"), max_records=10) == (1, True)
     assert storage.identity_records("0xA") == [b"r1", b"r2"]
     assert storage.identity_records("0xB") == [b"rb"]
 
 
-def test_installation_index_and_prekeys_dropped_on_deactivation(storage: Storage) -> None:
+def test_identity_log_cap(storage: Storage) -> None:
+    for i in range(3):
+        storage.append_identity("0xA", f"id{i}", b"r", _auth(), max_records=3)
+    with pytest.raises(LogFull):
+        storage.append_identity("0xA", "id9", b"r", _auth(), max_records=3)
+    assert storage.append_identity("0xA", "id1", b"r", _auth(), max_records=3) == (2, False)
+    assert len(storage.identity_records("0xA")) == 3
+
+
+def test_installation_index_bindings_consent_and_final_revocation(storage: Storage) -> None:
     assert storage.installation(IID) is None
-    storage.set_installations("0xA", {IID: (b"s" * 32, b"x" * 32)})
+    storage.append_identity("0xA", "a1", b"r", _auth(), max_records=10)
     inst = storage.installation(IID)
     assert inst is not None and inst.address == "0xA" and inst.signing_pub == b"s" * 32
-    # another address also lists it: stays active when 0xA drops it
-    storage.set_installations("0xB", {IID: (b"s" * 32, b"x" * 32)})
+    # another address may not name it without the installation's consent, to authorize or to revoke
+    for entry in (_auth(), _revoke()):
+        with pytest.raises(InstallationBound):
+            storage.append_identity("0xB", "b1", b"r", entry, max_records=10)
+    assert storage.identity_records("0xB") == []
+    # with consent (the installation moves to another wallet) it is bound to both
+    storage.append_identity("0xB", "b1", b"r", _auth(), max_records=10, consent=True)
     storage.put_prekeys(IID, _prekeys(1, range(3)), max_one_time=10)
-    storage.set_installations("0xA", {})
-    assert storage.installation(IID) is not None
+    storage.append_identity("0xA", "a2", b"r", _revoke(), max_records=10)  # the old wallet lets go
+    inst = storage.installation(IID)
+    assert inst is not None and inst.address == "0xB"
     assert storage.prekey_counts(IID) == (3, 0)
-    storage.set_installations("0xB", {})
+    storage.append_identity("0xA", "a3", b"r", _auth(), max_records=10)  # that revocation is final
+    assert storage.installation(IID).address == "0xB"  # type: ignore[union-attr]
+    storage.append_identity("0xB", "b2", b"r", _revoke(), max_records=10)
     assert storage.installation(IID) is None
     assert storage.prekey_counts(IID) == (0, 0)
     assert storage.claim_prekeys(IID) is None
+    # a revocation before any authorization (a log replayed in another order) binds and revokes too
+    storage.append_identity("0xC", "c1", b"r", _revoke(IID2), max_records=10)
+    storage.append_identity("0xC", "c2", b"r", _auth(IID2), max_records=10)
+    assert storage.installation(IID2) is None
+    with pytest.raises(InstallationBound):
+        storage.append_identity("0xA", "a4", b"r", _auth(IID2), max_records=10)
+
+
+def test_inbox_quota_counts_envelopes_and_bytes_and_expiry_frees_it(storage: Storage) -> None:
+    for i in range(3):
+        storage.publish(TOPIC, b"x" * 10, 100 + i, max_count=3, max_bytes=100)
+    with pytest.raises(InboxFull):
+        storage.publish(TOPIC, b"x", 200, max_count=3, max_bytes=100)
+    storage.publish(TOPIC2, b"y" * 100, 200, max_count=3, max_bytes=100)
+    with pytest.raises(InboxFull):
+        storage.publish(TOPIC2, b"y", 200, max_count=3, max_bytes=100)
+    assert [len(e.payload) for e in storage.fetch(TOPIC, 0, 10)] == [10, 10, 10]
+    assert storage.expire(102) == 2  # the two oldest envelopes of TOPIC
+    storage.publish(TOPIC, b"x" * 80, 300, max_count=3, max_bytes=100)
+    with pytest.raises(InboxFull):
+        storage.publish(TOPIC, b"x" * 11, 300, max_count=3, max_bytes=100)
+    assert storage.publish(TOPIC, b"x" * 5, 300) > 0  # no quota given: none applies
+
+
+def test_concurrent_publishes_never_exceed_the_quota(storage: Storage) -> None:
+    ok: list[int] = []
+    full: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(5):
+            try:
+                ok.append(storage.publish(TOPIC, b"z", 1, max_count=17, max_bytes=10**6))
+            except InboxFull:
+                full.append(1)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(ok) == 17 and len(full) == 23
+    assert len(storage.fetch(TOPIC, 0, 100)) == 17
 
 
 def test_prekeys_add_cap_and_ignore_duplicates(storage: Storage) -> None:
@@ -210,7 +283,7 @@ def test_close_releases_waiters(storage: Storage) -> None:
 
 def test_counts(storage: Storage) -> None:
     storage.publish(TOPIC, b"a", 1)
-    storage.append_identity("0xA", "i", b"r")
+    storage.append_identity("0xA", "i", b"r", _auth(), max_records=10)
     c = storage.counts()
     assert c["envelopes"] == 1 and c["identity"] == 1 and c["prekeys"] == 0 and c["claimed_prekeys"] == 0
 

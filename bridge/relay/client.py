@@ -30,10 +30,25 @@ __all__ = ["RelayClient", "Subscription", "Envelope", "RelayUnavailable", "Relay
 #: Seconds between client ``{"type": "ping"}`` frames on a subscription.
 PING_INTERVAL = 20.0
 _TOKEN_MARGIN = 60.0
+#: Tokens obtained by any client of this process, by (relay URL, installation id): an engine keeps
+#: one client per thread, and the thread that publishes a wallet switch is not the one that
+#: authenticated (see :meth:`RelayClient.publish_identity`).
+_SHARED_TOKENS: dict[tuple[str, str], tuple[str, float]] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 class RelayUnavailable(Exception):
     """The relay cannot be reached or failed (connection, timeout, 5xx, garbage answer)."""
+
+
+def _record_installation(record: bytes) -> str | None:
+    """The installation id a statement record names (``None`` if it does not parse)."""
+    from bridge.identity import IdentityError, SignedStatement, Statement
+
+    try:
+        return Statement.parse(SignedStatement.from_record(record).text).installation_id
+    except (IdentityError, ValueError):
+        return None
 
 
 class RelayError(Exception):
@@ -258,8 +273,24 @@ class RelayClient:
         return self._call("GET", "/v1/health")  # type: ignore[no-any-return]
 
     def publish_identity(self, address: str, record: bytes) -> int:
-        """Append a signed statement record to ``address``'s log; returns its sequence number."""
-        return self._int(self._call("POST", f"/v1/identity/{quote(address, safe='')}", body={"record": wire.b64e(record)}), "seq")
+        """Append a signed statement record to ``address``'s log; returns its sequence number.
+
+        When this client holds a token of the installation the record names, it is sent along: the
+        relay binds an installation already in another address's log to a second address only with
+        that proof (a bridge moving to another wallet), else it answers 409 ``installation_bound``.
+        """
+        headers = None
+        iid = _record_installation(record)
+        with self._lock:
+            cached = self._tokens.get(iid) if iid is not None else None
+        if cached is None and iid is not None:
+            with _SHARED_LOCK:
+                cached = _SHARED_TOKENS.get((self.base_url, iid))
+        if cached is not None and cached[1] > time.time():
+            headers = {"Authorization": f"Bearer {cached[0]}"}
+        return self._int(
+            self._call("POST", f"/v1/identity/{quote(address, safe='')}", body={"record": wire.b64e(record)}, headers=headers), "seq"
+        )
 
     def identity(self, address: str) -> list[bytes]:
         """The raw records of ``address``'s log, in append order (the caller verifies them)."""
@@ -342,12 +373,16 @@ class RelayClient:
         expires = self._int(data, "expires_at")
         with self._lock:
             self._tokens[iid] = (token, float(expires))
+        with _SHARED_LOCK:
+            _SHARED_TOKENS[(self.base_url, iid)] = (token, float(expires))
         return token
 
     def forget_token(self, iid: str) -> None:
         """Drop a cached token (e.g. after a 401)."""
         with self._lock:
             self._tokens.pop(iid, None)
+        with _SHARED_LOCK:
+            _SHARED_TOKENS.pop((self.base_url, iid), None)
 
     def fetch(self, topic: str, after: int, limit: int = 100, *, token: str) -> list[Envelope]:
         """Envelopes of ``topic`` after cursor ``after`` (oldest first, at most ``limit``)."""

@@ -21,6 +21,14 @@ Several relay nodes may share one database:
   touch only new rows and the counter) are never blocked behind a long delete.
 * **Auth state** (single-use challenges, token hashes) lives in tables, so a token issued by one
   node is accepted by every node and a challenge can be used once across all of them.
+* **Identity appends** take a per-address advisory transaction lock (appends to one address
+  serialize across nodes; other addresses never wait for it) and update the installation index
+  from the new record only. ``iid_bindings`` holds each (installation id, address) binding; a
+  per-installation advisory lock, taken after the address's, makes "is this id bound elsewhere?"
+  and the new binding atomic across nodes (two unconsented bindings at once: one winner).
+* **Per-inbox quota**: ``topic_usage`` holds each topic's envelope count and bytes; a publish
+  increments it with a conditional upsert in the same statement that takes the cursor, so the
+  quota holds across nodes.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import hashlib
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -38,8 +46,13 @@ from psycopg.pq import TransactionStatus
 from bridge.relay.storage import (
     ClaimedPrekeys,
     Envelope,
+    IdentityEntry,
+    InboxFull,
+    InstallationBound,
     InstallationKeys,
+    LogFull,
     Storage,
+    bindings_from_logs,
     StaleUpload,
     StorageError,
     StorageUnavailable,
@@ -124,6 +137,22 @@ CREATE INDEX auth_tokens_expires ON auth_tokens (expires_at);
     ),
     (
         2,
+        """
+CREATE TABLE iid_bindings (
+    iid     TEXT    NOT NULL,
+    address TEXT    NOT NULL,
+    revoked BOOLEAN NOT NULL,
+    PRIMARY KEY (iid, address)
+);
+CREATE TABLE topic_usage (
+    topic TEXT   PRIMARY KEY,
+    n     BIGINT NOT NULL,
+    bytes BIGINT NOT NULL
+);
+""",
+    ),
+    (
+        3,
         # k-anonymous identity lookups (PROTOCOL.md §7 "Identity buckets"): the bucket of every address,
         # kept by a trigger so the append path is untouched, and filled for the logs already stored.
         """
@@ -160,6 +189,8 @@ _TABLES = (
     "envelopes",
     "auth_challenges",
     "auth_tokens",
+    "iid_bindings",
+    "topic_usage",
 )
 
 
@@ -310,9 +341,30 @@ class PostgresStorage(Storage):
             for version, sql in MIGRATIONS:
                 if version > current:
                     conn.execute(sql)  # type: ignore[arg-type]
+                    if version == 2 and current >= 1:
+                        PostgresStorage._backfill_2(conn)
                     conn.execute(
                         "INSERT INTO parley_schema (version, applied_at) VALUES (%s, %s)", (version, int(time.time()))
                     )
+
+    @staticmethod
+    def _backfill_2(conn: psycopg.Connection[Any]) -> None:
+        """Bindings and quota usage from the data of a schema-1 database (inside the migration)."""
+        rows = conn.execute("SELECT address, record FROM identity ORDER BY address, seq").fetchall()
+        bindings = bindings_from_logs((str(a), bytes(r)) for a, r in rows)
+        conn.execute("DELETE FROM installations")
+        for (iid, address), (revoked, spub, xpub) in bindings.items():
+            conn.execute("INSERT INTO iid_bindings (iid, address, revoked) VALUES (%s, %s, %s)", (iid, address, revoked))
+            if not revoked and spub is not None and xpub is not None:
+                conn.execute(
+                    "INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES (%s, %s, %s, %s)",
+                    (iid, address, spub, xpub),
+                )
+        for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
+            conn.execute(f"DELETE FROM {table} WHERE iid NOT IN (SELECT iid FROM installations)")  # type: ignore[arg-type]
+        conn.execute(
+            "INSERT INTO topic_usage (topic, n, bytes) SELECT topic, COUNT(*), SUM(octet_length(payload)) FROM envelopes GROUP BY topic"
+        )
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -341,23 +393,52 @@ class PostgresStorage(Storage):
 
     # ---- identity -------------------------------------------------------------------------
 
-    def append_identity(self, address: str, record_id: str, record: bytes) -> tuple[int, bool]:
+    def append_identity(
+        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int, consent: bool = False
+    ) -> tuple[int, bool]:
+        iid = entry.installation_id
         with self._tx() as conn:
-            # serialize appends to one address across nodes (seq = max + 1)
+            # serialize appends to one address across nodes (seq = max + 1); other addresses proceed
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("identity:" + address,))
             row = conn.execute(
                 "SELECT seq FROM identity WHERE address = %s AND record_id = %s", (address, record_id)
             ).fetchone()
             if row is not None:
                 return int(row[0]), False
+            # then the installation's bindings (always in this order: no deadlock between the two)
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("installation:" + iid,))
+            bound = {str(a): bool(r) for a, r in conn.execute("SELECT address, revoked FROM iid_bindings WHERE iid = %s", (iid,))}
+            if address not in bound and bound and not consent:
+                raise InstallationBound(iid, sorted(bound)[0])
             seq_row = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM identity WHERE address = %s", (address,)
             ).fetchone()
             seq = int(seq_row[0]) if seq_row else 1
+            if seq > max_records:
+                raise LogFull(f"the identity log of {address} holds {max_records} records, the most a log may hold")
             conn.execute(
                 "INSERT INTO identity (address, seq, record_id, record) VALUES (%s, %s, %s, %s)",
                 (address, seq, record_id, bytes(record)),
             )
+            if entry.action == "revoke":
+                conn.execute(
+                    "INSERT INTO iid_bindings (iid, address, revoked) VALUES (%s, %s, TRUE) "
+                    "ON CONFLICT (iid, address) DO UPDATE SET revoked = TRUE",
+                    (iid, address),
+                )
+                conn.execute("DELETE FROM installations WHERE iid = %s AND address = %s", (iid, address))
+                if conn.execute("SELECT 1 FROM installations WHERE iid = %s LIMIT 1", (iid,)).fetchone() is None:
+                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
+                        conn.execute(f"DELETE FROM {table} WHERE iid = %s", (iid,))  # type: ignore[arg-type]
+            else:
+                if address not in bound:
+                    conn.execute("INSERT INTO iid_bindings (iid, address, revoked) VALUES (%s, %s, FALSE)", (iid, address))
+                if not bound.get(address, False) and entry.signing_pub is not None and entry.identity_pub is not None:
+                    conn.execute(
+                        "INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        (iid, address, bytes(entry.signing_pub), bytes(entry.identity_pub)),
+                    )
             return seq, True
 
     def identity_records(self, address: str) -> list[bytes]:
@@ -385,22 +466,6 @@ class PostgresStorage(Storage):
         ):
             out[str(address)].append(bytes(record))
         return out
-
-    def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
-        with self._tx() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("installations:" + address,))
-            before = {r[0] for r in conn.execute("SELECT iid FROM installations WHERE address = %s", (address,))}
-            conn.execute("DELETE FROM installations WHERE address = %s", (address,))
-            for iid, (signing_pub, identity_pub) in active.items():
-                conn.execute(
-                    "INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES (%s, %s, %s, %s)",
-                    (iid, address, bytes(signing_pub), bytes(identity_pub)),
-                )
-            for iid in before - set(active):
-                if conn.execute("SELECT 1 FROM installations WHERE iid = %s LIMIT 1", (iid,)).fetchone() is None:
-                    conn.execute("DELETE FROM prekeys WHERE iid = %s", (iid,))
-                    conn.execute("DELETE FROM one_time_prekeys WHERE iid = %s", (iid,))
-                    conn.execute("DELETE FROM claimed_prekeys WHERE iid = %s", (iid,))
 
     def installation(self, installation_id: str) -> InstallationKeys | None:
         rows = self._rows(
@@ -493,18 +558,30 @@ class PostgresStorage(Storage):
 
     # ---- envelopes ------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, now: int) -> int:
+    def publish(self, topic: str, payload: bytes, now: int, *, max_count: int | None = None, max_bytes: int | None = None) -> int:
         # One statement = one transaction: the counter row stays locked until commit, so cursors
-        # become visible in cursor order on every node; the NOTIFY is delivered at commit.
+        # become visible in cursor order on every node; the NOTIFY is delivered at commit. The
+        # topic's usage row is incremented first, only while it stays within the quota (the upsert
+        # locks the row, so concurrent publishes to one topic on any node count one by one).
+        size = len(payload)
+        max_n = 2**62 if max_count is None else int(max_count)
+        max_b = 2**62 if max_bytes is None else int(max_bytes)
+        if size > max_b or max_n < 1:
+            raise InboxFull(f"an envelope of {size} bytes does not fit in the inbox quota")
         rows = self._rows(
-            "WITH c AS (UPDATE parley_cursor SET value = value + 1 WHERE id = 1 RETURNING value), "
+            "WITH u AS (INSERT INTO topic_usage AS t (topic, n, bytes) VALUES (%(topic)s, 1, %(size)s) "
+            "ON CONFLICT (topic) DO UPDATE SET n = t.n + 1, bytes = t.bytes + excluded.bytes "
+            "WHERE t.n + 1 <= %(max_n)s AND t.bytes + excluded.bytes <= %(max_b)s RETURNING 1), "
+            "c AS (UPDATE parley_cursor SET value = value + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM u) RETURNING value), "
             "ins AS (INSERT INTO envelopes (cursor, topic, payload, received_at) "
-            "SELECT c.value, %s, %s, %s FROM c RETURNING cursor, topic) "
-            "SELECT cursor, pg_notify(%s, topic || ' ' || cursor::text) FROM ins",
-            (topic, bytes(payload), int(now), self._channel),
+            "SELECT c.value, %(topic)s, %(payload)s, %(now)s FROM c RETURNING cursor, topic) "
+            "SELECT cursor, pg_notify(%(channel)s, topic || ' ' || cursor::text) FROM ins",
+            {"topic": topic, "size": size, "max_n": max_n, "max_b": max_b, "payload": bytes(payload), "now": int(now), "channel": self._channel},
         )
         if not rows:
-            raise StorageError("the cursor counter is missing")
+            if not self._rows("SELECT 1 FROM parley_cursor WHERE id = 1"):
+                raise StorageError("the cursor counter is missing")
+            raise InboxFull(f"the inbox quota is full (at most {max_count} envelopes, {max_bytes} bytes)")
         cursor = int(rows[0][0])
         self._saw(topic, cursor)
         return cursor
@@ -641,11 +718,17 @@ class PostgresStorage(Storage):
         """Delete in batches of a few hundred rows, each its own short transaction."""
         total = 0
         while True:
-            n = self._exec(
-                "DELETE FROM envelopes WHERE cursor IN (SELECT cursor FROM envelopes WHERE received_at < %s "
-                "ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+            rows = self._rows(
+                "WITH d AS (DELETE FROM envelopes WHERE cursor IN (SELECT cursor FROM envelopes WHERE received_at < %s "
+                "ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING topic, octet_length(payload) AS len), "
+                "agg AS (SELECT topic, COUNT(*) AS n, SUM(len) AS b FROM d GROUP BY topic), "
+                "upd AS (UPDATE topic_usage u SET n = u.n - agg.n, bytes = u.bytes - agg.b FROM agg WHERE u.topic = agg.topic) "
+                "SELECT COUNT(*) FROM d",
                 (int(before), _EXPIRE_BATCH),
             )
+            n = int(rows[0][0])
+            if n:
+                self._exec("DELETE FROM topic_usage WHERE n <= 0")
             total += n
             if n < _EXPIRE_BATCH or self._closed:
                 break

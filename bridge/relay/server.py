@@ -21,15 +21,25 @@ from typing import Any, Callable
 from flask import Blueprint, Flask, Response, jsonify, request
 from flask_sock import Sock
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import make_server
 
 from bridge.crypto import primitives as P
 from bridge.protocol import wire
-from bridge.protocol.ids import TopicError, installation_id as compute_iid, is_installation_id, parse_inbox_topic
+from bridge.protocol.ids import TopicError, is_installation_id, parse_inbox_topic
 from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, SPK, Bundle, OneTimePrekey, PrekeyUpload, SignedPrekey
 from bridge.protocol.wire import WireError
 from bridge.relay.auth import auth_message
-from bridge.relay.storage import StaleUpload, Storage, StorageError, StorageUnavailable, StoredPrekeys, open_storage
+from bridge.relay.storage import (
+    IdentityEntry,
+    InboxFull,
+    InstallationBound,
+    LogFull,
+    StaleUpload,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    StoredPrekeys,
+    open_storage,
+)
 
 __all__ = [
     "RelaySettings",
@@ -47,6 +57,16 @@ __all__ = [
 PROTOCOL_VERSION = 1
 MiB = 1024 * 1024
 _MAX_JSON_CONTAINERS = 16
+
+
+def _env_float(name: str, default: float) -> float:
+    from bridge.relay.serving import env_number
+
+    return env_number(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    return max(1, int(_env_float(name, float(default))))
 
 
 @dataclass
@@ -87,6 +107,21 @@ class RelaySettings:
     ws_first_frame_timeout: float = 10.0
     ws_poll_interval: float = 0.5
     ws_recheck_interval: float = 30.0
+    #: records one address's identity log may hold (docs/PROTOCOL.md §7 "Identity log"): 409 log_full
+    max_identity_records: int = 256
+    #: claims of one target installation's prekeys, from all clients together: 429 target_rate_limited
+    claim_target_rate: float = 0.1
+    claim_target_burst: int = 30
+    #: per-inbox quota (envelopes held for one topic, until retention deletes them): 429 inbox_full
+    topic_max_envelopes: int = 10_000
+    topic_max_bytes: int = 64 * MiB
+    #: seconds a connection may take to send a request line and headers (also the keep-alive idle
+    #: time between requests) [env PARLEY_RELAY_HEADER_TIMEOUT]
+    header_timeout: float = field(default_factory=lambda: _env_float("PARLEY_RELAY_HEADER_TIMEOUT", 10.0))
+    #: seconds a request body may stall between reads [env PARLEY_RELAY_IDLE_TIMEOUT]
+    idle_timeout: float = field(default_factory=lambda: _env_float("PARLEY_RELAY_IDLE_TIMEOUT", 30.0))
+    #: concurrent connections served; more wait in the listen backlog [env PARLEY_RELAY_MAX_CONNECTIONS]
+    max_connections: int = field(default_factory=lambda: _env_int("PARLEY_RELAY_MAX_CONNECTIONS", 20_000))
     clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Checks statement signatures (bridge.identity.Verifier). None: from PARLEY_ETH_RPC_URL,
     #: PARLEY_OP_RPC_URL and PARLEY_LENS_CHAIN_RPC_URL; with none set, EOA signatures only.
@@ -208,10 +243,10 @@ class _Relay:
         self.auth = _Auth(settings, storage)
         self.publish_limit = _TokenBucket(settings.publish_rate, settings.publish_burst, settings.clock)
         self.claim_limit = _TokenBucket(settings.claim_rate, settings.claim_burst, settings.clock)
+        self.claim_target_limit = _TokenBucket(settings.claim_target_rate, settings.claim_target_burst, settings.clock)
         self.auth_limit = _TokenBucket(settings.auth_rate, settings.auth_burst, settings.clock)
         self.identity_limit = _TokenBucket(settings.identity_rate, settings.identity_burst, settings.clock)
         self.bucket_limit = _TokenBucket(settings.bucket_rate, settings.bucket_burst, settings.clock)
-        self.identity_lock = threading.Lock()
         if settings.verifier is not None:
             self.verifier = settings.verifier
         else:
@@ -228,6 +263,9 @@ class _Relay:
             raise ApiError(429, "rate_limited", "too many requests from this client; slow down")
 
     def json_body(self, allowed: set[str]) -> dict[str, Any]:
+        if request.mimetype != "application/json":
+            # a web page can send text/plain or a form cross-origin without a CORS preflight
+            raise ApiError(415, "bad_content_type", "the request body must be sent as Content-Type: application/json")
         length = request.content_length
         if length is not None and length > self.s.max_body:
             raise ApiError(413, "too_large", f"request body exceeds {self.s.max_body} bytes")
@@ -304,7 +342,7 @@ class _Relay:
     # -- identity --
 
     def publish_identity(self, address: str) -> tuple[dict[str, Any], int]:
-        from bridge.identity import BadSignature, IdentityError, SignedStatement, installations, verify_record_for
+        from bridge.identity import BadSignature, IdentityError, SignedStatement, verify_record_for
         from bridge.identity.smart import UnverifiableSigner
 
         self.limit(self.identity_limit)
@@ -312,7 +350,9 @@ class _Relay:
         body = self.json_body({"record"})
         record = self.field_b64(body, "record", self.s.max_record)
         try:
-            verify_record_for(addr, record, verifier=self.verifier)
+            # the only signature check of an append: the log's other records were checked when they
+            # were appended, and the index is updated from this record alone (no lock is held here)
+            stmt = verify_record_for(addr, record, verifier=self.verifier)
             record_id = SignedStatement.from_record(record).record_id()
         except UnverifiableSigner as exc:
             raise ApiError(400, "unverifiable_signer", f"the identity record cannot be checked here: {exc}") from None
@@ -322,23 +362,34 @@ class _Relay:
             raise ApiError(400, "invalid_statement", f"the identity record was rejected: {exc}") from None
         except Exception:  # a verifier bug must not become a 500 with a traceback
             raise ApiError(400, "invalid_statement", "the identity record could not be verified") from None
-        with self.identity_lock:
-            seq, created = self.storage.append_identity(addr, record_id, record)
-            if created:
-                # The lock is per process; another node may append to the same log meanwhile. Recompute
-                # until the log we computed from is still the whole log after writing the index, so the
-                # last writer always wrote an index that includes every record.
-                while True:
-                    records = self.storage.identity_records(addr)
-                    active: dict[str, tuple[bytes, bytes]] = {}
-                    for iid, stmt in installations(addr, records, verifier=self.verifier).items():
-                        spub, xpub = bytes(stmt.signing_key), bytes(stmt.identity_key)
-                        if len(spub) == 32 and len(xpub) == 32 and compute_iid(spub, xpub) == iid:
-                            active[iid] = (spub, xpub)
-                    self.storage.set_installations(addr, active)
-                    if len(self.storage.identity_records(addr)) == len(records):
-                        break
+        entry = IdentityEntry(stmt.action, stmt.installation_id, stmt.signing_key, stmt.identity_key)
+        try:
+            seq, created = self.storage.append_identity(
+                addr, record_id, record, entry, max_records=self.s.max_identity_records, consent=self._installation_consents(entry)
+            )
+        except InstallationBound:
+            raise ApiError(
+                409,
+                "installation_bound",
+                "this installation id belongs to another address's identity log; naming it in a second log "
+                "needs the installation's own bearer token",
+            ) from None
+        except LogFull:
+            raise ApiError(
+                409, "log_full", f"this address's identity log holds {self.s.max_identity_records} records, the most allowed"
+            ) from None
         return {"seq": seq}, 201 if created else 200
+
+    def _installation_consents(self, entry: IdentityEntry) -> bool:
+        """Whether the request carries a bearer token of the named, still active installation: its
+        own key then asks for the record (a bridge moving to another wallet), not a third party."""
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return False
+        owner = self.auth.token_iid(header[len("Bearer ") :].strip())
+        if owner is None or not secrets.compare_digest(owner, entry.installation_id):
+            return False
+        return self.storage.installation(entry.installation_id) is not None
 
     def get_identity(self, address: str) -> dict[str, Any]:
         addr = self.address_param(address)
@@ -402,6 +453,8 @@ class _Relay:
     def claim(self, iid_raw: str) -> dict[str, Any]:
         self.limit(self.claim_limit)
         iid = self.iid_param(iid_raw)
+        if not self.claim_target_limit.take(iid):  # many clients together cannot drain one installation
+            raise ApiError(429, "target_rate_limited", "too many prekey claims for this installation; try again later")
         claimed = self.storage.claim_prekeys(iid)
         if claimed is None:
             raise ApiError(404, "no_prekeys", "this installation has no prekeys on this relay")
@@ -460,7 +513,14 @@ class _Relay:
             raise ApiError(400, "bad_request", "the payload is empty")
         if self.s.require_known_topic and self.storage.installation(iid) is None:
             raise ApiError(404, "unknown_installation", "no active installation has this inbox topic")
-        cursor = self.storage.publish(str(topic), payload, self.now())
+        try:
+            cursor = self.storage.publish(
+                str(topic), payload, self.now(), max_count=self.s.topic_max_envelopes, max_bytes=self.s.topic_max_bytes
+            )
+        except InboxFull:
+            raise ApiError(
+                429, "inbox_full", "this inbox holds as many envelopes as the relay keeps for one inbox; try again later"
+            ) from None
         return {"cursor": cursor}, 202
 
     def fetch(self, topic_raw: str) -> dict[str, Any]:
@@ -557,12 +617,21 @@ class _Relay:
             ws.send(json.dumps({"type": "pong"}))
 
 
-def _blueprint(relay: _Relay, sock: Sock) -> Blueprint:
+def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | None = None) -> Blueprint:
     bp = Blueprint("parley_relay", __name__)
 
     @bp.before_request
     def _limit_body() -> None:
         request.max_content_length = relay.s.max_body
+        if host_check is not None:
+            # the relay embedded in a bridge serves local bridges only: no web page (a browser
+            # always sends Origin on cross-origin POSTs and WebSockets), no DNS-rebound host name
+            if not host_check(request.host):
+                raise ApiError(403, "bad_host", "the Host header must name this machine's loopback address and port")
+            origin = request.headers.get("Origin")
+            # (WebSocket client libraries send Origin: http://<the relay's own host>, which is allowed)
+            if origin is not None and not (origin.startswith("http://") and host_check(origin[len("http://") :])):
+                raise ApiError(403, "forbidden_origin", "web pages may not use this relay")
 
     @bp.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -671,15 +740,26 @@ def install_json_errors(app: Flask) -> None:
         return _error_response(500, "internal_error", "internal error")
 
 
-def register_relay(app: Flask, sock: Sock, storage: Storage, settings: RelaySettings | None = None) -> None:
+def register_relay(
+    app: Flask,
+    sock: Sock,
+    storage: Storage,
+    settings: RelaySettings | None = None,
+    *,
+    host_check: Callable[[str], bool] | None = None,
+) -> None:
     """Mount the relay routes (a Blueprint) on an existing Flask app and flask-sock ``Sock``.
+
+    ``host_check(host)`` (the embedded relay of ``parley run``): requests whose ``Host`` it refuses
+    (403 ``bad_host``), and requests carrying an ``Origin`` other than ``http://<a host it accepts>``
+    (403 ``forbidden_origin``: any other web page), are answered before any route runs.
 
     Errors raised inside relay views are answered as JSON by the Blueprint. App-wide JSON handlers
     for routing errors (404/405) are installed only if the app has no handler of its own for
     ``HTTPException``. Retention is not started here: call :func:`start_retention`.
     """
     relay = _Relay(storage, settings or RelaySettings())
-    app.register_blueprint(_blueprint(relay, sock))
+    app.register_blueprint(_blueprint(relay, sock, host_check))
     if HTTPException not in app.error_handler_spec.get(None, {}).get(None, {}):
         install_json_errors(app)
 
@@ -782,14 +862,19 @@ def serve(
             storage.close()
             raise
         try:
-            serving.serve_gevent(app, host, port, ready_callback=ready_callback)
+            serving.serve_gevent(
+                app, host, port, ready_callback=ready_callback, header_timeout=s.header_timeout,
+                idle_timeout=s.idle_timeout, max_connections=s.max_connections,
+            )
         finally:
             retention.stop()
             storage.close()
         return
     try:
         app = create_app(storage, settings=s)
-        server = make_server(host, port, app, threaded=True)
+        server = serving.make_guarded_server(
+            host, port, app, header_timeout=s.header_timeout, idle_timeout=s.idle_timeout, max_connections=s.max_connections
+        )
         # Several small writes per answer (headers, body, WebSocket frames): without this each later one
         # waits for the client's delayed ACK (~40 ms). Accepted sockets inherit it on Linux.
         server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

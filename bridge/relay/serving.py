@@ -9,6 +9,13 @@ Two models serve the same Flask app (:func:`bridge.relay.server.create_app`):
 * ``"threaded"``: werkzeug's threaded development server, two OS threads per WebSocket. It stays
   the server of the relay embedded in ``parley run``, which only serves the local bridges.
 
+Both models bound what one connection may hold (issue 8: 1,000 half-open requests each held a
+thread): a connection must deliver a request line and headers within ``header_timeout`` seconds of
+connecting or of its previous answer (:class:`HeaderDeadlines` shuts it down otherwise); a request
+body may stall at most ``idle_timeout`` seconds between reads; at most ``max_connections`` are
+served at once (gevent: a pool, the rest wait in the listen backlog; threaded: the rest are closed at
+once). WebSocket connections have no socket timeout: pings bound them.
+
 Monkey-patching must happen before ``socket``, ``ssl`` and ``threading`` users are imported, so
 ``parley relay`` re-executes itself as ``python -m bridge.relay.serving relay …`` (same PID: the
 process is replaced, stdout and signals are unchanged); this module's ``__main__`` patches first
@@ -22,6 +29,8 @@ import resource
 import signal
 import socket
 import sys
+import threading
+import time
 from typing import Any, Callable, Sequence
 
 __all__ = [
@@ -33,6 +42,9 @@ __all__ = [
     "reexec_patched",
     "raise_nofile_limit",
     "serve_gevent",
+    "HeaderDeadlines",
+    "make_guarded_server",
+    "env_number",
     "main",
 ]
 
@@ -109,6 +121,9 @@ def serve_gevent(
     *,
     ready_callback: Callable[[str, int], None] | None = None,
     stop_timeout: float = 2.0,
+    header_timeout: float = 10.0,
+    idle_timeout: float = 30.0,
+    max_connections: int = 20_000,
 ) -> None:
     """Serve the WSGI ``app`` with gevent's WSGIServer until SIGTERM or SIGINT.
 
@@ -139,7 +154,12 @@ def serve_gevent(
     except BaseException:
         listener.close()
         raise
-    server = WSGIServer(listener, app, log=None)
+    from gevent.pool import Pool
+
+    deadlines = HeaderDeadlines(header_timeout).start()
+    server = WSGIServer(
+        listener, app, log=None, spawn=Pool(max(1, int(max_connections))), handler_class=_gevent_handler(deadlines, idle_timeout)
+    )
     stopping = gevent.event.Event()
     handlers = [gevent.signal_handler(sig, stopping.set) for sig in (signal.SIGTERM, signal.SIGINT)]
     try:
@@ -150,7 +170,158 @@ def serve_gevent(
     finally:
         for h in handlers:
             h.cancel()
+        deadlines.stop()
         server.stop(timeout=stop_timeout)
+
+
+class HeaderDeadlines:
+    """Shuts down connections that have not delivered a request line and headers in time.
+
+    ``begin(sock)`` when a request is awaited, ``end(sock)`` once its headers are read. One
+    background thread (a greenlet under gevent) checks the deadlines a few times per
+    ``timeout``; a late socket is shut down, so the read blocked on it returns end-of-file and
+    the handler closes the connection. A total deadline, unlike a socket timeout, also stops a
+    client that sends one header byte every few seconds.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = float(timeout)
+        self._due: dict[int, tuple[float, Any]] = {}
+        self._late: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="parley-header-deadlines", daemon=True)
+        self.closed = 0  # connections shut down for being late (diagnostics)
+
+    def start(self) -> HeaderDeadlines:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def begin(self, sock: Any) -> None:
+        with self._lock:
+            self._due[id(sock)] = (time.monotonic() + self.timeout, sock)
+            self._late.discard(id(sock))
+
+    def end(self, sock: Any) -> bool:
+        """Stop the clock for ``sock``; ``True`` if it was already shut down for being late
+        (then whatever was read is a truncated request and must not be served)."""
+        with self._lock:
+            self._due.pop(id(sock), None)
+            late = id(sock) in self._late
+            self._late.discard(id(sock))
+            return late
+
+    def _run(self) -> None:
+        interval = max(0.01, min(0.5, self.timeout / 4))
+        while not self._stop.wait(interval):
+            now = time.monotonic()
+            with self._lock:
+                late = [k for k, (due, _) in self._due.items() if due <= now]
+                socks = [self._due.pop(k)[1] for k in late]
+                self._late.update(late)
+            for sock in socks:
+                self.closed += 1
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def env_number(name: str, default: float) -> float:
+    """A positive number from environment variable ``name``, else ``default`` (also when malformed)."""
+    raw = os.environ.get(name)
+    try:
+        value = float(raw) if raw is not None else default
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def _is_websocket(headers: Any) -> bool:
+    return str(headers.get("Upgrade", "") if headers is not None else "").lower() == "websocket"
+
+
+def _gevent_handler(deadlines: HeaderDeadlines, idle_timeout: float) -> Any:
+    from gevent.pywsgi import WSGIHandler
+
+    class _Handler(WSGIHandler):  # type: ignore[misc]
+        late = False
+
+        def read_requestline(self) -> Any:
+            deadlines.begin(self.socket)
+            return super().read_requestline()
+
+        def read_request(self, raw_requestline: Any) -> Any:
+            try:
+                return super().read_request(raw_requestline)
+            finally:
+                self.late = deadlines.end(self.socket)
+                self.socket.settimeout(None if _is_websocket(getattr(self, "headers", None)) else idle_timeout)
+
+        def handle_one_request(self) -> Any:
+            sock = self.socket
+            self.late = False
+            try:
+                result = super().handle_one_request()
+            finally:
+                self.late = deadlines.end(sock) or self.late
+            return None if self.late else result  # late: the headers were cut off; just close
+
+    return _Handler
+
+
+def make_guarded_server(host: str, port: int, app: Any, *, header_timeout: float, idle_timeout: float, max_connections: int) -> Any:
+    """werkzeug's threaded WSGI server (a ``BaseWSGIServer``) with a header deadline, a body idle
+    timeout and a connection cap: connections beyond ``max_connections`` are closed at once.
+    ``server_close()`` also stops the deadline thread. werkzeug is imported here, not at module
+    import, so that gevent can patch the process first.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+    deadlines = HeaderDeadlines(header_timeout)
+    slots = threading.BoundedSemaphore(max(1, int(max_connections)))
+
+    class _Handler(WSGIRequestHandler):
+        def handle_one_request(self) -> None:
+            deadlines.begin(self.connection)
+            try:
+                super().handle_one_request()
+            finally:
+                if deadlines.end(self.connection):
+                    self.close_connection = True
+
+        def parse_request(self) -> bool:
+            ok = bool(super().parse_request())
+            if deadlines.end(self.connection):  # shut down for being late: the headers were cut off
+                self.close_connection = True
+                return False
+            self.connection.settimeout(None if ok and _is_websocket(self.headers) else idle_timeout)
+            return ok
+
+    class _Server(ThreadedWSGIServer):
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            return bool(slots.acquire(blocking=False))  # full: the new connection is closed
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+        def server_close(self) -> None:
+            deadlines.stop()
+            super().server_close()
+
+    server = _Server(host, port, app, handler=_Handler)
+    server.header_deadlines = deadlines  # type: ignore[attr-defined]
+    deadlines.start()
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,6 +12,11 @@
 * :meth:`SQLiteStorage.wait` is a process-local condition variable, woken by :meth:`publish`
   (one node per database file);
 * auth challenges and token hashes are stored with their expiry (schema version 2);
+* an identity append updates the installation index from the new record only, in the append's
+  transaction; ``iid_bindings`` holds each (installation id, address) binding and its final
+  revocation (schema version 3, which rebuilds them from the stored logs when it upgrades a file);
+* ``topic_usage`` keeps each topic's envelope count and bytes, updated by publish and expiry, so
+  the per-inbox quota costs one row read (schema version 3);
 * :meth:`SQLiteStorage.expire` deletes in small batches so publishes wait at most one batch.
 """
 
@@ -21,13 +26,18 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 from bridge.relay.storage import (
     ClaimedPrekeys,
     Envelope,
+    IdentityEntry,
+    InboxFull,
+    InstallationBound,
     InstallationKeys,
+    LogFull,
     Storage,
+    bindings_from_logs,
     StaleUpload,
     StorageError,
     StorageUnavailable,
@@ -36,7 +46,7 @@ from bridge.relay.storage import (
 
 __all__ = ["SQLiteStorage", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _EXPIRE_BATCH = 500
 _BUSY_TIMEOUT_MS = 5000
 _KIND_X25519 = 0
@@ -98,6 +108,17 @@ CREATE TABLE IF NOT EXISTS auth_tokens (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS auth_tokens_expires ON auth_tokens (expires_at);
+CREATE TABLE IF NOT EXISTS iid_bindings (
+    iid     TEXT    NOT NULL,
+    address TEXT    NOT NULL,
+    revoked INTEGER NOT NULL,
+    PRIMARY KEY (iid, address)
+);
+CREATE TABLE IF NOT EXISTS topic_usage (
+    topic TEXT PRIMARY KEY,
+    n     INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
 """
 
 # k-anonymous identity lookups (PROTOCOL.md §7 "Identity buckets"). Outside the versioned schema so
@@ -125,6 +146,8 @@ _TABLES = (
     "envelopes",
     "auth_challenges",
     "auth_tokens",
+    "iid_bindings",
+    "topic_usage",
 )
 
 
@@ -170,6 +193,8 @@ class SQLiteStorage(Storage):
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
+                if 0 < version < 3:
+                    self._upgrade_to_3(conn)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'identity_bucket_mark'").fetchone() is None:
@@ -184,6 +209,25 @@ class SQLiteStorage(Storage):
             conn.close()
             raise
         self._idle.append(conn)
+
+    @staticmethod
+    def _upgrade_to_3(conn: sqlite3.Connection) -> None:
+        """Bindings and quota usage from the data of an older relay (inside the schema transaction)."""
+        rows = conn.execute("SELECT address, record FROM identity ORDER BY rowid").fetchall()
+        bindings = bindings_from_logs((str(a), bytes(r)) for a, r in rows)
+        conn.execute("DELETE FROM installations")
+        for (iid, address), (revoked, spub, xpub) in bindings.items():
+            conn.execute("INSERT INTO iid_bindings (iid, address, revoked) VALUES (?, ?, ?)", (iid, address, int(revoked)))
+            if not revoked and spub is not None and xpub is not None:
+                conn.execute(
+                    "INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES (?, ?, ?, ?)",
+                    (iid, address, spub, xpub),
+                )
+        for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
+            conn.execute(f"DELETE FROM {table} WHERE iid NOT IN (SELECT iid FROM installations)")
+        conn.execute(
+            "INSERT INTO topic_usage (topic, n, bytes) SELECT topic, COUNT(*), SUM(LENGTH(payload)) FROM envelopes GROUP BY topic"
+        )
 
     # ---- connections ----------------------------------------------------------------------
 
@@ -246,18 +290,46 @@ class SQLiteStorage(Storage):
 
     # ---- identity -------------------------------------------------------------------------
 
-    def append_identity(self, address: str, record_id: str, record: bytes) -> tuple[int, bool]:
+    def append_identity(
+        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int, consent: bool = False
+    ) -> tuple[int, bool]:
+        # BEGIN IMMEDIATE: one writer at a time for the whole file, for as long as a few indexed
+        # statements take (no signature is checked in here)
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT seq FROM identity WHERE address = ? AND record_id = ?", (address, record_id)
             ).fetchone()
             if row is not None:
                 return int(row[0]), False
+            iid = entry.installation_id
+            bound = {str(a): bool(r) for a, r in conn.execute("SELECT address, revoked FROM iid_bindings WHERE iid = ?", (iid,))}
+            if address not in bound and bound and not consent:
+                raise InstallationBound(iid, sorted(bound)[0])
             seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM identity WHERE address = ?", (address,)).fetchone()[0])
+            if seq > max_records:
+                raise LogFull(f"the identity log of {address} holds {max_records} records, the most a log may hold")
             conn.execute(
                 "INSERT INTO identity (address, seq, record_id, record) VALUES (?, ?, ?, ?)",
                 (address, seq, record_id, bytes(record)),
             )
+            if entry.action == "revoke":
+                conn.execute(
+                    "INSERT INTO iid_bindings (iid, address, revoked) VALUES (?, ?, 1) "
+                    "ON CONFLICT (iid, address) DO UPDATE SET revoked = 1",
+                    (iid, address),
+                )
+                conn.execute("DELETE FROM installations WHERE iid = ? AND address = ?", (iid, address))
+                if conn.execute("SELECT 1 FROM installations WHERE iid = ? LIMIT 1", (iid,)).fetchone() is None:
+                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
+                        conn.execute(f"DELETE FROM {table} WHERE iid = ?", (iid,))
+            else:
+                if address not in bound:
+                    conn.execute("INSERT INTO iid_bindings (iid, address, revoked) VALUES (?, ?, 0)", (iid, address))
+                if not bound.get(address, False) and entry.signing_pub is not None and entry.identity_pub is not None:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO installations (iid, address, signing_pub, identity_pub) VALUES (?, ?, ?, ?)",
+                        (iid, address, bytes(entry.signing_pub), bytes(entry.identity_pub)),
+                    )
             return seq, True
 
     def identity_records(self, address: str) -> list[bytes]:
@@ -299,22 +371,6 @@ class SQLiteStorage(Storage):
         for address, record in self._read(f"SELECT address, record FROM identity WHERE address IN ({marks}) ORDER BY address, seq", tuple(addresses)):
             out[str(address)].append(bytes(record))  # type: ignore[arg-type]
         return out
-
-    def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
-        with self._tx() as conn:
-            before = {r[0] for r in conn.execute("SELECT iid FROM installations WHERE address = ?", (address,))}
-            conn.execute("DELETE FROM installations WHERE address = ?", (address,))
-            for iid, (signing_pub, identity_pub) in active.items():
-                conn.execute(
-                    "INSERT INTO installations (iid, address, signing_pub, identity_pub) VALUES (?, ?, ?, ?)",
-                    (iid, address, bytes(signing_pub), bytes(identity_pub)),
-                )
-            for iid in before - set(active):
-                still = conn.execute("SELECT 1 FROM installations WHERE iid = ? LIMIT 1", (iid,)).fetchone()
-                if still is None:
-                    conn.execute("DELETE FROM prekeys WHERE iid = ?", (iid,))
-                    conn.execute("DELETE FROM one_time_prekeys WHERE iid = ?", (iid,))
-                    conn.execute("DELETE FROM claimed_prekeys WHERE iid = ?", (iid,))
 
     def installation(self, installation_id: str) -> InstallationKeys | None:
         rows = self._read(
@@ -402,12 +458,22 @@ class SQLiteStorage(Storage):
 
     # ---- envelopes ------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, now: int) -> int:
+    def publish(self, topic: str, payload: bytes, now: int, *, max_count: int | None = None, max_bytes: int | None = None) -> int:
+        size = len(payload)
         with self._tx() as conn:
+            used = conn.execute("SELECT n, bytes FROM topic_usage WHERE topic = ?", (topic,)).fetchone()
+            n, b = (int(used[0]), int(used[1])) if used is not None else (0, 0)
+            if (max_count is not None and n + 1 > max_count) or (max_bytes is not None and b + size > max_bytes):
+                raise InboxFull(f"the inbox holds {n} envelopes, {b} bytes: its quota is full")
             cur = conn.execute(
                 "INSERT INTO envelopes (topic, payload, received_at) VALUES (?, ?, ?)", (topic, bytes(payload), int(now))
             )
             cursor = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO topic_usage (topic, n, bytes) VALUES (?, 1, ?) "
+                "ON CONFLICT (topic) DO UPDATE SET n = n + 1, bytes = bytes + excluded.bytes",
+                (topic, size),
+            )
         with self._cond:
             if cursor > self._latest.get(topic, 0):
                 self._latest[topic] = cursor
@@ -451,12 +517,20 @@ class SQLiteStorage(Storage):
         total = 0
         while True:
             with self._tx() as conn:
-                cur = conn.execute(
+                gone = conn.execute(
                     "DELETE FROM envelopes WHERE cursor IN (SELECT cursor FROM envelopes WHERE received_at < ? "
-                    "ORDER BY received_at LIMIT ?)",
+                    "ORDER BY received_at LIMIT ?) RETURNING topic, LENGTH(payload)",
                     (int(before), _EXPIRE_BATCH),
-                )
-                n = int(cur.rowcount)
+                ).fetchall()
+                n = len(gone)
+                freed: dict[str, list[int]] = {}
+                for topic, size in gone:
+                    f = freed.setdefault(str(topic), [0, 0])
+                    f[0] += 1
+                    f[1] += int(size)
+                for topic, (count, size) in freed.items():
+                    conn.execute("UPDATE topic_usage SET n = n - ?, bytes = bytes - ? WHERE topic = ?", (count, size, topic))
+                conn.execute("DELETE FROM topic_usage WHERE n <= 0")
             total += n
             if n < _EXPIRE_BATCH or self._closed:
                 break

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 __all__ = [
     "Storage",
     "StorageError",
     "StorageUnavailable",
     "StaleUpload",
+    "LogFull",
+    "InstallationBound",
+    "InboxFull",
+    "IdentityEntry",
     "Envelope",
     "InstallationKeys",
     "StoredPrekeys",
@@ -47,6 +51,76 @@ class StorageUnavailable(StorageError):
 
 class StaleUpload(StorageError):
     """A prekey upload whose ``issued_at`` is older than the stored one (a replay of an old upload)."""
+
+
+class LogFull(StorageError):
+    """The identity log already holds ``max_records`` records (nothing was appended)."""
+
+
+class InstallationBound(StorageError):
+    """The record names an installation id bound to another address, without the installation's consent."""
+
+    def __init__(self, installation_id: str, address: str) -> None:
+        super().__init__(f"installation {installation_id} belongs to another address's identity log")
+        self.installation_id = installation_id
+        self.address = address
+
+
+class InboxFull(StorageError):
+    """The topic holds its quota of envelopes (count or bytes); nothing was stored."""
+
+
+@dataclass(frozen=True)
+class IdentityEntry:
+    """What the relay's index needs from one verified identity record.
+
+    ``signing_pub``/``identity_pub`` are set for ``action == "authorize"`` and ``None`` for a revocation.
+    The installation id is the hash of both keys, so every authorization of one id carries the same keys.
+    """
+
+    action: str
+    installation_id: str
+    signing_pub: bytes | None = None
+    identity_pub: bytes | None = None
+
+
+def entry_from_record(record: bytes) -> IdentityEntry:
+    """Parse a stored record (already verified when it was appended) into its index entry.
+
+    Raises:
+        bridge.identity.IdentityError: the record does not parse.
+    """
+    from bridge.identity.statement import SignedStatement, Statement
+
+    st = Statement.parse(SignedStatement.from_record(record).text)
+    return IdentityEntry(st.action, st.installation_id, st.signing_key, st.identity_key)
+
+
+def bindings_from_logs(rows: Iterable[tuple[str, bytes]]) -> dict[tuple[str, str], tuple[bool, bytes | None, bytes | None]]:
+    """Rebuild the installation bindings from existing logs (schema upgrade of an older relay).
+
+    ``rows`` are ``(address, record)`` in append order. Every (installation id, address) pair named
+    by that address's log becomes a binding, revoked if that log revokes the id, with the keys of
+    its authorization. Returns (iid, address) → (revoked, signing_pub, identity_pub). Records that no
+    longer parse are skipped. (An older relay asked no consent for a second address, so a pair it
+    accepted then is kept: the logs cannot tell a wallet switch from an attack.)
+    """
+    from bridge.identity.statement import IdentityError
+
+    out: dict[tuple[str, str], tuple[bool, bytes | None, bytes | None]] = {}
+    for address, record in rows:
+        try:
+            e = entry_from_record(record)
+        except (IdentityError, ValueError):
+            continue
+        key = (e.installation_id, address)
+        revoked, spub, xpub = out.get(key, (False, None, None))
+        if e.action == "revoke":
+            revoked = True
+        elif spub is None:
+            spub, xpub = e.signing_pub, e.identity_pub
+        out[key] = (revoked, spub, xpub)
+    return out
 
 
 @dataclass(frozen=True)
@@ -110,10 +184,28 @@ class Storage(abc.ABC):
     # ---- identity -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def append_identity(self, address: str, record_id: str, record: bytes) -> tuple[int, bool]:
-        """Append ``record`` to ``address``'s log unless a record with ``record_id`` is there.
+    def append_identity(
+        self, address: str, record_id: str, record: bytes, entry: IdentityEntry, *, max_records: int, consent: bool = False
+    ) -> tuple[int, bool]:
+        """Append a *verified* ``record`` to ``address``'s log unless a record with ``record_id`` is
+        there, and update the installation index from this one record (no other record is read
+        or re-verified), all in one transaction.
+
+        Appends to one address are serialized (across nodes on one database); appends to different
+        addresses do not wait for each other beyond the database's own write serialization.
+
+        The index: a log that names an installation id (authorization or revocation) binds the id
+        to its address. The first binding of an id is free; a binding to a further address needs
+        ``consent`` (the caller proved the installation's own key, e.g. the wallet switch of one
+        bridge); the check and the binding are atomic across nodes. A binding is *active* once
+        authorized in its log, until a revocation there, which is final for that binding. An id is
+        active while any of its bindings is; its prekeys are deleted when none is.
 
         Returns ``(seq, created)``: the record's 1-based position in the log and whether it was new.
+
+        Raises:
+            InstallationBound: ``entry.installation_id`` is bound to another address and ``consent`` is false.
+            LogFull: the log already holds ``max_records`` records.
         """
 
     @abc.abstractmethod
@@ -128,14 +220,6 @@ class Storage(abc.ABC):
         ``prefix`` is lowercase hex. Returns address → records in append order, or ``None`` when the
         bucket holds more than ``max_addresses`` addresses or ``max_records`` records in all (the
         caller then asks with a longer prefix).
-        """
-
-    @abc.abstractmethod
-    def set_installations(self, address: str, active: Mapping[str, tuple[bytes, bytes]]) -> None:
-        """Replace ``address``'s active installations (iid → (signing_pub, identity_pub)).
-
-        Prekeys of an installation that is no longer active under any address are deleted in the
-        same transaction.
         """
 
     @abc.abstractmethod
@@ -170,8 +254,15 @@ class Storage(abc.ABC):
     # ---- envelopes ------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def publish(self, topic: str, payload: bytes, now: int) -> int:
-        """Store an envelope and wake waiters on ``topic``. Returns its cursor."""
+    def publish(self, topic: str, payload: bytes, now: int, *, max_count: int | None = None, max_bytes: int | None = None) -> int:
+        """Store an envelope and wake waiters on ``topic``. Returns its cursor.
+
+        With ``max_count``/``max_bytes``, the envelope is stored only if the topic then holds at most
+        that many envelopes / payload bytes (checked atomically with the insert, on every node).
+
+        Raises:
+            InboxFull: the topic's quota would be exceeded.
+        """
 
     @abc.abstractmethod
     def fetch(self, topic: str, after: int, limit: int) -> list[Envelope]:
@@ -192,7 +283,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def expire(self, before: int) -> int:
-        """Delete envelopes received before ``before`` (unix seconds). Returns how many.
+        """Delete envelopes received before ``before`` (unix seconds), freeing their topics' quota.
+        Returns how many.
 
         Deletes in small batches, each its own short transaction, so publishes are not blocked.
         """

@@ -1,0 +1,153 @@
+"""Slow and hostile connections against real server processes (issue 8, low items).
+
+* half-open requests (a request line and part of the headers, then nothing) must not hold the
+  server: a normal request still succeeds meanwhile, and the server closes them within its header
+  timeout (set low through the environment for the test) — `parley relay` (gevent), the threaded
+  relay, and `parley run` (werkzeug);
+* the relay embedded in `parley run` refuses web pages (an ``Origin`` header) and a foreign ``Host``,
+  and leaves its database unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.procs import Proc, parley
+
+pytestmark = pytest.mark.timeout(180)
+
+HALF_OPEN = 50
+HEADER_TIMEOUT = 1.0
+_BOUND = 30.0  # a connection the server never closes makes the test fail after this long
+
+
+def _half_open(port: int, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"POST /v1/envelopes HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: appl" % port)
+        socks.append(s)
+    return socks
+
+
+def _await_server_close(socks: list[socket.socket], bound: float) -> list[socket.socket]:
+    """Await the server's end of every connection (EOF or reset; what it sends first is read away).
+    Returns the sockets still open when ``bound`` seconds have passed."""
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    open_ = set(socks)
+    deadline = time.monotonic() + bound
+    try:
+        while open_ and (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(timeout=left):
+                s = key.fileobj
+                try:
+                    data = s.recv(4096)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                except ConnectionError:
+                    data = b""
+                if data == b"":
+                    sel.unregister(s)
+                    open_.discard(s)  # type: ignore[arg-type]
+    finally:
+        sel.close()
+    return list(open_)
+
+
+def _play_half_open_attack(port: int, normal: str) -> None:
+    socks = _half_open(port, HALF_OPEN)
+    try:
+        r = requests.get(f"http://127.0.0.1:{port}{normal}", timeout=10)
+        assert r.status_code == 200, r.text
+        still_open = _await_server_close(socks, _BOUND)
+        assert still_open == [], f"{len(still_open)} of {HALF_OPEN} half-open connections were not closed by the server"
+        r = requests.get(f"http://127.0.0.1:{port}{normal}", timeout=10)
+        assert r.status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_half_open_requests_do_not_hold_parley_relay(tmp_path: Path) -> None:
+    proc = Proc(["relay", "--port", "0", "--db", str(tmp_path / "relay.db")], PARLEY_RELAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT))
+    try:
+        url = proc.expect(r"relay listening on (http://\S+)").group(1)
+        _play_half_open_attack(int(url.rsplit(":", 1)[1]), "/v1/health")
+    finally:
+        proc.stop()
+
+
+def test_half_open_requests_do_not_hold_the_threaded_relay(tmp_path: Path) -> None:
+    proc = Proc(
+        ["relay", "--port", "0", "--db", str(tmp_path / "relay.db"), "--server", "threaded"],
+        PARLEY_RELAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
+    )
+    try:
+        url = proc.expect(r"relay listening on (http://\S+)").group(1)
+        _play_half_open_attack(int(url.rsplit(":", 1)[1]), "/v1/health")
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def bridge(tmp_path: Path) -> Iterator[tuple[Proc, str, Path]]:
+    home = tmp_path / "home"
+    parley(home, "init", check=True)
+    proc = Proc(["run", "--port", "0"], home=home, PARLEY_BRIDGE_HEADER_TIMEOUT=str(HEADER_TIMEOUT))
+    try:
+        url = proc.expect(r"listening on (http://\S+)").group(1)
+        proc.expect(r"subscribed to ")
+        yield proc, url, home
+    finally:
+        proc.stop()
+
+
+def test_half_open_requests_do_not_hold_parley_run(bridge: tuple[Proc, str, Path]) -> None:
+    _, url, _ = bridge
+    _play_half_open_attack(int(url.rsplit(":", 1)[1]), "/v1/health")
+
+
+def _relay_db_dump(home: Path) -> str:
+    con = sqlite3.connect(home / "relay.db")
+    try:
+        return "\n".join(con.iterdump())
+    finally:
+        con.close()
+
+
+def test_web_page_and_foreign_host_are_refused_by_the_embedded_relay(bridge: tuple[Proc, str, Path]) -> None:
+    """A page posts a cross-origin "simple" form (text/plain, no preflight) into the bridge's relay,
+    and a DNS-rebound host name reaches it: both are refused and the relay database is unchanged."""
+    _, url, home = bridge
+    port = int(url.rsplit(":", 1)[1])
+    me = json.loads(parley(home, "whoami", "--json", check=True).stdout)
+    topic = f"parley.v1.inbox.{me['installation_id']}"
+    body = json.dumps({"topic": topic, "payload": "AAAA"})
+    before = _relay_db_dump(home)
+    r = requests.post(f"{url}/v1/envelopes", data=body, headers={"Content-Type": "text/plain", "Origin": "https://evil.example"}, timeout=10)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden_origin")
+    r = requests.post(f"{url}/v1/envelopes", data=body, headers={"Content-Type": "application/json", "Origin": "null"}, timeout=10)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden_origin")
+    for host in (f"evil.example:{port}", "evil.example", "127.0.0.1:1", "[::1]"):
+        r = requests.post(f"{url}/v1/envelopes", data=body, headers={"Content-Type": "application/json", "Host": host}, timeout=10)
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "bad_host"), host
+        r = requests.post(f"{url}/v1/prekeys/{me['installation_id']}/claim", headers={"Host": host}, timeout=10)
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "bad_host"), host
+    r = requests.post(f"{url}/v1/envelopes", data=body, headers={"Content-Type": "text/plain"}, timeout=10)
+    assert (r.status_code, r.json()["error"]["code"]) == (415, "bad_content_type")
+    assert _relay_db_dump(home) == before
+    # the bridge's own use of its relay (loopback Host, JSON, no Origin) still works
+    r = requests.post(f"{url}/v1/envelopes", data=body, headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 202, r.text
