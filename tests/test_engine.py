@@ -41,6 +41,7 @@ def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = RelaySettings(
         publish_rate=FAST, publish_burst=10**6, claim_rate=FAST, claim_burst=10**6,
         auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
+        claim_target_rate=FAST, claim_target_burst=10**6,  # drained on purpose; the limit has its own test
     )
     server = make_server("127.0.0.1", 0, create_app(storage, settings=settings), threaded=True)
     t = threading.Thread(target=server.serve_forever, daemon=True)
@@ -472,6 +473,7 @@ def strict_relay(tmp_path: Path) -> Iterator[tuple[str, SQLiteStorage]]:
     storage = SQLiteStorage(str(tmp_path / "strict-relay.db"))
     settings = RelaySettings(
         publish_rate=FAST, publish_burst=10**6, auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
+        claim_target_rate=FAST, claim_target_burst=10**6,  # the per-client claim limit is what these tests meet
     )
     assert (settings.claim_rate, settings.claim_burst) == (2.0, 50)
     server = make_server("127.0.0.1", 0, create_app(storage, settings=settings), threaded=True)

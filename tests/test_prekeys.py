@@ -43,6 +43,8 @@ def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = RelaySettings(
         publish_rate=FAST, publish_burst=10**6, claim_rate=FAST, claim_burst=10**6,
         auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
+        # These tests drain on purpose; the per-target claim limit has its own test (test_relay_hostile).
+        claim_target_rate=FAST, claim_target_burst=10**6,
     )
     server = make_server("127.0.0.1", 0, create_app(storage, settings=settings), threaded=True)
     t = threading.Thread(target=server.serve_forever, daemon=True)

@@ -156,12 +156,12 @@ CREATE TABLE topic_usage (
         # k-anonymous identity lookups (PROTOCOL.md §7 "Identity buckets"): the bucket of every address,
         # kept by a trigger so the append path is untouched, and filled for the logs already stored.
         """
-CREATE TABLE identity_buckets (
+CREATE TABLE IF NOT EXISTS identity_buckets (
     bucket  TEXT COLLATE "C" NOT NULL,
     address TEXT PRIMARY KEY
 );
-CREATE INDEX identity_buckets_bucket ON identity_buckets (bucket);
-CREATE FUNCTION parley_identity_bucket() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE INDEX IF NOT EXISTS identity_buckets_bucket ON identity_buckets (bucket);
+CREATE OR REPLACE FUNCTION parley_identity_bucket() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO identity_buckets (bucket, address)
     VALUES (encode(sha256(convert_to(NEW.address, 'UTF8')), 'hex'), NEW.address)
@@ -169,6 +169,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
+DROP TRIGGER IF EXISTS identity_bucket ON identity;
 CREATE TRIGGER identity_bucket AFTER INSERT ON identity FOR EACH ROW EXECUTE FUNCTION parley_identity_bucket();
 INSERT INTO identity_buckets (bucket, address)
 SELECT DISTINCT encode(sha256(convert_to(address, 'UTF8')), 'hex'), address FROM identity
