@@ -27,7 +27,7 @@ from typing import Any
 import requests
 from flask import Flask, Response, abort, jsonify, request
 from flask_sock import Sock
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from bridge import __version__
 from bridge.api.access import Access
@@ -61,6 +61,20 @@ def allowed_hosts(port: int) -> set[str]:
     return {f"{h}:{port}" for h in LOOPBACK_HOSTS}
 
 
+class RedactingRequestHandler(WSGIRequestHandler):
+    """werkzeug's request log without query strings: ``/login?t=…`` carries a one-time login token,
+    and no secret may reach a log (issue 8)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = self.path
+        if "?" in path:
+            self.path = path.split("?", 1)[0] + "?…"
+        try:
+            super().log_request(code, size)
+        finally:
+            self.path = path
+
+
 class Daemon:
     """The daemon's parts, startable and stoppable from tests in-process as well as by ``run_daemon``."""
 
@@ -90,7 +104,7 @@ class Daemon:
             self._storage = open_storage(str(home.relay_db_file))
             self._settings = RelaySettings(retention_days=cfg["retention_days"])
             register_relay(self.app, self.sock, self._storage, self._settings)
-        self.server: BaseWSGIServer = make_server("127.0.0.1", port, self.app, threaded=True)
+        self.server: BaseWSGIServer = make_server("127.0.0.1", port, self.app, threaded=True, request_handler=RedactingRequestHandler)
         nodelay(self.server)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
@@ -149,7 +163,8 @@ class Daemon:
         def control_pair() -> Any:
             guard()
             code = self.access.new_pair_code()
-            self.echo(f"pairing code: {code} (valid 10 minutes; type it into the Parley extension popup)")
+            # The code itself goes only to the `parley pair` that asked for it: never into a log.
+            self.echo("pairing code issued (valid 10 minutes; `parley pair` shows it)")
             return jsonify({"code": code})
 
         @app.post("/v1/control/open")

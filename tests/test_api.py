@@ -160,9 +160,11 @@ def test_pairing_gives_a_token_that_works_once_and_can_be_revoked(bridge: Bridge
     assert parley(bridge.home, "pair", "--revoke", token_id).returncode == 2
 
 
-def test_pair_json_and_the_daemon_log_show_the_code(bridge: Bridge) -> None:
+def test_pair_json_shows_the_code_and_the_daemon_log_does_not(bridge: Bridge) -> None:
     code = json.loads(parley(bridge.home, "pair", "--json", check=True).stdout)["code"]
-    bridge.proc.expect(re.escape(f"pairing code: {code}"))
+    assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}", code)
+    bridge.proc.expect(re.escape("pairing code issued"))
+    assert code not in "".join(bridge.proc.output)
 
 
 def test_json_rpc_error_objects(bridge: Bridge) -> None:
@@ -231,14 +233,84 @@ def request_cleanup() -> Iterator[list[Any]]:
 
 
 def test_access_pairing_rate_limit_and_code_burn(tmp_path: Path) -> None:
-    access = Access(Store(tmp_path / "db"))
+    from bridge.store import now_ms
+
+    clock = [now_ms()]
+    access = Access(Store(tmp_path / "db"), clock=lambda: clock[0])
     code = access.new_pair_code()
     for _ in range(5):
         with pytest.raises(AccessError):
             access.pair("ZZZZ-ZZZZ", None)
     with pytest.raises(AccessError, match="too many"):
         access.pair(code, None)  # rate-limited even with the right code
-    access._wrong_times.clear()
+    clock[0] += 61_000  # a minute later the limiter lets guesses through again
     with pytest.raises(AccessError):
         access.pair(code, None)  # and the code died after five wrong guesses
     assert normalise_code(" ab-cd ef-gh ") == "ABCDEFGH"
+
+
+# --- issue 8, low items: the pairing limiter is atomic; secrets stay out of logs -----------------
+
+
+def test_concurrent_wrong_pairing_guesses_cannot_exceed_the_limit(tmp_path: Path) -> None:
+    """An attacker guesses pairing codes from many threads through several processes' Access objects
+    (the daemon and CLI commands share one database): the guesses the bridge actually checks stay
+    within PAIR_ATTEMPTS_PER_MINUTE; every other guess is refused by the limiter unchecked."""
+    import threading
+
+    from bridge.api.access import PAIR_ATTEMPTS_PER_MINUTE
+
+    db = tmp_path / "db"
+    accesses = [Access(Store(db)) for _ in range(4)]
+    code = accesses[0].new_pair_code()
+    start = threading.Barrier(16)
+    checked: list[str] = []
+    limited: list[str] = []
+    lock = threading.Lock()
+
+    def guesser(access: Access, n: int) -> None:
+        start.wait()
+        for i in range(5):
+            try:
+                access.pair(f"ZZZZ-{n:02d}{i:02d}", None)
+            except AccessError as exc:
+                with lock:
+                    (limited if exc.reason == "pairing rate limit" else checked).append(exc.reason)
+
+    threads = [threading.Thread(target=guesser, args=(accesses[n % 4], n)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(checked) + len(limited) == 80
+    assert len(checked) <= PAIR_ATTEMPTS_PER_MINUTE, f"{len(checked)} wrong guesses were checked"
+    with pytest.raises(AccessError, match="too many"):
+        accesses[1].pair(code, None)  # the limit holds for every process, the right code included
+
+
+def test_pairing_codes_tokens_and_login_links_stay_out_of_the_daemon_log(tmp_path: Path) -> None:
+    """A verbose daemon (werkzeug request lines included) through a pairing and an `open` login:
+    its output never contains the pairing code, the API token or the login token."""
+    home = tmp_path / "logs"
+    parley(home, "init", check=True)
+    proc = Proc(["--verbose", "run", "--port", str(free_port())], home=home)
+    try:
+        url = proc.expect(r"listening on (http://\S+)").group(1)
+        code = parley(home, "pair", check=True).stdout.strip().splitlines()[-1]
+        ws = websocket.create_connection(f"ws://{url.removeprefix('http://')}/v1/rpc", origin=ORIGIN, timeout=10)
+        try:
+            token = call(ws, "pair", {"code": code, "name": "log test"})["result"]["token"]
+        finally:
+            ws.close()
+        proc.expect("paired")
+        login = parley(home, "open", check=True).stdout.strip()
+        login_token = login.split("t=", 1)[1]
+        with requests.Session() as s:
+            assert s.get(login, timeout=10).status_code == 200
+        proc.expect(r"GET / ")  # the request log is on: the login request was logged before this one
+    finally:
+        proc.stop()
+    out = "".join(proc.output)
+    assert "GET /login" in out
+    for secret in (code, normalise_code(code), token, login_token):
+        assert secret not in out, f"{secret!r} reached the daemon's log"

@@ -17,8 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +56,9 @@ CREATE TABLE IF NOT EXISTS api_pair_codes (
     code_hash   BLOB PRIMARY KEY,
     expires_at  INTEGER NOT NULL,
     wrong       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS api_pair_failures (
+    at          INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_tokens (
     id          TEXT PRIMARY KEY,
@@ -118,12 +120,12 @@ def host_allowed(host: str | None, port: int) -> bool:
 class Access:
     """Pairing codes, API tokens and inbox sessions over the bridge database."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], int] = now_ms) -> None:
         self.store = store
+        #: Milliseconds since the epoch; injectable so tests can let a minute pass.
+        self.clock = clock
         conn = store._conn()
         conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-        self._wrong_times: list[float] = []
 
     # --- pairing ---------------------------------------------------------------
 
@@ -138,36 +140,42 @@ class Access:
     def pair(self, code: Any, name: Any) -> tuple[str, str]:
         """Trade a valid code for a new API token. Returns (token, token_id).
 
+        The rate limit is kept in the database and checked, the code looked up and a failure
+        recorded in one ``BEGIN IMMEDIATE`` transaction, so concurrent guesses from several threads or
+        processes (the daemon, CLI commands) cannot together exceed ``PAIR_ATTEMPTS_PER_MINUTE``.
+
         Raises:
             AccessError: wrong, expired or used code, or too many wrong codes lately.
         """
-        now = time.monotonic()
-        with self._lock:
-            self._wrong_times = [t for t in self._wrong_times if now - t < 60]
-            if len(self._wrong_times) >= PAIR_ATTEMPTS_PER_MINUTE:
-                raise AccessError("too many wrong pairing codes; wait a minute", "pairing rate limit")
         if not isinstance(code, str) or not 4 <= len(code) <= 32:
             raise AccessError("a pairing code is required", "malformed pairing code")
         label = name.strip()[:80] if isinstance(name, str) and name.strip() else "browser extension"
         code_hash = _h(normalise_code(code))
         token, token_id = secrets.token_urlsafe(32), secrets.token_hex(6)
+        outcome = "paired"
         with self.store.write() as c:
-            row = c.execute("SELECT expires_at FROM api_pair_codes WHERE code_hash = ?", (code_hash,)).fetchone()
-            if row is None or row["expires_at"] < now_ms():
-                # Every live code absorbs the wrong guess; after a few it dies.
-                c.execute("UPDATE api_pair_codes SET wrong = wrong + 1")
-                c.execute("DELETE FROM api_pair_codes WHERE wrong >= ? OR expires_at < ?", (PAIR_GUESSES_PER_CODE, now_ms()))
-                ok = False
+            now = self.clock()
+            c.execute("DELETE FROM api_pair_failures WHERE at < ?", (now - 60_000,))
+            recent = c.execute("SELECT COUNT(*) FROM api_pair_failures WHERE at >= ?", (now - 60_000,)).fetchone()[0]
+            if recent >= PAIR_ATTEMPTS_PER_MINUTE:
+                outcome = "limited"
             else:
-                c.execute("DELETE FROM api_pair_codes WHERE code_hash = ?", (code_hash,))
-                c.execute(
-                    "INSERT INTO api_tokens(id, token_hash, name, created_at) VALUES (?, ?, ?, ?)",
-                    (token_id, _h(token), label, now_ms()),
-                )
-                ok = True
-        if not ok:
-            with self._lock:
-                self._wrong_times.append(time.monotonic())
+                row = c.execute("SELECT expires_at FROM api_pair_codes WHERE code_hash = ?", (code_hash,)).fetchone()
+                if row is None or row["expires_at"] < now:
+                    # Every live code absorbs the wrong guess; after a few it dies.
+                    c.execute("INSERT INTO api_pair_failures(at) VALUES (?)", (now,))
+                    c.execute("UPDATE api_pair_codes SET wrong = wrong + 1")
+                    c.execute("DELETE FROM api_pair_codes WHERE wrong >= ? OR expires_at < ?", (PAIR_GUESSES_PER_CODE, now))
+                    outcome = "wrong"
+                else:
+                    c.execute("DELETE FROM api_pair_codes WHERE code_hash = ?", (code_hash,))
+                    c.execute(
+                        "INSERT INTO api_tokens(id, token_hash, name, created_at) VALUES (?, ?, ?, ?)",
+                        (token_id, _h(token), label, now),
+                    )
+        if outcome == "limited":
+            raise AccessError("too many wrong pairing codes; wait a minute", "pairing rate limit")
+        if outcome == "wrong":
             raise AccessError("wrong or expired pairing code", "wrong pairing code")
         return token, token_id
 
