@@ -314,3 +314,31 @@ def test_pairing_codes_tokens_and_login_links_stay_out_of_the_daemon_log(tmp_pat
     assert "GET /login" in out
     for secret in (code, normalise_code(code), token, login_token):
         assert secret not in out, f"{secret!r} reached the daemon's log"
+
+
+# --- issue 8 item 7: endpoint URLs and API keys never leave the bridge ---------------------------
+
+
+def test_a_failing_lens_endpoint_does_not_leak_its_url_or_api_key_to_the_extension(bridge: Bridge) -> None:
+    """The Lens API URL carries ``api_key=…``; the endpoint is down. What the local API answers (and
+    the extension hands to the page as the DM button's reason) names the service, never the URL."""
+    from bridge.home import Home
+
+    secret = "sk_live_LEAKME12345"
+    endpoint = f"http://127.0.0.1:{free_port()}/graphql?api_key={secret}"
+    home = Home(bridge.home)
+    before = home.config().get("lens_api_url")
+    home.update_config(lens_api_url=endpoint)
+    try:
+        ws, _ = bridge.paired()
+        for method, params in (("resolve", {"peer": "lens:leaky"}), ("canMessage", {"peer": "lens:leaky2"})):
+            reply = call(ws, method, params)
+            text = json.dumps(reply)
+            assert reply["error"]["code"] == -32004, text
+            assert reply["error"]["data"]["reason"] == "unreachable", text
+            assert reply["error"]["data"]["detail"] == "Lens API unreachable", text
+            for leak in (secret, "api_key", "127.0.0.1", "graphql"):
+                assert leak not in text, f"{leak!r} reached the extension: {text}"
+        bridge.proc.expect(r"resolving lens:leaky failed \(unreachable\): .*Lens API: cannot reach http://127.0.0.1:\d+/graphql\?…")  # details stay in the bridge log, redacted
+    finally:
+        home.update_config(lens_api_url=before)

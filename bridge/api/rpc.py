@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,6 +86,42 @@ def _address(p: dict[str, Any], name: str) -> str:
         return identity.checksum_address(_str(p, name, 42))
     except identity.IdentityError:
         raise RpcError(INVALID_PARAMS, f"{name} must be a 0x address") from None
+
+
+_QUERY = re.compile(r"\?[^\s)'\"]*")
+_USERINFO = re.compile(r"//[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` without URL query strings or user:password parts (API keys live there), for logs."""
+    return _USERINFO.sub("//…@", _QUERY.sub("?…", text))
+
+
+def _resolve_failed(exc: ResolveError, peer: str) -> RpcError:
+    """The public face of a resolver failure (issue 8 item 7). Whatever reaches the extension may reach
+    the site's page (the DM button's reason), so ``detail`` is a fixed phrase naming the service,
+    never an endpoint, a key or the upstream error; the details go to the bridge's own log (redacted)."""
+    log.warning("resolving %s failed (%s): %s", peer[:100], exc.reason, redact(str(exc)))
+    source = exc.source if exc.source in _PUBLIC_SOURCES else None
+    if exc.reason == "unreachable":
+        detail = f"{source or 'name service'} unreachable"
+    elif exc.reason == "malformed":
+        detail = "not a name Parley understands"
+    elif exc.reason == "contacts":
+        detail = "the contacts file cannot be read"
+    elif source in (None, "contacts"):
+        detail = "not in your contacts"
+    else:
+        detail = f"not found in your contacts or {source}"
+    data = {"reason": exc.reason if exc.reason in _PUBLIC_REASONS else "error", "detail": detail}
+    if source:
+        data["source"] = source
+    return RpcError(CANNOT_RESOLVE, "cannot resolve", data)
+
+
+#: Source labels and reasons that may be shown to a page (bridge/resolve: ResolveError).
+_PUBLIC_SOURCES = frozenset({"contacts", "Lens API", "ENS", "Farcaster hub"})
+_PUBLIC_REASONS = frozenset({"malformed", "unknown", "unreachable", "contacts"})
 
 
 class Hub:
@@ -178,10 +215,7 @@ class LocalApi:
         try:
             r = self._resolver().resolve(peer)
         except ResolveError as exc:
-            data = {"reason": exc.reason, "detail": str(exc)}
-            if exc.source:
-                data["source"] = exc.source
-            raise RpcError(CANNOT_RESOLVE, "cannot resolve", data) from None
+            raise _resolve_failed(exc, peer) from None
         return r.to_dict()
 
     def m_canMessage(self, p: Any) -> dict[str, Any]:
@@ -198,17 +232,16 @@ class LocalApi:
             try:
                 resolution = self._resolver().resolve(value)
             except ResolveError as exc:
-                data = {"reason": exc.reason, "detail": str(exc)}
-                if exc.source:
-                    data["source"] = exc.source
-                raise RpcError(CANNOT_RESOLVE, "cannot resolve", data) from None
+                raise _resolve_failed(exc, value) from None
             address = resolution.address
         try:
             ok = self.engine.can_message(address)
         except RelayUnavailable as exc:
-            raise RpcError(RELAY_UNAVAILABLE, "relay unavailable", {"detail": str(exc)}) from None
+            log.warning("canMessage %s: relay unavailable: %s", address, redact(str(exc)))
+            raise RpcError(RELAY_UNAVAILABLE, "relay unavailable", {"detail": "relay unreachable"}) from None
         except RelayError as exc:
-            raise RpcError(RELAY_UNAVAILABLE, "relay error", {"detail": str(exc)}) from None
+            log.warning("canMessage %s: relay error: %s", address, redact(str(exc)))
+            raise RpcError(RELAY_UNAVAILABLE, "relay error", {"detail": "the relay answered with an error"}) from None
         out: dict[str, Any] = {"address": address, "canMessage": ok}
         if resolution is not None:
             out["peer"] = value
@@ -265,7 +298,8 @@ class LocalApi:
         except BadInput as exc:
             raise RpcError(BAD_INPUT, str(exc)) from None
         except NotRegistered as exc:
-            raise RpcError(NOT_REGISTERED, "peer not registered", {"detail": str(exc)}) from None
+            log.info("messages.send %s: %s", peer, redact(str(exc)))
+            raise RpcError(NOT_REGISTERED, "peer not registered", {"detail": "this address has no Parley installation"}) from None
         return {"message": result.message, "delivered": result.delivered}
 
     def m_messages_markRead(self, p: Any) -> dict[str, Any]:
