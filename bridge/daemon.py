@@ -30,7 +30,7 @@ from flask_sock import Sock
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from bridge import __version__
-from bridge.api.access import Access
+from bridge.api.access import Access, BridgeKey
 from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered
@@ -118,7 +118,8 @@ class Daemon:
 
         self.wallet = WalletSignIn(self.engine, home, secrets)
         self.api = LocalApi(
-            self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub, wallet=self.wallet
+            self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub, wallet=self.wallet,
+            bridge_key=BridgeKey.load_or_create(home.path),
         )
         extra = tuple(x for x in home.config().get("extension_ids") or () if isinstance(x, str))
         register_local_api(self.app, self.sock, self.api, port=self.port, extension_ids=extra)

@@ -446,6 +446,25 @@ def sealed_family() -> dict[str, Any]:
                   "Sealed sender open: recipient identity_priv + own_iid + payload -> sender_iid, sender_record, message.", v)
 
 
+def local_api_proof_family() -> dict[str, Any]:
+    from bridge.api.access import BridgeKey, bridge_proof_message
+
+    v = []
+    for i, (origin, host) in enumerate((
+        ("chrome-extension://cjhgnfckfielldaiipkgieemaigbpmoe", "127.0.0.1:8737"),
+        ("chrome-extension://cjhgnfckfielldaiipkgieemaigbpmoe", "localhost:51234"),
+    )):
+        private, challenge = seed(f"local-api-proof/{i}/key"), seed(f"local-api-proof/{i}/challenge")
+        key = BridgeKey(private)
+        v.append(dict(name=f"proof {i + 1}", input=dict(private=hx(private), origin=origin, host=host, challenge=hx(challenge)),
+                      expected=dict(public=hx(key.public), message=hx(bridge_proof_message(challenge, origin, host)),
+                                    signature=hx(key.prove(challenge, origin, host)))))
+    return family("local_api_proof", "ours (docs/PROTOCOL.md §8.1)",
+                  "The bridge's proof on the local API: message = context || 0x00 || origin || 0x00 || host || 0x00 || "
+                  "challenge (UTF-8); signature = Ed25519(private, message). tests/js/bridge-proof.test.mjs checks the "
+                  "extension's side against these.", v)
+
+
 FAMILIES = {
     "rfc5869_hkdf.json": rfc5869,
     "rfc4231_hmac.json": rfc4231,
@@ -461,6 +480,7 @@ FAMILIES = {
     "parley_pqxdh.json": pqxdh_family,
     "parley_session.json": session_family,
     "parley_sealed.json": sealed_family,
+    "parley_local_api_proof.json": local_api_proof_family,
 }
 RECORDED = {"parley_pqxdh.json", "parley_session.json", "parley_sealed.json"}
 

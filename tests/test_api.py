@@ -342,3 +342,53 @@ def test_a_failing_lens_endpoint_does_not_leak_its_url_or_api_key_to_the_extensi
         bridge.proc.expect(r"resolving lens:leaky failed \(unreachable\): .*Lens API: cannot reach http://127.0.0.1:\d+/graphql\?…")  # details stay in the bridge log, redacted
     finally:
         home.update_config(lens_api_url=before)
+
+
+# --- issue 8 item 9: the bridge proves itself before the extension sends its token ---------------
+
+
+def _b64u(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64u_decode(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_hello_proves_the_bridge_key_bound_to_challenge_origin_and_host(bridge: Bridge) -> None:
+    import os
+    import stat
+
+    from bridge.api.access import bridge_proof_message
+    from bridge.crypto import primitives
+
+    key_file = bridge.home / "local_api_key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    public = primitives.ed25519_public(key_file.read_bytes())
+    challenge = os.urandom(32)
+    ws = bridge.ws()
+    hello = call(ws, "hello", {"challenge": _b64u(challenge)})["result"]  # before any token
+    assert hello["v"] == 1 and _b64u_decode(hello["key"]) == public
+    sig = _b64u_decode(hello["signature"])
+    primitives.ed25519_verify(public, sig, bridge_proof_message(challenge, ORIGIN, f"127.0.0.1:{bridge.port}"))
+    # The proof is bound: another challenge, another origin or another port does not verify.
+    for other in (
+        bridge_proof_message(os.urandom(32), ORIGIN, f"127.0.0.1:{bridge.port}"),
+        bridge_proof_message(challenge, "chrome-extension://" + "a" * 32, f"127.0.0.1:{bridge.port}"),
+        bridge_proof_message(challenge, ORIGIN, f"127.0.0.1:{bridge.port + 1}"),
+    ):
+        with pytest.raises(primitives.InvalidSignature):
+            primitives.ed25519_verify(public, sig, other)
+    # Malformed challenges are refused, and hello leaves the connection unauthenticated.
+    for bad in ("", "AAAA", _b64u(os.urandom(31)), _b64u(os.urandom(32)) + "=", 5):
+        assert call(ws, "hello", {"challenge": bad})["error"]["code"] == -32602
+    assert call(ws, "ping")["error"]["code"] == -32001
+    # Pairing teaches the extension the same key.
+    ws2 = bridge.ws()
+    assert call(ws2, "hello", {"challenge": _b64u(challenge)})["result"]["key"] == hello["key"]
+    paired = call(ws2, "pair", {"code": bridge.code(), "name": "pytest"})["result"]
+    assert paired["bridge_key"] == hello["key"]

@@ -19,6 +19,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bridge.store import Store, now_ms
@@ -32,6 +33,9 @@ __all__ = [
     "LOGIN_TTL_MS",
     "SESSION_TTL_MS",
     "normalise_code",
+    "BRIDGE_PROOF_CONTEXT",
+    "BridgeKey",
+    "bridge_proof_message",
     "origin_allowed",
     "host_allowed",
 ]
@@ -95,6 +99,59 @@ class ApiToken:
     created_at: int
     last_used: int | None
     revoked: bool
+
+
+#: Domain separation for the bridge's proof of identity on the local API (docs/PROTOCOL.md §8.1).
+BRIDGE_PROOF_CONTEXT = b"parley local-api v1 bridge proof"
+BRIDGE_KEY_FILE = "local_api_key"
+CHALLENGE_BYTES = 32
+
+
+def bridge_proof_message(challenge: bytes, origin: str, host: str) -> bytes:
+    """What the bridge signs: ``context ‖ 0x00 ‖ origin ‖ 0x00 ‖ host ‖ 0x00 ‖ challenge`` (UTF-8).
+
+    ``origin`` is the connection's ``Origin`` (``chrome-extension://<id>``) and ``host`` its ``Host``
+    (``127.0.0.1:PORT``), so a proof made for one extension or port is worthless on another."""
+    if len(challenge) != CHALLENGE_BYTES:
+        raise AccessError("the challenge must be 32 bytes", "bad challenge length")
+    return b"\0".join((BRIDGE_PROOF_CONTEXT, origin.encode(), host.encode(), challenge))
+
+
+class BridgeKey:
+    """The bridge's Ed25519 key for the local API (issue 8 item 9: port squatting).
+
+    Kept in ``<home>/local_api_key`` (0600, the raw 32-byte seed), created on first use. The extension
+    learns the public key when it pairs; on every connect it sends a fresh challenge and sends its
+    token only once the bridge has signed :func:`bridge_proof_message` with this key."""
+
+    def __init__(self, private: bytes) -> None:
+        from bridge.crypto import primitives
+
+        if len(private) != 32:
+            raise AccessError("the local API key must be 32 bytes", "bad local API key file")
+        self._private = private
+        self.public = primitives.ed25519_public(private)
+
+    @classmethod
+    def load_or_create(cls, home_dir: Path) -> "BridgeKey":
+        from bridge.crypto import primitives
+        from bridge.home import write_private
+
+        path = home_dir / BRIDGE_KEY_FILE
+        try:
+            return cls(path.read_bytes())
+        except FileNotFoundError:
+            private, _ = primitives.ed25519_keypair()
+            try:
+                write_private(path, private, exclusive=True)
+            except FileExistsError:  # another process created it first: use theirs
+                pass
+            return cls(path.read_bytes())
+
+    def prove(self, challenge: bytes, origin: str, host: str) -> bytes:
+        from bridge.crypto import primitives
+
+        return primitives.ed25519_sign(self._private, bridge_proof_message(challenge, origin, host))
 
 
 def _h(secret: str) -> bytes:

@@ -20,6 +20,7 @@ ones, plus
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import __version__, identity
-from bridge.api.access import Access, AccessError
+from bridge.api.access import Access, AccessError, BridgeKey
 from bridge.engine import BadInput, Engine, NotRegistered, message_dict
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts, ResolveError
@@ -161,6 +162,8 @@ class LocalApi:
     hub: Hub
     #: Browser-wallet sign-in (``wallet.*``), when the daemon offers it.
     wallet: Any = None
+    #: The bridge's local-API key (``hello``: the bridge proves itself before the extension sends a token).
+    bridge_key: BridgeKey | None = None
 
     def __post_init__(self) -> None:
         self.engine.listeners.append(self._on_engine_event)
@@ -349,11 +352,32 @@ class LocalApi:
     }
 
 
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64u_decode(text: Any, n: int, name: str) -> bytes:
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", text):
+        raise RpcError(INVALID_PARAMS, f"{name} must be unpadded base64url")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        raise RpcError(INVALID_PARAMS, f"{name} must be unpadded base64url") from None
+    if len(raw) != n or _b64u(raw) != text:
+        raise RpcError(INVALID_PARAMS, f"{name} must be {n} bytes")
+    return raw
+
+
 class RpcConnection:
     """One client. ``send`` writes a text frame; ``close`` closes the socket with a code."""
 
-    def __init__(self, api: LocalApi, send: Callable[[str], None], close: Callable[[int, str], None], who: str) -> None:
+    def __init__(
+        self, api: LocalApi, send: Callable[[str], None], close: Callable[[int, str], None], who: str,
+        *, origin: str | None = None, host: str | None = None,
+    ) -> None:
         self.api = api
+        #: The WebSocket handshake's Origin and Host (already checked by the gates): bound into ``hello``.
+        self.origin, self.host = origin, host
         self._send = send
         self._close = close
         self.who = who
@@ -442,12 +466,23 @@ class RpcConnection:
             return {"jsonrpc": "2.0", "error": {"code": INTERNAL_ERROR, "message": "Internal error"}, "id": rid}
         return None if is_notification else {"jsonrpc": "2.0", "result": result, "id": rid}
 
+    def _hello(self, params: Any) -> dict[str, Any]:
+        """``hello {challenge}`` → ``{v: 1, key, signature}``: the bridge proves itself (PROTOCOL.md §8.1)."""
+        p = _params(params, "challenge", optional=("v",))
+        challenge = _b64u_decode(p["challenge"], 32, "challenge")
+        key = self.api.bridge_key
+        if key is None or self.origin is None or self.host is None:
+            raise RpcError(METHOD_NOT_FOUND, "this bridge has no local-API key")
+        return {"v": 1, "key": _b64u(key.public), "signature": _b64u(key.prove(challenge, self.origin, self.host))}
+
     def _dispatch(self, method: str, params: Any) -> Any:
         if self.token_id is not None and not self.api.access.token_valid(self.token_id):
             self.token_id = None
             self._refuse = True
             log.warning("local API: refused %s: token revoked", self.who)
             raise RpcError(NOT_AUTHENTICATED, "not authenticated")
+        if method == "hello":
+            return self._hello(params)
         if method == "auth":
             p = _params(params, "token")
             try:
@@ -468,7 +503,10 @@ class RpcConnection:
             log.warning("local API: paired %s as token %s", self.who, token_id)
             self.token_id = token_id
             self.api.hub.add(self)
-            return {"token": token, "token_id": token_id}
+            out = {"token": token, "token_id": token_id}
+            if self.api.bridge_key is not None:
+                out["bridge_key"] = _b64u(self.api.bridge_key.public)
+            return out
         if self.token_id is None:
             self._refuse = True
             log.warning("local API: refused %s: %s before auth", self.who, method[:40])

@@ -5,7 +5,7 @@ import {
 } from '../common/messages.js';
 import { isPeer } from '../common/peer.js';
 import { call, connect, disconnect, pair, reconnectNow } from './bridge.js';
-import { getBridgeUrl, getSession, getStatus, setBridgeUrl, setSession, setToken, waitConnected } from './state.js';
+import { getBridgeUrl, getSession, getStatus, setBridgeUrl, setPairing, setSession, waitConnected } from './state.js';
 import { isExtensionPage, isSiteContentScript } from './senders.js';
 
 const PAIR_CODE_RE = /^[A-Za-z0-9-]{4,32}$/;
@@ -80,7 +80,7 @@ async function handlePopup(msg) {
       }
     }
     case POPUP_UNPAIR:
-      await setToken(null);
+      await setPairing(null);
       disconnect();
       await setSession({ status: STATUS.NOT_PAIRED, identity: null, unread: 0 });
       return { ok: true };

@@ -36,6 +36,8 @@ export const STATUS = Object.freeze({
   CONNECTING: 'connecting',
   CONNECTED: 'connected',
   UNREACHABLE: 'bridge unreachable',
+  /** Something answers on the bridge's port but cannot prove it holds the paired bridge's key. */
+  NOT_VERIFIED: 'bridge not verified',
 });
 
 /** JSON-RPC methods a widget may call (everything else is refused by the worker). */

@@ -249,6 +249,8 @@ function onStatus(next) {
     showError('This browser is not paired with Parley. Open the Parley popup to pair it.');
   } else if (status === STATUS.UNREACHABLE) {
     showError('The Parley bridge is not reachable. Is `parley run` running? Retrying…');
+  } else if (status === STATUS.NOT_VERIFIED) {
+    showError('Something on the Parley bridge’s port could not prove it is your bridge, so nothing was sent to it. Is `parley run` running? Retrying…');
   }
   setComposerEnabled();
 }
