@@ -84,6 +84,7 @@ def test_pair_connect_message_recover(paired_browser: BrowserSession, bridge: Fa
     wait_until(lambda: ("messages.markRead", {"peer": bob}) in bridge.calls, what="markRead")
     expect(popup.locator('[data-parley="unread"]')).to_have_text("0", timeout=TIMEOUT)
 
+    expect(w.locator("body")).to_have_attribute("data-parley-actionable", "true", timeout=TIMEOUT)  # issue 8 item 6
     w.locator('[data-parley="composer"]').fill("hello Bob")
     w.locator('[data-parley="send"]').click()
     expect(w.locator('[data-parley="message"][data-direction="out"]')).to_have_text("hello Bob", timeout=TIMEOUT)

@@ -8,8 +8,8 @@
 // peer), and the widget presents it over its port. A frame the page made itself never gets one: it
 // shows nothing, loads nothing, marks nothing read (body[data-parley-gate="refused"]). And a live
 // widget acts (send, mark read) only while IntersectionObserver v2 reports it visible — not covered,
-// not transparent, not transformed — and only after it has been so for INPUT_GRACE_MS; every refusal
-// is counted in body[data-parley-refused].
+// not transparent, not transformed — and only after it has been so for INPUT_GRACE_MS
+// (body[data-parley-actionable] says which); every refusal is counted in body[data-parley-refused].
 
 import {
   RECONNECT, STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_NONCE, WIDGET_PORT, WIDGET_RPC,
@@ -56,6 +56,13 @@ function canAct() {
     && performance.now() - visibleSince >= INPUT_GRACE_MS;
 }
 
+/** Publish whether the widget may act now (body[data-parley-actionable]); do a deferred mark-read. */
+function settle() {
+  const ok = canAct();
+  document.body.dataset.parleyActionable = String(ok);
+  if (ok && readPending) markRead();
+}
+
 function refuse() {
   refusals += 1;
   document.body.dataset.parleyRefused = String(refusals);
@@ -70,11 +77,12 @@ function watchVisibility() {
       document.body.dataset.parleyVisible = String(visible);
       if (!visible) {
         visibleSince = null;
+        settle();
         return;
       }
       if (visibleSince !== null) return;
       visibleSince = performance.now();
-      setTimeout(() => { if (readPending && canAct()) markRead(); }, INPUT_GRACE_MS + 50);
+      setTimeout(settle, INPUT_GRACE_MS + 50);
     }, { trackVisibility: true, delay: 100, threshold: [0, 1] });
   } catch {
     return; // without IntersectionObserver v2 the widget never acts
@@ -421,9 +429,9 @@ if (!isPeer(peer)) {
   $('connect-wallet').addEventListener('click', openWalletPicker);
   $('invite-copy').addEventListener('click', copyInvite);
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState !== 'visible') return;
-    if (visibleSince !== null) visibleSince = performance.now(); // back from another tab: the grace again
-    setTimeout(() => { if (readPending && canAct()) markRead(); }, INPUT_GRACE_MS + 50);
+    if (document.visibilityState === 'visible' && visibleSince !== null) visibleSince = performance.now(); // the grace again
+    settle();
+    setTimeout(settle, INPUT_GRACE_MS + 50);
   });
   window.addEventListener('message', onWindowMessage);
   watchVisibility();
