@@ -30,7 +30,8 @@ async function introduce(frame, peer) {
     return;
   }
   if (typeof reply?.nonce !== 'string' || !frame.isConnected) return;
-  frame.contentWindow?.postMessage({ type: WIDGET_NONCE, nonce: reply.nonce }, new URL(chrome.runtime.getURL('')).origin);
+  // The widget's own origin: chrome-extension://<id>.
+  frame.contentWindow?.postMessage({ type: WIDGET_NONCE, nonce: reply.nonce }, `chrome-extension://${chrome.runtime.id}`);
 }
 
 /** Open (or re-target) the widget for `peer`. Returns the iframe. */

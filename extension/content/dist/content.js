@@ -173,7 +173,7 @@
       return;
     }
     if (typeof reply?.nonce !== "string" || !frame.isConnected) return;
-    frame.contentWindow?.postMessage({ type: WIDGET_NONCE, nonce: reply.nonce }, new URL(chrome.runtime.getURL("")).origin);
+    frame.contentWindow?.postMessage({ type: WIDGET_NONCE, nonce: reply.nonce }, `chrome-extension://${chrome.runtime.id}`);
   }
   function openWidget(peer) {
     let container = document.querySelector(CONTAINER);
