@@ -18,6 +18,7 @@ The tests run in file order; the port-squatting one comes last (it stops and res
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -70,6 +71,17 @@ class Env:
     def sent_texts(self) -> list[str]:
         with self.db() as conn:
             return [r[0] for r in conn.execute("SELECT text FROM messages WHERE direction = 'out'")]
+
+    def snapshot(self) -> dict[str, object]:
+        """identity.json's bytes and every table of Alice's database (rows hashed): what an attack may
+        not change. (The database file itself is in WAL mode under a running daemon, so its rows are
+        compared, not its bytes.)"""
+        out: dict[str, object] = {"identity.json": (self.alice.home / "identity.json").read_bytes()}
+        with self.db() as conn:
+            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+                rows = sorted(repr(tuple(r)) for r in conn.execute(f'SELECT * FROM "{table}"'))
+                out[table] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+        return out
 
     def received(self, text: str) -> bool:
         with self.db() as conn:
@@ -192,6 +204,7 @@ def test_directly_framed_invisible_widget_neither_marks_read_nor_sends(env: Env)
     assert unread >= 1
     page = env.browser.context.new_page()
     page.goto(env.replicas.url("hey.xyz", "/u/carol"))
+    before = env.snapshot()
     page.evaluate(FRAME_THE_WIDGET, f"{env.browser.extension_origin}/widget/widget.html?peer={env.bob.lower()}")
     w = page.frame_locator("#evil")
     outcome = _composer_ready_or_refused(w)
@@ -201,6 +214,7 @@ def test_directly_framed_invisible_widget_neither_marks_read_nor_sends(env: Env)
     page.mouse.click(box["x"] + 150, box["y"] + box["height"] - 30)
     page.keyboard.type("yes I agree")
     page.keyboard.press("Enter")
+    after = env.snapshot()
     # Ordering anchor: the legitimate widget, opened visibly from the DM button, does mark read.
     legit = env.browser.context.new_page()
     legit.goto(env.replicas.url("hey.xyz", "/u/bob"))
@@ -210,6 +224,8 @@ def test_directly_framed_invisible_widget_neither_marks_read_nor_sends(env: Env)
         "Bob: are you coming on Friday?", timeout=TIMEOUT_MS
     )
     assert "yes I agree" not in env.sent_texts(), "the framed widget sent the attacker's text"
+    changed = sorted(k for k in before if before[k] != after.get(k))
+    assert not changed, f"the attack changed {changed}"
     assert outcome == "refused", "the widget framed by the page came alive"
     wait_until(lambda: env.unread() == 0, timeout=TIMEOUT_MS / 1000, what="the legitimate widget to mark read")
     env.pages["legit"] = legit
