@@ -19,6 +19,7 @@ from bridge.api.access import EXTENSION_ID, Access, AccessError, normalise_code
 from bridge.store import Store
 from e2e.extension_id import extension_id
 from tests.procs import Proc, free_port, parley, start_bridge, whoami
+from tests.vectors_loader import cases
 
 ORIGIN = f"chrome-extension://{EXTENSION_ID}"
 
@@ -392,3 +393,16 @@ def test_hello_proves_the_bridge_key_bound_to_challenge_origin_and_host(bridge: 
     assert call(ws2, "hello", {"challenge": _b64u(challenge)})["result"]["key"] == hello["key"]
     paired = call(ws2, "pair", {"code": bridge.code(), "name": "pytest"})["result"]
     assert paired["bridge_key"] == hello["key"]
+
+
+@pytest.mark.parametrize("vec", cases("parley_local_api_proof.json"))
+def test_bridge_proof_vectors(vec: dict[str, Any]) -> None:
+    """tests/vectors/parley_local_api_proof.json: the bridge's side (tests/js/bridge-proof.test.mjs checks the extension's)."""
+    from bridge.api.access import BridgeKey, bridge_proof_message
+
+    i, e = vec["input"], vec["expected"]
+    challenge = bytes.fromhex(i["challenge"])
+    key = BridgeKey(bytes.fromhex(i["private"]))
+    assert key.public.hex() == e["public"]
+    assert bridge_proof_message(challenge, i["origin"], i["host"]).hex() == e["message"]
+    assert key.prove(challenge, i["origin"], i["host"]).hex() == e["signature"]
