@@ -9,6 +9,7 @@ Uses ``websockets`` (installed as a dependency of web3) in its threaded sync fla
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from bridge.api.access import bridge_proof_message
+from bridge.api.access import bridge_proof_message, normalise_code, pair_proof
 from bridge.crypto import primitives
 from websockets.sync.server import Server, ServerConnection, serve
 
@@ -140,6 +141,7 @@ class FakeBridge:
         assert request is not None
         self.handshakes.append({"origin": request.headers.get("Origin", ""), "host": request.headers.get("Host", ""), "path": request.path})
         authed = False
+        challenge = b""
         try:
             for raw in ws:
                 req = json.loads(raw)
@@ -152,10 +154,14 @@ class FakeBridge:
                     ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "result": proof}))
                     continue
                 if not authed:
-                    if method == "pair" and params.get("code") == self.pair_code:
+                    public = primitives.ed25519_public(self.key)
+                    code_hash = hashlib.sha256(normalise_code(self.pair_code).encode()).digest()
+                    wanted = _b64u(pair_proof(code_hash, "client", challenge + public))
+                    if method == "pair" and params.get("proof") == wanted:
                         token = secrets.token_urlsafe(24)
                         self.tokens.add(token)
-                        result = {"token": token, "token_id": "t1", "bridge_key": _b64u(primitives.ed25519_public(self.key))}
+                        answer = _b64u(pair_proof(code_hash, "bridge", challenge + public))
+                        result = {"token": token, "token_id": "t1", "bridge_key": _b64u(public), "proof": answer}
                         ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}))
                     elif method == "auth" and params.get("token") in self.tokens:
                         ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"ok": True}}))

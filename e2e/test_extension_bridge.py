@@ -58,9 +58,11 @@ def test_pair_connect_message_recover(paired_browser: BrowserSession, bridge: Fa
     # What the bridge saw: our extension's Origin, a loopback Host, pair first.
     first = bridge.handshakes[0]
     assert first == {"origin": paired_browser.extension_origin, "host": f"127.0.0.1:{bridge.port}", "path": "/v1/rpc"}
-    # The bridge proves itself first (issue 8 item 9); only then does the pairing code go out.
+    # The bridge proves itself first (issue 8 item 9); then pairing proves knowledge of the code
+    # (an HMAC over hello's transcript), and the code itself never crosses the socket.
     assert bridge.methods()[:2] == ["hello", "pair"]
-    assert bridge.calls[1][1]["code"] == "ABCD-1234"
+    assert set(bridge.calls[1][1]) == {"proof", "name"}
+    assert "ABCD" not in json.dumps(bridge.calls) and "abcd" not in json.dumps(bridge.calls)
 
     bob = str(replicas.fixtures["users"]["bob"]["address"])
     page = paired_browser.context.new_page()

@@ -18,6 +18,7 @@ The tests run in file order; the port-squatting one comes last (it stops and res
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sqlite3
@@ -32,6 +33,8 @@ from playwright.sync_api import FrameLocator, Page, Playwright, expect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
+from bridge.api.access import bridge_proof_message, normalise_code
+from bridge.crypto import primitives
 from e2e.demo import BUTTON, TIMEOUT_MS, Bridge, pair_via_popup, widget
 from e2e.harness import BrowserSession, ReplicaServer, launch_browser, replica_server, wait_until
 from tests.procs import Proc, free_port, parley, whoami
@@ -289,6 +292,10 @@ def test_covered_or_transparent_widget_refuses_to_send_and_to_mark_read(env: Env
 # --- item 9 ------------------------------------------------------------------------------------
 
 
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 @dataclass
 class Squatter:
     """A stand-in on the bridge's port: records every frame, answers like a bridge (any key it likes,
@@ -298,6 +305,12 @@ class Squatter:
     frames: list[str] = field(default_factory=list)
     connections: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Its own Ed25519 key: its proofs are valid signatures, by a key the extension did not pair with.
+    key: bytes = field(default_factory=lambda: primitives.ed25519_keypair()[0])
+
+    def methods(self) -> list[str]:
+        with self._lock:
+            return [str(json.loads(f).get("method")) for f in self.frames]
 
     def handle(self, ws: ServerConnection) -> None:
         with self._lock:
@@ -311,7 +324,14 @@ class Squatter:
                 method, rid = req.get("method"), req.get("id")
                 result: Any
                 if method == "hello":
-                    result = {"v": 1, "key": "A" * 43, "signature": "A" * 86}
+                    assert ws.request is not None
+                    challenge = base64.urlsafe_b64decode(req["params"]["challenge"] + "==")
+                    signed = bridge_proof_message(challenge, ws.request.headers["Origin"], ws.request.headers["Host"])
+                    result = {"v": 1, "key": _b64u(primitives.ed25519_public(self.key)),
+                              "signature": _b64u(primitives.ed25519_sign(self.key, signed))}
+                elif method == "pair":
+                    result = {"token": "squatter-token-" + "x" * 20, "token_id": "s1",
+                              "bridge_key": _b64u(primitives.ed25519_public(self.key)), "proof": _b64u(bytes(32))}
                 elif method == "messages.list":
                     result = {"messages": [{"id": "f" * 32, "peer": req["params"]["peer"], "sender": req["params"]["peer"],
                                             "recipient": req["params"]["peer"], "text": "FAKE HISTORY: send me your seed",
@@ -365,3 +385,34 @@ def test_port_squatter_never_receives_the_token_or_any_text(env: Env) -> None:
     env.start_alice()
     env.popup.locator('[data-parley="reconnect"]').click()
     expect(env.popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=45_000)
+
+
+def test_squatter_at_pairing_time_never_learns_the_code(env: Env) -> None:
+    """The user pairs while a stand-in answers on the port they typed: it signs with its own key, but
+    the code never crosses the socket (only an HMAC proof), the stand-in cannot prove it knows the code,
+    and the extension refuses it. The same code then pairs with the real bridge."""
+    code = parley(env.alice.home, "pair", check=True).stdout.strip().splitlines()[-1]
+    squatter = Squatter(free_port())
+    server = serve(squatter.handle, "127.0.0.1", squatter.port, compression=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    popup = env.browser.open_popup()
+    try:
+        popup.locator('[data-parley="bridge-url"]').fill(f"http://127.0.0.1:{squatter.port}")
+        popup.locator('[data-parley="pair-code"]').fill(code)
+        popup.locator('[data-parley="pair-submit"]').click()
+        expect(popup.locator('[data-parley="error"]')).to_contain_text("not verified", timeout=TIMEOUT_MS)
+        received = "\n".join(squatter.frames)
+        for secret in (code, normalise_code(code), code.lower()):
+            assert secret not in received, "the squatter received the pairing code"
+        assert squatter.methods()[:2] == ["hello", "pair"]
+        expect(popup.locator('[data-parley="status"]')).not_to_have_text("connected")
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    # The code is still good: it pairs with the real bridge.
+    popup.locator('[data-parley="bridge-url"]').fill(env.alice.url)
+    popup.locator('[data-parley="pair-code"]').fill(code)
+    popup.locator('[data-parley="pair-submit"]').click()
+    expect(popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=TIMEOUT_MS)
+    popup.close()

@@ -5,6 +5,7 @@ Real daemon processes on 127.0.0.1; WebSocket clients from websocket-client.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -406,3 +407,42 @@ def test_bridge_proof_vectors(vec: dict[str, Any]) -> None:
     assert key.public.hex() == e["public"]
     assert bridge_proof_message(challenge, i["origin"], i["host"]).hex() == e["message"]
     assert key.prove(challenge, i["origin"], i["host"]).hex() == e["signature"]
+    from bridge.api.access import normalise_code as norm, pair_proof
+
+    code_hash = hashlib.sha256(norm(i["code"]).encode()).digest()
+    assert pair_proof(code_hash, "client", challenge + key.public).hex() == e["pair_client"]
+    assert pair_proof(code_hash, "bridge", challenge + key.public).hex() == e["pair_bridge"]
+
+
+def test_pairing_with_a_proof_never_sends_the_code(bridge: Bridge) -> None:
+    """``pair {proof}``: HMAC proofs both ways over hello's transcript; a wrong proof is a wrong guess;
+    no proof without hello."""
+    import hashlib
+    import os
+
+    from bridge.api.access import pair_proof
+
+    code = bridge.code()
+    code_hash = hashlib.sha256(normalise_code(code).encode()).digest()
+    ws = bridge.ws()
+    assert call(ws, "pair", {"proof": _b64u(bytes(32))})["error"]["code"] == -32602  # hello first
+    ws = bridge.ws()
+    challenge = os.urandom(32)
+    key = _b64u_decode(call(ws, "hello", {"challenge": _b64u(challenge)})["result"]["key"])
+    assert call(ws, "pair", {"code": code, "proof": _b64u(bytes(32))})["error"]["code"] == -32602  # one of them
+    wrong = pair_proof(hashlib.sha256(b"ZZZZZZZZ").digest(), "client", challenge + key)
+    assert call(ws, "pair", {"proof": _b64u(wrong)})["error"]["code"] == -32002
+    ws = bridge.ws()
+    challenge = os.urandom(32)
+    call(ws, "hello", {"challenge": _b64u(challenge)})
+    replayed = pair_proof(code_hash, "client", os.urandom(32) + key)  # made for another challenge
+    assert call(ws, "pair", {"proof": _b64u(replayed)})["error"]["code"] == -32002
+    ws = bridge.ws()
+    challenge = os.urandom(32)
+    call(ws, "hello", {"challenge": _b64u(challenge)})
+    good = pair_proof(code_hash, "client", challenge + key)
+    result = call(ws, "pair", {"proof": _b64u(good), "name": "proof test"})["result"]
+    assert result["proof"] == _b64u(pair_proof(code_hash, "bridge", challenge + key))
+    assert result["bridge_key"] == _b64u(key)
+    ws2 = bridge.ws()
+    assert call(ws2, "auth", {"token": result["token"]})["result"] == {"ok": True}

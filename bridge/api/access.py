@@ -36,6 +36,7 @@ __all__ = [
     "BRIDGE_PROOF_CONTEXT",
     "BridgeKey",
     "bridge_proof_message",
+    "pair_proof",
     "origin_allowed",
     "host_allowed",
 ]
@@ -154,6 +155,17 @@ class BridgeKey:
         return primitives.ed25519_sign(self._private, bridge_proof_message(challenge, origin, host))
 
 
+PAIR_PROOF_CONTEXT = b"parley local-api v1 pairing"
+
+
+def pair_proof(code_hash: bytes, side: str, transcript: bytes) -> bytes:
+    """HMAC-SHA256 keyed with SHA-256(normalised code) over ``context ‖ 0x00 ‖ side ‖ 0x00 ‖ transcript``
+    (``side``: ``client`` or ``bridge``; ``transcript`` = the hello challenge ‖ the bridge's public key).
+    Each side shows it knows the code without sending it: a stand-in on the port learns no code and
+    cannot answer the extension's pairing."""
+    return hmac.new(code_hash, b"\0".join((PAIR_PROOF_CONTEXT, side.encode(), transcript)), hashlib.sha256).digest()
+
+
 def _h(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
@@ -197,44 +209,70 @@ class Access:
     def pair(self, code: Any, name: Any) -> tuple[str, str]:
         """Trade a valid code for a new API token. Returns (token, token_id).
 
-        The rate limit is kept in the database and checked, the code looked up and a failure
-        recorded in one ``BEGIN IMMEDIATE`` transaction, so concurrent guesses from several threads or
-        processes (the daemon, CLI commands) cannot together exceed ``PAIR_ATTEMPTS_PER_MINUTE``.
-
         Raises:
             AccessError: wrong, expired or used code, or too many wrong codes lately.
         """
         if not isinstance(code, str) or not 4 <= len(code) <= 32:
             raise AccessError("a pairing code is required", "malformed pairing code")
-        label = name.strip()[:80] if isinstance(name, str) and name.strip() else "browser extension"
         code_hash = _h(normalise_code(code))
+
+        def lookup(c: Any, now: int) -> bytes | None:
+            row = c.execute("SELECT expires_at FROM api_pair_codes WHERE code_hash = ?", (code_hash,)).fetchone()
+            return code_hash if row is not None and row["expires_at"] >= now else None
+
+        token, token_id, _ = self._pair(lookup, name)
+        return token, token_id
+
+    def pair_with_proof(self, proof: bytes, transcript: bytes, name: Any) -> tuple[str, str, bytes]:
+        """Pair without the code crossing the socket (docs/PROTOCOL.md §8.1): ``proof`` must be
+        :func:`pair_proof` ``(code_hash, "client", transcript)`` for a live code. Returns (token,
+        token_id, the bridge's answering proof).
+
+        Raises:
+            AccessError: no live code gives this proof, or too many wrong codes lately.
+        """
+
+        def lookup(c: Any, now: int) -> bytes | None:
+            for row in c.execute("SELECT code_hash FROM api_pair_codes WHERE expires_at >= ?", (now,)).fetchall():
+                if hmac.compare_digest(pair_proof(bytes(row["code_hash"]), "client", transcript), proof):
+                    return bytes(row["code_hash"])
+            return None
+
+        token, token_id, code_hash = self._pair(lookup, name)
+        return token, token_id, pair_proof(code_hash, "bridge", transcript)
+
+    def _pair(self, lookup: Callable[[Any, int], bytes | None], name: Any) -> tuple[str, str, bytes]:
+        """The limiter is kept in the database and checked, the code looked up and a failure recorded
+        in one ``BEGIN IMMEDIATE`` transaction, so concurrent guesses from several threads or processes
+        (the daemon, CLI commands) cannot together exceed ``PAIR_ATTEMPTS_PER_MINUTE``."""
+        label = name.strip()[:80] if isinstance(name, str) and name.strip() else "browser extension"
         token, token_id = secrets.token_urlsafe(32), secrets.token_hex(6)
-        outcome = "paired"
+        outcome, code_hash = "paired", b""
         with self.store.write() as c:
             now = self.clock()
             c.execute("DELETE FROM api_pair_failures WHERE at < ?", (now - 60_000,))
             recent = c.execute("SELECT COUNT(*) FROM api_pair_failures WHERE at >= ?", (now - 60_000,)).fetchone()[0]
+            found = None if recent >= PAIR_ATTEMPTS_PER_MINUTE else lookup(c, now)
             if recent >= PAIR_ATTEMPTS_PER_MINUTE:
                 outcome = "limited"
+            elif found is None:
+                # Every live code absorbs the wrong guess; after a few it dies.
+                c.execute("INSERT INTO api_pair_failures(at) VALUES (?)", (now,))
+                c.execute("UPDATE api_pair_codes SET wrong = wrong + 1")
+                c.execute("DELETE FROM api_pair_codes WHERE wrong >= ? OR expires_at < ?", (PAIR_GUESSES_PER_CODE, now))
+                outcome = "wrong"
             else:
-                row = c.execute("SELECT expires_at FROM api_pair_codes WHERE code_hash = ?", (code_hash,)).fetchone()
-                if row is None or row["expires_at"] < now:
-                    # Every live code absorbs the wrong guess; after a few it dies.
-                    c.execute("INSERT INTO api_pair_failures(at) VALUES (?)", (now,))
-                    c.execute("UPDATE api_pair_codes SET wrong = wrong + 1")
-                    c.execute("DELETE FROM api_pair_codes WHERE wrong >= ? OR expires_at < ?", (PAIR_GUESSES_PER_CODE, now))
-                    outcome = "wrong"
-                else:
-                    c.execute("DELETE FROM api_pair_codes WHERE code_hash = ?", (code_hash,))
-                    c.execute(
-                        "INSERT INTO api_tokens(id, token_hash, name, created_at) VALUES (?, ?, ?, ?)",
-                        (token_id, _h(token), label, now),
-                    )
+                code_hash = found
+                c.execute("DELETE FROM api_pair_codes WHERE code_hash = ?", (code_hash,))
+                c.execute(
+                    "INSERT INTO api_tokens(id, token_hash, name, created_at) VALUES (?, ?, ?, ?)",
+                    (token_id, _h(token), label, now),
+                )
         if outcome == "limited":
             raise AccessError("too many wrong pairing codes; wait a minute", "pairing rate limit")
         if outcome == "wrong":
             raise AccessError("wrong or expired pairing code", "wrong pairing code")
-        return token, token_id
+        return token, token_id, code_hash
 
     def check_token(self, token: Any) -> str:
         """Return the token id of a valid, unrevoked token.

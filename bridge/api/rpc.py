@@ -385,6 +385,8 @@ class RpcConnection:
         self._lock = threading.Lock()
         self.closed = False
         self._refuse = False
+        #: The last ``hello`` challenge: pairing proofs are bound to it.
+        self._challenge: bytes | None = None
 
     def write(self, obj: Any) -> None:
         text = json.dumps(obj, separators=(",", ":"))
@@ -473,6 +475,7 @@ class RpcConnection:
         key = self.api.bridge_key
         if key is None or self.origin is None or self.host is None:
             raise RpcError(METHOD_NOT_FOUND, "this bridge has no local-API key")
+        self._challenge = challenge
         return {"v": 1, "key": _b64u(key.public), "signature": _b64u(key.prove(challenge, self.origin, self.host))}
 
     def _dispatch(self, method: str, params: Any) -> Any:
@@ -494,16 +497,28 @@ class RpcConnection:
             self.api.hub.add(self)
             return {"ok": True}
         if method == "pair":
-            p = _params(params, "code", optional=("name",))
+            p = _params(params, optional=("code", "proof", "name"))
+            if ("code" in p) == ("proof" in p):
+                raise RpcError(INVALID_PARAMS, "give exactly one of code and proof")
+            out: dict[str, Any] = {}
             try:
-                token, token_id = self.api.access.pair(p["code"], p.get("name"))
+                if "proof" in p:
+                    # The code never crosses the socket: HMAC proofs both ways over hello's transcript.
+                    key = self.api.bridge_key
+                    if key is None or self._challenge is None:
+                        raise RpcError(INVALID_PARAMS, "pairing with a proof needs hello first")
+                    proof = _b64u_decode(p["proof"], 32, "proof")
+                    token, token_id, answer = self.api.access.pair_with_proof(proof, self._challenge + key.public, p.get("name"))
+                    out["proof"] = _b64u(answer)
+                else:
+                    token, token_id = self.api.access.pair(p["code"], p.get("name"))
             except AccessError as exc:
                 log.warning("local API: pairing refused for %s: %s", self.who, exc.reason)
                 raise RpcError(PAIRING_REFUSED, str(exc)) from None
             log.warning("local API: paired %s as token %s", self.who, token_id)
             self.token_id = token_id
             self.api.hub.add(self)
-            out = {"token": token, "token_id": token_id}
+            out.update({"token": token, "token_id": token_id})
             if self.api.bridge_key is not None:
                 out["bridge_key"] = _b64u(self.api.bridge_key.public)
             return out

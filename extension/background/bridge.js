@@ -4,11 +4,12 @@
 //
 // Port squatting (issue 8 item 9): whatever listens on the port must first prove it is the paired
 // bridge. The first frame is `hello {challenge}`; only a valid signature by the key learnt at pairing
-// (common/bridge-proof.js) lets `auth {token}` (or, while pairing, `pair {code}`) go out. Otherwise
+// (common/bridge-proof.js) lets `auth {token}` (or, while pairing, `pair {proof}`) go out. Otherwise
 // the socket is dropped, the status is "bridge not verified", and neither the token nor any text is
-// ever sent to it. Pairing itself trusts the key that answers first (the user just ran `parley pair`).
+// ever sent to it. At pairing the key is learnt, and the code never crosses the socket: the extension
+// and the bridge each prove with an HMAC that they know it (a stand-in learns nothing usable).
 
-import { b64uEncode, newChallenge, verifyProof } from '../common/bridge-proof.js';
+import { b64uDecode, b64uEncode, newChallenge, pairProof, verifyProof } from '../common/bridge-proof.js';
 import { wsUrlFor } from '../common/bridge-url.js';
 import { STATUS } from '../common/messages.js';
 import { getBridgeKey, getBridgeUrl, getStatus, getToken, setPairing, setSession } from './state.js';
@@ -143,7 +144,7 @@ async function verifyBridge(sock, url, expectedKey) {
   if (!(await verifyProof(hello, challenge, location.origin, host, expectedKey))) {
     throw new NotVerified(expectedKey !== null && hello?.key !== expectedKey ? 'a different key' : 'a bad signature');
   }
-  return hello.key;
+  return { key: hello.key, challenge };
 }
 
 async function handshake(sock, token, url) {
@@ -151,12 +152,16 @@ async function handshake(sock, token, url) {
   try {
     const expectedKey = request ? null : await getBridgeKey();
     if (!request && !expectedKey) throw new NotVerified('no bridge key from pairing: pair again');
-    const key = await verifyBridge(sock, url, expectedKey);
+    const { key, challenge } = await verifyBridge(sock, url, expectedKey);
     if (socket !== sock) return;
     if (request) {
-      const result = await send(sock, 'pair', { code: request.code, name: request.name });
+      // The code itself never goes out: a proof that we know it, and the bridge must prove it too.
+      const keyBytes = b64uDecode(key, 32);
+      const proof = await pairProof(request.code, 'client', challenge, keyBytes);
+      const result = await send(sock, 'pair', { proof: b64uEncode(proof), name: request.name });
       if (!result || typeof result.token !== 'string' || !result.token) throw new RpcError(-32603, 'bridge sent no token');
-      if (result.bridge_key !== key) throw new NotVerified('the pairing answer names another key');
+      const expected = b64uEncode(await pairProof(request.code, 'bridge', challenge, keyBytes));
+      if (result.bridge_key !== key || result.proof !== expected) throw new NotVerified('the bridge does not know the pairing code');
       await setPairing(result.token, key);
       pairRequest = null;
       request.resolve({ ok: true });

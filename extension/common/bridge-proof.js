@@ -64,3 +64,30 @@ export async function verifyProof(hello, challenge, origin, host, expectedKey) {
     return false;
   }
 }
+
+// Pairing without sending the code (docs/PROTOCOL.md §8.1): both sides show they know the code with
+// HMAC-SHA256 keyed by SHA-256(normalised code) over
+//   "parley local-api v1 pairing" ‖ 0x00 ‖ side ‖ 0x00 ‖ challenge ‖ bridge public key
+// (side "client" from the extension, "bridge" in the answer). A stand-in on the port learns no code
+// and cannot answer.
+export const PAIR_CONTEXT = 'parley local-api v1 pairing';
+
+/** 'k7qf-m2xp' → 'K7QFM2XP' (as the bridge normalises codes). */
+export function normaliseCode(code) {
+  return String(code).replace(/[\s-]/g, '').toUpperCase();
+}
+
+export async function pairProof(code, side, challenge, bridgeKey) {
+  const enc = new TextEncoder();
+  const codeHash = await crypto.subtle.digest('SHA-256', enc.encode(normaliseCode(code)));
+  const hmacKey = await crypto.subtle.importKey('raw', codeHash, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+  const parts = [enc.encode(PAIR_CONTEXT), enc.encode(side), new Uint8Array([...challenge, ...bridgeKey])];
+  const message = new Uint8Array(parts.reduce((n, p) => n + p.length, 0) + parts.length - 1);
+  let at = 0;
+  parts.forEach((part, i) => {
+    if (i > 0) message[at++] = 0;
+    message.set(part, at);
+    at += part.length;
+  });
+  return new Uint8Array(await crypto.subtle.sign('HMAC', hmacKey, message));
+}

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
-import { b64uDecode, b64uEncode, proofMessage, verifyProof } from '../../extension/common/bridge-proof.js';
+import { b64uDecode, b64uEncode, pairProof, proofMessage, verifyProof } from '../../extension/common/bridge-proof.js';
 
 const family = JSON.parse(readFileSync(new URL('../vectors/parley_local_api_proof.json', import.meta.url), 'utf8'));
 const hex = (h) => Uint8Array.from(h.match(/../g).map((b) => parseInt(b, 16)));
@@ -22,6 +22,15 @@ for (const v of family.vectors) {
   test(`${v.name}: a genuine proof verifies, with the paired key or while pairing`, async () => {
     assert.equal(await verifyProof(hello, challenge, origin, host, hello.key), true);
     assert.equal(await verifyProof(hello, challenge, origin, host, null), true);
+  });
+
+  test(`${v.name}: pairing proofs match the bridge's, and depend on the code, the side and the challenge`, async () => {
+    const key = hex(v.expected.public);
+    assert.equal(toHex(await pairProof(v.input.code, 'client', challenge, key)), v.expected.pair_client);
+    assert.equal(toHex(await pairProof(v.input.code, 'bridge', challenge, key)), v.expected.pair_bridge);
+    assert.equal(toHex(await pairProof(v.input.code.toLowerCase().replace(/[ -]/g, ''), 'client', challenge, key)), v.expected.pair_client);
+    assert.notEqual(toHex(await pairProof('ZZZZ-ZZZZ', 'client', challenge, key)), v.expected.pair_client);
+    assert.notEqual(toHex(await pairProof(v.input.code, 'client', new Uint8Array(32), key)), v.expected.pair_client);
   });
 
   test(`${v.name}: a squatter's proofs are refused`, async () => {
