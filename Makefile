@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PARLEY := $(VENV)/bin/parley
 PORT ?= 8737
 
-.PHONY: install run test test-py test-js test-e2e browser demo bench clean
+.PHONY: install node content run test test-py test-js test-e2e browser demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,17 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+## node: the pinned JavaScript build tools (esbuild) from package-lock.json
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+node: node_modules/.installed
+
+## content: rebuild the content-script bundle extension/content/dist/content.js (commit the result)
+content: node
+	node scripts/build-content.mjs
 
 ## run: create .venv, install, initialise a home if there is none, start the bridge (embedded relay)
 run: install
@@ -28,9 +39,12 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && echo "chromium: installed"; \
 	else $(PY) -m playwright install chromium; fi
 
-test: install browser
+test: install node browser
 	$(PY) -m pytest tests e2e
-	@if command -v node >/dev/null 2>&1 && ls tests/js/*.test.mjs >/dev/null 2>&1; then node --test tests/js/; fi
+	node --test tests/js/
+
+test-js: node
+	node --test tests/js/
 
 test-py: install
 	$(PY) -m pytest tests
@@ -47,4 +61,4 @@ bench: install browser
 	$(PY) bench/extension.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis e2e/artifacts
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis e2e/artifacts

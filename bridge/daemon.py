@@ -33,10 +33,10 @@ from typing import Any
 import requests
 from flask import Flask, Response, abort, jsonify, request
 from flask_sock import Sock
-from werkzeug.serving import BaseWSGIServer
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
 from bridge import __version__
-from bridge.api.access import Access, PageSessions
+from bridge.api.access import Access, BridgeKey, PageSessions
 from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered, inbox, outbox
@@ -66,6 +66,20 @@ def nodelay(server: BaseWSGIServer) -> None:
 
 def allowed_hosts(port: int) -> set[str]:
     return {f"{h}:{port}" for h in LOOPBACK_HOSTS}
+
+
+class RedactingRequestHandler(WSGIRequestHandler):
+    """werkzeug's request log without query strings: ``/login?t=…`` carries a one-time login token,
+    and no secret may reach a log (issue 8)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = self.path
+        if "?" in path:
+            self.path = path.split("?", 1)[0] + "?…"
+        try:
+            super().log_request(code, size)
+        finally:
+            self.path = path
 
 
 class Daemon:
@@ -110,6 +124,7 @@ class Daemon:
             header_timeout=env_number("PARLEY_BRIDGE_HEADER_TIMEOUT", 10.0),
             idle_timeout=env_number("PARLEY_BRIDGE_IDLE_TIMEOUT", 30.0),
             max_connections=int(env_number("PARLEY_BRIDGE_MAX_CONNECTIONS", 256)),
+            handler_base=RedactingRequestHandler,
         )
         nodelay(self.server)
         self.port = self.server.server_port
@@ -127,7 +142,7 @@ class Daemon:
         self.pages = PageSessions()  # one-time links and sessions of the inbox and sign-in pages (memory only)
         self.api = LocalApi(
             self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub,
-            wallet=self.wallet, pages=self.pages, base_url=self.url,
+            wallet=self.wallet, pages=self.pages, base_url=self.url, bridge_key=BridgeKey.load_or_create(home.path),
         )
         extra = tuple(x for x in home.config().get("extension_ids") or () if isinstance(x, str))
         register_local_api(self.app, self.sock, self.api, port=self.port, extension_ids=extra)
@@ -172,7 +187,8 @@ class Daemon:
         def control_pair() -> Any:
             guard()
             code = self.access.new_pair_code()
-            self.echo(f"pairing code: {code} (valid 10 minutes; type it into the Parley extension popup)")
+            # The code itself goes only to the `parley pair` that asked for it: never into a log.
+            self.echo("pairing code issued (valid 10 minutes; `parley pair` shows it)")
             return jsonify({"code": code})
 
         @app.post("/v1/control/open")

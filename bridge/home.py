@@ -8,6 +8,7 @@ Layout (directory 0700, every file 0600)::
     parley.db        messages, sessions, outbox, cursors (SQLite, WAL)
     relay.db         the embedded relay's storage, when `parley run` embeds one
     daemon.json      present while `parley run` is up: its URL and a control token for the CLI
+    local_api_key    the bridge's Ed25519 seed for the local API: it proves itself to the extension
     contacts.json    names you gave to addresses (`parley contacts add`)
     names.db         cached answers of name services (Lens, ENS, Farcaster), see bridge/resolve
 """

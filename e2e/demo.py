@@ -274,10 +274,12 @@ def ready_button(page: Page, peer: str) -> Locator:
 
 
 def open_dm(page: Page, peer: str) -> FrameLocator:
-    """Click the (ready) DM button for ``peer`` and wait until the widget's composer is enabled."""
+    """Click the (ready) DM button for ``peer`` and wait until the widget's composer is enabled and the
+    widget acts (it has been visible, uncovered, for a moment: issue 8 item 6)."""
     ready_button(page, peer).click()
     w = widget(page)
     expect(w.locator('[data-parley="composer"]')).to_be_enabled(timeout=TIMEOUT_MS)
+    expect(w.locator("body")).to_have_attribute("data-parley-actionable", "true", timeout=TIMEOUT_MS)
     return w
 
 

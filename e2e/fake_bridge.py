@@ -8,6 +8,8 @@ Uses ``websockets`` (installed as a dependency of web3) in its threaded sync fla
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import threading
@@ -16,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+
+from bridge.api.access import bridge_proof_message, normalise_code, pair_proof
+from bridge.crypto import primitives
 from websockets.sync.server import Server, ServerConnection, serve
 
 __all__ = ["FakeBridge"]
@@ -38,6 +43,8 @@ class FakeBridge:
     _thread: threading.Thread | None = None
     _clients: set[ServerConnection] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The stand-in's own local-API key: it proves itself like the real bridge (PROTOCOL.md §8.1).
+    key: bytes = field(default_factory=lambda: primitives.ed25519_keypair()[0])
 
     def start(self) -> FakeBridge:
         self._server = serve(self._handle, "127.0.0.1", self.port, compression=None)
@@ -134,16 +141,28 @@ class FakeBridge:
         assert request is not None
         self.handshakes.append({"origin": request.headers.get("Origin", ""), "host": request.headers.get("Host", ""), "path": request.path})
         authed = False
+        challenge = b""
         try:
             for raw in ws:
                 req = json.loads(raw)
                 method, params, rid = req.get("method"), req.get("params") or {}, req.get("id")
                 self.calls.append((method, params))
+                if method == "hello":
+                    challenge = base64.urlsafe_b64decode(str(params.get("challenge", "")) + "==")
+                    message = bridge_proof_message(challenge, request.headers.get("Origin", ""), request.headers.get("Host", ""))
+                    proof = {"v": 1, "key": _b64u(primitives.ed25519_public(self.key)), "signature": _b64u(primitives.ed25519_sign(self.key, message))}
+                    ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "result": proof}))
+                    continue
                 if not authed:
-                    if method == "pair" and params.get("code") == self.pair_code:
+                    public = primitives.ed25519_public(self.key)
+                    code_hash = hashlib.sha256(normalise_code(self.pair_code).encode()).digest()
+                    wanted = _b64u(pair_proof(code_hash, "client", challenge + public))
+                    if method == "pair" and params.get("proof") == wanted:
                         token = secrets.token_urlsafe(24)
                         self.tokens.add(token)
-                        ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"token": token, "token_id": "t1"}}))
+                        answer = _b64u(pair_proof(code_hash, "bridge", challenge + public))
+                        result = {"token": token, "token_id": "t1", "bridge_key": _b64u(public), "proof": answer}
+                        ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}))
                     elif method == "auth" and params.get("token") in self.tokens:
                         ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"ok": True}}))
                     else:
@@ -164,6 +183,10 @@ class FakeBridge:
         finally:
             with self._lock:
                 self._clients.discard(ws)
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class _RpcFault(Exception):

@@ -58,8 +58,11 @@ def test_pair_connect_message_recover(paired_browser: BrowserSession, bridge: Fa
     # What the bridge saw: our extension's Origin, a loopback Host, pair first.
     first = bridge.handshakes[0]
     assert first == {"origin": paired_browser.extension_origin, "host": f"127.0.0.1:{bridge.port}", "path": "/v1/rpc"}
-    assert bridge.methods()[0] == "pair"
-    assert bridge.calls[0][1]["code"] == "ABCD-1234"
+    # The bridge proves itself first (issue 8 item 9); then pairing proves knowledge of the code
+    # (an HMAC over hello's transcript), and the code itself never crosses the socket.
+    assert bridge.methods()[:2] == ["hello", "pair"]
+    assert set(bridge.calls[1][1]) == {"proof", "name"}
+    assert "ABCD" not in json.dumps(bridge.calls) and "abcd" not in json.dumps(bridge.calls)
 
     bob = str(replicas.fixtures["users"]["bob"]["address"])
     page = paired_browser.context.new_page()
@@ -83,6 +86,7 @@ def test_pair_connect_message_recover(paired_browser: BrowserSession, bridge: Fa
     wait_until(lambda: ("messages.markRead", {"peer": bob}) in bridge.calls, what="markRead")
     expect(popup.locator('[data-parley="unread"]')).to_have_text("0", timeout=TIMEOUT)
 
+    expect(w.locator("body")).to_have_attribute("data-parley-actionable", "true", timeout=TIMEOUT)  # issue 8 item 6
     w.locator('[data-parley="composer"]').fill("hello Bob")
     w.locator('[data-parley="send"]').click()
     expect(w.locator('[data-parley="message"][data-direction="out"]')).to_have_text("hello Bob", timeout=TIMEOUT)
@@ -103,7 +107,7 @@ def test_pair_connect_message_recover(paired_browser: BrowserSession, bridge: Fa
     bridge.calls.clear()
     bridge.start()
     expect(popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=TIMEOUT)
-    assert bridge.methods()[0] == "auth"
+    assert bridge.methods()[:2] == ["hello", "auth"]
     expect(w.locator('[data-parley="send"]')).to_be_enabled(timeout=TIMEOUT)
     expect(w.locator('[data-parley="error"]')).to_be_hidden()
     page.close()

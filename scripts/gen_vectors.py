@@ -481,6 +481,29 @@ def content_padding_family() -> dict[str, Any]:
                   "decode inverts it; negative vectors must be rejected by TextContent.decode.", v)
 
 
+def local_api_proof_family() -> dict[str, Any]:
+    from bridge.api.access import BridgeKey, bridge_proof_message, normalise_code, pair_proof
+
+    v = []
+    for i, (origin, host, code) in enumerate((
+        ("chrome-extension://cjhgnfckfielldaiipkgieemaigbpmoe", "127.0.0.1:8737", "K7QF-M2XP"),
+        ("chrome-extension://cjhgnfckfielldaiipkgieemaigbpmoe", "localhost:51234", "ab2c d3ef"),
+    )):
+        private, challenge = seed(f"local-api-proof/{i}/key"), seed(f"local-api-proof/{i}/challenge")
+        key = BridgeKey(private)
+        code_hash = hashlib.sha256(normalise_code(code).encode()).digest()
+        v.append(dict(name=f"proof {i + 1}", input=dict(private=hx(private), origin=origin, host=host, challenge=hx(challenge), code=code),
+                      expected=dict(public=hx(key.public), message=hx(bridge_proof_message(challenge, origin, host)),
+                                    signature=hx(key.prove(challenge, origin, host)),
+                                    pair_client=hx(pair_proof(code_hash, "client", challenge + key.public)),
+                                    pair_bridge=hx(pair_proof(code_hash, "bridge", challenge + key.public)))))
+    return family("local_api_proof", "ours (docs/PROTOCOL.md §8.1)",
+                  "The bridge's proof on the local API: message = context || 0x00 || origin || 0x00 || host || 0x00 || "
+                  "challenge (UTF-8); signature = Ed25519(private, message). Pairing proofs: HMAC-SHA256(key = "
+                  "SHA-256(normalised code), 'parley local-api v1 pairing' || 0x00 || side || 0x00 || challenge || public), "
+                  "side 'client' or 'bridge'. tests/js/bridge-proof.test.mjs checks the extension's side against these.", v)
+
+
 FAMILIES = {
     "rfc5869_hkdf.json": rfc5869,
     "rfc4231_hmac.json": rfc4231,
@@ -497,6 +520,7 @@ FAMILIES = {
     "parley_session.json": session_family,
     "parley_sealed.json": sealed_family,
     "parley_content_padding.json": content_padding_family,
+    "parley_local_api_proof.json": local_api_proof_family,
 }
 RECORDED = {"parley_pqxdh.json", "parley_session.json", "parley_sealed.json"}
 

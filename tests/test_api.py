@@ -5,6 +5,7 @@ Real daemon processes on 127.0.0.1; WebSocket clients from websocket-client.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from bridge.api.access import EXTENSION_ID, Access, AccessError, normalise_code
 from bridge.store import Store
 from e2e.extension_id import extension_id
 from tests.procs import Proc, free_port, parley, start_bridge, whoami
+from tests.vectors_loader import cases
 
 ORIGIN = f"chrome-extension://{EXTENSION_ID}"
 
@@ -160,9 +162,11 @@ def test_pairing_gives_a_token_that_works_once_and_can_be_revoked(bridge: Bridge
     assert parley(bridge.home, "pair", "--revoke", token_id).returncode == 2
 
 
-def test_pair_json_and_the_daemon_log_show_the_code(bridge: Bridge) -> None:
+def test_pair_json_shows_the_code_and_the_daemon_log_does_not(bridge: Bridge) -> None:
     code = json.loads(parley(bridge.home, "pair", "--json", check=True).stdout)["code"]
-    bridge.proc.expect(re.escape(f"pairing code: {code}"))
+    assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}", code)
+    bridge.proc.expect(re.escape("pairing code issued"))
+    assert code not in "".join(bridge.proc.output)
 
 
 def test_json_rpc_error_objects(bridge: Bridge) -> None:
@@ -300,14 +304,17 @@ def request_cleanup() -> Iterator[list[Any]]:
 
 
 def test_access_pairing_rate_limit_and_code_burn(tmp_path: Path) -> None:
-    access = Access(Store(tmp_path / "db"))
+    from bridge.store import now_ms
+
+    clock = [now_ms()]
+    access = Access(Store(tmp_path / "db"), clock=lambda: clock[0])
     code = access.new_pair_code()
     for _ in range(5):
         with pytest.raises(AccessError):
             access.pair("ZZZZ-ZZZZ", None)
     with pytest.raises(AccessError, match="too many"):
         access.pair(code, None)  # rate-limited even with the right code
-    access._wrong_times.clear()
+    clock[0] += 61_000  # a minute later the limiter lets guesses through again
     with pytest.raises(AccessError):
         access.pair(code, None)  # and the code died after five wrong guesses
     assert normalise_code(" ab-cd ef-gh ") == "ABCDEFGH"
@@ -343,3 +350,200 @@ def test_page_links_are_single_use_scoped_and_expire() -> None:
         pages.new_link("inbox")
     with pytest.raises(AccessError):
         pages.open(first)
+
+
+# --- issue 8, low items: the pairing limiter is atomic; secrets stay out of logs -----------------
+
+
+def test_concurrent_wrong_pairing_guesses_cannot_exceed_the_limit(tmp_path: Path) -> None:
+    """An attacker guesses pairing codes from many threads through several processes' Access objects
+    (the daemon and CLI commands share one database): the guesses the bridge actually checks stay
+    within PAIR_ATTEMPTS_PER_MINUTE; every other guess is refused by the limiter unchecked."""
+    import threading
+
+    from bridge.api.access import PAIR_ATTEMPTS_PER_MINUTE
+
+    db = tmp_path / "db"
+    accesses = [Access(Store(db)) for _ in range(4)]
+    code = accesses[0].new_pair_code()
+    start = threading.Barrier(16)
+    checked: list[str] = []
+    limited: list[str] = []
+    lock = threading.Lock()
+
+    def guesser(access: Access, n: int) -> None:
+        start.wait()
+        for i in range(5):
+            try:
+                access.pair(f"ZZZZ-{n:02d}{i:02d}", None)
+            except AccessError as exc:
+                with lock:
+                    (limited if exc.reason == "pairing rate limit" else checked).append(exc.reason)
+
+    threads = [threading.Thread(target=guesser, args=(accesses[n % 4], n)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(checked) + len(limited) == 80
+    assert len(checked) <= PAIR_ATTEMPTS_PER_MINUTE, f"{len(checked)} wrong guesses were checked"
+    with pytest.raises(AccessError, match="too many"):
+        accesses[1].pair(code, None)  # the limit holds for every process, the right code included
+
+
+def test_pairing_codes_tokens_and_login_links_stay_out_of_the_daemon_log(tmp_path: Path) -> None:
+    """A verbose daemon (werkzeug request lines included) through a pairing and an `open` login:
+    its output never contains the pairing code, the API token or the login token."""
+    home = tmp_path / "logs"
+    parley(home, "init", check=True)
+    proc = Proc(["--verbose", "run", "--port", str(free_port())], home=home)
+    try:
+        url = proc.expect(r"listening on (http://\S+)").group(1)
+        code = parley(home, "pair", check=True).stdout.strip().splitlines()[-1]
+        ws = websocket.create_connection(f"ws://{url.removeprefix('http://')}/v1/rpc", origin=ORIGIN, timeout=10)
+        try:
+            token = call(ws, "pair", {"code": code, "name": "log test"})["result"]["token"]
+        finally:
+            ws.close()
+        proc.expect("paired")
+        login = parley(home, "open", check=True).stdout.strip()
+        login_token = login.split("t=", 1)[1]
+        with requests.Session() as s:
+            assert s.get(login, timeout=10).status_code == 200
+        proc.expect(r"GET / ")  # the request log is on: the login request was logged before this one
+    finally:
+        proc.stop()
+    out = "".join(proc.output)
+    assert "GET /login" in out
+    for secret in (code, normalise_code(code), token, login_token):
+        assert secret not in out, f"{secret!r} reached the daemon's log"
+
+
+# --- issue 8 item 7: endpoint URLs and API keys never leave the bridge ---------------------------
+
+
+def test_a_failing_lens_endpoint_does_not_leak_its_url_or_api_key_to_the_extension(bridge: Bridge) -> None:
+    """The Lens API URL carries ``api_key=…``; the endpoint is down. What the local API answers (and
+    the extension hands to the page as the DM button's reason) names the service, never the URL."""
+    from bridge.home import Home
+
+    secret = "sk_live_LEAKME12345"
+    endpoint = f"http://127.0.0.1:{free_port()}/graphql?api_key={secret}"
+    home = Home(bridge.home)
+    before = home.config().get("lens_api_url")
+    home.update_config(lens_api_url=endpoint)
+    try:
+        ws, _ = bridge.paired()
+        for method, params in (("resolve", {"peer": "lens:leaky"}), ("canMessage", {"peer": "lens:leaky2"})):
+            reply = call(ws, method, params)
+            text = json.dumps(reply)
+            assert reply["error"]["code"] == -32004, text
+            assert reply["error"]["data"]["reason"] == "unreachable", text
+            assert reply["error"]["data"]["detail"] == "Lens API unreachable", text
+            for leak in (secret, "api_key", "127.0.0.1", "graphql"):
+                assert leak not in text, f"{leak!r} reached the extension: {text}"
+        bridge.proc.expect(r"resolving lens:leaky failed \(unreachable\): .*Lens API: cannot reach http://127.0.0.1:\d+/graphql\?…")  # details stay in the bridge log, redacted
+    finally:
+        home.update_config(lens_api_url=before)
+
+
+# --- issue 8 item 9: the bridge proves itself before the extension sends its token ---------------
+
+
+def _b64u(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64u_decode(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_hello_proves_the_bridge_key_bound_to_challenge_origin_and_host(bridge: Bridge) -> None:
+    import os
+    import stat
+
+    from bridge.api.access import bridge_proof_message
+    from bridge.crypto import primitives
+
+    key_file = bridge.home / "local_api_key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    public = primitives.ed25519_public(key_file.read_bytes())
+    challenge = os.urandom(32)
+    ws = bridge.ws()
+    hello = call(ws, "hello", {"challenge": _b64u(challenge)})["result"]  # before any token
+    assert hello["v"] == 1 and _b64u_decode(hello["key"]) == public
+    sig = _b64u_decode(hello["signature"])
+    primitives.ed25519_verify(public, sig, bridge_proof_message(challenge, ORIGIN, f"127.0.0.1:{bridge.port}"))
+    # The proof is bound: another challenge, another origin or another port does not verify.
+    for other in (
+        bridge_proof_message(os.urandom(32), ORIGIN, f"127.0.0.1:{bridge.port}"),
+        bridge_proof_message(challenge, "chrome-extension://" + "a" * 32, f"127.0.0.1:{bridge.port}"),
+        bridge_proof_message(challenge, ORIGIN, f"127.0.0.1:{bridge.port + 1}"),
+    ):
+        with pytest.raises(primitives.InvalidSignature):
+            primitives.ed25519_verify(public, sig, other)
+    # Malformed challenges are refused, and hello leaves the connection unauthenticated.
+    for bad in ("", "AAAA", _b64u(os.urandom(31)), _b64u(os.urandom(32)) + "=", 5):
+        assert call(ws, "hello", {"challenge": bad})["error"]["code"] == -32602
+    assert call(ws, "ping")["error"]["code"] == -32001
+    # Pairing teaches the extension the same key.
+    ws2 = bridge.ws()
+    assert call(ws2, "hello", {"challenge": _b64u(challenge)})["result"]["key"] == hello["key"]
+    paired = call(ws2, "pair", {"code": bridge.code(), "name": "pytest"})["result"]
+    assert paired["bridge_key"] == hello["key"]
+
+
+@pytest.mark.parametrize("vec", cases("parley_local_api_proof.json"))
+def test_bridge_proof_vectors(vec: dict[str, Any]) -> None:
+    """tests/vectors/parley_local_api_proof.json: the bridge's side (tests/js/bridge-proof.test.mjs checks the extension's)."""
+    from bridge.api.access import BridgeKey, bridge_proof_message
+
+    i, e = vec["input"], vec["expected"]
+    challenge = bytes.fromhex(i["challenge"])
+    key = BridgeKey(bytes.fromhex(i["private"]))
+    assert key.public.hex() == e["public"]
+    assert bridge_proof_message(challenge, i["origin"], i["host"]).hex() == e["message"]
+    assert key.prove(challenge, i["origin"], i["host"]).hex() == e["signature"]
+    from bridge.api.access import normalise_code as norm, pair_proof
+
+    code_hash = hashlib.sha256(norm(i["code"]).encode()).digest()
+    assert pair_proof(code_hash, "client", challenge + key.public).hex() == e["pair_client"]
+    assert pair_proof(code_hash, "bridge", challenge + key.public).hex() == e["pair_bridge"]
+
+
+def test_pairing_with_a_proof_never_sends_the_code(bridge: Bridge) -> None:
+    """``pair {proof}``: HMAC proofs both ways over hello's transcript; a wrong proof is a wrong guess;
+    no proof without hello."""
+    import hashlib
+    import os
+
+    from bridge.api.access import pair_proof
+
+    code = bridge.code()
+    code_hash = hashlib.sha256(normalise_code(code).encode()).digest()
+    ws = bridge.ws()
+    assert call(ws, "pair", {"proof": _b64u(bytes(32))})["error"]["code"] == -32602  # hello first
+    ws = bridge.ws()
+    challenge = os.urandom(32)
+    key = _b64u_decode(call(ws, "hello", {"challenge": _b64u(challenge)})["result"]["key"])
+    assert call(ws, "pair", {"code": code, "proof": _b64u(bytes(32))})["error"]["code"] == -32602  # one of them
+    wrong = pair_proof(hashlib.sha256(b"ZZZZZZZZ").digest(), "client", challenge + key)
+    assert call(ws, "pair", {"proof": _b64u(wrong)})["error"]["code"] == -32002
+    ws = bridge.ws()
+    challenge = os.urandom(32)
+    call(ws, "hello", {"challenge": _b64u(challenge)})
+    replayed = pair_proof(code_hash, "client", os.urandom(32) + key)  # made for another challenge
+    assert call(ws, "pair", {"proof": _b64u(replayed)})["error"]["code"] == -32002
+    ws = bridge.ws()
+    challenge = os.urandom(32)
+    call(ws, "hello", {"challenge": _b64u(challenge)})
+    good = pair_proof(code_hash, "client", challenge + key)
+    result = call(ws, "pair", {"proof": _b64u(good), "name": "proof test"})["result"]
+    assert result["proof"] == _b64u(pair_proof(code_hash, "bridge", challenge + key))
+    assert result["bridge_key"] == _b64u(key)
+    ws2 = bridge.ws()
+    assert call(ws2, "auth", {"token": result["token"]})["result"] == {"ok": True}

@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge import identity
-from bridge.api.access import EXTENSION_ID, Access
+from bridge.api.access import EXTENSION_ID, Access, BridgeKey, bridge_proof_message
+from bridge.crypto import primitives
 from bridge.api.rpc import CLOSE_UNAUTHENTICATED, MAX_BATCH, MAX_FRAME, Hub, LocalApi, RpcConnection
 from bridge.daemon import DaemonClient
 from bridge.engine import Engine
@@ -39,6 +40,7 @@ from tests.procs import Proc, free_port, parley, start_bridge, start_relay
 
 __all__: list[str] = []
 
+ORIGIN = f"chrome-extension://{EXTENSION_ID}"
 FUZZ = settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 STANDARD = {-32700, -32600, -32601, -32602, -32603}
 APP = {-32001, -32002, -32003, -32004, -32005, -32010}
@@ -69,14 +71,18 @@ class World:
         ident = {"address": secrets.address, "installation_id": secrets.installation_id, "record": record.hex()}
         self.engine = Engine(self.store, secrets, ident, f"http://127.0.0.1:{free_port()}")  # nothing listens there
         self.access = Access(self.store)
-        self.api = LocalApi(self.engine, self.access, Contacts(tmp / "contacts.json"), lambda: False, Hub())
+        self.bridge_key = BridgeKey(bytes(range(32)))
+        self.api = LocalApi(self.engine, self.access, Contacts(tmp / "contacts.json"), lambda: False, Hub(), bridge_key=self.bridge_key)
         self.authed = self.connect()
         code = self.access.new_pair_code()
         assert "token" in self.authed.frame(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "pair", "params": {"code": code}}))[0]["result"]
 
     def connect(self) -> Conn:
         c = Conn(rpc=None)  # type: ignore[arg-type]
-        c.rpc = RpcConnection(self.api, lambda text: c.sent.append(json.loads(text)), lambda code, reason: c.closes.append((code, reason)), "fuzz")
+        c.rpc = RpcConnection(
+            self.api, lambda text: c.sent.append(json.loads(text)), lambda code, reason: c.closes.append((code, reason)), "fuzz",
+            origin=ORIGIN, host="127.0.0.1:8737",
+        )
         return c
 
     def snapshot(self) -> dict[str, tuple[int, str]]:
@@ -184,7 +190,32 @@ def test_every_method_with_wrong_params(world: World, data: st.DataObject) -> No
 
 
 @FUZZ
-@given(method=st.text(max_size=60).filter(lambda m: m not in LocalApi.METHODS and m not in ("auth", "pair")), notify=st.booleans(), params=st.one_of(st.none(), st.dictionaries(st.text(max_size=4), scalars, max_size=2)))
+@given(params=st.one_of(values, st.fixed_dictionaries({"challenge": st.one_of(st.text(max_size=60), st.binary(min_size=30, max_size=34).map(
+    lambda b: __import__("base64").urlsafe_b64encode(b).rstrip(b"=").decode()))}, optional={"v": scalars})))
+def test_hello_before_auth_proves_or_refuses_and_never_authenticates(world: World, params: Any) -> None:
+    """A page-side client (any Origin passed the gate) sends hostile ``hello`` params before auth: the
+    answer is a proof that verifies for exactly this challenge, or -32602; the connection stays open and
+    unauthenticated; the database is unchanged."""
+    import base64
+
+    conn = world.connect()
+    before = world.snapshot()
+    out = conn.frame(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "hello", "params": params}))
+    assert len(out) == 1 and out[0]["id"] == 3
+    if "result" in out[0]:
+        challenge = base64.urlsafe_b64decode(params["challenge"] + "=" * (-len(params["challenge"]) % 4))
+        sig = base64.urlsafe_b64decode(out[0]["result"]["signature"] + "==")
+        primitives.ed25519_verify(world.bridge_key.public, sig, bridge_proof_message(challenge, ORIGIN, "127.0.0.1:8737"))
+    else:
+        assert is_error(out[0], {-32600, -32602}), out  # params that are not an object: Invalid Request
+    assert not conn.rpc.closed and conn.rpc.token_id is None
+    ping = conn.frame(json.dumps({"jsonrpc": "2.0", "id": 4, "method": "ping"}))
+    assert is_error(ping[0], {-32001}) and conn.closes == [(CLOSE_UNAUTHENTICATED, "not authenticated")]
+    assert world.snapshot() == before
+
+
+@FUZZ
+@given(method=st.text(max_size=60).filter(lambda m: m not in LocalApi.METHODS and m not in ("auth", "pair", "hello")), notify=st.booleans(), params=st.one_of(st.none(), st.dictionaries(st.text(max_size=4), scalars, max_size=2)))
 def test_unknown_methods_and_notifications(world: World, method: str, notify: bool, params: Any) -> None:
     conn = world.authed
     req: dict[str, Any] = {"jsonrpc": "2.0", "method": method}

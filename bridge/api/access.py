@@ -23,9 +23,9 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bridge.store import Store, now_ms
@@ -42,6 +42,10 @@ __all__ = [
     "PageSessions",
     "SCOPES",
     "normalise_code",
+    "BRIDGE_PROOF_CONTEXT",
+    "BridgeKey",
+    "bridge_proof_message",
+    "pair_proof",
     "origin_allowed",
     "host_allowed",
 ]
@@ -66,6 +70,9 @@ CREATE TABLE IF NOT EXISTS api_pair_codes (
     code_hash   BLOB PRIMARY KEY,
     expires_at  INTEGER NOT NULL,
     wrong       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS api_pair_failures (
+    at          INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_tokens (
     id          TEXT PRIMARY KEY,
@@ -102,6 +109,70 @@ class ApiToken:
     revoked: bool
 
 
+#: Domain separation for the bridge's proof of identity on the local API (docs/PROTOCOL.md §8.1).
+BRIDGE_PROOF_CONTEXT = b"parley local-api v1 bridge proof"
+BRIDGE_KEY_FILE = "local_api_key"
+CHALLENGE_BYTES = 32
+
+
+def bridge_proof_message(challenge: bytes, origin: str, host: str) -> bytes:
+    """What the bridge signs: ``context ‖ 0x00 ‖ origin ‖ 0x00 ‖ host ‖ 0x00 ‖ challenge`` (UTF-8).
+
+    ``origin`` is the connection's ``Origin`` (``chrome-extension://<id>``) and ``host`` its ``Host``
+    (``127.0.0.1:PORT``), so a proof made for one extension or port is worthless on another."""
+    if len(challenge) != CHALLENGE_BYTES:
+        raise AccessError("the challenge must be 32 bytes", "bad challenge length")
+    return b"\0".join((BRIDGE_PROOF_CONTEXT, origin.encode(), host.encode(), challenge))
+
+
+class BridgeKey:
+    """The bridge's Ed25519 key for the local API (issue 8 item 9: port squatting).
+
+    Kept in ``<home>/local_api_key`` (0600, the raw 32-byte seed), created on first use. The extension
+    learns the public key when it pairs; on every connect it sends a fresh challenge and sends its
+    token only once the bridge has signed :func:`bridge_proof_message` with this key."""
+
+    def __init__(self, private: bytes) -> None:
+        from bridge.crypto import primitives
+
+        if len(private) != 32:
+            raise AccessError("the local API key must be 32 bytes", "bad local API key file")
+        self._private = private
+        self.public = primitives.ed25519_public(private)
+
+    @classmethod
+    def load_or_create(cls, home_dir: Path) -> "BridgeKey":
+        from bridge.crypto import primitives
+        from bridge.home import write_private
+
+        path = home_dir / BRIDGE_KEY_FILE
+        try:
+            return cls(path.read_bytes())
+        except FileNotFoundError:
+            private, _ = primitives.ed25519_keypair()
+            try:
+                write_private(path, private, exclusive=True)
+            except FileExistsError:  # another process created it first: use theirs
+                pass
+            return cls(path.read_bytes())
+
+    def prove(self, challenge: bytes, origin: str, host: str) -> bytes:
+        from bridge.crypto import primitives
+
+        return primitives.ed25519_sign(self._private, bridge_proof_message(challenge, origin, host))
+
+
+PAIR_PROOF_CONTEXT = b"parley local-api v1 pairing"
+
+
+def pair_proof(code_hash: bytes, side: str, transcript: bytes) -> bytes:
+    """HMAC-SHA256 keyed with SHA-256(normalised code) over ``context ‖ 0x00 ‖ side ‖ 0x00 ‖ transcript``
+    (``side``: ``client`` or ``bridge``; ``transcript`` = the hello challenge ‖ the bridge's public key).
+    Each side shows it knows the code without sending it: a stand-in on the port learns no code and
+    cannot answer the extension's pairing."""
+    return hmac.new(code_hash, b"\0".join((PAIR_PROOF_CONTEXT, side.encode(), transcript)), hashlib.sha256).digest()
+
+
 def _h(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
@@ -125,12 +196,12 @@ def host_allowed(host: str | None, port: int) -> bool:
 class Access:
     """Pairing codes, API tokens and inbox sessions over the bridge database."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], int] = now_ms) -> None:
         self.store = store
+        #: Milliseconds since the epoch; injectable so tests can let a minute pass.
+        self.clock = clock
         conn = store._conn()
         conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-        self._wrong_times: list[float] = []
 
     # --- pairing ---------------------------------------------------------------
 
@@ -148,35 +219,67 @@ class Access:
         Raises:
             AccessError: wrong, expired or used code, or too many wrong codes lately.
         """
-        now = time.monotonic()
-        with self._lock:
-            self._wrong_times = [t for t in self._wrong_times if now - t < 60]
-            if len(self._wrong_times) >= PAIR_ATTEMPTS_PER_MINUTE:
-                raise AccessError("too many wrong pairing codes; wait a minute", "pairing rate limit")
         if not isinstance(code, str) or not 4 <= len(code) <= 32:
             raise AccessError("a pairing code is required", "malformed pairing code")
-        label = name.strip()[:80] if isinstance(name, str) and name.strip() else "browser extension"
         code_hash = _h(normalise_code(code))
-        token, token_id = secrets.token_urlsafe(32), secrets.token_hex(6)
-        with self.store.write() as c:
+
+        def lookup(c: Any, now: int) -> bytes | None:
             row = c.execute("SELECT expires_at FROM api_pair_codes WHERE code_hash = ?", (code_hash,)).fetchone()
-            if row is None or row["expires_at"] < now_ms():
+            return code_hash if row is not None and row["expires_at"] >= now else None
+
+        token, token_id, _ = self._pair(lookup, name)
+        return token, token_id
+
+    def pair_with_proof(self, proof: bytes, transcript: bytes, name: Any) -> tuple[str, str, bytes]:
+        """Pair without the code crossing the socket (docs/PROTOCOL.md §8.1): ``proof`` must be
+        :func:`pair_proof` ``(code_hash, "client", transcript)`` for a live code. Returns (token,
+        token_id, the bridge's answering proof).
+
+        Raises:
+            AccessError: no live code gives this proof, or too many wrong codes lately.
+        """
+
+        def lookup(c: Any, now: int) -> bytes | None:
+            for row in c.execute("SELECT code_hash FROM api_pair_codes WHERE expires_at >= ?", (now,)).fetchall():
+                if hmac.compare_digest(pair_proof(bytes(row["code_hash"]), "client", transcript), proof):
+                    return bytes(row["code_hash"])
+            return None
+
+        token, token_id, code_hash = self._pair(lookup, name)
+        return token, token_id, pair_proof(code_hash, "bridge", transcript)
+
+    def _pair(self, lookup: Callable[[Any, int], bytes | None], name: Any) -> tuple[str, str, bytes]:
+        """The limiter is kept in the database and checked, the code looked up and a failure recorded
+        in one ``BEGIN IMMEDIATE`` transaction, so concurrent guesses from several threads or processes
+        (the daemon, CLI commands) cannot together exceed ``PAIR_ATTEMPTS_PER_MINUTE``."""
+        label = name.strip()[:80] if isinstance(name, str) and name.strip() else "browser extension"
+        token, token_id = secrets.token_urlsafe(32), secrets.token_hex(6)
+        outcome, code_hash = "paired", b""
+        with self.store.write() as c:
+            now = self.clock()
+            c.execute("DELETE FROM api_pair_failures WHERE at < ?", (now - 60_000,))
+            recent = c.execute("SELECT COUNT(*) FROM api_pair_failures WHERE at >= ?", (now - 60_000,)).fetchone()[0]
+            found = None if recent >= PAIR_ATTEMPTS_PER_MINUTE else lookup(c, now)
+            if recent >= PAIR_ATTEMPTS_PER_MINUTE:
+                outcome = "limited"
+            elif found is None:
                 # Every live code absorbs the wrong guess; after a few it dies.
+                c.execute("INSERT INTO api_pair_failures(at) VALUES (?)", (now,))
                 c.execute("UPDATE api_pair_codes SET wrong = wrong + 1")
-                c.execute("DELETE FROM api_pair_codes WHERE wrong >= ? OR expires_at < ?", (PAIR_GUESSES_PER_CODE, now_ms()))
-                ok = False
+                c.execute("DELETE FROM api_pair_codes WHERE wrong >= ? OR expires_at < ?", (PAIR_GUESSES_PER_CODE, now))
+                outcome = "wrong"
             else:
+                code_hash = found
                 c.execute("DELETE FROM api_pair_codes WHERE code_hash = ?", (code_hash,))
                 c.execute(
                     "INSERT INTO api_tokens(id, token_hash, name, created_at) VALUES (?, ?, ?, ?)",
-                    (token_id, _h(token), label, now_ms()),
+                    (token_id, _h(token), label, now),
                 )
-                ok = True
-        if not ok:
-            with self._lock:
-                self._wrong_times.append(time.monotonic())
+        if outcome == "limited":
+            raise AccessError("too many wrong pairing codes; wait a minute", "pairing rate limit")
+        if outcome == "wrong":
             raise AccessError("wrong or expired pairing code", "wrong pairing code")
-        return token, token_id
+        return token, token_id, code_hash
 
     def check_token(self, token: Any) -> str:
         """Return the token id of a valid, unrevoked token.

@@ -19,15 +19,17 @@ ones, plus
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bridge import __version__, identity
-from bridge.api.access import Access, AccessError
+from bridge.api.access import Access, AccessError, BridgeKey
 from bridge.engine import BadInput, Engine, NotRegistered, message_dict
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts, ResolveError
@@ -86,6 +88,42 @@ def _address(p: dict[str, Any], name: str) -> str:
         raise RpcError(INVALID_PARAMS, f"{name} must be a 0x address") from None
 
 
+_QUERY = re.compile(r"\?[^\s)'\"]*")
+_USERINFO = re.compile(r"//[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` without URL query strings or user:password parts (API keys live there), for logs."""
+    return _USERINFO.sub("//…@", _QUERY.sub("?…", text))
+
+
+def _resolve_failed(exc: ResolveError, peer: str) -> RpcError:
+    """The public face of a resolver failure (issue 8 item 7). Whatever reaches the extension may reach
+    the site's page (the DM button's reason), so ``detail`` is a fixed phrase naming the service,
+    never an endpoint, a key or the upstream error; the details go to the bridge's own log (redacted)."""
+    log.warning("resolving %s failed (%s): %s", peer[:100], exc.reason, redact(str(exc)))
+    source = exc.source if exc.source in _PUBLIC_SOURCES else None
+    if exc.reason == "unreachable":
+        detail = f"{source or 'name service'} unreachable"
+    elif exc.reason == "malformed":
+        detail = "not a name Parley understands"
+    elif exc.reason == "contacts":
+        detail = "the contacts file cannot be read"
+    elif source in (None, "contacts"):
+        detail = "not in your contacts"
+    else:
+        detail = f"not found in your contacts or {source}"
+    data = {"reason": exc.reason if exc.reason in _PUBLIC_REASONS else "error", "detail": detail}
+    if source:
+        data["source"] = source
+    return RpcError(CANNOT_RESOLVE, "cannot resolve", data)
+
+
+#: Source labels and reasons that may be shown to a page (bridge/resolve: ResolveError).
+_PUBLIC_SOURCES = frozenset({"contacts", "Lens API", "ENS", "Farcaster hub"})
+_PUBLIC_REASONS = frozenset({"malformed", "unknown", "unreachable", "contacts"})
+
+
 class Hub:
     """Fan-out of notifications to every authenticated connection."""
 
@@ -127,6 +165,8 @@ class LocalApi:
     pages: Any = None
     #: ``http://127.0.0.1:PORT``: where the pages are served.
     base_url: str = ""
+    #: The bridge's local-API key (``hello``: the bridge proves itself before the extension sends a token).
+    bridge_key: BridgeKey | None = None
 
     def __post_init__(self) -> None:
         self.engine.listeners.append(self._on_engine_event)
@@ -181,10 +221,7 @@ class LocalApi:
         try:
             r = self._resolver().resolve(peer)
         except ResolveError as exc:
-            data = {"reason": exc.reason, "detail": str(exc)}
-            if exc.source:
-                data["source"] = exc.source
-            raise RpcError(CANNOT_RESOLVE, "cannot resolve", data) from None
+            raise _resolve_failed(exc, peer) from None
         return r.to_dict()
 
     def m_canMessage(self, p: Any) -> dict[str, Any]:
@@ -201,17 +238,16 @@ class LocalApi:
             try:
                 resolution = self._resolver().resolve(value)
             except ResolveError as exc:
-                data = {"reason": exc.reason, "detail": str(exc)}
-                if exc.source:
-                    data["source"] = exc.source
-                raise RpcError(CANNOT_RESOLVE, "cannot resolve", data) from None
+                raise _resolve_failed(exc, value) from None
             address = resolution.address
         try:
             ok = self.engine.can_message(address)
         except RelayUnavailable as exc:
-            raise RpcError(RELAY_UNAVAILABLE, "relay unavailable", {"detail": str(exc)}) from None
+            log.warning("canMessage %s: relay unavailable: %s", address, redact(str(exc)))
+            raise RpcError(RELAY_UNAVAILABLE, "relay unavailable", {"detail": "relay unreachable"}) from None
         except RelayError as exc:
-            raise RpcError(RELAY_UNAVAILABLE, "relay error", {"detail": str(exc)}) from None
+            log.warning("canMessage %s: relay error: %s", address, redact(str(exc)))
+            raise RpcError(RELAY_UNAVAILABLE, "relay error", {"detail": "the relay answered with an error"}) from None
         out: dict[str, Any] = {"address": address, "canMessage": ok}
         if resolution is not None:
             out["peer"] = value
@@ -268,7 +304,8 @@ class LocalApi:
         except BadInput as exc:
             raise RpcError(BAD_INPUT, str(exc)) from None
         except NotRegistered as exc:
-            raise RpcError(NOT_REGISTERED, "peer not registered", {"detail": str(exc)}) from None
+            log.info("messages.send %s: %s", peer, redact(str(exc)))
+            raise RpcError(NOT_REGISTERED, "peer not registered", {"detail": "this address has no Parley installation"}) from None
         return {"message": result.message, "delivered": result.delivered}
 
     def m_messages_markRead(self, p: Any) -> dict[str, Any]:
@@ -304,11 +341,32 @@ class LocalApi:
     }
 
 
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64u_decode(text: Any, n: int, name: str) -> bytes:
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", text):
+        raise RpcError(INVALID_PARAMS, f"{name} must be unpadded base64url")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        raise RpcError(INVALID_PARAMS, f"{name} must be unpadded base64url") from None
+    if len(raw) != n or _b64u(raw) != text:
+        raise RpcError(INVALID_PARAMS, f"{name} must be {n} bytes")
+    return raw
+
+
 class RpcConnection:
     """One client. ``send`` writes a text frame; ``close`` closes the socket with a code."""
 
-    def __init__(self, api: LocalApi, send: Callable[[str], None], close: Callable[[int, str], None], who: str) -> None:
+    def __init__(
+        self, api: LocalApi, send: Callable[[str], None], close: Callable[[int, str], None], who: str,
+        *, origin: str | None = None, host: str | None = None,
+    ) -> None:
         self.api = api
+        #: The WebSocket handshake's Origin and Host (already checked by the gates): bound into ``hello``.
+        self.origin, self.host = origin, host
         self._send = send
         self._close = close
         self.who = who
@@ -316,6 +374,8 @@ class RpcConnection:
         self._lock = threading.Lock()
         self.closed = False
         self._refuse = False
+        #: The last ``hello`` challenge: pairing proofs are bound to it.
+        self._challenge: bytes | None = None
 
     def write(self, obj: Any) -> None:
         text = json.dumps(obj, separators=(",", ":"))
@@ -397,12 +457,24 @@ class RpcConnection:
             return {"jsonrpc": "2.0", "error": {"code": INTERNAL_ERROR, "message": "Internal error"}, "id": rid}
         return None if is_notification else {"jsonrpc": "2.0", "result": result, "id": rid}
 
+    def _hello(self, params: Any) -> dict[str, Any]:
+        """``hello {challenge}`` → ``{v: 1, key, signature}``: the bridge proves itself (PROTOCOL.md §8.1)."""
+        p = _params(params, "challenge", optional=("v",))
+        challenge = _b64u_decode(p["challenge"], 32, "challenge")
+        key = self.api.bridge_key
+        if key is None or self.origin is None or self.host is None:
+            raise RpcError(METHOD_NOT_FOUND, "this bridge has no local-API key")
+        self._challenge = challenge
+        return {"v": 1, "key": _b64u(key.public), "signature": _b64u(key.prove(challenge, self.origin, self.host))}
+
     def _dispatch(self, method: str, params: Any) -> Any:
         if self.token_id is not None and not self.api.access.token_valid(self.token_id):
             self.token_id = None
             self._refuse = True
             log.warning("local API: refused %s: token revoked", self.who)
             raise RpcError(NOT_AUTHENTICATED, "not authenticated")
+        if method == "hello":
+            return self._hello(params)
         if method == "auth":
             p = _params(params, "token")
             try:
@@ -414,16 +486,31 @@ class RpcConnection:
             self.api.hub.add(self)
             return {"ok": True}
         if method == "pair":
-            p = _params(params, "code", optional=("name",))
+            p = _params(params, optional=("code", "proof", "name"))
+            if ("code" in p) == ("proof" in p):
+                raise RpcError(INVALID_PARAMS, "give exactly one of code and proof")
+            out: dict[str, Any] = {}
             try:
-                token, token_id = self.api.access.pair(p["code"], p.get("name"))
+                if "proof" in p:
+                    # The code never crosses the socket: HMAC proofs both ways over hello's transcript.
+                    key = self.api.bridge_key
+                    if key is None or self._challenge is None:
+                        raise RpcError(INVALID_PARAMS, "pairing with a proof needs hello first")
+                    proof = _b64u_decode(p["proof"], 32, "proof")
+                    token, token_id, answer = self.api.access.pair_with_proof(proof, self._challenge + key.public, p.get("name"))
+                    out["proof"] = _b64u(answer)
+                else:
+                    token, token_id = self.api.access.pair(p["code"], p.get("name"))
             except AccessError as exc:
                 log.warning("local API: pairing refused for %s: %s", self.who, exc.reason)
                 raise RpcError(PAIRING_REFUSED, str(exc)) from None
             log.warning("local API: paired %s as token %s", self.who, token_id)
             self.token_id = token_id
             self.api.hub.add(self)
-            return {"token": token, "token_id": token_id}
+            out.update({"token": token, "token_id": token_id})
+            if self.api.bridge_key is not None:
+                out["bridge_key"] = _b64u(self.api.bridge_key.public)
+            return out
         if self.token_id is None:
             self._refuse = True
             log.warning("local API: refused %s: %s before auth", self.who, method[:40])

@@ -58,7 +58,7 @@ def register_local_api(app: Flask, sock: Sock, api: LocalApi, *, port: int, exte
         def close(code: int, reason: str) -> None:
             ws.close(reason=code, message=reason)
 
-        conn = RpcConnection(api, ws.send, close, who)
+        conn = RpcConnection(api, ws.send, close, who, origin=request.headers.get("Origin"), host=request.host)
         try:
             while not conn.closed:
                 data = ws.receive()

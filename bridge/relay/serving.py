@@ -273,11 +273,14 @@ def _gevent_handler(deadlines: HeaderDeadlines, idle_timeout: float) -> Any:
     return _Handler
 
 
-def make_guarded_server(host: str, port: int, app: Any, *, header_timeout: float, idle_timeout: float, max_connections: int) -> Any:
+def make_guarded_server(
+    host: str, port: int, app: Any, *, header_timeout: float, idle_timeout: float, max_connections: int, handler_base: Any = None
+) -> Any:
     """werkzeug's threaded WSGI server (a ``BaseWSGIServer``) with a header deadline, a body idle
     timeout and a connection cap: connections beyond ``max_connections`` are closed at once.
     ``server_close()`` also stops the deadline thread. werkzeug is imported here, not at module
-    import, so that gevent can patch the process first.
+    import, so that gevent can patch the process first. ``handler_base``: a ``WSGIRequestHandler``
+    subclass to build on (e.g. one whose request log drops query strings).
 
     Raises:
         OSError: the address cannot be bound.
@@ -287,7 +290,7 @@ def make_guarded_server(host: str, port: int, app: Any, *, header_timeout: float
     deadlines = HeaderDeadlines(header_timeout)
     slots = threading.BoundedSemaphore(max(1, int(max_connections)))
 
-    class _Handler(WSGIRequestHandler):
+    class _Handler(handler_base or WSGIRequestHandler):  # type: ignore[misc]
         def handle_one_request(self) -> None:
             deadlines.begin(self.connection)
             try:

@@ -1,16 +1,25 @@
 // The one WebSocket to the bridge (DESIGN.md "Extension": service worker; local API contract:
-// JSON-RPC 2.0 at ws://127.0.0.1:PORT/v1/rpc, first call `auth` or `pair`, 20 s ping, reconnect
-// with exponential backoff capped at 30 s, close code 4401 = bad token → drop it, "not paired").
+// JSON-RPC 2.0 at ws://127.0.0.1:PORT/v1/rpc, 20 s ping, reconnect with exponential backoff capped
+// at 30 s, close code 4401 = bad token → drop it, "not paired").
+//
+// Port squatting (issue 8 item 9): whatever listens on the port must first prove it is the paired
+// bridge. The first frame is `hello {challenge}`; only a valid signature by the key learnt at pairing
+// (common/bridge-proof.js) lets `auth {token}` (or, while pairing, `pair {proof}`) go out. Otherwise
+// the socket is dropped, the status is "bridge not verified", and neither the token nor any text is
+// ever sent to it. At pairing the key is learnt, and the code never crosses the socket: the extension
+// and the bridge each prove with an HMAC that they know it (a stand-in learns nothing usable).
 
+import { b64uDecode, b64uEncode, newChallenge, pairProof, verifyProof } from '../common/bridge-proof.js';
 import { wsUrlFor } from '../common/bridge-url.js';
 import { STATUS } from '../common/messages.js';
-import { getBridgeUrl, getStatus, getToken, setSession, setToken } from './state.js';
+import { getBridgeKey, getBridgeUrl, getStatus, getToken, setPairing, setSession } from './state.js';
 
 const PING_MS = 20000;
 const CALL_TIMEOUT_MS = 15000;
 const BACKOFF_START_MS = 1000;
 const BACKOFF_CAP_MS = 30000;
 export const CLOSE_UNAUTHORIZED = 4401;
+export const CLOSE_NOT_VERIFIED = 4403;
 
 export class RpcError extends Error {
   constructor(code, message, data) {
@@ -120,13 +129,40 @@ async function refreshStatus() {
   });
 }
 
-async function handshake(sock, token) {
+class NotVerified extends Error {}
+
+/** hello → the bridge's proof; resolves the verified key (base64url) or throws NotVerified. */
+async function verifyBridge(sock, url, expectedKey) {
+  const challenge = newChallenge();
+  let hello;
+  try {
+    hello = await send(sock, 'hello', { v: 1, challenge: b64uEncode(challenge) });
+  } catch (error) {
+    throw new NotVerified(`no proof (${error.message})`);
+  }
+  const host = new URL(url).host;
+  if (!(await verifyProof(hello, challenge, location.origin, host, expectedKey))) {
+    throw new NotVerified(expectedKey !== null && hello?.key !== expectedKey ? 'a different key' : 'a bad signature');
+  }
+  return { key: hello.key, challenge };
+}
+
+async function handshake(sock, token, url) {
   const request = pairRequest;
   try {
+    const expectedKey = request ? null : await getBridgeKey();
+    if (!request && !expectedKey) throw new NotVerified('no bridge key from pairing: pair again');
+    const { key, challenge } = await verifyBridge(sock, url, expectedKey);
+    if (socket !== sock) return;
     if (request) {
-      const result = await send(sock, 'pair', { code: request.code, name: request.name });
+      // The code itself never goes out: a proof that we know it, and the bridge must prove it too.
+      const keyBytes = b64uDecode(key, 32);
+      const proof = await pairProof(request.code, 'client', challenge, keyBytes);
+      const result = await send(sock, 'pair', { proof: b64uEncode(proof), name: request.name });
       if (!result || typeof result.token !== 'string' || !result.token) throw new RpcError(-32603, 'bridge sent no token');
-      await setToken(result.token);
+      const expected = b64uEncode(await pairProof(request.code, 'bridge', challenge, keyBytes));
+      if (result.bridge_key !== key || result.proof !== expected) throw new NotVerified('the bridge does not know the pairing code');
+      await setPairing(result.token, key);
       pairRequest = null;
       request.resolve({ ok: true });
     } else {
@@ -136,11 +172,16 @@ async function handshake(sock, token) {
   } catch (error) {
     if (request) {
       pairRequest = null;
-      request.reject(error);
+      request.reject(error instanceof NotVerified ? new RpcError(-32000, `bridge not verified: ${error.message}`) : error);
       await setSession({ lastError: `pairing failed: ${error.message}` });
-    } else {
-      await setToken(null);
     }
+    if (error instanceof NotVerified) {
+      notVerified.add(sock);
+      await setSession({ status: STATUS.NOT_VERIFIED, lastError: `bridge not verified: ${error.message}` });
+      if (socket === sock) sock.close(CLOSE_NOT_VERIFIED, 'bridge not verified');
+      return;
+    }
+    if (!request) await setPairing(null);
     if (socket === sock) sock.close(CLOSE_UNAUTHORIZED, 'handshake failed');
     return;
   }
@@ -150,6 +191,8 @@ async function handshake(sock, token) {
   startPing(sock);
   refreshStatus().catch((error) => console.debug('[parley] status failed', error));
 }
+
+const notVerified = new WeakSet();
 
 /** Open the socket if we have a token (or a pairing is pending) and none is open. */
 export async function connect() {
@@ -179,10 +222,10 @@ export async function connect() {
   }
   socket = sock;
   // Listeners go on before any await: a refused connection can close the socket within one tick.
-  sock.addEventListener('open', () => { handshake(sock, token); });
+  sock.addEventListener('open', () => { handshake(sock, token, url); });
   sock.addEventListener('message', onMessage);
   sock.addEventListener('close', (event) => { onClose(sock, event); });
-  if (getStatus() !== STATUS.UNREACHABLE) await setSession({ status: STATUS.CONNECTING });
+  if (getStatus() !== STATUS.UNREACHABLE && getStatus() !== STATUS.NOT_VERIFIED) await setSession({ status: STATUS.CONNECTING });
 }
 
 async function onClose(sock, event) {
@@ -207,7 +250,8 @@ async function onClose(sock, event) {
     await setSession({ status: STATUS.NOT_PAIRED });
     return;
   }
-  await setSession({ status: STATUS.UNREACHABLE });
+  // A stand-in that failed the proof keeps "bridge not verified" shown while we retry.
+  if (!notVerified.has(sock)) await setSession({ status: STATUS.UNREACHABLE });
   scheduleReconnect();
 }
 

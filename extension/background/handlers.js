@@ -1,14 +1,15 @@
 // chrome.runtime.onMessage handlers, tiered by sender (DESIGN.md "Extension": every message checked).
 
 import {
-  CONTENT_LOOKUP_PEER, POPUP_GET_STATE, POPUP_PAIR, POPUP_SET_BRIDGE_URL, POPUP_UNPAIR, RECONNECT, STATUS,
+  CONTENT_LOOKUP_PEER, CONTENT_OPEN_WIDGET, POPUP_GET_STATE, POPUP_PAIR, POPUP_SET_BRIDGE_URL, POPUP_UNPAIR, RECONNECT, STATUS,
 } from '../common/messages.js';
 import { isPeer } from '../common/peer.js';
 import { call, connect, disconnect, pair, reconnectNow } from './bridge.js';
-import { getBridgeUrl, getSession, getStatus, setBridgeUrl, setSession, setToken, waitConnected } from './state.js';
+import { getBridgeUrl, getSession, getStatus, setBridgeUrl, setPairing, setSession, waitConnected } from './state.js';
 import { isExtensionPage, isSiteContentScript } from './senders.js';
 import { WALLET_SIGNIN } from '../common/wallet.js';
 import { openSignin } from './wallet.js';
+import { mintNonce } from './grants.js';
 
 const PAIR_CODE_RE = /^[A-Za-z0-9-]{4,32}$/;
 
@@ -82,7 +83,7 @@ async function handlePopup(msg) {
       }
     }
     case POPUP_UNPAIR:
-      await setToken(null);
+      await setPairing(null);
       disconnect();
       await setSession({ status: STATUS.NOT_PAIRED, identity: null, unread: 0 });
       return { ok: true };
@@ -106,6 +107,8 @@ export function onMessage(msg, sender, sendResponse) {
   let work = null;
   if (msg.type === CONTENT_LOOKUP_PEER && isSiteContentScript(sender)) {
     work = lookupPeer(msg.peer);
+  } else if (msg.type === CONTENT_OPEN_WIDGET && isSiteContentScript(sender)) {
+    work = mintNonce(sender.tab.id, msg.peer).then((nonce) => ({ nonce }));
   } else if (msg.type === RECONNECT && isExtensionPage(sender, 'widget/widget.html')) {
     work = reconnectNow().then(() => ({ ok: true }));
   } else if (isExtensionPage(sender, 'popup/popup.html')) {

@@ -1,5 +1,5 @@
 // Worker state (DESIGN.md "Extension": state in chrome.storage.session because the worker may die at
-// any time). Session: {status, identity, unread, lastError, relay, version}. Local: {token, bridgeUrl}.
+// any time). Session: {status, identity, unread, lastError, relay, version}. Local: {token, bridgeKey, bridgeUrl}.
 
 import { DEFAULT_BRIDGE_URL, normalizeBridgeUrl } from '../common/bridge-url.js';
 import { STATUS } from '../common/messages.js';
@@ -56,6 +56,18 @@ export async function getToken() {
 export async function setToken(token) {
   if (token) await chrome.storage.local.set({ token });
   else await chrome.storage.local.remove('token');
+}
+
+/** The paired bridge's Ed25519 public key (unpadded base64url), learnt at pairing. */
+export async function getBridgeKey() {
+  const { bridgeKey } = await chrome.storage.local.get('bridgeKey');
+  return typeof bridgeKey === 'string' && bridgeKey ? bridgeKey : null;
+}
+
+/** Store the token together with the key of the bridge that issued it (null: forget both). */
+export async function setPairing(token, bridgeKey) {
+  if (token && bridgeKey) await chrome.storage.local.set({ token, bridgeKey });
+  else await chrome.storage.local.remove(['token', 'bridgeKey']);
 }
 
 export async function getBridgeUrl() {

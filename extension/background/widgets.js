@@ -1,18 +1,22 @@
 // Widget ports (DESIGN.md "Extension": widget). A widget is an extension page in an iframe; it opens
 // a chrome.runtime port named WIDGET_PORT, names its peer with WIDGET_HELLO, and may call only the
 // methods in WIDGET_METHODS. Bridge notifications for that peer are forwarded to it.
+// A port is served nothing until its widget attached with the nonce the content script handed it
+// (grants.js, issue 8 item 6): a widget the page framed itself stays inert.
 
 import {
-  STATUS, WIDGET_EVENT, WIDGET_HELLO, WIDGET_METHODS, WIDGET_PORT, WIDGET_RPC, WIDGET_RPC_RESULT, WIDGET_STATUS,
+  STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_METHODS, WIDGET_PORT, WIDGET_RPC, WIDGET_RPC_RESULT,
+  WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress } from '../common/peer.js';
 import { call, connect, reconnectNow } from './bridge.js';
 import { getStatus, setSession, waitConnected } from './state.js';
 import { isExtensionPage } from './senders.js';
+import { admit } from './grants.js';
 import { WALLET_SIGNIN } from '../common/wallet.js';
 import { openSignin } from './wallet.js';
 
-const ports = new Map(); // port -> {peer: lower-case address | null}
+const ports = new Map(); // port -> {peer: lower-case address | null, granted: peer the widget was opened for | null}
 
 /** True when an open widget shows the conversation with `address`. */
 export function widgetOpenFor(address) {
@@ -37,18 +41,20 @@ export function forwardEvent(method, params, address) {
   for (const [port, info] of ports) if (info.peer === wanted) post(port, { type: WIDGET_EVENT, method, params });
 }
 
-function validParams(method, params) {
+function validParams(method, params, info) {
   if (!params || typeof params !== 'object' || Array.isArray(params)) return false;
-  if (method === 'resolve') return isPeer(params.peer);
+  if (method === 'resolve') return isPeer(params.peer) && params.peer === info.granted;
   if (method === 'canMessage') return normalizeAddress(params.address) !== null;
-  if (normalizeAddress(params.peer) === null) return false;
+  // messages.*: only the conversation this widget showed (its hello, after resolving its own peer).
+  if (normalizeAddress(params.peer) === null || normalizeAddress(params.peer) !== info.peer) return false;
   if (method === 'messages.send') return typeof params.text === 'string' && params.text.length > 0 && params.text.length <= 10000;
   return true;
 }
 
 async function handleRpc(port, msg) {
   const reply = (body) => post(port, { type: WIDGET_RPC_RESULT, id: msg.id, ...body });
-  if (!WIDGET_METHODS.includes(msg.method) || !validParams(msg.method, msg.params)) {
+  const info = ports.get(port);
+  if (!info?.granted || !WIDGET_METHODS.includes(msg.method) || !validParams(msg.method, msg.params, info)) {
     reply({ error: { code: -32602, message: 'method or params not allowed' } });
     return;
   }
@@ -88,13 +94,26 @@ export function onConnect(port) {
     port.disconnect();
     return;
   }
-  ports.set(port, { peer: null });
+  ports.set(port, { peer: null, granted: null });
   port.onDisconnect.addListener(() => ports.delete(port));
   port.onMessage.addListener((msg) => {
     if (!msg || typeof msg !== 'object') return;
+    if (msg.type === WIDGET_ATTACH) {
+      admit(port.sender, msg.nonce ?? null).then((granted) => {
+        if (!ports.has(port)) return;
+        if (granted) ports.set(port, { ...ports.get(port), granted });
+        post(port, granted ? { type: WIDGET_GATE, ok: true } : { type: WIDGET_GATE, ok: false, reason: 'not-opened-by-parley' });
+        if (granted) post(port, { type: WIDGET_STATUS, status: getStatus() });
+      });
+      return;
+    }
+    if (!ports.get(port)?.granted) {
+      if (Number.isInteger(msg.id)) post(port, { type: WIDGET_RPC_RESULT, id: msg.id, error: { code: -32001, message: 'this chat was not opened by Parley' } });
+      return;
+    }
     if (msg.type === WIDGET_HELLO) {
       const peer = normalizeAddress(msg.peer);
-      ports.set(port, { peer });
+      ports.set(port, { ...ports.get(port), peer });
       post(port, { type: WIDGET_STATUS, status: getStatus() });
     } else if (msg.type === WIDGET_RPC && Number.isInteger(msg.id)) {
       handleRpc(port, msg);
@@ -104,5 +123,4 @@ export function onConnect(port) {
       handleWallet(port, msg);
     }
   });
-  post(port, { type: WIDGET_STATUS, status: getStatus() });
 }

@@ -6,6 +6,15 @@
 /** Content script → worker: resolve a peer and ask whether it can receive Parley messages. */
 export const CONTENT_LOOKUP_PEER = 'parley/content/lookup-peer';
 
+/**
+ * Content script → worker: {type, peer}. The content script has just opened the widget iframe for
+ * `peer`; the worker answers {nonce}, a one-time secret bound to (tab, peer) that the content script
+ * hands to that frame only (postMessage to the extension's origin). Issue 8 item 6.
+ */
+export const CONTENT_OPEN_WIDGET = 'parley/content/open-widget';
+/** Content script → widget window: {type: WIDGET_NONCE, nonce}. */
+export const WIDGET_NONCE = 'parley/widget-nonce';
+
 /** Popup → worker: read the current state snapshot. */
 export const POPUP_GET_STATE = 'parley/popup/get-state';
 /** Popup → worker: store a bridge URL (`http://127.0.0.1:PORT`). */
@@ -27,6 +36,14 @@ export const WIDGET_RPC_RESULT = 'rpc-result';
 export const WIDGET_EVENT = 'event';
 /** Worker → widget: {type: WIDGET_STATUS, status}. */
 export const WIDGET_STATUS = 'status';
+/**
+ * Widget → worker: {type: WIDGET_ATTACH, nonce} (first open) or {type: WIDGET_ATTACH, nonce: null}
+ * (the port was re-opened after the worker restarted). Until the worker answers
+ * {type: WIDGET_GATE, ok: true} it serves this port nothing.
+ */
+export const WIDGET_ATTACH = 'attach';
+/** Worker → widget: {type: WIDGET_GATE, ok, reason?}. */
+export const WIDGET_GATE = 'gate';
 /** Widget → worker: {type: WIDGET_HELLO, peer} names the conversation this port shows. */
 export const WIDGET_HELLO = 'hello';
 
@@ -36,6 +53,8 @@ export const STATUS = Object.freeze({
   CONNECTING: 'connecting',
   CONNECTED: 'connected',
   UNREACHABLE: 'bridge unreachable',
+  /** Something answers on the bridge's port but cannot prove it holds the paired bridge's key. */
+  NOT_VERIFIED: 'bridge not verified',
 });
 
 /** JSON-RPC methods a widget may call (everything else is refused by the worker). */

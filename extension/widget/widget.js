@@ -2,9 +2,18 @@
 // site. It talks to the service worker over a chrome.runtime port (extension-internal: the hosting
 // page and the content script are never on the path, unlike a MessageChannel handed over by the
 // content script). Message text is rendered with textContent only.
+//
+// Clickjacking (issue 8 item 6). The widget comes alive only when the worker admits it: the content
+// script that opened this frame posts a one-time nonce (bound by the worker to this tab, frame and
+// peer), and the widget presents it over its port. A frame the page made itself never gets one: it
+// shows nothing, loads nothing, marks nothing read (body[data-parley-gate="refused"]). And a live
+// widget acts (send, mark read) only while IntersectionObserver v2 reports it visible — not covered,
+// not transparent, not transformed — and only after it has been so for INPUT_GRACE_MS
+// (body[data-parley-actionable] says which); every refusal is counted in body[data-parley-refused].
 
 import {
-  RECONNECT, STATUS, WIDGET_EVENT, WIDGET_HELLO, WIDGET_PORT, WIDGET_RPC, WIDGET_RPC_RESULT, WIDGET_STATUS,
+  RECONNECT, STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_NONCE, WIDGET_PORT, WIDGET_RPC,
+  WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
 import { WALLET_SIGNIN, shortAddress } from '../common/wallet.js';
@@ -26,6 +35,60 @@ let status = STATUS.CONNECTING;
 let loaded = false;
 let loading = false;
 const shown = new Set();
+
+// --- the gate and the visibility guard (issue 8 item 6) --------------------------------------------
+
+const NONCE_WAIT_MS = 8000;
+const INPUT_GRACE_MS = 800;
+let gate = 'waiting'; // waiting → live | refused
+let visibleSince = null; // performance.now() when IntersectionObserver v2 last reported "visible"
+let refusals = 0;
+let readPending = false;
+
+function setGate(next) {
+  gate = next;
+  document.body.dataset.parleyGate = next;
+}
+
+/** Visible (not covered, transparent or transformed) for at least INPUT_GRACE_MS, in a visible tab. */
+function canAct() {
+  return gate === 'live' && visibleSince !== null && document.visibilityState === 'visible'
+    && performance.now() - visibleSince >= INPUT_GRACE_MS;
+}
+
+/** Publish whether the widget may act now (body[data-parley-actionable]); do a deferred mark-read. */
+function settle() {
+  const ok = canAct();
+  document.body.dataset.parleyActionable = String(ok);
+  if (ok && readPending) markRead();
+}
+
+function refuse() {
+  refusals += 1;
+  document.body.dataset.parleyRefused = String(refusals);
+}
+
+function watchVisibility() {
+  let observer;
+  try {
+    observer = new IntersectionObserver((entries) => {
+      const entry = entries[entries.length - 1];
+      const visible = entry.isIntersecting && entry.isVisible === true; // no v2 support: never visible
+      document.body.dataset.parleyVisible = String(visible);
+      if (!visible) {
+        visibleSince = null;
+        settle();
+        return;
+      }
+      if (visibleSince !== null) return;
+      visibleSince = performance.now();
+      setTimeout(settle, INPUT_GRACE_MS + 50);
+    }, { trackVisibility: true, delay: 100, threshold: [0, 1] });
+  } catch {
+    return; // without IntersectionObserver v2 the widget never acts
+  }
+  observer.observe(document.body);
+}
 
 function showError(text) {
   errorBox.textContent = text;
@@ -159,7 +222,14 @@ function renderMessage(raw, { prepend = false } = {}) {
 }
 
 async function markRead() {
-  if (!address || document.visibilityState !== 'visible' || status !== STATUS.CONNECTED) return;
+  if (!address || status !== STATUS.CONNECTED) return;
+  if (!canAct()) {
+    // Hidden, covered or just shown: mark read once it has been really visible for a moment.
+    readPending = true;
+    if (document.visibilityState === 'visible') refuse();
+    return;
+  }
+  readPending = false;
   try { await rpc('messages.markRead', { peer: address }); } catch { /* shown through status */ }
 }
 
@@ -205,12 +275,15 @@ async function load() {
 
 function onStatus(next) {
   status = next;
+  if (gate !== 'live') return;
   if (status === STATUS.CONNECTED) {
     load();
   } else if (status === STATUS.NOT_PAIRED) {
     showError('This browser is not paired with Parley. Open the Parley popup to pair it.');
   } else if (status === STATUS.UNREACHABLE) {
     showError('The Parley bridge is not reachable. Is `parley run` running? Retrying…');
+  } else if (status === STATUS.NOT_VERIFIED) {
+    showError('Something on the Parley bridge’s port could not prove it is your bridge, so nothing was sent to it. Is `parley run` running? Retrying…');
   }
   setComposerEnabled();
 }
@@ -222,6 +295,8 @@ function onPortMessage(msg) {
     pending.delete(msg.id);
     if (msg.error) reject(Object.assign(new Error(String(msg.error.message)), { code: msg.error.code, data: msg.error.data ?? null }));
     else resolve(msg.result);
+  } else if (msg.type === WIDGET_GATE) {
+    onGate(msg);
   } else if (msg.type === WIDGET_STATUS) {
     onStatus(msg.status);
   } else if (msg.type === WIDGET_EVENT && msg.method === 'message.new') {
@@ -243,13 +318,54 @@ function connectPort() {
     onStatus(STATUS.CONNECTING);
     setTimeout(connectPort, 500); // the worker was stopped; a new connect() wakes it
   });
+  // After a worker restart the grant (tab, frame, peer) lets this frame back in without a nonce.
+  if (gate === 'live') port.postMessage({ type: WIDGET_ATTACH, nonce: null });
   if (address) port.postMessage({ type: WIDGET_HELLO, peer: address });
+}
+
+function refuseForGood() {
+  setGate('refused');
+  showError('This chat can only be opened from the Parley button on a profile page.');
+  setComposerEnabled();
+}
+
+function onGate(msg) {
+  if (msg.ok === true && gate !== 'refused') {
+    if (gate === 'live') return;
+    setGate('live');
+    start();
+  } else if (gate !== 'live') {
+    refuseForGood();
+  }
+}
+
+function onWindowMessage(event) {
+  // Only the content script in the parent page has a nonce; the page may post too, but cannot guess one.
+  if (event.source !== window.parent || gate !== 'waiting' || !port) return;
+  const data = event.data;
+  if (!data || typeof data !== 'object' || data.type !== WIDGET_NONCE || typeof data.nonce !== 'string' || data.nonce.length > 64) return;
+  port.postMessage({ type: WIDGET_ATTACH, nonce: data.nonce });
+}
+
+function start() {
+  $('peer-name').textContent = peer;
+  chrome.storage.session.get('identity').then(({ identity }) => renderMe(identity)).catch(() => {});
+  chrome.storage.session.onChanged.addListener((changes) => {
+    if (changes.identity) renderMe(changes.identity.newValue);
+  });
+  chrome.runtime.sendMessage({ type: RECONNECT }).catch(() => {});
+  onStatus(status);
 }
 
 async function send(event) {
   event.preventDefault();
   const text = composer.value.trim();
   if (!text || !address || sendButton.disabled) return;
+  if (!canAct()) {
+    refuse();
+    showError('Not sent: the chat was hidden, covered or had only just appeared. Check the message and send it again.');
+    return;
+  }
   sendButton.disabled = true;
   try {
     const { message } = await rpc('messages.send', { peer: address, text });
@@ -263,10 +379,10 @@ async function send(event) {
   }
 }
 
+setGate('waiting');
 if (!isPeer(peer)) {
-  showError('This chat has no valid peer.');
+  refuseForGood();
 } else {
-  $('peer-name').textContent = peer;
   $('compose-form').addEventListener('submit', send);
   composer.addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && !event.shiftKey) send(event);
@@ -274,11 +390,13 @@ if (!isPeer(peer)) {
   earlier.addEventListener('click', loadEarlier);
   $('connect-wallet').addEventListener('click', openSignin);
   $('invite-copy').addEventListener('click', copyInvite);
-  chrome.storage.session.get('identity').then(({ identity }) => renderMe(identity)).catch(() => {});
-  chrome.storage.session.onChanged.addListener((changes) => {
-    if (changes.identity) renderMe(changes.identity.newValue);
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && visibleSince !== null) visibleSince = performance.now(); // the grace again
+    settle();
+    setTimeout(settle, INPUT_GRACE_MS + 50);
   });
-  document.addEventListener('visibilitychange', markRead);
+  window.addEventListener('message', onWindowMessage);
+  watchVisibility();
   connectPort();
-  chrome.runtime.sendMessage({ type: RECONNECT }).catch(() => {});
+  setTimeout(() => { if (gate === 'waiting') refuseForGood(); }, NONCE_WAIT_MS);
 }

@@ -37,18 +37,19 @@ test('manifest key gives the id in EXTENSION_ID', () => {
 test('manifest: MV3, module worker, sites-only content scripts and web-accessible resources, strict CSP', () => {
   const m = JSON.parse(readFileSync(join(EXT, 'manifest.json'), 'utf8'));
   assert.equal(m.manifest_version, 3);
-  assert.equal(m.minimum_chrome_version, '116');
+  assert.equal(m.minimum_chrome_version, '137'); // WebCrypto Ed25519 (the bridge's proof) and IntersectionObserver v2
   assert.deepEqual(m.background, { service_worker: 'background/index.js', type: 'module' });
   for (const cs of m.content_scripts) assert.deepEqual([...cs.matches].sort(), [...SITE_MATCHES].sort());
-  // Only the isolated loader: nothing of ours runs in the page's MAIN world, and no wallet code is on
+  // Only the isolated bundle: nothing of ours runs in the page's MAIN world, and no wallet code is on
   // the sites at all (issue 8 item 1: sign-in happens on the bridge's own page).
   assert.deepEqual(m.content_scripts.map((c) => [c.js.join(), c.world ?? 'ISOLATED']),
-    [['content/loader.js', 'ISOLATED']]);
+    [['content/dist/content.js', 'ISOLATED']]);
   for (const war of m.web_accessible_resources) {
     assert.deepEqual([...war.matches].sort(), [...SITE_MATCHES].sort());
     assert.ok(!war.resources.some((r) => r.startsWith('popup/') || r.startsWith('background/')), 'popup/worker not exposed');
   }
-  assert.ok(m.web_accessible_resources.some((w) => w.resources.includes('widget/widget.html')));
+  // Only the widget is web-accessible (issue 8 item 7): any other file lets every site fingerprint us.
+  assert.deepEqual(m.web_accessible_resources.flatMap((w) => w.resources), ['widget/widget.html']);
   assert.equal(m.host_permissions, undefined, 'no host permissions are needed');
   assert.deepEqual([...m.permissions].sort(), ['alarms', 'notifications', 'storage']);
   const csp = m.content_security_policy.extension_pages;
