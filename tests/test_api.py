@@ -410,12 +410,17 @@ def test_pairing_codes_tokens_and_login_links_stay_out_of_the_daemon_log(tmp_pat
         login_token = login.split("t=", 1)[1]
         with requests.Session() as s:
             assert s.get(login, timeout=10).status_code == 200
-        proc.expect(r"GET / ")  # the request log is on: the login request was logged before this one
+            # what the page's script does with the fragment token: trade it for a page session
+            opened = s.post(f"{url}/api/session", json={"token": login_token}, headers={"Origin": url}, timeout=10)
+            assert opened.status_code == 200, opened.text
+            page_session = opened.json()["session"]
+            assert s.get(f"{url}/api/inbox", headers={"X-Parley-Session": page_session}, timeout=10).status_code == 200
+        proc.expect(r"GET /api/inbox ")  # the request log is on: the earlier requests were logged before this one
     finally:
         proc.stop()
     out = "".join(proc.output)
     assert "GET /login" in out
-    for secret in (code, normalise_code(code), token, login_token):
+    for secret in (code, normalise_code(code), token, login_token, page_session):
         assert secret not in out, f"{secret!r} reached the daemon's log"
 
 
