@@ -521,3 +521,48 @@ def test_first_contact_lookups_are_rate_limited_per_address(tmp_path: Path, rela
     now[0] += 1
     assert not bob.can_message(nobody)
     assert len(identity_lookups(relay.since(start), nobody)) == 2
+
+
+def test_concurrent_first_sends_to_a_new_peer_both_go_out(tmp_path: Path, relay: LoggingRelay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sender threads (the daemon's control endpoint serves several `parley send`s at once) write to
+    a peer nobody looked up yet. The second must wait for the first one's lookup, not find the
+    address "looked up just now" with nothing stored and answer NotRegistered (found by
+    test_faults' 5,000-message exchange: Bob's first replies failed)."""
+    from bridge.engine import peers as peers_mod
+
+    alice = make_engine(tmp_path / "alice.db", relay.url)
+    bob = make_engine(tmp_path / "bob.db", relay.url)
+    storing, second_done = threading.Event(), threading.Event()
+    real_store = peers_mod.Peers._store
+    first = [True]
+
+    def slow_store(self: Any, address: str, records: list[bytes], now: int) -> None:
+        if address == bob.address and first[0]:
+            first[0] = False
+            storing.set()
+            # Hold the first lookup between its fetch and its store while the second send runs. A
+            # correct cache makes the second send wait for this one, so this wait then times out.
+            second_done.wait(timeout=1.0)
+        real_store(self, address, records, now)
+
+    monkeypatch.setattr(peers_mod.Peers, "_store", slow_store)
+    results: dict[str, Any] = {}
+
+    def send(name: str) -> None:
+        try:
+            results[name] = alice.send(bob.address, name)
+        except Exception as exc:  # noqa: BLE001 - the assertion below names it
+            results[name] = exc
+        finally:
+            if name == "second":
+                second_done.set()
+
+    t1 = threading.Thread(target=send, args=("first",))
+    t1.start()
+    assert storing.wait(timeout=30)
+    t2 = threading.Thread(target=send, args=("second",))
+    t2.start()
+    t1.join(timeout=60)
+    t2.join(timeout=60)
+    assert all(getattr(results.get(n), "delivered", False) for n in ("first", "second")), results
+    assert bob.sync() == 2

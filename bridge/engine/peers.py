@@ -150,6 +150,7 @@ class Peers:
         self._looked_up: dict[str, int] = {}
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        self._first_contact_lock = threading.Lock()
         self._pending = threading.local()
 
     # --- statements ----------------------------------------------------------------------------
@@ -191,10 +192,17 @@ class Peers:
         Raises:
             RelayUnavailable, RelayError
         """
-        rows = self.store.read("SELECT fetched_at FROM peer_fetches WHERE address = ?", (address,))
-        if rows and (max_age_ms is None or self.clock() - rows[0]["fetched_at"] <= max_age_ms):
+        def fresh() -> bool:
+            rows = self.store.read("SELECT fetched_at FROM peer_fetches WHERE address = ?", (address,))
+            return bool(rows) and (max_age_ms is None or self.clock() - rows[0]["fetched_at"] <= max_age_ms)
+
+        if fresh():
             return self.cached(address) or {}
-        self.lookup([address])
+        # One first-contact lookup at a time: a second sender thread waits for the first one's answer
+        # instead of finding the address "looked up just now" but not yet stored, and failing.
+        with self._first_contact_lock:
+            if not fresh():
+                self.lookup([address])
         return self.cached(address) or {}
 
     def lookup(self, addresses: Iterable[str], *, scheduled: bool = False) -> list[str]:
@@ -215,9 +223,9 @@ class Peers:
         for prefix, group in groups.items():
             logs = self._fetch_bucket(prefix, group)
             for a in group:
-                with self._lock:
-                    self._looked_up[a] = now
                 self._store(a, logs.get(a, []), now)
+                with self._lock:  # only once stored: "looked up" must mean "in the cache"
+                    self._looked_up[a] = now
                 done.append(a)
         return done
 
