@@ -539,14 +539,15 @@ def sync(ctx: Ctx) -> None:
 
 @cli.command()
 @click.argument("peer")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, sender, recipient, text, sent_at, direction}.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, sender, recipient, text, sent_at, direction, flag}.")
 @pass_ctx
 @handle_errors
 def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
     """Show the conversation with PEER in arrival order (reads the local store; no passphrase needed).
 
     Control characters in message text (escape sequences, C1 controls, bidi overrides) are shown
-    escaped, e.g. ESC as \\x1b; --json prints the text exactly as received.
+    escaped, e.g. ESC as \\x1b; --json prints the text exactly as received. A message whose sender's
+    installation later turned out revoked or unregistered is marked with a warning line (JSON: flag).
     """
     from bridge.engine import messages_of
     from bridge.store import Store
@@ -555,7 +556,7 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
     address = _address_arg(peer)
     rows = messages_of(Store(ctx.home.db_file), address)
     if as_json:
-        click.echo(json.dumps([{k: m[k] for k in ("id", "sender", "recipient", "text", "sent_at", "direction")} for m in rows]))
+        click.echo(json.dumps([{k: m[k] for k in ("id", "sender", "recipient", "text", "sent_at", "direction", "flag")} for m in rows]))
         return
     if not rows:
         click.echo(f"no messages with {address}")
@@ -565,6 +566,8 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
         prefix = f"{_fmt_time(m['sent_at'])} {arrow} "
         # Peer text is hostile: no control sequence reaches the terminal (JSON above stays exact).
         click.echo(f"{prefix}{terminal_safe(m['text'], indent=' ' * len(prefix))}{suffix}")
+        if m["flag"]:
+            click.echo(f"{' ' * len(prefix)}! not verified: {terminal_safe(m['flag'])}")
 
 
 @cli.command()

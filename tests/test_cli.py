@@ -245,7 +245,8 @@ def test_messages_oldest_first_and_json_shape(tmp_path: Path, net: Net) -> None:
         view = conversation(home, peer)
         assert [m["text"] for m in view] == [*sent, reply]
         for m in view:
-            assert set(m) == {"id", "sender", "recipient", "text", "sent_at", "direction"}
+            assert set(m) == {"id", "sender", "recipient", "text", "sent_at", "direction", "flag"}
+            assert m["flag"] is None  # no sender here was found revoked
             assert m["direction"] == ("out" if m["sender"] == me else "in")
             assert {m["sender"], m["recipient"]} == {carol, bob}
         times = [m["sent_at"] for m in view]

@@ -298,6 +298,12 @@ def test_revoked_installation_is_not_looked_up_at_receipt_and_is_flagged_by_the_
     reason = bob.peers.flag(msg["id"])
     assert reason is not None and "revoked" in reason
     assert flagged == [{"id": msg["id"], "reason": reason}]
+    # Every view shows the warning: the conversation as the CLI, the RPC and the inbox page read it.
+    assert msg["flag"] is None and [m["flag"] for m in bob.messages(laptop.address)] == [reason]
+    from bridge.engine import MESSAGES_WITH_FLAGS, message_dict
+
+    listed = [message_dict(r) for r in bob.store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ?", (laptop.address,))]
+    assert [m["flag"] for m in listed] == [reason]
     assert set(bob.peers.cached(laptop.address) or {}) == {laptop.installation_id}
     # From now on the revoked installation is refused at once, still without asking the relay.
     assert stolen.send(bob.address, "again").delivered

@@ -30,7 +30,7 @@ from typing import Any
 
 from bridge import __version__, identity
 from bridge.api.access import Access, AccessError, BridgeKey
-from bridge.engine import BadInput, Engine, NotRegistered, message_dict
+from bridge.engine import MESSAGES_WITH_FLAGS, BadInput, Engine, NotRegistered, message_dict
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts, ResolveError
 
@@ -189,6 +189,10 @@ class LocalApi:
             self._conversation_updated(message["peer"])
         elif event in ("message.sent", "message.failed"):
             self.hub.publish("message.updated", {"message": message})
+        elif event == "message.flagged":  # {id, reason}: the widget shows the warning on the message
+            rows = self.engine.store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.id = ?", (message.get("id"),))
+            if rows:
+                self.hub.publish("message.updated", {"message": message_dict(rows[0])})
 
     # --- methods --------------------------------------------------------------------
 
@@ -279,7 +283,7 @@ class LocalApi:
         before = p.get("before")
         store = self.engine.store
         if before is None:
-            rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY seq DESC LIMIT ?", (peer, limit + 1))
+            rows = store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? ORDER BY m.seq DESC LIMIT ?", (peer, limit + 1))
         else:
             if not isinstance(before, str) or len(before) != 32:
                 raise RpcError(INVALID_PARAMS, "before must be a message id")
@@ -287,7 +291,7 @@ class LocalApi:
             if not anchor:
                 raise RpcError(INVALID_PARAMS, "before is not a message of this conversation")
             rows = store.read(
-                "SELECT * FROM messages WHERE peer = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
                 (peer, anchor[0]["seq"], limit + 1),
             )
         has_more = len(rows) > limit

@@ -82,7 +82,14 @@ def message_dict(row: sqlite3.Row) -> dict[str, Any]:
         "direction": row["direction"],
         "state": row["state"],
         "read": bool(row["read"]),
+        # Set when the sender's installation turned out revoked or never registered after the
+        # message was accepted on its signed statement (bridge/engine/peers.py): shown as a warning.
+        "flag": row["flag"] if "flag" in row.keys() else None,
     }
+
+
+#: Messages with their flag (PROTOCOL.md §6.3): ``... FROM messages m LEFT JOIN message_flags f``.
+MESSAGES_WITH_FLAGS = "SELECT m.*, f.reason AS flag FROM messages m LEFT JOIN message_flags f ON f.message_id = m.id"
 
 
 class Engine:
@@ -722,6 +729,6 @@ def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:
     Ordered by arrival (``seq``: what we wrote, as we queued it; what we received, as it arrived),
     never by ``sent_at``, which a peer chooses.
     """
-    rows = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY seq", (peer,))
+    rows = store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? ORDER BY m.seq", (peer,))
     return [message_dict(r) for r in rows]
 

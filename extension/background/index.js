@@ -36,6 +36,11 @@ onNotification((method, params) => {
     if (!peer) return;
     forwardEvent(method, { ...params, message }, peer);
     if (message.direction === 'in' && !widgetOpenFor(peer)) notifyMessage(message);
+  } else if (method === 'message.updated' && params && typeof params.message === 'object' && params.message) {
+    // delivered, failed, or flagged (its sender turned out revoked): the open widget updates the message
+    const message = normalizeMessageAddresses(params.message);
+    const peer = normalizeAddress(message?.peer);
+    if (peer) forwardEvent(method, { ...params, message }, peer);
   } else if (method === 'identity.changed' && params && normalizeAddress(params.address)) {
     // The bridge now acts for another wallet (browser-wallet sign-in): show it everywhere.
     setSession({

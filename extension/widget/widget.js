@@ -203,6 +203,27 @@ function formatTime(ms) {
   return Number.isNaN(date.getTime()) ? '' : date.toLocaleString();
 }
 
+// A message accepted on its sender's signed statement whose installation later turned out revoked
+// or never registered carries a flag from the bridge: show it on the message, as text only.
+function applyFlag(item, message) {
+  if (typeof message.flag !== 'string' || !message.flag || item.dataset.flagged === 'true') return;
+  item.dataset.flagged = 'true';
+  const note = document.createElement('small');
+  note.dataset.parley = 'flag';
+  note.textContent = "\u26a0 not verified: the sender's device was revoked or never registered";
+  item.append(note);
+}
+
+/** A message already shown changed: delivered, failed, or flagged. */
+function updateMessage(raw) {
+  const message = normalizeMessageAddresses(raw);
+  if (!message || typeof message.id !== 'string') return;
+  const item = [...list.querySelectorAll('[data-parley="message"]')].find((el) => el.dataset.id === message.id);
+  if (!item) return;
+  item.dataset.state = message.state === 'queued' ? 'queued' : 'sent';
+  applyFlag(item, message);
+}
+
 function renderMessage(raw, { prepend = false } = {}) {
   const message = normalizeMessageAddresses(raw);
   if (!message || typeof message.id !== 'string' || shown.has(message.id)) return;
@@ -214,6 +235,7 @@ function renderMessage(raw, { prepend = false } = {}) {
   item.dataset.id = message.id;
   item.textContent = String(message.text ?? '');
   item.title = formatTime(message.sent_at);
+  applyFlag(item, message);
   if (prepend) list.prepend(item);
   else {
     list.append(item);
@@ -305,6 +327,9 @@ function onPortMessage(msg) {
       renderMessage(message);
       if (message.direction === 'in') markRead();
     }
+  } else if (msg.type === WIDGET_EVENT && msg.method === 'message.updated') {
+    const message = normalizeMessageAddresses(msg.params?.message);
+    if (message && address && normalizeAddress(message.peer) === address) updateMessage(message);
   }
 }
 
