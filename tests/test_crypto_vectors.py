@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.exact import raises_exactly as raises_class
 from tests.vectors_loader import cases, error_class, h, load
 
 from bridge.crypto import chain, kdf, ratchet, sealed, session
@@ -244,3 +246,50 @@ def test_sealed_open(vec: dict[str, Any]) -> None:
         return
     u = sealed.unseal(h(i["identity_priv"]), i["own_iid"], h(i["payload"]))
     assert (u.sender_iid, u.sender_record.hex(), u.message.hex()) == (e["sender_iid"], e["sender_record"], e["message"])
+
+
+# --- primitives: what the published vectors do not pin ---------------------------------------
+
+@pytest.mark.parametrize("length", [0, 1, 16, 20, 31, 33, 64])
+def test_forged_short_or_padded_hmac_tag_refused(length: int) -> None:
+    """An attacker who can match only a prefix of the tag (16 bytes is 2^128 work, not 2^256) or who
+    appends bytes to the genuine tag gets nothing: only the full 32-byte HMAC-SHA256 verifies."""
+    key, data = P.random_bytes(32), b"AD || header || ciphertext"
+    full = P.hmac_sha256(key, data)
+    tag = (full + bytes(32))[:length]  # a correct prefix of the genuine tag, or the genuine tag plus padding
+    with raises_class(P.DecryptError):
+        P.hmac_sha256_verify(key, data, tag)
+    P.hmac_sha256_verify(key, data, full)  # the genuine full tag still verifies
+    for i in (0, 15, 16, 31):  # and a single changed byte anywhere in it does not
+        with raises_class(P.DecryptError):
+            P.hmac_sha256_verify(key, data, full[:i] + bytes([full[i] ^ 1]) + full[i + 1:])
+
+
+def test_all_zero_x25519_secret_refused_even_when_the_backend_returns_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 7748 §6.1: the caller must check for the all-zero output. OpenSSL (through pyca/cryptography)
+    refuses it itself today; Parley's own check must hold if a backend ever hands it back (older OpenSSL,
+    another library), so the peer's low-order point cannot force a known shared secret."""
+    real = P.x25519
+
+    class Priv:
+        def __init__(self, raw: bytes) -> None:
+            self.key = real.X25519PrivateKey.from_private_bytes(raw)
+
+        @classmethod
+        def from_private_bytes(cls, raw: bytes) -> "Priv":
+            return cls(raw)
+
+        def exchange(self, pub: Any) -> bytes:
+            try:
+                return self.key.exchange(pub)
+            except ValueError:  # the lenient backend: low-order point in, all-zero secret out
+                return bytes(32)
+
+    monkeypatch.setattr(P, "x25519", SimpleNamespace(X25519PrivateKey=Priv, X25519PublicKey=real.X25519PublicKey))
+    scalar = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    for low_order in (bytes(32), b"\x01" + bytes(31)):
+        with raises_class(P.CryptoError, match="all-zero"):
+            P.x25519_dh(scalar, low_order)
+    # the lenient backend is otherwise genuine: RFC 7748 §6.1's shared secret still comes out
+    bob_pub = bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+    assert P.x25519_dh(scalar, bob_pub).hex() == "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
