@@ -8,8 +8,9 @@ from dataclasses import dataclass, replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.exact import raises_exactly
 
-from bridge.crypto import DuplicateMessage, SessionError, sealed, session
+from bridge.crypto import DuplicateMessage, SessionError, TooManySkipped, sealed, session
 from bridge.crypto import primitives as P
 from bridge.protocol import wire
 from bridge.protocol.ids import installation_id
@@ -54,6 +55,32 @@ def do_accept(alice: session.LocalIdentity, bob: session.LocalIdentity, k: BobKe
     return session.accept(bob, remote(alice), msg, spk_priv=k.spk_priv, otpk_priv=k.otpk_priv, pqpk_seed=k.pq_seed)
 
 
+def refused_without_effect(
+    s: session.Session, msg: bytes, exc: type[BaseException] | tuple[type[BaseException], ...],
+    *, genuine: tuple[bytes, bytes] | None = None,
+) -> None:
+    """``session.decrypt(s, msg)`` must raise exactly ``exc`` and leave no trace: the held session
+    serialises to the stored bytes, and ``genuine = (message, plaintext)`` then decrypts to the same
+    plaintext and the same new session bytes from the held session and from the stored bytes."""
+    stored = s.to_bytes()
+    with raises_exactly(exc):
+        session.decrypt(s, msg)
+    assert s.to_bytes() == stored
+    if genuine is not None:
+        rp = P.x25519_keypair()[0]
+        held, pt1 = session.decrypt(s, genuine[0], ratchet_priv=rp)
+        reloaded, pt2 = session.decrypt(session.Session.from_bytes(stored), genuine[0], ratchet_priv=rp)
+        assert pt1 == pt2 == genuine[1]
+        assert held.to_bytes() == reloaded.to_bytes()
+
+
+def with_field(msg: bytes, index: int, value: object) -> bytes:
+    """The session message with one array item replaced (canonical CBOR again)."""
+    o = wire.decode(msg)
+    o[index] = value
+    return wire.encode(o)
+
+
 @pytest.mark.parametrize("otpk,kind", [(True, PQ_OTPK), (False, PQ_LRPK), (True, PQ_LRPK), (False, PQ_OTPK)])
 def test_session_round_trip_and_prekey_phase(otpk: bool, kind: str) -> None:
     alice, bob, k, sa = setup(otpk, kind)
@@ -88,11 +115,10 @@ def test_replay_rejected_also_after_restart() -> None:
     restarted_b = session.Session.from_bytes(sb.to_bytes())
     restarted_a = session.Session.from_bytes(sa.to_bytes())
     assert restarted_b == sb and restarted_a == sa
-    for s, m in ((sb, m1), (sb, m2), (restarted_b, m1), (restarted_b, m2), (restarted_a, r)):
-        before = s.to_bytes()
-        with pytest.raises(DuplicateMessage):
-            session.decrypt(s, m)
-        assert s.to_bytes() == before
+    sa, m3 = session.encrypt(sa, b"three")
+    for s, m in ((sb, m1), (sb, m2), (restarted_b, m1), (restarted_b, m2)):
+        refused_without_effect(s, m, DuplicateMessage, genuine=(m3, b"three"))
+    refused_without_effect(restarted_a, r, DuplicateMessage)
 
 
 @settings(max_examples=40, deadline=None)
@@ -111,12 +137,10 @@ def test_tampered_message_rejected_state_unchanged(data: st.DataObject) -> None:
     pos = data.draw(st.integers(0, len(msg) - 1))
     bit = data.draw(st.integers(0, 7))
     bad = msg[:pos] + bytes([msg[pos] ^ (1 << bit)]) + msg[pos + 1:]
-    before = sb.to_bytes()
-    with pytest.raises(P.CryptoError):
-        session.decrypt(sb, bad)
-    assert sb.to_bytes() == before
-    sb, pt = session.decrypt(sb, msg)  # the genuine message still decrypts
-    assert pt.endswith(b"message")
+    # a flipped bit breaks the framing (SessionError), the tag (DecryptError) or claims a huge skip
+    # (TooManySkipped); never a bare CryptoError, never a replay verdict
+    refused_without_effect(sb, bad, (SessionError, P.DecryptError, TooManySkipped),
+                           genuine=(msg, b"second prekey message" if prekey_phase else b"normal message"))
 
 
 def test_bad_prekey_signatures_rejected() -> None:
@@ -128,12 +152,12 @@ def test_bad_prekey_signatures_rejected() -> None:
                 replace(b, pqpk=replace(b.pqpk, sig=flip(b.pqpk.sig))),
                 replace(b, spk=replace(b.spk, pub=P.x25519_keypair()[1])),  # substituted key, old signature
                 replace(b, pqpk=sign_prekey(ident().signing_priv, PQ_OTPK, 3, b.pqpk.pub))):  # signed by someone else
-        with pytest.raises(P.InvalidSignature):
+        with raises_exactly(P.InvalidSignature):
             session.initiate(alice, remote(bob), bad)
     carol = ident()
-    with pytest.raises(SessionError):  # bundle of another installation
+    with raises_exactly(SessionError):  # bundle of another installation
         session.initiate(alice, remote(carol), b)
-    with pytest.raises(SessionError):  # remote whose id does not match its keys
+    with raises_exactly(SessionError):  # remote whose id does not match its keys
         session.initiate(alice, session.RemoteInstallation(carol.installation_id, bob.signing_pub, bob.identity_pub), b)
 
 
@@ -141,29 +165,74 @@ def test_accept_checks_sender_identity_and_keys() -> None:
     alice, bob, k, sa = setup()
     sa, m1 = session.encrypt(sa, b"x")
     mallory = ident()
-    with pytest.raises(SessionError):  # message claims Alice's identity key, caller expects Mallory
+    with raises_exactly(SessionError, match="identity key is not the sender's"):  # claims Alice's key, caller expects Mallory
         session.accept(bob, remote(mallory), m1, spk_priv=k.spk_priv, otpk_priv=k.otpk_priv, pqpk_seed=k.pq_seed)
-    with pytest.raises(P.DecryptError):  # wrong signed prekey -> different SK
+    with raises_exactly(P.DecryptError):  # wrong signed prekey -> different SK
         session.accept(bob, remote(alice), m1, spk_priv=P.x25519_keypair()[0], otpk_priv=k.otpk_priv, pqpk_seed=k.pq_seed)
-    with pytest.raises(SessionError):
+    with raises_exactly(SessionError, match="one-time prekey"):
         session.accept(bob, remote(alice), m1, spk_priv=k.spk_priv, otpk_priv=None, pqpk_seed=k.pq_seed)
     sb, _ = do_accept(alice, bob, k, m1)
     sb, r = session.encrypt(sb, b"r")
-    with pytest.raises(SessionError):  # a normal message is not a PreKey message
+    with raises_exactly(SessionError, match="not a PreKey message"):  # a normal message is not a PreKey message
         do_accept(alice, bob, k, r)
-    with pytest.raises(SessionError):  # the initiator never receives PreKey messages (reflection)
-        session.decrypt(sa, m1)
+    refused_without_effect(sa, m1, SessionError, genuine=(r, b"r"))  # the initiator never receives PreKey messages (reflection)
     other_alice, other_bob, k2, s2 = setup()
     s2, mx = session.encrypt(s2, b"x")
-    with pytest.raises(SessionError):  # other session's message
-        session.decrypt(sb, mx)
+    refused_without_effect(sb, mx, SessionError)  # other session's message
+
+
+def test_accept_refuses_an_installation_id_not_made_from_its_keys() -> None:
+    """Mallory claims Alice's installation id but holds her own keys, and builds the PreKey message
+    honestly for that claim (AD names Alice's id): the session must not be created in Alice's name."""
+    alice, bob, mallory = ident(), ident(), ident()
+    k = bob_keys(bob)
+    posing = session.LocalIdentity(alice.installation_id, mallory.signing_priv, mallory.signing_pub,
+                                   mallory.identity_priv, mallory.identity_pub)
+    sm = session.initiate(posing, remote(bob), k.bundle)
+    sm, m = session.encrypt(sm, b"hi bob, it is alice")
+    claimed = session.RemoteInstallation(alice.installation_id, mallory.signing_pub, mallory.identity_pub)
+    with raises_exactly(SessionError, match="installation"):
+        session.accept(bob, claimed, m, spk_priv=k.spk_priv, otpk_priv=k.otpk_priv, pqpk_seed=k.pq_seed)
+    # the same keys under their own honest id are fine
+    honest = session.LocalIdentity(mallory.installation_id, mallory.signing_priv, mallory.signing_pub,
+                                   mallory.identity_priv, mallory.identity_pub)
+    sh, mh = session.encrypt(session.initiate(honest, remote(bob), k.bundle), b"hi bob, it is mallory")
+    sb, pt = session.accept(bob, remote(mallory), mh, spk_priv=k.spk_priv, otpk_priv=k.otpk_priv, pqpk_seed=k.pq_seed)
+    assert pt == b"hi bob, it is mallory" and sb.remote_iid == mallory.installation_id
+
+
+def test_first_prekey_message_with_a_substituted_identity_key_refused() -> None:
+    """The relay (or anyone on the path) swaps ik_A in Alice's first PreKey message for another key:
+    nothing else binds that field before the session exists, so accept must compare it itself."""
+    alice, bob, k, sa = setup()
+    sa, m1 = session.encrypt(sa, b"hello")
+    for ik in (ident().identity_pub, bytes(32), P.x25519_keypair()[1]):
+        with raises_exactly(SessionError, match="identity key"):
+            do_accept(alice, bob, k, with_field(m1, 3, ik))
+    sb, pt = do_accept(alice, bob, k, m1)
+    assert pt == b"hello"
+
+
+def test_repeated_prekey_message_with_a_substituted_identity_key_refused() -> None:
+    """Once Bob has the session, a later PreKey message of it whose ik_A was swapped (sid, header and
+    body untouched, so the ratchet MAC alone would pass) is refused, and the genuine one still decrypts."""
+    alice, bob, k, sa = setup()
+    sa, m1 = session.encrypt(sa, b"one")
+    sa, m2 = session.encrypt(sa, b"two")
+    sb, _ = do_accept(alice, bob, k, m1)
+    forged = with_field(m2, 3, ident().identity_pub)
+    assert session.peek(forged).sid == sb.sid
+    refused_without_effect(sb, forged, SessionError, genuine=(m2, b"two"))
+    # every other PreKey field is bound through the sid
+    for index, value in ((4, P.x25519_keypair()[1]), (5, 7), (6, None), (7, PQ_LRPK), (8, 4)):
+        refused_without_effect(sb, with_field(m2, index, value), SessionError, genuine=(m2, b"two"))
 
 
 @pytest.mark.parametrize("junk", [b"", b"\x00", b"\xff" * 10, wire.encode([1, "msg"]), wire.encode([2, "msg", bytes(16), b"", b""]),
                                   wire.encode([1, "msg", bytes(15), b"", b""]), wire.encode([1, "nope", bytes(16), b"", b""]),
                                   wire.encode({"a": 1}), wire.encode([1, "prekey", bytes(16)] + [None] * 9)])
 def test_peek_rejects_junk(junk: bytes) -> None:
-    with pytest.raises(SessionError):
+    with raises_exactly(SessionError):
         session.peek(junk)
 
 
@@ -171,7 +240,7 @@ def test_session_from_bytes_rejects_junk() -> None:
     _, _, _, sa = setup()
     raw = sa.to_bytes()
     for bad in (b"", raw[:-1], wire.encode([2] + wire.decode(raw)[1:])):
-        with pytest.raises(SessionError):
+        with raises_exactly(SessionError):
             session.Session.from_bytes(bad)
 
 
@@ -182,11 +251,11 @@ def test_sealed_round_trip_and_tampering() -> None:
     assert u == sealed.Unsealed(alice.installation_id, b"record", b"msg")
     for i in range(len(payload)):
         bad = payload[:i] + bytes([payload[i] ^ 1]) + payload[i + 1:]
-        with pytest.raises((P.DecryptError, WireError)):
+        with raises_exactly((P.DecryptError, WireError)):
             sealed.unseal(bob.identity_priv, bob.installation_id, bad)
-    with pytest.raises(P.DecryptError):
+    with raises_exactly(P.DecryptError):
         sealed.unseal(alice.identity_priv, alice.installation_id, payload)
-    with pytest.raises(WireError):
+    with raises_exactly(WireError):
         sealed.seal(bob.identity_pub, bob.installation_id, "not-an-iid", b"", b"")
 
 
@@ -195,5 +264,5 @@ def test_sealed_inner_layer_validated() -> None:
     info = sealed.info_for(bob.installation_id)
     for inner in (wire.encode([1, "sealed", "nope", b"", b""]), wire.encode([1, "other", bob.installation_id, b"", b""]), b"\xff"):
         payload = wire.encode([1, P.hpke_seal(bob.identity_pub, inner, info)])
-        with pytest.raises(WireError):
+        with raises_exactly(WireError):
             sealed.unseal(bob.identity_priv, bob.installation_id, payload)
