@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -293,3 +298,67 @@ def test_all_zero_x25519_secret_refused_even_when_the_backend_returns_it(monkeyp
     # the lenient backend is otherwise genuine: RFC 7748 §6.1's shared secret still comes out
     bob_pub = bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
     assert P.x25519_dh(scalar, bob_pub).hex() == "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+
+
+# --- scripts/gen_vectors.py --check covers every family ------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_check(*extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_vectors.py"), "--check", *extra],
+                          capture_output=True, text=True, timeout=240, cwd=ROOT)
+
+
+def test_gen_vectors_check_covers_every_family() -> None:
+    result = run_check()
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in CRYPTO_FILES:
+        assert f"checked {name}" in result.stdout, result.stdout
+
+
+def _flip_hex(value: str) -> str:
+    return ("1" if value[0] == "0" else "0") + value[1:]
+
+
+def _vec(data: dict[str, Any], name_start: str) -> dict[str, Any]:
+    return next(v for v in data["vectors"] if v["name"].startswith(name_start))
+
+
+def _steps(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return data["vectors"][0]["input"]["steps"]
+
+
+TAMPER = {
+    "pqxdh: expected SK": ("parley_pqxdh.json", lambda d: _vec(d, "respond: with").__setitem__(
+        "expected", {**_vec(d, "respond: with")["expected"], "sk": _flip_hex(_vec(d, "respond: with")["expected"]["sk"])})),
+    "pqxdh: expected plaintext": ("parley_pqxdh.json", lambda d: _vec(d, "respond: without")["expected"].__setitem__(
+        "plaintext", _vec(d, "respond: without")["expected"]["plaintext"] + "00")),
+    "pqxdh: error loosened to the base class": ("parley_pqxdh.json", lambda d: _vec(d, "negative: ratchet tag")["expected"].__setitem__(
+        "error", "CryptoError")),
+    "session: a sent message": ("parley_session.json", lambda d: next(s for s in _steps(d) if s["op"] == "send").__setitem__(
+        "message", _flip_hex(next(s for s in _steps(d) if s["op"] == "send")["message"]))),
+    "session: final Bob state": ("parley_session.json", lambda d: d["vectors"][0]["expected"].__setitem__(
+        "bob_session", d["vectors"][0]["expected"]["bob_session"][:-2] + "00")),
+    "session: replay error": ("parley_session.json", lambda d: next(s for s in _steps(d) if s["op"] == "replay").__setitem__(
+        "error", "DecryptError")),
+    "sealed: opened message": ("parley_sealed.json", lambda d: _vec(d, "open")["expected"].__setitem__(
+        "message", _flip_hex(_vec(d, "open")["expected"]["message"]))),
+    "sealed: error loosened to the base class": ("parley_sealed.json", lambda d: _vec(d, "negative: AEAD tag")["expected"].__setitem__(
+        "error", "CryptoError")),
+}
+
+
+@pytest.mark.parametrize("change", list(TAMPER))
+def test_gen_vectors_check_catches_a_changed_recorded_vector(change: str, tmp_path: Path) -> None:
+    """--check must fail when a recorded (not regenerable) vector no longer matches the code."""
+    filename, tamper = TAMPER[change]
+    copy = tmp_path / "vectors"
+    shutil.copytree(ROOT / "tests" / "vectors", copy)
+    data = json.loads((copy / filename).read_text())
+    tamper(data)
+    (copy / filename).write_text(json.dumps(data, indent=1) + "\n")
+    result = run_check("--vectors", str(copy))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"DIFFERS: {filename}" in result.stdout
+    assert all(f"DIFFERS: {other}" not in result.stdout for other in CRYPTO_FILES if other != filename)
