@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import subprocess
 import sys
 import time
@@ -452,3 +453,39 @@ def test_import_is_cheap() -> None:
     code = "import sys, bridge.identity; sys.exit(1 if 'eth_account' in sys.modules or 'web3' in sys.modules else 0)"
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, timeout=60)
     assert result.returncode == 0
+
+
+# --- docs/PROTOCOL.md states the sizes the code enforces ------------------------------------
+
+def test_protocol_md_record_and_signature_sizes_are_the_codes() -> None:
+    """PROTOCOL.md's record grammar, record cap and limits table carry the numbers from
+    bridge.identity.statement (and the relay's settings); the code enforces exactly those bounds."""
+    from bridge.identity.statement import MAX_RECORD_BYTES, MAX_SIGNATURE_LEN, MAX_STATEMENT_CHARS, SIGNATURE_LEN
+    from bridge.relay.server import RelaySettings
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    grammar = re.search(r'record = \[1, "stmt", text: tstr \.size \((\d+)\.\.(\d+)\), signature: bstr \.size \((\d+)\.\.(\d+)\)\]', doc)
+    assert grammar, "record grammar not found in PROTOCOL.md"
+    assert tuple(int(x) for x in grammar.groups()) == (0, MAX_STATEMENT_CHARS, SIGNATURE_LEN, MAX_SIGNATURE_LEN)
+    assert f"signature is {SIGNATURE_LEN} to {MAX_SIGNATURE_LEN} bytes" in " ".join(doc.split())
+    caps = re.findall(r"larger than (\d+) bytes", doc)
+    assert caps and {int(c) for c in caps} == {MAX_RECORD_BYTES}
+    largest = SignedStatement("a" * MAX_STATEMENT_CHARS, bytes(MAX_SIGNATURE_LEN)).to_record()
+    assert re.search(rf"a valid record is\s+at most {len(largest)} bytes", doc)
+    table = re.search(r"\| identity record \| (\d+) KiB \(the identity layer itself caps records at (\d+) bytes\) \|", doc)
+    assert table and (int(table[1]) * 1024, int(table[2])) == (RelaySettings().max_record, MAX_RECORD_BYTES)
+    assert re.search(r"smaller than|2048", doc[doc.index("### Record encoding"):doc.index("### The active installation set")]) is None
+
+    # the bounds themselves
+    assert len(largest) <= MAX_RECORD_BYTES <= RelaySettings().max_record
+    assert SignedStatement.from_record(largest).signature == bytes(MAX_SIGNATURE_LEN)
+    for n in (SIGNATURE_LEN - 1, MAX_SIGNATURE_LEN + 1):
+        with pytest.raises(InvalidStatement):
+            SignedStatement("text", bytes(n))
+        with pytest.raises(InvalidStatement):
+            SignedStatement.from_record(wire.encode([1, "stmt", "text", bytes(n)]))
+    with pytest.raises(InvalidStatement):
+        SignedStatement("a" * (MAX_STATEMENT_CHARS + 1), bytes(SIGNATURE_LEN))
+    oversized = wire.encode([1, "stmt", "a" * MAX_STATEMENT_CHARS, bytes(MAX_RECORD_BYTES)])
+    with pytest.raises(InvalidStatement, match="malformed"):
+        SignedStatement.from_record(oversized)
