@@ -16,6 +16,7 @@ from eth_account.messages import encode_defunct
 from eth_hash.auto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.exact import raises_exactly
 from tests.vectors_loader import load
 
 from bridge.crypto.primitives import ed25519_public, random_bytes, x25519_public
@@ -187,24 +188,24 @@ def test_record_round_trip_property(statement: Statement) -> None:
 def test_wrong_wallet_is_bad_signature() -> None:
     statement = authorize(ANVIL0)
     forged = SignedStatement(text=statement.text(), signature=raw_sign(statement.text(), ANVIL1_KEY))
-    with pytest.raises(BadSignature):
+    with raises_exactly(BadSignature):
         verify(forged)
-    with pytest.raises(BadSignature):
+    with raises_exactly(BadSignature):
         verify_record_for(ANVIL0, forged.to_record())
     assert installations(ANVIL0, [forged.to_record()]) == {}
 
 
 def test_sign_statement_refuses_foreign_key() -> None:
-    with pytest.raises(IdentityError):
+    with raises_exactly(IdentityError):
         sign_statement(authorize(ANVIL0), ANVIL1_KEY)
-    with pytest.raises(IdentityError):
+    with raises_exactly(IdentityError):
         sign_statement(authorize(ANVIL0), bytes(32))
 
 
 def test_installation_id_not_matching_keys_is_invalid() -> None:
     sp, ip, iid = new_installation()
     other_iid = new_installation()[2]
-    with pytest.raises(InvalidStatement):
+    with raises_exactly(InvalidStatement):
         authorize_statement(ANVIL0, other_iid, sp, ip)
     text = authorize(keys=(sp, ip, iid)).text()
     for bad in (
@@ -213,7 +214,7 @@ def test_installation_id_not_matching_keys_is_invalid() -> None:
     ):
         assert bad != text
         # Even correctly signed by the wallet, the text itself is invalid.
-        with pytest.raises(InvalidStatement):
+        with raises_exactly(InvalidStatement):
             verify(SignedStatement(text=bad, signature=raw_sign(bad, ANVIL0_KEY)))
 
 
@@ -224,10 +225,10 @@ def test_tampered_text_is_rejected() -> None:
                      ("2026-11-26T18:00:00Z", "2026-11-26T18:00:01Z")):
         tampered = SignedStatement(text=signed.text.replace(old, new), signature=signed.signature)
         assert tampered.text != signed.text
-        with pytest.raises(BadSignature):
+        with raises_exactly(BadSignature):
             verify(tampered)
     swapped_action = signed.text.replace("authorize", "revoke")
-    with pytest.raises(InvalidStatement):
+    with raises_exactly(InvalidStatement):
         verify(SignedStatement(text=swapped_action, signature=signed.signature))
 
 
@@ -238,13 +239,13 @@ def test_signature_shapes() -> None:
     # v as 0/1 (hardware wallets) is accepted.
     assert verify(SignedStatement(signed.text, sig[:64] + bytes([sig[64] - 27]))) == statement
     for bad in (sig[:64] + b"\x1d", sig[:64] + b"\x25", bytes(32) + sig[32:], sig[:32] + N.to_bytes(32, "big") + sig[64:], bytes(65)):
-        with pytest.raises(BadSignature):
+        with raises_exactly(BadSignature):
             verify(SignedStatement(signed.text, bad))
     for wrong_length in (sig[:64], b"", bytes(4097)):
-        with pytest.raises(InvalidStatement):
+        with raises_exactly(InvalidStatement):
             SignedStatement(signed.text, wrong_length)
     # Longer signatures are smart-account ones (EIP-1271/6492): the record holds them, an EOA check refuses them.
-    with pytest.raises(BadSignature):
+    with raises_exactly(BadSignature):
         verify(SignedStatement(signed.text, sig + b"\x00"))
 
 
@@ -285,9 +286,9 @@ def test_other_addresses_and_junk_are_ignored() -> None:
     active = installations(ANVIL0, [theirs, their_revoke, *junk, mine])
     assert set(active) == {keys_mine[2]}
     assert set(installations(ANVIL1, [theirs, their_revoke, mine])) == {keys_theirs[2]}
-    with pytest.raises(InvalidStatement):
+    with raises_exactly(InvalidStatement):
         verify_record_for(ANVIL1, mine)
-    with pytest.raises(IdentityError):
+    with raises_exactly(IdentityError):
         installations("not an address", [mine])
 
 
@@ -318,7 +319,7 @@ def test_pluggable_verifier() -> None:
     assert installations(account, [record]) == {}  # the default EOA verifier says no
     assert installations(account, [record], verifier=OwnerVerifier({account: {ANVIL0}})) == {statement.installation_id: statement}
     assert installations(account, [record], verifier=OwnerVerifier({account: {ANVIL1}})) == {}
-    with pytest.raises(BadSignature):
+    with raises_exactly(BadSignature):
         verify_record_for(account, record, verifier=OwnerVerifier({}))
 
 
@@ -378,11 +379,11 @@ def test_hostile_text_rejected(case: str) -> None:
     statement, text = _base_text()
     bad = _hostile_variants(statement, text)[case]
     assert bad != text
-    with pytest.raises(InvalidStatement):
+    with raises_exactly(InvalidStatement):
         Statement.parse(bad)
     if len(bad) <= 1024:
         # A wallet signature does not make a malformed text acceptable.
-        with pytest.raises(InvalidStatement):
+        with raises_exactly(InvalidStatement):
             verify(SignedStatement(text=bad, signature=raw_sign(bad, ANVIL0_KEY)))
 
 
@@ -390,9 +391,9 @@ def test_revoke_without_keys_and_authorize_needs_keys() -> None:
     iid = new_installation()[2]
     text = revoke_statement(ANVIL0, iid, issued_at=T0, nonce="0" * 32).text()
     as_authorize = text.replace("to revoke an", "to authorize an").replace("revoke-installation", "authorize-installation")
-    with pytest.raises(InvalidStatement):
+    with raises_exactly(InvalidStatement):
         Statement.parse(as_authorize)
-    with pytest.raises(InvalidStatement):
+    with raises_exactly(InvalidStatement):
         Statement(action="revoke", address=ANVIL0, chain_id=1, installation_id=iid, signing_key=bytes(32),
                   identity_key=None, issued_at=T0, nonce="0" * 32)
 
@@ -416,7 +417,7 @@ def test_revoke_without_keys_and_authorize_needs_keys() -> None:
     ],
 )
 def test_hostile_records_rejected(data: object) -> None:
-    with pytest.raises(InvalidStatement):
+    with raises_exactly(InvalidStatement):
         SignedStatement.from_record(data)  # type: ignore[arg-type]
     if isinstance(data, bytes):
         assert installations(ANVIL0, [data]) == {}
@@ -436,7 +437,7 @@ def test_checksum_address() -> None:
     flipped = ANVIL0[:i] + ANVIL0[i].swapcase() + ANVIL0[i + 1:]
     assert flipped.lower() == ANVIL0.lower() and flipped != ANVIL0
     for bad in (flipped, "0X" + ANVIL0[2:], ANVIL0[:-1], ANVIL0 + "0", ANVIL0[2:], " " + ANVIL0, ANVIL0.replace("f", "\uff46"), 42, None):
-        with pytest.raises(IdentityError):
+        with raises_exactly(IdentityError):
             checksum_address(bad)  # type: ignore[arg-type]
 
 
@@ -444,7 +445,7 @@ def test_did() -> None:
     assert did(ANVIL0.lower()) == f"did:pkh:eip155:1:{ANVIL0}"
     assert address_from_did(did(ANVIL0)) == ANVIL0
     for bad in (f"did:pkh:eip155:232:{ANVIL0}", f"did:pkh:eip155:1:{ANVIL0.lower()}", "did:web:example.com", ANVIL0):
-        with pytest.raises(IdentityError):
+        with raises_exactly(IdentityError):
             address_from_did(bad)
 
 
@@ -480,12 +481,12 @@ def test_protocol_md_record_and_signature_sizes_are_the_codes() -> None:
     assert len(largest) <= MAX_RECORD_BYTES <= RelaySettings().max_record
     assert SignedStatement.from_record(largest).signature == bytes(MAX_SIGNATURE_LEN)
     for n in (SIGNATURE_LEN - 1, MAX_SIGNATURE_LEN + 1):
-        with pytest.raises(InvalidStatement):
+        with raises_exactly(InvalidStatement):
             SignedStatement("text", bytes(n))
-        with pytest.raises(InvalidStatement):
+        with raises_exactly(InvalidStatement):
             SignedStatement.from_record(wire.encode([1, "stmt", "text", bytes(n)]))
-    with pytest.raises(InvalidStatement):
+    with raises_exactly(InvalidStatement):
         SignedStatement("a" * (MAX_STATEMENT_CHARS + 1), bytes(SIGNATURE_LEN))
     oversized = wire.encode([1, "stmt", "a" * MAX_STATEMENT_CHARS, bytes(MAX_RECORD_BYTES)])
-    with pytest.raises(InvalidStatement, match="malformed"):
+    with raises_exactly(InvalidStatement, match="malformed"):
         SignedStatement.from_record(oversized)
