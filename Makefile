@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PARLEY := $(VENV)/bin/parley
 PORT ?= 8737
 
-.PHONY: install run test test-py test-js test-e2e browser demo bench clean
+.PHONY: install run test test-py test-js test-e2e browser demo bench mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,5 +46,11 @@ bench: install browser
 	$(PY) bench/crypto.py
 	$(PY) bench/extension.py
 
+## mutate: mutation testing of bridge/crypto and bridge/identity with one worker (docs/mutation.md; not part of `make test`)
+mutate: install
+	$(PY) -m pip install --quiet -e '.[mutate]'
+	env -u PYTHONPATH $(VENV)/bin/mutmut run --max-children 1
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis e2e/artifacts
+	rm -rf $(VENV) .pytest_cache .hypothesis e2e/artifacts mutants
