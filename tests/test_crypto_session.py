@@ -266,3 +266,61 @@ def test_sealed_inner_layer_validated() -> None:
         payload = wire.encode([1, P.hpke_seal(bob.identity_pub, inner, info)])
         with raises_exactly(WireError):
             sealed.unseal(bob.identity_priv, bob.installation_id, payload)
+
+
+def test_initiator_restarted_before_any_reply_still_sends_prekey_messages() -> None:
+    """A bridge restarted between its first message and Bob's reply must keep the PreKey fields: a
+    restored session that forgot them would send normal messages Bob can never open."""
+    alice, bob, k, sa = setup()
+    sa, m1 = session.encrypt(sa, b"one")
+    restored = session.Session.from_bytes(sa.to_bytes())
+    assert restored == sa and restored.pending is not None and restored.pending == sa.pending
+    restored, m2 = session.encrypt(restored, b"two, after a restart")
+    assert session.peek(m2).is_prekey
+    sb, pt = do_accept(alice, bob, k, m2)  # Bob may see the second one first
+    assert pt == b"two, after a restart"
+
+
+def test_initiate_uses_the_injected_keys() -> None:
+    """Known-answer vectors depend on ``ephemeral_priv`` and ``ratchet_priv`` really being used."""
+    alice, bob = ident(), ident()
+    k = bob_keys(bob)
+    ek, rk = P.x25519_keypair()[0], P.x25519_keypair()[0]
+    s = session.initiate(alice, remote(bob), k.bundle, ephemeral_priv=ek, ratchet_priv=rk)
+    assert s.pending is not None and s.pending.ephemeral_pub == P.x25519_public(ek)
+    assert s.ratchet.dhs_priv == rk and s.ratchet.dhs_pub == P.x25519_public(rk)
+
+
+def _session_fields(s: session.Session) -> list:  # type: ignore[type-arg]
+    return wire.decode(s.to_bytes())
+
+
+@pytest.mark.parametrize("index,value", [
+    (1, "ratchet"),                # wrong type tag
+    (2, "not-an-installation-id"),  # remote installation id
+    (3, bytes(15)),                # sid length
+    (3, bytes(17)),
+    (4, bytes(136)),               # AD length
+    (5, 1),                        # initiator flag not a bool
+    (6, 0),                        # reply_received flag not a bool
+])
+def test_session_from_bytes_rejects_each_bad_field(index: int, value: object) -> None:
+    """A stored session is checked field by field: a corrupted or crafted row is a SessionError, not a
+    session with a short sid or an AD that no longer frames the identity keys."""
+    _, _, _, sa = setup()
+    fields = _session_fields(sa)
+    fields[index] = value
+    with raises_exactly(SessionError):
+        session.Session.from_bytes(wire.encode(fields))
+    session.Session.from_bytes(sa.to_bytes())  # the untouched one loads
+
+
+@pytest.mark.parametrize("initiator,reply_received", [(False, False), (False, True), (True, True)])
+def test_session_from_bytes_rejects_pending_prekey_fields_with_inconsistent_flags(initiator: bool, reply_received: bool) -> None:
+    """Only an initiator that has not yet heard back may hold PreKey fields."""
+    _, _, _, sa = setup()
+    fields = _session_fields(sa)
+    assert fields[7] is not None
+    fields[5], fields[6] = initiator, reply_received
+    with raises_exactly(SessionError):
+        session.Session.from_bytes(wire.encode(fields))

@@ -362,3 +362,39 @@ def test_gen_vectors_check_catches_a_changed_recorded_vector(change: str, tmp_pa
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"DIFFERS: {filename}" in result.stdout
     assert all(f"DIFFERS: {other}" not in result.stdout for other in CRYPTO_FILES if other != filename)
+
+
+def test_mlkem_keypair_honours_an_injected_seed() -> None:
+    """The 64-byte seed is the private key (FIPS 203 d ‖ z): the same seed gives the same public key,
+    through both entry points, and decapsulates what was encapsulated to it."""
+    seed = bytes(range(64))
+    got_seed, pub = P.mlkem768_keypair(seed)
+    assert got_seed == seed and P.mlkem768_public(seed) == pub and len(pub) == P.MLKEM768_PUBLIC_LEN
+    assert P.mlkem768_keypair(seed)[1] == pub != P.mlkem768_keypair()[1]
+    ss, ct = P.mlkem768_encapsulate(pub)
+    assert P.mlkem768_decapsulate(seed, ct) == ss
+
+
+@pytest.mark.parametrize("length", [0, 16, 31, 32, 47])
+def test_hpke_open_refuses_impossible_lengths_before_any_work(length: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorter than enc(32) ‖ tag(16): refused by length, the HPKE suite is never run on it."""
+    opened: list[bytes] = []
+    real = P._HPKE
+    monkeypatch.setattr(P, "_HPKE", SimpleNamespace(decrypt=lambda ct, *a, **k: opened.append(ct) or real.decrypt(ct, *a, **k)))
+    with raises_class(P.DecryptError, match="too short"):
+        P.hpke_open(P.x25519_keypair()[0], P.random_bytes(length), b"info")
+    assert opened == []
+
+
+def test_hpke_open_shortest_possible_message_reaches_hpke(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty plaintext seals to exactly 48 bytes, and it opens."""
+    priv, pub = P.x25519_keypair()
+    sealed_empty = P.hpke_seal(pub, b"", b"info")
+    assert len(sealed_empty) == 48
+    opened: list[bytes] = []
+    real = P._HPKE
+    monkeypatch.setattr(P, "_HPKE", SimpleNamespace(decrypt=lambda ct, *a, **k: opened.append(ct) or real.decrypt(ct, *a, **k)))
+    assert P.hpke_open(priv, sealed_empty, b"info") == b""
+    with raises_class(P.DecryptError, match="open failed"):
+        P.hpke_open(priv, P.random_bytes(48), b"info")
+    assert opened == [sealed_empty, opened[1]] and len(opened[1]) == 48

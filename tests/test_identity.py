@@ -490,3 +490,44 @@ def test_protocol_md_record_and_signature_sizes_are_the_codes() -> None:
     oversized = wire.encode([1, "stmt", "a" * MAX_STATEMENT_CHARS, bytes(MAX_RECORD_BYTES)])
     with raises_exactly(InvalidStatement, match="malformed"):
         SignedStatement.from_record(oversized)
+
+
+# --- smart-account verifier plumbing (what the chain tests in test_smart_accounts.py do not pin) ---
+
+def test_checked_blocks_skips_junk_without_hiding_later_records() -> None:
+    """A junk or foreign record early in a log must not hide the on-chain checks of later records."""
+    from bridge.identity.smart import SmartCheck, SmartVerifier
+
+    st = authorize(ANVIL0)
+    good = SignedStatement(text=st.text(), signature=random_bytes(65))
+
+    class Recorded(SmartVerifier):
+        def last_check(self, text: str, signature: bytes) -> SmartCheck | None:
+            return SmartCheck("eip1271", ANVIL0, None, 1, 1234, 0.0) if (text, signature) == (good.text, good.signature) else None
+
+    v = Recorded({})
+    for junk in (b"", b"\xff" * 10, wire.encode([1, "stmt", "not a statement", bytes(65)])):
+        assert v.checked_blocks([junk, good.to_record()]) == {st.installation_id: 1234}
+
+
+def test_verifiers_read_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.identity.smart import verifier_from_config, verifier_from_env
+
+    monkeypatch.setenv("PARLEY_OP_RPC_URL", "http://127.0.0.1:4")
+    monkeypatch.delenv("PARLEY_ETH_RPC_URL", raising=False)
+    monkeypatch.delenv("PARLEY_LENS_CHAIN_RPC_URL", raising=False)
+    assert {cid: c.url for cid, c in verifier_from_env().chains.items()} == {10: "http://127.0.0.1:4"}
+    assert {cid: c.url for cid, c in verifier_from_config({}).chains.items()} == {10: "http://127.0.0.1:4"}
+
+
+def test_verifier_from_config_ignores_settings_that_are_not_urls() -> None:
+    from bridge.identity.smart import verifier_from_config
+
+    for junk in (5, ["http://127.0.0.1:1"], True, ""):
+        assert verifier_from_config({"eth_rpc_url": junk}, {}).chains == {}
+
+
+@pytest.mark.parametrize("value", [None, 42, b"did:pkh:eip155:1:", ["did:pkh:eip155:1:"]])
+def test_address_from_did_refuses_non_strings(value: object) -> None:
+    with raises_exactly(IdentityError):
+        address_from_did(value)  # type: ignore[arg-type]
