@@ -324,3 +324,43 @@ def test_session_from_bytes_rejects_pending_prekey_fields_with_inconsistent_flag
     fields[5], fields[6] = initiator, reply_received
     with raises_exactly(SessionError):
         session.Session.from_bytes(wire.encode(fields))
+
+
+@pytest.mark.parametrize("index,value", [
+    (0, bytes(31)),         # identity key length
+    (1, bytes(33)),         # ephemeral key length
+    (6, bytes(1087)),       # KEM ciphertext length
+    (4, "mlkem1024-otpk"),  # unknown ML-KEM prekey kind
+])
+def test_session_from_bytes_rejects_bad_pending_prekey_fields(index: int, value: object) -> None:
+    _, _, _, sa = setup()
+    fields = _session_fields(sa)
+    fields[7][index] = value
+    with raises_exactly(SessionError):
+        session.Session.from_bytes(wire.encode(fields))
+
+
+@pytest.mark.parametrize("pending", [[], ["x"] * 6, ["x"] * 8, b"1234567", "1234567", 7])
+def test_session_from_bytes_rejects_pending_of_the_wrong_shape(pending: object) -> None:
+    _, _, _, sa = setup()
+    fields = _session_fields(sa)
+    fields[7] = pending
+    with raises_exactly(SessionError):
+        session.Session.from_bytes(wire.encode(fields))
+
+
+def test_peek_refuses_a_prekey_message_with_a_short_identity_key() -> None:
+    alice, bob, k, sa = setup()
+    sa, m1 = session.encrypt(sa, b"x")
+    for bad in (bytes(31), bytes(33), b""):
+        with raises_exactly(SessionError):
+            session.peek(with_field(m1, 3, bad))
+
+
+def test_responder_session_flags() -> None:
+    """The responder has provably got the session (it decrypted a message): reply_received, never pending."""
+    alice, bob, k, sa = setup()
+    sa, m1 = session.encrypt(sa, b"x")
+    sb, _ = do_accept(alice, bob, k, m1)
+    assert (sb.initiator, sb.reply_received, sb.pending) == (False, True, None)
+    assert session.Session.from_bytes(sb.to_bytes()) == sb
