@@ -364,3 +364,28 @@ def test_responder_session_flags() -> None:
     sb, _ = do_accept(alice, bob, k, m1)
     assert (sb.initiator, sb.reply_received, sb.pending) == (False, True, None)
     assert session.Session.from_bytes(sb.to_bytes()) == sb
+
+
+def test_installation_and_associated_data_inputs_checked_one_by_one() -> None:
+    """Each malformed input alone is a SessionError (not a ValueError from deeper down, not accepted)."""
+    from bridge.crypto import pqxdh
+
+    a, b = ident(), ident()
+    pqxdh.check_installation(a.installation_id, a.signing_pub, a.identity_pub)
+    for iid, sp, ip in ((a.installation_id, a.signing_pub[:31], a.identity_pub),
+                        (a.installation_id, a.signing_pub, a.identity_pub[:31]),
+                        (a.installation_id, a.signing_pub + b"\x00", a.identity_pub),
+                        ("not-an-iid", a.signing_pub, a.identity_pub),
+                        (a.installation_id.upper(), a.signing_pub, a.identity_pub),
+                        (b.installation_id, a.signing_pub, a.identity_pub)):
+        with raises_exactly(SessionError):
+            pqxdh.check_installation(iid, sp, ip)
+    ad = pqxdh.associated_data(a.identity_pub, b.identity_pub, a.installation_id, b.installation_id)
+    assert ad == b"parley/v1" + a.identity_pub + b.identity_pub + a.installation_id.encode() + b.installation_id.encode()
+    assert len(ad) == pqxdh.AD_LEN
+    good = [a.identity_pub, b.identity_pub, a.installation_id, b.installation_id]
+    for index, bad in ((0, a.identity_pub[:31]), (1, b.identity_pub + b"\x00"), (2, "nope"), (3, "nope")):
+        args = list(good)
+        args[index] = bad
+        with raises_exactly(SessionError):
+            pqxdh.associated_data(*args)

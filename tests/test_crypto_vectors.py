@@ -398,3 +398,18 @@ def test_hpke_open_shortest_possible_message_reaches_hpke(monkeypatch: pytest.Mo
     with raises_class(P.DecryptError, match="open failed"):
         P.hpke_open(priv, P.random_bytes(48), b"info")
     assert opened == [sealed_empty, opened[1]] and len(opened[1]) == 48
+
+
+def test_aes_gcm_shortest_blob_and_default_aad() -> None:
+    """nonce(12) ‖ tag(16) is the shortest blob (an empty plaintext) and it opens; shorter is refused;
+    the default associated data is empty on both sides."""
+    key = P.random_bytes(32)
+    blob = P.aes256_gcm_encrypt(key, b"")
+    assert len(blob) == 28 and P.aes256_gcm_decrypt(key, blob) == b""
+    assert P.aes256_gcm_decrypt(key, P.aes256_gcm_encrypt(key, b"x", b"")) == b"x"
+    assert P.aes256_gcm_decrypt(key, P.aes256_gcm_encrypt(key, b"x"), b"") == b"x"
+    for n in (0, 12, 27):
+        with raises_class(P.DecryptError):
+            P.aes256_gcm_decrypt(key, blob[:n])
+    with raises_class(P.DecryptError):
+        P.aes256_gcm_decrypt(key, blob, b"other aad")
