@@ -55,7 +55,7 @@ def kind(diff: str) -> str:
     old, new = parts[0][1:], parts[1][1:]
     if not any(k in old for k in ("raise ", "expect_bytes(", "expect_int(", "_need(")):
         return "logic"
-    norm = lambda t: re.sub(r"(\(|, )(None|S)?(?=\))", r"\1S", _STRING.sub("S", t))  # noqa: E731
+    norm = lambda t: re.sub(r"(\(|, )(None|S|name)?(?=\))", r"\1S", _STRING.sub("S", t))  # noqa: E731
     return "message" if norm(old) == norm(new) else "logic"
 
 

@@ -17,6 +17,7 @@ from bridge.crypto import DuplicateMessage, SessionError, TooManySkipped, chain,
 from bridge.crypto import primitives as P
 from bridge.crypto.kdf import kdf_ck
 from bridge.crypto.ratchet import Header, RatchetState
+from bridge.protocol import wire
 
 AD = b"parley/v1" + bytes(128)
 
@@ -254,3 +255,52 @@ def test_possible_ciphertext_length_reaches_the_mac(blocks: int, monkeypatch: py
     ct = chain.encrypt(mk, plaintext, AD)
     assert len(ct) == 16 * blocks + chain.TAG_LEN
     assert chain.decrypt(mk, ct, AD) == plaintext
+
+
+def _state_fields() -> list:  # type: ignore[type-arg]
+    """A ratchet state (Bob after one message: both chains, a skipped key, an old remote key) as CBOR items."""
+    a, b = pair()
+    a, h0, c0 = ratchet.encrypt(a, b"0", AD)
+    a, h1, c1 = ratchet.encrypt(a, b"1", AD)
+    b, _ = ratchet.decrypt(b, h1, c1, AD)  # skips message 0
+    b, hb, cb = ratchet.encrypt(b, b"r", AD)
+    a, _ = ratchet.decrypt(a, hb, cb, AD)
+    a, h2, c2 = ratchet.encrypt(a, b"2", AD)
+    b, _ = ratchet.decrypt(b, h2, c2, AD)  # a DH step: Alice's first key becomes an old remote key
+    o = wire.decode(b.to_bytes())
+    assert o[4] and o[6] and o[7] and len(o[11]) == 1 and len(o[12]) == 1
+    return o
+
+
+_KEY = bytes(range(32))
+
+
+@pytest.mark.parametrize("index,value", [
+    (2, bytes(31)), (3, bytes(33)), (4, bytes(31)), (5, bytes(31)), (6, bytes(33)), (7, bytes(31)),  # key lengths
+    (8, -1), (9, 2**32), (10, True),                                                                 # counters
+    (11, b"not a list"), (11, [[_KEY, 0]]), (11, [(_KEY, 0, _KEY, 0)]), (11, ["entry"]),             # skipped keys
+    (11, [[_KEY[:31], 0, _KEY]]), (11, [[_KEY, 2**32, _KEY]]), (11, [[_KEY, 0, _KEY + b"\x00"]]),
+    (11, [[_KEY, 0, _KEY]] * (ratchet.MAX_STORED_SKIPPED + 1)),
+    (12, b"not a list"), (12, [_KEY[:31]]), (12, [_KEY] * (ratchet.MAX_OLD_REMOTE_KEYS + 1)),         # old remote keys
+    (1, "session"), (0, 2),                                                                          # tag, version
+])
+def test_ratchet_state_from_bytes_rejects_each_bad_field(index: int, value: object) -> None:
+    """A stored ratchet state is checked field by field: a corrupted or crafted row is a SessionError."""
+    o = _state_fields()
+    o[index] = value
+    with raises_exactly(SessionError):
+        RatchetState.from_bytes(wire.encode(o))
+
+
+def test_ratchet_state_limits_are_inclusive_and_the_key_pair_must_match() -> None:
+    o = _state_fields()
+    o[11] = [[_KEY, n, _KEY] for n in range(ratchet.MAX_STORED_SKIPPED)]
+    o[12] = [_KEY] * ratchet.MAX_OLD_REMOTE_KEYS
+    s = RatchetState.from_bytes(wire.encode(o))
+    assert len(s.skipped) == ratchet.MAX_STORED_SKIPPED and len(s.old_dhr) == ratchet.MAX_OLD_REMOTE_KEYS
+    o[3] = P.x25519_keypair()[1]  # a public key that is not the private key's
+    with raises_exactly(SessionError, match="key pair"):
+        RatchetState.from_bytes(wire.encode(o))
+    for junk in (b"", b"\xff", wire.encode([1, "ratchet"])):
+        with raises_exactly(SessionError):
+            RatchetState.from_bytes(junk)
