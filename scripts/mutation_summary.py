@@ -55,7 +55,9 @@ def kind(diff: str) -> str:
     old, new = parts[0][1:], parts[1][1:]
     if not any(k in old for k in ("raise ", "expect_bytes(", "expect_int(", "_need(")):
         return "logic"
-    norm = lambda t: re.sub(r"(\(|, )(None|S|name)?(?=\))", r"\1S", _STRING.sub("S", t))  # noqa: E731
+    def norm(t: str) -> str:
+        t = re.sub(r"\b(None|name)\b", "S", _STRING.sub("S", t))
+        return re.sub(r"(\(|, )(?=\))", r"\1S", t)  # an argument left out: the parameter's default name
     return "message" if norm(old) == norm(new) else "logic"
 
 
