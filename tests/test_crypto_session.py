@@ -389,3 +389,30 @@ def test_installation_and_associated_data_inputs_checked_one_by_one() -> None:
         args[index] = bad
         with raises_exactly(SessionError):
             pqxdh.associated_data(*args)
+
+
+@pytest.mark.parametrize("index,name", [(5, "spk_id"), (6, "otpk_id"), (8, "pqpk_id")])
+def test_prekey_ids_span_the_full_uint32_range(index: int, name: str) -> None:
+    """Prekey ids 0 and 2^32-1 are valid on the wire; -1 and 2^32 are not."""
+    alice, bob, k, sa = setup()
+    sa, m1 = session.encrypt(sa, b"x")
+    for ok in (0, 2**32 - 1):
+        assert getattr(session.peek(with_field(m1, index, ok)), name) == ok
+    for bad in (-1, 2**32, True, "1"):
+        with raises_exactly(SessionError):
+            session.peek(with_field(m1, index, bad))
+
+
+def test_peek_checks_framing_and_reports_normal_messages_exactly() -> None:
+    alice, bob, k, sa = setup()
+    sa, m1 = session.encrypt(sa, b"x")
+    sb, _ = do_accept(alice, bob, k, m1)
+    sb, r = session.encrypt(sb, b"r")
+    info = session.peek(r)
+    assert info.is_prekey is False and info.sid == sb.sid
+    assert (info.identity_pub, info.spk_id, info.otpk_id, info.pqpk_kind, info.pqpk_id) == (None,) * 5
+    assert session.peek(m1).is_prekey is True
+    for bad in (wire.encode([1]), wire.encode([]), wire.encode([2]), wire.encode("msg"),
+                with_field(m1, 2, bytes(15)), with_field(m1, 2, bytes(17)), with_field(r, 2, bytes(15))):
+        with raises_exactly(SessionError):
+            session.peek(bad)

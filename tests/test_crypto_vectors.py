@@ -413,3 +413,23 @@ def test_aes_gcm_shortest_blob_and_default_aad() -> None:
             P.aes256_gcm_decrypt(key, blob[:n])
     with raises_class(P.DecryptError):
         P.aes256_gcm_decrypt(key, blob, b"other aad")
+
+
+def test_injected_randomness_is_used() -> None:
+    """Every primitive that takes injected randomness uses it (known-answer vectors depend on it)."""
+    seed = bytes(range(32))
+    assert P.ed25519_keypair(seed) == (seed, P.ed25519_public(seed))
+    assert P.x25519_keypair(seed) == (seed, P.x25519_public(seed))
+    key, nonce = P.random_bytes(32), bytes(12)
+    blob = P.aes256_gcm_encrypt(key, b"pt", b"ad", nonce=nonce)
+    assert blob[:12] == nonce and blob == P.aes256_gcm_encrypt(key, b"pt", b"ad", nonce=nonce)
+
+
+def test_scrypt_defaults_match_the_reference() -> None:
+    """primitives.scrypt's defaults are r=8, p=1, 32 bytes (the key file format relies on them);
+    checked against Python's own hashlib.scrypt (OpenSSL)."""
+    import hashlib
+
+    pw, salt = b"correct horse", bytes(range(16))
+    assert P.scrypt(pw, salt, n=16) == hashlib.scrypt(pw, salt=salt, n=16, r=8, p=1, dklen=32)
+    assert P.scrypt(pw, salt, n=16, r=1, p=2, length=40) == hashlib.scrypt(pw, salt=salt, n=16, r=1, p=2, dklen=40)
