@@ -277,7 +277,7 @@ _KEY = bytes(range(32))
 
 @pytest.mark.parametrize("index,value", [
     (2, bytes(31)), (3, bytes(33)), (4, bytes(31)), (5, bytes(31)), (6, bytes(33)), (7, bytes(31)),  # key lengths
-    (8, -1), (9, 2**32), (10, True),                                                                 # counters
+    (8, -1), (8, 2**32), (9, 2**32), (10, 2**32), (10, True),                                        # counters
     (11, b"not a list"), (11, [[_KEY, 0]]), (11, [(_KEY, 0, _KEY, 0)]), (11, ["entry"]),             # skipped keys
     (11, [[_KEY[:31], 0, _KEY]]), (11, [[_KEY, 2**32, _KEY]]), (11, [[_KEY, 0, _KEY + b"\x00"]]),
     (11, [[_KEY, 0, _KEY]] * (ratchet.MAX_STORED_SKIPPED + 1)),
@@ -304,3 +304,51 @@ def test_ratchet_state_limits_are_inclusive_and_the_key_pair_must_match() -> Non
     for junk in (b"", b"\xff", wire.encode([1, "ratchet"])):
         with raises_exactly(SessionError):
             RatchetState.from_bytes(junk)
+
+
+def test_initial_states_follow_the_spec() -> None:
+    """§3.3: Bob starts with RK = SK, his signed prekey as ratchet pair, no chains, all counters 0;
+    Alice with DHr = Bob's key, a sending chain and all counters 0."""
+    sk = P.random_bytes(32)
+    spk_priv, spk_pub = P.x25519_keypair()
+    bob = ratchet.init_bob(sk, spk_priv)
+    assert (bob.dhs_priv, bob.dhs_pub, bob.dhr, bob.rk, bob.cks, bob.ckr) == (spk_priv, spk_pub, None, sk, None, None)
+    assert (bob.ns, bob.nr, bob.pn, bob.skipped, bob.old_dhr) == (0, 0, 0, (), ())
+    alice = ratchet.init_alice(sk, spk_pub)
+    assert alice.dhr == spk_pub and alice.cks is not None and alice.ckr is None
+    assert (alice.ns, alice.nr, alice.pn) == (0, 0, 0)
+    with raises_exactly(P.CryptoError):
+        ratchet.init_bob(sk[:31], spk_priv)
+
+
+def test_fresh_responder_refuses_a_first_header_claiming_too_many_previous_keys() -> None:
+    a, b = pair()
+    a, header, ct = ratchet.encrypt(a, b"x", AD)
+    hd = Header.decode(header)
+    refused_without_effect(b, Header(hd.dh, ratchet.MAX_SKIP + 1, 0).encode(), ct, TooManySkipped, genuine=(header, ct, b"x"))
+    refused_without_effect(b, Header(hd.dh, ratchet.MAX_SKIP, 0).encode(), ct, P.DecryptError, genuine=(header, ct, b"x"))
+
+
+def test_initiator_refuses_a_forged_reply_claiming_a_previous_chain() -> None:
+    """Before any reply Alice has no receiving chain: a forged 'reply' whose pn claims earlier
+    messages has nothing to skip and fails authentication, nothing else."""
+    a, b = pair()
+    a, header, ct = ratchet.encrypt(a, b"x", AD)
+    b, _ = ratchet.decrypt(b, header, ct, AD)
+    b, hb, cb = ratchet.encrypt(b, b"reply", AD)
+    for pn in (1, 5, ratchet.MAX_SKIP):
+        forged = Header(P.x25519_keypair()[1], pn, 0).encode()
+        refused_without_effect(a, forged, P.random_bytes(48), P.DecryptError, genuine=(hb, cb, b"reply"))
+
+
+def test_sending_chain_exhausts_at_the_counter_limit() -> None:
+    from dataclasses import replace as dc_replace
+
+    a, b = pair()
+    last = dc_replace(a, ns=ratchet.MAX_COUNTER - 1)
+    done, header, _ = ratchet.encrypt(last, b"last", AD)
+    assert Header.decode(header).n == ratchet.MAX_COUNTER - 1 and done.ns == ratchet.MAX_COUNTER
+    with raises_exactly(SessionError):
+        ratchet.encrypt(done, b"one too many", AD)
+    with raises_exactly(SessionError):
+        ratchet.encrypt(b, b"Bob cannot speak first", AD)

@@ -433,3 +433,9 @@ def test_scrypt_defaults_match_the_reference() -> None:
     pw, salt = b"correct horse", bytes(range(16))
     assert P.scrypt(pw, salt, n=16) == hashlib.scrypt(pw, salt=salt, n=16, r=8, p=1, dklen=32)
     assert P.scrypt(pw, salt, n=16, r=1, p=2, length=40) == hashlib.scrypt(pw, salt=salt, n=16, r=1, p=2, dklen=40)
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 17, 31, 33])
+def test_cbc_ciphertext_that_is_not_whole_blocks_refused(length: int) -> None:
+    with raises_class(P.DecryptError):
+        P.aes256_cbc_decrypt(bytes(32), bytes(16), bytes(length))
