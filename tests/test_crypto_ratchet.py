@@ -18,6 +18,7 @@ from bridge.crypto import primitives as P
 from bridge.crypto.kdf import kdf_ck
 from bridge.crypto.ratchet import Header, RatchetState
 from bridge.protocol import wire
+from bridge.protocol.wire import WireError
 
 AD = b"parley/v1" + bytes(128)
 
@@ -352,3 +353,29 @@ def test_sending_chain_exhausts_at_the_counter_limit() -> None:
         ratchet.encrypt(done, b"one too many", AD)
     with raises_exactly(SessionError):
         ratchet.encrypt(b, b"Bob cannot speak first", AD)
+
+
+def test_message_lost_across_a_dh_step_is_kept_from_the_previous_chain() -> None:
+    """Alice's a2 is delayed past a DH ratchet step (a3 carries pn=2): Bob stores a2's key from the
+    previous chain while stepping, and a2 still opens afterwards, once."""
+    a, b = pair()
+    a, h1, c1 = ratchet.encrypt(a, b"a1", AD)
+    a, h2, c2 = ratchet.encrypt(a, b"a2", AD)
+    b, _ = ratchet.decrypt(b, h1, c1, AD)
+    b, hb, cb = ratchet.encrypt(b, b"b1", AD)
+    a, _ = ratchet.decrypt(a, hb, cb, AD)
+    a, h3, c3 = ratchet.encrypt(a, b"a3", AD)
+    assert Header.decode(h3).pn == 2
+    b, pt = ratchet.decrypt(b, h3, c3, AD)
+    assert pt == b"a3" and [(n, dh) for dh, n, _ in b.skipped] == [(1, Header.decode(h2).dh)]
+    b, pt = ratchet.decrypt(b, h2, c2, AD)
+    assert pt == b"a2" and b.skipped == ()
+    refused_without_effect(b, h2, c2, DuplicateMessage)
+
+
+@pytest.mark.parametrize("pn,n", [(2**32, 0), (0, 2**32), (2**63 - 1, 0), (-1, 0)])
+def test_header_counters_are_uint32(pn: int, n: int) -> None:
+    dh = P.x25519_keypair()[1]
+    with raises_exactly(WireError):
+        Header.decode(wire.encode([dh, pn, n]))
+    assert Header.decode(wire.encode([dh, 2**32 - 1, 2**32 - 1])) == Header(dh, 2**32 - 1, 2**32 - 1)
