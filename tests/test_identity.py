@@ -531,3 +531,153 @@ def test_verifier_from_config_ignores_settings_that_are_not_urls() -> None:
 def test_address_from_did_refuses_non_strings(value: object) -> None:
     with raises_exactly(IdentityError):
         address_from_did(value)  # type: ignore[arg-type]
+
+
+# --- EOA signature checks: each bound is ours, not only eth-account's -------------------------
+
+def _with(sig: bytes, *, r: int | None = None, s: int | None = None, v: int | None = None) -> bytes:
+    return ((sig[:32] if r is None else r.to_bytes(32, "big")) + (sig[32:64] if s is None else s.to_bytes(32, "big"))
+            + bytes([sig[64] if v is None else v]))
+
+
+def test_eoa_signature_bounds_are_checked_before_recovery() -> None:
+    """PROTOCOL.md: 65 bytes, v in {27, 28, 0, 1}, r and s in [1, n-1]; each refusal comes from that
+    check itself, and values on the inside of each bound reach recovery."""
+    st = authorize()
+    sig = sign_statement(st, ANVIL0_KEY).signature
+    text = st.text()
+    for bad in (sig + b"\x00", bytes(66), bytes(4096)):
+        with raises_exactly(BadSignature, match="65 bytes"):
+            verify(SignedStatement(text, bad))
+    for v in (2, 26, 29, 255):
+        with raises_exactly(BadSignature, match="v must be"):
+            verify(SignedStatement(text, _with(sig, v=v)))
+    for r, s in ((0, 1), (1, 0), (N, 1), (1, N), (2**256 - 1, 1)):
+        with raises_exactly(BadSignature, match="out of range"):
+            verify(SignedStatement(text, _with(sig, r=r, s=s)))
+    for r, s in ((1, 1), (N - 1, 1), (1, N - 1)):  # in range: refused later, by recovery or the signer check
+        with raises_exactly(BadSignature, match="recover|not signed by"):
+            verify(SignedStatement(text, _with(sig, r=r, s=s)))
+
+
+def test_eoa_accepts_both_recovery_ids_in_both_encodings() -> None:
+    """v = 27/28 and the hardware-wallet form 0/1, for signatures of both parities."""
+    seen = set()
+    for i in range(64):
+        st = authorize(issued_at=T0 + i)
+        sig = sign_statement(st, ANVIL0_KEY).signature
+        seen.add(sig[64])
+        assert verify(SignedStatement(st.text(), sig)) == st
+        assert verify(SignedStatement(st.text(), _with(sig, v=sig[64] - 27))) == st
+        if seen == {27, 28}:
+            break
+    assert seen == {27, 28}
+
+
+def test_sign_statement_key_range() -> None:
+    """Keys 1 and n-1 are valid secp256k1 keys; 0, n, and anything not 32 bytes are refused."""
+    from eth_account import Account as A
+
+    for k in (1, N - 1):
+        key = k.to_bytes(32, "big")
+        st = authorize(A.from_key(key).address)
+        assert verify(sign_statement(st, key)) == st
+    for bad in (bytes(32), N.to_bytes(32, "big"), b"\xff" * 32, b"\x00" + ANVIL0_KEY, ANVIL0_KEY[:31], ANVIL0_KEY.hex()):
+        with raises_exactly(IdentityError):
+            sign_statement(authorize(), bad)  # type: ignore[arg-type]
+
+
+def test_revoke_statement_defaults_to_chain_1() -> None:
+    st = revoke_statement(ANVIL0, new_installation()[2])
+    assert st.chain_id == 1 and st.action == "revoke"
+
+
+def test_same_issued_at_keeps_the_smaller_record_id_in_any_order() -> None:
+    """Two authorizations of one installation with the same Issued At: the smaller record id wins,
+    whatever the order; a later Issued At wins whatever the record ids."""
+    keys = new_installation()
+    recs = []
+    for _ in range(2):
+        st = authorize(keys=keys)  # same issued_at, fresh nonce
+        recs.append((SignedStatement(st.text(), raw_sign(st.text(), ANVIL0_KEY)), st))
+    small, big = sorted(recs, key=lambda p: p[0].record_id())
+    for order in ((small, big), (big, small)):
+        got = installations(ANVIL0, [r.to_record() for r, _ in order])
+        assert got[keys[2]] == small[1]
+    # a later Issued At beats a smaller record id (try until the later one has the bigger id)
+    for _ in range(64):
+        later = authorize(keys=keys, issued_at=T0 + 60)
+        later_rec = SignedStatement(later.text(), raw_sign(later.text(), ANVIL0_KEY))
+        if later_rec.record_id() > small[0].record_id():
+            break
+    assert later_rec.record_id() > small[0].record_id()
+    for order in ((small[0], later_rec), (later_rec, small[0])):
+        assert installations(ANVIL0, [r.to_record() for r in order])[keys[2]] == later
+
+
+def test_unwrap_6492_needs_the_suffix() -> None:
+    """An ABI-shaped signature without the 0x6492… suffix is not a wrapper (EIP-1271 signatures of
+    several owners are often ABI-encoded)."""
+    from eth_abi import encode
+
+    from bridge.identity.smart import EIP6492_SUFFIX, unwrap_6492, wrap_6492
+
+    body = encode(["address", "bytes", "bytes"], [ANVIL1, b"calldata", b"inner"])
+    assert unwrap_6492(body + bytes(32)) is None
+    assert unwrap_6492(body + EIP6492_SUFFIX) == (ANVIL1, b"calldata", b"inner")
+    assert unwrap_6492(wrap_6492(ANVIL1, b"c", b"i")) == (ANVIL1, b"c", b"i")
+    for short in (EIP6492_SUFFIX, b"\x00" + EIP6492_SUFFIX, b""):
+        assert unwrap_6492(short) is None
+
+
+class _FakeChain:
+    """Duck-typed bridge.chain.Chain: records the block of every read; isAccountManager may revert."""
+
+    def __init__(self, *, owner: str, managers: set[str], legacy: bool, head: int = 77) -> None:
+        self.owner, self.managers, self.legacy, self.head = owner, managers, legacy, head
+        self.calls: list[tuple[str, object]] = []
+
+    def block_number(self) -> int:
+        return self.head
+
+    def code(self, address: str, block: object = "latest") -> bytes:
+        self.calls.append(("code", block))
+        return b"\x60\x00"
+
+    def read(self, address: str, sig: str, in_types: list, args: list, out_types: list, *, block: object = "latest"):  # type: ignore[no-untyped-def, type-arg]
+        from bridge.chain import Read, Reverted
+
+        self.calls.append((sig, block))
+        if sig == "owner()":
+            return Read((self.owner,), block)
+        if sig == "isAccountManager(address)" and self.legacy:
+            raise Reverted("no such function", "fake")
+        if sig in ("isAccountManager(address)", "canExecuteTransactions(address)"):
+            return Read((args[0] in self.managers,), block)
+        raise AssertionError(f"unexpected read {sig}")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_lens_checks_read_everything_at_one_block_and_record_it(legacy: bool) -> None:
+    """Owner, manager (isAccountManager, or canExecuteTransactions on older Lens accounts) are all read
+    at the block the check records; the SmartCheck names the account, signer, chain and block."""
+    from eth_account import Account as A
+
+    from bridge.identity.smart import LENS_CHAIN_ID, SmartCheck, SmartVerifier
+
+    owner, manager, stranger = A.create(), A.create(), A.create()
+    account = A.create().address  # the Lens account contract's address
+    chain = _FakeChain(owner=owner.address, managers={manager.address}, legacy=legacy)
+    v = SmartVerifier({}, clock=lambda: 5.0)
+    v.chains[LENS_CHAIN_ID] = chain  # type: ignore[assignment]
+    st = authorize(account)
+    st = authorize_statement(account, st.installation_id, st.signing_key, st.identity_key, chain_id=LENS_CHAIN_ID)
+    text = st.text()
+    sign = lambda acct: bytes(A.sign_message(encode_defunct(text=text), acct.key).signature)  # noqa: E731
+    assert v.verify_signature(st, text, sign(owner)) == SmartCheck("lens-owner", account, owner.address, LENS_CHAIN_ID, 77, 5.0)
+    assert v.verify_signature(st, text, sign(manager)) == SmartCheck("lens-manager", account, manager.address, LENS_CHAIN_ID, 77, 5.0)
+    with raises_exactly(BadSignature, match="neither the owner nor an account manager"):
+        v.verify_signature(st, text, sign(stranger))
+    assert chain.calls and all(block == 77 for _, block in chain.calls)
+    expected = "canExecuteTransactions(address)" if legacy else "isAccountManager(address)"
+    assert any(sig == expected for sig, _ in chain.calls)
