@@ -681,3 +681,35 @@ def test_lens_checks_read_everything_at_one_block_and_record_it(legacy: bool) ->
     assert chain.calls and all(block == 77 for _, block in chain.calls)
     expected = "canExecuteTransactions(address)" if legacy else "isAccountManager(address)"
     assert any(sig == expected for sig, _ in chain.calls)
+
+
+def test_statement_numeric_fields_bounds() -> None:
+    """Chain ID in [1, 2^63-1] and Issued At in [0, 9999-12-31T23:59:59Z], integers but not bools."""
+    from dataclasses import replace
+
+    from bridge.identity.statement import format_time, parse_time
+
+    st = authorize()
+    top = 253402300799
+    for ok in (dict(chain_id=1), dict(chain_id=2**63 - 1), dict(issued_at=0), dict(issued_at=top)):
+        assert Statement.parse(replace(st, **ok).text()) == replace(st, **ok)
+    for bad in (dict(chain_id=0), dict(chain_id=2**63), dict(chain_id=True), dict(chain_id="1"),
+                dict(issued_at=-1), dict(issued_at=top + 1), dict(issued_at=True), dict(issued_at=1.5)):
+        with raises_exactly(InvalidStatement):
+            replace(st, **bad)
+    assert parse_time(format_time(top)) == top == parse_time("9999-12-31T23:59:59Z")
+    for bad_time in (None, 5, "2026-11-26T18:00:00", "2026-02-30T00:00:00Z", "2026-11-26 18:00:00Z"):
+        with raises_exactly(InvalidStatement):
+            parse_time(bad_time)  # type: ignore[arg-type]
+
+
+def test_smart_verifier_eoa_check_is_recorded_in_full() -> None:
+    from bridge.identity.smart import SmartCheck, SmartVerifier
+
+    st = authorize()
+    sig = sign_statement(st, ANVIL0_KEY).signature
+    v = SmartVerifier({}, clock=lambda: 9.0)
+    assert v.verify_signature(st, st.text(), sig) == SmartCheck("eoa", ANVIL0, ANVIL0, 1, None, 9.0)
+    for bad in (b"", bytes(4097), "not bytes"):
+        with raises_exactly(BadSignature):
+            v.verify_signature(st, st.text(), bad)  # type: ignore[arg-type]
