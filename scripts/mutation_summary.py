@@ -53,10 +53,10 @@ def kind(diff: str) -> str:
     if len(parts) != 2 or not (parts[0].startswith("-") and parts[1].startswith("+")):
         return "logic"
     old, new = parts[0][1:], parts[1][1:]
-    if not any(k in old for k in ("raise ", "expect_bytes(", "expect_int(", "_need(", "opt32(")):
+    if not any(k in old for k in ("raise ", "expect_bytes(", "expect_int(", "_need(", "opt32(", "_check_hex(")):
         return "logic"
     def norm(t: str) -> str:
-        t = re.sub(r"\b(None|name)\b", "S", _STRING.sub("S", t))
+        t = re.sub(r"\b(None|name)\b|str\((exc|S)\)", "S", _STRING.sub("S", t))
         return re.sub(r"(\(|, )(?=\))", r"\1S", t)  # an argument left out: the parameter's default name
     return "message" if norm(old) == norm(new) else "logic"
 

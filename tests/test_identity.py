@@ -20,6 +20,7 @@ from tests.exact import raises_exactly
 from tests.vectors_loader import load
 
 from bridge.crypto.primitives import ed25519_public, random_bytes, x25519_public
+from bridge.identity.smart import UnverifiableSigner
 from bridge.identity import (
     BadSignature,
     IdentityError,
@@ -713,3 +714,16 @@ def test_smart_verifier_eoa_check_is_recorded_in_full() -> None:
     for bad in (b"", bytes(4097), "not bytes"):
         with raises_exactly(BadSignature):
             v.verify_signature(st, st.text(), bad)  # type: ignore[arg-type]
+
+
+def test_smart_verifier_defaults() -> None:
+    """Each configured endpoint is held to its chain id (checked against eth_chainId on first use);
+    answers are cached 5 minutes (PROTOCOL.md); a 4096-byte signature is still looked at."""
+    from bridge.identity.smart import SmartVerifier, verifier_from_env
+
+    v = verifier_from_env({"PARLEY_ETH_RPC_URL": "http://127.0.0.1:1", "PARLEY_OP_RPC_URL": "http://127.0.0.1:2"})
+    assert {cid: c.expected_chain_id for cid, c in v.chains.items()} == {1: 1, 10: 10}
+    assert SmartVerifier().cache_ttl == 300.0
+    st = authorize()
+    with raises_exactly(UnverifiableSigner):  # not an EOA signature, no chain for chain 1: unverifiable, not refused as malformed
+        SmartVerifier({}).verify_signature(st, st.text(), bytes(4096))
