@@ -699,7 +699,8 @@ def test_statement_numeric_fields_bounds() -> None:
         with raises_exactly(InvalidStatement):
             replace(st, **bad)
     assert parse_time(format_time(top)) == top == parse_time("9999-12-31T23:59:59Z")
-    for bad_time in (None, 5, "2026-11-26T18:00:00", "2026-02-30T00:00:00Z", "2026-11-26 18:00:00Z"):
+    for bad_time in (None, 5, "2026-11-26T18:00:00", "2026-02-30T00:00:00Z", "2026-11-26 18:00:00Z",
+                     "1969-12-31T23:59:59Z"):  # canonical, but before 1970
         with raises_exactly(InvalidStatement):
             parse_time(bad_time)  # type: ignore[arg-type]
 
