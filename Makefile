@@ -50,7 +50,7 @@ bench: install browser
 mutate: install
 	$(PY) -m pip install --quiet -e '.[mutate]'
 	env -u PYTHONPATH $(VENV)/bin/mutmut run --max-children 1
-	$(VENV)/bin/mutmut results
+	$(PY) scripts/mutation_summary.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis e2e/artifacts mutants
