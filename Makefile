@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PARLEY := $(VENV)/bin/parley
 PORT ?= 8737
 
-.PHONY: install node content run test test-py test-js test-e2e browser demo bench clean
+.PHONY: install node content run test test-py test-js test-e2e browser demo bench mutate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,5 +60,11 @@ bench: install browser
 	$(PY) bench/crypto.py
 	$(PY) bench/extension.py
 
+## mutate: mutation testing of bridge/crypto and bridge/identity with one worker (docs/mutation.md; not part of `make test`)
+mutate: install
+	$(PY) -m pip install --quiet -e '.[mutate]'
+	env -u PYTHONPATH $(VENV)/bin/mutmut run --max-children 1
+	$(PY) scripts/mutation_summary.py
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis e2e/artifacts
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis e2e/artifacts mutants

@@ -13,7 +13,9 @@ the decrypt direction; re-running this script therefore changes the PQXDH/sessio
 Usage: python scripts/gen_vectors.py [--record] [--check]
   (no flag: rewrite the deterministic families; --record: also re-record the PQXDH, session and sealed
   families, whose bytes change on every run; --check: regenerate the deterministic families in memory
-  and compare them with the files on disk, exit 1 on a difference)
+  and compare them with the files on disk, and verify the recorded PQXDH, session and sealed families
+  in the decrypt direction (independent reference derivation, replay, exact error classes); exit 1 on a
+  difference. --vectors DIR checks another copy of tests/vectors)
 """
 
 from __future__ import annotations
@@ -525,28 +527,213 @@ FAMILIES = {
 RECORDED = {"parley_pqxdh.json", "parley_session.json", "parley_sealed.json"}
 
 
+# --- --check for the recorded families (decrypt direction) ----------------------------------
+#
+# Their bytes cannot be regenerated (ML-KEM encapsulation and HPKE randomness cannot be injected),
+# so --check verifies the checked-in vectors instead: PQXDH is recomputed independently (stdlib
+# HKDF/HMAC/SHA-256 over the DH and KEM outputs, and the first ratchet message decrypted with the
+# same reference KDFs), then through bridge.crypto; the session script is replayed (every send must
+# reproduce its bytes, every delivery its plaintext, every replay its error, and both final states
+# their bytes); sealed-sender payloads are opened; every negative vector must raise exactly its class.
+
+def _error_class(name: str) -> type[BaseException]:
+    from bridge.crypto import DuplicateMessage, SessionError, TooManySkipped
+    from bridge.protocol.wire import WireError
+
+    return {"CryptoError": P.CryptoError, "DecryptError": P.DecryptError, "InvalidSignature": P.InvalidSignature,
+            "SessionError": SessionError, "DuplicateMessage": DuplicateMessage, "TooManySkipped": TooManySkipped,
+            "WireError": WireError}[name]
+
+
+def _raises(expected: str, fn: Any) -> str | None:
+    """None if ``fn()`` raises exactly the class named ``expected``, else what went wrong."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - any other class is a finding
+        return None if type(exc) is _error_class(expected) else f"raised {type(exc).__name__} ({exc}), expected {expected}"
+    return f"did not raise {expected}"
+
+
+def _b(x: str | None) -> bytes | None:
+    return None if x is None else bytes.fromhex(x)
+
+
+def _local(d: dict[str, Any]) -> session.LocalIdentity:
+    return session.LocalIdentity(d["installation_id"], bytes.fromhex(d["signing_priv"]), bytes.fromhex(d["signing_pub"]),
+                                 bytes.fromhex(d["identity_priv"]), bytes.fromhex(d["identity_pub"]))
+
+
+def _remote_of(d: dict[str, Any]) -> session.RemoteInstallation:
+    return session.RemoteInstallation(d["installation_id"], bytes.fromhex(d["signing_pub"]), bytes.fromhex(d["identity_pub"]))
+
+
+def _ref_first_message(i: dict[str, Any]) -> dict[str, str]:
+    """PQXDH responder and Bob's first RatchetDecrypt, with reference KDFs only (no bridge.crypto.kdf)."""
+    o = wire.decode(bytes.fromhex(i["message"]))
+    if not (isinstance(o, list) and len(o) == 12 and o[:2] == [1, "prekey"]):
+        raise ValueError("not a PreKey message")
+    _, _, sid, ik_a, ek_a, spk_id, otpk_id, kind, pq_id, kem_ct, header, body = o
+    spk_priv, otpk_priv = bytes.fromhex(i["spk_priv"]), _b(i["otpk_priv"])
+    bob = i["bob"]
+    dhs = [P.x25519_dh(spk_priv, bytes.fromhex(i["alice"]["identity_pub"])),
+           P.x25519_dh(bytes.fromhex(bob["identity_priv"]), ek_a), P.x25519_dh(spk_priv, ek_a)]
+    if otpk_priv is not None:
+        dhs.append(P.x25519_dh(otpk_priv, ek_a))
+    ss = P.mlkem768_decapsulate(bytes.fromhex(i["pqpk_seed"]), kem_ct)
+    sk = ref_hkdf(b"\xff" * 32 + b"".join(dhs) + ss, bytes(32), b"Parley_PQXDH_CURVE25519_SHA-256_ML-KEM-768", 32)
+    ad = (b"parley/v1" + bytes.fromhex(i["alice"]["identity_pub"]) + bytes.fromhex(bob["identity_pub"])
+          + i["alice"]["installation_id"].encode() + bob["installation_id"].encode())
+    ref_sid = hashlib.sha256(ad + ek_a + kem_ct + wire.encode([spk_id, otpk_id, kind, pq_id])).digest()[:16]
+    if ref_sid != sid:
+        raise ValueError("sid in the message is not SHA-256(AD ‖ EK ‖ CT ‖ ids)[:16]")
+    if ik_a.hex() != i["alice"]["identity_pub"]:
+        raise ValueError("identity key in the message is not Alice's")
+    dh_pub, pn, n = wire.decode(header)
+    out = ref_hkdf(P.x25519_dh(spk_priv, dh_pub), sk, b"Parley_Ratchet_v1", 64)  # RatchetInitBob: RK = SK, DHs = SPK
+    ck = out[32:]
+    for _ in range(n):
+        ck = ref_hmac(ck, b"\x02")
+    keys = ref_hkdf(ref_hmac(ck, b"\x01"), bytes(32), b"Parley_MessageKeys_v1", 80)
+    cbc, tag = body[:-32], body[-32:]
+    if not hmac.compare_digest(ref_hmac(keys[32:64], ad + header + cbc), tag):
+        raise ValueError("ratchet tag does not verify under the reference derivation")
+    pt = P.aes256_cbc_decrypt(keys[:32], keys[64:], cbc)
+    return dict(sk=sk.hex(), ad=ad.hex(), sid=sid.hex(), ephemeral_pub=ek_a.hex(), plaintext=pt.hex())
+
+
+def check_pqxdh(data: dict[str, Any]) -> list[str]:
+    problems = []
+    for v in data["vectors"]:
+        i, e = v["input"], v["expected"]
+        if "bundle" in i:  # initiator-side negative
+            err = _raises(e["error"], lambda: session.initiate(_local(i["alice"]), _remote_of(i["bob"]), Bundle.decode(bytes.fromhex(i["bundle"]))))
+            if err:
+                problems.append(f"{v['name']}: {err}")
+            continue
+        run = lambda: session.accept(  # noqa: E731
+            _local(i["bob"]), _remote_of(i["alice"]), bytes.fromhex(i["message"]), spk_priv=bytes.fromhex(i["spk_priv"]),
+            otpk_priv=_b(i["otpk_priv"]), pqpk_seed=bytes.fromhex(i["pqpk_seed"]), ratchet_priv=bytes.fromhex(i["bob_ratchet_priv"]))
+        if "error" in e:
+            err = _raises(e["error"], run)
+            if err:
+                problems.append(f"{v['name']}: {err}")
+            continue
+        try:
+            ref = _ref_first_message(i)
+        except (ValueError, P.CryptoError) as exc:
+            problems.append(f"{v['name']}: reference derivation failed: {exc}")
+            continue
+        if ref != e:
+            problems.append(f"{v['name']}: reference derivation gives {sorted(k for k in e if ref.get(k) != e[k])} other than expected")
+        s, pt = run()
+        if (pt.hex(), s.sid.hex(), s.ad.hex()) != (e["plaintext"], e["sid"], e["ad"]):
+            problems.append(f"{v['name']}: session.accept disagrees with the vector")
+    return problems
+
+
+def check_session(data: dict[str, Any]) -> list[str]:
+    problems = []
+    for v in data["vectors"]:
+        i, e = v["input"], v["expected"]
+        bob = _local(i["bob"])
+        alice_remote = _remote_of(i["alice"])
+        states: dict[str, session.Session | None] = {"alice": session.Session.from_bytes(bytes.fromhex(i["alice_session"])), "bob": None}
+        for n, step in enumerate(i["steps"]):
+            where = f"{v['name']}: step {n} ({step['op']})"
+            try:
+                if step["op"] == "send":
+                    st = states[step["sender"]]
+                    if st is None:
+                        raise ValueError("sender has no session")
+                    states[step["sender"]], msg = session.encrypt(st, bytes.fromhex(step["plaintext"]))
+                    if msg.hex() != step["message"]:
+                        problems.append(f"{where}: message bytes differ")
+                elif step["op"] == "deliver":
+                    st, m, rp = states[step["to"]], bytes.fromhex(step["message"]), bytes.fromhex(step["ratchet_priv"])
+                    if st is None:
+                        st, pt = session.accept(bob, alice_remote, m, spk_priv=bytes.fromhex(i["spk_priv"]), otpk_priv=_b(i["otpk_priv"]),
+                                                pqpk_seed=bytes.fromhex(i["pqpk_seed"]), ratchet_priv=rp)
+                    else:
+                        st, pt = session.decrypt(st, m, ratchet_priv=rp)
+                    states[step["to"]] = st
+                    if pt.hex() != step["plaintext"]:
+                        problems.append(f"{where}: plaintext differs")
+                else:
+                    held = states[step["to"]]
+                    if held is None:
+                        raise ValueError("recipient has no session")
+                    err = _raises(step["error"], lambda: session.decrypt(held, bytes.fromhex(step["message"])))
+                    if err:
+                        problems.append(f"{where}: {err}")
+            except (ValueError, P.CryptoError) as exc:
+                problems.append(f"{where}: {type(exc).__name__}: {exc}")
+                break
+        else:
+            for who in ("alice", "bob"):
+                st = states[who]
+                if st is None or st.to_bytes().hex() != e[f"{who}_session"]:
+                    problems.append(f"{v['name']}: final {who} session differs")
+    return problems
+
+
+def check_sealed(data: dict[str, Any]) -> list[str]:
+    problems = []
+    for v in data["vectors"]:
+        i, e = v["input"], v["expected"]
+        run = lambda: sealed.unseal(bytes.fromhex(i["identity_priv"]), i["own_iid"], bytes.fromhex(i["payload"]))  # noqa: E731
+        if "error" in e:
+            err = _raises(e["error"], run)
+            if err:
+                problems.append(f"{v['name']}: {err}")
+            continue
+        try:
+            u = run()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{v['name']}: {type(exc).__name__}: {exc}")
+            continue
+        if (u.sender_iid, u.sender_record.hex(), u.message.hex()) != (e["sender_iid"], e["sender_record"], e["message"]):
+            problems.append(f"{v['name']}: opened payload differs")
+    return problems
+
+
+CHECKS = {"parley_pqxdh.json": check_pqxdh, "parley_session.json": check_session, "parley_sealed.json": check_sealed}
+
+
 def dump(obj: dict[str, Any]) -> str:
     return json.dumps(obj, indent=1, sort_keys=False) + "\n"
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
+    out = OUT
+    if "--vectors" in argv:  # --check another copy of the directory (the tests use this)
+        out = Path(argv[argv.index("--vectors") + 1])
     bad = 0
     for name, fn in FAMILIES.items():
-        path = OUT / name
+        path = out / name
         if check:
             if name in RECORDED:
+                try:
+                    problems = CHECKS[name](json.loads(path.read_text()))
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    problems = [f"unreadable: {type(exc).__name__}: {exc}"]
+                for p in problems:
+                    print(f"DIFFERS: {name}: {p}")
+                bad += bool(problems)
+                print(f"{'checked' if not problems else 'FAILED '} {name} ({'decrypt direction' if name != 'parley_session.json' else 'replayed'})")
                 continue
             if path.read_text() != dump(fn()):
                 print(f"DIFFERS: {name}")
                 bad += 1
+            else:
+                print(f"checked {name} (regenerated)")
             continue
         if name in RECORDED and "--record" not in argv and path.exists():
             continue
         path.write_text(dump(fn()))
         print(f"wrote {path.relative_to(ROOT)}")
     if check:
-        print("deterministic families match" if not bad else f"{bad} families differ")
+        print(f"all {len(FAMILIES)} families match" if not bad else f"{bad} families differ")
     return 1 if bad else 0
 
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.exact import raises_exactly as raises_class
 from tests.vectors_loader import cases, error_class, h, load
 
 from bridge.crypto import chain, kdf, ratchet, sealed, session
@@ -244,3 +251,191 @@ def test_sealed_open(vec: dict[str, Any]) -> None:
         return
     u = sealed.unseal(h(i["identity_priv"]), i["own_iid"], h(i["payload"]))
     assert (u.sender_iid, u.sender_record.hex(), u.message.hex()) == (e["sender_iid"], e["sender_record"], e["message"])
+
+
+# --- primitives: what the published vectors do not pin ---------------------------------------
+
+@pytest.mark.parametrize("length", [0, 1, 16, 20, 31, 33, 64])
+def test_forged_short_or_padded_hmac_tag_refused(length: int) -> None:
+    """An attacker who can match only a prefix of the tag (16 bytes is 2^128 work, not 2^256) or who
+    appends bytes to the genuine tag gets nothing: only the full 32-byte HMAC-SHA256 verifies."""
+    key, data = P.random_bytes(32), b"AD || header || ciphertext"
+    full = P.hmac_sha256(key, data)
+    tag = (full + bytes(32))[:length]  # a correct prefix of the genuine tag, or the genuine tag plus padding
+    with raises_class(P.DecryptError):
+        P.hmac_sha256_verify(key, data, tag)
+    P.hmac_sha256_verify(key, data, full)  # the genuine full tag still verifies
+    for i in (0, 15, 16, 31):  # and a single changed byte anywhere in it does not
+        with raises_class(P.DecryptError):
+            P.hmac_sha256_verify(key, data, full[:i] + bytes([full[i] ^ 1]) + full[i + 1:])
+
+
+def test_all_zero_x25519_secret_refused_even_when_the_backend_returns_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 7748 §6.1: the caller must check for the all-zero output. OpenSSL (through pyca/cryptography)
+    refuses it itself today; Parley's own check must hold if a backend ever hands it back (older OpenSSL,
+    another library), so the peer's low-order point cannot force a known shared secret."""
+    real = P.x25519
+
+    class Priv:
+        def __init__(self, raw: bytes) -> None:
+            self.key = real.X25519PrivateKey.from_private_bytes(raw)
+
+        @classmethod
+        def from_private_bytes(cls, raw: bytes) -> "Priv":
+            return cls(raw)
+
+        def exchange(self, pub: Any) -> bytes:
+            try:
+                return self.key.exchange(pub)
+            except ValueError:  # the lenient backend: low-order point in, all-zero secret out
+                return bytes(32)
+
+    monkeypatch.setattr(P, "x25519", SimpleNamespace(X25519PrivateKey=Priv, X25519PublicKey=real.X25519PublicKey))
+    scalar = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    for low_order in (bytes(32), b"\x01" + bytes(31)):
+        with raises_class(P.CryptoError, match="all-zero"):
+            P.x25519_dh(scalar, low_order)
+    # the lenient backend is otherwise genuine: RFC 7748 §6.1's shared secret still comes out
+    bob_pub = bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+    assert P.x25519_dh(scalar, bob_pub).hex() == "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+
+
+# --- scripts/gen_vectors.py --check covers every family ------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_check(*extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_vectors.py"), "--check", *extra],
+                          capture_output=True, text=True, timeout=240, cwd=ROOT)
+
+
+def test_gen_vectors_check_covers_every_family() -> None:
+    result = run_check()
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in CRYPTO_FILES:
+        assert f"checked {name}" in result.stdout, result.stdout
+
+
+def _flip_hex(value: str) -> str:
+    return ("1" if value[0] == "0" else "0") + value[1:]
+
+
+def _vec(data: dict[str, Any], name_start: str) -> dict[str, Any]:
+    return next(v for v in data["vectors"] if v["name"].startswith(name_start))
+
+
+def _steps(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return data["vectors"][0]["input"]["steps"]
+
+
+TAMPER = {
+    "pqxdh: expected SK": ("parley_pqxdh.json", lambda d: _vec(d, "respond: with").__setitem__(
+        "expected", {**_vec(d, "respond: with")["expected"], "sk": _flip_hex(_vec(d, "respond: with")["expected"]["sk"])})),
+    "pqxdh: expected plaintext": ("parley_pqxdh.json", lambda d: _vec(d, "respond: without")["expected"].__setitem__(
+        "plaintext", _vec(d, "respond: without")["expected"]["plaintext"] + "00")),
+    "pqxdh: error loosened to the base class": ("parley_pqxdh.json", lambda d: _vec(d, "negative: ratchet tag")["expected"].__setitem__(
+        "error", "CryptoError")),
+    "session: a sent message": ("parley_session.json", lambda d: next(s for s in _steps(d) if s["op"] == "send").__setitem__(
+        "message", _flip_hex(next(s for s in _steps(d) if s["op"] == "send")["message"]))),
+    "session: final Bob state": ("parley_session.json", lambda d: d["vectors"][0]["expected"].__setitem__(
+        "bob_session", d["vectors"][0]["expected"]["bob_session"][:-2] + "00")),
+    "session: replay error": ("parley_session.json", lambda d: next(s for s in _steps(d) if s["op"] == "replay").__setitem__(
+        "error", "DecryptError")),
+    "sealed: opened message": ("parley_sealed.json", lambda d: _vec(d, "open")["expected"].__setitem__(
+        "message", _flip_hex(_vec(d, "open")["expected"]["message"]))),
+    "sealed: error loosened to the base class": ("parley_sealed.json", lambda d: _vec(d, "negative: AEAD tag")["expected"].__setitem__(
+        "error", "CryptoError")),
+}
+
+
+@pytest.mark.parametrize("change", list(TAMPER))
+def test_gen_vectors_check_catches_a_changed_recorded_vector(change: str, tmp_path: Path) -> None:
+    """--check must fail when a recorded (not regenerable) vector no longer matches the code."""
+    filename, tamper = TAMPER[change]
+    copy = tmp_path / "vectors"
+    shutil.copytree(ROOT / "tests" / "vectors", copy)
+    data = json.loads((copy / filename).read_text())
+    tamper(data)
+    (copy / filename).write_text(json.dumps(data, indent=1) + "\n")
+    result = run_check("--vectors", str(copy))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"DIFFERS: {filename}" in result.stdout
+    assert all(f"DIFFERS: {other}" not in result.stdout for other in CRYPTO_FILES if other != filename)
+
+
+def test_mlkem_keypair_honours_an_injected_seed() -> None:
+    """The 64-byte seed is the private key (FIPS 203 d ‖ z): the same seed gives the same public key,
+    through both entry points, and decapsulates what was encapsulated to it."""
+    seed = bytes(range(64))
+    got_seed, pub = P.mlkem768_keypair(seed)
+    assert got_seed == seed and P.mlkem768_public(seed) == pub and len(pub) == P.MLKEM768_PUBLIC_LEN
+    assert P.mlkem768_keypair(seed)[1] == pub != P.mlkem768_keypair()[1]
+    ss, ct = P.mlkem768_encapsulate(pub)
+    assert P.mlkem768_decapsulate(seed, ct) == ss
+
+
+@pytest.mark.parametrize("length", [0, 16, 31, 32, 47])
+def test_hpke_open_refuses_impossible_lengths_before_any_work(length: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorter than enc(32) ‖ tag(16): refused by length, the HPKE suite is never run on it."""
+    opened: list[bytes] = []
+    real = P._HPKE
+    monkeypatch.setattr(P, "_HPKE", SimpleNamespace(decrypt=lambda ct, *a, **k: opened.append(ct) or real.decrypt(ct, *a, **k)))
+    with raises_class(P.DecryptError, match="too short"):
+        P.hpke_open(P.x25519_keypair()[0], P.random_bytes(length), b"info")
+    assert opened == []
+
+
+def test_hpke_open_shortest_possible_message_reaches_hpke(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty plaintext seals to exactly 48 bytes, and it opens."""
+    priv, pub = P.x25519_keypair()
+    sealed_empty = P.hpke_seal(pub, b"", b"info")
+    assert len(sealed_empty) == 48
+    opened: list[bytes] = []
+    real = P._HPKE
+    monkeypatch.setattr(P, "_HPKE", SimpleNamespace(decrypt=lambda ct, *a, **k: opened.append(ct) or real.decrypt(ct, *a, **k)))
+    assert P.hpke_open(priv, sealed_empty, b"info") == b""
+    with raises_class(P.DecryptError, match="open failed"):
+        P.hpke_open(priv, P.random_bytes(48), b"info")
+    assert opened == [sealed_empty, opened[1]] and len(opened[1]) == 48
+
+
+def test_aes_gcm_shortest_blob_and_default_aad() -> None:
+    """nonce(12) ‖ tag(16) is the shortest blob (an empty plaintext) and it opens; shorter is refused;
+    the default associated data is empty on both sides."""
+    key = P.random_bytes(32)
+    blob = P.aes256_gcm_encrypt(key, b"")
+    assert len(blob) == 28 and P.aes256_gcm_decrypt(key, blob) == b""
+    assert P.aes256_gcm_decrypt(key, P.aes256_gcm_encrypt(key, b"x", b"")) == b"x"
+    assert P.aes256_gcm_decrypt(key, P.aes256_gcm_encrypt(key, b"x"), b"") == b"x"
+    for n in (0, 12, 27):
+        with raises_class(P.DecryptError):
+            P.aes256_gcm_decrypt(key, blob[:n])
+    with raises_class(P.DecryptError):
+        P.aes256_gcm_decrypt(key, blob, b"other aad")
+
+
+def test_injected_randomness_is_used() -> None:
+    """Every primitive that takes injected randomness uses it (known-answer vectors depend on it)."""
+    seed = bytes(range(32))
+    assert P.ed25519_keypair(seed) == (seed, P.ed25519_public(seed))
+    assert P.x25519_keypair(seed) == (seed, P.x25519_public(seed))
+    key, nonce = P.random_bytes(32), bytes(12)
+    blob = P.aes256_gcm_encrypt(key, b"pt", b"ad", nonce=nonce)
+    assert blob[:12] == nonce and blob == P.aes256_gcm_encrypt(key, b"pt", b"ad", nonce=nonce)
+
+
+def test_scrypt_defaults_match_the_reference() -> None:
+    """primitives.scrypt's defaults are r=8, p=1, 32 bytes (the key file format relies on them);
+    checked against Python's own hashlib.scrypt (OpenSSL)."""
+    import hashlib
+
+    pw, salt = b"correct horse", bytes(range(16))
+    assert P.scrypt(pw, salt, n=16) == hashlib.scrypt(pw, salt=salt, n=16, r=8, p=1, dklen=32)
+    assert P.scrypt(pw, salt, n=16, r=1, p=2, length=40) == hashlib.scrypt(pw, salt=salt, n=16, r=1, p=2, dklen=40)
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 17, 31, 33])
+def test_cbc_ciphertext_that_is_not_whole_blocks_refused(length: int) -> None:
+    with raises_class(P.DecryptError):
+        P.aes256_cbc_decrypt(bytes(32), bytes(16), bytes(length))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from tests.exact import raises_exactly
 
 from bridge.crypto.primitives import ed25519_public, x25519_public
 from bridge.keys import (
@@ -61,12 +62,12 @@ def test_generate_and_derived_values() -> None:
 def test_secrets_validation() -> None:
     good = generate_secrets()
     for field in ("wallet_key", "signing_key", "identity_key", "storage_key"):
-        with pytest.raises(KeysError):
+        with raises_exactly(KeysError):
             Secrets(**{**_fields(good), field: b"\x01" * 31})
     for wallet in (bytes(32), N.to_bytes(32, "big"), b"\xff" * 32):
-        with pytest.raises(KeysError):
+        with raises_exactly(KeysError):
             Secrets(**{**_fields(good), "wallet_key": wallet})
-    with pytest.raises(KeysError):
+    with raises_exactly(KeysError):
         generate_secrets(bytes(32))
 
 
@@ -105,7 +106,7 @@ def test_passphrase_is_nfc_normalized() -> None:
 
 def test_wrong_passphrase() -> None:
     blob = seal_secrets(generate_secrets(), "right", scrypt_n=FAST_N)
-    with pytest.raises(WrongPassphrase):
+    with raises_exactly(WrongPassphrase):
         open_secrets(blob, "wrong")
 
 
@@ -115,7 +116,7 @@ def test_header_is_authenticated() -> None:
     ct = blob["ciphertext"]
     flipped = ct[:-1] + ("0" if ct[-1] != "0" else "1")
     for change in ({"ciphertext": flipped}, {"salt": "00" * 16}, {"n": FAST_N * 2}, {"r": 4}):
-        with pytest.raises(WrongPassphrase):
+        with raises_exactly(WrongPassphrase):
             open_secrets({**blob, **change}, "pw")
 
 
@@ -143,7 +144,7 @@ def test_header_is_authenticated() -> None:
 )
 def test_junk_blob_is_key_file_error(change: dict) -> None:
     blob = seal_secrets(generate_secrets(), "pw", scrypt_n=FAST_N)
-    with pytest.raises(KeyFileError):
+    with raises_exactly(KeyFileError):
         open_secrets({**blob, **change}, "pw")
 
 
@@ -151,7 +152,7 @@ def test_missing_field_and_non_dict() -> None:
     blob = seal_secrets(generate_secrets(), "pw", scrypt_n=FAST_N)
     del blob["salt"]
     for bad in (blob, [], "x", None):
-        with pytest.raises(KeyFileError):
+        with raises_exactly(KeyFileError):
             open_secrets(bad, "pw")  # type: ignore[arg-type]
 
 
@@ -166,7 +167,7 @@ def test_keyfile_round_trip_mode_and_no_overwrite(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["n"] == FAST_N  # loading honours the stored cost
     assert load_keyfile(path, "pw") == s
     before = path.read_bytes()
-    with pytest.raises(KeyFileError):
+    with raises_exactly(KeyFileError):
         save_keyfile(path, generate_secrets(), "pw", scrypt_n=FAST_N)
     assert path.read_bytes() == before
     assert sorted(os.listdir(path.parent)) == ["keys.json"]
@@ -185,7 +186,7 @@ def test_refuses_to_overwrite_through_symlink(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_text("keep me")
     (tmp_path / "k.json").symlink_to(victim)
-    with pytest.raises(KeyFileError):
+    with raises_exactly(KeyFileError):
         save_keyfile(tmp_path / "k.json", generate_secrets(), "pw", scrypt_n=FAST_N)
     assert victim.read_text() == "keep me"
 
@@ -194,7 +195,7 @@ def test_wrong_passphrase_leaves_file_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     save_keyfile(path, generate_secrets(), "right", scrypt_n=FAST_N)
     before = path.read_bytes()
-    with pytest.raises(WrongPassphrase) as info:
+    with raises_exactly(WrongPassphrase) as info:
         load_keyfile(path, "wrong")
     assert "wrong" in str(info.value).lower() and "right" not in str(info.value)
     assert path.read_bytes() == before
@@ -208,7 +209,7 @@ def test_wrong_passphrase_leaves_file_unchanged(tmp_path: Path) -> None:
 def test_corrupt_keyfile(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "keys.json"
     path.write_bytes(content)
-    with pytest.raises(KeyFileError):
+    with raises_exactly(KeyFileError):
         load_keyfile(path, "pw")
 
 
@@ -218,12 +219,12 @@ def test_truncated_keyfile(tmp_path: Path) -> None:
     data = path.read_bytes()
     path.chmod(0o600)
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(KeyFileError):
+    with raises_exactly(KeyFileError):
         load_keyfile(path, "pw")
 
 
 def test_missing_keyfile(tmp_path: Path) -> None:
-    with pytest.raises(KeyFileMissing):
+    with raises_exactly(KeyFileMissing):
         load_keyfile(tmp_path / "nope.json", "pw")
 
 
@@ -235,7 +236,7 @@ def test_wallet_key_from_hex() -> None:
         assert wallet_key_from_hex(text) == ANVIL0_KEY
     for bad in ("", "0x", hexkey[:-1], hexkey + "00", "0x" + "00" * 32, N.to_bytes(32, "big").hex(),
                 "g" * 64, "0x" + hexkey[:-1] + "\uff10", "0x 0x" + hexkey):
-        with pytest.raises(KeyImportError) as info:
+        with raises_exactly(KeyImportError) as info:
             wallet_key_from_hex(bad)
         assert "\n" not in str(info.value)
         if len(bad) > 8:
@@ -245,14 +246,14 @@ def test_wallet_key_from_hex() -> None:
 def test_wallet_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     var = "PARLEY_TEST_WALLET_KEY"
     monkeypatch.delenv(var, raising=False)
-    with pytest.raises(KeyImportError, match=f"{var} is not set"):
+    with raises_exactly(KeyImportError, match=f"{var} is not set"):
         wallet_key_from_env(var)
     monkeypatch.setenv(var, "   ")
-    with pytest.raises(KeyImportError, match=f"{var} is empty"):
+    with raises_exactly(KeyImportError, match=f"{var} is empty"):
         wallet_key_from_env(var)
     garbage = "deadbeef" * 7 + "zzzzzzzz"
     monkeypatch.setenv(var, garbage)
-    with pytest.raises(KeyImportError) as info:
+    with raises_exactly(KeyImportError) as info:
         wallet_key_from_env(var)
     assert var in str(info.value) and garbage not in str(info.value) and "\n" not in str(info.value)
     monkeypatch.setenv(var, "0x" + ANVIL0_KEY.hex())
@@ -276,7 +277,7 @@ def test_wallet_key_from_keystore(tmp_path: Path) -> None:
 
 def test_keystore_wrong_password(tmp_path: Path) -> None:
     path = _keystore(tmp_path, "ks-pass")
-    with pytest.raises(KeyImportError, match="wrong password") as info:
+    with raises_exactly(KeyImportError, match="wrong password") as info:
         wallet_key_from_keystore(path, "nope-nope")
     message = str(info.value)
     assert "nope-nope" not in message and ANVIL0_KEY.hex() not in message and "\n" not in message
@@ -302,6 +303,6 @@ def test_bad_keystores(tmp_path: Path) -> None:
         path = tmp_path / f"{name}.json"
         if doc is not None:
             path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
-        with pytest.raises(KeyImportError) as info:
+        with raises_exactly(KeyImportError) as info:
             wallet_key_from_keystore(path, "pw")
         assert str(path) in str(info.value) and "\n" not in str(info.value), name

@@ -43,6 +43,7 @@ __all__ = [
     "hkdf_sha256",
     "hmac_sha256",
     "hmac_sha256_verify",
+    "HMAC_SHA256_LEN",
     "aes256_cbc_encrypt",
     "aes256_cbc_decrypt",
     "aes256_gcm_encrypt",
@@ -181,13 +182,18 @@ def hmac_sha256(key: bytes, data: bytes) -> bytes:
     return h.finalize()
 
 
+#: Length of an HMAC-SHA256 tag. Parley never truncates tags (PROTOCOL.md §5.2).
+HMAC_SHA256_LEN = 32
+
+
 def hmac_sha256_verify(key: bytes, data: bytes, tag: bytes) -> None:
-    """Constant-time check of a (possibly truncated, ≥16 byte) HMAC-SHA256 tag.
+    """Constant-time check of a full 32-byte HMAC-SHA256 tag. A truncated or padded tag is refused:
+    accepting a prefix would let a forger match 16 bytes instead of 32.
 
     Raises:
-        DecryptError: mismatch.
+        DecryptError: wrong length or mismatch.
     """
-    if len(tag) < 16 or not _hmac.compare_digest(hmac_sha256(key, data)[: len(tag)], tag):
+    if len(tag) != HMAC_SHA256_LEN or not _hmac.compare_digest(hmac_sha256(key, data), tag):
         raise DecryptError("MAC mismatch")
 
 
