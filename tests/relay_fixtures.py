@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import quote
 
 from bridge.crypto import primitives as P
@@ -20,6 +20,9 @@ from bridge.protocol.ids import inbox_topic, installation_id
 from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, SPK, OneTimePrekey, PrekeyUpload, sign_prekey
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.relay.storage import Storage
+
+if TYPE_CHECKING:
+    from bridge.relay.server import RelaySettings
 
 __all__ = [
     "WALLET_KEY",
@@ -37,6 +40,10 @@ __all__ = [
     "postgres_available",
     "postgres_schema",
     "wait_until",
+    "UNLIMITED",
+    "unlimited_settings",
+    "serve_relay",
+    "crafted_identity",
 ]
 
 #: Fixed test wallet keys (well-known throwaway keys; never hold funds).
@@ -187,3 +194,63 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: f
             return True
         time.sleep(interval)
     return predicate()
+
+
+#: Every test client shares 127.0.0.1, so per-client rate limits would meet each other: lift them.
+UNLIMITED = 1e6
+
+
+def unlimited_settings(**overrides: object) -> "RelaySettings":
+    """Relay settings with every rate limit lifted (claims per target too: the engine and prekey
+    tests drain prekeys on purpose; the limits have their own tests in test_relay_hostile)."""
+    from bridge.relay.server import RelaySettings
+
+    lifted: dict[str, object] = {}
+    for name in ("publish", "claim", "claim_target", "auth", "identity"):
+        lifted[f"{name}_rate"] = UNLIMITED
+        lifted[f"{name}_burst"] = 10**6
+    lifted.update(overrides)
+    return RelaySettings(**lifted)  # type: ignore[arg-type]
+
+
+@contextmanager
+def serve_relay(db: Path, settings: "RelaySettings | None" = None) -> Iterator[str]:
+    """A relay app on its own thread over SQLite at ``db`` (werkzeug, threaded); yields its URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from bridge.relay.server import create_app
+
+    storage = SQLiteStorage(str(db))
+    server = make_server("127.0.0.1", 0, create_app(storage, settings=settings or unlimited_settings()), threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        t.join(5)
+        server.server_close()
+        storage.close()
+
+
+def crafted_identity(storage: Storage, authorizations: int) -> str:
+    """An attacker's wallet whose log authorizes ``authorizations`` installations that never upload
+    prekeys (issue 8 item 3). The records are genuine signed statements, as the attacker would publish
+    them one by one; they are written straight into the relay's storage (log and index, as the relay's
+    own publish_identity does) only to save one signature check per record over HTTP. Returns the address."""
+    from bridge import identity
+    from bridge.relay.storage import IdentityEntry
+
+    wallet = P.random_bytes(32)
+    address = ""
+    for _ in range(authorizations):
+        inst = make_installation()
+        signed = identity.SignedStatement.from_record(authorize_record(inst, wallet))
+        address = identity.verify(signed).address
+        storage.append_identity(
+            address, signed.record_id(), signed.to_record(),
+            IdentityEntry("authorize", inst.iid, inst.signing_pub, inst.identity_pub), max_records=256,
+        )
+    return address

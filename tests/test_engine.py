@@ -30,27 +30,15 @@ from bridge.relay.client import Envelope
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
-from tests.relay_fixtures import wait_until
+from tests.relay_fixtures import crafted_identity, serve_relay, wait_until
 
 FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
 
 
 @pytest.fixture(scope="module")
 def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    storage = SQLiteStorage(str(tmp_path_factory.mktemp("relay") / "relay.db"))
-    settings = RelaySettings(
-        publish_rate=FAST, publish_burst=10**6, claim_rate=FAST, claim_burst=10**6,
-        auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
-        claim_target_rate=FAST, claim_target_burst=10**6,  # drained on purpose; the limit has its own test
-    )
-    server = make_server("127.0.0.1", 0, create_app(storage, settings=settings), threaded=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    t.join(5)
-    server.server_close()
-    storage.close()
+    with serve_relay(tmp_path_factory.mktemp("relay") / "relay.db") as url:
+        yield url
 
 
 _engines: list[Engine] = []
@@ -486,29 +474,6 @@ def strict_relay(tmp_path: Path) -> Iterator[tuple[str, SQLiteStorage]]:
     storage.close()
 
 
-def _crafted_identity(storage: SQLiteStorage, authorizations: int) -> str:
-    """An attacker's wallet whose log authorizes many installations that never upload prekeys.
-
-    The records are genuine signed statements, as the attacker would publish them one by one; the
-    test writes them straight into the relay's storage (log and index, as the relay's own
-    publish_identity does) only to save one signature check per record over HTTP.
-    """
-    from bridge.relay.storage import IdentityEntry
-    from tests.relay_fixtures import authorize_record, make_installation
-
-    wallet = P.random_bytes(32)
-    address = ""
-    for _ in range(authorizations):
-        inst = make_installation()
-        signed = identity.SignedStatement.from_record(authorize_record(inst, wallet))
-        address = identity.verify(signed).address
-        storage.append_identity(
-            address, signed.record_id(), signed.to_record(),
-            IdentityEntry("authorize", inst.iid, inst.signing_pub, inst.identity_pub), max_records=256,
-        )
-    return address
-
-
 def _count_claims(eng: Engine) -> list[str]:
     claimed: list[str] = []
     claim = eng.relay.claim
@@ -530,7 +495,7 @@ def test_message_to_crafted_identity_does_not_wedge_outbox(tmp_path: Path, stric
     url, storage = strict_relay
     alice = make_engine(tmp_path / "alice.db", url)
     bob = make_engine(tmp_path / "bob.db", url)
-    crafted = _crafted_identity(storage, 60)
+    crafted = crafted_identity(storage, 60)
     assert len(alice.installations_of(crafted, max_age_ms=0)) == 60
     claims = _count_claims(alice)
     to_crafted = alice.send(crafted, "to the crafted identity")

@@ -418,29 +418,15 @@ def test_read_only_relay_database_gives_503_storage_error_and_loses_nothing(tmp_
 
 
 def _crafted_identity(relay_db: Path, authorizations: int) -> str:
-    """A wallet whose log authorizes many installations that never upload prekeys, written into the
-    running relay's database (genuine signed records, written directly to skip one signature check per HTTP append)."""
-    from bridge import identity
-    from bridge.crypto import primitives as P
+    """tests.relay_fixtures.crafted_identity, written into the running relay's database file."""
     from bridge.relay.sqlite_store import SQLiteStorage
-    from bridge.relay.storage import IdentityEntry
-    from tests.relay_fixtures import authorize_record, make_installation
+    from tests.relay_fixtures import crafted_identity
 
-    wallet = P.random_bytes(32)
     storage = SQLiteStorage(str(relay_db))
     try:
-        address = ""
-        for _ in range(authorizations):
-            inst = make_installation()
-            signed = identity.SignedStatement.from_record(authorize_record(inst, wallet))
-            address = identity.verify(signed).address
-            storage.append_identity(
-                address, signed.record_id(), signed.to_record(),
-                IdentityEntry("authorize", inst.iid, inst.signing_pub, inst.identity_pub), max_records=256,
-            )
+        return crafted_identity(storage, authorizations)
     finally:
         storage.close()
-    return address
 
 
 def test_kill9_amid_a_crafted_identity_and_inbox_junk_keeps_every_conversation_whole(tmp_path: Path, procs: list[Proc]) -> None:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from bridge import identity
 from bridge.crypto import sealed, session
@@ -28,32 +26,17 @@ from bridge.home import Home
 from bridge.keys import generate_secrets
 from bridge.protocol import prekeys as PK
 from bridge.relay.client import Envelope, RelayClient, RelayUnavailable
-from bridge.relay.server import RelaySettings, create_app
-from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
 from tests.procs import Proc, parley, start_bridge, wait_for, whoami
+from tests.relay_fixtures import serve_relay
 
-FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
 DAY_MS = 86_400_000
 
 
 @pytest.fixture(scope="module")
 def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    storage = SQLiteStorage(str(tmp_path_factory.mktemp("relay") / "relay.db"))
-    settings = RelaySettings(
-        publish_rate=FAST, publish_burst=10**6, claim_rate=FAST, claim_burst=10**6,
-        auth_rate=FAST, auth_burst=10**6, identity_rate=FAST, identity_burst=10**6,
-        # These tests drain on purpose; the per-target claim limit has its own test (test_relay_hostile).
-        claim_target_rate=FAST, claim_target_burst=10**6,
-    )
-    server = make_server("127.0.0.1", 0, create_app(storage, settings=settings), threaded=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    t.join(5)
-    server.server_close()
-    storage.close()
+    with serve_relay(tmp_path_factory.mktemp("relay") / "relay.db") as url:
+        yield url
 
 
 class FakeClock:
