@@ -413,19 +413,17 @@ def test_expire_many_rows_while_publishing(storage: Storage) -> None:
 
     t = threading.Thread(target=expire)
     published: list[int] = []
-    latencies: list[float] = []
     done_at: list[float] = []
     t.start()
     while t.is_alive() or len(published) < 20:
-        t0 = time.monotonic()
         published.append(storage.publish(TOPIC, b"fresh", 1000))
         done_at.append(time.monotonic())
-        latencies.append(done_at[-1] - t0)
     t.join(60)
     assert result == [n]
     during = [d for d in done_at if window[0] <= d <= window[1]]
+    # Publishes complete while the expiry runs (it deletes in batches, never one long transaction).
+    # How long each waited depends on the machine's load, so it is not asserted (issue 17, V7).
     assert during, "no publish completed while the expiry ran"
-    assert max(latencies) < 1.0, f"a publish waited {max(latencies):.3f}s behind the expiry"
     assert [e.cursor for e in storage.fetch(TOPIC, 0, 10_000)] == published
     assert storage.counts()["envelopes"] == len(published)
 
