@@ -587,3 +587,19 @@ def test_unreachable_relay_counts_no_attempt(pair: tuple[Engine, Engine]) -> Non
     assert table(alice, f"SELECT attempts, next_attempt_at, state FROM outbox WHERE message_id = '{mid}'") == [(0, 0, "pending")]
     assert alice.flush_outbox() == {}
     assert bob.sync() == 1
+
+
+def test_sync_retries_now_what_is_backing_off(pair: tuple[Engine, Engine]) -> None:
+    """The daemon's automatic retries wait out a message's backoff; `parley sync` is the user asking
+    now, so it tries that message too (a concurrent CLI send that met a busy relay must not leave
+    `sync` answering "will be retried" until the backoff ends)."""
+    alice, bob = pair
+    mid = alice.queue(bob.address, "after a hiccup")["id"]
+    with alice.store.write() as c:  # one counted failure: backing off for an hour
+        c.execute("UPDATE outbox SET attempts = 1, next_attempt_at = ? WHERE message_id = ?", (now_ms() + 3_600_000, mid))
+    waiting = alice.flush_outbox()
+    assert list(waiting) == [mid] and waiting[mid].startswith("retrying in ")
+    assert alice.pending_count() == 1
+    alice.sync()
+    assert alice.pending_count() == 0
+    assert bob.sync() == 1 and bob.messages(alice.address)[-1]["text"] == "after a hiccup"

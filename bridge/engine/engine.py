@@ -329,12 +329,13 @@ class Engine:
         """Messages not yet sent (including those backing off); failed ones are not counted."""
         return self.store.read("SELECT COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'prepared')")[0]["n"]
 
-    def flush_outbox(self) -> dict[str, str]:
+    def flush_outbox(self, *, retry_now: bool = False) -> dict[str, str]:
         """Deliver what is due, keeping the order within each conversation (bridge/engine/outbox.py).
 
         A message that cannot go out yet (backing off, or rate-limited now) holds back only later
         messages to the same peer. An unreachable relay stops the flush. Returns the errors by
-        message id (empty when everything went out).
+        message id (empty when everything went out). ``retry_now``: the user asked (``parley sync``),
+        so messages still backing off are tried as well; the daemon's own retries wait for them.
 
         Raises:
             StoreError, sqlite3.Error: the local database failed.
@@ -351,7 +352,7 @@ class Engine:
             if peer in held:
                 errors[mid] = "waiting behind an earlier message to the same peer"
                 continue
-            if r["next_attempt_at"] > now:
+            if r["next_attempt_at"] > now and not retry_now:
                 errors[mid] = f"retrying in {(r['next_attempt_at'] - now + 999) // 1000} s"
                 held.add(peer)
                 continue
@@ -692,7 +693,8 @@ class Engine:
         return self.prekeys.private(c, kind, pid)
 
     def sync(self, *, limit: int = 500) -> int:
-        """Fetch and process everything pending on the relay, then flush the outbox. Returns messages received.
+        """Fetch and process everything pending on the relay, then flush the whole outbox (messages
+        backing off included: ``parley sync`` is the user asking now). Returns messages received.
 
         Raises:
             RelayUnavailable, RelayError
@@ -713,7 +715,7 @@ class Engine:
                     received += 1
             if len(batch) < limit:
                 break
-        self.flush_outbox()
+        self.flush_outbox(retry_now=True)  # an explicit sync: what is backing off is tried now too
         return received
 
     # --- reading --------------------------------------------------------------------
