@@ -179,6 +179,9 @@ class SQLiteStorage(Storage):
         self._waiting: dict[str, list[Any]] = {}  # topic -> [Condition on _cond_lock, waiter count]
         self._latest: dict[str, int] = {}
         self._closed = False
+        # Writers of this process waiting for SQLite's write lock (in its busy handler, which sleeps
+        # up to 100 ms between tries): the background expiry lets them in between its batches.
+        self._writers_waiting = 0
         try:
             conn = self._open()
         except StorageUnavailable:
@@ -266,7 +269,13 @@ class SQLiteStorage(Storage):
     def _tx(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
         with self._borrow() as conn:
             try:
-                conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                with self._conns_lock:
+                    self._writers_waiting += 1
+                try:
+                    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+                finally:
+                    with self._conns_lock:
+                        self._writers_waiting -= 1
                 try:
                     yield conn
                 except BaseException:
@@ -280,6 +289,17 @@ class SQLiteStorage(Storage):
                     except sqlite3.Error:
                         pass
                 raise _translate(exc) from None
+
+    def _let_writers_in(self, most: float = 0.25) -> None:
+        """Between two batches of background work, wait (at most ``most`` seconds) until the writers
+        of this process that are waiting for the write lock got it: SQLite's busy handler sleeps
+        between its tries, so a loop that takes the lock again at once would starve them."""
+        deadline = time.monotonic() + most
+        while time.monotonic() < deadline:
+            with self._conns_lock:
+                if self._writers_waiting == 0:
+                    return
+            time.sleep(0.002)
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._borrow() as conn:
@@ -534,6 +554,7 @@ class SQLiteStorage(Storage):
             total += n
             if n < _EXPIRE_BATCH or self._closed:
                 break
+            self._let_writers_in()
         if total:
             with self._cond:  # a remembered latest cursor may name a deleted envelope
                 self._latest.clear()
