@@ -44,6 +44,12 @@ pytestmark = pytest.mark.e2e
 API_KEY = "sk_live_PAGE_MUST_NOT_SEE_THIS"
 
 
+#: The identity cache (bridge/engine/peers.py) changes by itself, on its jittered schedule and right
+#: after a message arrives (its sender is tracked for the next re-check): not something a page can
+#: cause, so it is left out of "what an attack may not change".
+IDENTITY_CACHE_TABLES = frozenset({"peer_fetches", "peer_installations", "peer_revoked", "sender_rechecks"})
+
+
 @dataclass
 class Env:
     tmp: Path
@@ -82,6 +88,8 @@ class Env:
         out: dict[str, object] = {"identity.json": (self.alice.home / "identity.json").read_bytes()}
         with self.db() as conn:
             for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+                if table in IDENTITY_CACHE_TABLES:
+                    continue
                 rows = sorted(repr(tuple(r)) for r in conn.execute(f'SELECT * FROM "{table}"'))
                 out[table] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
         return out
@@ -263,6 +271,9 @@ def test_covered_or_transparent_widget_refuses_to_send_and_to_mark_read(env: Env
         ),
     ):
         page.evaluate(script)
+        # IntersectionObserver v2 reports a change after its delay (100 ms, later on a loaded machine):
+        # the attack starts once the widget knows it is covered.
+        expect(w.locator("body")).to_have_attribute("data-parley-actionable", "false", timeout=TIMEOUT_MS)
         refused = _refused(w)
         # Bob writes while the widget is covered: it shows up, but is not marked read.
         env.bob_writes(f"Bob, while {attack}")
