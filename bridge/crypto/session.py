@@ -345,8 +345,8 @@ def accept(
 def _check_prekey_fields(session: Session, p: _Parsed) -> None:
     """A repeated PreKey message must carry exactly the PQXDH fields that made this session."""
     i = p.info
-    assert p.ephemeral_pub is not None and p.kem_ct is not None and i.pqpk_kind is not None
-    assert i.spk_id is not None and i.pqpk_id is not None
+    if p.ephemeral_pub is None or p.kem_ct is None or i.pqpk_kind is None or i.spk_id is None or i.pqpk_id is None:
+        raise SessionError("PreKey message without its PQXDH fields")
     ik_a = session.ad[len(pqxdh.AD_PREFIX) : len(pqxdh.AD_PREFIX) + 32]
     sid = pqxdh.session_id(session.ad, p.ephemeral_pub, p.kem_ct, i.spk_id, i.otpk_id, i.pqpk_kind, i.pqpk_id)
     if i.identity_pub != ik_a or sid != session.sid:

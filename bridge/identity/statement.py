@@ -211,7 +211,8 @@ class Statement:
             for name, key in (("signing key", self.signing_key), ("identity key", self.identity_key)):
                 if not isinstance(key, bytes) or len(key) != 32:
                     raise InvalidStatement(f"an authorization needs a 32-byte {name}")
-            assert self.signing_key is not None and self.identity_key is not None
+            if self.signing_key is None or self.identity_key is None:  # narrowed by the loop above
+                raise InvalidStatement("an authorization needs both installation keys")
             if _installation_id(self.signing_key, self.identity_key) != self.installation_id:
                 raise InvalidStatement("installation id is not the hash of the installation keys")
         elif self.signing_key is not None or self.identity_key is not None:
@@ -230,7 +231,8 @@ class Statement:
             f"Installation ID: {self.installation_id}",
         ]
         if self.action == "authorize":
-            assert self.signing_key is not None and self.identity_key is not None
+            if self.signing_key is None or self.identity_key is None:
+                raise InvalidStatement("an authorization needs both installation keys")
             lines.append(f"Signing Key: ed25519:{self.signing_key.hex()}")
             lines.append(f"Identity Key: x25519:{self.identity_key.hex()}")
         lines.append(f"Issued At: {format_time(self.issued_at)}")

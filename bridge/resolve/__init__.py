@@ -270,7 +270,8 @@ class Resolver:
         ResolveError: reason ``malformed`` | ``unknown`` | ``unreachable`` | ``contacts``.
         """
         name = parse_peer(peer)
-        assert isinstance(peer, str)
+        if not isinstance(peer, str):  # parse_peer accepts only strings; kept for the type checker
+            raise ResolveError("a peer is a string", "malformed")
         if name.kind == "address":
             return Resolution(peer, name.value, "address", None, (Candidate(name.value, "address"),), (None,))
         try:

@@ -15,7 +15,11 @@ from pathlib import Path
 from bridge.identity import IdentityError, checksum_address
 from bridge.resolve.sources import Candidate
 
-__all__ = ["NameCache"]
+__all__ = ["NameCache", "NameCacheError"]
+
+
+class NameCacheError(Exception):
+    """The name cache was used in a way it cannot serve (a file operation on the in-memory cache)."""
 
 
 class NameCache:
@@ -25,7 +29,8 @@ class NameCache:
         self._mem: dict[str, tuple[list[Candidate], float]] = {}
 
     def _connect(self) -> sqlite3.Connection:
-        assert self.path is not None
+        if self.path is None:
+            raise NameCacheError("an in-memory name cache has no database file")
         if not self.path.exists():
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         c = sqlite3.connect(self.path, timeout=10)

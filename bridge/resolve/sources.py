@@ -176,7 +176,8 @@ class FarcasterSource:
         """GET a hub path: its JSON object, or None for a not-found answer."""
         import requests
 
-        assert self.hub_url is not None
+        if self.hub_url is None:
+            raise NotConfigured(self.label, "no hub URL configured")
         url = f"{self.hub_url}{path}"
         try:
             r = requests.get(url, params=params, timeout=TIMEOUT, headers={"Accept": "application/json"})
