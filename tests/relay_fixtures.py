@@ -40,6 +40,7 @@ __all__ = [
     "postgres_available",
     "postgres_schema",
     "wait_until",
+    "storage_backend",
     "UNLIMITED",
     "unlimited_settings",
     "serve_relay",
@@ -184,6 +185,25 @@ def open_backend(name: str, tmp_path: Path, pg_url: str | None = None) -> Storag
             raise ValueError("the postgres backend needs a URL from postgres_schema()")
         return PostgresStorage(pg_url)
     raise ValueError(f"unknown storage backend {name}")
+
+
+@contextmanager
+def storage_backend(name: str, tmp_path: Path) -> Iterator[Storage]:
+    """An open storage of backend ``name`` (for ``pytest.fixture(params=STORAGE_BACKENDS)``): PostgreSQL
+    in a fresh schema, SQLite in ``tmp_path``; closed afterwards."""
+    if name == "postgres":
+        with postgres_schema() as url:
+            st = open_backend("postgres", tmp_path, url)
+            try:
+                yield st
+            finally:
+                st.close()
+    else:
+        st = open_backend(name, tmp_path)
+        try:
+            yield st
+        finally:
+            st.close()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:

@@ -16,12 +16,10 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from bridge import identity
 from bridge.crypto import primitives as P
 from bridge.crypto import sealed, session
 from bridge.engine import Engine
 from bridge.engine import engine as engine_mod
-from bridge.keys import generate_secrets
 from bridge.protocol import prekeys as PK
 from bridge.protocol.content import TextContent
 from bridge.protocol.ids import new_message_id
@@ -30,6 +28,7 @@ from bridge.relay.client import Envelope
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
+from tests.engines import close_engines, make_engine, track  # noqa: F401 (close_engines: autouse fixture)
 from tests.relay_fixtures import crafted_identity, serve_relay, wait_until
 
 FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
@@ -41,36 +40,12 @@ def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-_engines: list[Engine] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_engines() -> Iterator[None]:
-    yield
-    while _engines:
-        e = _engines.pop()
-        e.relay.close()
-        e.store.close()
-
-
-def make_engine(path: Path, relay_url: str, wallet: bytes | None = None) -> Engine:
-    """A registered installation (fresh wallet unless ``wallet``), its store at ``path``."""
-    secrets = generate_secrets(wallet)
-    st = identity.authorize_statement(secrets.address, secrets.installation_id, secrets.signing_pub, secrets.identity_pub)
-    record = identity.sign_statement(st, secrets.wallet_key).to_record()
-    ident = {"address": secrets.address, "installation_id": secrets.installation_id, "record": record.hex()}
-    eng = Engine(Store(path), secrets, ident, relay_url)
-    _engines.append(eng)
-    eng.register()
-    return eng
-
-
 def reopen(eng: Engine) -> Engine:
     """The same installation after a crash/restart: a new Engine over a new connection to the same file."""
     eng.store.close()
     ident = {"address": eng.address, "installation_id": eng.installation_id, "record": eng.record.hex()}
     new = Engine(Store(eng.store.path), eng.secrets, ident, eng.relay_url)
-    _engines.append(new)
+    track(new)
     return new
 
 
@@ -581,7 +556,7 @@ def test_unreachable_relay_counts_no_attempt(pair: tuple[Engine, Engine]) -> Non
     from tests.procs import free_port
 
     offline = Engine(Store(alice.store.path), alice.secrets, ident, f"http://127.0.0.1:{free_port()}")
-    _engines.append(offline)
+    track(offline)
     for _ in range(3):
         assert mid in offline.flush_outbox()
     assert table(alice, f"SELECT attempts, next_attempt_at, state FROM outbox WHERE message_id = '{mid}'") == [(0, 0, "pending")]

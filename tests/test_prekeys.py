@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
-from bridge import identity
 from bridge.crypto import sealed, session
 from bridge.engine import Engine
 from bridge.engine import prekeys as prekeys_mod
 from bridge.home import Home
-from bridge.keys import generate_secrets
 from bridge.protocol import prekeys as PK
 from bridge.relay.client import Envelope, RelayClient, RelayUnavailable
 from bridge.store import Store, now_ms
 from tests.procs import Proc, parley, start_bridge, wait_for, whoami
+from tests.engines import close_engines, track  # noqa: F401 (close_engines: autouse fixture)
+from tests.engines import make_engine as _make_engine
 from tests.relay_fixtures import serve_relay
 
 DAY_MS = 86_400_000
@@ -52,29 +52,19 @@ class FakeClock:
         self.ms += ms
 
 
-_engines: list[Engine] = []
 _clients: list[RelayClient] = []
 
 
 @pytest.fixture(autouse=True)
 def _close() -> Iterator[None]:
     yield
-    while _engines:
-        e = _engines.pop()
-        e.relay.close()
-        e.store.close()
     while _clients:
         _clients.pop().close()
 
 
 def make_engine(path: Path, relay_url: str, clock: FakeClock | None = None) -> Engine:
-    """A registered installation of a fresh wallet, its store at ``path``."""
-    secrets = generate_secrets(None)
-    st = identity.authorize_statement(secrets.address, secrets.installation_id, secrets.signing_pub, secrets.identity_pub)
-    record = identity.sign_statement(st, secrets.wallet_key).to_record()
-    ident = {"address": secrets.address, "installation_id": secrets.installation_id, "record": record.hex()}
-    eng = Engine(Store(path), secrets, ident, relay_url)
-    _engines.append(eng)
+    """A registered installation of a fresh wallet, its store at ``path``; its prekeys on ``clock``."""
+    eng = _make_engine(path, relay_url, register=False)
     if clock is not None:
         eng.prekeys.clock = clock
     eng.register()
@@ -374,7 +364,7 @@ def reopen(eng: Engine) -> Engine:
     eng.store.close()
     ident = {"address": eng.address, "installation_id": eng.installation_id, "record": eng.record.hex()}
     new = Engine(Store(eng.store.path), eng.secrets, ident, eng.relay_url)
-    _engines.append(new)
+    track(new)
     return new
 
 

@@ -34,8 +34,8 @@ from bridge.relay.client import RelayClient, RelayError
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.relay.storage import Storage
-from bridge.store import Store
-from tests.relay_fixtures import STORAGE_BACKENDS, open_backend, postgres_schema, wait_until
+from tests.engines import OPEN, close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
+from tests.relay_fixtures import STORAGE_BACKENDS, storage_backend, wait_until
 from tests.vectors_loader import cases, error_class, h, load
 
 FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
@@ -96,30 +96,6 @@ def relay(tmp_path: Path) -> Iterator[LoggingRelay]:
     r = LoggingRelay(tmp_path / "relay.db")
     yield r
     r.close()
-
-
-_engines: list[Engine] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_engines() -> Iterator[None]:
-    yield
-    while _engines:
-        e = _engines.pop()
-        e.relay.close()
-        e.store.close()
-
-
-def make_engine(path: Path, relay_url: str, wallet: bytes | None = None, *, register: bool = True, **kwargs: Any) -> Engine:
-    secrets = generate_secrets(wallet)
-    st = identity.authorize_statement(secrets.address, secrets.installation_id, secrets.signing_pub, secrets.identity_pub)
-    record = identity.sign_statement(st, secrets.wallet_key).to_record()
-    ident = {"address": secrets.address, "installation_id": secrets.installation_id, "record": record.hex()}
-    eng = Engine(Store(path), secrets, ident, relay_url, **kwargs)
-    _engines.append(eng)
-    if register:
-        eng.register()
-    return eng
 
 
 def bucket_of(address: str) -> str:
@@ -224,7 +200,7 @@ def test_rechecking_an_unchanged_log_verifies_nothing_again(tmp_path: Path, rela
     wallet = generate_secrets().wallet_key
     for i in range(3):  # a log of three authorizations
         make_engine(tmp_path / f"alice{i}.db", relay.url, wallet)
-    alice_address = _engines[-1].address
+    alice_address = OPEN[-1].address
     verifier = CountingVerifier()
     bob = make_engine(tmp_path / "bob.db", relay.url, verifier=verifier)
     start = relay.mark()
@@ -321,15 +297,8 @@ def test_revoked_installation_is_not_looked_up_at_receipt_and_is_flagged_by_the_
 
 @pytest.fixture(params=STORAGE_BACKENDS)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "postgres":
-        with postgres_schema() as url:
-            st = open_backend("postgres", tmp_path, url)
-            yield st
-            st.close()
-    else:
-        st = open_backend(request.param, tmp_path)
+    with storage_backend(request.param, tmp_path) as st:
         yield st
-        st.close()
 
 
 def _address(i: int) -> str:

@@ -28,7 +28,7 @@ from bridge.relay.storage import (
     StoredPrekeys,
     open_storage,
 )
-from tests.relay_fixtures import STORAGE_BACKENDS, open_backend, postgres_schema, wait_until
+from tests.relay_fixtures import STORAGE_BACKENDS, postgres_schema, storage_backend, wait_until
 
 IID = "0" * 31 + "1"
 IID2 = "0" * 31 + "2"
@@ -38,15 +38,8 @@ TOPIC2 = f"parley.v1.inbox.{IID2}"
 
 @pytest.fixture(params=STORAGE_BACKENDS)
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "postgres":
-        with postgres_schema() as url:
-            st = open_backend("postgres", tmp_path, url)
-            yield st
-            st.close()
-    else:
-        st = open_backend(request.param, tmp_path)
+    with storage_backend(request.param, tmp_path) as st:
         yield st
-        st.close()
 
 
 def _prekeys(issued_at: int, otpks: range = range(0), pq: range = range(0), lrpk: bytes | None = b"lr") -> StoredPrekeys:
