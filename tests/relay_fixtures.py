@@ -244,7 +244,7 @@ def serve_relay(db: Path, settings: "RelaySettings | None" = None) -> Iterator[s
 
     storage = SQLiteStorage(str(db))
     server = make_server("127.0.0.1", 0, create_app(storage, settings=settings or unlimited_settings()), threaded=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

@@ -239,6 +239,29 @@ def test_inbox_page_is_a_static_shell_with_a_strict_csp_and_its_files_are_served
     assert requests.get(f"{bridge.url}/", headers={"Host": "evil.example"}, timeout=10).status_code == 403
 
 
+PEER = "0x" + "cd" * 20
+#: Every route of the inbox and sign-in pages, with the method it answers (issue 17 V5).
+PAGE_ROUTES = [
+    ("GET", "/"), ("GET", "/login"), ("GET", f"/c/{PEER}"), ("GET", "/signin"), ("GET", "/assets/page.js"),
+    ("GET", "/assets/inbox.css"), ("GET", "/api/inbox"), ("GET", f"/api/inbox/c/{PEER}"), ("GET", "/api/signin"),
+    ("POST", f"/api/inbox/c/{PEER}/send"), ("POST", f"/api/inbox/c/{PEER}/read"),
+]
+
+
+def test_every_page_route_refuses_a_foreign_host_first(bridge: Bridge) -> None:
+    """DNS rebinding: a page on evil.example resolved to 127.0.0.1 reaches the daemon with its own Host.
+    Every page route (shells, assets and data) refuses it before anything else, session or not."""
+    s = _page_session(bridge)
+    headers = {"X-Parley-Session": s["session"], "X-Parley-CSRF": s["csrf"], "Origin": bridge.url}
+    for method, path in PAGE_ROUTES:
+        body = {} if method == "POST" else None
+        for host in ("evil.example", f"evil.example:{bridge.port}", f"127.0.0.1:{bridge.port + 1}", f"localhost.evil.example:{bridge.port}"):
+            r = requests.request(method, f"{bridge.url}{path}", json=body, headers={**headers, "Host": host}, timeout=10)
+            assert (r.status_code, r.text.split(":")[0]) == (403, "refused"), (method, path, host, r.status_code, r.text[:200])
+        ok = requests.request(method, f"{bridge.url}{path}", json=body, headers=headers, timeout=10)
+        assert not ok.text.startswith("refused: Host"), (method, path, ok.text[:200])  # our own Host passes the gate
+
+
 def test_inbox_data_needs_the_session_header_not_a_cookie(bridge: Bridge) -> None:
     me = whoami(bridge.home)["address"]
     s = _page_session(bridge)

@@ -72,7 +72,7 @@ class LoggingRelay:
                     self.payload_sizes.append(len(wire.b64d(json.loads(body)["payload"])))
 
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
@@ -389,7 +389,7 @@ def test_client_asks_with_a_longer_prefix_when_a_bucket_is_too_large(tmp_path: P
     storage = SQLiteStorage(str(tmp_path / "relay.db"))
     app = create_app(storage, settings=RelaySettings(bucket_max_addresses=1, identity_rate=FAST, identity_burst=10**6))
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     url = f"http://127.0.0.1:{server.server_port}"
     try:

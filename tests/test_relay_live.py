@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -21,7 +22,7 @@ from bridge.relay.client import NotFound, RelayClient, RelayError, RelayUnavaila
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.relay.storage import Envelope
-from tests.relay_fixtures import WALLET_ADDRESS, Installation, authorize_record, make_installation, make_upload
+from tests.relay_fixtures import WALLET_ADDRESS, Installation, authorize_record, make_installation, make_upload, revoke_record
 from werkzeug.serving import BaseWSGIServer, make_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,7 +34,7 @@ class LiveRelay:
         self.app = create_app(self.storage, settings=settings or RelaySettings(ws_poll_interval=0.2))
         self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -271,3 +272,69 @@ def test_wallet_switch_publishes_with_the_token_another_thread_obtained(client: 
         assert other_thread_client.publish_identity(OTHER_WALLET_ADDRESS, record) == 1
     finally:
         other_thread_client.close()
+
+
+# --- issue 17: planted bugs M08 and M09 (tests/mutants/) ---------------------------------------
+
+
+@pytest.mark.parametrize("forged", ["spk", "pq_otpk", "pq_lrpk"])
+def test_upload_with_one_forged_prekey_signature_is_refused_whole(client: RelayClient, forged: str) -> None:
+    """The outer signature covers the upload, but every prekey carries its own signature that claimers
+    re-check: a relay that stored a prekey whose own signature is wrong would hand out bundles every
+    sender refuses. The relay checks each one and stores nothing of such an upload."""
+    from dataclasses import replace
+
+    from bridge.protocol.prekeys import PrekeyUpload
+
+    inst = make_installation()
+    _register(client, inst)
+    upload, _, _ = PrekeyUpload.parse_signed(make_upload(inst, otpk_ids=range(2), pq_ids=range(2)))
+    bad = lambda k: replace(k, sig=bytes(64))  # noqa: E731
+    if forged == "spk":
+        upload = replace(upload, spk=bad(upload.spk))
+    elif forged == "pq_otpk":
+        upload = replace(upload, pq_otpks=(upload.pq_otpks[0], bad(upload.pq_otpks[1])))
+    else:
+        upload = replace(upload, pq_lrpk=bad(upload.pq_lrpk))
+    with pytest.raises(RelayError) as exc:
+        client.upload_prekeys(inst.iid, upload.sign(inst.signing_priv))  # the outer signature is genuine
+    assert (exc.value.status, exc.value.code) == (400, "bad_signature")
+    with pytest.raises(NotFound):
+        client.claim(inst.iid)  # nothing of it was stored
+    assert client.prekey_count(inst.iid) == {"otpk": 0, "pq_otpk": 0}
+    # The same upload with every signature genuine is accepted (the test changes one thing only).
+    assert client.upload_prekeys(inst.iid, make_upload(inst, otpk_ids=range(2), pq_ids=range(2))) == {"otpk": 2, "pq_otpk": 2}
+
+
+def test_live_subscription_of_a_revoked_installation_is_closed(tmp_path: Path) -> None:
+    """A subscription stays open for hours: the relay re-checks, every ws_recheck_interval, that its
+    installation is still authorized, and closes it once the wallet revoked it (the revoked
+    installation's token must stop reading the inbox)."""
+    live = LiveRelay(tmp_path, RelaySettings(ws_poll_interval=0.05, ws_recheck_interval=0.2))
+    client = RelayClient(live.url, timeout=10.0)
+    try:
+        inst = make_installation()
+        _register(client, inst)
+        token = client.authenticate(inst.iid, inst.signing_priv)
+        ws = simple_websocket.Client.connect(live.url.replace("http://", "ws://") + "/v1/subscribe")
+        try:
+            ws.send(json.dumps({"token": token, "topic": inst.topic, "after": 0}))
+            assert json.loads(ws.receive(timeout=10)) == {"type": "ready"}
+            client.publish(inst.topic, b"before the revocation")
+            assert json.loads(ws.receive(timeout=10))["type"] == "envelope"
+            client.publish_identity(WALLET_ADDRESS, revoke_record(inst))
+            frames, closed = [], False
+            try:
+                while (raw := ws.receive(timeout=10)) is not None:  # a deadline: None means 10 s of silence
+                    frames.append(json.loads(raw))
+            except simple_websocket.ConnectionClosed:
+                closed = True
+            assert closed, f"the subscription stayed open after the revocation: {frames}"
+            # The error frame comes just before the close (the client may see the close first).
+            assert frames in ([], [{"type": "error", "code": "unknown_installation", "message": "the installation was revoked"}]), frames
+        finally:
+            with contextlib.suppress(simple_websocket.ConnectionClosed):
+                ws.close()
+    finally:
+        client.close()
+        live.stop()
