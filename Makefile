@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PARLEY := $(VENV)/bin/parley
 PORT ?= 8737
 
-.PHONY: install node content run test test-py test-js test-e2e browser demo bench mutate clean
+.PHONY: install node content run test test-fast planted test-py test-js test-e2e browser demo bench mutate mutate-py clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,16 @@ test: install node browser
 	$(PY) -m pytest tests e2e
 	node --test tests/js/
 
+## test-fast: the fast subset for iteration (node tests, then pytest without the `slow` process suites and the
+## browser): under 2 minutes, and it catches every planted bug in tests/mutants/ (scripts/planted.py)
+test-fast: install node
+	node --test tests/js/
+	$(PY) -m pytest tests -m "not slow" -q $(PYTEST_ARGS)
+
+## planted: re-plant each audited bug in tests/mutants/ and check that `make test-fast` catches it
+planted: install node
+	$(PY) scripts/planted.py
+
 test-js: node
 	node --test tests/js/
 
@@ -60,10 +70,15 @@ bench: install browser
 	$(PY) bench/crypto.py
 	$(PY) bench/extension.py
 
-## mutate: mutation testing of bridge/crypto and bridge/identity with one worker (docs/mutation.md; not part of `make test`)
-mutate: install
+## mutate: mutation testing, not part of `make test` (docs/mutation.md): mutmut over bridge/ (MUTANTS="bridge.api.*" for
+## one module, MUTATE_JOBS workers), then StrykerJS over the extension (mutate-js)
+MUTATE_JOBS ?= 1
+MUTANTS ?=
+mutate: mutate-py mutate-js
+
+mutate-py: install
 	$(PY) -m pip install --quiet -e '.[mutate]'
-	env -u PYTHONPATH $(VENV)/bin/mutmut run --max-children 1
+	env -u PYTHONPATH PARLEY_MUTMUT_HITS=$(CURDIR)/mutants/child-hits $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
 	$(PY) scripts/mutation_summary.py
 
 clean:

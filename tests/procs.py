@@ -37,6 +37,10 @@ def env_for(home: Path | None = None, **extra: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     if home is not None:
         env["PARLEY_HOME"] = str(home)
+    hits = os.environ.get("PARLEY_MUTMUT_HITS")
+    if hits and os.environ.get("MUTANT_UNDER_TEST") == "stats":  # mutmut's coverage pass: see conftest.py
+        env["PARLEY_MUTMUT_HITS"] = hits
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "tests" / "mutmut_site"), env.get("PYTHONPATH")) if p)
     env.update(extra)
     return env
 
