@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import sys
+import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -61,6 +63,30 @@ def kind(diff: str) -> str:
     return "message" if norm(old) == norm(new) else "logic"
 
 
+GROUPS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["source_paths"]
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p, d = k / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def row(name: str, c: Counter[str]) -> str:
+    n = sum(c.values())
+    checked = n - c["not checked"]
+    detected = c["killed"] + c["timeout"]
+    other = checked - detected - c["survived"] - c["no tests"]
+    score = "–" if not checked else f"{100 * detected / checked:.1f} %"
+    if 0 < checked < n:
+        lo, hi = wilson(detected, checked)
+        score += f" ({100 * lo:.0f}–{100 * hi:.0f} %)"
+    return (f"| {name} | {n} | {checked} | {c['killed']} | {c['timeout']} | {c['survived']}{f' (+{other} other)' if other else ''} "
+            f"| {c['no tests']} | {score} |")
+
+
 def main(argv: list[str]) -> int:
     rows = []
     for meta in sorted(MUTANTS.rglob("*.py.meta")):
@@ -76,21 +102,25 @@ def main(argv: list[str]) -> int:
     per_module: dict[str, Counter[str]] = {}
     for module, _, status, _ in rows:
         per_module.setdefault(module, Counter())[status] += 1
-    print("| module | mutants | killed | survived | other | score |")
-    print("|---|---|---|---|---|---|")
-    total: Counter[str] = Counter()
+    print("Score = detected (killed or timed out) / checked; the interval is Wilson's 95 % when only a sample was checked.\n")
+    print("| module | mutants | checked | killed | timeout | survived | no tests | score |")
+    print("|---|---|---|---|---|---|---|---|")
+    by_group: dict[str, Counter[str]] = {}
     for module, c in per_module.items():
+        print(row(f"`{module}`", c))
+        group = next((g for g in GROUPS if module == g or (g.endswith("/") and module.startswith(g))), module)
+        by_group.setdefault(group, Counter()).update(c)
+    print("\n| group | mutants | checked | killed | timeout | survived | no tests | score |")
+    print("|---|---|---|---|---|---|---|---|")
+    total: Counter[str] = Counter()
+    for group, c in by_group.items():
         total.update(c)
-        n = sum(c.values())
-        other = n - c["killed"] - c["survived"]
-        print(f"| `{module}` | {n} | {c['killed']} | {c['survived']} | {other} | {100 * c['killed'] / n:.1f} % |")
-    n = sum(total.values())
-    print(f"| **all** | {n} | {total['killed']} | {total['survived']} | {n - total['killed'] - total['survived']} | "
-          f"{100 * total['killed'] / max(n, 1):.1f} % |")
+        print(row(f"`{group}`", c))
+    print(row("**all**", total))
     if "--survivors" in argv:
         print()
         for module, key, status, diff in rows:
-            if status != "killed":
+            if status not in ("killed", "timeout", "not checked"):
                 print(f"{key}\t{status}\t{kind(diff)}\t{diff}")
     return 0
 

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Run mutmut over bridge/ (``make mutate-py``), all of it or a seeded random sample per module group.
+
+A full run checks about 9,100 mutants; survivors re-run every fast test that covers their function,
+and many functions run inside the `parley` processes the API and relay tests start, so a full run
+takes many hours on two cores (docs/mutation.md). ``--sample N`` checks N mutants drawn at random
+(fixed ``--seed``) from each group of ``[tool.mutmut] source_paths``: an unbiased estimate of each
+group's score, with its confidence interval printed by scripts/mutation_summary.py. Results
+accumulate in ./mutants/ (mutmut keeps a mutant's result until its code or its tests change), so a
+later full run or a bigger sample reuses them.
+
+    python scripts/mutation_run.py                      # every mutant
+    python scripts/mutation_run.py --sample 80          # 80 per group
+    python scripts/mutation_run.py --sample 80 --jobs 2 --groups bridge/engine/ bridge/relay/server.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTANTS = ROOT / "mutants"
+
+
+def groups() -> list[str]:
+    return list(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["source_paths"])
+
+
+def mutmut(*args: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts mutants/ first itself
+    env["PARLEY_MUTMUT_HITS"] = str(MUTANTS / "child-hits")  # see conftest.py
+    return subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", *args], cwd=ROOT, env=env).returncode
+
+
+def names_by_group() -> dict[str, list[str]]:
+    """Every generated mutant's name, by the source_paths entry its file falls under."""
+    out: dict[str, list[str]] = {g: [] for g in groups()}
+    for meta in sorted(MUTANTS.rglob("*.py.meta")):
+        rel = str(meta.with_suffix("").relative_to(MUTANTS))
+        group = next((g for g in out if rel == g or (g.endswith("/") and rel.startswith(g))), None)
+        if group is not None:
+            out[group] += sorted(json.loads(meta.read_text())["exit_code_by_key"])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sample", type=int, default=0, help="mutants drawn per group (default: all of them)")
+    ap.add_argument("--seed", type=int, default=17, help="random seed of the sample (default: %(default)s)")
+    ap.add_argument("--jobs", type=int, default=1, help="mutmut workers (default: %(default)s; the machine is shared)")
+    ap.add_argument("--groups", nargs="+", metavar="PATH", help="only these source_paths entries (default: all)")
+    a = ap.parse_args()
+    chosen = a.groups or groups()
+    if unknown := set(chosen) - set(groups()):
+        ap.error(f"not in [tool.mutmut] source_paths: {', '.join(sorted(unknown))}")
+    if not a.sample and not a.groups:
+        return mutmut("--max-children", str(a.jobs))
+    if not list(MUTANTS.rglob("*.py.meta")):
+        print("generating mutants (and mutmut's coverage pass) first ...", flush=True)
+        mutmut("--max-children", str(a.jobs), "bridge.__no_such_module__*")
+    rng = random.Random(a.seed)
+    picked: list[str] = []
+    for group, names in names_by_group().items():
+        if group not in chosen:
+            continue
+        take = names if not a.sample or a.sample >= len(names) else rng.sample(names, a.sample)
+        print(f"{group}: {len(take)} of {len(names)} mutants", flush=True)
+        picked += take
+    return mutmut("--max-children", str(a.jobs), *picked)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
