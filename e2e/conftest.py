@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, Playwright, sync_playwright
+from playwright.sync_api import Page, Playwright
 
-from e2e.harness import BrowserSession, ReplicaServer, launch_browser, replica_server
+from e2e.harness import BrowserSession, ReplicaServer, launch_browser, replica_server, shared_playwright
 
 RECORDER = """
 (() => {
@@ -33,8 +33,9 @@ RECORDER = """
 @pytest.fixture(scope="session")
 def playwright_session() -> Iterator[Playwright]:
     """One Playwright per test session: the sync API allows only one at a time in a thread, and
-    several suites (the stand-in browser, the real-bridge scenarios) launch browsers."""
-    with sync_playwright() as pw:
+    several suites (the stand-in browser, the real-bridge scenarios) launch browsers. It is the
+    harness's shared one, which a browser launched without ``playwright=`` joins too."""
+    with shared_playwright() as pw:
         yield pw
 
 

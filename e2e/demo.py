@@ -32,9 +32,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from playwright.sync_api import FrameLocator, Locator, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import FrameLocator, Locator, Page, Playwright, expect
 
-from e2e.harness import ARTIFACTS_DIR, BrowserSession, ReplicaServer, launch_browser, replica_server
+from e2e.harness import ARTIFACTS_DIR, BrowserSession, ReplicaServer, launch_browser, replica_server, shared_playwright
 from tests.procs import Proc, free_port, parley, start_bridge, start_relay, whoami
 
 __all__ = [
@@ -161,7 +161,7 @@ def world(
         for bridge in (alice, bob):
             stack.callback(bridge.stop)
             bridge.start()
-        pw = playwright if playwright is not None else stack.enter_context(sync_playwright())
+        pw = playwright if playwright is not None else stack.enter_context(shared_playwright())
         a_session = stack.enter_context(launch_browser(tmp / "chromium-alice", replicas.port, playwright=pw, headless=headless))
         b_session = stack.enter_context(launch_browser(tmp / "chromium-bob", replicas.port, playwright=pw, headless=headless))
         a_session.artifacts = artifacts

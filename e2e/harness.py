@@ -6,6 +6,8 @@
   Unknown paths get the site's ``index.html`` (SPA fallback); ``/fixtures.json`` is the user table.
 - :func:`launch_browser` starts Chromium (Debian's ``/usr/bin/chromium`` when present) with the
   unpacked extension loaded and the real host names mapped onto the replica server.
+- :func:`shared_playwright` is the one Playwright of the thread: every launcher goes through it, so
+  suites with session-wide and per-module browsers run in any order.
 
 These are helpers, not tests.
 """
@@ -46,6 +48,7 @@ __all__ = [
     "ReplicaServer",
     "launch_browser",
     "replica_server",
+    "shared_playwright",
     "wait_until",
 ]
 
@@ -64,6 +67,30 @@ HOST_SITES: dict[str, str] = {
 
 class HarnessError(RuntimeError):
     """The harness could not start something (server, browser, extension worker) in time."""
+
+
+_playwright = threading.local()  # .pw: the running Playwright, .users: how many blocks use it
+
+
+@contextlib.contextmanager
+def shared_playwright() -> Iterator[Playwright]:
+    """The Playwright already running in this thread, or a new one, stopped when its last user leaves.
+
+    The sync API allows one at a time in a thread: a second ``sync_playwright()`` while one runs fails
+    with "using Playwright Sync API inside the asyncio loop". A session-wide browser and a module's own
+    browser would then work in one order of the test files and not in the other.
+    """
+    if getattr(_playwright, "users", 0) == 0:
+        _playwright.pw = sync_playwright().start()
+        _playwright.users = 0
+    _playwright.users += 1
+    try:
+        yield _playwright.pw
+    finally:
+        _playwright.users -= 1
+        if _playwright.users == 0:
+            pw, _playwright.pw = _playwright.pw, None
+            pw.stop()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
@@ -278,13 +305,13 @@ def launch_browser(
 ) -> Iterator[BrowserSession]:
     """Start Chromium with the extension, the site hosts mapped onto the replica ``port``.
 
-    Pass ``playwright`` to run several browsers (e.g. Alice's and Bob's) from one Playwright.
+    Without ``playwright``, the thread's :func:`shared_playwright` (started if none runs).
 
     Raises:
         HarnessError: the extension's service worker never started.
     """
     with contextlib.ExitStack() as stack:
-        pw = playwright if playwright is not None else stack.enter_context(sync_playwright())
+        pw = playwright if playwright is not None else stack.enter_context(shared_playwright())
         kwargs: dict[str, Any] = {}
         if CHROMIUM.exists():
             kwargs["executable_path"] = str(CHROMIUM)

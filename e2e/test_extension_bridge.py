@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import FrameLocator, Page, expect
+from playwright.sync_api import FrameLocator, Page, Playwright, expect
 
 from e2e.fake_bridge import FakeBridge
 from e2e.harness import BrowserSession, ReplicaServer, launch_browser, wait_until
@@ -22,10 +22,12 @@ ME = "0xca20100000000000000000000000000000000003"
 
 
 @pytest.fixture(scope="module")
-def paired_browser(replicas: ReplicaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserSession]:
+def paired_browser(
+    replicas: ReplicaServer, tmp_path_factory: pytest.TempPathFactory, playwright_session: Playwright
+) -> Iterator[BrowserSession]:
     """A browser of its own: pairing changes state the not-paired tests rely on."""
     profile: Path = tmp_path_factory.mktemp("chromium-paired")
-    with launch_browser(profile, replicas.port) as session:
+    with launch_browser(profile, replicas.port, playwright=playwright_session) as session:
         yield session
 
 

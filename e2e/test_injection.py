@@ -133,6 +133,10 @@ def test_spa_navigation_tour(page: Page, replicas: ReplicaServer, site: str) -> 
     if prev_peer is None:
         after_two_frames(page)
         expect(page.locator(BUTTON)).to_have_count(0, timeout=TIMEOUT)
+    else:  # back on a profile: its own button comes back, once
+        button = settled_button(page)
+        expect(button).to_have_attribute("data-parley-peer", prev_peer.format(alice=alice), timeout=TIMEOUT)
+        expect(page.locator(BUTTON)).to_have_count(1)
     log = recorder(page)
     assert log["max"] == 1, log
     assert log["inserted"], "the recorder saw the buttons"

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -265,30 +268,108 @@ def test_6_foreign_origin_host_or_no_token_refused(wd: World) -> None:
 # --- 7 -----------------------------------------------------------------------------------------
 
 
+class PortWatch:
+    """A listener on a stopped bridge's port that closes every connection at once and notes when it
+    came: the extension's reconnect attempts, counted (a refused port would show none)."""
+
+    def __init__(self, port: int) -> None:
+        self._sock = socket.create_server(("127.0.0.1", port))  # SO_REUSEADDR: the bridge just left
+        self._cond = threading.Condition()
+        self.times: list[float] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            conn.close()
+            with self._cond:
+                self.times.append(time.monotonic())
+                self._cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float, what: str) -> float:
+        """When the ``n``-th attempt came; fails when it does not come within ``timeout`` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.times) >= n, max(0.0, timeout)):
+                raise AssertionError(f"{what}: {len(self.times)} reconnect attempts within {timeout:.1f}s, expected {n}")
+            return self.times[n - 1]
+
+    def __enter__(self) -> PortWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        self._sock.close()
+        self._thread.join(10)
+
+
+def _backoff() -> tuple[float, float, float, float]:
+    """The worker's reconnect schedule from extension/background/bridge.js: (first delay, cap) in
+    seconds and the jitter's bounds. Attempt k (k = 1, 2, …) after a drop comes min(first·2^(k-1),
+    cap)·jitter after the one before; the 30 s alarm (background/index.js) can add one more."""
+    src = (Path(__file__).resolve().parent.parent / "extension" / "background" / "bridge.js").read_text()
+    first = re.search(r"const BACKOFF_START_MS = (\d+);", src)
+    cap = re.search(r"const BACKOFF_CAP_MS = (\d+);", src)
+    assert first and cap and "* (0.8 + Math.random() * 0.4);" in src, "bridge.js's backoff changed: update this test"
+    return int(first[1]) / 1000, int(cap[1]) / 1000, 0.8, 1.2
+
+
+FIRST, CAP, LOW, HIGH = _backoff()
+SLACK = 5.0  # seconds for the browser and the processes on a loaded machine (two cores)
+
+
+def _delay(k: int) -> float:
+    """The k-th delay of the schedule (k = 1: after the drop), before jitter."""
+    return min(FIRST * 2 ** (k - 1), CAP)
+
+
 def test_7_bridge_restart_while_widget_open(wd: World, pages: dict[str, Page]) -> None:
+    """The worker's own backoff finds the bridge again: no click anywhere."""
     a = pages["alice_orb"]
     popup = pages["alice_popup"]
     w = widget(a)
     expect(w.locator('[data-parley="send"]')).to_be_enabled()
     wd.alice.stop()
-    expect(popup.locator('[data-parley="status"]')).to_have_text("bridge unreachable", timeout=TIMEOUT_MS)
-    expect(w.locator('[data-parley="send"]')).to_be_disabled(timeout=TIMEOUT_MS)
-    shot(wd, a, "7-bridge-down")
+    with PortWatch(wd.alice.port) as watch:
+        expect(popup.locator('[data-parley="status"]')).to_have_text("bridge unreachable", timeout=TIMEOUT_MS)
+        expect(w.locator('[data-parley="send"]')).to_be_disabled(timeout=TIMEOUT_MS)
+        shot(wd, a, "7-bridge-down")
+        # Three retries by the backoff (1 s, 2 s, 4 s, ±20 %) within 8.4 s and some slack: the alarm
+        # alone (every 30 s) could make at most one.
+        watch.wait_for(3, HIGH * sum(_delay(k) for k in (1, 2, 3)) + SLACK, "the worker's backoff")
     wd.alice.start()  # same port
     started = time.monotonic()
-    retried = False
-    try:  # the worker's own backoff (1 s, 2 s, 4 s … with jitter) should find it
-        expect(popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=10_000)
-    except AssertionError:
-        retried = True
-        popup.locator('[data-parley="reconnect"]').click()  # the popup's immediate retry
-        expect(popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=TIMEOUT_MS)
-    print(f"reconnected {time.monotonic() - started:.1f}s after the restart{' (popup Retry)' if retried else ''}")
+    # The next retry is at most one delay away: at most the cap, with jitter.
+    expect(popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=(HIGH * CAP + SLACK) * 1000)
+    print(f"reconnected by the worker's backoff {time.monotonic() - started:.1f}s after the restart")
     expect(w.locator('[data-parley="send"]')).to_be_enabled(timeout=TIMEOUT_MS)
     after = "sent after the bridge restarted"
     send_in_widget(w, after)
     expect_message(widget(pages["bob_ff"]), after, "in")
     shot(wd, pages["bob_ff"], "7-bob-got-it-after-restart")
+
+
+def test_7b_popup_retry_reconnects_at_once(wd: World, pages: dict[str, Page]) -> None:
+    """Retry in the popup connects now, whatever the backoff says, and starts the backoff over."""
+    popup = pages["alice_popup"]
+    status = popup.locator('[data-parley="status"]')
+    expect(status).to_have_text("connected", timeout=TIMEOUT_MS)
+    wd.alice.stop()
+    with PortWatch(wd.alice.port) as watch:
+        expect(status).to_have_text("bridge unreachable", timeout=TIMEOUT_MS)
+        fourth = watch.wait_for(4, HIGH * sum(_delay(k) for k in (1, 2, 3, 4)) + SLACK, "the worker's backoff")
+        timer_due = fourth + LOW * _delay(5)  # the backoff's own next retry: not before this
+        popup.locator('[data-parley="reconnect"]').click()
+        # Retry tries at once and resets the backoff, so two more follow (1 s, 2 s): three attempts
+        # before the timer's next one could come. The alarm could make one, never three.
+        watch.wait_for(7, timer_due - time.monotonic(), "Retry, then the reset backoff")
+    wd.alice.start()  # same port
+    popup.locator('[data-parley="reconnect"]').click()
+    expect(status).to_have_text("connected", timeout=TIMEOUT_MS)
+    expect(widget(pages["alice_orb"]).locator('[data-parley="send"]')).to_be_enabled(timeout=TIMEOUT_MS)
 
 
 # --- 8 -----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 import websocket
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from bridge import identity
@@ -123,6 +123,11 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan
 values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=10)
 wrong = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=5), scalars, max_size=3), st.text(min_size=201, max_size=5000))
 ids = st.one_of(st.integers(), st.text(max_size=10))
+#: Batches of every length from 1 to a few past MAX_BATCH, equally likely: ``values`` alone makes
+#: lists of at most 4, so the over-the-limit branch below would never run (issue 17, V7).
+batches = st.integers(1, MAX_BATCH + 5).flatmap(lambda n: st.lists(values, min_size=n, max_size=n))
+#: A batch of valid read-only calls, one too many: refused whole, none of them answered.
+STATUS_CALLS = [{"jsonrpc": "2.0", "id": i, "method": "status"} for i in range(MAX_BATCH + 1)]
 
 
 def params_for(method: str) -> st.SearchStrategy[Any]:
@@ -138,7 +143,10 @@ def params_for(method: str) -> st.SearchStrategy[Any]:
 
 
 @FUZZ
-@given(value=values)
+@given(value=st.one_of(values, batches))
+@example(value=[1] * MAX_BATCH)  # the largest batch allowed: one error per item
+@example(value=[1] * (MAX_BATCH + 1))  # the smallest refused
+@example(value=STATUS_CALLS)
 def test_random_json_values_as_requests(world: World, value: Any) -> None:
     conn = world.authed
     before = world.snapshot()
@@ -147,8 +155,9 @@ def test_random_json_values_as_requests(world: World, value: Any) -> None:
     if isinstance(value, list) and value:
         assert len(out) <= 1
         replies = out[0] if out else []
+        event("batch over MAX_BATCH" if len(value) > MAX_BATCH else "batch within MAX_BATCH")
         if len(value) > MAX_BATCH:
-            assert is_error(replies, {-32600})
+            assert is_error(replies, {-32600}) and replies["id"] is None, replies  # one error, no call run
         else:
             assert isinstance(replies, list) and all(is_error(r) for r in replies), replies
     elif not valid_call:
