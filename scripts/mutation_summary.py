@@ -5,7 +5,11 @@ not killed, with its one-line diff.
 Reads mutmut 3's own files under ``mutants/`` (``*.meta``: exit code per mutant; ``*.spans``: where
 each mutant's function lives), so it needs no per-mutant ``mutmut show`` call.
 
-Usage: python scripts/mutation_summary.py [--survivors]
+Usage: python scripts/mutation_summary.py [--survivors] [--table]
+
+--survivors: every mutant not killed, tab-separated (name, status, kind, diff).
+--table: the same as a Markdown table with the reason each lives, from docs/mutation-survivors.tsv
+         ("error text only" when the mutant only rewords an error); **NOT EXPLAINED** otherwise.
 """
 
 from __future__ import annotations
@@ -117,12 +121,33 @@ def main(argv: list[str]) -> int:
         total.update(c)
         print(row(f"`{group}`", c))
     print(row("**all**", total))
+    alive = [(key, status, diff) for _, key, status, diff in rows if status not in ("killed", "timeout", "not checked")]
     if "--survivors" in argv:
         print()
-        for module, key, status, diff in rows:
-            if status not in ("killed", "timeout", "not checked"):
-                print(f"{key}\t{status}\t{kind(diff)}\t{diff}")
+        for key, status, diff in alive:
+            print(f"{key}\t{status}\t{kind(diff)}\t{diff}")
+    if "--table" in argv:
+        why = explanations()
+        missing = 0
+        print("\n| mutant | status | change | why it lives |\n|---|---|---|---|")
+        for key, status, diff in alive:
+            reason = why.get(key) or ("error text only" if kind(diff) == "message" else "")
+            missing += not reason
+            change = diff if len(diff) <= 140 else diff[:137] + "…"
+            print(f"| `{key.removeprefix('bridge.')}` | {status} | `{change.replace('|', '¦')}` | {reason or '**NOT EXPLAINED**'} |")
+        print(f"\n{len(alive)} alive, {missing} not explained")
     return 0
+
+
+def explanations() -> dict[str, str]:
+    """docs/mutation-survivors.tsv: ``mutant<TAB>why it lives`` (one line each; # comments)."""
+    path = ROOT / "docs" / "mutation-survivors.tsv"
+    out = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.strip() and not line.startswith("#"):
+            key, _, why = line.partition("\t")
+            out[key.strip()] = why.strip()
+    return out
 
 
 if __name__ == "__main__":
