@@ -70,15 +70,17 @@ bench: install browser
 	$(PY) bench/crypto.py
 	$(PY) bench/extension.py
 
-## mutate: mutation testing, not part of `make test` (docs/mutation.md): mutmut over bridge/ (MUTANTS="bridge.api.*" for
-## one module, MUTATE_JOBS workers), then StrykerJS over the extension (mutate-js)
+## mutate: mutation testing, not part of `make test` (docs/mutation.md; hours): mutmut over bridge/, then StrykerJS over
+## the extension. MUTATE_SAMPLE=N checks N random mutants per group; MUTATE_GROUPS="bridge/engine/ ..." some groups;
+## MUTATE_JOBS workers (default 1: the machine is shared)
 MUTATE_JOBS ?= 1
-MUTANTS ?=
+MUTATE_SAMPLE ?=
+MUTATE_GROUPS ?=
 mutate: mutate-py mutate-js
 
 mutate-py: install
 	$(PY) -m pip install --quiet -e '.[mutate]'
-	env -u PYTHONPATH PARLEY_MUTMUT_HITS=$(CURDIR)/mutants/child-hits $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(PY) scripts/mutation_run.py --jobs $(MUTATE_JOBS) $(if $(MUTATE_SAMPLE),--sample $(MUTATE_SAMPLE)) $(if $(MUTATE_GROUPS),--groups $(MUTATE_GROUPS))
 	$(PY) scripts/mutation_summary.py
 
 clean:

@@ -6,21 +6,27 @@ import os
 import pytest
 
 _MUTMUT_HITS = os.environ.get("PARLEY_MUTMUT_HITS")
+_generation = 0
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
     """During mutmut's coverage pass, credit this test with the functions its child processes ran
-    (tests/mutmut_site/sitecustomize.py). Does nothing in any other run."""
+    (tests/mutmut_site/sitecustomize.py), then start a new generation. Does nothing in any other run."""
     if _MUTMUT_HITS and os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        import glob
+
         from mutmut.stats import record_trampoline_hit
 
-        try:
-            with open(_MUTMUT_HITS) as f:
-                names = set(f.read().split())
-            os.unlink(_MUTMUT_HITS)
-        except FileNotFoundError:
-            names = set()
+        names: set[str] = set()
+        for path in glob.glob(glob.escape(_MUTMUT_HITS) + ".[0-9]*"):
+            with open(path, "r+") as f:
+                names.update(f.read().split())
+                f.truncate(0)  # the child appends (O_APPEND): its next write starts the file again
         for name in names:
             record_trampoline_hit(name)
+        global _generation
+        _generation += 1
+        with open(_MUTMUT_HITS + ".generation", "w") as f:
+            f.write(f"{os.getpid()}.{_generation}")  # every child forgets what it already reported
     yield

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,21 +30,18 @@ def show(name: str, where: Path) -> str:
     return r.stdout
 
 
-def hunks(diff: str) -> tuple[str, list[tuple[list[str], list[str]]]]:
-    path, out, cur = "", [], None
+def hunks(diff: str) -> tuple[str, list[list[tuple[str, str]]]]:
+    """The file the diff names, and its hunks as (tag, line) pairs; tag is " ", "-" or "+"."""
+    path, out = "", []
     for line in diff.splitlines():
         if line.startswith("--- "):
             path = line[4:].strip()
         elif line.startswith("+++ "):
             continue
         elif line.startswith("@@"):
-            cur = ([], [])
-            out.append(cur)
-        elif cur is not None and line[:1] in (" ", "-", "+"):
-            if line[0] != "+":
-                cur[0].append(line[1:])
-            if line[0] != "-":
-                cur[1].append(line[1:])
+            out.append([])
+        elif out and line[:1] in (" ", "-", "+"):
+            out[-1].append((line[0], line[1:]))
     return path, out
 
 
@@ -55,17 +53,27 @@ def plant(name: str, where: Path, revert: bool) -> Path:
     path, hs = hunks(show(name, where))
     target = ROOT / path
     lines = target.read_text().splitlines(keepends=True)
-    for old, new in hs:
+    for hunk in hs:
         if revert:
-            old, new = new, old
-        want = [s.strip() for s in old]
-        found = [i for i in range(len(lines) - len(old) + 1) if [s.strip() for s in lines[i : i + len(old)]] == want]
+            hunk = [({"-": "+", "+": "-"}.get(tag, tag), text) for tag, text in hunk]
+        old = [text for tag, text in hunk if tag != "+"]
+        want = [t.strip() for t in old]
+        found = [i for i in range(len(lines) - len(old) + 1) if [t.strip() for t in lines[i : i + len(old)]] == want]
         if len(found) != 1:
             sys.exit(f"{path}: the mutant's lines occur {len(found)} times (need exactly one); plant it by hand")
         i = found[0]
-        delta = indent(lines[i]) - indent(old[0])
-        repl = [(" " * (indent(s) + delta) + s.lstrip(" ") if s.strip() else "") + "\n" for s in new]
-        lines[i : i + len(old)] = repl
+        # mutmut dedents code but not the inside of a docstring: take the shift most lines agree on.
+        shifts = Counter(indent(lines[i + k]) - indent(t) for k, t in enumerate(old) if t.strip())
+        delta = shifts.most_common(1)[0][0]
+        repl, k = [], i
+        for tag, text in hunk:
+            if tag == " ":
+                repl.append(lines[k])  # context stays exactly as it is in the file
+            if tag != "+":
+                k += 1
+            if tag == "+":
+                repl.append((" " * (indent(text) + delta) + text.lstrip(" ") if text.strip() else "") + "\n")
+        lines[i:k] = repl
     target.write_text("".join(lines))
     return target
 

@@ -2,33 +2,35 @@
 
 mutmut learns which tests cover a function from trampoline hits in the pytest process; functions run
 only in a child process (the daemon behind tests/test_api.py, a relay, the CLI) would count as having
-no tests. Here each hit in the child is appended to the file named by ``PARLEY_MUTMUT_HITS``;
-``conftest.py`` hands the names to mutmut at the end of the test that caused them. Mutants themselves
+no tests. Here each child appends the names of the mutated functions it runs to its own file
+``$PARLEY_MUTMUT_HITS.<pid>``; ``conftest.py`` hands the names to mutmut at the end of each test and
+then writes a new number into ``$PARLEY_MUTMUT_HITS.generation``, which tells every child that a new test began (a
+long-lived daemon serves several tests, and must report a name again for each). Mutants themselves
 reach the child without help: it inherits ``MUTANT_UNDER_TEST`` and imports ``bridge`` from mutants/.
 """
 
 import os
 
-_path = os.environ.get("PARLEY_MUTMUT_HITS")
-if _path:
+_base = os.environ.get("PARLEY_MUTMUT_HITS")
+if _base:
     import mutmut.stats as _stats
 
-    _seen: set[str] = set()
-    _ino = [None]
+    _generation = _base + ".generation"
+    _state: dict = {"seen": set(), "generation": None, "file": None}
 
     def _record(name: str, caller: str | None = None) -> None:
-        # The parent deletes the file after each test; a new file starts a new set of names.
-        try:
-            ino = os.stat(_path).st_ino
+        try:  # read on every hit: timestamps are too coarse to tell two quick tests apart
+            with open(_generation) as f:
+                generation = f.read()
         except FileNotFoundError:
-            ino = None
-        if ino != _ino[0]:
-            _seen.clear()
-        if name in _seen:
+            generation = None
+        if generation != _state["generation"]:
+            _state["generation"], _state["seen"] = generation, set()
+        if name in _state["seen"]:
             return
-        _seen.add(name)
-        with open(_path, "a") as f:
-            f.write(name + "\n")
-        _ino[0] = os.stat(_path).st_ino
+        _state["seen"].add(name)
+        if _state["file"] is None:
+            _state["file"] = open(f"{_base}.{os.getpid()}", "a", buffering=1)
+        _state["file"].write(name + "\n")
 
     _stats.record_trampoline_hit = _record
