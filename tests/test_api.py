@@ -685,3 +685,42 @@ def test_a_message_flagged_after_receipt_is_sent_again_with_its_flag(tmp_path: P
     reason = bob.peers.flag(new["message"]["id"])
     assert reason is not None and "revoked" in reason
     assert updated == {"message": {**new["message"], "flag": reason}}
+
+
+def test_page_links_and_writes_refuse_foreign_origins_in_process(tmp_path: Path, relay_url: str) -> None:
+    """The page routes of register_local_api on a Flask test client (the same gates as the daemon's):
+    a link is opened, and a write accepted, only from our own Origin with the session's CSRF token."""
+    from flask import Flask
+    from flask_sock import Sock
+
+    from bridge.api.access import PageSessions
+    from bridge.api.web import register_local_api
+
+    port = 8737
+    ours = f"http://127.0.0.1:{port}"
+    api = local_api(make_engine(tmp_path / "bridge.db", relay_url, register=False), tmp_path)
+    api.pages = PageSessions()
+    app = Flask(__name__)
+    register_local_api(app, Sock(app), api, port=port)
+    client = app.test_client()
+
+    def post(path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        r = client.post(path, json=body, headers=headers, base_url=ours)
+        return r.status_code, r.get_json(silent=True)
+
+    token = api.pages.new_link("inbox")
+    for headers in ({}, {"Origin": "http://127.0.0.1:1"}, {"Origin": "https://hey.xyz"}, {"Origin": "null"}):
+        assert post("/api/session", {"token": token}, headers)[0] == 403, headers
+    status, s = post("/api/session", {"token": token}, {"Origin": ours})  # the refusals did not use the link up
+    assert status == 200 and s["scope"] == "inbox"
+    read = f"/api/inbox/c/{'0x' + 'cd' * 20}/read"
+    good = {"X-Parley-Session": s["session"], "X-Parley-CSRF": s["csrf"], "Origin": ours}
+    for headers, refusal in (
+        ({**good, "Origin": "https://hey.xyz"}, "origin"),
+        ({k: v for k, v in good.items() if k != "Origin"}, "origin"),
+        ({k: v for k, v in good.items() if k != "X-Parley-CSRF"}, "csrf"),
+        ({**good, "X-Parley-CSRF": s["csrf"][::-1]}, "csrf"),
+    ):
+        status, body = post(read, {}, headers)
+        assert (status, body["error"]["code"]) == (403, refusal), headers
+    assert post(read, {}, good) == (200, {"unread": 0})
