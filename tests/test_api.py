@@ -1,6 +1,8 @@
 """The local API: JSON-RPC 2.0 over WebSocket, pairing, the three gates, the inbox page.
 
-Real daemon processes on 127.0.0.1; WebSocket clients from websocket-client.
+Real daemon processes on 127.0.0.1; WebSocket clients from websocket-client. The methods and
+notifications over real engines are also driven in-process (:class:`RpcConnection` with a fake
+``send``/``close``, engines over an in-process relay): see "In-process" below.
 """
 
 from __future__ import annotations
@@ -16,10 +18,17 @@ import pytest
 import requests
 import websocket
 
+from bridge import identity
 from bridge.api.access import EXTENSION_ID, Access, AccessError, normalise_code
+from bridge.api.rpc import Hub, LocalApi, RpcConnection
+from bridge.engine import Engine
+from bridge.keys import generate_secrets
+from bridge.resolve import Contacts
 from bridge.store import Store
 from e2e.extension_id import extension_id
+from tests.engines import close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
 from tests.procs import Proc, free_port, parley, start_bridge, whoami
+from tests.relay_fixtures import serve_relay
 from tests.vectors_loader import cases
 
 ORIGIN = f"chrome-extension://{EXTENSION_ID}"
@@ -575,3 +584,143 @@ def test_pairing_with_a_proof_never_sends_the_code(bridge: Bridge) -> None:
     assert result["bridge_key"] == _b64u(key)
     ws2 = bridge.ws()
     assert call(ws2, "auth", {"token": result["token"]})["result"] == {"ok": True}
+
+
+# --- In-process: LocalApi and RpcConnection over real engines and an in-process relay -------------
+
+
+@pytest.fixture(scope="module")
+def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serve_relay(tmp_path_factory.mktemp("relay") / "relay.db") as url:
+        yield url
+
+
+class Client:
+    """An RpcConnection to ``api`` with every frame it was sent captured (paired unless ``paired`` is false)."""
+
+    def __init__(self, api: LocalApi, *, paired: bool = True) -> None:
+        self.sent: list[Any] = []
+        self.rpc = RpcConnection(api, lambda text: self.sent.append(json.loads(text)), lambda code, reason: None, "pytest")
+        self._ids = iter(range(1, 10**9))
+        if paired:
+            self.token_id = self.call("pair", {"code": api.access.new_pair_code()})["result"]["token_id"]
+
+    def call(self, method: str, params: Any = None) -> dict[str, Any]:
+        rid = next(self._ids)
+        req: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            req["params"] = params
+        n = len(self.sent)
+        self.rpc.handle(json.dumps(req))
+        (answer,) = [m for m in self.sent[n:] if isinstance(m, dict) and m.get("id") == rid]
+        return answer
+
+    def notes(self, method: str) -> list[dict[str, Any]]:
+        """The params of every ``method`` notification received so far."""
+        return [m["params"] for m in self.sent if isinstance(m, dict) and "id" not in m and m.get("method") == method]
+
+
+def local_api(eng: Engine, tmp_path: Path) -> LocalApi:
+    return LocalApi(eng, Access(eng.store), Contacts(tmp_path / "contacts.json"), lambda: True, Hub())
+
+
+def test_incoming_messages_and_mark_read_notify_paired_connections_with_the_conversation(tmp_path: Path, relay_url: str) -> None:
+    alice, bob = make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "bob.db", relay_url)
+    api = local_api(bob, tmp_path)
+    widget, stranger, revoked = Client(api), Client(api, paired=False), Client(api)
+    assert api.access.revoke(revoked.token_id)
+    alice.send(bob.address, "one")
+    alice.send(bob.address, "two")
+    assert bob.sync() == 2
+    assert [n["message"]["text"] for n in widget.notes("message.new")] == ["one", "two"]
+    assert widget.notes("conversation.updated") == [
+        {"peer": alice.address, "unread": 1, "total_unread": 1},
+        {"peer": alice.address, "unread": 2, "total_unread": 2},
+    ]
+    # Nothing reaches a connection that never authenticated or whose token was revoked.
+    assert stranger.sent == [] and revoked.notes("message.new") == revoked.notes("conversation.updated") == []
+    # Reading the conversation tells every widget its badge is clear; reading it again changes nothing.
+    assert widget.call("messages.markRead", {"peer": alice.address})["result"] == {"unread": 0}
+    assert widget.notes("conversation.updated")[2:] == [{"peer": alice.address, "unread": 0, "total_unread": 0}]
+    assert widget.call("messages.markRead", {"peer": alice.address.lower()})["result"] == {"unread": 0}
+    assert len(widget.notes("conversation.updated")) == 3
+
+
+def test_messages_list_pages_back_from_the_newest_with_has_more(tmp_path: Path, relay_url: str) -> None:
+    alice, bob = make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "bob.db", relay_url)
+    for text in ("m1", "m2", "m3"):
+        assert alice.send(bob.address, text).delivered
+    c = Client(local_api(alice, tmp_path))
+
+    def page(**params: Any) -> tuple[list[str], bool]:
+        r = c.call("messages.list", {"peer": bob.address, **params})["result"]
+        return [m["text"] for m in r["messages"]], r["has_more"]
+
+    assert page() == (["m1", "m2", "m3"], False)
+    assert page(limit=3) == (["m1", "m2", "m3"], False)  # exactly all of them: nothing more
+    assert page(limit=2) == (["m2", "m3"], True)
+    m2 = c.call("messages.list", {"peer": bob.address, "limit": 2})["result"]["messages"][0]["id"]
+    assert page(limit=1, before=m2) == (["m1"], False)
+    assert page(limit=2, before=m2) == (["m1"], False)
+
+
+def test_a_message_flagged_after_receipt_is_sent_again_with_its_flag(tmp_path: Path, relay_url: str) -> None:
+    """A revoked installation's message accepted on its statement alone is flagged by the next pass
+    (bridge/engine/peers.py): the widget gets ``message.updated`` with the warning on that message."""
+    wallet = generate_secrets().wallet_key
+    laptop = make_engine(tmp_path / "laptop.db", relay_url, wallet)
+    stolen = make_engine(tmp_path / "stolen.db", relay_url, wallet)
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    assert bob.can_message(laptop.address)
+    bob.peers.refresh()
+    signed = identity.sign_statement(identity.revoke_statement(stolen.address, stolen.installation_id), wallet)
+    stolen.relay.publish_identity(stolen.address, signed.to_record())
+    assert stolen.send(bob.address, "send the money to 0xdead").delivered
+    widget = Client(local_api(bob, tmp_path))
+    assert bob.sync() == 1
+    (new,) = widget.notes("message.new")
+    assert new["message"]["flag"] is None and widget.notes("message.updated") == []
+    bob.peers.refresh()
+    (updated,) = widget.notes("message.updated")
+    reason = bob.peers.flag(new["message"]["id"])
+    assert reason is not None and "revoked" in reason
+    assert updated == {"message": {**new["message"], "flag": reason}}
+
+
+def test_page_links_and_writes_refuse_foreign_origins_in_process(tmp_path: Path, relay_url: str) -> None:
+    """The page routes of register_local_api on a Flask test client (the same gates as the daemon's):
+    a link is opened, and a write accepted, only from our own Origin with the session's CSRF token."""
+    from flask import Flask
+    from flask_sock import Sock
+
+    from bridge.api.access import PageSessions
+    from bridge.api.web import register_local_api
+
+    port = 8737
+    ours = f"http://127.0.0.1:{port}"
+    api = local_api(make_engine(tmp_path / "bridge.db", relay_url, register=False), tmp_path)
+    api.pages = PageSessions()
+    app = Flask(__name__)
+    register_local_api(app, Sock(app), api, port=port)
+    client = app.test_client()
+
+    def post(path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        r = client.post(path, json=body, headers=headers, base_url=ours)
+        return r.status_code, r.get_json(silent=True)
+
+    token = api.pages.new_link("inbox")
+    for headers in ({}, {"Origin": "http://127.0.0.1:1"}, {"Origin": "https://hey.xyz"}, {"Origin": "null"}):
+        assert post("/api/session", {"token": token}, headers)[0] == 403, headers
+    status, s = post("/api/session", {"token": token}, {"Origin": ours})  # the refusals did not use the link up
+    assert status == 200 and s["scope"] == "inbox"
+    read = f"/api/inbox/c/{'0x' + 'cd' * 20}/read"
+    good = {"X-Parley-Session": s["session"], "X-Parley-CSRF": s["csrf"], "Origin": ours}
+    for headers, refusal in (
+        ({**good, "Origin": "https://hey.xyz"}, "origin"),
+        ({k: v for k, v in good.items() if k != "Origin"}, "origin"),
+        ({k: v for k, v in good.items() if k != "X-Parley-CSRF"}, "csrf"),
+        ({**good, "X-Parley-CSRF": s["csrf"][::-1]}, "csrf"),
+    ):
+        status, body = post(read, {}, headers)
+        assert (status, body["error"]["code"]) == (403, refusal), headers
+    assert post(read, {}, good) == (200, {"unread": 0})

@@ -271,6 +271,8 @@ def test_huge_frames_and_strings(world: World) -> None:
         ("messages.list", {"peer": peer, "before": "0" * 32}, -32602),
         ("messages.list", {"peer": peer, "limit": True}, -32602),
         ("canMessage", {"address": peer.upper()}, -32602),
+        ("canMessage", {"address": peer, "peer": "alice.eth"}, -32602),  # exactly one of the two
+        ("canMessage", {}, -32602),
     ):
         out = conn.frame(json.dumps({"jsonrpc": "2.0", "id": 2, "method": method, "params": params}))
         assert len(out) == 1 and is_error(out[0], {code}), (method, out)
