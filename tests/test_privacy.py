@@ -35,6 +35,7 @@ from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.relay.storage import Storage
 from tests.engines import OPEN, close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
+from tests.exact import raises_exactly
 from tests.relay_fixtures import STORAGE_BACKENDS, storage_backend, wait_until
 from tests.vectors_loader import cases, error_class, h, load
 
@@ -446,6 +447,25 @@ def test_padding_sizes_are_powers_of_two_from_512_and_round_trip(n: int) -> None
     assert unpad(padded) == data
     with pytest.raises(WireError):
         unpad(padded[:-1])
+
+
+_CONTENT = [1, "text", "0123456789abcdef" * 2, "0x" + "11" * 20, "0x" + "22" * 20, 1_700_000_000_000, "hello"]
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [(2, "not a message id"), (2, "0123456789ABCDEF" * 2), (2, "0123456789abcdef" * 2 + "0"), (2, "0123456789abcdef" * 2 + "\n"),
+     (2, 12345), (6, b"hello"), (6, 7), (6, None)],
+    ids=["id-words", "id-uppercase", "id-33-digits", "id-newline", "id-int", "text-bytes", "text-int", "text-null"],
+)
+def test_content_with_a_malformed_message_id_or_text_is_refused(index: int, value: object) -> None:
+    """A peer's content names its message id (32 lowercase hex digits, stored and used in URLs) and a
+    text string; anything else is a WireError (the envelope is quarantined), whatever the padding."""
+    fields = list(_CONTENT)
+    fields[index] = value
+    with raises_exactly(WireError):
+        TextContent.decode(pad(wire.encode(fields)))
+    assert TextContent.decode(pad(wire.encode(_CONTENT))) == TextContent(*_CONTENT[2:])  # type: ignore[arg-type]
 
 
 # --- the schedule ---------------------------------------------------------------------------------
