@@ -215,6 +215,45 @@ def test_rechecking_an_unchanged_log_verifies_nothing_again(tmp_path: Path, rela
     assert verifier.checks == first, "...and every unchanged record was verified again"
 
 
+def test_verify_cache_keeps_an_eoa_refusal_but_asks_a_chain_again() -> None:
+    """An EOA signature check is a pure function: a forged record repeated by a peer is refused from
+    memory (one slow recovery, not one per copy). A smart account's refusal may turn into an acceptance
+    (its owner just added this signer on chain): that verifier is asked again."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from bridge.engine.peers import CachingVerifier
+
+    s = generate_secrets()
+    st = identity.authorize_statement(s.address, s.installation_id, s.signing_pub, s.identity_pub)
+    forged = bytes(Account.sign_message(encode_defunct(text=st.text()), generate_secrets().wallet_key).signature)
+    eoa = CachingVerifier(None, clock=lambda: 0)
+    for _ in range(3):
+        with pytest.raises(identity.BadSignature):
+            eoa.check(st, st.text(), forged)
+    assert eoa.checks == 1
+
+    class OnChain:
+        """Stands for a chain-reading verifier (it has checked_blocks): refuses until the signer is added."""
+
+        signer_added = False
+
+        def check(self, statement: identity.Statement, text: str, signature: bytes) -> None:
+            if not self.signer_added:
+                raise identity.BadSignature("not a signer of this account (yet)")
+
+        def checked_blocks(self, records: Any) -> dict[str, int]:
+            return {}
+
+    chain = OnChain()
+    smart = CachingVerifier(chain, clock=lambda: 0)  # type: ignore[arg-type]
+    with pytest.raises(identity.BadSignature):
+        smart.check(st, st.text(), forged)
+    chain.signer_added = True
+    smart.check(st, st.text(), forged)  # accepted now: the refusal was not kept
+    assert smart.checks == 2
+
+
 def test_messages_from_unknown_installations_cause_at_most_one_fetch(tmp_path: Path, relay: LoggingRelay) -> None:
     wallet = generate_secrets().wallet_key
     mallory = make_engine(tmp_path / "m0.db", relay.url, wallet)
