@@ -29,7 +29,7 @@ from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
 from tests.engines import close_engines, make_engine, track  # noqa: F401 (close_engines: autouse fixture)
-from tests.relay_fixtures import crafted_identity, serve_relay, wait_until
+from tests.relay_fixtures import crafted_identity, serve_relay, unlimited_settings, wait_until
 
 FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
 
@@ -626,3 +626,76 @@ def test_sync_retries_now_what_is_backing_off(pair: tuple[Engine, Engine]) -> No
     alice.sync()
     assert alice.pending_count() == 0
     assert bob.sync() == 1 and bob.messages(alice.address)[-1]["text"] == "after a hiccup"
+
+
+# --- what the relay refuses -------------------------------------------------------------------
+
+
+@pytest.fixture
+def quota_relay(tmp_path: Path) -> Iterator[str]:
+    """A relay that takes envelopes of up to 16 KiB and keeps at most 8 KiB per inbox: a text of 9000
+    bytes (padded to 16 KiB) is too large for good (413), one of 5000 bytes (padded to 8 KiB) waits
+    until the inbox has room (429 inbox_full), a short one goes through."""
+    with serve_relay(tmp_path / "quota-relay.db", unlimited_settings(max_envelope=16 * 1024, topic_max_bytes=8 * 1024)) as url:
+        yield url
+
+
+def test_a_message_the_relay_refuses_for_good_fails_and_the_next_one_goes(tmp_path: Path, quota_relay: str) -> None:
+    alice = make_engine(tmp_path / "alice.db", quota_relay)
+    bob = make_engine(tmp_path / "bob.db", quota_relay)
+    big = alice.queue(bob.address, "x" * 9000)["id"]
+    after = alice.queue(bob.address, "after the big one")["id"]
+    errors = alice.flush_outbox()
+    assert list(errors) == [big] and errors[big].startswith("too_large: ")
+    assert table(alice, f"SELECT attempts, state, last_error FROM outbox WHERE message_id = '{big}'") == [(1, "failed", errors[big])]
+    assert [(m["id"], m["state"]) for m in alice.messages(bob.address)] == [(big, "failed"), (after, "sent")]
+    assert bob.sync() == 1 and texts(bob, alice.address) == ["after the big one"]
+
+
+def test_a_message_the_relay_asks_to_retry_holds_back_the_later_ones_to_that_peer(tmp_path: Path, quota_relay: str) -> None:
+    """Bob's inbox is full for the first message (429): the second, which would fit, must not overtake it."""
+    alice = make_engine(tmp_path / "alice.db", quota_relay)
+    bob = make_engine(tmp_path / "bob.db", quota_relay)
+    first = alice.queue(bob.address, "y" * 5000)["id"]
+    second = alice.queue(bob.address, "short, but second")["id"]
+    errors = alice.flush_outbox()
+    assert errors[first].startswith("inbox_full: ")
+    assert errors.get(second) == "waiting behind an earlier message to the same peer"  # not sent ahead of the first
+    assert table(alice, "SELECT message_id, attempts, state FROM outbox ORDER BY attempts DESC") == [(first, 1, "prepared"), (second, 0, "pending")]
+    assert bob.sync() == 0 and inbox(bob) == []
+
+
+# --- switching wallets (sign-in with a browser wallet) ------------------------------------------
+
+
+def test_switch_identity_speaks_for_the_new_wallet_and_refuses_a_record_for_another_installation(pair: tuple[Engine, Engine]) -> None:
+    from eth_account import Account
+
+    from bridge import identity
+
+    alice, bob = pair
+    old, wallet = alice.address, P.random_bytes(32)
+    new = str(Account.from_key(wallet).address)
+
+    def record_for(iid: str) -> bytes:
+        st = identity.authorize_statement(new, iid, alice.secrets.signing_pub, alice.secrets.identity_pub)
+        return identity.sign_statement(st, wallet).to_record()
+
+    with pytest.raises(identity.InvalidStatement):
+        alice.switch_identity(new, record_for(bob.installation_id))
+    assert alice.identity_pair() == (old, alice.record)
+    record = record_for(alice.installation_id)
+    alice.token()  # the relay binds the installation to a second wallet only with its own token
+    alice.relay.publish_identity(new, record)
+    assert alice.switch_identity(new, record) == old
+    assert alice.identity_pair() == (new, record)
+    assert alice.send(bob.address, "from my browser wallet now").delivered
+    assert bob.sync() == 1
+    assert texts(bob, new) == ["from my browser wallet now"] and texts(bob, old) == []
+
+
+def test_describe_gives_one_line_naming_the_exception() -> None:
+    """The quarantine log and outbox errors (shown by `parley status`) hold one line per failure."""
+    assert engine_mod.inbox.describe(ValueError("bad header\nat byte 3")) == "ValueError: bad header at byte 3"
+    long = engine_mod.inbox.describe(RuntimeError("z" * 1000))
+    assert long == ("RuntimeError: " + "z" * 1000)[: engine_mod.inbox.QUARANTINE_ERROR_CHARS]

@@ -84,3 +84,48 @@ def test_an_uninitialised_home_is_refused_with_the_command_to_run(tmp_path: Path
     with raises_exactly(HomeError) as exc:
         home.require()
     assert "parley init" in str(exc.value)
+
+
+def test_create_makes_missing_parent_directories(tmp_path: Path) -> None:
+    """`parley --home ~/new/place/parley init`: the parents need not exist yet."""
+    home = Home(tmp_path / "not" / "yet" / "home")
+    home.create()
+    assert home.path.is_dir() and mode(home.path) == 0o700
+
+
+OLD = "0x" + "11" * 20
+NEW = "0x" + "22" * 20
+
+
+def generated_identity(tmp_path: Path) -> Home:
+    """A home as `parley init` leaves it: a generated wallet's identity.json."""
+    home = Home(tmp_path / "home")
+    home.create()
+    write_private(home.keys_file, b"{}")
+    ident = {"version": 1, "address": OLD, "did": f"did:pkh:eip155:1:{OLD}", "installation_id": "ab" * 16,
+             "signing_pub": "01" * 32, "identity_pub": "02" * 32, "record": "aa"}
+    write_private(home.identity_file, json.dumps(ident, indent=2).encode() + b"\n")
+    return home
+
+
+def test_rewrite_identity_points_the_installation_at_the_new_wallet(tmp_path: Path) -> None:
+    """Sign-in with a browser wallet: identity.json (read back by the next `parley run`) names the new
+    address, DID, record and wallet, keeps the installation, and remembers the address it replaced."""
+    home = generated_identity(tmp_path)
+    new = home.rewrite_identity(address=NEW, did=f"did:pkh:eip155:1:{NEW}", record=b"\x01\x02", wallet="browser")
+    expected = {"version": 1, "address": NEW, "did": f"did:pkh:eip155:1:{NEW}", "installation_id": "ab" * 16,
+                "signing_pub": "01" * 32, "identity_pub": "02" * 32, "record": "0102", "wallet": "browser",
+                "previous_address": OLD}
+    assert new == expected
+    assert Home(home.path).identity() == expected
+    # Signing in again with the same wallet (a new record) keeps the address it first replaced.
+    again = home.rewrite_identity(address=NEW, did=f"did:pkh:eip155:1:{NEW}", record=b"\x03", wallet="browser")
+    assert again == {**expected, "record": "03"}
+    assert Home(home.path).identity() == again
+
+
+def test_rewrite_identity_to_the_same_address_records_no_previous_one(tmp_path: Path) -> None:
+    home = generated_identity(tmp_path)
+    new = home.rewrite_identity(address=OLD, did=f"did:pkh:eip155:1:{OLD}", record=b"\x05", wallet="browser")
+    assert "previous_address" not in new and "previous_address" not in Home(home.path).identity()
+    assert Home(home.path).identity() == new and (new["address"], new["record"]) == (OLD, "05")

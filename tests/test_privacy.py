@@ -35,6 +35,7 @@ from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.relay.storage import Storage
 from tests.engines import OPEN, close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
+from tests.exact import raises_exactly
 from tests.relay_fixtures import STORAGE_BACKENDS, storage_backend, wait_until
 from tests.vectors_loader import cases, error_class, h, load
 
@@ -212,6 +213,45 @@ def test_rechecking_an_unchanged_log_verifies_nothing_again(tmp_path: Path, rela
     assert len(bob.installations_of(alice_address)) == 3
     assert len(identity_lookups(relay.since(start), alice_address)) == 3  # the log was fetched again...
     assert verifier.checks == first, "...and every unchanged record was verified again"
+
+
+def test_verify_cache_keeps_an_eoa_refusal_but_asks_a_chain_again() -> None:
+    """An EOA signature check is a pure function: a forged record repeated by a peer is refused from
+    memory (one slow recovery, not one per copy). A smart account's refusal may turn into an acceptance
+    (its owner just added this signer on chain): that verifier is asked again."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from bridge.engine.peers import CachingVerifier
+
+    s = generate_secrets()
+    st = identity.authorize_statement(s.address, s.installation_id, s.signing_pub, s.identity_pub)
+    forged = bytes(Account.sign_message(encode_defunct(text=st.text()), generate_secrets().wallet_key).signature)
+    eoa = CachingVerifier(None, clock=lambda: 0)
+    for _ in range(3):
+        with pytest.raises(identity.BadSignature):
+            eoa.check(st, st.text(), forged)
+    assert eoa.checks == 1
+
+    class OnChain:
+        """Stands for a chain-reading verifier (it has checked_blocks): refuses until the signer is added."""
+
+        signer_added = False
+
+        def check(self, statement: identity.Statement, text: str, signature: bytes) -> None:
+            if not self.signer_added:
+                raise identity.BadSignature("not a signer of this account (yet)")
+
+        def checked_blocks(self, records: Any) -> dict[str, int]:
+            return {}
+
+    chain = OnChain()
+    smart = CachingVerifier(chain, clock=lambda: 0)  # type: ignore[arg-type]
+    with pytest.raises(identity.BadSignature):
+        smart.check(st, st.text(), forged)
+    chain.signer_added = True
+    smart.check(st, st.text(), forged)  # accepted now: the refusal was not kept
+    assert smart.checks == 2
 
 
 def test_messages_from_unknown_installations_cause_at_most_one_fetch(tmp_path: Path, relay: LoggingRelay) -> None:
@@ -446,6 +486,25 @@ def test_padding_sizes_are_powers_of_two_from_512_and_round_trip(n: int) -> None
     assert unpad(padded) == data
     with pytest.raises(WireError):
         unpad(padded[:-1])
+
+
+_CONTENT = [1, "text", "0123456789abcdef" * 2, "0x" + "11" * 20, "0x" + "22" * 20, 1_700_000_000_000, "hello"]
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [(2, "not a message id"), (2, "0123456789ABCDEF" * 2), (2, "0123456789abcdef" * 2 + "0"), (2, "0123456789abcdef" * 2 + "\n"),
+     (2, 12345), (6, b"hello"), (6, 7), (6, None)],
+    ids=["id-words", "id-uppercase", "id-33-digits", "id-newline", "id-int", "text-bytes", "text-int", "text-null"],
+)
+def test_content_with_a_malformed_message_id_or_text_is_refused(index: int, value: object) -> None:
+    """A peer's content names its message id (32 lowercase hex digits, stored and used in URLs) and a
+    text string; anything else is a WireError (the envelope is quarantined), whatever the padding."""
+    fields = list(_CONTENT)
+    fields[index] = value
+    with raises_exactly(WireError):
+        TextContent.decode(pad(wire.encode(fields)))
+    assert TextContent.decode(pad(wire.encode(_CONTENT))) == TextContent(*_CONTENT[2:])  # type: ignore[arg-type]
 
 
 # --- the schedule ---------------------------------------------------------------------------------

@@ -19,9 +19,11 @@ from bridge.crypto import primitives as P
 from bridge.identity import SignedStatement
 from bridge.protocol import wire
 from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, Bundle
+from bridge.protocol.wire import WireError
 from bridge.relay.auth import auth_message
 from bridge.relay.server import RelaySettings, RetentionThread, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
+from tests.exact import raises_exactly
 from tests.relay_fixtures import (
     OTHER_WALLET_ADDRESS,
     OTHER_WALLET_KEY,
@@ -233,6 +235,22 @@ def test_prekeys_upload_count_claim(relay: Relay) -> None:
     # a newer upload adds keys again
     r = relay.post(f"/v1/prekeys/{inst.iid}", {"upload": wire.b64e(make_upload(inst, otpk_ids=range(5, 7), issued_at=11))}, method="PUT")
     assert r.get_json() == {"otpk": 2, "pq_otpk": 0}
+
+
+@pytest.mark.parametrize("iid", ["0123456789ABCDEF" * 2, "0123456789abcdef" * 2 + "\n", "0123456789abcdef", 7, None],
+                         ids=["uppercase", "newline", "16-digits", "int", "null"])
+def test_bundle_naming_no_valid_installation_is_refused(relay: Relay, iid: object) -> None:
+    """What the client makes of a claim answer: a bundle whose installation id is not 32 lowercase hex
+    digits (a broken or hostile relay) is a WireError, which the engine skips like a missing bundle."""
+    inst = make_installation()
+    relay.authorize(inst)
+    relay.post(f"/v1/prekeys/{inst.iid}", {"upload": wire.b64e(make_upload(inst, otpk_ids=range(1), issued_at=1))}, method="PUT")
+    raw = base64.b64decode(relay.client.post(f"/v1/prekeys/{inst.iid}/claim").get_json()["bundle"])
+    assert Bundle.decode(raw).installation_id == inst.iid
+    fields = wire.decode(raw)
+    fields[2] = iid
+    with raises_exactly(WireError):
+        Bundle.decode(wire.encode(fields))
 
 
 def test_prekeys_cap(tmp_path: Path) -> None:
