@@ -632,30 +632,56 @@ def test_unwrap_6492_needs_the_suffix() -> None:
 
 
 class _FakeChain:
-    """Duck-typed bridge.chain.Chain: records the block of every read; isAccountManager may revert."""
+    """Duck-typed bridge.chain.Chain with one contract, at ``account``: records the block of every read;
+    isAccountManager may revert. Like Chain.read, a read ABI-encodes its arguments with the caller's types
+    and decodes the answer (encoded with the function's real return types; empty from an address without
+    code) with the caller's return types."""
 
-    def __init__(self, *, owner: str, managers: set[str], legacy: bool, head: int = 77) -> None:
-        self.owner, self.managers, self.legacy, self.head = owner, managers, legacy, head
+    RETURNS = {
+        "owner()": ["address"],
+        "isAccountManager(address)": ["bool"],
+        "canExecuteTransactions(address)": ["bool"],
+        "isValidSignature(bytes32,bytes)": ["bytes4"],
+    }
+
+    def __init__(self, account: str, *, owner: str, managers: set[str], legacy: bool, head: int = 77) -> None:
+        self.account, self.owner, self.managers, self.legacy, self.head = account, owner, managers, legacy, head
         self.calls: list[tuple[str, object]] = []
 
     def block_number(self) -> int:
         return self.head
 
-    def code(self, address: str, block: object = "latest") -> bytes:
+    def code(self, address: str, block: object = None) -> bytes:
         self.calls.append(("code", block))
-        return b"\x60\x00"
+        return b"\x60\x00" if address == self.account else b""
 
-    def read(self, address: str, sig: str, in_types: list, args: list, out_types: list, *, block: object = "latest"):  # type: ignore[no-untyped-def, type-arg]
-        from bridge.chain import Read, Reverted
+    def read(self, address: str, sig: str, in_types: list, args: list, out_types: list, *, block: object = None):  # type: ignore[no-untyped-def, type-arg]
+        from eth_abi import decode, encode
 
+        from bridge.chain import ChainError, Read, Reverted
+        from bridge.identity.smart import EIP1271_MAGIC
+
+        encode(list(in_types), list(args))  # the calldata: wrong argument types fail here
         self.calls.append((sig, block))
         if sig == "owner()":
-            return Read((self.owner,), block)
-        if sig == "isAccountManager(address)" and self.legacy:
+            answer: object = self.owner
+        elif sig == "isAccountManager(address)" and self.legacy:
             raise Reverted("no such function", "fake")
-        if sig in ("isAccountManager(address)", "canExecuteTransactions(address)"):
-            return Read((args[0] in self.managers,), block)
-        raise AssertionError(f"unexpected read {sig}")
+        elif sig in ("isAccountManager(address)", "canExecuteTransactions(address)"):
+            answer = args[0] in self.managers
+        elif sig == "isValidSignature(bytes32,bytes)":  # a one-owner EIP-1271 wallet
+            try:
+                ok = Account._recover_hash(args[0], signature=args[1]) == self.owner
+            except Exception:
+                ok = False
+            answer = EIP1271_MAGIC if ok else b"\xff\xff\xff\xff"
+        else:
+            raise AssertionError(f"unexpected read {sig}")
+        raw = encode(self.RETURNS[sig], [answer]) if address == self.account else b""
+        try:
+            return Read(tuple(decode(list(out_types), raw)), block)
+        except Exception as exc:
+            raise ChainError(f"{sig} returned an undecodable reply ({exc})", "fake") from None
 
 
 @pytest.mark.parametrize("legacy", [False, True])
@@ -668,7 +694,7 @@ def test_lens_checks_read_everything_at_one_block_and_record_it(legacy: bool) ->
 
     owner, manager, stranger = A.create(), A.create(), A.create()
     account = A.create().address  # the Lens account contract's address
-    chain = _FakeChain(owner=owner.address, managers={manager.address}, legacy=legacy)
+    chain = _FakeChain(account, owner=owner.address, managers={manager.address}, legacy=legacy)
     v = SmartVerifier({}, clock=lambda: 5.0)
     v.chains[LENS_CHAIN_ID] = chain  # type: ignore[assignment]
     st = authorize(account)
@@ -682,6 +708,28 @@ def test_lens_checks_read_everything_at_one_block_and_record_it(legacy: bool) ->
     assert chain.calls and all(block == 77 for _, block in chain.calls)
     expected = "canExecuteTransactions(address)" if legacy else "isAccountManager(address)"
     assert any(sig == expected for sig, _ in chain.calls)
+
+
+def test_eip1271_check_reads_at_one_block_and_records_it() -> None:
+    """A contract wallet outside Lens is asked isValidSignature at the block the check records; the
+    SmartCheck names the account, chain and block (no signer); a signature of anyone else is refused."""
+    from eth_account import Account as A
+
+    from bridge.identity.smart import SmartCheck, SmartVerifier
+
+    owner, stranger = A.create(), A.create()
+    account = A.create().address  # the wallet contract's address
+    chain = _FakeChain(account, owner=owner.address, managers=set(), legacy=False)
+    v = SmartVerifier({}, clock=lambda: 5.0)
+    v.chains[1] = chain  # type: ignore[assignment]
+    st = authorize(account)
+    text = st.text()
+    sign = lambda acct: bytes(A.sign_message(encode_defunct(text=text), acct.key).signature)  # noqa: E731
+    assert v.verify_signature(st, text, sign(owner)) == SmartCheck("eip1271", account, None, 1, 77, 5.0)
+    with raises_exactly(BadSignature, match="not 0x1626ba7e"):
+        v.verify_signature(st, text, sign(stranger))
+    assert [sig for sig, _ in chain.calls] == ["code", "isValidSignature(bytes32,bytes)"] * 2
+    assert all(block == 77 for _, block in chain.calls)
 
 
 def test_statement_numeric_fields_bounds() -> None:

@@ -253,6 +253,22 @@ def test_bundle_naming_no_valid_installation_is_refused(relay: Relay, iid: objec
         Bundle.decode(wire.encode(fields))
 
 
+def test_claim_of_corrupt_stored_prekeys_is_a_storage_error(relay: Relay) -> None:
+    """A signed prekey the database returns damaged is the relay's fault: 503 storage_error (the client
+    retries later or elsewhere), never a 500 or a bundle built from it."""
+    inst = make_installation()
+    relay.authorize(inst)
+    r = relay.post(f"/v1/prekeys/{inst.iid}", {"upload": wire.b64e(make_upload(inst, otpk_ids=range(1), issued_at=1))}, method="PUT")
+    assert r.status_code == 200
+    con = sqlite3.connect(relay.path)
+    try:
+        with con:
+            assert con.execute("UPDATE prekeys SET spk = ? WHERE iid = ?", (b"\xa0", inst.iid)).rowcount == 1
+    finally:
+        con.close()
+    assert_error(relay.client.post(f"/v1/prekeys/{inst.iid}/claim"), 503, "storage_error")
+
+
 def test_prekeys_cap(tmp_path: Path) -> None:
     relay = Relay(tmp_path, max_one_time_prekeys=5)
     try:

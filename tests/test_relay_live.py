@@ -306,6 +306,79 @@ def test_upload_with_one_forged_prekey_signature_is_refused_whole(client: RelayC
     assert client.upload_prekeys(inst.iid, make_upload(inst, otpk_ids=range(2), pq_ids=range(2))) == {"otpk": 2, "pq_otpk": 2}
 
 
+def test_quiet_subscription_sleeps_between_polls_and_rechecks_only_every_interval(tmp_path: Path) -> None:
+    """A quiet subscription costs no storage reads: after the backlog it sleeps in Storage.wait, and it
+    reads its installation again only once ws_recheck_interval has passed (10,000 subscribers share
+    one database)."""
+    live = LiveRelay(tmp_path, RelaySettings(ws_poll_interval=0.05, ws_recheck_interval=3600))
+    calls: dict[str, int] = {"installation": 0, "fetch": 0, "wait": 0}
+    three_waits = threading.Event()
+
+    def counted(name: str) -> None:
+        real = getattr(live.storage, name)
+
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls[name] += 1
+            if name == "wait" and calls["wait"] >= 3:
+                three_waits.set()
+            return real(*args, **kwargs)
+
+        setattr(live.storage, name, wrapper)
+
+    for name in calls:
+        counted(name)
+    client = RelayClient(live.url, timeout=10.0)
+    try:
+        inst = make_installation()
+        _register(client, inst)
+        token = client.authenticate(inst.iid, inst.signing_priv)
+        ws = simple_websocket.Client.connect(live.url.replace("http://", "ws://") + "/v1/subscribe")
+        try:
+            ws.send(json.dumps({"token": token, "topic": inst.topic, "after": 0}))
+            assert json.loads(ws.receive(timeout=10)) == {"type": "ready"}
+            looked_up = calls["installation"]  # the token check's lookups all precede "ready"
+            assert three_waits.wait(10), f"the subscription never waited for storage: {calls}"
+            assert calls["installation"] == looked_up, calls
+            assert calls["fetch"] == 1, calls  # the (empty) backlog only
+        finally:
+            with contextlib.suppress(simple_websocket.ConnectionClosed):
+                ws.close()
+    finally:
+        client.close()
+        live.stop()
+
+
+def test_subscription_closes_on_a_client_frame_over_64_kib(tmp_path: Path) -> None:
+    """A subscriber may not make the relay buffer big frames: a client message of 64 KiB is read (and
+    ignored: only small pings mean anything), one byte more closes the connection with 1009."""
+    live = LiveRelay(tmp_path)
+    client = RelayClient(live.url, timeout=10.0)
+    try:
+        inst = make_installation()
+        _register(client, inst)
+        token = client.authenticate(inst.iid, inst.signing_priv)
+        ws = simple_websocket.Client.connect(live.url.replace("http://", "ws://") + "/v1/subscribe")
+        try:
+            ws.send(json.dumps({"token": token, "topic": inst.topic, "after": 0}))
+            assert json.loads(ws.receive(timeout=10)) == {"type": "ready"}
+            ws.send(b"x" * (64 * 1024))
+            ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(ws.receive(timeout=10)) == {"type": "pong"}
+            ws.send(b"x" * (64 * 1024 + 1))
+            with contextlib.suppress(simple_websocket.ConnectionClosed):
+                ws.send(json.dumps({"type": "ping"}))
+            with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+                frame = ws.receive(timeout=10)
+                pytest.fail(f"still open after a 64 KiB + 1 byte frame: {frame!r}")
+            assert closed.value.reason == 1009  # message too big
+        finally:
+            with contextlib.suppress(simple_websocket.ConnectionClosed):
+                ws.close()
+    finally:
+        client.close()
+        live.stop()
+
+
 def test_live_subscription_of_a_revoked_installation_is_closed(tmp_path: Path) -> None:
     """A subscription stays open for hours: the relay re-checks, every ws_recheck_interval, that its
     installation is still authorized, and closes it once the wallet revoked it (the revoked

@@ -4,6 +4,8 @@
   server: a normal request still succeeds meanwhile, and the server closes them within its header
   timeout (set low through the environment for the test) — `parley relay` (gevent), the threaded
   relay, and `parley run` (werkzeug);
+* a request body that stalls after its headers is closed within the relay's body idle timeout
+  (also set low), and the standalone relay still serves from its database and stops cleanly;
 * the relay embedded in `parley run` refuses web pages (an ``Origin`` header) and a foreign ``Host``,
   and leaves its database unchanged.
 """
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.timeout(180)
 
 HALF_OPEN = 50
 HEADER_TIMEOUT = 1.0
+IDLE_TIMEOUT = 1.0
 _BOUND = 30.0  # a connection the server never closes makes the test fail after this long
 
 
@@ -80,23 +83,61 @@ def _play_half_open_attack(port: int, normal: str) -> None:
             s.close()
 
 
-def test_half_open_requests_do_not_hold_parley_relay(tmp_path: Path) -> None:
-    proc = Proc(["relay", "--port", "0", "--db", str(tmp_path / "relay.db")], PARLEY_RELAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT))
+def _play_stalled_body(port: int) -> None:
+    """Complete headers, part of the announced body, then nothing: the server's body read times out."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
-        url = proc.expect(r"relay listening on (http://\S+)").group(1)
+        head = b"POST /v1/envelopes HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n" % port
+        s.sendall(head + b"Content-Length: 1000\r\n\r\n" + b'{"topic": "')
+        assert _await_server_close([s], _BOUND) == [], "a stalled request body was not closed by the server"
+    finally:
+        s.close()
+
+
+def _relay_serves_from_its_db_and_stops_cleanly(proc: Proc, url: str) -> None:
+    """A record published to the relay process is read back from its database; SIGTERM exits 0."""
+    from bridge.relay.client import RelayClient
+    from tests.relay_fixtures import WALLET_ADDRESS, authorize_record, make_installation
+
+    record = authorize_record(make_installation())
+    client = RelayClient(url)
+    try:
+        assert client.identity(WALLET_ADDRESS) == []
+        assert client.publish_identity(WALLET_ADDRESS, record) == 1
+        assert client.identity(WALLET_ADDRESS) == [record]
+    finally:
+        client.close()
+    assert proc.stop() == 0, "".join(proc.output)
+
+
+def _start_relay(tmp_path: Path, *model: str) -> tuple[Proc, str]:
+    proc = Proc(
+        ["relay", "--port", "0", "--db", str(tmp_path / "relay.db"), *model],
+        PARLEY_RELAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT), PARLEY_RELAY_IDLE_TIMEOUT=str(IDLE_TIMEOUT),
+    )
+    try:
+        return proc, proc.expect(r"relay listening on (http://\S+) ").group(1)
+    except BaseException:
+        proc.stop()
+        raise
+
+
+def test_half_open_requests_do_not_hold_parley_relay(tmp_path: Path) -> None:
+    proc, url = _start_relay(tmp_path)
+    try:
         _play_half_open_attack(int(url.rsplit(":", 1)[1]), "/v1/health")
+        _play_stalled_body(int(url.rsplit(":", 1)[1]))
+        _relay_serves_from_its_db_and_stops_cleanly(proc, url)
     finally:
         proc.stop()
 
 
 def test_half_open_requests_do_not_hold_the_threaded_relay(tmp_path: Path) -> None:
-    proc = Proc(
-        ["relay", "--port", "0", "--db", str(tmp_path / "relay.db"), "--server", "threaded"],
-        PARLEY_RELAY_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
-    )
+    proc, url = _start_relay(tmp_path, "--server", "threaded")
     try:
-        url = proc.expect(r"relay listening on (http://\S+)").group(1)
         _play_half_open_attack(int(url.rsplit(":", 1)[1]), "/v1/health")
+        _play_stalled_body(int(url.rsplit(":", 1)[1]))
+        _relay_serves_from_its_db_and_stops_cleanly(proc, url)
     finally:
         proc.stop()
 
