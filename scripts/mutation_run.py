@@ -12,6 +12,7 @@ later full run or a bigger sample reuses them.
     python scripts/mutation_run.py                      # every mutant
     python scripts/mutation_run.py --sample 80          # 80 per group
     python scripts/mutation_run.py --sample 80 --jobs 2 --groups bridge/engine/ bridge/relay/server.py
+    python scripts/mutation_run.py --sample 80 --unresolved   # after new tests: re-run what was not killed
 """
 
 from __future__ import annotations
@@ -39,15 +40,23 @@ def mutmut(*args: str) -> int:
     return subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", *args], cwd=ROOT, env=env).returncode
 
 
-def names_by_group() -> dict[str, list[str]]:
-    """Every generated mutant's name, by the source_paths entry its file falls under."""
+#: mutmut exit codes that mean the mutant was detected: a test failed, pytest errored, the type
+#: checker refused it, or it ran out of time (scripts/mutation_summary.py counts them the same way).
+DETECTED = {1, 3, 37, 36, 24, -24, 152, 255}
+
+
+def names_by_group() -> tuple[dict[str, list[str]], set[str]]:
+    """Every generated mutant's name, by the source_paths entry its file falls under; and the detected ones."""
     out: dict[str, list[str]] = {g: [] for g in groups()}
+    detected: set[str] = set()
     for meta in sorted(MUTANTS.rglob("*.py.meta")):
         rel = str(meta.with_suffix("").relative_to(MUTANTS))
         group = next((g for g in out if rel == g or (g.endswith("/") and rel.startswith(g))), None)
         if group is not None:
-            out[group] += sorted(json.loads(meta.read_text())["exit_code_by_key"])
-    return out
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            out[group] += sorted(codes)
+            detected |= {k for k, v in codes.items() if v in DETECTED}
+    return out, detected
 
 
 def main() -> int:
@@ -56,21 +65,26 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=17, help="random seed of the sample (default: %(default)s)")
     ap.add_argument("--jobs", type=int, default=1, help="mutmut workers (default: %(default)s; the machine is shared)")
     ap.add_argument("--groups", nargs="+", metavar="PATH", help="only these source_paths entries (default: all)")
+    ap.add_argument("--unresolved", action="store_true",
+                    help="of the chosen mutants, run only those not already killed (after new tests: survivors and unchecked ones)")
     a = ap.parse_args()
     chosen = a.groups or groups()
     if unknown := set(chosen) - set(groups()):
         ap.error(f"not in [tool.mutmut] source_paths: {', '.join(sorted(unknown))}")
-    if not a.sample and not a.groups:
+    if not a.sample and not a.groups and not a.unresolved:
         return mutmut("--max-children", str(a.jobs))
     if not list(MUTANTS.rglob("*.py.meta")):
         print("generating mutants (and mutmut's coverage pass) first ...", flush=True)
         mutmut("--max-children", str(a.jobs), "bridge.__no_such_module__*")
     rng = random.Random(a.seed)
     picked: list[str] = []
-    for group, names in names_by_group().items():
+    by_group, detected = names_by_group()
+    for group, names in by_group.items():
         if group not in chosen:
             continue
         take = names if not a.sample or a.sample >= len(names) else rng.sample(names, a.sample)
+        if a.unresolved:
+            take = [n for n in take if n not in detected]
         print(f"{group}: {len(take)} of {len(names)} mutants", flush=True)
         picked += take
     return mutmut("--max-children", str(a.jobs), *picked)
