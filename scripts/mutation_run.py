@@ -59,6 +59,13 @@ def names_by_group() -> tuple[dict[str, list[str]], set[str]]:
     return out, detected
 
 
+def sample(by_group: dict[str, list[str]], n: int, seed: int) -> dict[str, list[str]]:
+    """``n`` mutants per group drawn with ``seed`` (every group in order, one generator), or all if ``n`` is 0.
+    scripts/mutation_summary.py --sample draws the same ones."""
+    rng = random.Random(seed)
+    return {g: names if not n or n >= len(names) else rng.sample(names, n) for g, names in by_group.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sample", type=int, default=0, help="mutants drawn per group (default: all of them)")
@@ -76,16 +83,14 @@ def main() -> int:
     if not list(MUTANTS.rglob("*.py.meta")):
         print("generating mutants (and mutmut's coverage pass) first ...", flush=True)
         mutmut("--max-children", str(a.jobs), "bridge.__no_such_module__*")
-    rng = random.Random(a.seed)
-    picked: list[str] = []
     by_group, detected = names_by_group()
-    for group, names in by_group.items():
+    picked: list[str] = []
+    for group, take in sample(by_group, a.sample, a.seed).items():
         if group not in chosen:
             continue
-        take = names if not a.sample or a.sample >= len(names) else rng.sample(names, a.sample)
         if a.unresolved:
             take = [n for n in take if n not in detected]
-        print(f"{group}: {len(take)} of {len(names)} mutants", flush=True)
+        print(f"{group}: {len(take)} of {len(by_group[group])} mutants", flush=True)
         picked += take
     return mutmut("--max-children", str(a.jobs), *picked)
 

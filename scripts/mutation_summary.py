@@ -5,7 +5,9 @@ not killed, with its one-line diff.
 Reads mutmut 3's own files under ``mutants/`` (``*.meta``: exit code per mutant; ``*.spans``: where
 each mutant's function lives), so it needs no per-mutant ``mutmut show`` call.
 
-Usage: python scripts/mutation_summary.py [--survivors] [--table]
+Usage: python scripts/mutation_summary.py [--sample N [--seed S]] [--survivors] [--table]
+
+--sample N: count only the N mutants per group that scripts/mutation_run.py --sample N drew (seed 17).
 
 --survivors: every mutant not killed, tab-separated (name, status, kind, diff).
 --table: the same as a Markdown table with the reason each lives, from docs/mutation-survivors.tsv
@@ -78,13 +80,16 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+SAMPLED = False  # set by --sample: every score is then an estimate of its group's
+
+
 def row(name: str, c: Counter[str]) -> str:
     n = sum(c.values())
     checked = n - c["not checked"]
     detected = c["killed"] + c["timeout"]
     other = checked - detected - c["survived"] - c["no tests"]
     score = "–" if not checked else f"{100 * detected / checked:.1f} %"
-    if 0 < checked < n:
+    if 0 < checked and (checked < n or SAMPLED):
         lo, hi = wilson(detected, checked)
         score += f" ({100 * lo:.0f}–{100 * hi:.0f} %)"
     return (f"| {name} | {n} | {checked} | {c['killed']} | {c['timeout']} | {c['survived']}{f' (+{other} other)' if other else ''} "
@@ -92,6 +97,16 @@ def row(name: str, c: Counter[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    keep: set[str] | None = None
+    if "--sample" in argv:  # only the mutants scripts/mutation_run.py --sample N [--seed S] drew
+        sys.path.insert(0, str(ROOT / "scripts"))
+        import mutation_run
+
+        global SAMPLED
+        SAMPLED = True
+        n = int(argv[argv.index("--sample") + 1])
+        seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 17
+        keep = {m for names in mutation_run.sample(mutation_run.names_by_group()[0], n, seed).values() for m in names}
     rows = []
     for meta in sorted(MUTANTS.rglob("*.py.meta")):
         src = meta.with_suffix("")
@@ -101,6 +116,8 @@ def main(argv: list[str]) -> int:
         source = src.read_text(encoding="utf-8").splitlines()
         module = str(src.relative_to(MUTANTS))
         for key, code in exit_codes.items():
+            if keep is not None and key not in keep:
+                continue
             status = "killed" if code in KILLED else STATUS.get(code, f"suspicious ({code})")
             rows.append((module, key, status, mutant_diff(source, spans, key) if status != "killed" else ""))
     per_module: dict[str, Counter[str]] = {}
