@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PARLEY := $(VENV)/bin/parley
 PORT ?= 8737
 
-.PHONY: install node content run test test-py test-js test-e2e browser demo bench mutate clean
+.PHONY: install node content run test test-py test-js test-e2e browser demo bench mutate mutate-js clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ mutate: install
 	$(PY) -m pip install --quiet -e '.[mutate]'
 	env -u PYTHONPATH $(VENV)/bin/mutmut run --max-children 1
 	$(PY) scripts/mutation_summary.py
+
+## mutate-js: StrykerJS mutation testing of extension/background and extension/content/core (docs/mutation-js.md; not part of `make test`)
+mutate-js: node
+	npx stryker run
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .hypothesis e2e/artifacts mutants
