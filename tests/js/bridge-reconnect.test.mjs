@@ -86,6 +86,7 @@ test('after a close the worker reconnects on a timer whose delay doubles up to 3
     mock.timers.tick(1);
     await settle();
     assert.equal(sockets(), before + 1, `reconnected after ${delay} ms`);
+    assert.equal(getStatus(), STATUS.UNREACHABLE, 'still shown as unreachable while it tries again');
   }
 });
 

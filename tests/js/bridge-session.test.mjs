@@ -412,3 +412,74 @@ test('connect() without a token and without a pairing says not paired and opens 
   assert.equal(FakeWebSocket.made.length, 0);
   assert.equal(getStatus(), STATUS.NOT_PAIRED);
 });
+
+test('a status answer with missing or odd fields is stored with safe defaults', async () => {
+  bridge.status = async () => ({ unread: 'many', relay: 'up' });
+  last().open();
+  await until(() => session.get('version') === '', 'status refreshed');
+  assert.deepEqual(session.get('identity'), { address: '', did: '', installation_id: '' });
+  assert.equal(session.get('unread'), 0);
+  assert.equal(session.get('relay'), null);
+  session.delete('version');
+  bridge.status = async () => ({ relay: {} });
+  disconnect();
+  await reconnectNow();
+  last().open();
+  await until(() => session.get('version') === '', 'status refreshed again');
+  assert.deepEqual(session.get('relay'), { url: '', connected: false });
+});
+
+test('a status answer that is not an object changes nothing', async () => {
+  session.set('identity', 'kept');
+  bridge.status = async () => 'nonsense';
+  last().open();
+  await until(() => getStatus() === STATUS.CONNECTED, 'connected');
+  await until(() => last().sent.some((m) => m.method === 'status'), 'status asked');
+  await settle();
+  assert.equal(session.get('identity'), 'kept');
+});
+
+test('a frame that cannot be sent fails its call at once', async () => {
+  const sock = await connected();
+  sock.send = () => { throw new Error('gone'); };
+  const error = await call('status').then(() => null, (e) => e);
+  assert.ok(error instanceof RpcError);
+  assert.equal(error.message, 'bridge socket is not open');
+});
+
+test('a call on a socket that is not open is refused with the status', async () => {
+  const sock = await connected();
+  sock.readyState = 3;
+  const error = await call('status').then(() => null, (e) => e);
+  assert.equal(error.message, STATUS.CONNECTED);
+  assert.equal(sock.sent.filter((m) => m.method === 'status').length, 1, 'only the handshake status');
+});
+
+test('pairing when no socket can be made rejects with the reason and says not paired', async () => {
+  disconnect();
+  local.clear();
+  const Real = globalThis.WebSocket;
+  globalThis.WebSocket = class { constructor() { throw new Error('refused'); } };
+  try {
+    const error = await pair(CODE, 'Chrome').then(() => null, (e) => e);
+    assert.equal(error.message, 'bridge unreachable (refused)');
+    await settle();
+    assert.equal(getStatus(), STATUS.NOT_PAIRED);
+    assert.equal(session.get('lastError'), 'refused');
+  } finally {
+    globalThis.WebSocket = Real;
+  }
+  mock.timers.tick(60000);
+  await settle();
+  assert.equal(FakeWebSocket.made.length, 1, 'no token: no retry');
+});
+
+test('disconnect() closes the socket for good: its close event schedules nothing', async () => {
+  const sock = await connected();
+  disconnect();
+  assert.equal(sock.closedWith, 1000);
+  assert.equal(isConnected(), false);
+  mock.timers.tick(120000);
+  await settle();
+  assert.equal(FakeWebSocket.made.length, 1);
+});
