@@ -4,7 +4,7 @@
 import { test, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { BASE, bridge, calls, connectWorker, resetBridge, rpcError, session, settle, unpairWorker, until } from './fakes.mjs';
+import { BASE, FakeWebSocket, bridge, calls, connectWorker, resetBridge, rpcError, session, settle, unpairWorker, until } from './fakes.mjs';
 
 const { broadcastStatus, forwardEvent, onConnect, widgetOpenFor } = await import('../../extension/background/widgets.js');
 const { mintNonce } = await import('../../extension/background/grants.js');
@@ -204,4 +204,26 @@ test('reconnect and wallet sign-in over the port', async () => {
   await until(() => port.got.some((m) => m.id === 43), 'the sign-in answer');
   assert.deepEqual(port.got.find((m) => m.id === 43).error, { code: -32000, message: `Parley bridge: ${M.STATUS.NOT_PAIRED}` });
   assert.equal(calls.length, 1);
+});
+
+test('junk over the port is ignored; only mark read changes the unread count; reconnect over the port', async (t) => {
+  const port = await liveWidget();
+  await settle();
+  const before = port.got.length;
+  for (const junk of [null, 'x', 5, { type: M.WIDGET_RPC, id: 'x', method: 'resolve', params: { peer: 'lens:bob' } },
+    { type: WALLET_SIGNIN }, { type: 'unknown', id: 3 }]) port.send(junk);
+  await settle();
+  assert.equal(port.got.length, before, 'nothing answered');
+  assert.deepEqual(calls, []);
+  bridge.methods['messages.list'] = async () => ({ messages: [], unread: 9 });
+  session.set('unread', 1);
+  await rpc(port, 'messages.list', { peer: ADDR });
+  assert.equal(session.get('unread'), 1);
+  const sockets = FakeWebSocket.made.length;
+  await unpairWorker();
+  await connectWorker();
+  t.mock.timers.enable({ apis: ['setTimeout'] }); // the backoff timer never fires here
+  FakeWebSocket.made.at(-1).close(1006);
+  port.send({ type: 'reconnect' });
+  await until(() => FakeWebSocket.made.length === sockets + 2, 'a new socket at once');
 });
