@@ -483,3 +483,16 @@ test('disconnect() closes the socket for good: its close event schedules nothing
   await settle();
   assert.equal(FakeWebSocket.made.length, 1);
 });
+
+test('pairing: a bridge that names another key than the one it proved with is refused', async () => {
+  disconnect();
+  local.clear();
+  const honestPair = bridge.pair;
+  bridge.pair = async function (params) { return { ...(await honestPair.call(this, params)), bridge_key: SQUATTER.key }; };
+  const result = pair(CODE, 'Chrome');
+  await settle();
+  last().open();
+  const error = await result.then(() => null, (e) => e);
+  assert.equal(error?.message, 'bridge not verified: the bridge does not know the pairing code');
+  assert.equal(local.has('token'), false);
+});
