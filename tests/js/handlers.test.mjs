@@ -92,8 +92,11 @@ test('lookup while the bridge is down: unavailable, unreachable after a bounded 
 });
 
 test('popup: state snapshot', async () => {
-  await setSession({ unread: 2, identity: { address: '0x1' } });
+  await setSession({ unread: 2, identity: { address: '0x1' }, lastError: 'e', relay: { url: 'ws://r', connected: true }, version: '9' });
   const state = await ask({ type: M.POPUP_GET_STATE }, POPUP);
+  assert.equal(state.lastError, 'e');
+  assert.deepEqual(state.relay, { url: 'ws://r', connected: true });
+  assert.equal(state.version, '9');
   assert.equal(state.status, M.STATUS.CONNECTED);
   assert.equal(state.unread, 2);
   assert.deepEqual(state.identity, { address: '0x1' });

@@ -11,6 +11,7 @@ const { STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_HELLO, WIDGET_PORT } = await
 
 const ADDR = `0x${'ab'.repeat(20)}`;
 const ADDR_MIXED = `0x${'aB'.repeat(20)}`;
+const OTHER_IN = `0x${'cd'.repeat(20)}`;
 
 after(unpairWorker);
 
@@ -176,10 +177,13 @@ test('bridge notifications: a new message goes to its open widget, or else to a 
   got.length = 0;
   notify('message.updated', { message: { id: 'n4', peer: ADDR_MIXED, state: 'sent' } });
   notify('message.updated', { message: { id: 'n5', peer: 'nope' } });
+  notify('message.updated', { message: { id: 'n6', peer: OTHER_IN, direction: 'in', text: 'x' } });
+  notify('conversation.updated', { peer: OTHER_IN, message: { id: 'n7', peer: OTHER_IN, direction: 'in' } });
   notify('message.updated', {});
   notify('conversation.updated', { peer: ADDR_MIXED, total_unread: 6 });
   notify('conversation.updated', { peer: 'nope', total_unread: 1 });
   notify('other.thing', { peer: ADDR });
+  assert.deepEqual(calls.filter(([api]) => api === 'notifications.create'), [], 'an update is never a new message');
   assert.deepEqual(got, [
     { type: WIDGET_EVENT, method: 'message.updated', params: { message: { id: 'n4', peer: ADDR, state: 'sent' } } },
     { type: WIDGET_EVENT, method: 'conversation.updated', params: { peer: ADDR, total_unread: 6 } },
