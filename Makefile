@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PARLEY := $(VENV)/bin/parley
 PORT ?= 8737
 
-.PHONY: install node content run test test-fast planted test-py test-js test-e2e browser demo bench mutate mutate-py clean
+.PHONY: install node content run test test-fast planted test-py test-js test-e2e browser demo bench mutate mutate-py mutate-js clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,5 +83,9 @@ mutate-py: install
 	$(PY) scripts/mutation_run.py --jobs $(MUTATE_JOBS) $(if $(MUTATE_SAMPLE),--sample $(MUTATE_SAMPLE)) $(if $(MUTATE_GROUPS),--groups $(MUTATE_GROUPS))
 	$(PY) scripts/mutation_summary.py
 
+## mutate-js: StrykerJS mutation testing of extension/background and extension/content/core (docs/mutation-js.md; not part of `make test`)
+mutate-js: node
+	npx stryker run
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis e2e/artifacts mutants
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis e2e/artifacts mutants reports .stryker-tmp

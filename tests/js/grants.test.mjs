@@ -70,3 +70,61 @@ test('mint refuses what is not a peer; the widget URL names its peer', async () 
   assert.equal(peerOfWidgetUrl('chrome-extension://x/widget/widget.html?peer=%3Cb%3E'), null);
   assert.equal(peerOfWidgetUrl('not a url'), null);
 });
+
+test('admit needs a tab id, an integer frame id and a widget URL naming a peer', async () => {
+  const nonce = await mintNonce(7, 'lens:bob');
+  for (const bad of [sender({ tab: { id: '7' } }), sender({ frameId: undefined }), sender({ frameId: 1.5 }),
+    sender({ url: 'chrome-extension://x/widget/widget.html' }), sender({ url: undefined }), undefined, null]) {
+    assert.equal(await admit(bad, nonce), null, JSON.stringify(bad));
+  }
+  assert.equal(await admit(sender(), nonce), 'lens:bob', 'the refusals above did not use the nonce up');
+  assert.equal(await admit(sender(), 42), null, 'a nonce that is not a string');
+  assert.equal(await admit(sender(), 'toString'), null, 'nor a name every object has');
+});
+
+test('a grant is for its tab, frame and peer only; re-granting does not duplicate; closing a tab forgets only that tab', async () => {
+  assert.equal(await admit(sender(), await mintNonce(7, 'lens:bob')), 'lens:bob');
+  assert.equal(await admit(sender(), await mintNonce(7, 'lens:bob')), 'lens:bob');
+  assert.equal(store.get('widgetGrants').length, 1);
+  assert.equal(await admit(sender({ tab: { id: 9 } }), await mintNonce(9, 'lens:bob')), 'lens:bob');
+  for (const other of [sender({ tab: { id: 8 } }), sender({ frameId: 5 }), sender({ url: URL_BOB.replace('lens%3Abob', 'lens%3Aalice') })]) {
+    assert.equal(await admit(other, null), null, JSON.stringify(other));
+  }
+  await forgetTab(7);
+  assert.equal(await admit(sender(), null), null);
+  assert.equal(await admit(sender({ tab: { id: 9 } }), null), 'lens:bob', 'the other tab keeps its grant');
+});
+
+test('at most 50 grants are kept, the newest', async () => {
+  for (let tab = 1; tab <= 51; tab += 1) {
+    assert.equal(await admit(sender({ tab: { id: tab } }), await mintNonce(tab, 'lens:bob')), 'lens:bob');
+  }
+  assert.equal(store.get('widgetGrants').length, 50);
+  assert.equal(await admit(sender({ tab: { id: 1 } }), null), null, 'the oldest went');
+  assert.equal(await admit(sender({ tab: { id: 51 } }), null), 'lens:bob');
+});
+
+test('a nonce is good until its expiry instant, not at it; expired nonces are dropped at the next mint', async (t) => {
+  const start = Date.now();
+  t.mock.method(Date, 'now', () => start);
+  const nonce = await mintNonce(7, 'lens:bob');
+  const late = await mintNonce(7, 'lens:bob');
+  Date.now.mock.mockImplementation(() => start + 29999);
+  assert.equal(await admit(sender(), nonce), 'lens:bob');
+  Date.now.mock.mockImplementation(() => start + 30000);
+  assert.equal(await admit(sender(), late), null);
+  await mintNonce(7, 'lens:bob');
+  assert.equal(Object.keys(store.get('widgetNonces')).length, 1, 'only the new nonce is kept');
+});
+
+test('junk in storage is treated as empty', async () => {
+  store.set('widgetNonces', 'junk');
+  store.set('widgetGrants', { 0: { tabId: 7, frameId: 3, peer: 'lens:bob' }, length: 1 });
+  assert.equal(await admit(sender(), null), null);
+  const nonce = await mintNonce(7, 'lens:bob');
+  assert.deepEqual(Object.keys(store.get('widgetNonces')), [nonce]);
+  store.set('widgetNonces', { [nonce]: null, other: { tabId: 7, peer: 'lens:bob', exp: Date.now() + 1000 } });
+  assert.equal(await admit(sender(), nonce), null, 'an empty entry admits nothing');
+  const next = await mintNonce(7, 'lens:bob');
+  assert.deepEqual(Object.keys(store.get('widgetNonces')).sort(), ['other', next].sort(), 'empty entries are dropped');
+});
