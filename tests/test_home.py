@@ -129,3 +129,16 @@ def test_rewrite_identity_to_the_same_address_records_no_previous_one(tmp_path: 
     new = home.rewrite_identity(address=OLD, did=f"did:pkh:eip155:1:{OLD}", record=b"\x05", wallet="browser")
     assert "previous_address" not in new and "previous_address" not in Home(home.path).identity()
     assert Home(home.path).identity() == new and (new["address"], new["record"]) == (OLD, "05")
+
+
+def test_home_is_the_option_then_parley_home_then_the_platform_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.home import resolve_home
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("PARLEY_HOME", raising=False)
+    assert resolve_home(None) == tmp_path / "data" / "parley"  # the user's data directory, named for the app
+    monkeypatch.setenv("PARLEY_HOME", str(tmp_path / "env"))
+    assert resolve_home(None) == tmp_path / "env"
+    assert resolve_home(str(tmp_path / "opt")) == tmp_path / "opt"
+    monkeypatch.setenv("HOME", str(tmp_path / "me"))
+    assert resolve_home("~/p") == tmp_path / "me" / "p"  # expanded, and absolute
