@@ -6,6 +6,7 @@ Every rejection is checked to leave the database byte-for-byte unchanged.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -18,7 +19,7 @@ from flask.testing import FlaskClient
 from bridge.crypto import primitives as P
 from bridge.identity import SignedStatement
 from bridge.protocol import wire
-from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, Bundle
+from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, Bundle, PrekeyUpload
 from bridge.protocol.wire import WireError
 from bridge.relay.auth import auth_message
 from bridge.relay.server import RelaySettings, RetentionThread, create_app
@@ -291,7 +292,11 @@ def test_prekeys_no_prekeys_and_hostile(relay: Relay) -> None:
     good = make_upload(inst, otpk_ids=range(2), issued_at=5)
     outer = wire.decode(good)
     bad_sig_outer = wire.encode([1, outer[1], bytes(64)])
+    # a prekey signature must be 64 bytes: a 65-byte one is malformed, whatever else the upload holds
+    upload = PrekeyUpload.parse_signed(good)[0]
+    long_spk_sig = dataclasses.replace(upload, spk=dataclasses.replace(upload.spk, sig=upload.spk.sig + b"\0"))
     cases: list[tuple[str, Any, int, str]] = [
+        (url, {"upload": wire.b64e(long_spk_sig.sign(inst.signing_priv))}, 400, "bad_cbor"),
         (url, {"upload": wire.b64e(make_upload(inst, signer=other.signing_priv))}, 400, "bad_signature"),
         (url, {"upload": wire.b64e(bad_sig_outer)}, 400, "bad_signature"),
         (f"/v1/prekeys/{other.iid}", {"upload": wire.b64e(good)}, 400, "bad_request"),  # upload names inst
