@@ -507,6 +507,17 @@ def test_content_with_a_malformed_message_id_or_text_is_refused(index: int, valu
     assert TextContent.decode(pad(wire.encode(_CONTENT))) == TextContent(*_CONTENT[2:])  # type: ignore[arg-type]
 
 
+def test_content_sent_at_is_any_non_negative_int64_including_zero() -> None:
+    """sent_at is the sender's claim (PROTOCOL.md §6.4: kept when 0 <= sent_at <= arrival + 5 min, else
+    shown as the arrival time): decoding accepts 0 and 2^63-1, and only refuses what is not such an integer."""
+    for sent_at in (0, 2**63 - 1):
+        fields = [*_CONTENT[:5], sent_at, _CONTENT[6]]
+        assert TextContent.decode(pad(wire.encode(fields))).sent_at == sent_at
+    for bad in (-1, 2**63, True, 1.5, "0"):
+        with raises_exactly(WireError):
+            TextContent.decode(pad(wire.encode([*_CONTENT[:5], bad, _CONTENT[6]])))
+
+
 # --- the schedule ---------------------------------------------------------------------------------
 
 
