@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bridge.home import Home, HomeError, write_private
+from bridge.home import Home, HomeError, resolve_home, write_private
 from tests.exact import raises_exactly
 
 
@@ -129,3 +130,15 @@ def test_rewrite_identity_to_the_same_address_records_no_previous_one(tmp_path: 
     new = home.rewrite_identity(address=OLD, did=f"did:pkh:eip155:1:{OLD}", record=b"\x05", wallet="browser")
     assert "previous_address" not in new and "previous_address" not in Home(home.path).identity()
     assert Home(home.path).identity() == new and (new["address"], new["record"]) == (OLD, "05")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG_DATA_HOME names the data directory on Linux")
+def test_resolve_home_is_the_option_then_parley_home_then_the_user_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("PARLEY_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_home(None) == tmp_path / "data" / "parley"
+    monkeypatch.setenv("PARLEY_HOME", "~/from-env")
+    assert resolve_home(None) == tmp_path / "user" / "from-env"
+    assert resolve_home("rel/home") == tmp_path / "rel" / "home"  # --home wins, made absolute
