@@ -352,6 +352,20 @@ def test_access_pairing_rate_limit_and_code_burn(tmp_path: Path) -> None:
     assert normalise_code(" ab-cd ef-gh ") == "ABCDEFGH"
 
 
+def test_access_pairing_takes_a_typed_code_of_up_to_32_characters(tmp_path: Path) -> None:
+    """A code as a user types or pastes it (lower case, spaces) pairs while the input is at most 32
+    characters; a longer input is refused as malformed before any lookup."""
+    access = Access(Store(tmp_path / "db"))
+    code = access.new_pair_code()
+    typed = f" {code.lower().replace('-', ' ')} ".ljust(32)
+    assert len(typed) == 32
+    with pytest.raises(AccessError) as refused:
+        access.pair(typed + " ", None)
+    assert refused.value.reason == "malformed pairing code"
+    token, token_id = access.pair(typed, None)
+    assert access.check_token(token) == token_id and access.token_valid(token_id)
+
+
 def test_page_links_are_single_use_scoped_and_expire() -> None:
     from bridge.api.access import LOGIN_TTL_MS, MAX_PAGE_SESSIONS, SESSION_TTL_MS, PageSessions
 

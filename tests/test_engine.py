@@ -649,6 +649,10 @@ def test_a_message_the_relay_refuses_for_good_fails_and_the_next_one_goes(tmp_pa
     assert list(errors) == [big] and errors[big].startswith("too_large: ")
     assert table(alice, f"SELECT attempts, state, last_error FROM outbox WHERE message_id = '{big}'") == [(1, "failed", errors[big])]
     assert [(m["id"], m["state"]) for m in alice.messages(bob.address)] == [(big, "failed"), (after, "sent")]
+    # what `parley status` shows
+    assert engine_mod.outbox.counts(alice.store) == {
+        "pending": 0, "prepared": 0, "backing_off": 0, "next_attempt_at": None, "failed": 1, "sent": 1,
+    }
     assert bob.sync() == 1 and texts(bob, alice.address) == ["after the big one"]
 
 

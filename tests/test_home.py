@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bridge.home import Home, HomeError, write_private
+from bridge.home import Home, HomeError, resolve_home, write_private
 from tests.exact import raises_exactly
 
 
@@ -131,14 +132,13 @@ def test_rewrite_identity_to_the_same_address_records_no_previous_one(tmp_path: 
     assert Home(home.path).identity() == new and (new["address"], new["record"]) == (OLD, "05")
 
 
-def test_home_is_the_option_then_parley_home_then_the_platform_data_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.home import resolve_home
-
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG_DATA_HOME names the data directory on Linux")
+def test_resolve_home_is_the_option_then_parley_home_then_the_user_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("PARLEY_HOME", raising=False)
-    assert resolve_home(None) == tmp_path / "data" / "parley"  # the user's data directory, named for the app
-    monkeypatch.setenv("PARLEY_HOME", str(tmp_path / "env"))
-    assert resolve_home(None) == tmp_path / "env"
-    assert resolve_home(str(tmp_path / "opt")) == tmp_path / "opt"
-    monkeypatch.setenv("HOME", str(tmp_path / "me"))
-    assert resolve_home("~/p") == tmp_path / "me" / "p"  # expanded, and absolute
+    monkeypatch.chdir(tmp_path)
+    assert resolve_home(None) == tmp_path / "data" / "parley"
+    monkeypatch.setenv("PARLEY_HOME", "~/from-env")
+    assert resolve_home(None) == tmp_path / "user" / "from-env"
+    assert resolve_home("rel/home") == tmp_path / "rel" / "home"  # --home wins, made absolute

@@ -312,7 +312,7 @@ def test_revoked_installation_is_not_looked_up_at_receipt_and_is_flagged_by_the_
     bob.listeners.append(lambda ev, payload: flagged.append(payload) if ev == "message.flagged" else None)
     bob.peers.refresh()  # the next scheduled pass reads the log: the installation is revoked
     reason = bob.peers.flag(msg["id"])
-    assert reason is not None and "revoked" in reason
+    assert reason == f"sender installation {stolen.installation_id} is revoked"  # the warning the user reads
     assert flagged == [{"id": msg["id"], "reason": reason}]
     # Every view shows the warning: the conversation as the CLI, the RPC and the inbox page read it.
     assert msg["flag"] is None and [m["flag"] for m in bob.messages(laptop.address)] == [reason]
@@ -505,6 +505,17 @@ def test_content_with_a_malformed_message_id_or_text_is_refused(index: int, valu
     with raises_exactly(WireError):
         TextContent.decode(pad(wire.encode(fields)))
     assert TextContent.decode(pad(wire.encode(_CONTENT))) == TextContent(*_CONTENT[2:])  # type: ignore[arg-type]
+
+
+def test_content_sent_at_is_any_non_negative_int64_including_zero() -> None:
+    """sent_at is the sender's claim (PROTOCOL.md §6.4: kept when 0 <= sent_at <= arrival + 5 min, else
+    shown as the arrival time): decoding accepts 0 and 2^63-1, and only refuses what is not such an integer."""
+    for sent_at in (0, 2**63 - 1):
+        fields = [*_CONTENT[:5], sent_at, _CONTENT[6]]
+        assert TextContent.decode(pad(wire.encode(fields))).sent_at == sent_at
+    for bad in (-1, 2**63, True, 1.5, "0"):
+        with raises_exactly(WireError):
+            TextContent.decode(pad(wire.encode([*_CONTENT[:5], bad, _CONTENT[6]])))
 
 
 # --- the schedule ---------------------------------------------------------------------------------

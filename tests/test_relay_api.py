@@ -6,6 +6,7 @@ Every rejection is checked to leave the database byte-for-byte unchanged.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -18,7 +19,7 @@ from flask.testing import FlaskClient
 from bridge.crypto import primitives as P
 from bridge.identity import SignedStatement
 from bridge.protocol import wire
-from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, Bundle
+from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, Bundle, PrekeyUpload
 from bridge.protocol.wire import WireError
 from bridge.relay.auth import auth_message
 from bridge.relay.server import RelaySettings, RetentionThread, create_app
@@ -167,6 +168,24 @@ def test_identity_address_with_newline_is_not_routed(relay: Relay) -> None:
     rejected(relay, lambda: relay.post(url, {"record": wire.b64e(rec)}), 404, "not_found")
 
 
+def test_identity_verifier_failure_is_a_400_not_a_500(tmp_path: Path) -> None:
+    """A verifier that fails unexpectedly (an RPC client bug) rejects the record as invalid_statement;
+    it never becomes a 500 with a traceback, and nothing is appended."""
+
+    class FailingVerifier:
+        volatile = False
+
+        def check(self, statement: Any, text: str, signature: bytes) -> None:
+            raise RuntimeError("the chain client broke")
+
+    relay = Relay(tmp_path, verifier=FailingVerifier())
+    try:
+        rec = authorize_record(make_installation())
+        rejected(relay, lambda: relay.post(f"/v1/identity/{WALLET_ADDRESS}", {"record": wire.b64e(rec)}), 400, "invalid_statement")
+    finally:
+        relay.storage.close()
+
+
 def test_identity_hostile_records(relay: Relay) -> None:
     inst = make_installation()
     good = authorize_record(inst)
@@ -291,7 +310,11 @@ def test_prekeys_no_prekeys_and_hostile(relay: Relay) -> None:
     good = make_upload(inst, otpk_ids=range(2), issued_at=5)
     outer = wire.decode(good)
     bad_sig_outer = wire.encode([1, outer[1], bytes(64)])
+    # a prekey signature must be 64 bytes: a 65-byte one is malformed, whatever else the upload holds
+    upload = PrekeyUpload.parse_signed(good)[0]
+    long_spk_sig = dataclasses.replace(upload, spk=dataclasses.replace(upload.spk, sig=upload.spk.sig + b"\0"))
     cases: list[tuple[str, Any, int, str]] = [
+        (url, {"upload": wire.b64e(long_spk_sig.sign(inst.signing_priv))}, 400, "bad_cbor"),
         (url, {"upload": wire.b64e(make_upload(inst, signer=other.signing_priv))}, 400, "bad_signature"),
         (url, {"upload": wire.b64e(bad_sig_outer)}, 400, "bad_signature"),
         (f"/v1/prekeys/{other.iid}", {"upload": wire.b64e(good)}, 400, "bad_request"),  # upload names inst
@@ -468,6 +491,16 @@ def test_default_envelope_limit_is_one_mib(relay: Relay) -> None:
     ok = relay.post("/v1/envelopes", {"topic": inst.topic, "payload": wire.b64e(b"\x01" * (1024 * 1024))})
     assert ok.status_code == 202
     rejected(relay, lambda: relay.post("/v1/envelopes", {"topic": inst.topic, "payload": wire.b64e(b"\x01" * (1024 * 1024 + 1))}), 413, "too_large")
+
+
+def test_a_body_of_exactly_max_body_bytes_is_read_one_more_is_too_large(relay: Relay) -> None:
+    inst = make_installation()
+    relay.authorize(inst)
+    body = json.dumps({"installation_id": inst.iid}).encode()
+    exact = body + b" " * (relay.settings.max_body - len(body))  # JSON allows trailing white space
+    r = relay.post("/v1/auth/challenge", raw=exact)
+    assert r.status_code == 200 and set(r.get_json()) >= {"challenge"}
+    rejected(relay, lambda: relay.post("/v1/auth/challenge", raw=exact + b" "), 413, "too_large")
 
 
 def test_rate_limits(tmp_path: Path) -> None:
