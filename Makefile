@@ -81,7 +81,7 @@ mutate: mutate-py mutate-js
 mutate-py: install
 	$(PY) -m pip install --quiet -e '.[mutate]'
 	$(PY) scripts/mutation_run.py --jobs $(MUTATE_JOBS) $(if $(MUTATE_SAMPLE),--sample $(MUTATE_SAMPLE)) $(if $(MUTATE_GROUPS),--groups $(MUTATE_GROUPS))
-	$(PY) scripts/mutation_summary.py
+	$(PY) scripts/mutation_summary.py $(if $(MUTATE_SAMPLE),--sample $(MUTATE_SAMPLE))
 
 ## mutate-js: StrykerJS mutation testing of extension/background and extension/content/core (docs/mutation-js.md; not part of `make test`)
 mutate-js: node
