@@ -412,11 +412,12 @@ def test_squatter_at_pairing_time_never_learns_the_code(env: Env) -> None:
         popup.locator('[data-parley="bridge-url"]').fill(f"http://127.0.0.1:{squatter.port}")
         popup.locator('[data-parley="pair-code"]').fill(code)
         popup.locator('[data-parley="pair-submit"]').click()
+        # The popup may still show an earlier "not verified": first wait for this attempt to reach the squatter.
+        wait_until(lambda: squatter.methods()[:2] == ["hello", "pair"], timeout=TIMEOUT_MS / 1000, what="hello and pair at the squatter")
         expect(popup.locator('[data-parley="error"]')).to_contain_text("not verified", timeout=TIMEOUT_MS)
         received = "\n".join(squatter.frames)
         for secret in (code, normalise_code(code), code.lower()):
             assert secret not in received, "the squatter received the pairing code"
-        assert squatter.methods()[:2] == ["hello", "pair"]
         expect(popup.locator('[data-parley="status"]')).not_to_have_text("connected")
     finally:
         server.shutdown()
