@@ -274,6 +274,28 @@ def test_wallet_switch_publishes_with_the_token_another_thread_obtained(client: 
         other_thread_client.close()
 
 
+@contextlib.contextmanager
+def subscribed(live: LiveRelay) -> Iterator[tuple[RelayClient, Installation, simple_websocket.Client]]:
+    """A client, a newly registered installation and its inbox subscription on ``live``, past "ready";
+    everything closed (and ``live`` stopped) at the end."""
+    client = RelayClient(live.url, timeout=10.0)
+    try:
+        inst = make_installation()
+        _register(client, inst)
+        token = client.authenticate(inst.iid, inst.signing_priv)
+        ws = simple_websocket.Client.connect(live.url.replace("http://", "ws://") + "/v1/subscribe")
+        try:
+            ws.send(json.dumps({"token": token, "topic": inst.topic, "after": 0}))
+            assert json.loads(ws.receive(timeout=10)) == {"type": "ready"}
+            yield client, inst, ws
+        finally:
+            with contextlib.suppress(simple_websocket.ConnectionClosed):
+                ws.close()
+    finally:
+        client.close()
+        live.stop()
+
+
 # --- issue 17: planted bugs M08 and M09 (tests/mutants/) ---------------------------------------
 
 
@@ -327,56 +349,28 @@ def test_quiet_subscription_sleeps_between_polls_and_rechecks_only_every_interva
 
     for name in calls:
         counted(name)
-    client = RelayClient(live.url, timeout=10.0)
-    try:
-        inst = make_installation()
-        _register(client, inst)
-        token = client.authenticate(inst.iid, inst.signing_priv)
-        ws = simple_websocket.Client.connect(live.url.replace("http://", "ws://") + "/v1/subscribe")
-        try:
-            ws.send(json.dumps({"token": token, "topic": inst.topic, "after": 0}))
-            assert json.loads(ws.receive(timeout=10)) == {"type": "ready"}
-            looked_up = calls["installation"]  # the token check's lookups all precede "ready"
-            assert three_waits.wait(10), f"the subscription never waited for storage: {calls}"
-            assert calls["installation"] == looked_up, calls
-            assert calls["fetch"] == 1, calls  # the (empty) backlog only
-        finally:
-            with contextlib.suppress(simple_websocket.ConnectionClosed):
-                ws.close()
-    finally:
-        client.close()
-        live.stop()
+    with subscribed(live):
+        looked_up = calls["installation"]  # the token check's lookups all precede "ready"
+        assert three_waits.wait(10), f"the subscription never waited for storage: {calls}"
+        assert calls["installation"] == looked_up, calls
+        assert calls["fetch"] == 1, calls  # the (empty) backlog only
 
 
 def test_subscription_closes_on_a_client_frame_over_64_kib(tmp_path: Path) -> None:
     """A subscriber may not make the relay buffer big frames: a client message of 64 KiB is read (and
     ignored: only small pings mean anything), one byte more closes the connection with 1009."""
     live = LiveRelay(tmp_path)
-    client = RelayClient(live.url, timeout=10.0)
-    try:
-        inst = make_installation()
-        _register(client, inst)
-        token = client.authenticate(inst.iid, inst.signing_priv)
-        ws = simple_websocket.Client.connect(live.url.replace("http://", "ws://") + "/v1/subscribe")
-        try:
-            ws.send(json.dumps({"token": token, "topic": inst.topic, "after": 0}))
-            assert json.loads(ws.receive(timeout=10)) == {"type": "ready"}
-            ws.send(b"x" * (64 * 1024))
+    with subscribed(live) as (_, _, ws):
+        ws.send(b"x" * (64 * 1024))
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.receive(timeout=10)) == {"type": "pong"}
+        ws.send(b"x" * (64 * 1024 + 1))
+        with contextlib.suppress(simple_websocket.ConnectionClosed):
             ws.send(json.dumps({"type": "ping"}))
-            assert json.loads(ws.receive(timeout=10)) == {"type": "pong"}
-            ws.send(b"x" * (64 * 1024 + 1))
-            with contextlib.suppress(simple_websocket.ConnectionClosed):
-                ws.send(json.dumps({"type": "ping"}))
-            with pytest.raises(simple_websocket.ConnectionClosed) as closed:
-                frame = ws.receive(timeout=10)
-                pytest.fail(f"still open after a 64 KiB + 1 byte frame: {frame!r}")
-            assert closed.value.reason == 1009  # message too big
-        finally:
-            with contextlib.suppress(simple_websocket.ConnectionClosed):
-                ws.close()
-    finally:
-        client.close()
-        live.stop()
+        with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+            frame = ws.receive(timeout=10)
+            pytest.fail(f"still open after a 64 KiB + 1 byte frame: {frame!r}")
+        assert closed.value.reason == 1009  # message too big
 
 
 def test_live_subscription_of_a_revoked_installation_is_closed(tmp_path: Path) -> None:
@@ -384,30 +378,16 @@ def test_live_subscription_of_a_revoked_installation_is_closed(tmp_path: Path) -
     installation is still authorized, and closes it once the wallet revoked it (the revoked
     installation's token must stop reading the inbox)."""
     live = LiveRelay(tmp_path, RelaySettings(ws_poll_interval=0.05, ws_recheck_interval=0.2))
-    client = RelayClient(live.url, timeout=10.0)
-    try:
-        inst = make_installation()
-        _register(client, inst)
-        token = client.authenticate(inst.iid, inst.signing_priv)
-        ws = simple_websocket.Client.connect(live.url.replace("http://", "ws://") + "/v1/subscribe")
+    with subscribed(live) as (client, inst, ws):
+        client.publish(inst.topic, b"before the revocation")
+        assert json.loads(ws.receive(timeout=10))["type"] == "envelope"
+        client.publish_identity(WALLET_ADDRESS, revoke_record(inst))
+        frames, closed = [], False
         try:
-            ws.send(json.dumps({"token": token, "topic": inst.topic, "after": 0}))
-            assert json.loads(ws.receive(timeout=10)) == {"type": "ready"}
-            client.publish(inst.topic, b"before the revocation")
-            assert json.loads(ws.receive(timeout=10))["type"] == "envelope"
-            client.publish_identity(WALLET_ADDRESS, revoke_record(inst))
-            frames, closed = [], False
-            try:
-                while (raw := ws.receive(timeout=10)) is not None:  # a deadline: None means 10 s of silence
-                    frames.append(json.loads(raw))
-            except simple_websocket.ConnectionClosed:
-                closed = True
-            assert closed, f"the subscription stayed open after the revocation: {frames}"
-            # The error frame comes just before the close (the client may see the close first).
-            assert frames in ([], [{"type": "error", "code": "unknown_installation", "message": "the installation was revoked"}]), frames
-        finally:
-            with contextlib.suppress(simple_websocket.ConnectionClosed):
-                ws.close()
-    finally:
-        client.close()
-        live.stop()
+            while (raw := ws.receive(timeout=10)) is not None:  # a deadline: None means 10 s of silence
+                frames.append(json.loads(raw))
+        except simple_websocket.ConnectionClosed:
+            closed = True
+        assert closed, f"the subscription stayed open after the revocation: {frames}"
+        # The error frame comes just before the close (the client may see the close first).
+        assert frames in ([], [{"type": "error", "code": "unknown_installation", "message": "the installation was revoked"}]), frames
