@@ -34,6 +34,11 @@ def groups() -> list[str]:
     return list(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["source_paths"])
 
 
+def group_of(path: str) -> str | None:
+    """The source_paths entry a file (relative to the checkout) falls under, if any."""
+    return next((g for g in groups() if path == g or (g.endswith("/") and path.startswith(g))), None)
+
+
 def mutmut(*args: str) -> int:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts mutants/ first itself
     env["PARLEY_MUTMUT_HITS"] = str(MUTANTS / "child-hits")  # see conftest.py
@@ -51,7 +56,7 @@ def names_by_group() -> tuple[dict[str, list[str]], set[str]]:
     detected: set[str] = set()
     for meta in sorted(MUTANTS.rglob("*.py.meta")):
         rel = str(meta.with_suffix("").relative_to(MUTANTS))
-        group = next((g for g in out if rel == g or (g.endswith("/") and rel.startswith(g))), None)
+        group = group_of(rel)
         if group is not None:
             codes = json.loads(meta.read_text())["exit_code_by_key"]
             out[group] += sorted(codes)

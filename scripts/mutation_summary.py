@@ -21,11 +21,12 @@ import json
 import math
 import re
 import sys
-import tomllib
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import mutation_run  # noqa: E402 (the groups and the sample are mutation_run's)
 MUTANTS = ROOT / "mutants"
 KILLED = {1, 3, 37}  # test failure, pytest internal error (a kill for mutmut), caught by type check
 STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout", 24: "timeout", -24: "timeout",
@@ -69,9 +70,6 @@ def kind(diff: str) -> str:
     return "message" if norm(old) == norm(new) else "logic"
 
 
-GROUPS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["source_paths"]
-
-
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return 0.0, 1.0
@@ -99,9 +97,6 @@ def row(name: str, c: Counter[str]) -> str:
 def main(argv: list[str]) -> int:
     keep: set[str] | None = None
     if "--sample" in argv:  # only the mutants scripts/mutation_run.py --sample N [--seed S] drew
-        sys.path.insert(0, str(ROOT / "scripts"))
-        import mutation_run
-
         global SAMPLED
         SAMPLED = True
         n = int(argv[argv.index("--sample") + 1])
@@ -129,7 +124,7 @@ def main(argv: list[str]) -> int:
     by_group: dict[str, Counter[str]] = {}
     for module, c in per_module.items():
         print(row(f"`{module}`", c))
-        group = next((g for g in GROUPS if module == g or (g.endswith("/") and module.startswith(g))), module)
+        group = mutation_run.group_of(module) or module
         by_group.setdefault(group, Counter()).update(c)
     print("\n| group | mutants | checked | killed | timeout | survived | no tests | score |")
     print("|---|---|---|---|---|---|---|---|")
