@@ -194,7 +194,7 @@ class _Parsed:
 def _parse(message: bytes) -> _Parsed:
     try:
         o = wire.decode(message, max_size=MAX_MESSAGE)
-        if not isinstance(o, list) or len(o) < 2 or o[0] != VERSION:
+        if not isinstance(o, list) or len(o) < 2 or type(o[0]) is not int or o[0] != VERSION:
             raise WireError("not a version-1 session message")
         if o[1] == "msg":
             wire.expect_array(o, VERSION, 5)

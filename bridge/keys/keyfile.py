@@ -242,7 +242,7 @@ def open_secrets(blob: dict[str, Any], passphrase: str) -> Secrets:
         not isinstance(obj, list)
         or len(obj) != 5
         or type(obj[0]) is not int
-        or obj[0] != KEYFILE_VERSION
+        or type(obj[0]) is not int or obj[0] != KEYFILE_VERSION
         or not all(isinstance(x, bytes) for x in obj[1:])
     ):
         raise KeyFileError("key file payload is malformed")

@@ -136,7 +136,7 @@ class PrekeyUpload:
         body = wire.expect_bytes(outer[1], None, "upload body")
         sig = wire.expect_bytes(outer[2], 64, "upload signature")
         b = wire.decode(body)
-        if not isinstance(b, list) or len(b) != 8 or b[0] != 1 or b[1] != "prekeys":
+        if not isinstance(b, list) or len(b) != 8 or type(b[0]) is not int or b[0] != 1 or b[1] != "prekeys":
             raise WireError("expected a prekey upload")
         if not is_installation_id(b[2]):
             raise WireError("bad installation id")
@@ -184,7 +184,7 @@ class Bundle:
     @classmethod
     def decode(cls, data: bytes) -> "Bundle":
         b = wire.decode(data)
-        if not isinstance(b, list) or len(b) != 6 or b[0] != 1 or b[1] != "bundle" or not is_installation_id(b[2]):
+        if not isinstance(b, list) or len(b) != 6 or type(b[0]) is not int or b[0] != 1 or b[1] != "bundle" or not is_installation_id(b[2]):
             raise WireError("expected a prekey bundle")
         return cls(
             b[2],

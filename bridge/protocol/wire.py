@@ -50,7 +50,31 @@ def decode(data: bytes, *, max_size: int = MAX_DECODE, canonical: bool = True) -
             raise WireError(f"unencodable CBOR value: {exc}") from None
         if again != data:
             raise WireError("CBOR is not in canonical form")
+    _check_plain(obj)
     return obj
+
+
+#: The only CBOR values Parley structures are made of (docs/PROTOCOL.md §0 "Types").
+_PLAIN = (int, bytes, str, list, dict, type(None))
+
+
+def _check_plain(obj: Any) -> None:
+    """Refuse every CBOR value outside the protocol's types: floats, tags (which cbor2 turns into
+    datetimes, sets, decimals, …), ``undefined`` and other simple values. ``bool`` is an ``int``.
+
+    Raises:
+        WireError: such a value, at any depth.
+    """
+    stack = [obj]
+    while stack:
+        v = stack.pop()
+        if not isinstance(v, _PLAIN):
+            raise WireError(f"CBOR value of type {type(v).__name__} is not allowed")
+        if isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
 
 
 def expect_array(obj: Any, tag: Any, length: int) -> list[Any]:
@@ -61,7 +85,7 @@ def expect_array(obj: Any, tag: Any, length: int) -> list[Any]:
     """
     if not isinstance(obj, list) or len(obj) != length:
         raise WireError(f"expected an array of {length} items")
-    if obj[0] != tag:
+    if type(obj[0]) is not type(tag) or obj[0] != tag:  # `true` and 1.0 are not the version 1
         raise WireError(f"expected tag {tag!r}, got {obj[0]!r}")
     return obj
 

@@ -1,0 +1,65 @@
+"""Canonical CBOR as docs/PROTOCOL.md §0 defines it: only the protocol's types, and a version is the
+unsigned integer 1 (not `true`, not 1.0)."""
+from __future__ import annotations
+
+import cbor2
+import pytest
+
+from bridge.crypto import SessionError, session
+from bridge.protocol import wire
+from bridge.protocol.content import TextContent, pad
+from bridge.protocol.wire import WireError
+from tests.exact import raises_exactly
+
+MID = "0123456789abcdef0123456789abcdef"
+ALICE = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+BOB = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+@pytest.mark.parametrize(
+    ("hexbytes", "what"),
+    [
+        ("f93c00", "float"),  # 1.0 as a half float: canonical, but not an integer
+        ("c11a00000001", "tag 1 (epoch time)"),
+        ("d9010280", "tag 258 (a set)"),
+        ("f7", "undefined"),
+        ("f0", "simple value 16"),
+        ("8201f93c00", "a float inside an array"),
+        ("a10181d9010280", "a tag inside a map value"),
+    ],
+)
+def test_values_outside_the_protocol_types_are_refused(hexbytes: str, what: str) -> None:
+    with raises_exactly(WireError):
+        wire.decode(bytes.fromhex(hexbytes))
+
+
+def test_protocol_values_still_decode() -> None:
+    obj = [1, "msg", b"\x00" * 16, None, True, False, {"a": [2**63 - 1]}]
+    assert wire.decode(wire.encode(obj)) == obj
+
+
+def test_trailing_bytes_are_refused() -> None:
+    with raises_exactly(WireError):
+        wire.decode(wire.encode([1, "x"]) + b"\x00")
+
+
+@pytest.mark.parametrize("version", [True, "1", b"\x01"])
+def test_a_version_that_only_compares_equal_to_1_is_refused(version: object) -> None:
+    with raises_exactly(WireError):
+        wire.expect_array(wire.decode(wire.encode([version, "x"])), 1, 2)
+
+
+def test_a_session_message_with_version_true_is_refused() -> None:
+    good = wire.encode([1, "msg", b"\x01" * 16, b"h", b"c"])
+    session.peek(good)  # the well-formed twin parses
+    with raises_exactly(SessionError):
+        session.peek(wire.encode([True, "msg", b"\x01" * 16, b"h", b"c"]))
+
+
+def test_content_with_version_true_or_a_byte_message_id_is_refused() -> None:
+    fields = [MID, ALICE, BOB, 1_700_000_000_000, "hi"]
+    assert TextContent.decode(pad(wire.encode([1, "text", *fields]))).message_id == MID
+    with raises_exactly(WireError):
+        TextContent.decode(pad(cbor2.dumps([True, "text", *fields], canonical=True)))
+    with raises_exactly(WireError):  # §6.1: the id is text, never its 16 bytes
+        TextContent.decode(pad(wire.encode([1, "text", bytes.fromhex(MID), *fields[1:]])))
