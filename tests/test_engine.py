@@ -21,7 +21,8 @@ from bridge.crypto import sealed, session
 from bridge.engine import Engine
 from bridge.engine import engine as engine_mod
 from bridge.protocol import prekeys as PK
-from bridge.protocol.content import TextContent
+from bridge.protocol import wire
+from bridge.protocol.content import TextContent, pad
 from bridge.protocol.ids import new_message_id
 from bridge.protocol.wire import WireError
 from bridge.relay.client import Envelope
@@ -269,6 +270,26 @@ def test_sender_claiming_another_wallet_is_rejected(tmp_path: Path, relay_url: s
     # A rejected envelope changes nothing but the failure log and the cursor.
     assert table(bob, "SELECT kind, id FROM prekeys ORDER BY kind, id") == prekeys_before
     assert bob.cursor() == cursor
+
+
+def test_a_later_content_type_shows_its_fallback_text_or_nothing(tmp_path: Path, relay_url: str) -> None:
+    """§10: a 1.0 bridge shows an unknown 1.x content type by its fallback text; with no fallback it
+    shows nothing, quarantines nothing, and the session goes on."""
+    alice = make_engine(tmp_path / "alice.db", relay_url)
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    remote = session.RemoteInstallation(bob.installation_id, bob.secrets.signing_pub, bob.secrets.identity_pub)
+    s = session.initiate(alice.local, remote, PK.Bundle.decode(alice.relay.claim(bob.installation_id)))
+    contents = [
+        TextContent(new_message_id(), alice.address, bob.address, now_ms(), "reacted 👍", "reaction").encode(),
+        pad(wire.encode([1, "typing", new_message_id(), alice.address, bob.address, now_ms(), "", True])),
+        TextContent(new_message_id(), alice.address, bob.address, now_ms(), "plain text").encode(),
+    ]
+    for content in contents:
+        s, msg = session.encrypt(s, content)
+        alice.relay.publish(bob.topic, sealed.seal(bob.secrets.identity_pub, bob.installation_id, alice.installation_id, alice.record, msg))
+    assert bob.sync() == 2
+    assert texts(bob, alice.address) == ["reacted 👍", "plain text"]
+    assert bob.quarantine_count() == 0
 
 
 # --- fan-out ----------------------------------------------------------------------------------

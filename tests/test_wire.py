@@ -63,3 +63,33 @@ def test_content_with_version_true_or_a_byte_message_id_is_refused() -> None:
         TextContent.decode(pad(cbor2.dumps([True, "text", *fields], canonical=True)))
     with raises_exactly(WireError):  # §6.1: the id is text, never its 16 bytes
         TextContent.decode(pad(wire.encode([1, "text", bytes.fromhex(MID), *fields[1:]])))
+
+
+def _content(kind: object, *rest: object, text: object = "fallback", mid: object = MID) -> bytes:
+    return pad(wire.encode([1, kind, mid, ALICE, BOB, 1_700_000_000_000, text, *rest]))
+
+
+def test_a_later_content_type_decodes_to_its_fallback_text() -> None:
+    c = TextContent.decode(_content("reaction", MID, "+", text="reacted + to a message"))
+    assert (c.content_type, c.known, c.text, c.message_id) == ("reaction", False, "reacted + to a message", MID)
+    assert TextContent.decode(_content("text", text="hi")).known
+    assert TextContent.decode(_content("text", "extra", text="hi")).text == "hi"  # later fields are ignored
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(pad(wire.encode([1, "reaction", MID, ALICE, BOB, 1])), id="fewer than the seven common fields"),
+        pytest.param(_content("Reaction"), id="type not lowercase"),
+        pytest.param(_content("a" * 65), id="type over 64 characters"),
+        pytest.param(_content(b"text"), id="type as bytes"),
+        pytest.param(_content("text", mid=MID.upper()), id="upper-case message id"),
+        pytest.param(_content("text", text=b"hi"), id="text as bytes"),
+        pytest.param(pad(wire.encode([1, "text", MID, ALICE[:-1], BOB, 1, "hi"])), id="sender of 41 characters"),
+        pytest.param(pad(wire.encode([1, "text", MID, ALICE, "1x" + BOB[2:], 1, "hi"])), id="recipient without 0x"),
+        pytest.param(pad(wire.encode([1, "text", MID, ALICE, BOB, -1, "hi"])), id="negative sent_at"),
+    ],
+)
+def test_malformed_content_is_refused(content: bytes) -> None:
+    with raises_exactly(WireError):
+        TextContent.decode(content)

@@ -671,6 +671,10 @@ class Engine:
         else:
             raise identity.InvalidStatement("message addressed to someone else")
         self._save_session(c, new_session)
+        if not content.known and not content.text:
+            # A later 1.x content type with no fallback text (e.g. a typing indicator): nothing to show.
+            log.info("content of unknown type %r without fallback text; nothing shown", content.content_type)
+            return None, used_prekeys
         ts = now_ms()
         sent_at, claimed = inbox.bounded_sent_at(content.sent_at, ts)  # the peer's clock is only a claim
         c.execute(
