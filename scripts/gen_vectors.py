@@ -443,9 +443,13 @@ def sealed_family() -> dict[str, Any]:
         dict(name="negative: truncated below enc+tag", input={**base, "payload": wire.encode([1, hp[:40]]).hex()}, expected=dict(error="DecryptError")),
         dict(name="negative: outer version 2", input={**base, "payload": wire.encode([2, hp]).hex()}, expected=dict(error="WireError")),
         dict(name="negative: not CBOR", input={**base, "payload": "ff00"}, expected=dict(error="WireError")),
-    ]
+    ] + sealed_real_vectors()
     return family("parley-sealed", f"ours: {GEN} (recorded once; HPKE ephemerals cannot be injected)",
-                  "Sealed sender open: recipient identity_priv + own_iid + payload -> sender_iid, sender_record, message.", v)
+                  "Sealed sender open: recipient identity_priv + own_iid + payload -> sender_iid, sender_record, message. "
+                  "Vectors with input.engine also go through Engine.process of the recipient (its keys and record in "
+                  "input.engine.recipient; prekey private keys [kind, id, private] in input.engine.prekeys; input.engine.session, "
+                  "a session saved before): expected.engine.stored is the message it keeps, expected.engine.quarantined the "
+                  "quarantine error (name 'engine-negative': the payload opens, the engine's binding checks refuse it).", v)
 
 
 def content_padding_family() -> dict[str, Any]:
@@ -1116,6 +1120,80 @@ def ratchet_limits_family() -> dict[str, Any]:
                   "the header || ciphertext bytes it produced; for deliver, plaintext or error (exact class), then the number of stored "
                   "skipped keys, of remembered old remote keys, and SHA-256 of the recipient's state bytes (after an error: the state "
                   "kept, which is the one before the step).", v)
+
+
+ANVIL2_KEY = bytes.fromhex("5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a")
+ANVIL2 = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+
+
+def sealed_real_vectors() -> list[dict[str, Any]]:
+    """Sealed payloads carrying a real identity record and a real session message (recorded: HPKE and
+    ML-KEM randomness). Engine-level vectors name what Engine.process does with them (§5.5, §6.3)."""
+    from bridge import identity
+    from bridge.protocol.content import TextContent
+
+    alice, bob, carol = _ident("alice"), _ident("bob"), _ident("carol")
+
+    def record(li: session.LocalIdentity, wallet: bytes, address: str, action: str = "authorize") -> bytes:
+        if action == "authorize":
+            st = identity.authorize_statement(address, li.installation_id, li.signing_pub, li.identity_pub, issued_at=T0, nonce="11" * 16)
+        else:
+            st = identity.revoke_statement(address, li.installation_id, issued_at=T0 + 60, nonce="22" * 16)
+        return identity.sign_statement(st, wallet).to_record()
+
+    rec_alice, rec_bob = record(alice, ANVIL0_KEY, ANVIL0), record(bob, ANVIL1_KEY, ANVIL1)
+    privs, bundle = _bob_prekeys(bob, True, PQ_OTPK)
+    sa = session.initiate(alice, _remote(bob), bundle, ephemeral_priv=seed("sealed/alice/ek"), ratchet_priv=seed("sealed/alice/ratchet0"))
+    c1 = TextContent(seed("sealed/mid1", 16).hex(), ANVIL0, ANVIL1, 1_795_716_000_000, "hello bob, sealed")
+    sa, m1 = session.encrypt(sa, c1.encode())
+    alice_session = sa.to_bytes()
+    c_else = TextContent(seed("sealed/mid2", 16).hex(), ANVIL0, ANVIL2, 1_795_716_000_500, "meant for someone else")
+    sa, m_else = session.encrypt(sa, c_else.encode())
+    sb, _ = session.accept(bob, _remote(alice), m1, spk_priv=bytes.fromhex(privs["spk_priv"]), otpk_priv=bytes.fromhex(privs["otpk_priv"]),
+                           pqpk_seed=bytes.fromhex(privs["pqpk_seed"]), ratchet_priv=seed("sealed/bob/ratchet1"))
+    c2 = TextContent(seed("sealed/mid3", 16).hex(), ANVIL1, ANVIL0, 1_795_716_001_000, "hello alice, a normal message")
+    sb, m2 = session.encrypt(sb, c2.encode())
+
+    def keys(li: session.LocalIdentity, wallet: bytes, address: str, rec: bytes) -> dict[str, Any]:
+        return dict(address=address, wallet_key=wallet.hex(), installation_id=li.installation_id, signing_priv=li.signing_priv.hex(),
+                    identity_priv=li.identity_priv.hex(), record=rec.hex())
+
+    bob_engine = dict(recipient=keys(bob, ANVIL1_KEY, ANVIL1, rec_bob),
+                      prekeys=[["x25519-spk", 1, privs["spk_priv"]], ["x25519-otpk", 17, privs["otpk_priv"]], [PQ_OTPK, 5, privs["pqpk_seed"]]])
+    v = []
+
+    def vec(name: str, to: str, sender_iid: str, rec: bytes, msg: bytes, engine: dict[str, Any], extra_in: dict[str, Any] | None = None) -> None:
+        li = bob if to == "bob" else alice
+        payload = sealed.seal(li.identity_pub, li.installation_id, sender_iid, rec, msg)
+        v.append(dict(name=name, input=dict(identity_priv=li.identity_priv.hex(), own_iid=li.installation_id, payload=payload.hex(),
+                                            engine=dict(bob_engine if to == "bob" else dict(recipient=keys(alice, ANVIL0_KEY, ANVIL0, rec_alice)),
+                                                        **(extra_in or {}))),
+                      expected=dict(sender_iid=sender_iid, sender_record=rec.hex(), message=msg.hex(), engine=engine)))
+
+    def stored(c: TextContent) -> dict[str, Any]:
+        return dict(stored=dict(id=c.message_id, sender=c.sender, recipient=c.recipient, text=c.text, sent_at=c.sent_at))
+
+    vec("open: real identity record and PreKey message; the engine stores the message", "bob", alice.installation_id, rec_alice, m1, stored(c1))
+    vec("open: real identity record and normal message (Bob's reply); Alice's engine stores it", "alice", bob.installation_id, rec_bob, m2,
+        stored(c2), dict(session=alice_session.hex()))
+    bad_sig = bytearray(rec_alice)
+    bad_sig[-2] ^= 1
+    for name, sender_iid, rec, msg, err in (
+        ("record names another installation than sender_iid (§6.3)", carol.installation_id, rec_alice, m1,
+         "InvalidStatement: sealed-sender statement does not authorize the sending installation"),
+        ("record is a revocation of sender_iid", alice.installation_id, record(alice, ANVIL0_KEY, ANVIL0, "revoke"), m1,
+         "InvalidStatement: sealed-sender statement does not authorize the sending installation"),
+        ("PreKey ik_A is not the identity key in the record (§5.5)", carol.installation_id, record(carol, ANVIL0_KEY, ANVIL0), m1,
+         "SessionError: PreKey message identity key is not the sender's"),
+        ("record is for another address than content.sender (§6.3)", alice.installation_id, record(alice, ANVIL2_KEY, ANVIL2), m1,
+         "InvalidStatement: content sender does not match the sealed-sender statement"),
+        ("record signature does not verify", alice.installation_id, bytes(bad_sig), m1,
+         "BadSignature: statement was not signed by its Address"),
+        ("content addressed to another wallet", alice.installation_id, rec_alice, m_else,
+         "InvalidStatement: message addressed to someone else"),
+    ):
+        vec(f"engine-negative: {name}", "bob", sender_iid, rec, msg, dict(quarantined=err))
+    return v
 
 
 FAMILIES = {
