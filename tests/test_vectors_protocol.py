@@ -32,7 +32,7 @@ from bridge.relay.server import create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 
 NEW_FILES = ["identity_negative.json", "identity_active_set.json", "parley_content.json", "parley_prekeys.json",
-             "parley_auth.json", "parley_ratchet_limits.json"]
+             "parley_auth.json", "parley_ratchet_limits.json", "relay_answers.json"]
 ANVIL0_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
 
 
@@ -407,3 +407,92 @@ def test_sealed_through_the_engine(vec: dict[str, Any], tmp_path: Path) -> None:
         assert eng.store.read("SELECT cursor FROM cursors")[0]["cursor"] == 7
     finally:
         eng.store.close()
+
+
+# --- §7 relay answers: replay a scripted session against a fresh relay --------------------------
+
+RELAY = load("relay_answers.json")
+VOLATILE_CHECKS = {
+    "<base64: 32 random bytes>": lambda v: isinstance(v, str) and len(base64.b64decode(v, validate=True)) == 32,
+    "<integer: unix seconds>": lambda v: type(v) is int and 1_700_000_000 <= v <= 1_900_000_000,
+    "<string: opaque bearer token>": lambda v: isinstance(v, str) and 16 <= len(v) <= 256,
+}
+
+
+def matches(want: Any, got: Any, where: str) -> None:
+    if isinstance(want, str) and want in VOLATILE_CHECKS:
+        assert VOLATILE_CHECKS[want](got), f"{where}: {got!r} is not {want}"
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), f"{where}: keys {got!r} != {list(want)}"
+        for k in want:
+            matches(want[k], got[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{where}: {got!r}"
+        for n, (w, g) in enumerate(zip(want, got)):
+            matches(w, g, f"{where}[{n}]")
+    else:
+        assert type(got) is type(want) and got == want, f"{where}: {got!r} != {want!r}"
+
+
+def _resolve(value: Any, answers: list[Any], insts: dict[str, Any]) -> Any:
+    import re
+
+    if isinstance(value, dict):
+        return {k: _resolve(x, answers, insts) for k, x in value.items()}
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: Any) -> str:
+        kind, k, *rest = m.group(1).split(":")
+        body = answers[int(k)]
+        if kind in ("challenge", "token"):
+            return str(body[kind])
+        inst = insts[rest[0]]
+        return base64.b64encode(P.ed25519_sign(h(inst["signing_priv"]),
+                                               auth_message(inst["installation_id"], base64.b64decode(body["challenge"])))).decode()
+    return re.sub(r"\$\{([^}]+)\}", sub, value)
+
+
+def test_relay_answers(tmp_path: Path) -> None:
+    from bridge.relay.server import RelaySettings
+
+    vec = RELAY["vectors"][0]
+    i, answers_want = vec["input"], vec["expected"]["answers"]
+    now = [float(i["clock_start"])]
+    lifted: dict[str, Any] = {}
+    for n in ("publish", "claim", "claim_target", "auth", "identity", "bucket"):
+        lifted[f"{n}_rate"], lifted[f"{n}_burst"] = 1e6, 10**6
+    storage = SQLiteStorage(str(tmp_path / "relay.db"))
+    client = create_app(storage, settings=RelaySettings(clock=lambda: now[0], verifier=None, **{**lifted, **i["settings"]})).test_client()
+    answers: list[Any] = []
+    try:
+        for n, (step, want) in enumerate(zip(i["steps"], answers_want, strict=True)):
+            if step["op"] == "advance_clock":
+                now[0] += step["seconds"]
+                answers.append(None)
+                assert want is None
+                continue
+            body = _resolve(step["body"], answers, i["installations"])
+            data = step["raw"] if step["raw"] is not None else (None if body is None else json.dumps(body))
+            kw: dict[str, Any] = {"headers": _resolve(step["headers"], answers, i["installations"])}
+            if data is not None:
+                kw.update(data=data, content_type=step["content_type"])
+            r = client.open(step["path"], method=step["method"], **kw)
+            got = r.get_json(silent=True)
+            answers.append(got)
+            where = f"step {n} ({step['why']})"
+            assert r.status_code == want["status"], f"{where}: {r.status_code} {got}"
+            assert r.content_type.startswith("application/json"), where
+            matches(want["body"], got, where)
+    finally:
+        storage.close()
+
+
+def test_relay_answers_cover_the_error_table() -> None:
+    """Every §7 error code a standalone relay can be made to give in a script appears in the replay."""
+    codes = {a["body"]["error"]["code"] for a in RELAY["vectors"][0]["expected"]["answers"] if a and "error" in a["body"]}
+    provokable = {"bad_json", "bad_request", "bad_base64", "bad_cbor", "bad_address", "bad_topic", "bad_signature", "invalid_statement",
+                  "unknown_installation", "unauthorized", "challenge_expired", "not_found", "bad_prefix", "bucket_too_large", "no_prekeys",
+                  "method_not_allowed", "stale_upload", "installation_bound", "log_full", "bad_content_type", "too_large", "rate_limited",
+                  "target_rate_limited", "inbox_full"}
+    assert codes == provokable
