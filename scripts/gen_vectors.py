@@ -611,7 +611,7 @@ def identity_negative_family() -> dict[str, Any]:
             b[64] = v
         return bytes(b)
 
-    sp2, ip2, iid2 = _inst("identity/other")
+    iid2 = _inst("identity/other")[2]
     other_id_auth = line(auth, "Installation ID: ", f"Installation ID: {iid2}")
     swapped = line(line(auth, "Signing Key: ", f"Signing Key: ed25519:{ip.hex()}"), "Identity Key: ", f"Identity Key: x25519:{sp.hex()}")
     rev_with_keys = rev.replace("Issued At:", f"Signing Key: ed25519:{sp.hex()}\nIdentity Key: x25519:{ip.hex()}\nIssued At:")
@@ -911,7 +911,7 @@ def _prekey_keys() -> dict[str, Any]:
 
 
 def prekeys_family() -> dict[str, Any]:
-    from bridge.protocol.prekeys import OTPK, PrekeyUpload
+    from bridge.protocol.prekeys import OTPK
 
     k = _prekey_keys()
     sk = k["signing_priv"]
@@ -929,9 +929,9 @@ def prekeys_family() -> dict[str, Any]:
         sig = P.ed25519_sign(sk, tbs(kind, pid, pub))
         return sig, b"\x84" + _ctext(kind) + _cbor_head(0, pid) + _cbor_head(2, len(pub)) + pub + _cbor_head(2, 64) + sig
 
-    spk_sig, spk_w = signed(SPK, 1, spk_pub)
-    pq0_sig, pq0_w = signed(PQ_OTPK, 100, pq_pubs[0])
-    lr_sig, lr_w = signed(PQ_LRPK, 7, pq_pubs[1])
+    spk_w = signed(SPK, 1, spk_pub)[1]
+    pq0_w = signed(PQ_OTPK, 100, pq_pubs[0])[1]
+    lr_w = signed(PQ_LRPK, 7, pq_pubs[1])[1]
     otpk_ws = [b"\x83" + _ctext(OTPK) + _cbor_head(0, 10 + i) + _cbor_head(2, 32) + P.x25519_public(p) for i, p in enumerate(otpk_privs)]
 
     def arr(items: list[bytes]) -> bytes:
@@ -954,7 +954,6 @@ def prekeys_family() -> dict[str, Any]:
     def resign(b: bytes) -> bytes:
         return b"\x83\x01" + _cbor_head(2, len(b)) + b + _cbor_head(2, 64) + P.ed25519_sign(sk, b)
 
-    flip = lambda x, i: x[:i] + bytes([x[i] ^ 1]) + x[i + 1:]  # noqa: E731
     forged_pq = pq0_w[:-1] + bytes([pq0_w[-1] ^ 1])
     body_forged = body.replace(pq0_w, forged_pq)
     other_iid = _inst("prekeys/other")[2]
@@ -1235,13 +1234,9 @@ def relay_resolve(value: Any, answers: list[Any], insts: dict[str, Any]) -> Any:
 
 
 def relay_answers_family() -> dict[str, Any]:
-    import tempfile
-
     from bridge import identity
     from bridge.protocol.ids import address_bucket, inbox_topic
-    from bridge.protocol.prekeys import OTPK, PrekeyUpload
-    from bridge.relay.server import RelaySettings, create_app
-    from bridge.relay.sqlite_store import SQLiteStorage
+    from bridge.protocol.prekeys import PrekeyUpload
 
     insts = {}
     for label in ("inst1", "inst2", "inst3", "inst4"):

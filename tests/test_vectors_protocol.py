@@ -225,7 +225,7 @@ def test_prekeys(vec: dict[str, Any]) -> None:
         return
     if "upload" in i:
         def run() -> PrekeyUpload:
-            upload, body, sig = PrekeyUpload.parse_signed(h(i["upload"]))
+            upload, _body, sig = PrekeyUpload.parse_signed(h(i["upload"]))
             upload.verify_all(spub, sig)
             return upload
         if e.get("error"):
@@ -247,7 +247,7 @@ def test_prekeys(vec: dict[str, Any]) -> None:
     P.ed25519_verify(spub, up.pq_otpks[0].sig, h(e["pq_otpk_signed"]))
     assert up.body().hex() == e["body"]
     assert up.sign(h(i["signing_priv"])).hex() == e["upload"]
-    parsed, body, sig = PrekeyUpload.parse_signed(h(e["upload"]))
+    parsed, _body, sig = PrekeyUpload.parse_signed(h(e["upload"]))
     assert parsed == up and sig.hex() == e["upload_signature"]
     parsed.verify_all(spub, sig)
     for key, otpk, pq in (("bundle_with_one_time_keys", up.otpks[0], up.pq_otpks[0]), ("bundle_last_resort", None, up.pq_lrpk)):
