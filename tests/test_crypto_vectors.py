@@ -358,6 +358,8 @@ TAMPER = {
         "error", "DecryptError")),
     "sealed: opened message": ("parley_sealed.json", lambda d: _vec(d, "open")["expected"].__setitem__(
         "message", _flip_hex(_vec(d, "open")["expected"]["message"]))),
+    "sealed: the engine's quarantine reason": ("parley_sealed.json", lambda d: _vec(d, "engine-negative: record names another")["expected"].__setitem__(
+        "engine", {"quarantined": "InvalidStatement: something else"})),
     "sealed: error loosened to the base class": ("parley_sealed.json", lambda d: _vec(d, "negative: AEAD tag")["expected"].__setitem__(
         "error", "CryptoError")),
 }
