@@ -311,10 +311,24 @@ def run_check(*extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_gen_vectors_check_covers_every_family() -> None:
+    """--check re-derives or verifies every file in tests/vectors (not only the crypto ones), and names
+    the families it can check in the decrypt direction only, with the reason."""
     result = run_check()
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in CRYPTO_FILES:
+    files = sorted(p.name for p in (ROOT / "tests" / "vectors").glob("*.json"))
+    assert set(CRYPTO_FILES) <= set(files)
+    for name in files:
         assert f"checked {name}" in result.stdout, result.stdout
+    for name, why in (("parley_pqxdh.json", "ML-KEM"), ("parley_session.json", "ML-KEM"), ("parley_sealed.json", "HPKE")):
+        assert any(line.strip().startswith(f"{name}: ") and why in line for line in result.stdout.splitlines()), result.stdout
+
+
+def test_gen_vectors_check_refuses_a_file_no_family_covers(tmp_path: Path) -> None:
+    copy = tmp_path / "vectors"
+    shutil.copytree(ROOT / "tests" / "vectors", copy)
+    (copy / "stray.json").write_text('{"source": "x", "vectors": [{"name": "y"}]}\n')
+    result = run_check("--vectors", str(copy))
+    assert result.returncode == 1 and "DIFFERS: stray.json" in result.stdout, result.stdout
 
 
 def _flip_hex(value: str) -> str:
@@ -344,6 +358,8 @@ TAMPER = {
         "error", "DecryptError")),
     "sealed: opened message": ("parley_sealed.json", lambda d: _vec(d, "open")["expected"].__setitem__(
         "message", _flip_hex(_vec(d, "open")["expected"]["message"]))),
+    "sealed: the engine's quarantine reason": ("parley_sealed.json", lambda d: _vec(d, "engine-negative: record names another")["expected"].__setitem__(
+        "engine", {"quarantined": "InvalidStatement: something else"})),
     "sealed: error loosened to the base class": ("parley_sealed.json", lambda d: _vec(d, "negative: AEAD tag")["expected"].__setitem__(
         "error", "CryptoError")),
 }

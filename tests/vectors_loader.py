@@ -51,6 +51,7 @@ def error_class(name: str) -> type[BaseException]:
     """Map an ``"error"`` name in a vector to the exception class it denotes."""
     from bridge.crypto import DuplicateMessage, SessionError, TooManySkipped
     from bridge.crypto.primitives import CryptoError, DecryptError, InvalidSignature
+    from bridge.identity import BadSignature, IdentityError, InvalidStatement
     from bridge.protocol.wire import WireError
 
     table: dict[str, type[BaseException]] = {
@@ -61,5 +62,8 @@ def error_class(name: str) -> type[BaseException]:
         "DuplicateMessage": DuplicateMessage,
         "TooManySkipped": TooManySkipped,
         "WireError": WireError,
+        "IdentityError": IdentityError,
+        "InvalidStatement": InvalidStatement,
+        "BadSignature": BadSignature,
     }
     return table[name]
