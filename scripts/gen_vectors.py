@@ -870,19 +870,33 @@ def content_family() -> dict[str, Any]:
     for name, sender in lax:
         content = _content_by_hand(mid, sender, b, 1, "hi")
         v.append(dict(name=f"lax: {name}", input=dict(padded=_by_hand_pad(content).hex()), expected=dict(decodes=True, sender=sender)))
+    # §10: a later 1.x content type decodes to its fallback text; extra fields after the seven are ignored
+    later = [
+        ("a later type 'file' with its own field: shown by its fallback text", "file",
+         b"\x88" + _content_by_hand(mid, a, b, 1, "a file", tag="file")[1:] + b"\x43abc"),
+        ("a later type 'typing' with an empty fallback: decodes, nothing to show", "typing",
+         b"\x88" + _content_by_hand(mid, a, b, 1, "", tag="typing")[1:] + b"\xf5"),
+        ("a 'text' content with an eighth item: the item is ignored", "text",
+         b"\x88" + _content_by_hand(mid, a, b, 1, "hi")[1:] + b"\x00"),
+    ]
+    for name, kind, content in later:
+        text = {"file": "a file", "typing": ""}.get(kind, "hi")
+        v.append(dict(name=f"later: {name}", input=dict(padded=_by_hand_pad(content).hex()),
+                      expected=dict(decodes=True, sender=a, content_type=kind, text=text)))
     negs: list[tuple[str, bytes]] = [
         ("message_id as a 16-byte byte string", _content_by_hand(bytes.fromhex(mid), a, b, 1, "hi")),
         ("message_id in upper-case hex", _content_by_hand(mid.upper(), a, b, 1, "hi")),
         ("message_id of 31 hex digits", _content_by_hand(mid[:31], a, b, 1, "hi")),
         ("message_id of 33 hex digits", _content_by_hand(mid + "0", a, b, 1, "hi")),
         ("message_id with a 0x prefix", _content_by_hand("0x" + mid[2:], a, b, 1, "hi")),
-        ("unknown type tag 'file'", _content_by_hand(mid, a, b, 1, "hi", tag="file")),
+        ("type tag not lower case ('File')", _content_by_hand(mid, a, b, 1, "hi", tag="File")),
+        ("type tag of 65 characters", _content_by_hand(mid, a, b, 1, "hi", tag="a" * 65)),
+        ("6 items (no text)", b"\x86" + _content_by_hand(mid, a, b, 1, "hi")[1:-3]),
         ("sender without 0x", _content_by_hand(mid, a[2:] + "00", b, 1, "hi")),
         ("sender of 41 characters", _content_by_hand(mid, a[:41], b, 1, "hi")),
         ("recipient as a byte string", _content_by_hand(mid, a, bytes.fromhex(b[2:]), 1, "hi")),
         ("recipient 0X prefix", _content_by_hand(mid, a, "0X" + b[2:], 1, "hi")),
         ("version 2", b"\x87\x02" + _content_by_hand(mid, a, b, 1, "hi")[2:]),
-        ("8 items", b"\x88" + _content_by_hand(mid, a, b, 1, "hi")[1:] + b"\x00"),
         ("sent_at negative", _content_by_hand(mid, a, b, 0, "hi")[:-4] + b"\x20" + _ctext("hi")),
         ("sent_at a float", _content_by_hand(mid, a, b, 0, "hi")[:-4] + b"\xf9\x3c\x00" + _ctext("hi")),
         ("sent_at true", _content_by_hand(mid, a, b, 0, "hi")[:-4] + b"\xf5" + _ctext("hi")),
@@ -900,7 +914,8 @@ def content_family() -> dict[str, Any]:
                   "sent_at (uint ms, <= 2^63-1), text (<= 65536 UTF-8 bytes)], padded. Positive vectors: TextContent(...).encode() "
                   "gives expected.padded and decode() inverts it. input.content_compact = {prefix, fill, count} stands for the "
                   "content prefix || fill*count, padded by the rule. Negative vectors: TextContent.decode(input.padded) raises "
-                  "WireError. 'lax' vectors decode: the content layer accepts them and a later layer decides.", v)
+                  "WireError. 'lax' vectors decode: the content layer accepts them and a later layer decides. 'later' vectors "
+                  "(PROTOCOL.md 10.2) decode to expected.content_type and expected.text (the fallback text).", v)
 
 
 def _prekey_keys() -> dict[str, Any]:
