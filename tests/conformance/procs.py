@@ -99,6 +99,7 @@ def start_relay(db: Path, publish_rate: float = 1000.0) -> tuple[Proc, str]:
     return proc, proc.expect(r"relay listening on (http://\S+)").group(1)
 
 
-def start_bridge(home: Path, relay: str) -> tuple[Proc, str]:
-    proc = Proc(["run", "--port", "0", "--relay", relay], home=home)
+def start_bridge(home: Path, relay: str | None) -> tuple[Proc, str]:
+    """`parley run` on a free port; relay None: the relay embedded in the bridge, on the same port."""
+    proc = Proc(["run", "--port", "0", *(["--relay", relay] if relay else [])], home=home)
     return proc, proc.expect(r"listening on (http://\S+)").group(1)

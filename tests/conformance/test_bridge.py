@@ -222,3 +222,24 @@ def test_revoked_installation_is_refused_by_relay_and_bridge(chat: Chat) -> None
     other.wait_shown("from another wallet")
     assert "sent after my revocation" not in chat.texts()
     assert chat.quarantined() == before + 1
+
+
+def test_embedded_relay_refuses_foreign_host_and_origin(tmp_path: Path) -> None:
+    """§7 General: the relay inside `parley run` (no relay configured) answers 403 bad_host and
+    403 forbidden_origin, in the §7 error shape, and still serves loopback callers."""
+    home = tmp_path / "home"
+    parley(home, "init")
+    proc, url = start_bridge(home, None)
+    r = Relay(url)
+    try:
+        assert r.health().body == {"ok": True, "version": 1}
+        for headers, code in (({"Host": "evil.example"}, "bad_host"), ({"Origin": "https://evil.example"}, "forbidden_origin"),
+                              ({"Origin": "null"}, "forbidden_origin")):
+            a = r.call("GET", "/v1/health", headers=headers)
+            assert (a.status, a.code) == (403, code), (headers, a)
+            assert set(a.body["error"]) == {"code", "message"}
+        port = url.rsplit(":", 1)[1]
+        assert r.call("GET", "/v1/health", headers={"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}).status == 200
+    finally:
+        r.close()
+        proc.stop()
