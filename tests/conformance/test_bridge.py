@@ -136,12 +136,14 @@ def test_prekey_message_is_shown_and_the_reply_opens_both_ways(chat: Chat) -> No
 
 def test_out_of_order_and_replayed_envelopes_are_shown_once(chat: Chat) -> None:
     envelopes = [chat.envelope(f"ooo {i}") for i in range(3)]
+    before = chat.quarantined()
     for e in reversed(envelopes):
         chat.publish(e)
     chat.publish(envelopes[1])  # a replay: same bytes again
     chat.publish(chat.envelope("ooo marker"))
     texts = chat.wait_shown("ooo marker")
     assert [t for t in texts if t.startswith("ooo")] == ["ooo 2", "ooo 1", "ooo 0", "ooo marker"]  # arrival order (§6.4)
+    assert chat.quarantined() == before  # a redelivery is dropped silently (§6.3), not quarantined
 
 
 def _content_with_bytes_id(chat: Chat) -> bytes:
