@@ -1,0 +1,173 @@
+"""A thin client of the relay API (PROTOCOL.md §7): HTTP with requests, subscriptions with
+websocket-client. Answers are returned as (status, json) so tests can check errors exactly."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+import websocket
+
+from . import spec as S
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    content_type: str
+
+    @property
+    def code(self) -> str | None:
+        return self.body["error"]["code"] if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict) else None
+
+
+class Relay:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.http = requests.Session()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, token: str | None = None,
+             content_type: str | None = "application/json", headers: dict[str, str] | None = None) -> Answer:
+        h = dict(headers or {})
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None and content_type is not None:
+            h["Content-Type"] = content_type
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        r = self.http.request(method, self.url + path, data=data, headers=h, timeout=30)
+        try:
+            parsed = r.json()
+        except ValueError:
+            parsed = r.text
+        return Answer(r.status_code, parsed, r.headers.get("Content-Type", ""))
+
+    # endpoints (§7 table)
+    def health(self) -> Answer:
+        return self.call("GET", "/v1/health")
+
+    def publish_identity(self, address: str, record: bytes, token: str | None = None) -> Answer:
+        return self.call("POST", f"/v1/identity/{address}", {"record": b64(record)}, token=token)
+
+    def identity(self, address: str) -> Answer:
+        return self.call("GET", f"/v1/identity/{address}")
+
+    def bucket(self, prefix: str) -> Answer:
+        return self.call("GET", f"/v1/identity-bucket/{prefix}")
+
+    def upload_prekeys(self, iid: str, upload: bytes) -> Answer:
+        return self.call("PUT", f"/v1/prekeys/{iid}", {"upload": b64(upload)})
+
+    def claim(self, iid: str) -> Answer:
+        return self.call("POST", f"/v1/prekeys/{iid}/claim")
+
+    def count(self, iid: str) -> Answer:
+        return self.call("GET", f"/v1/prekeys/{iid}/count")
+
+    def challenge(self, iid: str) -> Answer:
+        return self.call("POST", "/v1/auth/challenge", {"installation_id": iid})
+
+    def token_request(self, iid: str, challenge: bytes, signature: bytes) -> Answer:
+        return self.call("POST", "/v1/auth/token", {"installation_id": iid, "challenge": b64(challenge), "signature": b64(signature)})
+
+    def publish(self, topic: str, payload: bytes) -> Answer:
+        return self.call("POST", "/v1/envelopes", {"topic": topic, "payload": b64(payload)})
+
+    def envelopes(self, topic: str, token: str | None, after: int = 0, limit: int = 100) -> Answer:
+        return self.call("GET", f"/v1/envelopes/{topic}?after={after}&limit={limit}", token=token)
+
+    # flows
+    def login(self, me: S.Installation) -> str:
+        """§7 Authentication: challenge -> signed [1, "parley-auth", iid, challenge] -> token."""
+        a = self.challenge(me.iid)
+        assert a.status == 200, a
+        ch = unb64(a.body["challenge"])
+        t = self.token_request(me.iid, ch, S.ed_sign(me.signing_priv, S.enc([1, "parley-auth", me.iid, ch])))
+        assert t.status == 200, t
+        return str(t.body["token"])
+
+    def subscribe(self, token: str, topic: str, after: int = 0) -> websocket.WebSocket:
+        ws = websocket.create_connection(self.url.replace("http", "ws", 1) + "/v1/subscribe", timeout=10)
+        ws.send(json.dumps({"token": token, "topic": topic, "after": after}))
+        return ws
+
+
+def ws_next(ws: websocket.WebSocket, timeout: float = 10.0) -> dict[str, Any]:
+    ws.settimeout(timeout)
+    return dict(json.loads(ws.recv()))
+
+
+@dataclass
+class Client:
+    """One wallet with one installation, registered the way §3/§4 say."""
+
+    wallet_key: bytes
+    me: S.Installation
+    record: bytes = b""
+    text: str = ""
+    keys: S.PrivatePrekeys = field(default_factory=S.PrivatePrekeys)
+    next_id: int = 1
+
+    @staticmethod
+    def new() -> Client:
+        return Client(os.urandom(31).rjust(32, b"\x01"), S.Installation.generate())
+
+    @property
+    def address(self) -> str:
+        return S.wallet_address(self.wallet_key)
+
+    @property
+    def iid(self) -> str:
+        return self.me.iid
+
+    @property
+    def topic(self) -> str:
+        return S.inbox_topic(self.iid)
+
+    def statement(self, action: str = "authorize", iid: str | None = None, issued_at: int | None = None) -> tuple[str, bytes]:
+        keys = (self.me.signing_pub, self.me.identity_pub) if action == "authorize" else (None, None)
+        text = S.statement_text(action, self.address, 1, iid or self.iid, issued_at or int(time.time()), os.urandom(16), *keys)
+        return text, S.record(text, S.wallet_sign(self.wallet_key, text))
+
+    def register(self, relay: Relay) -> Answer:
+        self.text, self.record = self.statement()
+        return relay.publish_identity(self.address, self.record)
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def prekey_upload(self, otpks: int = 3, pq_otpks: int = 2, issued_at: int | None = None) -> bytes:
+        """A signed upload (§4) with a fresh signed prekey, last-resort key and one-time keys; privates kept."""
+        sk = self.me.signing_priv
+        spk_priv, sid = S.random_x25519(), self._id()
+        self.keys.spk[sid] = spk_priv
+        spk = S.signed_prekey(sk, S.SPK, sid, S.x25519_public(spk_priv))
+        ots = []
+        for _ in range(otpks):
+            priv, kid = S.random_x25519(), self._id()
+            self.keys.otpk[kid] = priv
+            ots.append([S.OTPK, kid, S.x25519_public(priv)])
+        pqs = []
+        for kind, n in ((S.PQ_OTPK, pq_otpks), (S.PQ_LRPK, 1)):
+            for _ in range(n):
+                seed, kid = os.urandom(64), self._id()
+                self.keys.pq[(kind, kid)] = seed
+                pqs.append(S.signed_prekey(sk, kind, kid, S.mlkem_public(seed)))
+        return S.prekey_upload(sk, self.iid, issued_at or int(time.time()), spk, ots[:], pqs[:-1], pqs[-1])
