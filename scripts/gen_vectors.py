@@ -322,7 +322,9 @@ def pqxdh_family() -> dict[str, Any]:
         assert sid == s.sid and ad == s.ad
         v.append(dict(name=f"respond: {'with' if with_otpk else 'without'} one-time prekey, {kind}",
                       input=dict(alice=dict(installation_id=alice.installation_id, signing_pub=alice.signing_pub.hex(), identity_pub=alice.identity_pub.hex()),
-                                 bob=_keys(bob), **privs, bob_ratchet_priv=seed("bob/ratchet1").hex(), message=msg.hex()),
+                                 bob=_keys(bob), **privs, bob_ratchet_priv=seed("bob/ratchet1").hex(), message=msg.hex(),
+                                 prekey_ids=dict(spk_id=bundle.spk.id, otpk_id=bundle.otpk.id if bundle.otpk else None,
+                                                 pqpk_kind=bundle.pqpk.kind, pqpk_id=bundle.pqpk.id)),
                       expected=dict(sk=sk.hex(), ad=ad.hex(), sid=sid.hex(), ephemeral_pub=info.ephemeral_pub.hex(), plaintext=pt.hex())))
         if with_otpk:
             first_msg, first_in = msg, v[-1]["input"]
@@ -365,7 +367,8 @@ def pqxdh_family() -> dict[str, Any]:
                   expected=dict(error="SessionError")))
     return family("parley-pqxdh", f"ours: {GEN} (recorded once; ML-KEM encapsulation randomness cannot be injected)",
                   "PQXDH responder: Bob's keys and private prekeys + Alice's PreKey message -> SK, AD, sid and the first "
-                  "plaintext (accept with bob_ratchet_priv injected). Vectors with 'bundle' run initiate() and must fail.", v)
+                  "plaintext (accept with bob_ratchet_priv injected). input.prekey_ids are the ids Bob's private prekeys are stored "
+                  "under, which the message names. Vectors with 'bundle' run initiate() and must fail.", v)
 
 
 def session_family() -> dict[str, Any]:

@@ -193,6 +193,8 @@ def test_pqxdh_responder(vec: dict[str, Any]) -> None:
         return
     info = session.peek(h(i["message"]))
     assert info.is_prekey and info.sid.hex() == e["sid"] and info.identity_pub.hex() == i["alice"]["identity_pub"]
+    ids = i["prekey_ids"]  # the ids Bob stored his private prekeys under, as the message names them
+    assert (info.spk_id, info.otpk_id, info.pqpk_kind, info.pqpk_id) == (ids["spk_id"], ids["otpk_id"], ids["pqpk_kind"], ids["pqpk_id"])
     # SK: the PQXDH layer alone
     from bridge.crypto import pqxdh
     parsed = session._parse(h(i["message"]))
