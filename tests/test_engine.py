@@ -574,7 +574,7 @@ def test_message_failing_again_and_again_is_marked_failed(pair: tuple[Engine, En
     mid = alice.queue(bob.address, "doomed")["id"]
     monkeypatch.setattr(engine_mod.outbox, "MAX_ATTEMPTS", 3)
 
-    def broken(*_: Any) -> None:
+    def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("a bug reached by this message")
 
     monkeypatch.setattr(alice, "_prepare", broken)

@@ -55,7 +55,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     state           TEXT NOT NULL CHECK (state IN ('pending', 'prepared', 'done', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
-    last_error      TEXT
+    last_error      TEXT,
+    lease_owner     TEXT,                    -- the caller delivering it now (bridge/engine/engine.py _deliver)
+    lease_until     INTEGER NOT NULL DEFAULT 0  -- ms; after this another caller may take the message over
 );
 CREATE TABLE IF NOT EXISTS outbox_envelopes (
     message_id      TEXT NOT NULL REFERENCES outbox(message_id),
@@ -170,6 +172,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
     # Prekey rotation (issue 8): when a signed or last-resort prekey was replaced, or a one-time
     # prekey handed out. Before, nothing set `uploaded`; one-time keys were uploaded right after
     # being made. Same transaction: the column never exists without the update.
+    # Issue 9: one caller delivers a message at a time, across processes too (a lease on the outbox row).
+    if "lease_owner" not in _columns(conn, "outbox"):
+        conn.execute("ALTER TABLE outbox ADD COLUMN lease_owner TEXT")
+        conn.execute("ALTER TABLE outbox ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0")
     if "retired_at" not in _columns(conn, "prekeys"):
         conn.execute("ALTER TABLE prekeys ADD COLUMN retired_at INTEGER")
         conn.execute("UPDATE prekeys SET uploaded = 1 WHERE kind IN ('x25519-otpk', 'mlkem768-otpk')")
