@@ -24,7 +24,7 @@ from bridge.protocol import prekeys as PK
 from bridge.protocol.content import TextContent
 from bridge.protocol.ids import new_message_id
 from bridge.protocol.wire import WireError
-from bridge.relay.client import Envelope
+from bridge.relay.client import Envelope, RelayClient
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
@@ -135,6 +135,152 @@ def test_a_queue_is_delivered_in_the_order_it_was_written(pair: tuple[Engine, En
     assert bob.sync() == 4
     assert [r[0] for r in table(bob, "SELECT id FROM messages ORDER BY seq")] == written
     assert [m["id"] for m in bob.messages(alice.address)] == written
+
+
+# --- one delivery of a message at a time (issue 9) ----------------------------------------------
+
+
+class PublishGate:
+    """Holds every ``RelayClient.publish`` at the door until a second caller is inside too (the race
+    made certain) or :meth:`open` is called; counts the publishes that then went to the relay, by topic."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.cond = threading.Condition()
+        self.inside = 0
+        self.opened = False
+        self.published: list[str] = []
+        original = RelayClient.publish
+
+        def publish(client: RelayClient, topic: str, payload: bytes) -> int:
+            with self.cond:
+                self.inside += 1
+                self.cond.notify_all()
+                if not self.cond.wait_for(lambda: self.opened or self.inside >= 2, timeout=30):
+                    raise AssertionError("the publish gate was never opened")
+            cursor = original(client, topic, payload)
+            with self.cond:
+                self.published.append(topic)
+            return cursor
+
+        monkeypatch.setattr(RelayClient, "publish", publish)
+
+    def wait_inside(self, n: int) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.inside >= n, timeout=30)
+
+    def open(self) -> None:
+        with self.cond:
+            self.opened = True
+            self.cond.notify_all()
+
+
+@pytest.mark.parametrize("flusher", ["same-engine", "other-process"])
+def test_a_send_racing_the_outbox_flush_publishes_each_envelope_once(
+    pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch, flusher: str
+) -> None:
+    """Issue 9: `parley send` through the daemon (control endpoint: Engine.send) while the daemon's
+    outbox loop flushes (Engine.flush_outbox) published the same envelope twice. The send is held
+    inside its publish; the flush then runs on the same engine (another thread) or on another Engine
+    over the same store (another process: the CLI without the daemon). It must leave the message to
+    the caller delivering it; the gate lets the send go once the flush is inside a publish as well
+    (the bug) or has returned."""
+    alice, bob = pair
+    other = alice
+    if flusher == "other-process":
+        ident = {"address": alice.address, "installation_id": alice.installation_id, "record": alice.record.hex()}
+        other = track(Engine(Store(alice.store.path), alice.secrets, ident, alice.relay_url))
+    gate = PublishGate(monkeypatch)
+    sent: dict[str, Any] = {}
+    flushed: dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: sent.update(result=alice.send(bob.address, "exactly once")))
+    sender.start()
+    assert gate.wait_inside(1)  # the send is publishing its envelope
+    flush = threading.Thread(target=lambda: flushed.update(errors=other.flush_outbox()))
+    flush.start()
+    assert wait_until(lambda: gate.inside >= 2 or not flush.is_alive(), timeout=30)
+    gate.open()
+    sender.join(30)
+    flush.join(30)
+    assert not sender.is_alive() and not flush.is_alive()
+    result = sent["result"]
+    assert result.delivered and result.error is None
+    mid = result.message["id"]
+    assert gate.published == [bob.topic]  # one publish per (message, installation)
+    envelopes = inbox(bob)
+    assert len(envelopes) == 1
+    assert table(alice, f"SELECT installation_id, cursor FROM outbox_envelopes WHERE message_id = '{mid}'") == [
+        (bob.installation_id, envelopes[0].cursor)
+    ]
+    assert "being delivered" in flushed["errors"][mid]  # the flush left it alone, and said why
+    assert alice.messages(bob.address)[0]["state"] == "sent" and alice.pending_count() == 0
+    assert bob.sync() == 1 and texts(bob, alice.address) == ["exactly once"]
+
+
+class WatchedLock:
+    """A conversation lock that counts the threads blocked on it (Engine uses acquire and release only)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = 0
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if self.lock.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        self.waiting += 1
+        return self.lock.acquire()
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def test_a_send_arriving_while_the_flush_publishes_its_message_waits_and_reports_it_sent(
+    pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: the daemon's flush picks the message up between the send queueing it and
+    flushing. The send must not publish it again, and must not answer "queued" either: it waits for
+    the flush and reports the message sent."""
+    alice, bob = pair
+    watched = WatchedLock()
+    alice._conversations[bob.address] = watched  # type: ignore[assignment]
+    gate = PublishGate(monkeypatch)
+    sent: dict[str, Any] = {}
+    flushed: dict[str, Any] = {}
+    flush = threading.Thread(target=lambda: flushed.update(errors=alice.flush_outbox()))
+
+    def on_queued(event: str, payload: dict[str, Any]) -> None:
+        if event == "message.new" and payload["state"] == "queued" and threading.current_thread() is sender:
+            flush.start()
+            assert gate.wait_inside(1)  # the flush is publishing it; now the send goes on to flush
+
+    alice.listeners.append(on_queued)
+    sender = threading.Thread(target=lambda: sent.update(result=alice.send(bob.address, "sent by the flush")))
+    sender.start()
+    assert wait_until(lambda: gate.inside >= 2 or watched.waiting >= 1 or not sender.is_alive(), timeout=30)
+    gate.open()
+    sender.join(30)
+    flush.join(30)
+    assert not sender.is_alive() and not flush.is_alive()
+    result = sent["result"]
+    assert gate.published == [bob.topic]
+    assert result.delivered and result.error is None and result.message["state"] == "sent"
+    assert flushed["errors"] == {}
+    assert len(inbox(bob)) == 1 and bob.sync() == 1
+
+
+def test_a_lease_left_by_a_dead_process_holds_the_message_until_it_runs_out(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    mid = alice.queue(bob.address, "after the lease")["id"]
+    with alice.store.write() as c:  # a process died while delivering it
+        c.execute("UPDATE outbox SET lease_owner = 'dead', lease_until = ? WHERE message_id = ?", (now_ms() + 60_000, mid))
+    assert alice.flush_outbox() == {mid: "being delivered by another process"}
+    assert inbox(bob) == [] and table(alice, "SELECT state, attempts FROM outbox") == [("pending", 0)]
+    with alice.store.write() as c:  # its lease ran out
+        c.execute("UPDATE outbox SET lease_until = ? WHERE message_id = ?", (now_ms() - 1, mid))
+    assert alice.flush_outbox() == {}
+    assert table(alice, "SELECT state, lease_owner FROM outbox") == [("done", None)]
+    assert bob.sync() == 1 and texts(bob, alice.address) == ["after the lease"]
 
 
 # --- receiving: atomicity, replay, tampering --------------------------------------------------
