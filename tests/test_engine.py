@@ -7,6 +7,7 @@ werkzeug on 127.0.0.1:0 in a thread).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -22,9 +23,9 @@ from bridge.engine import Engine
 from bridge.engine import engine as engine_mod
 from bridge.protocol import prekeys as PK
 from bridge.protocol.content import TextContent
-from bridge.protocol.ids import new_message_id
+from bridge.protocol.ids import address_bucket, new_message_id
 from bridge.protocol.wire import WireError
-from bridge.relay.client import Envelope, RelayClient
+from bridge.relay.client import Envelope, Published, RelayClient
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
@@ -149,20 +150,20 @@ class PublishGate:
         self.inside = 0
         self.opened = False
         self.published: list[str] = []
-        original = RelayClient.publish
+        original = RelayClient.publish_envelope
 
-        def publish(client: RelayClient, topic: str, payload: bytes) -> int:
+        def publish(client: RelayClient, topic: str, payload: bytes) -> Published:
             with self.cond:
                 self.inside += 1
                 self.cond.notify_all()
                 if not self.cond.wait_for(lambda: self.opened or self.inside >= 2, timeout=30):
                     raise AssertionError("the publish gate was never opened")
-            cursor = original(client, topic, payload)
+            answer = original(client, topic, payload)
             with self.cond:
                 self.published.append(topic)
-            return cursor
+            return answer
 
-        monkeypatch.setattr(RelayClient, "publish", publish)
+        monkeypatch.setattr(RelayClient, "publish_envelope", publish)
 
     def wait_inside(self, n: int) -> bool:
         with self.cond:
@@ -446,6 +447,153 @@ def test_fan_out_to_every_installation_and_to_the_senders_other_installations(tm
     for b in (b1, b2):
         assert [(m["text"], m["direction"]) for m in b.messages(a1.address)] == [("to both of Bob's installations", "in")]
     assert [(m["text"], m["direction"], m["id"]) for m in a2.messages(b1.address)] == [("to both of Bob's installations", "out", r.message["id"])]
+
+
+# --- a new installation gets messages at once (issue 9; PROTOCOL.md §6.5) ----------------------
+
+
+class DoctoredRelay:
+    """A real relay (SQLite, werkzeug thread) whose ``POST /v1/envelopes`` answers pass through
+    ``doctor`` (a lying relay, or one older than the ``logs`` field); records the identity lookups it serves."""
+
+    def __init__(self, db: Path, doctor: Any) -> None:
+        self.doctor = doctor
+        self.lookups: list[str] = []
+        self.storage = SQLiteStorage(str(db))
+        app = create_app(self.storage, settings=unlimited_settings())
+
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
+            if method == "GET" and path.startswith("/v1/identity"):
+                self.lookups.append(path)
+            if not (method == "POST" and path == "/v1/envelopes"):
+                return app(environ, start_response)
+            seen: dict[str, Any] = {}
+
+            def keep(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+                seen.update(status=status, headers=headers)
+
+            body = b"".join(app(environ, keep))
+            headers = seen["headers"]
+            if seen["status"].startswith("202"):
+                body = json.dumps(self.doctor(json.loads(body))).encode()
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(body)))]
+            start_response(seen["status"], headers)
+            return [body]
+
+        self.server = make_server("127.0.0.1", 0, wsgi, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+        self.server.server_close()
+        self.storage.close()
+
+
+@pytest.fixture
+def doctored(tmp_path: Path) -> Iterator[Any]:
+    made: list[DoctoredRelay] = []
+
+    def make(doctor: Any) -> DoctoredRelay:
+        made.append(DoctoredRelay(tmp_path / f"doctored-{len(made)}.db", doctor))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _envelope_targets(eng: Engine, mid: str) -> set[str]:
+    return {r[0] for r in table(eng, f"SELECT installation_id FROM outbox_envelopes WHERE message_id = '{mid}'")}
+
+
+def test_a_recipients_installation_authorized_after_the_cache_was_filled_gets_the_next_message(tmp_path: Path, relay_url: str) -> None:
+    wallet_b = P.random_bytes(32)
+    alice = make_engine(tmp_path / "alice.db", relay_url)
+    b1 = make_engine(tmp_path / "b1.db", relay_url, wallet_b)
+    assert alice.send(b1.address, "before").delivered  # Alice's identity cache holds Bob's log now
+    b2 = make_engine(tmp_path / "b2.db", relay_url, wallet_b)  # Bob authorizes a second installation
+    assert set(alice.peers.cached(b1.address) or {}) == {b1.installation_id}  # no scheduled pass since
+    r = alice.send(b1.address, "right after")
+    assert r.delivered and r.error is None
+    assert _envelope_targets(alice, r.message["id"]) == {b1.installation_id, b2.installation_id}
+    assert set(alice.peers.cached(b1.address) or {}) == {b1.installation_id, b2.installation_id}
+    assert b2.sync() == 1 and [(m["id"], m["text"]) for m in b2.messages(alice.address)] == [(r.message["id"], "right after")]
+    assert b1.sync() == 2 and texts(b1, alice.address) == ["before", "right after"]
+    assert len(inbox(b1)) == 2 and len(inbox(b2)) == 1  # nothing published twice
+
+
+def test_our_own_installation_authorized_since_the_last_refresh_gets_the_copy(tmp_path: Path, relay_url: str) -> None:
+    """Self fan-out: the answer to the envelope for our other installation reports our own log."""
+    wallet_a = P.random_bytes(32)
+    a1 = make_engine(tmp_path / "a1.db", relay_url, wallet_a)
+    a2 = make_engine(tmp_path / "a2.db", relay_url, wallet_a)
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    assert a1.send(bob.address, "before").delivered
+    a3 = make_engine(tmp_path / "a3.db", relay_url, wallet_a)
+    r = a1.send(bob.address, "right after")
+    assert r.delivered
+    assert _envelope_targets(a1, r.message["id"]) == {bob.installation_id, a2.installation_id, a3.installation_id}
+    assert a3.sync() == 1
+    assert [(m["text"], m["direction"]) for m in a3.messages(bob.address)] == [("right after", "out")]
+    assert a2.sync() == 2 and bob.sync() == 2
+
+
+def test_a_relay_claiming_a_longer_log_costs_one_refresh_a_minute_and_no_envelope(tmp_path: Path, doctored: Any) -> None:
+    def inflate(answer: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "logs": {a: n + 5 for a, n in answer["logs"].items()}}
+
+    relay = doctored(inflate)
+    clock = [now_ms()]
+    alice = make_engine(tmp_path / "alice.db", relay.url, clock=lambda: clock[0])
+    bob = make_engine(tmp_path / "bob.db", relay.url)
+    bucket = address_bucket(bob.address)
+
+    def lookups_of_bob() -> int:
+        return sum(bucket.startswith(p.rsplit("/", 1)[1]) for p in relay.lookups if p.startswith("/v1/identity-bucket/"))
+
+    relay.lookups.clear()
+    first = alice.send(bob.address, "one")
+    assert first.delivered
+    assert lookups_of_bob() == 2  # first contact, then the one refresh the (false) answer asked for
+    for text in ("two", "three"):
+        r = alice.send(bob.address, text)
+        assert r.delivered and _envelope_targets(alice, r.message["id"]) == {bob.installation_id}
+    assert lookups_of_bob() == 2  # within the minute: no more, whatever the relay says
+    clock[0] += 60_000
+    assert alice.send(bob.address, "four").delivered
+    assert lookups_of_bob() == 3
+    assert _envelope_targets(alice, first.message["id"]) == {bob.installation_id}
+    assert len(inbox(bob)) == 4 and bob.sync() == 4 and texts(bob, alice.address) == ["one", "two", "three", "four"]
+
+
+@pytest.mark.parametrize("answer", ["omitted", "malformed"])
+def test_a_relay_without_the_logs_field_changes_nothing(tmp_path: Path, doctored: Any, answer: str) -> None:
+    """An older relay (no ``logs``), or one sending something unusable there plus fields we do not
+    know: the message goes to the cached installations, as before issue 9, and nothing is looked up."""
+    def older(reply: dict[str, Any]) -> dict[str, Any]:
+        if answer == "omitted":
+            return {"cursor": reply["cursor"]}
+        return {"cursor": reply["cursor"], "logs": ["not", "an", "object"], "later_field": {"x": 1}}
+
+    relay = doctored(older)
+    wallet_b = P.random_bytes(32)
+    alice = make_engine(tmp_path / "alice.db", relay.url)
+    b1 = make_engine(tmp_path / "b1.db", relay.url, wallet_b)
+    assert alice.send(b1.address, "before").delivered
+    b2 = make_engine(tmp_path / "b2.db", relay.url, wallet_b)
+    relay.lookups.clear()
+    r = alice.send(b1.address, "to the cached installations")
+    assert r.delivered and r.error is None
+    assert relay.lookups == []
+    assert _envelope_targets(alice, r.message["id"]) == {b1.installation_id}
+    assert b2.sync() == 0
+    alice.peers.refresh()  # the scheduled pass finds B2
+    assert alice.send(b1.address, "after the pass").delivered
+    assert b2.sync() == 1 and texts(b2, alice.address) == ["after the pass"]
 
 
 # --- one-time prekeys --------------------------------------------------------------------------

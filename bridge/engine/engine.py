@@ -500,14 +500,47 @@ class Engine:
         state = self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"]
         if state == "pending":
             self._prepare(mid, lease=owner)
+        logs = self._publish_stored(mid, owner)
+        if logs is None:
+            return
+        # A relay answer showing a log longer than the cached one (PROTOCOL.md §6.5): a recipient's
+        # (or our own) installation may have been authorized since the cache was refreshed. One
+        # round: what the envelopes published for the new installations answer is not followed.
+        if logs and self._follow_logs(mid, logs) and self._extend(mid, owner):
+            if self._publish_stored(mid, owner) is None:
+                return
+        with self.store.write() as c:
+            left = c.execute("SELECT COUNT(*) FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)).fetchone()[0]
+            if left == 0 and c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] == "prepared":
+                c.execute("UPDATE outbox SET state = 'done', last_error = NULL WHERE message_id = ?", (mid,))
+                c.execute("UPDATE messages SET state = 'sent' WHERE id = ?", (mid,))
+                row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
+            else:
+                row = None
+        if row is not None:
+            self._emit("message.sent", message_dict(row))
+
+    def _publish_stored(self, mid: str, owner: str) -> dict[str, int] | None:
+        """Publish the message's stored envelopes not published yet. Returns the log lengths the relay's
+        answers reported (address → most records reported), or None when the message needs nothing
+        more (sent or failed meanwhile).
+
+        Raises:
+            Busy: another process took the message over (our lease ran out).
+            RelayUnavailable, RelayError
+        """
+        logs: dict[str, int] = {}
         for env in self.store.read(
             "SELECT installation_id, topic, payload FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)
         ):
             # Still ours, for one more publish: an envelope is published by the lease holder only.
             if not self._lease(mid, owner, renew=True):
-                return
+                return None
             try:
-                cursor = self.relay.publish(env["topic"], bytes(env["payload"]))
+                published = self.relay.publish_envelope(env["topic"], bytes(env["payload"]))
+                cursor = published.cursor
+                for address, n in published.logs.items():
+                    logs[address] = max(n, logs.get(address, 0))
             except NotFound as exc:
                 # The installation was revoked since we looked: it must not get the message. The
                 # others still do. The identity cache drops it until a scheduled pass says otherwise.
@@ -519,16 +552,92 @@ class Engine:
                     "UPDATE outbox_envelopes SET cursor = ? WHERE message_id = ? AND installation_id = ?",
                     (cursor, mid, env["installation_id"]),
                 )
+        return logs
+
+    def _follow_logs(self, mid: str, logs: dict[str, int]) -> bool:
+        """Refresh the recipient's and our own cached log if the relay reports it longer (at most once a
+        minute per address: bridge/engine/peers.py). Other addresses in the answer are ignored. Returns
+        True if anything was refreshed. A failed refresh is logged: the message went out to what we knew."""
+        peer = self.store.read("SELECT peer FROM messages WHERE id = ?", (mid,))[0]["peer"]
+        reported: dict[str, int] = {}
+        for address, n in logs.items():
+            try:
+                address = identity.checksum_address(address)
+            except (identity.IdentityError, ValueError, TypeError):
+                continue
+            reported[address] = max(n, reported.get(address, 0))
+        refreshed = False
+        for address in dict.fromkeys((peer, self.address)):
+            if address not in reported:
+                continue
+            try:
+                refreshed = self.peers.refresh_if_longer(address, reported[address]) or refreshed
+            except (RelayUnavailable, RelayError) as exc:
+                log.warning("could not refresh %s after the relay reported a longer log: %s", address, exc)
+        return refreshed
+
+    def _extend(self, mid: str, lease: str) -> list[str]:
+        """Seal an already prepared message for the active installations (the recipient's, our own other
+        ones) that have no envelope of it yet, keeping MAX_FANOUT per wallet. Returns those added.
+
+        Raises:
+            Busy: another process took the message over.
+        """
+        msg = self.store.read("SELECT * FROM messages WHERE id = ?", (mid,))[0]
+        have = {r["installation_id"] for r in self.store.read("SELECT installation_id FROM outbox_envelopes WHERE message_id = ?", (mid,))}
+        with_session = {r["remote_iid"] for r in self.store.read("SELECT DISTINCT remote_iid FROM sessions")}
+        targets: dict[str, session.RemoteInstallation] = {}
+        for address in dict.fromkeys((msg["peer"], self.address)):
+            active = {k: v for k, v in (self.peers.cached(address) or {}).items() if k != self.installation_id}
+            room = outbox.MAX_FANOUT - len(have & active.keys())
+            new = [iid for iid in outbox.fan_out(active, with_session) if iid not in have][: max(room, 0)]
+            targets.update((iid, active[iid]) for iid in new)
+        if not targets:
+            return []
+        try:
+            bundles = self._claim_bundles([iid for iid in targets if iid not in with_session])
+        except (RelayUnavailable, RelayError) as exc:
+            log.warning("message %s: no bundles for %d new installation(s): %s", mid, len(targets), exc)
+            return []
+        content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"]).encode()
         with self.store.write() as c:
-            left = c.execute("SELECT COUNT(*) FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)).fetchone()[0]
-            if left == 0 and c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] == "prepared":
-                c.execute("UPDATE outbox SET state = 'done', last_error = NULL WHERE message_id = ?", (mid,))
-                c.execute("UPDATE messages SET state = 'sent' WHERE id = ?", (mid,))
-                row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
-            else:
-                row = None
-        if row is not None:
-            self._emit("message.sent", message_dict(row))
+            row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+            if row["lease_owner"] != lease:
+                raise Busy("being delivered by another process")
+            if row["state"] != "prepared":
+                return []
+            added = self._seal_for(c, mid, targets, bundles, content)
+        if added:
+            log.info("message %s: sealed for %d installation(s) authorized since the last refresh", mid, len(added))
+        return added
+
+    def _seal_for(
+        self, c: sqlite3.Connection, mid: str, targets: dict[str, session.RemoteInstallation], bundles: dict[str, PK.Bundle], content: bytes
+    ) -> list[str]:
+        """Encrypt ``content`` to each target (its session, or a new one from its bundle) and store the
+        envelopes, in the caller's transaction. Returns the installations sealed for."""
+        sealed_for: list[str] = []
+        for iid, remote in targets.items():
+            s = self._active_session(c, iid)
+            if s is None:
+                if iid not in bundles:
+                    continue
+                with self._fanout_lock:
+                    self._bundles.pop(iid, None)  # used (or bad): never initiate twice from one bundle
+                try:
+                    s = session.initiate(self.local, remote, bundles[iid])
+                except P.CryptoError as exc:
+                    log.warning("installation %s: bad prekey bundle (%s); skipped", iid, exc)
+                    continue
+            s, wire_msg = session.encrypt(s, content)
+            payload = sealed.seal(remote.identity_pub, iid, self.installation_id, self.record, wire_msg)
+            self._save_session(c, s)
+            c.execute(
+                "INSERT INTO outbox_envelopes(message_id, installation_id, topic, payload) VALUES (?, ?, ?, ?)",
+                (mid, iid, inbox_topic(iid), payload),
+            )
+            sealed_for.append(iid)
+        return sealed_for
 
     def _active_session(self, c: sqlite3.Connection, remote_iid: str) -> session.Session | None:
         row = c.execute(
@@ -574,27 +683,7 @@ class Engine:
                 raise Busy("being delivered by another process")  # ours ran out while claiming bundles
             if row["state"] != "pending":
                 return  # another process prepared it meanwhile
-            prepared = 0
-            for iid, remote in targets.items():
-                s = self._active_session(c, iid)
-                if s is None:
-                    if iid not in bundles:
-                        continue
-                    with self._fanout_lock:
-                        self._bundles.pop(iid, None)  # used (or bad): never initiate twice from one bundle
-                    try:
-                        s = session.initiate(self.local, remote, bundles[iid])
-                    except P.CryptoError as exc:
-                        log.warning("installation %s: bad prekey bundle (%s); skipped", iid, exc)
-                        continue
-                s, wire_msg = session.encrypt(s, content)
-                payload = sealed.seal(remote.identity_pub, iid, self.installation_id, self.record, wire_msg)
-                self._save_session(c, s)
-                c.execute(
-                    "INSERT INTO outbox_envelopes(message_id, installation_id, topic, payload) VALUES (?, ?, ?, ?)",
-                    (mid, iid, inbox_topic(iid), payload),
-                )
-                prepared += int(iid in theirs)
+            prepared = sum(iid in theirs for iid in self._seal_for(c, mid, targets, bundles, content))
             if prepared == 0:
                 raise NotRegistered(f"none of {peer}'s installations could be reached (no prekeys)")
             c.execute("UPDATE outbox SET state = 'prepared' WHERE message_id = ?", (mid,))

@@ -100,7 +100,8 @@ CREATE TABLE IF NOT EXISTS peer_installations (
 );
 CREATE TABLE IF NOT EXISTS peer_fetches (
     address     TEXT PRIMARY KEY,
-    fetched_at  INTEGER NOT NULL              -- ms of the last lookup; 0: tracked from a sender's statement only
+    fetched_at  INTEGER NOT NULL,             -- ms of the last lookup; 0: tracked from a sender's statement only
+    log_length  INTEGER                       -- records in the address's log at the last lookup (NULL: never looked up)
 );
 -- bridge/engine/peers.py (issue 8 item 2): what the identity cache knows besides the active sets.
 CREATE TABLE IF NOT EXISTS peer_revoked (
@@ -172,6 +173,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
     # Prekey rotation (issue 8): when a signed or last-resort prekey was replaced, or a one-time
     # prekey handed out. Before, nothing set `uploaded`; one-time keys were uploaded right after
     # being made. Same transaction: the column never exists without the update.
+    # Issue 9: the log length a publish answer is compared with (PROTOCOL.md §6.5).
+    if "log_length" not in _columns(conn, "peer_fetches"):
+        conn.execute("ALTER TABLE peer_fetches ADD COLUMN log_length INTEGER")
     # Issue 9: one caller delivers a message at a time, across processes too (a lease on the outbox row).
     if "lease_owner" not in _columns(conn, "outbox"):
         conn.execute("ALTER TABLE outbox ADD COLUMN lease_owner TEXT")
