@@ -270,6 +270,41 @@ def test_a_send_arriving_while_the_flush_publishes_its_message_waits_and_reports
     assert len(inbox(bob)) == 1 and bob.sync() == 1
 
 
+def test_a_send_from_another_process_waits_out_the_lease_on_an_earlier_message(
+    pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes on one store (`parley send` twice at once without the daemon): the second send's
+    message is behind the first's, which the other process is publishing. It waits for that process
+    instead of publishing the first message again or answering "queued", then sends its own."""
+    alice, bob = pair
+    ident = {"address": alice.address, "installation_id": alice.installation_id, "record": alice.record.hex()}
+    other = track(Engine(Store(alice.store.path), alice.secrets, ident, alice.relay_url))
+    alice.queue(bob.address, "first")
+    gate = PublishGate(monkeypatch)
+    flush = threading.Thread(target=alice.flush_outbox)
+    flush.start()
+    assert gate.wait_inside(1)  # the first process is publishing "first"
+    waiting = threading.Event()
+    await_lease = getattr(other, "_await_lease", None)  # (absent before the fix: the plant's run)
+
+    def watched(mid: str, **kw: Any) -> bool:
+        waiting.set()
+        return bool(await_lease(mid, **kw))  # type: ignore[misc]
+
+    monkeypatch.setattr(other, "_await_lease", watched, raising=False)
+    sent: dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: sent.update(result=other.send(bob.address, "second")))
+    sender.start()
+    assert wait_until(lambda: gate.inside >= 2 or waiting.is_set() or not sender.is_alive(), timeout=30)
+    gate.open()
+    sender.join(30)
+    flush.join(30)
+    assert not sender.is_alive() and not flush.is_alive()
+    assert sent["result"].delivered and sent["result"].error is None
+    assert gate.published == [bob.topic, bob.topic]  # "first" once, "second" once
+    assert bob.sync() == 2 and texts(bob, alice.address) == ["first", "second"]
+
+
 def test_a_lease_left_by_a_dead_process_holds_the_message_until_it_runs_out(pair: tuple[Engine, Engine]) -> None:
     alice, bob = pair
     mid = alice.queue(bob.address, "after the lease")["id"]

@@ -25,6 +25,7 @@ import os
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -356,7 +357,8 @@ class Engine:
 
         A conversation another thread is delivering to is skipped (its messages are that thread's),
         except ``wait_for``'s: that one is waited for, then what is still due in it is delivered. A
-        message another process holds the lease of is skipped, with the later ones to that peer.
+        message another process holds the lease of is skipped, with the later ones to that peer, except
+        in ``wait_for``'s conversation, where the lease is waited out (at most LEASE_MS).
 
         Raises:
             StoreError, sqlite3.Error: the local database failed.
@@ -391,7 +393,15 @@ class Engine:
                     errors[mid] = f"retrying in {(fresh[0]['next_attempt_at'] - now + 999) // 1000} s"
                     held.add(peer)
                     continue
-                self._deliver(mid)
+                while True:
+                    try:
+                        self._deliver(mid)
+                        break
+                    except Busy:
+                        # Another process holds it. The conversation we were asked to wait for
+                        # waits for that process too (polling the store: there is no other signal).
+                        if peer != wait_for or not self._await_lease(mid):
+                            raise
             except Busy as exc:  # another process is delivering it: not an attempt of ours
                 errors[mid] = str(exc)
                 held.add(peer)
@@ -419,6 +429,19 @@ class Engine:
             finally:
                 lock.release()
         return errors
+
+    def _await_lease(self, mid: str, *, poll_s: float = 0.05) -> bool:
+        """Wait until no other process holds a lease on the message (released, run out, or the message
+        is no longer deliverable), at most LEASE_MS. Returns False if it was still held then."""
+        deadline = now_ms() + outbox.LEASE_MS
+        while now_ms() < deadline:
+            rows = self.store.read("SELECT state, lease_owner, lease_until FROM outbox WHERE message_id = ?", (mid,))
+            if not rows or rows[0]["state"] not in ("pending", "prepared") or rows[0]["lease_owner"] is None:
+                return True
+            if rows[0]["lease_until"] <= now_ms():
+                return True
+            time.sleep(poll_s)
+        return False
 
     def _conversation_lock(self, peer: str) -> threading.Lock:
         with self._conversations_lock:
