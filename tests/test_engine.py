@@ -7,6 +7,7 @@ werkzeug on 127.0.0.1:0 in a thread).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -23,9 +24,9 @@ from bridge.engine import engine as engine_mod
 from bridge.protocol import prekeys as PK
 from bridge.protocol import wire
 from bridge.protocol.content import TextContent, pad
-from bridge.protocol.ids import new_message_id
+from bridge.protocol.ids import address_bucket, new_message_id
 from bridge.protocol.wire import WireError
-from bridge.relay.client import Envelope
+from bridge.relay.client import Envelope, Published, RelayClient
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
@@ -136,6 +137,187 @@ def test_a_queue_is_delivered_in_the_order_it_was_written(pair: tuple[Engine, En
     assert bob.sync() == 4
     assert [r[0] for r in table(bob, "SELECT id FROM messages ORDER BY seq")] == written
     assert [m["id"] for m in bob.messages(alice.address)] == written
+
+
+# --- one delivery of a message at a time (issue 9) ----------------------------------------------
+
+
+class PublishGate:
+    """Holds every ``RelayClient.publish`` at the door until a second caller is inside too (the race
+    made certain) or :meth:`open` is called; counts the publishes that then went to the relay, by topic."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.cond = threading.Condition()
+        self.inside = 0
+        self.opened = False
+        self.published: list[str] = []
+        original = RelayClient.publish_envelope
+
+        def publish(client: RelayClient, topic: str, payload: bytes) -> Published:
+            with self.cond:
+                self.inside += 1
+                self.cond.notify_all()
+                if not self.cond.wait_for(lambda: self.opened or self.inside >= 2, timeout=30):
+                    raise AssertionError("the publish gate was never opened")
+            answer = original(client, topic, payload)
+            with self.cond:
+                self.published.append(topic)
+            return answer
+
+        monkeypatch.setattr(RelayClient, "publish_envelope", publish)
+
+    def wait_inside(self, n: int) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.inside >= n, timeout=30)
+
+    def open(self) -> None:
+        with self.cond:
+            self.opened = True
+            self.cond.notify_all()
+
+
+@pytest.mark.parametrize("flusher", ["same-engine", "other-process"])
+def test_a_send_racing_the_outbox_flush_publishes_each_envelope_once(
+    pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch, flusher: str
+) -> None:
+    """Issue 9: `parley send` through the daemon (control endpoint: Engine.send) while the daemon's
+    outbox loop flushes (Engine.flush_outbox) published the same envelope twice. The send is held
+    inside its publish; the flush then runs on the same engine (another thread) or on another Engine
+    over the same store (another process: the CLI without the daemon). It must leave the message to
+    the caller delivering it; the gate lets the send go once the flush is inside a publish as well
+    (the bug) or has returned."""
+    alice, bob = pair
+    other = alice
+    if flusher == "other-process":
+        ident = {"address": alice.address, "installation_id": alice.installation_id, "record": alice.record.hex()}
+        other = track(Engine(Store(alice.store.path), alice.secrets, ident, alice.relay_url))
+    gate = PublishGate(monkeypatch)
+    sent: dict[str, Any] = {}
+    flushed: dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: sent.update(result=alice.send(bob.address, "exactly once")))
+    sender.start()
+    assert gate.wait_inside(1)  # the send is publishing its envelope
+    flush = threading.Thread(target=lambda: flushed.update(errors=other.flush_outbox()))
+    flush.start()
+    assert wait_until(lambda: gate.inside >= 2 or not flush.is_alive(), timeout=30)
+    gate.open()
+    sender.join(30)
+    flush.join(30)
+    assert not sender.is_alive() and not flush.is_alive()
+    result = sent["result"]
+    assert result.delivered and result.error is None
+    mid = result.message["id"]
+    assert gate.published == [bob.topic]  # one publish per (message, installation)
+    envelopes = inbox(bob)
+    assert len(envelopes) == 1
+    assert table(alice, f"SELECT installation_id, cursor FROM outbox_envelopes WHERE message_id = '{mid}'") == [
+        (bob.installation_id, envelopes[0].cursor)
+    ]
+    assert "being delivered" in flushed["errors"][mid]  # the flush left it alone, and said why
+    assert alice.messages(bob.address)[0]["state"] == "sent" and alice.pending_count() == 0
+    assert bob.sync() == 1 and texts(bob, alice.address) == ["exactly once"]
+
+
+class WatchedLock:
+    """A conversation lock that counts the threads blocked on it (Engine uses acquire and release only)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = 0
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if self.lock.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        self.waiting += 1
+        return self.lock.acquire()
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def test_a_send_arriving_while_the_flush_publishes_its_message_waits_and_reports_it_sent(
+    pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: the daemon's flush picks the message up between the send queueing it and
+    flushing. The send must not publish it again, and must not answer "queued" either: it waits for
+    the flush and reports the message sent."""
+    alice, bob = pair
+    watched = WatchedLock()
+    alice._conversations[bob.address] = watched  # type: ignore[assignment]
+    gate = PublishGate(monkeypatch)
+    sent: dict[str, Any] = {}
+    flushed: dict[str, Any] = {}
+    flush = threading.Thread(target=lambda: flushed.update(errors=alice.flush_outbox()))
+
+    def on_queued(event: str, payload: dict[str, Any]) -> None:
+        if event == "message.new" and payload["state"] == "queued" and threading.current_thread() is sender:
+            flush.start()
+            assert gate.wait_inside(1)  # the flush is publishing it; now the send goes on to flush
+
+    alice.listeners.append(on_queued)
+    sender = threading.Thread(target=lambda: sent.update(result=alice.send(bob.address, "sent by the flush")))
+    sender.start()
+    assert wait_until(lambda: gate.inside >= 2 or watched.waiting >= 1 or not sender.is_alive(), timeout=30)
+    gate.open()
+    sender.join(30)
+    flush.join(30)
+    assert not sender.is_alive() and not flush.is_alive()
+    result = sent["result"]
+    assert gate.published == [bob.topic]
+    assert result.delivered and result.error is None and result.message["state"] == "sent"
+    assert flushed["errors"] == {}
+    assert len(inbox(bob)) == 1 and bob.sync() == 1
+
+
+def test_a_send_from_another_process_waits_out_the_lease_on_an_earlier_message(
+    pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes on one store (`parley send` twice at once without the daemon): the second send's
+    message is behind the first's, which the other process is publishing. It waits for that process
+    instead of publishing the first message again or answering "queued", then sends its own."""
+    alice, bob = pair
+    ident = {"address": alice.address, "installation_id": alice.installation_id, "record": alice.record.hex()}
+    other = track(Engine(Store(alice.store.path), alice.secrets, ident, alice.relay_url))
+    alice.queue(bob.address, "first")
+    gate = PublishGate(monkeypatch)
+    flush = threading.Thread(target=alice.flush_outbox)
+    flush.start()
+    assert gate.wait_inside(1)  # the first process is publishing "first"
+    waiting = threading.Event()
+    await_lease = getattr(other, "_await_lease", None)  # (absent before the fix: the plant's run)
+
+    def watched(mid: str, **kw: Any) -> bool:
+        waiting.set()
+        return bool(await_lease(mid, **kw))  # type: ignore[misc]
+
+    monkeypatch.setattr(other, "_await_lease", watched, raising=False)
+    sent: dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: sent.update(result=other.send(bob.address, "second")))
+    sender.start()
+    assert wait_until(lambda: gate.inside >= 2 or waiting.is_set() or not sender.is_alive(), timeout=30)
+    gate.open()
+    sender.join(30)
+    flush.join(30)
+    assert not sender.is_alive() and not flush.is_alive()
+    assert sent["result"].delivered and sent["result"].error is None
+    assert gate.published == [bob.topic, bob.topic]  # "first" once, "second" once
+    assert bob.sync() == 2 and texts(bob, alice.address) == ["first", "second"]
+
+
+def test_a_lease_left_by_a_dead_process_holds_the_message_until_it_runs_out(pair: tuple[Engine, Engine]) -> None:
+    alice, bob = pair
+    mid = alice.queue(bob.address, "after the lease")["id"]
+    with alice.store.write() as c:  # a process died while delivering it
+        c.execute("UPDATE outbox SET lease_owner = 'dead', lease_until = ? WHERE message_id = ?", (now_ms() + 60_000, mid))
+    assert alice.flush_outbox() == {mid: "being delivered by another process"}
+    assert inbox(bob) == [] and table(alice, "SELECT state, attempts FROM outbox") == [("pending", 0)]
+    with alice.store.write() as c:  # its lease ran out
+        c.execute("UPDATE outbox SET lease_until = ? WHERE message_id = ?", (now_ms() - 1, mid))
+    assert alice.flush_outbox() == {}
+    assert table(alice, "SELECT state, lease_owner FROM outbox") == [("done", None)]
+    assert bob.sync() == 1 and texts(bob, alice.address) == ["after the lease"]
 
 
 # --- receiving: atomicity, replay, tampering --------------------------------------------------
@@ -321,6 +503,153 @@ def test_fan_out_to_every_installation_and_to_the_senders_other_installations(tm
     for b in (b1, b2):
         assert [(m["text"], m["direction"]) for m in b.messages(a1.address)] == [("to both of Bob's installations", "in")]
     assert [(m["text"], m["direction"], m["id"]) for m in a2.messages(b1.address)] == [("to both of Bob's installations", "out", r.message["id"])]
+
+
+# --- a new installation gets messages at once (issue 9; PROTOCOL.md §6.5) ----------------------
+
+
+class DoctoredRelay:
+    """A real relay (SQLite, werkzeug thread) whose ``POST /v1/envelopes`` answers pass through
+    ``doctor`` (a lying relay, or one older than the ``logs`` field); records the identity lookups it serves."""
+
+    def __init__(self, db: Path, doctor: Any) -> None:
+        self.doctor = doctor
+        self.lookups: list[str] = []
+        self.storage = SQLiteStorage(str(db))
+        app = create_app(self.storage, settings=unlimited_settings())
+
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
+            if method == "GET" and path.startswith("/v1/identity"):
+                self.lookups.append(path)
+            if not (method == "POST" and path == "/v1/envelopes"):
+                return app(environ, start_response)
+            seen: dict[str, Any] = {}
+
+            def keep(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+                seen.update(status=status, headers=headers)
+
+            body = b"".join(app(environ, keep))
+            headers = seen["headers"]
+            if seen["status"].startswith("202"):
+                body = json.dumps(self.doctor(json.loads(body))).encode()
+                headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(body)))]
+            start_response(seen["status"], headers)
+            return [body]
+
+        self.server = make_server("127.0.0.1", 0, wsgi, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+        self.server.server_close()
+        self.storage.close()
+
+
+@pytest.fixture
+def doctored(tmp_path: Path) -> Iterator[Any]:
+    made: list[DoctoredRelay] = []
+
+    def make(doctor: Any) -> DoctoredRelay:
+        made.append(DoctoredRelay(tmp_path / f"doctored-{len(made)}.db", doctor))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _envelope_targets(eng: Engine, mid: str) -> set[str]:
+    return {r[0] for r in table(eng, f"SELECT installation_id FROM outbox_envelopes WHERE message_id = '{mid}'")}
+
+
+def test_a_recipients_installation_authorized_after_the_cache_was_filled_gets_the_next_message(tmp_path: Path, relay_url: str) -> None:
+    wallet_b = P.random_bytes(32)
+    alice = make_engine(tmp_path / "alice.db", relay_url)
+    b1 = make_engine(tmp_path / "b1.db", relay_url, wallet_b)
+    assert alice.send(b1.address, "before").delivered  # Alice's identity cache holds Bob's log now
+    b2 = make_engine(tmp_path / "b2.db", relay_url, wallet_b)  # Bob authorizes a second installation
+    assert set(alice.peers.cached(b1.address) or {}) == {b1.installation_id}  # no scheduled pass since
+    r = alice.send(b1.address, "right after")
+    assert r.delivered and r.error is None
+    assert _envelope_targets(alice, r.message["id"]) == {b1.installation_id, b2.installation_id}
+    assert set(alice.peers.cached(b1.address) or {}) == {b1.installation_id, b2.installation_id}
+    assert b2.sync() == 1 and [(m["id"], m["text"]) for m in b2.messages(alice.address)] == [(r.message["id"], "right after")]
+    assert b1.sync() == 2 and texts(b1, alice.address) == ["before", "right after"]
+    assert len(inbox(b1)) == 2 and len(inbox(b2)) == 1  # nothing published twice
+
+
+def test_our_own_installation_authorized_since_the_last_refresh_gets_the_copy(tmp_path: Path, relay_url: str) -> None:
+    """Self fan-out: the answer to the envelope for our other installation reports our own log."""
+    wallet_a = P.random_bytes(32)
+    a1 = make_engine(tmp_path / "a1.db", relay_url, wallet_a)
+    a2 = make_engine(tmp_path / "a2.db", relay_url, wallet_a)
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    assert a1.send(bob.address, "before").delivered
+    a3 = make_engine(tmp_path / "a3.db", relay_url, wallet_a)
+    r = a1.send(bob.address, "right after")
+    assert r.delivered
+    assert _envelope_targets(a1, r.message["id"]) == {bob.installation_id, a2.installation_id, a3.installation_id}
+    assert a3.sync() == 1
+    assert [(m["text"], m["direction"]) for m in a3.messages(bob.address)] == [("right after", "out")]
+    assert a2.sync() == 2 and bob.sync() == 2
+
+
+def test_a_relay_claiming_a_longer_log_costs_one_refresh_a_minute_and_no_envelope(tmp_path: Path, doctored: Any) -> None:
+    def inflate(answer: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "logs": {a: n + 5 for a, n in answer["logs"].items()}}
+
+    relay = doctored(inflate)
+    clock = [now_ms()]
+    alice = make_engine(tmp_path / "alice.db", relay.url, clock=lambda: clock[0])
+    bob = make_engine(tmp_path / "bob.db", relay.url)
+    bucket = address_bucket(bob.address)
+
+    def lookups_of_bob() -> int:
+        return sum(bucket.startswith(p.rsplit("/", 1)[1]) for p in relay.lookups if p.startswith("/v1/identity-bucket/"))
+
+    relay.lookups.clear()
+    first = alice.send(bob.address, "one")
+    assert first.delivered
+    assert lookups_of_bob() == 2  # first contact, then the one refresh the (false) answer asked for
+    for text in ("two", "three"):
+        r = alice.send(bob.address, text)
+        assert r.delivered and _envelope_targets(alice, r.message["id"]) == {bob.installation_id}
+    assert lookups_of_bob() == 2  # within the minute: no more, whatever the relay says
+    clock[0] += 60_000
+    assert alice.send(bob.address, "four").delivered
+    assert lookups_of_bob() == 3
+    assert _envelope_targets(alice, first.message["id"]) == {bob.installation_id}
+    assert len(inbox(bob)) == 4 and bob.sync() == 4 and texts(bob, alice.address) == ["one", "two", "three", "four"]
+
+
+@pytest.mark.parametrize("answer", ["omitted", "malformed"])
+def test_a_relay_without_the_logs_field_changes_nothing(tmp_path: Path, doctored: Any, answer: str) -> None:
+    """An older relay (no ``logs``), or one sending something unusable there plus fields we do not
+    know: the message goes to the cached installations, as before issue 9, and nothing is looked up."""
+    def older(reply: dict[str, Any]) -> dict[str, Any]:
+        if answer == "omitted":
+            return {"cursor": reply["cursor"]}
+        return {"cursor": reply["cursor"], "logs": ["not", "an", "object"], "later_field": {"x": 1}}
+
+    relay = doctored(older)
+    wallet_b = P.random_bytes(32)
+    alice = make_engine(tmp_path / "alice.db", relay.url)
+    b1 = make_engine(tmp_path / "b1.db", relay.url, wallet_b)
+    assert alice.send(b1.address, "before").delivered
+    b2 = make_engine(tmp_path / "b2.db", relay.url, wallet_b)
+    relay.lookups.clear()
+    r = alice.send(b1.address, "to the cached installations")
+    assert r.delivered and r.error is None
+    assert relay.lookups == []
+    assert _envelope_targets(alice, r.message["id"]) == {b1.installation_id}
+    assert b2.sync() == 0
+    alice.peers.refresh()  # the scheduled pass finds B2
+    assert alice.send(b1.address, "after the pass").delivered
+    assert b2.sync() == 1 and texts(b2, alice.address) == ["after the pass"]
 
 
 # --- one-time prekeys --------------------------------------------------------------------------
@@ -595,7 +924,7 @@ def test_message_failing_again_and_again_is_marked_failed(pair: tuple[Engine, En
     mid = alice.queue(bob.address, "doomed")["id"]
     monkeypatch.setattr(engine_mod.outbox, "MAX_ATTEMPTS", 3)
 
-    def broken(*_: Any) -> None:
+    def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("a bug reached by this message")
 
     monkeypatch.setattr(alice, "_prepare", broken)

@@ -432,6 +432,24 @@ def test_publish_fetch_with_token(relay: Relay) -> None:
     assert_error(relay.client.get(f"/v1/envelopes/{inst.topic}", headers=auth), 401, "unauthorized")
 
 
+def test_publish_answer_tells_the_length_of_the_inbox_owners_identity_log(relay: Relay) -> None:
+    """Issue 9 (PROTOCOL.md §7): a sender whose cached log is shorter refreshes it, so a recipient's
+    new installation is not left out until the next scheduled pass."""
+    first, second = make_installation(), make_installation()
+    relay.authorize(first)
+
+    def publish(inst: Installation) -> dict[str, Any]:
+        r = relay.post("/v1/envelopes", {"topic": inst.topic, "payload": wire.b64e(b"sealed")})
+        assert r.status_code == 202
+        return dict(r.get_json())
+
+    answer = publish(first)
+    assert answer == {"cursor": answer["cursor"], "logs": {WALLET_ADDRESS: 1}}
+    relay.authorize(second)  # the same wallet authorizes another installation: its log grows
+    assert publish(first)["logs"] == {WALLET_ADDRESS: 2}
+    assert publish(second)["logs"] == {WALLET_ADDRESS: 2}
+
+
 def test_publish_hostile(tmp_path: Path) -> None:
     relay = Relay(tmp_path, max_envelope=1000)
     try:

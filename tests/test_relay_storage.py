@@ -113,6 +113,18 @@ def test_installation_index_bindings_consent_and_final_revocation(storage: Stora
         storage.append_identity("0xA", "a4", b"r", _auth(IID2), max_records=10)
 
 
+def test_identity_log_lengths_of_an_installations_active_bindings(storage: Storage) -> None:
+    assert storage.identity_log_lengths(IID) == {}
+    storage.append_identity("0xA", "a1", b"r", _auth(), max_records=10)
+    storage.append_identity("0xA", "a2", b"r", _auth(IID2), max_records=10)
+    assert storage.identity_log_lengths(IID) == {"0xA": 2} and storage.identity_log_lengths(IID2) == {"0xA": 2}
+    storage.append_identity("0xB", "b1", b"r", _auth(), max_records=10, consent=True)  # a wallet switch
+    assert storage.identity_log_lengths(IID) == {"0xA": 2, "0xB": 1}
+    storage.append_identity("0xA", "a3", b"r", _revoke(), max_records=10)  # the old wallet lets go
+    assert storage.identity_log_lengths(IID) == {"0xB": 1}
+    assert storage.identity_log_lengths(IID2) == {"0xA": 3}
+
+
 def test_inbox_quota_counts_envelopes_and_bytes_and_expiry_frees_it(storage: Storage) -> None:
     for i in range(3):
         storage.publish(TOPIC, b"x" * 10, 100 + i, max_count=3, max_bytes=100)

@@ -8,6 +8,11 @@ Guarantees (PROTOCOL.md §7):
   advanced ratchet states. Publishing then only re-sends stored bytes, so a crash at any point is
   repaired by publishing again: the receiver drops the redelivery (message id, or a consumed ratchet
   key), and nothing is shown twice.
+* A message is delivered (prepared, published) by one caller at a time: a thread holds its
+  conversation's lock (flush_outbox), and the caller holds a lease on its outbox row in the store
+  (``outbox.lease_owner``), renewed before every publish, so another process sharing the store (the
+  CLI while the daemon runs) leaves it alone too (issue 9: one ``parley send`` published the same
+  envelope twice when the control endpoint's send and the daemon's outbox flush raced).
 * A received envelope is processed in one ``BEGIN IMMEDIATE`` transaction that checks the inbox
   cursor, decrypts, stores the message, saves the ratchet state and advances the cursor, so two
   processes (daemon and CLI) never process the same envelope twice.
@@ -16,9 +21,11 @@ Guarantees (PROTOCOL.md §7):
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +50,7 @@ __all__ = [
     "EngineError",
     "BadInput",
     "NotRegistered",
+    "Busy",
     "SendResult",
 ]
 
@@ -62,6 +70,10 @@ class BadInput(EngineError):
 
 class NotRegistered(EngineError):
     """The peer has no active installation on the relay."""
+
+
+class Busy(EngineError):
+    """Another caller (thread or process) is delivering the message now; it is left to that caller."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,10 @@ class Engine:
         self._no_prekeys: dict[str, int] = {}
         self._bundles: dict[str, tuple[int, PK.Bundle]] = {}
         self._fanout_lock = threading.Lock()
+        #: One lock per conversation (peer): held by the thread delivering one of its messages, so no
+        #: two threads deliver the same message, and a conversation's messages go out in order.
+        self._conversations: dict[str, threading.Lock] = {}
+        self._conversations_lock = threading.Lock()
         self._rng = random.Random()
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         #: The identity cache, refreshed on a jittered schedule (the daemon runs ``peers.run``), never on
@@ -321,7 +337,9 @@ class Engine:
         if not registered:
             raise NotRegistered(f"{peer} is not registered on {self.relay_url}")
         msg = self.queue(peer, text)
-        errors = self.flush_outbox()
+        # Waits for another thread delivering to this peer (the daemon's outbox loop), then finds
+        # what it did: the message is sent once, and this answer says so.
+        errors = self.flush_outbox(wait_for=peer)
         row = self.store.read("SELECT * FROM messages WHERE id = ?", (msg["id"],))[0]
         return SendResult(message_dict(row), delivered=row["state"] == "sent", error=errors.get(msg["id"]))
 
@@ -329,13 +347,18 @@ class Engine:
         """Messages not yet sent (including those backing off); failed ones are not counted."""
         return self.store.read("SELECT COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'prepared')")[0]["n"]
 
-    def flush_outbox(self, *, retry_now: bool = False) -> dict[str, str]:
+    def flush_outbox(self, *, retry_now: bool = False, wait_for: str | None = None) -> dict[str, str]:
         """Deliver what is due, keeping the order within each conversation (bridge/engine/outbox.py).
 
         A message that cannot go out yet (backing off, or rate-limited now) holds back only later
         messages to the same peer. An unreachable relay stops the flush. Returns the errors by
         message id (empty when everything went out). ``retry_now``: the user asked (``parley sync``),
         so messages still backing off are tried as well; the daemon's own retries wait for them.
+
+        A conversation another thread is delivering to is skipped (its messages are that thread's),
+        except ``wait_for``'s: that one is waited for, then what is still due in it is delivered. A
+        message another process holds the lease of is skipped, with the later ones to that peer, except
+        in ``wait_for``'s conversation, where the lease is waited out (at most LEASE_MS).
 
         Raises:
             StoreError, sqlite3.Error: the local database failed.
@@ -356,8 +379,32 @@ class Engine:
                 errors[mid] = f"retrying in {(r['next_attempt_at'] - now + 999) // 1000} s"
                 held.add(peer)
                 continue
+            lock = self._conversation_lock(peer)
+            if not lock.acquire(blocking=peer == wait_for):
+                errors[mid] = "being delivered by another caller"
+                held.add(peer)
+                continue
             try:
-                self._deliver(mid)
+                # Another caller may have delivered, failed or rescheduled it while we waited.
+                fresh = self.store.read("SELECT state, next_attempt_at FROM outbox WHERE message_id = ?", (mid,))
+                if not fresh or fresh[0]["state"] not in ("pending", "prepared"):
+                    continue
+                if fresh[0]["next_attempt_at"] > now and not retry_now:
+                    errors[mid] = f"retrying in {(fresh[0]['next_attempt_at'] - now + 999) // 1000} s"
+                    held.add(peer)
+                    continue
+                while True:
+                    try:
+                        self._deliver(mid)
+                        break
+                    except Busy:
+                        # Another process holds it. The conversation we were asked to wait for
+                        # waits for that process too (polling the store: there is no other signal).
+                        if peer != wait_for or not self._await_lease(mid):
+                            raise
+            except Busy as exc:  # another process is delivering it: not an attempt of ours
+                errors[mid] = str(exc)
+                held.add(peer)
             except RelayUnavailable as exc:  # nobody's fault: no attempt counted, nothing else can go either
                 errors[mid] = str(exc)
                 self._note_attempt(mid, str(exc), counted=False)
@@ -379,7 +426,29 @@ class Engine:
                 errors[mid] = inbox.describe(exc)
                 held.add(peer)
                 self._note_attempt(mid, errors[mid])
+            finally:
+                lock.release()
         return errors
+
+    def _await_lease(self, mid: str, *, poll_s: float = 0.05) -> bool:
+        """Wait until no other process holds a lease on the message (released, run out, or the message
+        is no longer deliverable), at most LEASE_MS. Returns False if it was still held then."""
+        deadline = now_ms() + outbox.LEASE_MS
+        while now_ms() < deadline:
+            rows = self.store.read("SELECT state, lease_owner, lease_until FROM outbox WHERE message_id = ?", (mid,))
+            if not rows or rows[0]["state"] not in ("pending", "prepared") or rows[0]["lease_owner"] is None:
+                return True
+            if rows[0]["lease_until"] <= now_ms():
+                return True
+            time.sleep(poll_s)
+        return False
+
+    def _conversation_lock(self, peer: str) -> threading.Lock:
+        with self._conversations_lock:
+            lock = self._conversations.get(peer)
+            if lock is None:
+                lock = self._conversations[peer] = threading.Lock()
+            return lock
 
     def fail_outbox_from(self, sender: str, reason: str) -> int:
         """Mark every unsent message written as ``sender`` failed (after the bridge changed wallets:
@@ -415,15 +484,86 @@ class Engine:
         if failed:
             self._emit("message.failed", message_dict(msg))
 
+    def _lease(self, mid: str, owner: str, *, renew: bool = False) -> bool:
+        """Take (or, with ``renew``, extend) this caller's lease on a message for LEASE_MS, in one write
+        transaction. False: nothing left to deliver (sent or failed meanwhile).
+
+        Raises:
+            Busy: another caller holds the lease (or, renewing, took it over after ours ran out).
+        """
+        now = now_ms()
+        with self.store.write() as c:
+            row = c.execute("SELECT state, lease_owner, lease_until FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+            if row is None or row["state"] not in ("pending", "prepared"):
+                return False
+            ours = row["lease_owner"] == owner
+            if not ours and (renew or (row["lease_owner"] is not None and row["lease_until"] > now)):
+                raise Busy("being delivered by another process")
+            c.execute(
+                "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE message_id = ?", (owner, now + outbox.LEASE_MS, mid)
+            )
+        return True
+
     def _deliver(self, mid: str) -> None:
+        """Prepare (once) and publish one message under a lease on its outbox row (see :meth:`_lease`).
+
+        Raises:
+            Busy: another process is delivering it.
+        """
+        owner = f"{os.getpid()}:{os.urandom(8).hex()}"
+        if not self._lease(mid, owner):
+            return
+        try:
+            self._deliver_leased(mid, owner)
+        finally:
+            with self.store.write() as c:
+                c.execute("UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE message_id = ? AND lease_owner = ?", (mid, owner))
+
+    def _deliver_leased(self, mid: str, owner: str) -> None:
         state = self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"]
         if state == "pending":
-            self._prepare(mid)
+            self._prepare(mid, lease=owner)
+        logs = self._publish_stored(mid, owner)
+        if logs is None:
+            return
+        # A relay answer showing a log longer than the cached one (PROTOCOL.md §6.5): a recipient's
+        # (or our own) installation may have been authorized since the cache was refreshed. One
+        # round: what the envelopes published for the new installations answer is not followed.
+        if logs and self._follow_logs(mid, logs) and self._extend(mid, owner):
+            if self._publish_stored(mid, owner) is None:
+                return
+        with self.store.write() as c:
+            left = c.execute("SELECT COUNT(*) FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)).fetchone()[0]
+            if left == 0 and c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] == "prepared":
+                c.execute("UPDATE outbox SET state = 'done', last_error = NULL WHERE message_id = ?", (mid,))
+                c.execute("UPDATE messages SET state = 'sent' WHERE id = ?", (mid,))
+                row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
+            else:
+                row = None
+        if row is not None:
+            self._emit("message.sent", message_dict(row))
+
+    def _publish_stored(self, mid: str, owner: str) -> dict[str, int] | None:
+        """Publish the message's stored envelopes not published yet. Returns the log lengths the relay's
+        answers reported (address → most records reported), or None when the message needs nothing
+        more (sent or failed meanwhile).
+
+        Raises:
+            Busy: another process took the message over (our lease ran out).
+            RelayUnavailable, RelayError
+        """
+        logs: dict[str, int] = {}
         for env in self.store.read(
             "SELECT installation_id, topic, payload FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)
         ):
+            # Still ours, for one more publish: an envelope is published by the lease holder only.
+            if not self._lease(mid, owner, renew=True):
+                return None
             try:
-                cursor = self.relay.publish(env["topic"], bytes(env["payload"]))
+                published = self.relay.publish_envelope(env["topic"], bytes(env["payload"]))
+                cursor = published.cursor
+                for address, n in published.logs.items():
+                    logs[address] = max(n, logs.get(address, 0))
             except NotFound as exc:
                 # The installation was revoked since we looked: it must not get the message. The
                 # others still do. The identity cache drops it until a scheduled pass says otherwise.
@@ -435,16 +575,92 @@ class Engine:
                     "UPDATE outbox_envelopes SET cursor = ? WHERE message_id = ? AND installation_id = ?",
                     (cursor, mid, env["installation_id"]),
                 )
+        return logs
+
+    def _follow_logs(self, mid: str, logs: dict[str, int]) -> bool:
+        """Refresh the recipient's and our own cached log if the relay reports it longer (at most once a
+        minute per address: bridge/engine/peers.py). Other addresses in the answer are ignored. Returns
+        True if anything was refreshed. A failed refresh is logged: the message went out to what we knew."""
+        peer = self.store.read("SELECT peer FROM messages WHERE id = ?", (mid,))[0]["peer"]
+        reported: dict[str, int] = {}
+        for address, n in logs.items():
+            try:
+                address = identity.checksum_address(address)
+            except (identity.IdentityError, ValueError, TypeError):
+                continue
+            reported[address] = max(n, reported.get(address, 0))
+        refreshed = False
+        for address in dict.fromkeys((peer, self.address)):
+            if address not in reported:
+                continue
+            try:
+                refreshed = self.peers.refresh_if_longer(address, reported[address]) or refreshed
+            except (RelayUnavailable, RelayError) as exc:
+                log.warning("could not refresh %s after the relay reported a longer log: %s", address, exc)
+        return refreshed
+
+    def _extend(self, mid: str, lease: str) -> list[str]:
+        """Seal an already prepared message for the active installations (the recipient's, our own other
+        ones) that have no envelope of it yet, keeping MAX_FANOUT per wallet. Returns those added.
+
+        Raises:
+            Busy: another process took the message over.
+        """
+        msg = self.store.read("SELECT * FROM messages WHERE id = ?", (mid,))[0]
+        have = {r["installation_id"] for r in self.store.read("SELECT installation_id FROM outbox_envelopes WHERE message_id = ?", (mid,))}
+        with_session = {r["remote_iid"] for r in self.store.read("SELECT DISTINCT remote_iid FROM sessions")}
+        targets: dict[str, session.RemoteInstallation] = {}
+        for address in dict.fromkeys((msg["peer"], self.address)):
+            active = {k: v for k, v in (self.peers.cached(address) or {}).items() if k != self.installation_id}
+            room = outbox.MAX_FANOUT - len(have & active.keys())
+            new = [iid for iid in outbox.fan_out(active, with_session) if iid not in have][: max(room, 0)]
+            targets.update((iid, active[iid]) for iid in new)
+        if not targets:
+            return []
+        try:
+            bundles = self._claim_bundles([iid for iid in targets if iid not in with_session])
+        except (RelayUnavailable, RelayError) as exc:
+            log.warning("message %s: no bundles for %d new installation(s): %s", mid, len(targets), exc)
+            return []
+        content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"]).encode()
         with self.store.write() as c:
-            left = c.execute("SELECT COUNT(*) FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)).fetchone()[0]
-            if left == 0 and c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] == "prepared":
-                c.execute("UPDATE outbox SET state = 'done', last_error = NULL WHERE message_id = ?", (mid,))
-                c.execute("UPDATE messages SET state = 'sent' WHERE id = ?", (mid,))
-                row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
-            else:
-                row = None
-        if row is not None:
-            self._emit("message.sent", message_dict(row))
+            row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+            if row["lease_owner"] != lease:
+                raise Busy("being delivered by another process")
+            if row["state"] != "prepared":
+                return []
+            added = self._seal_for(c, mid, targets, bundles, content)
+        if added:
+            log.info("message %s: sealed for %d installation(s) authorized since the last refresh", mid, len(added))
+        return added
+
+    def _seal_for(
+        self, c: sqlite3.Connection, mid: str, targets: dict[str, session.RemoteInstallation], bundles: dict[str, PK.Bundle], content: bytes
+    ) -> list[str]:
+        """Encrypt ``content`` to each target (its session, or a new one from its bundle) and store the
+        envelopes, in the caller's transaction. Returns the installations sealed for."""
+        sealed_for: list[str] = []
+        for iid, remote in targets.items():
+            s = self._active_session(c, iid)
+            if s is None:
+                if iid not in bundles:
+                    continue
+                with self._fanout_lock:
+                    self._bundles.pop(iid, None)  # used (or bad): never initiate twice from one bundle
+                try:
+                    s = session.initiate(self.local, remote, bundles[iid])
+                except P.CryptoError as exc:
+                    log.warning("installation %s: bad prekey bundle (%s); skipped", iid, exc)
+                    continue
+            s, wire_msg = session.encrypt(s, content)
+            payload = sealed.seal(remote.identity_pub, iid, self.installation_id, self.record, wire_msg)
+            self._save_session(c, s)
+            c.execute(
+                "INSERT INTO outbox_envelopes(message_id, installation_id, topic, payload) VALUES (?, ?, ?, ?)",
+                (mid, iid, inbox_topic(iid), payload),
+            )
+            sealed_for.append(iid)
+        return sealed_for
 
     def _active_session(self, c: sqlite3.Connection, remote_iid: str) -> session.Session | None:
         row = c.execute(
@@ -463,7 +679,13 @@ class Engine:
             (s.remote_iid, s.sid, blob, ts, ts),
         )
 
-    def _prepare(self, mid: str) -> None:
+    def _prepare(self, mid: str, *, lease: str | None = None) -> None:
+        """Encrypt the message to every target installation and store the envelopes, once.
+
+        Raises:
+            Busy: ``lease`` was given and another caller took the message over meanwhile.
+            NotRegistered, RelayUnavailable, RelayError
+        """
         msg = self.store.read("SELECT * FROM messages WHERE id = ?", (mid,))[0]
         peer = msg["peer"]
         theirs = self.installations_of(peer)
@@ -479,29 +701,12 @@ class Engine:
         bundles = self._claim_bundles([iid for iid in targets if iid not in with_session])
         content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"]).encode()
         with self.store.write() as c:
-            if c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] != "pending":
+            row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+            if lease is not None and row["lease_owner"] != lease:
+                raise Busy("being delivered by another process")  # ours ran out while claiming bundles
+            if row["state"] != "pending":
                 return  # another process prepared it meanwhile
-            prepared = 0
-            for iid, remote in targets.items():
-                s = self._active_session(c, iid)
-                if s is None:
-                    if iid not in bundles:
-                        continue
-                    with self._fanout_lock:
-                        self._bundles.pop(iid, None)  # used (or bad): never initiate twice from one bundle
-                    try:
-                        s = session.initiate(self.local, remote, bundles[iid])
-                    except P.CryptoError as exc:
-                        log.warning("installation %s: bad prekey bundle (%s); skipped", iid, exc)
-                        continue
-                s, wire_msg = session.encrypt(s, content)
-                payload = sealed.seal(remote.identity_pub, iid, self.installation_id, self.record, wire_msg)
-                self._save_session(c, s)
-                c.execute(
-                    "INSERT INTO outbox_envelopes(message_id, installation_id, topic, payload) VALUES (?, ?, ?, ?)",
-                    (mid, iid, inbox_topic(iid), payload),
-                )
-                prepared += int(iid in theirs)
+            prepared = sum(iid in theirs for iid in self._seal_for(c, mid, targets, bundles, content))
             if prepared == 0:
                 raise NotRegistered(f"none of {peer}'s installations could be reached (no prekeys)")
             c.execute("UPDATE outbox SET state = 'prepared' WHERE message_id = ?", (mid,))

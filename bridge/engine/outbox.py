@@ -12,6 +12,10 @@
   schedules the next attempt ``next_attempt_at`` after an exponential, jittered delay
   (:func:`backoff_ms`); after :data:`MAX_ATTEMPTS` such failures the message is marked failed. A
   relay that cannot be reached at all is nobody's fault: it stops the flush and counts no attempt.
+* **One deliverer.** A caller delivering a message holds a lease on its outbox row
+  (``lease_owner``, ``lease_until``) for :data:`LEASE_MS`, renewed before each publish; other callers
+  (threads of another Engine, other processes on the same store) leave the message alone meanwhile. A
+  lease left behind by a process that died runs out after :data:`LEASE_MS`.
 * **No prekeys.** An installation whose bundle claim found no prekeys is not asked again for
   :data:`NO_PREKEYS_TTL_MS`.
 """
@@ -31,6 +35,7 @@ __all__ = [
     "BACKOFF_MAX_MS",
     "NO_PREKEYS_TTL_MS",
     "BUNDLE_TTL_MS",
+    "LEASE_MS",
     "fan_out",
     "backoff_ms",
     "counts",
@@ -47,6 +52,9 @@ BACKOFF_MAX_MS = 15 * 60 * 1000
 NO_PREKEYS_TTL_MS = 10 * 60 * 1000
 #: How long a claimed bundle that could not be used yet (the message was retried) is kept for reuse.
 BUNDLE_TTL_MS = 10 * 60 * 1000
+#: How long a caller's lease on a message lasts from its last renewal. Renewed before each publish, it
+#: must outlast one publish request (the relay client's timeout: 10 s) by a wide margin.
+LEASE_MS = 60_000
 
 V = TypeVar("V")
 

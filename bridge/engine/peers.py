@@ -14,6 +14,10 @@ message:
 * Sending uses the cache. Only an address we have never looked up (a brand-new peer, or our own address
   before the first scheduled pass) is looked up at send time; the first message to a new peer must also
   claim its prekey bundle, which names the installation anyway (PROTOCOL.md §6.5).
+* A relay's publish answer may say how long the recipient's log is (PROTOCOL.md §6.5, issue 9): when
+  it is longer than the cached one, that address is refreshed at once (:meth:`Peers.refresh_if_longer`,
+  at most once per ``min_lookup_ms``), so a newly authorized installation gets the message too. The
+  publish named the recipient's inbox already: the relay learns nothing from that lookup.
 * Receiving never looks anything up. A sender installation we know to be revoked is rejected at once;
   any other is accepted on its verified statement (as when the relay is down) and the message is
   re-checked by the next scheduled pass: if the sender's log then shows the installation revoked or
@@ -148,6 +152,7 @@ class Peers:
         self.verifier = CachingVerifier(verifier, clock=clock)
         self._statements: OrderedDict[bytes, identity.Statement] = OrderedDict()
         self._looked_up: dict[str, int] = {}
+        self._hinted: dict[str, int] = {}  # address -> when a publish answer last made us refresh it
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._first_contact_lock = threading.Lock()
@@ -204,6 +209,29 @@ class Peers:
             if not fresh():
                 self.lookup([address])
         return self.cached(address) or {}
+
+    def refresh_if_longer(self, address: str, length: int) -> bool:
+        """A relay's publish answer says ``address``'s log holds ``length`` records: refresh the cached
+        entry now if that is more than it held at our last lookup, at most once per ``min_lookup_ms`` per
+        address, whatever the relay claims. Returns True if it was refreshed.
+
+        Only addresses we looked up before are compared: one tracked from a sender's statement alone
+        (no log length known) waits for the scheduled pass, so a reply to a new sender still asks
+        the relay nothing (issue 8 item 2).
+
+        Raises:
+            RelayUnavailable, RelayError
+        """
+        rows = self.store.read("SELECT log_length FROM peer_fetches WHERE address = ?", (address,))
+        if not rows or rows[0]["log_length"] is None or length <= rows[0]["log_length"]:
+            return False
+        now = self.clock()
+        with self._lock:
+            if now - self._hinted.get(address, -(2**62)) < self.min_lookup_ms:
+                return False
+            self._hinted[address] = now
+        log.info("the relay reports %d record(s) in the log of %s: refreshing it", length, address)
+        return bool(self.lookup([address], scheduled=True))
 
     def lookup(self, addresses: Iterable[str], *, scheduled: bool = False) -> list[str]:
         """Fetch the buckets of ``addresses`` and store what their logs say. Returns the addresses refreshed.
@@ -281,8 +309,9 @@ class Peers:
             for iid in revoked:
                 c.execute("INSERT OR REPLACE INTO peer_revoked(address, installation_id, source, at) VALUES (?, ?, 'log', ?)", (address, iid, now))
             c.execute(
-                "INSERT INTO peer_fetches(address, fetched_at) VALUES (?, ?) ON CONFLICT(address) DO UPDATE SET fetched_at = excluded.fetched_at",
-                (address, now),
+                "INSERT INTO peer_fetches(address, fetched_at, log_length) VALUES (?, ?, ?) "
+                "ON CONFLICT(address) DO UPDATE SET fetched_at = excluded.fetched_at, log_length = excluded.log_length",
+                (address, now, len(records)),
             )
             # Messages accepted on their statement alone are re-checked against the log now.
             for r in c.execute("SELECT message_id, installation_id FROM sender_rechecks WHERE address = ?", (address,)).fetchall():

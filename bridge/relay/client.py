@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 from urllib.parse import quote
 
@@ -25,7 +26,7 @@ from bridge.protocol.wire import WireError
 from bridge.relay.auth import auth_message
 from bridge.relay.storage import Envelope
 
-__all__ = ["RelayClient", "Subscription", "Envelope", "RelayUnavailable", "RelayError", "NotFound", "PING_INTERVAL"]
+__all__ = ["RelayClient", "Subscription", "Envelope", "Published", "RelayUnavailable", "RelayError", "NotFound", "PING_INTERVAL"]
 
 #: Seconds between client ``{"type": "ping"}`` frames on a subscription.
 PING_INTERVAL = 20.0
@@ -35,6 +36,21 @@ _TOKEN_MARGIN = 60.0
 #: authenticated (see :meth:`RelayClient.publish_identity`).
 _SHARED_TOKENS: dict[tuple[str, str], tuple[str, float]] = {}
 _SHARED_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Published:
+    """The relay's answer to a publish: the envelope's cursor and, from relays that send it, how
+    many records the identity log of each address the inbox's installation is bound to holds
+    (address → count; empty from older relays, or when the relay sent something unusable)."""
+
+    cursor: int
+    logs: dict[str, int] = field(default_factory=dict)
+
+
+#: At most this many ``logs`` entries of a publish answer are read (an installation is bound to
+#: one address, two or three after wallet switches).
+MAX_PUBLISH_LOGS = 8
 
 
 class RelayUnavailable(Exception):
@@ -348,7 +364,23 @@ class RelayClient:
 
     def publish(self, topic: str, payload: bytes) -> int:
         """Publish an envelope (anonymous); returns its cursor."""
-        return self._int(self._call("POST", "/v1/envelopes", body={"topic": topic, "payload": wire.b64e(payload)}), "cursor")
+        return self.publish_envelope(topic, payload).cursor
+
+    def publish_envelope(self, topic: str, payload: bytes) -> Published:
+        """Publish an envelope (anonymous); returns its cursor and the log lengths the relay reports.
+
+        Unknown answer fields are ignored, and so is a ``logs`` field that is not an object of
+        address → non-negative integer (entries that are not are dropped): it is only a hint.
+        """
+        data = self._call("POST", "/v1/envelopes", body={"topic": topic, "payload": wire.b64e(payload)})
+        cursor = self._int(data, "cursor")
+        logs: dict[str, int] = {}
+        raw = data.get("logs")
+        if isinstance(raw, dict):
+            for address, n in list(raw.items())[:MAX_PUBLISH_LOGS]:
+                if isinstance(address, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                    logs[address] = n
+        return Published(cursor, logs)
 
     def authenticate(self, iid: str, signing_priv: bytes) -> str:
         """A bearer token for ``iid``'s inbox (cached; renewed a minute before it expires)."""

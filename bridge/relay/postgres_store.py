@@ -478,6 +478,14 @@ class PostgresStorage(Storage):
         address, signing_pub, identity_pub = rows[0]
         return InstallationKeys(installation_id, str(address), bytes(signing_pub), bytes(identity_pub))
 
+    def identity_log_lengths(self, installation_id: str) -> dict[str, int]:
+        rows = self._rows(
+            "SELECT i.address, (SELECT COALESCE(MAX(d.seq), 0) FROM identity d WHERE d.address = i.address) "
+            "FROM installations i WHERE i.iid = %s",
+            (installation_id,),
+        )
+        return {str(address): int(n) for address, n in rows}
+
     # ---- prekeys --------------------------------------------------------------------------
 
     def put_prekeys(self, installation_id: str, prekeys: StoredPrekeys, *, max_one_time: int) -> tuple[int, int]:

@@ -521,7 +521,10 @@ class _Relay:
             raise ApiError(
                 429, "inbox_full", "this inbox holds as many envelopes as the relay keeps for one inbox; try again later"
             ) from None
-        return {"cursor": cursor}, 202
+        # How long the identity log of each address this inbox's installation is bound to is now
+        # (public data): a sender whose cached log is shorter refreshes it, so a recipient's
+        # installation authorized since then gets the message too (PROTOCOL.md §6.5, issue 9).
+        return {"cursor": cursor, "logs": self.storage.identity_log_lengths(iid)}, 202
 
     def fetch(self, topic_raw: str) -> dict[str, Any]:
         iid = self.topic_param(topic_raw)

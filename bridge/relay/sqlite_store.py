@@ -402,6 +402,14 @@ class SQLiteStorage(Storage):
         address, signing_pub, identity_pub = rows[0]
         return InstallationKeys(installation_id, str(address), bytes(signing_pub), bytes(identity_pub))  # type: ignore[arg-type]
 
+    def identity_log_lengths(self, installation_id: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT i.address, (SELECT COALESCE(MAX(d.seq), 0) FROM identity d WHERE d.address = i.address) "
+            "FROM installations i WHERE i.iid = ?",
+            (installation_id,),
+        )
+        return {str(address): int(n) for address, n in rows}
+
     # ---- prekeys --------------------------------------------------------------------------
 
     def put_prekeys(self, installation_id: str, prekeys: StoredPrekeys, *, max_one_time: int) -> tuple[int, int]:

@@ -226,6 +226,12 @@ class Storage(abc.ABC):
     def installation(self, installation_id: str) -> InstallationKeys | None:
         """An active installation with this id (under any address), or ``None``."""
 
+    @abc.abstractmethod
+    def identity_log_lengths(self, installation_id: str) -> dict[str, int]:
+        """For every address the installation is actively bound to: how many records its identity log
+        holds (logs only grow). Empty if the installation is not active. Read by a publish, whose
+        answer tells the sender (PROTOCOL.md §7 ``POST /v1/envelopes``)."""
+
     # ---- prekeys --------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -55,7 +55,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     state           TEXT NOT NULL CHECK (state IN ('pending', 'prepared', 'done', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
-    last_error      TEXT
+    last_error      TEXT,
+    lease_owner     TEXT,                    -- the caller delivering it now (bridge/engine/engine.py _deliver)
+    lease_until     INTEGER NOT NULL DEFAULT 0  -- ms; after this another caller may take the message over
 );
 CREATE TABLE IF NOT EXISTS outbox_envelopes (
     message_id      TEXT NOT NULL REFERENCES outbox(message_id),
@@ -98,7 +100,8 @@ CREATE TABLE IF NOT EXISTS peer_installations (
 );
 CREATE TABLE IF NOT EXISTS peer_fetches (
     address     TEXT PRIMARY KEY,
-    fetched_at  INTEGER NOT NULL              -- ms of the last lookup; 0: tracked from a sender's statement only
+    fetched_at  INTEGER NOT NULL,             -- ms of the last lookup; 0: tracked from a sender's statement only
+    log_length  INTEGER                       -- records in the address's log at the last lookup (NULL: never looked up)
 );
 -- bridge/engine/peers.py (issue 8 item 2): what the identity cache knows besides the active sets.
 CREATE TABLE IF NOT EXISTS peer_revoked (
@@ -170,6 +173,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
     # Prekey rotation (issue 8): when a signed or last-resort prekey was replaced, or a one-time
     # prekey handed out. Before, nothing set `uploaded`; one-time keys were uploaded right after
     # being made. Same transaction: the column never exists without the update.
+    # Issue 9: the log length a publish answer is compared with (PROTOCOL.md §6.5).
+    if "log_length" not in _columns(conn, "peer_fetches"):
+        conn.execute("ALTER TABLE peer_fetches ADD COLUMN log_length INTEGER")
+    # Issue 9: one caller delivers a message at a time, across processes too (a lease on the outbox row).
+    if "lease_owner" not in _columns(conn, "outbox"):
+        conn.execute("ALTER TABLE outbox ADD COLUMN lease_owner TEXT")
+        conn.execute("ALTER TABLE outbox ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0")
     if "retired_at" not in _columns(conn, "prekeys"):
         conn.execute("ALTER TABLE prekeys ADD COLUMN retired_at INTEGER")
         conn.execute("UPDATE prekeys SET uploaded = 1 WHERE kind IN ('x25519-otpk', 'mlkem768-otpk')")
