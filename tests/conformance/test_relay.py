@@ -148,6 +148,17 @@ def test_auth_read_and_publish(world: World) -> None:
     assert_error(r.envelopes(world.alice.topic, token), 401, "unauthorized")  # a token opens only its own inbox
 
 
+def test_publish_answer_tells_the_inbox_owners_log_length(world: World) -> None:
+    """§7 publish: 202 {"cursor", "logs": {address: records in its identity log}} (§6.2 step 6)."""
+    r, c = world.relay, Client.new()
+    assert c.register(r).status == 201
+    first = r.publish(c.topic, b"x").body
+    assert set(first) == {"cursor", "logs"} and first["logs"] == {c.address: 1}
+    second = Client(c.wallet_key, S.Installation.generate())  # the same wallet's second installation
+    assert second.register(r).status == 201  # the log now holds two records
+    assert r.publish(c.topic, b"y").body["logs"] == {c.address: 2}
+
+
 def test_subscribe_ready_backlog_live_ping(world: World) -> None:
     r, c = world.relay, Client.new()
     assert c.register(r).status == 201
