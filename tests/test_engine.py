@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
+from bridge import identity
 from bridge.crypto import primitives as P
 from bridge.crypto import sealed, session
 from bridge.engine import Engine
@@ -475,6 +476,23 @@ def test_a_later_content_type_shows_its_fallback_text_or_nothing(tmp_path: Path,
 
 
 # --- fan-out ----------------------------------------------------------------------------------
+
+
+def test_a_message_whose_every_recipient_envelope_is_dropped_is_failed_not_sent(tmp_path: Path, relay_url: str) -> None:
+    """§6.2 step 4: the relay's 404 unknown_installation drops an envelope; when it drops every envelope
+    to the recipient (its installations were revoked after the sender looked), nothing reached them, so
+    the message is failed, even though the copy to the sender's own other installation went out."""
+    wallet_a = P.random_bytes(32)
+    a1 = make_engine(tmp_path / "a1.db", relay_url, wallet_a)
+    a2 = make_engine(tmp_path / "a2.db", relay_url, wallet_a)
+    bob = make_engine(tmp_path / "bob.db", relay_url)
+    assert a1.send(bob.address, "before").delivered and bob.sync() == 1 and a2.sync() == 1
+    statement = identity.revoke_statement(bob.address, bob.installation_id)
+    bob.relay.publish_identity(bob.address, identity.sign_statement(statement, bob.secrets.wallet_key).to_record())
+    r = a1.send(bob.address, "after the revocation")  # a1's cache still lists Bob's installation
+    assert not r.delivered
+    assert [(m["text"], m["state"]) for m in a1.messages(bob.address)] == [("before", "sent"), ("after the revocation", "failed")]
+    assert a2.sync() == 1  # our own copy was published all the same
 
 
 def test_fan_out_to_every_installation_and_to_the_senders_other_installations(tmp_path: Path, relay_url: str) -> None:

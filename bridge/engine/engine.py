@@ -532,6 +532,15 @@ class Engine:
         if logs and self._follow_logs(mid, logs) and self._extend(mid, owner):
             if self._publish_stored(mid, owner) is None:
                 return
+        reached = self.store.read(
+            "SELECT COUNT(*) AS n FROM outbox_envelopes WHERE message_id = ? AND own = 0 AND (cursor IS NULL OR cursor >= 0)", (mid,)
+        )[0]["n"]
+        if reached == 0:
+            # Every envelope to the recipient was dropped (404: each installation revoked since we
+            # looked): nothing reached them, so the message is not "sent" (PROTOCOL.md §6.2 step 4).
+            peer = self.store.read("SELECT peer FROM messages WHERE id = ?", (mid,))[0]["peer"]
+            self._note_attempt(mid, f"none of {peer}'s installations is active any more", failed=True)
+            return
         with self.store.write() as c:
             left = c.execute("SELECT COUNT(*) FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)).fetchone()[0]
             if left == 0 and c.execute("SELECT state FROM outbox WHERE message_id = ?", (mid,)).fetchone()[0] == "prepared":
@@ -610,11 +619,14 @@ class Engine:
         have = {r["installation_id"] for r in self.store.read("SELECT installation_id FROM outbox_envelopes WHERE message_id = ?", (mid,))}
         with_session = {r["remote_iid"] for r in self.store.read("SELECT DISTINCT remote_iid FROM sessions")}
         targets: dict[str, session.RemoteInstallation] = {}
+        own: set[str] = set()
         for address in dict.fromkeys((msg["peer"], self.address)):
             active = {k: v for k, v in (self.peers.cached(address) or {}).items() if k != self.installation_id}
             room = outbox.MAX_FANOUT - len(have & active.keys())
             new = [iid for iid in outbox.fan_out(active, with_session) if iid not in have][: max(room, 0)]
             targets.update((iid, active[iid]) for iid in new)
+            if address == self.address:
+                own.update(new)
         if not targets:
             return []
         try:
@@ -629,16 +641,23 @@ class Engine:
                 raise Busy("being delivered by another process")
             if row["state"] != "prepared":
                 return []
-            added = self._seal_for(c, mid, targets, bundles, content)
+            added = self._seal_for(c, mid, targets, bundles, content, own)
         if added:
             log.info("message %s: sealed for %d installation(s) authorized since the last refresh", mid, len(added))
         return added
 
     def _seal_for(
-        self, c: sqlite3.Connection, mid: str, targets: dict[str, session.RemoteInstallation], bundles: dict[str, PK.Bundle], content: bytes
+        self,
+        c: sqlite3.Connection,
+        mid: str,
+        targets: dict[str, session.RemoteInstallation],
+        bundles: dict[str, PK.Bundle],
+        content: bytes,
+        own: set[str],
     ) -> list[str]:
         """Encrypt ``content`` to each target (its session, or a new one from its bundle) and store the
-        envelopes, in the caller's transaction. Returns the installations sealed for."""
+        envelopes, in the caller's transaction; ``own`` names the targets that are our own other
+        installations. Returns the installations sealed for."""
         sealed_for: list[str] = []
         for iid, remote in targets.items():
             s = self._active_session(c, iid)
@@ -656,8 +675,8 @@ class Engine:
             payload = sealed.seal(remote.identity_pub, iid, self.installation_id, self.record, wire_msg)
             self._save_session(c, s)
             c.execute(
-                "INSERT INTO outbox_envelopes(message_id, installation_id, topic, payload) VALUES (?, ?, ?, ?)",
-                (mid, iid, inbox_topic(iid), payload),
+                "INSERT INTO outbox_envelopes(message_id, installation_id, topic, payload, own) VALUES (?, ?, ?, ?, ?)",
+                (mid, iid, inbox_topic(iid), payload, int(iid in own)),
             )
             sealed_for.append(iid)
         return sealed_for
@@ -706,7 +725,7 @@ class Engine:
                 raise Busy("being delivered by another process")  # ours ran out while claiming bundles
             if row["state"] != "pending":
                 return  # another process prepared it meanwhile
-            prepared = sum(iid in theirs for iid in self._seal_for(c, mid, targets, bundles, content))
+            prepared = sum(iid in theirs for iid in self._seal_for(c, mid, targets, bundles, content, set(mine)))
             if prepared == 0:
                 raise NotRegistered(f"none of {peer}'s installations could be reached (no prekeys)")
             c.execute("UPDATE outbox SET state = 'prepared' WHERE message_id = ?", (mid,))

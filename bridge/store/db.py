@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS outbox_envelopes (
     topic           TEXT NOT NULL,
     payload         BLOB NOT NULL,
     cursor          INTEGER,                 -- relay cursor once published; -1: installation gone, dropped
+    own             INTEGER NOT NULL DEFAULT 0,  -- 1: a copy for our own other installation
     PRIMARY KEY (message_id, installation_id)
 );
 CREATE TABLE IF NOT EXISTS sessions (
@@ -174,6 +175,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
     # prekey handed out. Before, nothing set `uploaded`; one-time keys were uploaded right after
     # being made. Same transaction: the column never exists without the update.
     # Issue 9: the log length a publish answer is compared with (PROTOCOL.md §6.5).
+    # Issue 9: a message whose every envelope to the recipient was dropped is not "sent" (§6.2 step 4).
+    if "own" not in _columns(conn, "outbox_envelopes"):
+        conn.execute("ALTER TABLE outbox_envelopes ADD COLUMN own INTEGER NOT NULL DEFAULT 0")
     if "log_length" not in _columns(conn, "peer_fetches"):
         conn.execute("ALTER TABLE peer_fetches ADD COLUMN log_length INTEGER")
     # Issue 9: one caller delivers a message at a time, across processes too (a lease on the outbox row).
