@@ -214,8 +214,10 @@ def test_revoked_installation_is_refused_by_relay_and_bridge(chat: Chat) -> None
     a = chat.relay.publish(me.topic, b"to a revoked installation")
     assert (a.status, a.code) == (404, "unknown_installation")
     assert chat.relay.challenge(me.iid).code == "unknown_installation"
-    # §6.2 step 4: the relay's 404 drops that envelope only; the bridge notes the installation revoked
-    parley(chat.home, "send", me.address, "to the revoked one", "--json")
+    # §6.2 step 4: the relay's 404 drops the envelope and the bridge notes the installation revoked;
+    # it was the recipient's only one, so nothing reached them: the send fails (exit 3), it is not "sent"
+    r = parley(chat.home, "send", me.address, "to the revoked one", "--json", check=False)
+    assert r.returncode == 3 and me.address in r.stderr, r
     before = chat.quarantined()
     chat.publish(chat.envelope("sent after my revocation"))
     # a second, valid client's message after it proves the bridge has processed the first
