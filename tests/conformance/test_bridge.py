@@ -18,6 +18,8 @@ from tests.conformance.procs import Proc, parley, parley_json, start_bridge, sta
 from tests.conformance.wire_client import spec as S
 from tests.conformance.wire_client.relay_api import Client, Relay, unb64
 
+pytestmark = pytest.mark.slow  # real `parley init` and `parley run` processes: `make test`, not `make test-fast`
+
 
 @dataclass
 class Chat:
