@@ -284,6 +284,21 @@ class _Relay:
             raise ApiError(400, "bad_request", f"unexpected field {sorted(extra)[0]!r}")
         return obj
 
+    def no_body(self) -> None:
+        """A route documented without a body (PROTOCOL.md §7): it takes none, or ``{}`` sent as JSON.
+
+        Anything else is refused like a body with an unknown field (``bad_request``), non-JSON
+        (``bad_json``) or a non-JSON Content-Type (415), before the route spends anything.
+        """
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if not request.content_length and not chunked:
+            return  # no body (Content-Length 0 or absent): what RelayClient sends
+        if request.mimetype != "application/json":
+            raise ApiError(415, "bad_content_type", "the request body must be sent as Content-Type: application/json")
+        if chunked and request.get_data(cache=True) == b"":
+            return  # an empty chunked body (json_body below reads the cached data)
+        self.json_body(set())
+
     @staticmethod
     def field_str(obj: dict[str, Any], name: str) -> str:
         value = obj.get(name)
@@ -393,6 +408,7 @@ class _Relay:
 
     def get_identity(self, address: str) -> dict[str, Any]:
         addr = self.address_param(address)
+        self.no_body()
         return {"address": addr, "records": [wire.b64e(r) for r in self.storage.identity_records(addr)]}
 
     def get_identity_bucket(self, prefix: str) -> dict[str, Any]:
@@ -404,6 +420,7 @@ class _Relay:
             raise ApiError(
                 400, "bad_prefix", f"a bucket prefix is {BUCKET_PREFIX_MIN} to {BUCKET_PREFIX_MAX} lowercase hex digits"
             )
+        self.no_body()
         logs = self.storage.identity_bucket(
             prefix, max_addresses=self.s.bucket_max_addresses, max_records=self.s.bucket_max_records
         )
@@ -453,6 +470,7 @@ class _Relay:
     def claim(self, iid_raw: str) -> dict[str, Any]:
         self.limit(self.claim_limit)
         iid = self.iid_param(iid_raw)
+        self.no_body()  # before the target's claim budget or a key is spent
         if not self.claim_target_limit.take(iid):  # many clients together cannot drain one installation
             raise ApiError(429, "target_rate_limited", "too many prekey claims for this installation; try again later")
         claimed = self.storage.claim_prekeys(iid)
@@ -470,7 +488,9 @@ class _Relay:
         return {"bundle": wire.b64e(bundle.encode())}
 
     def prekey_count(self, iid_raw: str) -> dict[str, Any]:
-        otpk, pq = self.storage.prekey_counts(self.iid_param(iid_raw))
+        iid = self.iid_param(iid_raw)
+        self.no_body()
+        otpk, pq = self.storage.prekey_counts(iid)
         return {"otpk": otpk, "pq_otpk": pq}
 
     # -- auth --
@@ -529,6 +549,7 @@ class _Relay:
         token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else None
         after = self._int_arg("after", 0, 0, 2**63 - 1)
         limit = self._int_arg("limit", self.s.fetch_default_limit, 1, self.s.fetch_max_limit)
+        self.no_body()
         self.require_token(token, iid)
         envs = self.storage.fetch(topic_raw, after, limit)
         return {
@@ -648,6 +669,7 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
 
     @bp.get("/v1/health")
     def health() -> Any:
+        relay.no_body()
         return jsonify({"ok": True, "version": PROTOCOL_VERSION})
 
     @bp.post("/v1/identity/<path:address>")
