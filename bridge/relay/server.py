@@ -38,6 +38,7 @@ from bridge.relay.storage import (
     StorageError,
     StorageUnavailable,
     StoredPrekeys,
+    Wakeup,
     open_storage,
 )
 
@@ -598,6 +599,9 @@ class _Relay:
             return fail(exc.code, exc.message)
         except StorageError:
             return fail("storage_error", "the relay's storage is unavailable")
+        wake = Wakeup()
+        if hasattr(ws, "event"):  # simple-websocket: its reader sets ws.event for every frame and the close
+            ws.event = _FrameEvent(ws.event, wake)
         ws.send(json.dumps({"type": "ready"}))
         cursor = after
         last_check = time.monotonic()
@@ -614,16 +618,20 @@ class _Relay:
                         )
                         cursor = e.cursor
                     fetch_due = len(batch) == 100
+                wake.clear()  # before reading: a frame arriving from here on ends the next wait at once
                 while (msg := ws.receive(timeout=0)) is not None:  # raises ConnectionClosed when gone
                     self._ws_frame(ws, msg)
-                if time.monotonic() - last_check > self.s.ws_recheck_interval:
+                recheck_in = last_check + self.s.ws_recheck_interval - time.monotonic()
+                if recheck_in <= 0:
                     last_check = time.monotonic()
                     if self.storage.installation(iid) is None:
                         return fail("unknown_installation", "the installation was revoked")
                     fetch_due = True  # periodic catch-up from the cursor, whatever the wake-ups said
                 if not fetch_due:
-                    # True when an envelope after the cursor exists (woken by a publish on any node)
-                    fetch_due = self.storage.wait(str(topic), cursor, self.s.ws_poll_interval)
+                    # True when an envelope after the cursor exists (woken by a publish on any node);
+                    # a client frame (a ping) or the peer's close ends the wait early through ``wake``
+                    timeout = min(self.s.ws_poll_interval, max(recheck_in, 0.0))
+                    fetch_due = self.storage.wait(str(topic), cursor, timeout, wake)
         except StorageError:
             return fail("storage_error", "the relay's storage is unavailable")
 
@@ -636,6 +644,31 @@ class _Relay:
             obj = None
         if isinstance(obj, dict) and obj.get("type") == "ping":
             ws.send(json.dumps({"type": "pong"}))
+
+
+class _FrameEvent:
+    """Stands in for a simple-websocket connection's ``event``, which its reader (a thread, or a
+    greenlet under gevent) sets for every complete client message, the close and errors, and which
+    ``receive`` waits on. It also sets the subscription's :class:`Wakeup`, so the handler's
+    ``Storage.wait`` ends when a ping arrives instead of at its timeout: no extra thread per
+    subscription, and the same in both serving models."""
+
+    def __init__(self, event: Any, wake: Wakeup) -> None:
+        self._event = event
+        self._wake = wake
+
+    def set(self) -> None:
+        self._event.set()
+        self._wake.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return bool(self._event.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._event.wait(timeout))
 
 
 def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | None = None) -> Blueprint:
