@@ -381,6 +381,18 @@ def test_claim_takes_no_body_and_a_refused_one_consumes_nothing(tmp_path: Path) 
         relay.storage.close()
 
 
+def test_a_repeated_field_is_refused(relay: Relay) -> None:
+    """A body names each documented field once: {"record": a, "record": b} is not "exactly the
+    documented fields" (a parser that keeps the first and one that keeps the last would disagree)."""
+    inst = make_installation()
+    rec = json.dumps(wire.b64e(authorize_record(inst)))
+    rejected(relay, lambda: relay.post(f"/v1/identity/{WALLET_ADDRESS}", raw=f'{{"record": {rec}, "record": {rec}}}'), 400, "bad_request")
+    iid = json.dumps(inst.iid)
+    rejected(relay, lambda: relay.post("/v1/auth/challenge", raw=f'{{"installation_id": {iid}, "installation_id": {iid}}}'), 400, "bad_request")
+    rejected(relay, lambda: relay.post(f"/v1/prekeys/{inst.iid}/claim", raw='{"a": 1, "a": 1}'), 400, "bad_request")
+    assert relay.post(f"/v1/identity/{WALLET_ADDRESS}", raw=f'{{"record": {rec}}}').status_code == 201
+
+
 def test_get_routes_take_no_body(relay: Relay) -> None:
     """The GET routes are documented without a body too: a body other than {} (as JSON) is refused."""
     inst = make_installation()

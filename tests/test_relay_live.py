@@ -447,3 +447,71 @@ def test_parley_relay_answers_a_ping_within_the_bound_and_still_delivers(tmp_pat
             client.close()
     finally:
         assert proc.stop() == 0, "".join(proc.output)
+
+
+# --- issue 9: field types of the subscription frames -------------------------------------------
+
+
+def _hello_answer(ws_url: str, frame: str | bytes) -> dict[str, object]:
+    """The relay's first frame after ``frame`` as the opening message of a new subscription."""
+    ws = simple_websocket.Client.connect(ws_url)
+    try:
+        ws.send(frame)
+        raw = ws.receive(timeout=10)
+        assert raw is not None, f"no answer to {frame!r}"
+        return dict(json.loads(raw))
+    finally:
+        with contextlib.suppress(simple_websocket.ConnectionClosed):
+            ws.close()
+
+
+def test_subscribe_frame_takes_exactly_token_topic_and_after_with_their_types(live: LiveRelay, client: RelayClient) -> None:
+    """The opening frame is exactly {"token": string, "topic": string, "after": integer 0..2^63-1}:
+    a missing or repeated field, a token that is not a string, an "after" that is a bool, a float
+    (even 1.0), a string, negative or 2^63 is refused with bad_request (a topic that is not an inbox
+    topic string: bad_topic), as the HTTP bodies are (PROTOCOL.md §7 General). The relay's envelope
+    frames carry an integer cursor, standard base64 and integer unix seconds."""
+    inst = make_installation()
+    _register(client, inst)
+    token = client.authenticate(inst.iid, inst.signing_priv)
+    ws_url = live.url.replace("http://", "ws://") + "/v1/subscribe"
+    t = json.dumps(token)
+    topic = json.dumps(inst.topic)
+    cases: list[tuple[str | bytes, str]] = [
+        (f'{{"token": {t}, "topic": {topic}}}', "bad_request"),  # "after" missing
+        (f'{{"topic": {topic}, "after": 0}}', "bad_request"),  # "token" missing
+        (f'{{"token": {t}, "topic": {topic}, "after": 0, "after": 0}}', "bad_request"),  # repeated
+        (f'{{"token": {t}, "token": {t}, "topic": {topic}, "after": 0}}', "bad_request"),
+        (f'{{"token": 5, "topic": {topic}, "after": 0}}', "bad_request"),
+        (f'{{"token": null, "topic": {topic}, "after": 0}}', "bad_request"),
+        (f'{{"token": {t}, "topic": {topic}, "after": 0, "x": 1}}', "bad_request"),
+        (f'{{"token": {t}, "topic": 5, "after": 0}}', "bad_topic"),
+        (f'{{"token": {t}, "after": 0}}', "bad_request"),  # "topic" missing
+        (f'{{"token": {t}, "topic": {topic}, "after": NaN}}', "bad_json"),
+        ("[]", "bad_request"),
+        (json.dumps({"token": token, "topic": inst.topic, "after": 0}).encode(), "bad_request"),  # a binary frame
+    ]
+    for after in (True, False, 1.0, 1.5, "1", -1, 2**63, None, [0]):
+        cases.append((json.dumps({"token": token, "topic": inst.topic, "after": after}), "bad_request"))
+    for frame, code in cases:
+        answer = _hello_answer(ws_url, frame)
+        assert answer.get("type") == "error" and answer.get("code") == code, (frame, answer)
+        assert isinstance(answer.get("message"), str) and answer["message"], answer
+    c1 = client.publish(inst.topic, b"\x00\xff envelope")
+    for after in (0, 2**63 - 1):  # the largest accepted cursor: nothing after it
+        ws = simple_websocket.Client.connect(ws_url)
+        try:
+            ws.send(json.dumps({"token": token, "topic": inst.topic, "after": after}))
+            assert json.loads(ws.receive(timeout=10)) == {"type": "ready"}
+            if after == 0:
+                env = json.loads(ws.receive(timeout=10))
+                assert set(env) == {"type", "cursor", "payload", "received_at"}
+                assert type(env["cursor"]) is int and env["cursor"] == c1
+                assert env["payload"] == "AP8gZW52ZWxvcGU="  # standard base64 with padding
+                assert type(env["received_at"]) is int  # unix seconds
+                assert abs(env["received_at"] - live.storage.fetch(inst.topic, 0, 1)[0].received_at) == 0
+            ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(ws.receive(timeout=10)) == {"type": "pong"}
+        finally:
+            with contextlib.suppress(simple_websocket.ConnectionClosed):
+                ws.close()

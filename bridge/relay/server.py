@@ -154,6 +154,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class _RepeatedField(ValueError):
+    """A JSON object names one field twice (its name is the message)."""
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise _RepeatedField(name)
+        seen.add(name)
+    return dict(pairs)
+
+
+def _loads_flat(text: str) -> Any:
+    """``json.loads`` for request bodies and WebSocket frames: no NaN/Infinity, no repeated field
+    (raises :class:`_RepeatedField`, a ValueError)."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_object_without_repeats)
+
+
 # ---- rate limiting ---------------------------------------------------------------------------
 
 
@@ -275,7 +294,9 @@ class _Relay:
             # the API's bodies are flat objects; deep nesting can crash the C JSON scanner
             raise ApiError(400, "bad_json", "the request body is not a flat JSON object")
         try:
-            obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            obj = _loads_flat(raw.decode("utf-8"))
+        except _RepeatedField as exc:
+            raise ApiError(400, "bad_request", f"field {str(exc)!r} appears more than once") from None
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "bad_json", "the request body is not valid JSON") from None
         if not isinstance(obj, dict):
@@ -583,18 +604,22 @@ class _Relay:
             if first.count("[") + first.count("{") > _MAX_JSON_CONTAINERS:
                 raise ApiError(400, "bad_json", "the first frame is not a flat JSON object")
             try:
-                hello = json.loads(first, parse_constant=_reject_constant)
+                hello = _loads_flat(first)
+            except _RepeatedField:
+                raise ApiError(400, "bad_request", "expected {token, topic, after}, each once") from None
             except (ValueError, RecursionError):
                 raise ApiError(400, "bad_json", "the first frame is not valid JSON") from None
-            if not isinstance(hello, dict) or set(hello) - {"token", "topic", "after"}:
-                raise ApiError(400, "bad_request", "expected {token, topic, after}")
-            topic = hello.get("topic")
+            if not isinstance(hello, dict) or set(hello) != {"token", "topic", "after"}:
+                raise ApiError(400, "bad_request", "expected exactly {token, topic, after}")
+            topic = hello["topic"]
             iid = self.topic_param(topic)
-            after = hello.get("after", 0)
+            after = hello["after"]
             if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
-                raise ApiError(400, "bad_request", "after must be a non-negative integer")
-            token = hello.get("token")
-            self.require_token(token if isinstance(token, str) else None, iid)
+                raise ApiError(400, "bad_request", "after must be an integer from 0 to 2^63-1")
+            token = hello["token"]
+            if not isinstance(token, str):
+                raise ApiError(400, "bad_request", "token must be a string")
+            self.require_token(token, iid)
         except ApiError as exc:
             return fail(exc.code, exc.message)
         except StorageError:
