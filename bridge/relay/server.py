@@ -106,6 +106,8 @@ class RelaySettings:
     fetch_default_limit: int = 100
     fetch_max_limit: int = 500
     ws_first_frame_timeout: float = 10.0
+    #: longest sleep of an idle subscription in Storage.wait: a publish, a client frame (ping) or the
+    #: peer's close ends it at once, and it ends when the installation re-check is due
     ws_poll_interval: float = 0.5
     ws_recheck_interval: float = 30.0
     #: records one address's identity log may hold (docs/PROTOCOL.md §7 "Identity log"): 409 log_full
