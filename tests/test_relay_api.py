@@ -393,6 +393,18 @@ def test_a_repeated_field_is_refused(relay: Relay) -> None:
     assert relay.post(f"/v1/identity/{WALLET_ADDRESS}", raw=f'{{"record": {rec}}}').status_code == 201
 
 
+def test_fetch_takes_after_and_limit_once_each_and_nothing_else(relay: Relay) -> None:
+    """GET /v1/envelopes/<topic> documents two query parameters: a repeated one (whose first or last
+    value would win?) or an unknown one is a bad query parameter (400 bad_request)."""
+    inst = make_installation()
+    relay.authorize(inst)
+    auth = {"Authorization": f"Bearer {relay.token(inst)}"}
+    for q in ("after=1&after=2", "after=1&after=zz", "limit=5&limit=0", "x=1", "after=0&limit=1&cursor=3", "After=1"):
+        assert_error(relay.client.get(f"/v1/envelopes/{inst.topic}?{q}", headers=auth), 400, "bad_request")
+    r = relay.client.get(f"/v1/envelopes/{inst.topic}?after=0&limit=1", headers=auth)
+    assert r.status_code == 200 and r.get_json() == {"envelopes": [], "next": 0}
+
+
 def test_get_routes_take_no_body(relay: Relay) -> None:
     """The GET routes are documented without a body too: a body other than {} (as JSON) is refused."""
     inst = make_installation()

@@ -571,6 +571,9 @@ class _Relay:
         iid = self.topic_param(topic_raw)
         header = request.headers.get("Authorization", "")
         token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else None
+        for name in request.args:
+            if name not in ("after", "limit") or len(request.args.getlist(name)) > 1:
+                raise ApiError(400, "bad_request", "the query takes after and limit, each at most once")
         after = self._int_arg("after", 0, 0, 2**63 - 1)
         limit = self._int_arg("limit", self.s.fetch_default_limit, 1, self.s.fetch_max_limit)
         self.no_body()
