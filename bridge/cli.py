@@ -376,9 +376,9 @@ def relay(click_ctx: click.Context, host: str, port: int, db: str | None, retent
             retention_days=retention_days,
             publish_rate=publish_rate,
             publish_burst=max(1, int(publish_rate * 5)),
-            # Each idle subscription wakes every ws_poll_interval to read client frames and notice a
-            # dead peer (delivery itself is woken by Storage.wait). 0.5 s costs 42 % CPU at 5,000
-            # subscribers; 5 s costs 5 % (bench/README.md). Client pings come every 20 s.
+            # Each idle subscription wakes every ws_poll_interval (delivery, client frames such as
+            # pings, and the peer's close wake it at once: bench/README.md "Subscription ping → pong").
+            # 0.5 s costs 42 % CPU at 5,000 subscribers; 5 s costs 5 % (bench/README.md).
             ws_poll_interval=5.0,
         )
         serve(host, port, db, settings=settings, ready_callback=ready, model=model)

@@ -333,6 +333,101 @@ def test_prekeys_no_prekeys_and_hostile(relay: Relay) -> None:
     assert_error(relay.client.post("/v1/prekeys/zz/claim"), 400, "bad_request")
 
 
+# Bodies a route documented without one refuses (PROTOCOL.md §7 General: "exactly the documented
+# fields", here none), each with its status and code. An empty body, or {} sent as JSON, is accepted.
+_NOT_NO_BODY: list[tuple[dict[str, Any], int, str]] = [
+    ({"data": json.dumps({"a": 1}), "content_type": "application/json"}, 400, "bad_request"),
+    ({"data": json.dumps({"installation_id": "0" * 32}), "content_type": "application/json"}, 400, "bad_request"),
+    ({"data": "[]", "content_type": "application/json"}, 400, "bad_request"),
+    ({"data": "null", "content_type": "application/json"}, 400, "bad_request"),
+    ({"data": "{", "content_type": "application/json"}, 400, "bad_json"),
+    ({"data": " ", "content_type": "application/json"}, 400, "bad_json"),
+    ({"data": "{}", "content_type": "text/plain"}, 415, "bad_content_type"),
+    ({"data": "a=1", "content_type": "application/x-www-form-urlencoded"}, 415, "bad_content_type"),
+    ({"data": "{}"}, 415, "bad_content_type"),  # no Content-Type at all
+]
+
+
+def test_claim_takes_no_body_and_a_refused_one_consumes_nothing(tmp_path: Path) -> None:
+    """POST /v1/prekeys/<iid>/claim is documented without a body: an empty body (what RelayClient
+    sends) or {} as JSON is a claim; anything else is refused before a key or the target's claim
+    budget is spent (a burst of 1 here: one spent token would make the genuine claim a 429)."""
+    relay = Relay(tmp_path, claim_target_burst=1, claim_target_rate=1e-9)
+    try:
+        inst = make_installation()
+        relay.authorize(inst)
+        r = relay.post(f"/v1/prekeys/{inst.iid}", {"upload": wire.b64e(make_upload(inst, otpk_ids=range(3), issued_at=1))}, method="PUT")
+        assert r.status_code == 200
+        claim = f"/v1/prekeys/{inst.iid}/claim"
+        for kw, status, code in _NOT_NO_BODY:
+            rejected(relay, lambda: relay.client.post(claim, **kw), status, code)
+        assert relay.client.get(f"/v1/prekeys/{inst.iid}/count").get_json() == {"otpk": 3, "pq_otpk": 0}
+        r = relay.client.post(claim, data="{}", content_type="application/json")
+        assert r.status_code == 200, r.get_json()
+        assert Bundle.decode(base64.b64decode(r.get_json()["bundle"])).otpk is not None
+    finally:
+        relay.storage.close()
+    (tmp_path / "empty").mkdir()
+    relay = Relay(tmp_path / "empty")
+    try:
+        inst = make_installation()
+        relay.authorize(inst)
+        relay.post(f"/v1/prekeys/{inst.iid}", {"upload": wire.b64e(make_upload(inst, otpk_ids=range(3), issued_at=1))}, method="PUT")
+        for kw in ({}, {"data": b""}, {"data": b"", "content_type": "text/plain"}, {"data": "{}", "content_type": "application/json; charset=utf-8"}):
+            r = relay.client.post(f"/v1/prekeys/{inst.iid}/claim", **kw)
+            assert r.status_code == 200, (kw, r.get_json())
+        assert relay.client.get(f"/v1/prekeys/{inst.iid}/count").get_json() == {"otpk": 0, "pq_otpk": 0}
+    finally:
+        relay.storage.close()
+
+
+def test_a_repeated_field_is_refused(relay: Relay) -> None:
+    """A body names each documented field once: {"record": a, "record": b} is not "exactly the
+    documented fields" (a parser that keeps the first and one that keeps the last would disagree)."""
+    inst = make_installation()
+    rec = json.dumps(wire.b64e(authorize_record(inst)))
+    rejected(relay, lambda: relay.post(f"/v1/identity/{WALLET_ADDRESS}", raw=f'{{"record": {rec}, "record": {rec}}}'), 400, "bad_request")
+    iid = json.dumps(inst.iid)
+    rejected(relay, lambda: relay.post("/v1/auth/challenge", raw=f'{{"installation_id": {iid}, "installation_id": {iid}}}'), 400, "bad_request")
+    rejected(relay, lambda: relay.post(f"/v1/prekeys/{inst.iid}/claim", raw='{"a": 1, "a": 1}'), 400, "bad_request")
+    assert relay.post(f"/v1/identity/{WALLET_ADDRESS}", raw=f'{{"record": {rec}}}').status_code == 201
+
+
+def test_fetch_takes_after_and_limit_once_each_and_nothing_else(relay: Relay) -> None:
+    """GET /v1/envelopes/<topic> documents two query parameters: a repeated one (whose first or last
+    value would win?) or an unknown one is a bad query parameter (400 bad_request)."""
+    inst = make_installation()
+    relay.authorize(inst)
+    auth = {"Authorization": f"Bearer {relay.token(inst)}"}
+    for q in ("after=1&after=2", "after=1&after=zz", "limit=5&limit=0", "x=1", "after=0&limit=1&cursor=3", "After=1"):
+        assert_error(relay.client.get(f"/v1/envelopes/{inst.topic}?{q}", headers=auth), 400, "bad_request")
+    r = relay.client.get(f"/v1/envelopes/{inst.topic}?after=0&limit=1", headers=auth)
+    assert r.status_code == 200 and r.get_json() == {"envelopes": [], "next": 0}
+
+
+def test_get_routes_take_no_body(relay: Relay) -> None:
+    """The GET routes are documented without a body too: a body other than {} (as JSON) is refused."""
+    inst = make_installation()
+    relay.authorize(inst)
+    token = relay.token(inst)
+    auth = {"Authorization": f"Bearer {token}"}
+    from bridge.protocol.ids import address_bucket
+
+    routes = [
+        ("/v1/health", {}),
+        (f"/v1/identity/{WALLET_ADDRESS}", {}),
+        (f"/v1/identity-bucket/{address_bucket(WALLET_ADDRESS)[:4]}", {}),
+        (f"/v1/prekeys/{inst.iid}/count", {}),
+        (f"/v1/envelopes/{inst.topic}", {"headers": auth}),
+    ]
+    for path, extra in routes:
+        for kw, status, code in _NOT_NO_BODY:
+            rejected(relay, lambda: relay.client.get(path, **kw, **extra), status, code)
+        for kw in ({}, {"data": "{}", "content_type": "application/json"}):
+            r = relay.client.get(path, **kw, **extra)
+            assert r.status_code == 200, (path, kw, r.get_json())
+
+
 def test_revocation_drops_prekeys_and_blocks_upload(relay: Relay) -> None:
     inst = make_installation()
     relay.authorize(inst)

@@ -275,6 +275,38 @@ def test_wait_wakes_on_publish_and_times_out(storage: Storage) -> None:
     t.join(5)
 
 
+def test_a_wakeup_ends_a_wait_without_an_envelope(storage: Storage) -> None:
+    """A subscription's Wakeup (set when a client frame arrives) ends its wait early, returning False
+    (no envelope); one already set makes the wait return at once; a publish still returns True.
+    Every wait here has a one-hour timeout and runs on a thread given 10 s to finish."""
+    from bridge.relay.storage import Wakeup
+
+    def wait_in_thread(after: int, wake: Wakeup, entered: Any = None) -> tuple[threading.Thread, list[bool]]:
+        result: list[bool] = []
+        t = threading.Thread(target=lambda: result.append(storage.wait(TOPIC, after, NEVER, wake)), daemon=True)
+        t.start()
+        if entered is not None:
+            assert wait_until(entered, 10), "the waiter never reached its condition wait"
+        return t, result
+
+    def finished(t: threading.Thread, result: list[bool]) -> list[bool]:
+        t.join(10)
+        assert not t.is_alive(), "the wait did not end"
+        return result
+
+    c1 = storage.publish(TOPIC, b"a", 1)
+    wake = Wakeup()
+    wake.set()
+    assert finished(*wait_in_thread(c1, wake)) == [False]  # already set: returns at once
+    wake.clear()
+    t, result = wait_in_thread(c1, wake, entered=lambda: wake._cond is not None)
+    wake.set()
+    assert finished(t, result) == [False]
+    wake.clear()
+    storage.publish(TOPIC, b"b", 2)
+    assert finished(*wait_in_thread(c1, wake)) == [True]
+
+
 def test_close_releases_waiters(storage: Storage) -> None:
     done = threading.Event()
 

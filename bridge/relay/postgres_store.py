@@ -57,6 +57,7 @@ from bridge.relay.storage import (
     StorageError,
     StorageUnavailable,
     StoredPrekeys,
+    Wakeup,
 )
 
 __all__ = ["PostgresStorage", "SCHEMA_VERSION", "MIGRATIONS"]
@@ -650,7 +651,7 @@ class PostgresStorage(Storage):
         for entry in self._waiting.values():
             entry[0].notify_all()
 
-    def wait(self, topic: str, after: int, timeout: float) -> bool:
+    def wait(self, topic: str, after: int, timeout: float, wake: Wakeup | None = None) -> bool:
         """Wake on a NOTIFY from any node.
 
         The database is asked at entry and when the timeout passes, unless this thread's last
@@ -671,13 +672,19 @@ class PostgresStorage(Storage):
             with self._cond:
                 entry = self._waiting.setdefault(topic, [threading.Condition(self._cond_lock), 0])
                 entry[1] += 1
+                if wake is not None:
+                    wake.attach(entry[0])
                 try:
                     while not self._closed and self._latest.get(topic, 0) <= after and self._generation == generation:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             break
+                        if wake is not None and wake.is_set():
+                            return False  # a client frame: the caller reads it and waits again
                         entry[0].wait(remaining)
                 finally:
+                    if wake is not None:
+                        wake.attach(None)
                     entry[1] -= 1
                     if entry[1] == 0 and self._waiting.get(topic) is entry:
                         del self._waiting[topic]

@@ -38,6 +38,7 @@ from bridge.relay.storage import (
     StorageError,
     StorageUnavailable,
     StoredPrekeys,
+    Wakeup,
     open_storage,
 )
 
@@ -105,6 +106,8 @@ class RelaySettings:
     fetch_default_limit: int = 100
     fetch_max_limit: int = 500
     ws_first_frame_timeout: float = 10.0
+    #: longest sleep of an idle subscription in Storage.wait: a publish, a client frame (ping) or the
+    #: peer's close ends it at once, and it ends when the installation re-check is due
     ws_poll_interval: float = 0.5
     ws_recheck_interval: float = 30.0
     #: records one address's identity log may hold (docs/PROTOCOL.md §7 "Identity log"): 409 log_full
@@ -151,6 +154,25 @@ def _error_response(status: int, code: str, message: str) -> Response:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+class _RepeatedField(ValueError):
+    """A JSON object names one field twice (its name is the message)."""
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise _RepeatedField(name)
+        seen.add(name)
+    return dict(pairs)
+
+
+def _loads_flat(text: str) -> Any:
+    """``json.loads`` for request bodies and WebSocket frames: no NaN/Infinity, no repeated field
+    (raises :class:`_RepeatedField`, a ValueError)."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_object_without_repeats)
 
 
 # ---- rate limiting ---------------------------------------------------------------------------
@@ -274,7 +296,9 @@ class _Relay:
             # the API's bodies are flat objects; deep nesting can crash the C JSON scanner
             raise ApiError(400, "bad_json", "the request body is not a flat JSON object")
         try:
-            obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            obj = _loads_flat(raw.decode("utf-8"))
+        except _RepeatedField as exc:
+            raise ApiError(400, "bad_request", f"field {str(exc)!r} appears more than once") from None
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "bad_json", "the request body is not valid JSON") from None
         if not isinstance(obj, dict):
@@ -283,6 +307,21 @@ class _Relay:
         if extra:
             raise ApiError(400, "bad_request", f"unexpected field {sorted(extra)[0]!r}")
         return obj
+
+    def no_body(self) -> None:
+        """A route documented without a body (PROTOCOL.md §7): it takes none, or ``{}`` sent as JSON.
+
+        Anything else is refused like a body with an unknown field (``bad_request``), non-JSON
+        (``bad_json``) or a non-JSON Content-Type (415), before the route spends anything.
+        """
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if not request.content_length and not chunked:
+            return  # no body (Content-Length 0 or absent): what RelayClient sends
+        if request.mimetype != "application/json":
+            raise ApiError(415, "bad_content_type", "the request body must be sent as Content-Type: application/json")
+        if chunked and request.get_data(cache=True) == b"":
+            return  # an empty chunked body (json_body below reads the cached data)
+        self.json_body(set())
 
     @staticmethod
     def field_str(obj: dict[str, Any], name: str) -> str:
@@ -393,6 +432,7 @@ class _Relay:
 
     def get_identity(self, address: str) -> dict[str, Any]:
         addr = self.address_param(address)
+        self.no_body()
         return {"address": addr, "records": [wire.b64e(r) for r in self.storage.identity_records(addr)]}
 
     def get_identity_bucket(self, prefix: str) -> dict[str, Any]:
@@ -404,6 +444,7 @@ class _Relay:
             raise ApiError(
                 400, "bad_prefix", f"a bucket prefix is {BUCKET_PREFIX_MIN} to {BUCKET_PREFIX_MAX} lowercase hex digits"
             )
+        self.no_body()
         logs = self.storage.identity_bucket(
             prefix, max_addresses=self.s.bucket_max_addresses, max_records=self.s.bucket_max_records
         )
@@ -453,6 +494,7 @@ class _Relay:
     def claim(self, iid_raw: str) -> dict[str, Any]:
         self.limit(self.claim_limit)
         iid = self.iid_param(iid_raw)
+        self.no_body()  # before the target's claim budget or a key is spent
         if not self.claim_target_limit.take(iid):  # many clients together cannot drain one installation
             raise ApiError(429, "target_rate_limited", "too many prekey claims for this installation; try again later")
         claimed = self.storage.claim_prekeys(iid)
@@ -470,7 +512,9 @@ class _Relay:
         return {"bundle": wire.b64e(bundle.encode())}
 
     def prekey_count(self, iid_raw: str) -> dict[str, Any]:
-        otpk, pq = self.storage.prekey_counts(self.iid_param(iid_raw))
+        iid = self.iid_param(iid_raw)
+        self.no_body()
+        otpk, pq = self.storage.prekey_counts(iid)
         return {"otpk": otpk, "pq_otpk": pq}
 
     # -- auth --
@@ -530,8 +574,12 @@ class _Relay:
         iid = self.topic_param(topic_raw)
         header = request.headers.get("Authorization", "")
         token = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else None
+        for name in request.args:
+            if name not in ("after", "limit") or len(request.args.getlist(name)) > 1:
+                raise ApiError(400, "bad_request", "the query takes after and limit, each at most once")
         after = self._int_arg("after", 0, 0, 2**63 - 1)
         limit = self._int_arg("limit", self.s.fetch_default_limit, 1, self.s.fetch_max_limit)
+        self.no_body()
         self.require_token(token, iid)
         envs = self.storage.fetch(topic_raw, after, limit)
         return {
@@ -564,22 +612,29 @@ class _Relay:
             if first.count("[") + first.count("{") > _MAX_JSON_CONTAINERS:
                 raise ApiError(400, "bad_json", "the first frame is not a flat JSON object")
             try:
-                hello = json.loads(first, parse_constant=_reject_constant)
+                hello = _loads_flat(first)
+            except _RepeatedField:
+                raise ApiError(400, "bad_request", "expected {token, topic, after}, each once") from None
             except (ValueError, RecursionError):
                 raise ApiError(400, "bad_json", "the first frame is not valid JSON") from None
-            if not isinstance(hello, dict) or set(hello) - {"token", "topic", "after"}:
-                raise ApiError(400, "bad_request", "expected {token, topic, after}")
-            topic = hello.get("topic")
+            if not isinstance(hello, dict) or set(hello) != {"token", "topic", "after"}:
+                raise ApiError(400, "bad_request", "expected exactly {token, topic, after}")
+            topic = hello["topic"]
             iid = self.topic_param(topic)
-            after = hello.get("after", 0)
+            after = hello["after"]
             if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
-                raise ApiError(400, "bad_request", "after must be a non-negative integer")
-            token = hello.get("token")
-            self.require_token(token if isinstance(token, str) else None, iid)
+                raise ApiError(400, "bad_request", "after must be an integer from 0 to 2^63-1")
+            token = hello["token"]
+            if not isinstance(token, str):
+                raise ApiError(400, "bad_request", "token must be a string")
+            self.require_token(token, iid)
         except ApiError as exc:
             return fail(exc.code, exc.message)
         except StorageError:
             return fail("storage_error", "the relay's storage is unavailable")
+        wake = Wakeup()
+        if hasattr(ws, "event"):  # simple-websocket: its reader sets ws.event for every frame and the close
+            ws.event = _FrameEvent(ws.event, wake)
         ws.send(json.dumps({"type": "ready"}))
         cursor = after
         last_check = time.monotonic()
@@ -596,16 +651,20 @@ class _Relay:
                         )
                         cursor = e.cursor
                     fetch_due = len(batch) == 100
+                wake.clear()  # before reading: a frame arriving from here on ends the next wait at once
                 while (msg := ws.receive(timeout=0)) is not None:  # raises ConnectionClosed when gone
                     self._ws_frame(ws, msg)
-                if time.monotonic() - last_check > self.s.ws_recheck_interval:
+                recheck_in = last_check + self.s.ws_recheck_interval - time.monotonic()
+                if recheck_in <= 0:
                     last_check = time.monotonic()
                     if self.storage.installation(iid) is None:
                         return fail("unknown_installation", "the installation was revoked")
                     fetch_due = True  # periodic catch-up from the cursor, whatever the wake-ups said
                 if not fetch_due:
-                    # True when an envelope after the cursor exists (woken by a publish on any node)
-                    fetch_due = self.storage.wait(str(topic), cursor, self.s.ws_poll_interval)
+                    # True when an envelope after the cursor exists (woken by a publish on any node);
+                    # a client frame (a ping) or the peer's close ends the wait early through ``wake``
+                    timeout = min(self.s.ws_poll_interval, max(recheck_in, 0.0))
+                    fetch_due = self.storage.wait(str(topic), cursor, timeout, wake)
         except StorageError:
             return fail("storage_error", "the relay's storage is unavailable")
 
@@ -618,6 +677,31 @@ class _Relay:
             obj = None
         if isinstance(obj, dict) and obj.get("type") == "ping":
             ws.send(json.dumps({"type": "pong"}))
+
+
+class _FrameEvent:
+    """Stands in for a simple-websocket connection's ``event``, which its reader (a thread, or a
+    greenlet under gevent) sets for every complete client message, the close and errors, and which
+    ``receive`` waits on. It also sets the subscription's :class:`Wakeup`, so the handler's
+    ``Storage.wait`` ends when a ping arrives instead of at its timeout: no extra thread per
+    subscription, and the same in both serving models."""
+
+    def __init__(self, event: Any, wake: Wakeup) -> None:
+        self._event = event
+        self._wake = wake
+
+    def set(self) -> None:
+        self._event.set()
+        self._wake.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return bool(self._event.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._event.wait(timeout))
 
 
 def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | None = None) -> Blueprint:
@@ -651,6 +735,7 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
 
     @bp.get("/v1/health")
     def health() -> Any:
+        relay.no_body()
         return jsonify({"ok": True, "version": PROTOCOL_VERSION})
 
     @bp.post("/v1/identity/<path:address>")

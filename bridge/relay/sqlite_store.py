@@ -42,6 +42,7 @@ from bridge.relay.storage import (
     StorageError,
     StorageUnavailable,
     StoredPrekeys,
+    Wakeup,
 )
 
 __all__ = ["SQLiteStorage", "SCHEMA_VERSION"]
@@ -520,22 +521,26 @@ class SQLiteStorage(Storage):
     def _has_after(self, topic: str, after: int) -> bool:
         return bool(self._read("SELECT 1 FROM envelopes WHERE topic = ? AND cursor > ? LIMIT 1", (topic, int(after))))
 
-    def wait(self, topic: str, after: int, timeout: float) -> bool:
+    def wait(self, topic: str, after: int, timeout: float, wake: Wakeup | None = None) -> bool:
         if self._has_after(topic, after):
             return True
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
             entry = self._waiting.setdefault(topic, [threading.Condition(self._cond_lock), 0])
             entry[1] += 1
+            if wake is not None:
+                wake.attach(entry[0])
             try:
                 while not self._closed and self._latest.get(topic, 0) <= after:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if remaining <= 0 or (wake is not None and wake.is_set()):
                         return False
                     entry[0].wait(remaining)
                 if self._closed:
                     return False
             finally:
+                if wake is not None:
+                    wake.attach(None)
                 entry[1] -= 1
                 if entry[1] == 0 and self._waiting.get(topic) is entry:
                     del self._waiting[topic]

@@ -21,6 +21,7 @@ LISTEN/NOTIFY there, which is why waiting is part of the interface).
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -32,6 +33,7 @@ __all__ = [
     "LogFull",
     "InstallationBound",
     "InboxFull",
+    "Wakeup",
     "IdentityEntry",
     "Envelope",
     "InstallationKeys",
@@ -68,6 +70,40 @@ class InstallationBound(StorageError):
 
 class InboxFull(StorageError):
     """The topic holds its quota of envelopes (count or bytes); nothing was stored."""
+
+
+class Wakeup:
+    """Ends a :meth:`Storage.wait` early, from another thread or greenlet.
+
+    A WebSocket subscription passes one to ``wait`` and sets it when a client frame arrives, so a
+    ``ping`` is answered at once instead of when the wait times out. Once set it stays set until
+    :meth:`clear`: a ``wait`` given a set wake-up returns at once. Backends call :meth:`attach` with
+    the condition variable they wait on (``None`` when done); :meth:`set` notifies it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flag = False
+        self._cond: threading.Condition | None = None
+
+    def set(self) -> None:
+        with self._lock:
+            self._flag = True
+            cond = self._cond
+        if cond is not None:  # the waiter checks the flag holding this condition's lock: no lost wake-up
+            with cond:
+                cond.notify_all()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def attach(self, cond: threading.Condition | None) -> None:
+        with self._lock:
+            self._cond = cond
 
 
 @dataclass(frozen=True)
@@ -280,11 +316,13 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def wait(self, topic: str, after: int, timeout: float) -> bool:
-        """Block until ``topic`` has an envelope with ``cursor > after`` or ``timeout`` passes.
+    def wait(self, topic: str, after: int, timeout: float, wake: Wakeup | None = None) -> bool:
+        """Block until ``topic`` has an envelope with ``cursor > after``, ``timeout`` passes, or
+        ``wake`` is set (already set: return at once).
 
-        Returns ``True`` if such an envelope exists. In-process backends use a condition variable;
-        a PostgreSQL backend implements it with LISTEN/NOTIFY so publishes on other nodes wake it.
+        Returns ``True`` if such an envelope is known to exist (``False`` may still mean "not
+        checked" after a wake-up). In-process backends use a condition variable; a PostgreSQL
+        backend implements it with LISTEN/NOTIFY so publishes on other nodes wake it.
         """
 
     @abc.abstractmethod
