@@ -455,6 +455,8 @@ def send(ctx: Ctx, recipient: str, text: str, as_json: bool) -> None:
         click.echo(f"sent {msg['id']} to {msg['recipient']}")
     if not result["delivered"]:
         reason = result.get("error") or "not delivered yet"
+        if msg["state"] == "failed":  # given up for good: saying "it will be retried" would be untrue
+            raise Fail(f"not sent {msg['id']}: {reason}", Exit.UNREACHABLE)
         raise Fail(f"queued {msg['id']}: {reason}; it will be retried", Exit.UNREACHABLE)
 
 

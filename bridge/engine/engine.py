@@ -341,7 +341,10 @@ class Engine:
         # what it did: the message is sent once, and this answer says so.
         errors = self.flush_outbox(wait_for=peer)
         row = self.store.read("SELECT * FROM messages WHERE id = ?", (msg["id"],))[0]
-        return SendResult(message_dict(row), delivered=row["state"] == "sent", error=errors.get(msg["id"]))
+        error = errors.get(msg["id"])
+        if row["state"] == "failed" and error is None:  # e.g. every recipient envelope dropped (§6.2 step 4)
+            error = self.store.read("SELECT last_error FROM outbox WHERE message_id = ?", (msg["id"],))[0]["last_error"]
+        return SendResult(message_dict(row), delivered=row["state"] == "sent", error=error)
 
     def pending_count(self) -> int:
         """Messages not yet sent (including those backing off); failed ones are not counted."""
