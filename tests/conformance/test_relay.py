@@ -195,6 +195,30 @@ def test_subscribe_without_a_first_frame_times_out(world: World) -> None:
         ws.close()
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param({"token": "T", "topic": "TOPIC"}, id="after missing"),
+        pytest.param({"token": "T", "topic": "TOPIC", "after": True}, id="after true"),
+        pytest.param({"token": "T", "topic": "TOPIC", "after": 1.0}, id="after 1.0"),
+        pytest.param({"token": "T", "topic": "TOPIC", "after": "0"}, id="after a string"),
+        pytest.param({"token": 7, "topic": "TOPIC", "after": 0}, id="token not a string"),
+        pytest.param({"token": "T", "topic": "TOPIC", "after": 0, "x": 1}, id="an extra field"),
+    ],
+)
+def test_subscribe_opening_frame_takes_exactly_its_three_typed_fields(world: World, frame: dict[str, Any]) -> None:
+    """§7 Subscriptions step 1: exactly token (string), topic (string), after (integer)."""
+    r = world.relay  # world's own token: the auth rate limit's burst is shared by the whole module
+    body = json.dumps(frame).replace('"T"', json.dumps(world.token)).replace('"TOPIC"', json.dumps(world.alice.topic))
+    ws = websocket.create_connection(r.url.replace("http", "ws", 1) + "/v1/subscribe", timeout=10)
+    try:
+        ws.send(body)
+        e = ws_next(ws)
+        assert (e["type"], e["code"]) == ("error", "bad_request"), e
+    finally:
+        ws.close()
+
+
 # Every error code of the §7 table that can be provoked from outside ---------------------------------
 
 def _indefinite(upload: bytes) -> bytes:
@@ -290,6 +314,13 @@ ERRORS: list[Any] = [
     ("bad_request: wrong type", 400, "bad_request", _json("POST", "/v1/auth/challenge", {"installation_id": 7})),
     ("bad_request: bad installation id", 400, "bad_request", _json("POST", "/v1/auth/challenge", {"installation_id": "ABC"})),
     ("bad_request: nested object", 400, "bad_request", _json("POST", "/v1/auth/challenge", {"installation_id": {"a": "IID"}})),
+    ("bad_request: a repeated field", 400, "bad_request",
+     _raw("POST", "/v1/auth/challenge", b'{"installation_id": "IID", "installation_id": "IID"}')),
+    ("bad_request: a claim with a field", 400, "bad_request", _json("POST", "/v1/prekeys/IID/claim", {"a": 1})),
+    ("bad_content_type: a claim with a text body", 415, "bad_content_type", _raw("POST", "/v1/prekeys/IID/claim", b"x", "text/plain")),
+    ("bad_request: a GET with a body", 400, "bad_request", _json("GET", "/v1/prekeys/IID/count", {"a": 1})),
+    ("bad_request: a repeated query parameter", 400, "bad_request",
+     lambda w: w.relay.call("GET", f"/v1/envelopes/{w.alice.topic}?after=0&after=1", token=w.token)),
     ("bad_request: empty payload", 400, "bad_request", _json("POST", "/v1/envelopes", {"topic": "parley.v1.inbox.IID", "payload": ""})),
     ("bad_request: limit 0", 400, "bad_request", lambda w: w.relay.call("GET", f"/v1/envelopes/{w.alice.topic}?limit=0", token=w.token)),
     ("bad_request: limit 501", 400, "bad_request", lambda w: w.relay.call("GET", f"/v1/envelopes/{w.alice.topic}?limit=501", token=w.token)),
