@@ -272,6 +272,39 @@ def test_a_send_arriving_while_the_flush_publishes_its_message_waits_and_reports
     assert len(inbox(bob)) == 1 and bob.sync() == 1
 
 
+@pytest.mark.parametrize("flusher", ["same-engine", "other-process"])
+def test_an_explicit_sync_waits_for_a_message_another_caller_is_delivering(
+    pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch, flusher: str
+) -> None:
+    """`parley sync` (flush_outbox(retry_now=True)) is the user asking to send everything now: a
+    message another caller is publishing at that moment (the daemon's send, a parallel CLI) is waited
+    for, not reported as "could not be sent yet", and still published once."""
+    alice, bob = pair
+    other = alice
+    if flusher == "other-process":
+        ident = {"address": alice.address, "installation_id": alice.installation_id, "record": alice.record.hex()}
+        other = track(Engine(Store(alice.store.path), alice.secrets, ident, alice.relay_url))
+    watched = WatchedLock()
+    alice._conversations[bob.address] = watched  # type: ignore[assignment]
+    gate = PublishGate(monkeypatch)
+    sent: dict[str, Any] = {}
+    synced: dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: sent.update(result=alice.send(bob.address, "in flight")))
+    sender.start()
+    assert gate.wait_inside(1)  # the send is publishing
+    syncer = threading.Thread(target=lambda: synced.update(errors=other.flush_outbox(retry_now=True)))
+    syncer.start()
+    # the sync is now waiting for the send's conversation lock, or polling the send's lease
+    assert wait_until(lambda: watched.waiting >= 1 or flusher == "other-process" or not syncer.is_alive(), timeout=30)
+    assert syncer.is_alive()
+    gate.open()
+    sender.join(30)
+    syncer.join(30)
+    assert not sender.is_alive() and not syncer.is_alive()
+    assert sent["result"].delivered and synced["errors"] == {}
+    assert gate.published == [bob.topic] and len(inbox(bob)) == 1
+
+
 def test_a_send_from_another_process_waits_out_the_lease_on_an_earlier_message(
     pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:

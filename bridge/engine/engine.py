@@ -359,9 +359,10 @@ class Engine:
         so messages still backing off are tried as well; the daemon's own retries wait for them.
 
         A conversation another thread is delivering to is skipped (its messages are that thread's),
-        except ``wait_for``'s: that one is waited for, then what is still due in it is delivered. A
-        message another process holds the lease of is skipped, with the later ones to that peer, except
-        in ``wait_for``'s conversation, where the lease is waited out (at most LEASE_MS).
+        except ``wait_for``'s, and every conversation when ``retry_now`` (the user asked to send
+        everything now): those are waited for, then what is still due in them is delivered. A message
+        another process holds the lease of is skipped, with the later ones to that peer, except in the
+        conversations waited for, where the lease is waited out (at most LEASE_MS).
 
         Raises:
             StoreError, sqlite3.Error: the local database failed.
@@ -382,8 +383,9 @@ class Engine:
                 errors[mid] = f"retrying in {(r['next_attempt_at'] - now + 999) // 1000} s"
                 held.add(peer)
                 continue
+            wait = retry_now or peer == wait_for
             lock = self._conversation_lock(peer)
-            if not lock.acquire(blocking=peer == wait_for):
+            if not lock.acquire(blocking=wait):
                 errors[mid] = "being delivered by another caller"
                 held.add(peer)
                 continue
@@ -403,7 +405,7 @@ class Engine:
                     except Busy:
                         # Another process holds it. The conversation we were asked to wait for
                         # waits for that process too (polling the store: there is no other signal).
-                        if peer != wait_for or not self._await_lease(mid):
+                        if not wait or not self._await_lease(mid):
                             raise
             except Busy as exc:  # another process is delivering it: not an attempt of ours
                 errors[mid] = str(exc)
