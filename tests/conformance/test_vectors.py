@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.conformance.wire_client import relay_api as R
 from tests.conformance.wire_client import spec as S
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
@@ -250,3 +251,22 @@ def test_identity(v: dict[str, Any]) -> None:
     assert S.record(text, sig).hex() == v["record"]
     assert S.parse_record(h(v["record"])) == (text, sig)
     assert S.record_id(text) == v["record_id"]
+
+
+@cases("parley_auth.json")
+def test_auth(v: dict[str, Any]) -> None:
+    """§7 Authentication: the signed bytes, the Ed25519 signature over them, the two JSON bodies."""
+    i = v["input"]
+    iid, ch, spub = i["installation_id"], h(i["challenge"]), h(i["signing_pub"])
+    assert S.installation_id(spub, h(i["identity_pub"])) == iid
+    assert S.ed_public(h(i["signing_priv"])) == spub
+    if "signature" in i:  # negative: a signature over other bytes does not verify as the auth signature
+        check(v, lambda: S.auth_verify(spub, iid, ch, h(i["signature"])))
+        return
+    e = v["expected"]
+    assert S.auth_input(iid, ch).hex() == e["message"]
+    sig = S.auth_sign(h(i["signing_priv"]), iid, ch)
+    assert sig.hex() == e["signature"]
+    S.auth_verify(spub, iid, ch, sig)
+    assert R.challenge_request_body(iid) == e["challenge_request"]
+    assert R.token_request_body(iid, ch, sig) == e["token_request"]

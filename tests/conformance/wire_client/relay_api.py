@@ -24,6 +24,15 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
 
 
+def challenge_request_body(iid: str) -> dict[str, str]:
+    return {"installation_id": iid}
+
+
+def token_request_body(iid: str, challenge: bytes, signature: bytes) -> dict[str, str]:
+    """§7: both byte fields standard base64 (of exactly 32 and 64 bytes)."""
+    return {"installation_id": iid, "challenge": b64(challenge), "signature": b64(signature)}
+
+
 @dataclass
 class Answer:
     status: int
@@ -81,10 +90,10 @@ class Relay:
         return self.call("GET", f"/v1/prekeys/{iid}/count")
 
     def challenge(self, iid: str) -> Answer:
-        return self.call("POST", "/v1/auth/challenge", {"installation_id": iid})
+        return self.call("POST", "/v1/auth/challenge", challenge_request_body(iid))
 
     def token_request(self, iid: str, challenge: bytes, signature: bytes) -> Answer:
-        return self.call("POST", "/v1/auth/token", {"installation_id": iid, "challenge": b64(challenge), "signature": b64(signature)})
+        return self.call("POST", "/v1/auth/token", token_request_body(iid, challenge, signature))
 
     def publish(self, topic: str, payload: bytes) -> Answer:
         return self.call("POST", "/v1/envelopes", {"topic": topic, "payload": b64(payload)})
@@ -98,7 +107,7 @@ class Relay:
         a = self.challenge(me.iid)
         assert a.status == 200, a
         ch = unb64(a.body["challenge"])
-        t = self.token_request(me.iid, ch, S.ed_sign(me.signing_priv, S.enc([1, "parley-auth", me.iid, ch])))
+        t = self.token_request(me.iid, ch, S.auth_sign(me.signing_priv, me.iid, ch))
         assert t.status == 200, t
         return str(t.body["token"])
 

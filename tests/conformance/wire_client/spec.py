@@ -269,6 +269,22 @@ def parse_bundle(data: bytes, iid: str, signing_pub: bytes) -> Bundle:
     return Bundle(b[2], spk_id, spk, otpk_id, otpk, pq_kind, pq_id, pq)
 
 
+# §7 authentication ----------------------------------------------------------------------------
+def auth_input(iid: str, challenge: bytes) -> bytes:
+    """CBOR [1, "parley-auth", installation_id (text), challenge (the raw 32 bytes)] (§7 Authentication)."""
+    if not (isinstance(iid, str) and HEX32.match(iid) and _bytes(challenge, 32)):
+        raise WireError("auth input: a 32-character id and a 32-byte challenge")
+    return enc([V, "parley-auth", iid, challenge])
+
+
+def auth_sign(signing_priv: bytes, iid: str, challenge: bytes) -> bytes:
+    return ed_sign(signing_priv, auth_input(iid, challenge))
+
+
+def auth_verify(signing_pub: bytes, iid: str, challenge: bytes, signature: bytes) -> None:
+    ed_verify(signing_pub, signature, auth_input(iid, challenge))
+
+
 # §5.3 double ratchet ---------------------------------------------------------------------------
 MAX_SKIP, MAX_STORED_SKIPPED, MAX_OLD_DHR = 1000, 2000, 32
 
