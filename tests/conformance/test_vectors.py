@@ -225,7 +225,8 @@ def test_content_padding(v: dict[str, Any]) -> None:
     assert c.hex() == v["expected"]["content"]
     assert S.pad(c).hex() == v["expected"]["padded"]
     assert S.unpad(S.pad(c)) == c
-    assert S.parse_content(S.pad(c)) == {k: i[k] for k in ("message_id", "sender", "recipient", "sent_at", "text")}
+    want = {k: i[k] for k in ("message_id", "sender", "recipient", "sent_at", "text")}
+    assert S.parse_content(S.pad(c)) == {**want, "type": "text", "extra": []}
 
 
 def _identity_vectors() -> list[dict[str, Any]]:
@@ -270,3 +271,29 @@ def test_auth(v: dict[str, Any]) -> None:
     S.auth_verify(spub, iid, ch, sig)
     assert R.challenge_request_body(iid) == e["challenge_request"]
     assert R.token_request_body(iid, ch, sig) == e["token_request"]
+
+
+@cases("parley_content.json")
+def test_content(v: dict[str, Any]) -> None:
+    """§6.1 and §10.2: encode (content, padding) and the decoder's accept/refuse rules."""
+    i, e = v["input"], v["expected"]
+    if "content_compact" in i:  # prefix ‖ fill·count, padded by the rule
+        cc = i["content_compact"]
+        padded = S.pad(h(cc["prefix"]) + h(cc["fill"]) * cc["count"])
+        assert len(padded) == e.get("padded_len", len(padded))
+        out = check(v, lambda: S.parse_content(padded))
+        if out is not None:
+            assert len(out["text"].encode()) == e["text_bytes"]
+        return
+    if "padded" in i:  # decode-only vectors: negatives, 'lax:' and 'later:'
+        out = check(v, lambda: S.parse_content(h(i["padded"])))
+        if out is not None:
+            assert e["decodes"] is True and out["sender"] == e["sender"]
+            if "content_type" in e:
+                assert (out["type"], out["text"]) == (e["content_type"], e["text"])
+        return
+    c = S.content(i["message_id"], i["sender"], i["recipient"], i["sent_at"], i["text"])
+    assert c.hex() == e["content"]
+    assert S.pad(c).hex() == e["padded"]
+    assert S.parse_content(h(e["padded"])) == {**{k: i[k] for k in ("message_id", "sender", "recipient", "sent_at", "text")},
+                                               "type": "text", "extra": []}

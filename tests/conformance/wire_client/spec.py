@@ -662,9 +662,31 @@ def unpad(data: bytes) -> bytes:
     return body[:-1]
 
 
+CONTENT_TYPE = re.compile(r"[a-z]+(?:[.-][a-z]+)*\Z")  # "lowercase ASCII words joined by . or -" (§6.1)
+MAX_TEXT = 65536
+
+
+def _content_address(x: Any) -> bool:
+    """§6.1: the content decoder checks only the shape of an address: "0x" and 42 characters."""
+    return isinstance(x, str) and len(x) == 42 and x.startswith("0x")
+
+
 def parse_content(padded: bytes) -> dict[str, Any]:
+    """§6.1 decode rules (plus §10.2: a later type, or trailing extra items, are not refused)."""
     c = dec(unpad(padded))
-    if not (isinstance(c, list) and len(c) == 7 and c[:2] == [V, "text"] and isinstance(c[2], str) and HEX32.match(c[2])
-            and isinstance(c[3], str) and isinstance(c[4], str) and _is_uint(c[5], 2**63 - 1) and isinstance(c[6], str)):
-        raise WireError("malformed content")
-    return dict(message_id=c[2], sender=c[3], recipient=c[4], sent_at=c[5], text=c[6])
+    if not (isinstance(c, list) and len(c) >= 7):
+        raise WireError("content is not an array of at least 7 items")
+    v, kind, mid, sender, recipient, sent_at, text = c[:7]
+    if not (type(v) is int and v == V):
+        raise WireError("content version is not 1")
+    if not (isinstance(kind, str) and len(kind) <= 64 and CONTENT_TYPE.match(kind)):
+        raise WireError("bad content type")
+    if not (isinstance(mid, str) and HEX32.match(mid)):
+        raise WireError("message_id is not 32 lowercase hex digits")
+    if not (_content_address(sender) and _content_address(recipient)):
+        raise WireError("sender/recipient is not a 0x address of 42 characters")
+    if not _is_uint(sent_at, 2**63 - 1):
+        raise WireError("sent_at is not a uint up to 2^63-1")
+    if not (isinstance(text, str) and len(text.encode()) <= MAX_TEXT):
+        raise WireError("text is not UTF-8 text of at most 64 KiB")
+    return dict(type=kind, message_id=mid, sender=sender, recipient=recipient, sent_at=sent_at, text=text, extra=c[7:])
