@@ -215,17 +215,40 @@ def statement_fields(text: str) -> dict[str, str]:
 SPK, OTPK, PQ_OTPK, PQ_LRPK = "x25519-spk", "x25519-otpk", "mlkem768-otpk", "mlkem768-lrpk"
 
 
+MAX_PREKEYS_PER_UPLOAD = 200
+_PUB_LEN = {SPK: 32, PQ_OTPK: 1184, PQ_LRPK: 1184}
+
+
 def signed_prekey(signing_priv: bytes, kind: str, kid: int, pub: bytes) -> list[Any]:
-    return [kind, kid, pub, ed_sign(signing_priv, enc([V, "prekey", kind, kid, pub]))]
+    return [kind, kid, pub, ed_sign(signing_priv, prekey_signed_bytes(kind, kid, pub))]
+
+
+def prekey_signed_bytes(kind: str, kid: int, pub: bytes) -> bytes:
+    return enc([V, "prekey", kind, kid, pub])
+
+
+def one_time_prekey(kid: int, pub: bytes) -> list[Any]:
+    return [OTPK, kid, pub]
+
+
+def parse_signed_prekey(pk: Any, kinds: tuple[str, ...]) -> tuple[str, int, bytes, bytes]:
+    """Shape of a signed_prekey of one of `kinds` (§4: kind, id range, key length, 64-byte sig) -> WireError."""
+    if not (isinstance(pk, list) and len(pk) == 4 and isinstance(pk[0], str) and pk[0] in kinds and _is_uint(pk[1])
+            and _bytes(pk[2], _PUB_LEN[pk[0]]) and _bytes(pk[3], 64)):
+        raise WireError(f"not a signed prekey of kind {'/'.join(kinds)}")
+    return pk[0], pk[1], pk[2], pk[3]
+
+
+def parse_one_time_prekey(o: Any) -> tuple[int, bytes]:
+    if not (isinstance(o, list) and len(o) == 3 and o[0] == OTPK and isinstance(o[0], str) and _is_uint(o[1])
+            and _bytes(o[2], 32)):
+        raise WireError("not a one-time prekey")
+    return o[1], o[2]
 
 
 def verify_prekey(signing_pub: bytes, pk: Any, kinds: tuple[str, ...]) -> tuple[str, int, bytes]:
-    if not (isinstance(pk, list) and len(pk) == 4 and pk[0] in kinds and _is_uint(pk[1]) and _bytes(pk[2]) and _bytes(pk[3])):
-        raise SessionError("malformed signed prekey")
-    kind, kid, pub, sig = pk
-    if len(pub) != (32 if kind == SPK else 1184):
-        raise SessionError("prekey has the wrong length")
-    ed_verify(signing_pub, sig, enc([V, "prekey", kind, kid, pub]))
+    kind, kid, pub, sig = parse_signed_prekey(pk, kinds)
+    ed_verify(signing_pub, sig, prekey_signed_bytes(kind, kid, pub))
     return kind, kid, pub
 
 
@@ -233,10 +256,64 @@ def mlkem_public(seed: bytes) -> bytes:
     return mlkem.MLKEM768PrivateKey.from_seed_bytes(seed).public_key().public_bytes_raw()
 
 
+def prekey_body(iid: str, issued_at: int, spk: list[Any], otpks: list[list[Any]], pq_otpks: list[list[Any]],
+                pq_lrpk: list[Any] | None) -> bytes:
+    return enc([V, "prekeys", iid, issued_at, spk, otpks, pq_otpks, pq_lrpk])
+
+
 def prekey_upload(signing_priv: bytes, iid: str, issued_at: int, spk: list[Any], otpks: list[list[Any]],
                   pq_otpks: list[list[Any]], pq_lrpk: list[Any] | None) -> bytes:
-    body = enc([V, "prekeys", iid, issued_at, spk, otpks, pq_otpks, pq_lrpk])
+    body = prekey_body(iid, issued_at, spk, otpks, pq_otpks, pq_lrpk)
     return enc([V, body, ed_sign(signing_priv, body)])
+
+
+@dataclass(frozen=True)
+class Upload:
+    iid: str
+    issued_at: int
+    spk: list[Any]
+    otpks: list[list[Any]]
+    pq_otpks: list[list[Any]]
+    pq_lrpk: list[Any] | None
+    body: bytes
+    sig: bytes
+
+
+def _prekey_list(x: Any) -> list[Any]:
+    if not (isinstance(x, list) and len(x) <= MAX_PREKEYS_PER_UPLOAD):
+        raise WireError(f"a prekey list holds at most {MAX_PREKEYS_PER_UPLOAD} keys")
+    return x
+
+
+def parse_upload(data: bytes) -> Upload:
+    """§4: `[1, body, sig]` and the body inside, every rule of the layout (WireError); signatures unchecked."""
+    u = dec(data)
+    if not (isinstance(u, list) and len(u) == 3 and type(u[0]) is int and u[0] == V and _bytes(u[1]) and _bytes(u[2], 64)):
+        raise WireError("not a prekey upload")
+    b = dec(u[1])
+    if not (isinstance(b, list) and len(b) == 8 and type(b[0]) is int and b[0] == V and b[1] == "prekeys"
+            and isinstance(b[2], str) and HEX32.match(b[2]) and _is_uint(b[3], 2**63 - 1)):
+        raise WireError("not a prekey upload body")
+    parse_signed_prekey(b[4], (SPK,))
+    for o in _prekey_list(b[5]):
+        parse_one_time_prekey(o)
+    for pk in _prekey_list(b[6]):
+        parse_signed_prekey(pk, (PQ_OTPK,))
+    if b[7] is not None:
+        parse_signed_prekey(b[7], (PQ_LRPK,))
+    return Upload(b[2], b[3], b[4], b[5], b[6], b[7], u[1], u[2])
+
+
+def verify_upload(signing_pub: bytes, up: Upload) -> None:
+    """The upload signature and every prekey signature (§4: one forged prekey refuses the whole upload)."""
+    ed_verify(signing_pub, up.sig, up.body)
+    for pk, kinds in [(up.spk, (SPK,)), *[(p, (PQ_OTPK,)) for p in up.pq_otpks],
+                      *([(up.pq_lrpk, (PQ_LRPK,))] if up.pq_lrpk is not None else [])]:
+        verify_prekey(signing_pub, pk, kinds)
+
+
+def encode_bundle(iid: str, spk: list[Any], otpk: list[Any] | None, pqpk: list[Any]) -> bytes:
+    return enc([V, "bundle", iid, spk, otpk, pqpk])
 
 
 @dataclass(frozen=True)
@@ -252,19 +329,18 @@ class Bundle:
 
 
 def parse_bundle(data: bytes, iid: str, signing_pub: bytes) -> Bundle:
-    """Decode and verify a claimed bundle against the signing key of the verified statement (§4, §5.2 step 1)."""
+    """Decode and verify a claimed bundle against the signing key of the verified statement (§4, §5.2 step 1):
+    layout -> WireError, another installation's -> SessionError, a signature -> InvalidSignature."""
     b = dec(data)
-    if not (isinstance(b, list) and len(b) == 6 and b[0] == V and b[1] == "bundle" and isinstance(b[2], str)):
+    if not (isinstance(b, list) and len(b) == 6 and type(b[0]) is int and b[0] == V and b[1] == "bundle"
+            and isinstance(b[2], str) and HEX32.match(b[2])):
         raise WireError("not a bundle")
+    parse_signed_prekey(b[3], (SPK,))
+    otpk_id, otpk = parse_one_time_prekey(b[4]) if b[4] is not None else (None, None)
+    parse_signed_prekey(b[5], (PQ_OTPK, PQ_LRPK))
     if b[2] != iid:
         raise SessionError("bundle for another installation")
     _, spk_id, spk = verify_prekey(signing_pub, b[3], (SPK,))
-    otpk_id = otpk = None
-    if b[4] is not None:
-        o = b[4]
-        if not (isinstance(o, list) and len(o) == 3 and o[0] == OTPK and _is_uint(o[1]) and _bytes(o[2], 32)):
-            raise SessionError("malformed one-time prekey")
-        otpk_id, otpk = o[1], o[2]
     pq_kind, pq_id, pq = verify_prekey(signing_pub, b[5], (PQ_OTPK, PQ_LRPK))
     return Bundle(b[2], spk_id, spk, otpk_id, otpk, pq_kind, pq_id, pq)
 
