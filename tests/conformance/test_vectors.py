@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import cbor2
 import pytest
 
 from tests.conformance.wire_client import relay_api as R
@@ -350,3 +351,52 @@ def test_prekeys(v: dict[str, Any]) -> None:
         b = S.parse_bundle(h(e[key]), iid, spub)
         assert (b.spk_id, b.spk, b.otpk_id, b.otpk, b.pq_kind, b.pq_id, b.pq) == (
             spk[1], spk[2], otpk[1] if otpk else None, otpk[2] if otpk else None, pq[0], pq[1], pq[2])
+
+
+@cases("identity_negative.json")
+def test_identity_negative(v: dict[str, Any]) -> None:
+    """§3: one vector per MUST-reject rule; the client refuses each with the same class (InvalidStatement
+    for text and record rules, BadSignature for the signature, IdentityError for a log address that is not
+    one). The vectors' messages are the bridge's own words, so only the class is compared."""
+    i, e = v["input"], v["expected"]
+    record = h(i["record"])
+    if i["text"] is not None:  # the text named is the one inside the record (however malformed the record)
+        assert cbor2.loads(record)[2] == i["text"]
+    if "error" in e:
+        check(v, lambda: S.verify_record_for(i["address"], record))
+        if e["error"] != "IdentityError":
+            assert S.installations(i["address"], [record]) == {}
+        return
+    text, _sig = S.parse_record(record)  # a bound: the record is well formed
+    if "error_after_decode" in e:
+        with pytest.raises(Exception) as info:
+            S.verify_record_for(i["address"], record)
+        assert type(info.value).__name__ == e["error_after_decode"], info.value
+        return
+    st = S.verify_record_for(i["address"], record)
+    assert (st.iid, st.action) == (e["installation_id"], e["action"])
+    if "record_id" in e:
+        assert S.record_id(text) == e["record_id"]
+    assert set(S.installations(i["address"], [record])) == ({st.iid} if st.action == "authorize" else set())
+
+
+@cases("identity_active_set.json")
+def test_identity_active_set(v: dict[str, Any]) -> None:
+    """§3 "The active installation set" on the client's own parser and verifier, in both log orders."""
+    i, e = v["input"], v["expected"]
+    records = [h(r) for r in i["records"]]
+    for log in (records, list(reversed(records))):
+        active = S.installations(i["address"], log)
+        assert {iid: rid for iid, (_st, rid) in active.items()} == e["active"]
+        for iid, (st, rid) in active.items():
+            assert st.action == "authorize" and S.installation_id(st.signing_pub, st.identity_pub) == iid
+    revoked = set()
+    for r in records:
+        try:
+            st = S.verify_record_for(i["address"], r)
+        except S.IdentityError:
+            continue
+        if st.action == "revoke":
+            revoked.add(st.iid)
+    assert sorted(revoked) == e["revoked"]
+    assert not revoked & set(e["active"])

@@ -60,6 +60,19 @@ class WireError(Exception):
     pass
 
 
+# §3 errors (Python names of §3 "Errors")
+class IdentityError(Exception):
+    pass
+
+
+class InvalidStatement(IdentityError):
+    pass
+
+
+class BadSignature(IdentityError):
+    pass
+
+
 # §0 canonical CBOR -----------------------------------------------------------------------------
 def enc(obj: Any) -> bytes:
     return cbor2.dumps(obj, canonical=True)
@@ -198,17 +211,196 @@ def record_id(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+MAX_RECORD, MAX_TEXT_CHARS, MIN_SIG, MAX_SIG = 8192, 1024, 65, 4096
+
+
 def parse_record(data: bytes) -> tuple[str, bytes]:
-    r = dec(data)
-    if not (isinstance(r, list) and len(r) == 4 and type(r[0]) is int and r[0] == V and r[1] == "stmt"
-            and isinstance(r[2], str) and _bytes(r[3])):
-        raise WireError("not a statement record")
+    """§3 "Record encoding": [1, "stmt", text (0..1024), signature (65..4096)], canonical, at most 8192 bytes."""
+    if not isinstance(data, bytes) or len(data) > MAX_RECORD:
+        raise InvalidStatement("record larger than 8192 bytes")
+    try:
+        r = dec(data)
+    except WireError as exc:
+        raise InvalidStatement(f"malformed record: {exc}") from None
+    if not (isinstance(r, list) and len(r) == 4):
+        raise InvalidStatement("a record is an array of 4 items")
+    if not (type(r[0]) is int and r[0] == V and r[1] == "stmt"):
+        raise InvalidStatement('a record starts with 1, "stmt"')
+    if not (isinstance(r[2], str) and isinstance(r[3], bytes)):
+        raise InvalidStatement("a record holds a text and a signature byte string")
+    if len(r[2]) > MAX_TEXT_CHARS:
+        raise InvalidStatement("text longer than 1024 characters")
+    if not MIN_SIG <= len(r[3]) <= MAX_SIG:
+        raise InvalidStatement("signature not 65 to 4096 bytes")
     return r[2], r[3]
 
 
 def statement_fields(text: str) -> dict[str, str]:
     """The `Key: value` lines of a statement (enough for a client that only reads its peers' keys)."""
     return dict(line.split(": ", 1) for line in text.split("\n")[3:])
+
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}\Z")
+_CHAIN_ID = re.compile(r"[1-9][0-9]{0,18}\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z\Z")
+
+
+def checksum_address(address: str) -> str:
+    """EIP-55 (keccak256 of the lowercase hex digits)."""
+    from eth_utils import keccak
+
+    low = address[2:].lower()
+    digest = keccak(text=low).hex()
+    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c for c, d in zip(low, digest))
+
+
+def address_input(address: Any) -> str:
+    """§3 "Users": an address input; all-lower or all-upper hex is checksummed, a mixed-case one must be
+    checksummed already; 0X, no prefix, whitespace, non-ASCII digits are refused (IdentityError)."""
+    if not (isinstance(address, str) and address.isascii() and _ADDRESS.match(address)):
+        raise IdentityError("not an address: 0x and 40 hex digits")
+    digits = address[2:]
+    cs = checksum_address(address)
+    if digits != digits.lower() and digits != digits.upper() and address != cs:
+        raise IdentityError("mixed-case address with a wrong EIP-55 checksum")
+    return cs
+
+
+@dataclass(frozen=True)
+class Statement:
+    action: str
+    address: str
+    chain_id: int
+    iid: str
+    signing_pub: bytes | None
+    identity_pub: bytes | None
+    issued_at: int
+    nonce: bytes
+
+
+def parse_statement(text: Any) -> Statement:
+    """§3 "Statement text": every rule, and the text must be byte for byte the canonical rendering of what
+    it parsed to (InvalidStatement)."""
+    if not (isinstance(text, str) and len(text) <= MAX_TEXT_CHARS):
+        raise InvalidStatement("text is not a string of at most 1024 characters")
+    if not text.isascii():
+        raise InvalidStatement("text is not ASCII")
+    if any(ord(c) < 0x20 and c != "\n" or ord(c) == 0x7F for c in text):
+        raise InvalidStatement("control character in the text (only LF separates lines)")
+    lines = text.split("\n")
+    action = next((a for a, head in HEADLINE.items() if lines[0] == head), None)
+    if action is None:
+        raise InvalidStatement("unknown headline")
+    names = ["Domain", "Action", "Address", "Chain ID", "Installation ID",
+             *(["Signing Key", "Identity Key"] if action == "authorize" else []), "Issued At", "Nonce"]
+    if len(lines) != 3 + len(names) or lines[2] != "":
+        raise InvalidStatement(f"an {action} statement has {3 + len(names)} lines, the third empty")
+    f: dict[str, str] = {}
+    for name, line in zip(names, lines[3:]):
+        if not line.startswith(name + ": "):
+            raise InvalidStatement(f"expected the line '{name}: ...'")
+        f[name] = line[len(name) + 2:]
+    if f["Domain"] != "parley":
+        raise InvalidStatement("Domain is not parley")
+    if f["Action"] != f"{action}-installation":
+        raise InvalidStatement("the Action line does not match the headline")
+    address = f["Address"]
+    if not _ADDRESS.match(address):
+        raise InvalidStatement("address: 0x and 40 hex digits")
+    if address != checksum_address(address):
+        raise InvalidStatement("address not in EIP-55 checksummed form")
+    if lines[1] != address:
+        raise InvalidStatement("line 2 differs from the Address line")
+    if not _CHAIN_ID.match(f["Chain ID"]) or int(f["Chain ID"]) > 2**63 - 1:
+        raise InvalidStatement("Chain ID not in 1 .. 2^63-1 without leading zeros")
+    iid = f["Installation ID"]
+    if not HEX32.match(iid):
+        raise InvalidStatement("Installation ID is not 32 lowercase hex digits")
+    spub = ipub = None
+    if action == "authorize":
+        for name, prefix in (("Signing Key", "ed25519:"), ("Identity Key", "x25519:")):
+            v = f[name]
+            if not (v.startswith(prefix) and _HEX64.match(v[len(prefix):])):
+                raise InvalidStatement(f"{name} is not {prefix}<64 lowercase hex>")
+        spub, ipub = bytes.fromhex(f["Signing Key"][8:]), bytes.fromhex(f["Identity Key"][7:])
+        if installation_id(spub, ipub) != iid:
+            raise InvalidStatement("Installation ID is not the hash of the keys")
+    m = _TIME.match(f["Issued At"])
+    if not m:
+        raise InvalidStatement("Issued At is not YYYY-MM-DDTHH:MM:SSZ")
+    try:
+        when = _dt.datetime(*map(int, m.groups()), tzinfo=_dt.timezone.utc)  # no second 60, no February 30
+    except ValueError:
+        raise InvalidStatement("Issued At is not a real date and time") from None
+    issued_at = int(when.timestamp())
+    if issued_at < 0:
+        raise InvalidStatement("Issued At before 1970-01-01T00:00:00Z")
+    if not HEX32.match(f["Nonce"]):
+        raise InvalidStatement("Nonce is not 32 lowercase hex digits")
+    st = Statement(action, address, int(f["Chain ID"]), iid, spub, ipub, issued_at, bytes.fromhex(f["Nonce"]))
+    if statement_text(action, address, st.chain_id, iid, issued_at, st.nonce, spub, ipub) != text:
+        raise InvalidStatement("text is not the canonical rendering of its fields")
+    return st
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def eoa_verify(text: str, signature: bytes, address: str) -> None:
+    """§3 "Signatures and verifiers", the EOA verifier: 65 bytes r‖s‖v, v in 27/28/0/1, r and s in [1, n-1]
+    (high s accepted), the EIP-191 signer recovered must be `address` (BadSignature)."""
+    from eth_keys import keys
+
+    if len(signature) != 65:
+        raise BadSignature("an EOA signature is 65 bytes")
+    r, s, v = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"), signature[64]
+    if v not in (27, 28, 0, 1):
+        raise BadSignature("v must be 27 or 28 (or 0 or 1)")
+    if not (1 <= r < SECP256K1_N and 1 <= s < SECP256K1_N):
+        raise BadSignature("r or s out of range")
+    try:
+        pub = keys.Signature(vrs=(v % 27 if v >= 27 else v, r, s)).recover_public_key_from_msg_hash(eip191_hash(text))
+    except Exception:  # noqa: BLE001 - eth_keys raises several types for an unrecoverable signature
+        raise BadSignature("signature does not recover to a key") from None
+    if pub.to_checksum_address() != address:
+        raise BadSignature("not signed by the Address")
+
+
+def verify_record_for(address: str, data: bytes) -> Statement:
+    """§3: decode, parse, verify (EOA), and the statement's Address must be `address`."""
+    want = address_input(address)
+    text, sig = parse_record(data)
+    st = parse_statement(text)
+    eoa_verify(text, sig, st.address)
+    if st.address != want:
+        raise InvalidStatement("the statement is for another address")
+    return st
+
+
+def installations(address: str, records: list[bytes]) -> dict[str, tuple[Statement, str]]:
+    """§3 "The active installation set": iid -> (kept authorization, its record_id)."""
+    valid: list[tuple[Statement, str]] = []
+    for r in records:
+        try:
+            st = verify_record_for(address, r)
+        except IdentityError:
+            continue
+        valid.append((st, record_id(parse_record(r)[0])))
+    revoked = {st.iid for st, _ in valid if st.action == "revoke"}
+    active: dict[str, tuple[Statement, str]] = {}
+    for st, rid in valid:
+        if st.action != "authorize" or st.iid in revoked:
+            continue
+        kept = active.get(st.iid)
+        if kept is None or (st.issued_at, _neg(rid)) > (kept[0].issued_at, _neg(kept[1])):
+            active[st.iid] = (st, rid)
+    return active
+
+
+def _neg(rid: str) -> bytes:
+    """Order key making the smaller record_id the larger (ties on Issued At: the smaller record_id wins)."""
+    return bytes(255 - b for b in bytes.fromhex(rid))
 
 
 # §4 prekeys ------------------------------------------------------------------------------------
