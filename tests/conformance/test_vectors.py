@@ -3,7 +3,9 @@ client that drives the relay and the bridge in the other tests is itself proven 
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -400,3 +402,46 @@ def test_identity_active_set(v: dict[str, Any]) -> None:
             revoked.add(st.iid)
     assert sorted(revoked) == e["revoked"]
     assert not revoked & set(e["active"])
+
+
+@cases("parley_ratchet_limits.json")
+def test_ratchet_limits(v: dict[str, Any]) -> None:
+    """§5.3.4/§5.3.5 scripts (docs/test-vectors.md "Ratchet scripts") replayed through the client's ratchet."""
+    i, want_steps = v["input"], v["expected"]["steps"]
+    sk, spk_priv, ad = h(i["sk"]), h(i["bob_spk_priv"]), h(i["ad"])
+    states = {"alice": S.Ratchet.alice(sk, S.x25519_public(spk_priv), keygen=lambda: h(i["alice_ratchet_priv"])),
+              "bob": S.Ratchet.bob(sk, spk_priv)}
+    sent: dict[str, list[tuple[bytes, bytes]]] = {"alice": [], "bob": []}
+    assert len(i["steps"]) == len(want_steps)
+    for k, (step, want) in enumerate(zip(i["steps"], want_steps)):
+        where = f"step {k} {step}"
+        if step["op"] == "send":
+            who, digest = step["by"], hashlib.sha256()
+            for _ in range(step["count"]):
+                states[who], header, ct = states[who].encrypt(f"{who}:{len(sent[who])}".encode(), ad)
+                sent[who].append((header, ct))
+                digest.update(header + ct)
+            assert (len(sent[who]) - 1, digest.hexdigest()) == (want["last"], want["sha256"]), where
+            continue
+        if step["op"] == "forge_pn":
+            states[step["by"]] = replace(states[step["by"]], pn=step["pn"])
+            continue
+        assert step["op"] == "deliver", where
+        to = step["to"]
+        header, ct = sent["alice" if to == "bob" else "bob"][step["index"]]
+        priv = hashlib.sha256(f"{i['seed']}/{k}".encode()).digest()
+        if "error" in want:
+            with pytest.raises(Exception) as info:
+                states[to].decrypt(header, ct, ad, keygen=lambda: priv)
+            assert type(info.value).__name__ == want["error"], f"{where}: {info.value!r}"
+        else:
+            states[to], pt = states[to].decrypt(header, ct, ad, keygen=lambda: priv)
+            assert pt.decode() == want["plaintext"], where
+        st = states[to]
+        got = (len(st.skipped), len(st.old_dhr), hashlib.sha256(S.enc(st.to_list())).hexdigest())
+        assert got == (want["skipped"], want["old_dhr"], want["state_sha256"]), where
+
+
+def test_ratchet_limit_constants() -> None:
+    """§5.3.5: the numbers the scripts are about."""
+    assert (S.MAX_SKIP, S.MAX_STORED_SKIPPED, S.MAX_OLD_DHR) == (1000, 2000, 32)

@@ -669,40 +669,49 @@ class Ratchet:
         return replace(self, cks=cks, ns=self.ns + 1), header, encrypt(mk, plaintext, ad + header)
 
     def _skip(self, until: int) -> Ratchet:
+        """Store the keys of the current receiving chain from Nr up to until-1 (the MAX_SKIP check is the caller's)."""
         if self.ckr is None:
             return self
-        if until - self.nr > MAX_SKIP:
-            raise TooManySkipped("too many skipped messages")
         ck, nr, skipped = self.ckr, self.nr, list(self.skipped)
         while nr < until:
             ck, mk = kdf_ck(ck)
             skipped.append((self.dhr, nr, mk))  # type: ignore[arg-type]
             nr += 1
-        return replace(self, ckr=ck, nr=nr, skipped=tuple(skipped[-MAX_STORED_SKIPPED:]))
+        return replace(self, ckr=ck, nr=nr, skipped=tuple(skipped))
 
     def decrypt(self, header: bytes, ciphertext: bytes, ad: bytes, keygen: KeyGen = random_x25519) -> tuple[Ratchet, bytes]:
-        hdh, pn, n = decode_header(header)
-        for i, (sdh, sn, mk) in enumerate(self.skipped):
+        """§5.3.4 steps 0-5 in order; the returned state is new, `self` is never changed (any failure keeps it)."""
+        try:  # 0
+            hdh, pn, n = decode_header(header)
+        except WireError as exc:
+            raise SessionError(f"malformed inner header: {exc}") from None
+        for i, (sdh, sn, mk) in enumerate(self.skipped):  # 1
             if sdh == hdh and sn == n:
                 pt = decrypt(mk, ciphertext, ad + header)
                 return replace(self, skipped=self.skipped[:i] + self.skipped[i + 1:]), pt
-        if (hdh == self.dhr and n < self.nr and self.ckr is not None) or hdh in self.old_dhr:
+        if hdh == self.dhr and n < self.nr:  # 2
             raise DuplicateMessage("message key already used")
+        if hdh in self.old_dhr:
+            raise DuplicateMessage("a chain this state finished")
         st = self
-        if hdh != st.dhr:
-            st = st._skip(pn)
-            old = st.old_dhr + ((st.dhr,) if st.dhr is not None else ())
+        if hdh != st.dhr:  # 3
+            if pn > st.nr + MAX_SKIP:  # (a), even without a receiving chain
+                raise TooManySkipped("too many skipped messages in the previous chain")
+            st = st._skip(pn)  # (b)
+            old = st.old_dhr + ((st.dhr,) if st.dhr is not None else ())  # (c)
             rk, ckr = kdf_rk(st.rk, dh(st.dhs_priv, hdh))
             priv = keygen()
             rk, cks = kdf_rk(rk, dh(priv, hdh))
             st = replace(st, pn=st.ns, ns=0, nr=0, dhr=hdh, rk=rk, ckr=ckr, cks=cks, dhs_priv=priv,
                          dhs_pub=x25519_public(priv), old_dhr=old[-MAX_OLD_DHR:])
+        if n > st.nr + MAX_SKIP:  # 4
+            raise TooManySkipped("too many skipped messages")
         if st.ckr is None:
             raise NoReceivingChain("no receiving chain")
         st = st._skip(n)
         ckr, mk = kdf_ck(st.ckr)  # type: ignore[arg-type]
         pt = decrypt(mk, ciphertext, ad + header)
-        return replace(st, ckr=ckr, nr=st.nr + 1), pt
+        return replace(st, ckr=ckr, nr=st.nr + 1, skipped=st.skipped[-MAX_STORED_SKIPPED:]), pt  # 5
 
 
 # §5.2 PQXDH and §5.4 session messages ---------------------------------------------------------
