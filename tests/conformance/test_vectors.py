@@ -12,6 +12,7 @@ from typing import Any, Callable
 import cbor2
 import pytest
 
+from tests.conformance.procs import start_relay
 from tests.conformance.wire_client import relay_api as R
 from tests.conformance.wire_client import spec as S
 
@@ -445,3 +446,76 @@ def test_ratchet_limits(v: dict[str, Any]) -> None:
 def test_ratchet_limit_constants() -> None:
     """§5.3.5: the numbers the scripts are about."""
     assert (S.MAX_SKIP, S.MAX_STORED_SKIPPED, S.MAX_OLD_DHR) == (1000, 2000, 32)
+
+
+# §7 relay answers: tests/vectors/relay_answers.json replayed against a `parley relay` process ------------
+RELAY_SCRIPT = json.loads((VECTORS / "relay_answers.json").read_text())
+VOLATILE = {
+    "<base64: 32 random bytes>": lambda x: isinstance(x, str) and len(R.unb64(x)) == 32,
+    "<integer: unix seconds>": lambda x: type(x) is int and 1_700_000_000 <= x <= 1_900_000_000,
+    "<string: opaque bearer token>": lambda x: isinstance(x, str) and 0 < len(x) <= 256,  # §7: at most 256
+}
+# The script runs on a relay with small quotas (input.settings) and a clock it moves (advance_clock); a
+# `parley relay` process takes neither (its CLI sets only --publish-rate, §7 defaults otherwise, the real
+# clock). The steps whose answer depends on those are not sent: each is a refusal, which §7 says changes
+# nothing, so every other step sees the same relay state as in the recording.
+NEEDS_SETTINGS = {"log_full": "max_identity_records", "too_large": "max_envelope",
+                  "target_rate_limited": "claim_target_burst", "inbox_full": "topic_max_envelopes",
+                  "bucket_too_large": "bucket_max_records", "rate_limited": "bucket_burst",
+                  "challenge_expired": "the clock (advance_clock)"}
+
+
+def _matches(want: Any, got: Any, where: str) -> None:
+    if isinstance(want, str) and want in VOLATILE:
+        assert VOLATILE[want](got), f"{where}: {got!r} is not {want}"
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), f"{where}: {got!r} has not the keys {list(want)}"
+        for k in want:
+            _matches(want[k], got[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{where}: {got!r}"
+        for n, (w, g) in enumerate(zip(want, got)):
+            _matches(w, g, f"{where}[{n}]")
+    else:
+        assert type(got) is type(want) and got == want, f"{where}: {got!r} != {want!r}"
+
+
+def _skipped_steps() -> list[int]:
+    answers = RELAY_SCRIPT["vectors"][0]["expected"]["answers"]
+    return [k for k, a in enumerate(answers) if a is None or a["body"].get("error", {}).get("code") in NEEDS_SETTINGS]
+
+
+def test_relay_answers_skip_only_settings_steps() -> None:
+    """The steps left out are exactly the clock moves and the refusals that need the script's settings."""
+    steps = RELAY_SCRIPT["vectors"][0]["input"]["steps"]
+    answers = RELAY_SCRIPT["vectors"][0]["expected"]["answers"]
+    skipped = _skipped_steps()
+    assert [k for k in skipped if steps[k]["op"] == "advance_clock"] == [k for k, s in enumerate(steps) if s["op"] == "advance_clock"]
+    assert all(answers[k] is None or answers[k]["status"] >= 400 for k in skipped)
+    assert len(skipped) == len(NEEDS_SETTINGS) + 1  # one step per code, one clock move
+    assert set(RELAY_SCRIPT["vectors"][0]["input"]["settings"]) - {v for v in NEEDS_SETTINGS.values()} == {
+        "claim_target_rate", "bucket_rate"}  # the rates that go with the bursts above
+
+
+def test_relay_answers(tmp_path: Path) -> None:
+    """Every other step: the same status and body (volatile values by type), key order included."""
+    vec = RELAY_SCRIPT["vectors"][0]
+    i, want_answers = vec["input"], vec["expected"]["answers"]
+    skipped = set(_skipped_steps())
+    proc, url = start_relay(tmp_path / "relay.db")
+    relay = R.Relay(url)
+    answers: list[Any] = []
+    try:
+        for k, (step, want) in enumerate(zip(i["steps"], want_answers, strict=True)):
+            if k in skipped:
+                answers.append(None)
+                continue
+            a = R.replay_step(relay, step, answers, i["installations"])
+            answers.append(a.body)
+            where = f"step {k} ({step['why']})"
+            assert a.status == want["status"], f"{where}: {a.status} {a.body}"
+            assert a.content_type.startswith("application/json"), where
+            _matches(want["body"], a.body, where)
+    finally:
+        relay.close()
+        proc.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,3 +181,37 @@ class Client:
                 self.keys.pq[(kind, kid)] = seed
                 pqs.append(S.signed_prekey(sk, kind, kid, S.mlkem_public(seed)))
         return S.prekey_upload(sk, self.iid, issued_at or int(time.time()), spk, ots[:], pqs[:-1], pqs[-1])
+
+
+# scripted sessions (tests/vectors/relay_answers.json, docs/test-vectors.md "Relay scripts") ------
+_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+
+
+def resolve(value: Any, answers: list[Any], installations: dict[str, dict[str, str]]) -> Any:
+    """`${challenge:K}` / `${token:K}`: that field of step K's answer; `${sign:K:LABEL}`: the §7 auth
+    signature (standard base64) by LABEL over the challenge of step K's answer."""
+    if isinstance(value, dict):
+        return {k: resolve(x, answers, installations) for k, x in value.items()}
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        kind, k, *rest = m.group(1).split(":")
+        body = answers[int(k)]
+        if kind in ("challenge", "token"):
+            return str(body[kind])
+        assert kind == "sign" and len(rest) == 1, m.group(0)
+        inst = installations[rest[0]]
+        return b64(S.auth_sign(bytes.fromhex(inst["signing_priv"]), inst["installation_id"], unb64(body["challenge"])))
+
+    return _PLACEHOLDER.sub(sub, value)
+
+
+def replay_step(relay: Relay, step: dict[str, Any], answers: list[Any], installations: dict[str, dict[str, str]]) -> Answer:
+    """One `http` step: `body` sent as JSON, or `raw` as given, with the step's content type and headers."""
+    body = resolve(step["body"], answers, installations)
+    raw = step["raw"].encode() if step["raw"] is not None else None
+    if raw is None and body is not None:
+        raw = json.dumps(body).encode()
+    return relay.call(step["method"], step["path"], raw=raw, content_type=step["content_type"],
+                      headers=resolve(step["headers"], answers, installations))
