@@ -967,3 +967,21 @@ def parse_content(padded: bytes) -> dict[str, Any]:
     if not (isinstance(text, str) and len(text.encode()) <= MAX_TEXT):
         raise WireError("text is not UTF-8 text of at most 64 KiB")
     return dict(type=kind, message_id=mid, sender=sender, recipient=recipient, sent_at=sent_at, text=text, extra=c[7:])
+
+
+# §8.1 local API: the bridge's proof and the pairing proofs (gate 4) -------------------------------
+def bridge_proof_message(origin: str, host: str, challenge: bytes) -> bytes:
+    return b"parley local-api v1 bridge proof" + b"\x00" + origin.encode() + b"\x00" + host.encode() + b"\x00" + challenge
+
+
+def normalise_code(code: str) -> str:
+    """§8.1: a pairing code normalised: upper case, no spaces or dashes."""
+    return code.upper().replace(" ", "").replace("-", "")
+
+
+def pair_proof(code: str, side: str, challenge: bytes, key: bytes) -> bytes:
+    """HMAC-SHA256(SHA-256(code), "parley local-api v1 pairing" ‖ 0x00 ‖ side ‖ 0x00 ‖ challenge ‖ key)."""
+    if side not in ("client", "bridge"):
+        raise ValueError("side is 'client' or 'bridge'")
+    k = hashlib.sha256(normalise_code(code).encode()).digest()
+    return hmac256(k, b"parley local-api v1 pairing" + b"\x00" + side.encode() + b"\x00" + challenge + key)
