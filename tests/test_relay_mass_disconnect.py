@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+import websockets
 
 from bridge.crypto import primitives as P
 from bridge.protocol import wire
@@ -26,8 +27,6 @@ from bridge.protocol.ids import inbox_topic, installation_id
 from bridge.relay.auth import auth_message
 from bridge.relay.storage import IdentityEntry, open_storage
 from tests.procs import start_relay
-
-websockets = pytest.importorskip("websockets")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
