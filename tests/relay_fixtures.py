@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 from urllib.parse import quote
 
 from bridge.crypto import primitives as P
@@ -234,8 +234,9 @@ def unlimited_settings(**overrides: object) -> "RelaySettings":
 
 
 @contextmanager
-def serve_relay(db: Path, settings: "RelaySettings | None" = None) -> Iterator[str]:
-    """A relay app on its own thread over SQLite at ``db`` (werkzeug, threaded); yields its URL."""
+def serve_relay(db: Path, settings: "RelaySettings | None" = None, *, wrap: "Callable[[Any], Any] | None" = None) -> Iterator[str]:
+    """A relay app on its own thread over SQLite at ``db`` (werkzeug, threaded); yields its URL.
+    ``wrap`` takes the relay's WSGI app and returns the one to serve (a test's doctored relay)."""
     import threading
 
     from werkzeug.serving import make_server
@@ -243,7 +244,8 @@ def serve_relay(db: Path, settings: "RelaySettings | None" = None) -> Iterator[s
     from bridge.relay.server import create_app
 
     storage = SQLiteStorage(str(db))
-    server = make_server("127.0.0.1", 0, create_app(storage, settings=settings or unlimited_settings()), threaded=True)
+    app = create_app(storage, settings=settings or unlimited_settings())
+    server = make_server("127.0.0.1", 0, wrap(app) if wrap else app, threaded=True)
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:

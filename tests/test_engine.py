@@ -7,6 +7,7 @@ werkzeug on 127.0.0.1:0 in a thread).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -560,15 +561,15 @@ def test_fan_out_to_every_installation_and_to_the_senders_other_installations(tm
 
 
 class DoctoredRelay:
-    """A real relay (SQLite, werkzeug thread) whose ``POST /v1/envelopes`` answers pass through
+    """A real relay (relay_fixtures.serve_relay) whose ``POST /v1/envelopes`` answers pass through
     ``doctor`` (a lying relay, or one older than the ``logs`` field); records the identity lookups it serves."""
 
-    def __init__(self, db: Path, doctor: Any) -> None:
+    def __init__(self, doctor: Any) -> None:
         self.doctor = doctor
         self.lookups: list[str] = []
-        self.storage = SQLiteStorage(str(db))
-        app = create_app(self.storage, settings=unlimited_settings())
+        self.url = ""
 
+    def wrap(self, app: Any) -> Any:
         def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
             path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
             if method == "GET" and path.startswith("/v1/identity"):
@@ -588,29 +589,21 @@ class DoctoredRelay:
             start_response(seen["status"], headers)
             return [body]
 
-        self.server = make_server("127.0.0.1", 0, wsgi, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.thread.join(5)
-        self.server.server_close()
-        self.storage.close()
+        return wsgi
 
 
 @pytest.fixture
 def doctored(tmp_path: Path) -> Iterator[Any]:
-    made: list[DoctoredRelay] = []
+    with contextlib.ExitStack() as stack:
+        made: list[DoctoredRelay] = []
 
-    def make(doctor: Any) -> DoctoredRelay:
-        made.append(DoctoredRelay(tmp_path / f"doctored-{len(made)}.db", doctor))
-        return made[-1]
+        def make(doctor: Any) -> DoctoredRelay:
+            relay = DoctoredRelay(doctor)
+            relay.url = stack.enter_context(serve_relay(tmp_path / f"doctored-{len(made)}.db", wrap=relay.wrap))
+            made.append(relay)
+            return relay
 
-    yield make
-    for r in made:
-        r.close()
+        yield make
 
 
 def _envelope_targets(eng: Engine, mid: str) -> set[str]:
