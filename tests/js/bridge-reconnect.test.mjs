@@ -4,17 +4,11 @@
 import { test, beforeEach, afterEach, mock } from 'node:test';
 import assert from 'node:assert/strict';
 
+import { storageArea } from './storage-fake.mjs';
+
 const local = new Map();
 const session = new Map();
-const area = (map) => ({
-  async get(keys) {
-    const list = Array.isArray(keys) ? keys : [keys];
-    return Object.fromEntries(list.filter((k) => map.has(k)).map((k) => [k, structuredClone(map.get(k))]));
-  },
-  async set(obj) { for (const [k, v] of Object.entries(obj)) map.set(k, structuredClone(v)); },
-  async remove(keys) { for (const k of [].concat(keys)) map.delete(k); },
-});
-globalThis.chrome = { storage: { local: area(local), session: area(session) } };
+globalThis.chrome = { storage: { local: storageArea(local), session: storageArea(session) } };
 
 class FakeWebSocket {
   static CONNECTING = 0;

@@ -5,6 +5,8 @@
 import { test, beforeEach, afterEach, mock } from 'node:test';
 import assert from 'node:assert/strict';
 
+import { storageArea } from './storage-fake.mjs';
+
 import { b64uDecode, b64uEncode, pairProof, proofMessage } from '../../extension/common/bridge-proof.js';
 
 const ID = 'cjhgnfckfielldaiipkgieemaigbpmoe';
@@ -14,15 +16,7 @@ const CODE = 'K7QF-M2XP';
 
 const local = new Map();
 const session = new Map();
-const area = (map) => ({
-  async get(keys) {
-    const list = Array.isArray(keys) ? keys : [keys];
-    return Object.fromEntries(list.filter((k) => map.has(k)).map((k) => [k, structuredClone(map.get(k))]));
-  },
-  async set(obj) { for (const [k, v] of Object.entries(obj)) map.set(k, structuredClone(v)); },
-  async remove(keys) { for (const k of [].concat(keys)) map.delete(k); },
-});
-globalThis.chrome = { storage: { local: area(local), session: area(session) } };
+globalThis.chrome = { storage: { local: storageArea(local), session: storageArea(session) } };
 globalThis.location = { origin: ORIGIN };
 
 async function keyPair() {

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 
 import { b64uDecode, b64uEncode, proofMessage } from '../../extension/common/bridge-proof.js';
+import { storageArea } from './storage-fake.mjs';
 
 export const ID = 'cjhgnfckfielldaiipkgieemaigbpmoe';
 export const ORIGIN = `chrome-extension://${ID}`;
@@ -14,23 +15,6 @@ export const session = new Map();
 /** Every chrome.* call that acts outside storage: [api, ...args]. */
 export const calls = [];
 const sessionListeners = [];
-
-const area = (map, listeners = null) => ({
-  async get(keys) {
-    const list = Array.isArray(keys) ? keys : [keys];
-    return Object.fromEntries(list.filter((k) => map.has(k)).map((k) => [k, structuredClone(map.get(k))]));
-  },
-  async set(obj) {
-    const changes = {};
-    for (const [k, v] of Object.entries(obj)) {
-      changes[k] = { oldValue: map.get(k), newValue: structuredClone(v) };
-      map.set(k, structuredClone(v));
-    }
-    for (const fn of listeners ?? []) fn(changes);
-  },
-  async remove(keys) { for (const k of [].concat(keys)) map.delete(k); },
-  onChanged: { addListener: (fn) => listeners?.push(fn) },
-});
 
 const events = () => {
   const listeners = [];
@@ -43,7 +27,7 @@ globalThis.chrome = {
     getURL: (path) => `${BASE}${path}`,
     onMessage: events(), onConnect: events(), onStartup: events(), onInstalled: events(),
   },
-  storage: { local: area(local), session: area(session, sessionListeners) },
+  storage: { local: storageArea(local), session: storageArea(session, sessionListeners) },
   tabs: { onRemoved: events(), async create(props) { calls.push(['tabs.create', props]); return { id: 99 }; } },
   action: {
     async setBadgeText(props) { calls.push(['setBadgeText', props]); },
