@@ -255,7 +255,12 @@ def pair_via_popup(session: BrowserSession, bridge: Bridge) -> Page:
     popup.locator('[data-parley="bridge-url"]').fill(bridge.url)
     popup.locator('[data-parley="pair-code"]').fill(bridge.pair_code())
     popup.locator('[data-parley="pair-submit"]').click()
-    expect(popup.locator('[data-parley="status"]')).to_contain_text("connected", timeout=TIMEOUT_MS)
+    try:
+        expect(popup.locator('[data-parley="status"]')).to_contain_text("connected", timeout=TIMEOUT_MS)
+    except AssertionError as e:
+        shown = popup.locator('[data-parley="error"]').text_content()
+        url = popup.locator('[data-parley="bridge-url"]').input_value()
+        raise AssertionError(f"{e}\nthe popup shows the error {shown!r}, bridge URL {url!r} (wanted {bridge.url!r})") from e
     expect(popup.locator('[data-parley="address"]')).to_have_text(bridge.address, timeout=TIMEOUT_MS)
     expect(popup.locator('[data-parley="did"]')).to_have_text(bridge.did, timeout=TIMEOUT_MS)
     return popup

@@ -133,3 +133,46 @@ def test_pair_connect_message_recover(paired_browser: BrowserSession, bridge: Fa
     expect(popup.locator('[data-parley="status"]')).to_have_text("not paired", timeout=TIMEOUT)
     assert "token" not in json.loads(worker.evaluate("() => chrome.storage.local.get('token').then(JSON.stringify)"))
     popup.close()
+
+
+# The popup asks the worker for a snapshot of its state when it opens. Until that answer arrives the
+# user may type a bridge URL and pair: the late snapshot must overwrite neither (found in CI, where a
+# loaded machine let the default URL replace the one typed, and pairing went to a closed port).
+HOLD_SNAPSHOT = """
+(() => {
+  const send = chrome.runtime.sendMessage.bind(chrome.runtime);
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  window.__releaseSnapshot = () => release();
+  chrome.runtime.sendMessage = (msg, ...rest) => {
+    const reply = send(msg, ...rest);
+    return msg && msg.type === 'parley/popup/get-state' ? reply.then((state) => gate.then(() => state)) : reply;
+  };
+})();
+"""
+
+
+def test_a_late_popup_snapshot_overwrites_neither_typing_nor_newer_state(
+    tmp_path: Path, replicas: ReplicaServer, playwright_session: Playwright
+) -> None:
+    fake = FakeBridge(pair_code="WXYZ-5678", own_address=ME, directory={}, parley_users=set()).start()
+    try:
+        with launch_browser(tmp_path / "profile", replicas.port, playwright=playwright_session) as session:
+            popup = session.context.new_page()
+            popup.add_init_script(HOLD_SNAPSHOT)
+            popup.goto(f"{session.extension_origin}/popup/popup.html")
+            assert popup.evaluate("typeof window.__releaseSnapshot") == "function"
+            popup.locator('[data-parley="bridge-url"]').fill(fake.bridge_url)
+            popup.locator('[data-parley="pair-code"]').fill("wxyz-5678")
+            popup.locator('[data-parley="pair-submit"]').click()
+            expect(popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=TIMEOUT)
+            expect(popup.locator('[data-parley="address"]')).to_have_text(ME, timeout=TIMEOUT)
+            # The snapshot taken when the popup opened ("not paired", the default URL) lands now.
+            assert popup.locator("body").get_attribute("data-parley-ready") is None
+            popup.evaluate("window.__releaseSnapshot()")
+            expect(popup.locator("body")).to_have_attribute("data-parley-ready", "true", timeout=TIMEOUT)
+            expect(popup.locator('[data-parley="status"]')).to_have_text("connected")
+            expect(popup.locator('[data-parley="address"]')).to_have_text(ME)
+            assert popup.locator('[data-parley="bridge-url"]').input_value() == fake.bridge_url
+    finally:
+        fake.stop()

@@ -60,16 +60,25 @@ async function init() {
   $('signin').addEventListener('click', signin);
   $('pair-form').addEventListener('submit', pair);
   $('reconnect').addEventListener('click', () => chrome.runtime.sendMessage({ type: RECONNECT }));
+  // The snapshot below answers after an await: whatever changed meanwhile is newer than it, and
+  // whatever the user typed meanwhile is theirs. Neither may be overwritten by it.
+  const changedMeanwhile = new Set();
+  let typedUrl = false;
+  $('bridge-url').addEventListener('input', () => { typedUrl = true; }, { once: true });
   chrome.storage.session.onChanged.addListener((changes) => {
     const patch = {};
-    for (const [key, change] of Object.entries(changes)) patch[key] = change.newValue;
+    for (const [key, change] of Object.entries(changes)) {
+      patch[key] = change.newValue;
+      changedMeanwhile.add(key);
+    }
     render(patch);
   });
   const state = await chrome.runtime.sendMessage({ type: POPUP_GET_STATE });
-  if (state) {
-    render(state);
-    if (state.bridgeUrl) $('bridge-url').value = state.bridgeUrl;
+  if (state && typeof state === 'object') {
+    render(Object.fromEntries(Object.entries(state).filter(([key]) => !changedMeanwhile.has(key))));
+    if (state.bridgeUrl && !typedUrl) $('bridge-url').value = state.bridgeUrl;
   }
+  document.body.dataset.parleyReady = 'true'; // a stable hook: the opening snapshot is applied
 }
 
 init();
