@@ -64,7 +64,7 @@ def handle_errors(fn: F) -> F:
             _die(str(exc), exc.code)
         except WrongPassphrase:
             _die("wrong passphrase", Exit.USAGE)
-        except (KeysError, BadInput, IdentityError, HomeError) as exc:
+        except (KeysError, BadInput, IdentityError, HomeError, RelayUrlError) as exc:
             _die(str(exc), Exit.USAGE)
         except NotRegistered as exc:
             _die(str(exc), Exit.UNREACHABLE)
@@ -90,20 +90,42 @@ class Ctx:
     def __init__(self, home: Path) -> None:
         self.home = Home(home)
 
+    def relays(self) -> Any:
+        """The home's relays (bridge/homerelays.py); none recorded: the relay `parley run` embeds on
+        its port (this machine only)."""
+        from bridge.homerelays import RelayConfig, relay_config
+
+        rc = relay_config(self.home)
+        if rc.home:
+            return rc
+        return RelayConfig(home=(f"http://127.0.0.1:{self.home.config()['port']}",), directory=rc.directory, embedded=True)
+
     def relay_url(self, override: str | None = None) -> str:
+        """``override`` (checked), else the primary home relay."""
         if override:
             return _check_url(override)
-        cfg = self.home.config()
-        return cfg["relay_url"] or f"http://127.0.0.1:{cfg['port']}"
+        return str(self.relays().home[0])
 
 
-def _check_url(url: str) -> str:
-    from urllib.parse import urlsplit
+def _check_url(url: str, *, insecure: bool = False) -> str:
+    """A relay URL in canonical form; plain http only to this machine unless ``insecure``.
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
-        raise Fail(f"not a relay URL: {url!r} (expected http://host:port)", Exit.USAGE)
-    return url.rstrip("/")
+    Raises:
+        Fail: malformed, or plain http to another machine (exit 2, one line naming the URL and why).
+    """
+    from bridge.relay.urls import RelayUrlError, check_relay_url
+
+    try:
+        return check_relay_url(url, insecure=insecure or _insecure_default())
+    except RelayUrlError as exc:
+        raise Fail(str(exc), Exit.USAGE) from None
+
+
+def _insecure_default() -> bool:
+    """`--insecure` recorded in this home (config insecure_relays)."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_object(Ctx) if ctx is not None else None
+    return bool(obj is not None and obj.home.config().get("insecure_relays"))
 
 
 def passphrase(*, confirm: bool = False) -> str:
@@ -137,7 +159,16 @@ def open_engine(ctx: Ctx, relay: str | None = None) -> Any:
     cfg = ctx.home.config()
     from bridge.engine.prekeys import PrekeyPolicy
 
-    engine = Engine(Store(ctx.home.db_file), secrets, ctx.home.identity(), ctx.relay_url(relay), verifier=verifier_from_config(cfg))
+    from bridge.homerelays import pointer_lookup
+
+    rc = ctx.relays()
+    home_relays = (ctx.relay_url(relay),) if relay else rc.home
+    engine = Engine(
+        Store(ctx.home.db_file), secrets, ctx.home.identity(), home_relays[0],
+        verifier=verifier_from_config(cfg),
+        home_relays=home_relays, directory_relays=rc.directory, reading_relays=rc.reading() if not relay else (),
+        pointers=pointer_lookup(cfg),
+    )
     engine.prekeys.policy = PrekeyPolicy.from_config(cfg)  # rotation and grace as configured
     return engine
 
@@ -236,18 +267,29 @@ pass_ctx = click.make_pass_decorator(Ctx)
 @click.option("--generate", "source", flag_value="generate", default=True, help="Generate a new wallet (default).")
 @click.option("--private-key-env", "key_env", metavar="VAR", help="Import the wallet from the hex private key in environment variable VAR.")
 @click.option("--keystore", "keystore", type=click.Path(dir_okay=False, path_type=Path), help="Import the wallet from a Web3 Secret Storage v3 JSON file (password from PARLEY_KEYSTORE_PASSWORD or a prompt).")
-@click.option("--relay", "relay", metavar="URL", help="Relay to use from now on (remembered). Default: the relay embedded in `parley run`.")
+@click.option(
+    "--relay", "relays", metavar="URL", multiple=True,
+    help="A home relay: it holds your inbox (repeat for up to 5; the first is primary; remembered). "
+    "Default: the relay embedded in `parley run`, reachable from this machine only.",
+)
+@click.option("--insecure", is_flag=True, help="Allow plain http:// relays on other machines (remembered).")
 @pass_ctx
 @handle_errors
-def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, relay: str | None) -> None:
+def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, relays: tuple[str, ...], insecure: bool) -> None:
     """Create this installation: a wallet (generated or imported) and installation keys, authorized by the wallet."""
     from bridge import identity, keys
     from bridge.home import write_private
+    from bridge.homerelays import MAX_HOME_RELAYS, checked_urls
 
     explicit_generate = click.get_current_context().get_parameter_source("source") == click.core.ParameterSource.COMMANDLINE
     if sum((bool(key_env), keystore is not None, explicit_generate)) > 1:
         raise Fail("choose one of --generate, --private-key-env and --keystore", Exit.USAGE)
-    relay = _check_url(relay) if relay else None
+    from bridge.relay.urls import RelayUrlError
+
+    try:
+        relays = checked_urls(relays, insecure=insecure, limit=MAX_HOME_RELAYS, what="home")
+    except RelayUrlError as exc:
+        raise Fail(str(exc), Exit.USAGE) from None
     home = ctx.home
     if home.keys_file.exists() or home.identity_file.exists():
         raise Fail(f"{home.path} already holds an installation; nothing was changed", Exit.USAGE)
@@ -279,8 +321,10 @@ def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, rela
         "record": signed.to_record().hex(),
     }
     write_private(home.identity_file, json.dumps(ident, indent=2).encode() + b"\n")
-    if relay:
-        home.update_config(relay_url=relay)
+    if relays:
+        from bridge.homerelays import set_home_relays
+
+        set_home_relays(home, relays, insecure=insecure)
     click.echo(f"initialised {home.path}")
     click.echo(f"address:      {address}")
     click.echo(f"did:          {ident['did']}")
@@ -289,42 +333,52 @@ def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, rela
     from bridge.relay.client import RelayError, RelayUnavailable
     from bridge.store import Store
 
-    if not home.config()["relay_url"]:
-        click.echo("no relay configured: `parley run` embeds one and registers this installation with it")
+    if not relays:
+        click.echo("no relay configured: `parley run` embeds one (reachable from this machine only) and registers this installation with it")
         return
-    engine = Engine(Store(home.db_file), secrets, ident, ctx.relay_url())
+    rc = ctx.relays()
+    engine = Engine(
+        Store(home.db_file), secrets, ident, rc.home[0], home_relays=rc.home, directory_relays=rc.directory, reading_relays=rc.reading()
+    )
     try:
         engine.register()
         _mark_registered(engine)
-        click.echo(f"registered on {engine.relay_url}")
+        click.echo("registered on " + ", ".join(engine.home_relays))
     except (RelayUnavailable, RelayError) as exc:
         click.echo(f"not registered yet ({exc}); `parley run` or `parley sync` will register", err=True)
 
 
+def _registration_key(engine: Any) -> bytes:
+    return json.dumps([list(engine.home_relays), list(engine.directory_relays), engine.address]).encode()
+
+
 def _mark_registered(engine: Any) -> None:
     with engine.store.write() as c:
-        engine.store.set_meta(c, "registered_on", engine.relay_url.encode())
+        engine.store.set_meta(c, "registered_on", _registration_key(engine))
 
 
 def _ensure_registered(engine: Any) -> None:
-    if engine.store.get_meta("registered_on") != engine.relay_url.encode():
+    """Register (statement, prekeys, relay list) unless done for exactly these relays already."""
+    if engine.store.get_meta("registered_on") != _registration_key(engine):
         engine.register()
         _mark_registered(engine)
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print {address, did, installation_id} as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print {address, did, installation_id, relays} as JSON.")
 @pass_ctx
 @handle_errors
 def whoami(ctx: Ctx, as_json: bool) -> None:
     """Show this installation's wallet address, DID and installation id (no passphrase needed)."""
     ctx.home.require()
     ident = ctx.home.identity()
-    out = {k: ident[k] for k in ("address", "did", "installation_id")}
+    out: dict[str, Any] = {k: ident[k] for k in ("address", "did", "installation_id")}
+    out["relays"] = ctx.relays().as_json()
     if as_json:
         click.echo(json.dumps(out))
     else:
         click.echo(f"address:      {out['address']}\ndid:          {out['did']}\ninstallation: {out['installation_id']}")
+        click.echo("relays:       " + ", ".join(out["relays"]["home"]))
 
 
 @cli.command()
@@ -392,17 +446,23 @@ def relay(click_ctx: click.Context, host: str, port: int, db: str | None, retent
 
 @cli.command()
 @click.option("--port", type=click.IntRange(0, 65535), help=f"Port on 127.0.0.1 [default: config, else {DEFAULT_PORT}].")
-@click.option("--relay", "relay", metavar="URL", help="Use this relay instead of the remembered one (none remembered: embed a relay on the same port).")
+@click.option(
+    "--relay", "relay", metavar="URL",
+    help="Make URL the home relay (remembered, as `parley relays set URL`). None recorded: embed a relay on the same port (this machine only).",
+)
+@click.option("--insecure", is_flag=True, help="Allow a plain http:// relay on another machine (remembered).")
 @pass_ctx
 @handle_errors
-def run(ctx: Ctx, port: int | None, relay: str | None) -> None:
-    """Run the bridge daemon: receives live, retries the outbox, serves the local API."""
+def run(ctx: Ctx, port: int | None, relay: str | None, insecure: bool) -> None:
+    """Run the bridge daemon: receives live from every home relay, retries the outbox, serves the local API."""
     from bridge.daemon import run_daemon
 
+    relay_url = _check_url(relay, insecure=insecure) if relay else None
+    if insecure:
+        ctx.home.update_config(insecure_relays=True)
     secrets = unlock(ctx)
     cfg = ctx.home.config()
     port = cfg["port"] if port is None else port
-    relay_url = _check_url(relay) if relay else cfg["relay_url"]
     run_daemon(ctx.home, secrets, port=port, relay_url=relay_url, echo=lambda s: click.echo(s) or sys.stdout.flush())
 
 
@@ -668,6 +728,83 @@ def revoke(ctx: Ctx, installation_id: str | None) -> None:
     signed = identity.sign_statement(identity.revoke_statement(engine.address, iid), engine.secrets.wallet_key)
     engine.relay.publish_identity(engine.address, signed.to_record())
     click.echo(f"revoked installation {iid} of {engine.address}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"home": [...], "directory": [...], "reading": [...]}.')
+@click.pass_context
+@handle_errors
+def relays(click_ctx: click.Context, as_json: bool) -> None:
+    """Show the relays this home uses: home relays hold your inbox (the first is primary), directory
+    relays are where identities are looked up, and reading lists every relay read now (home relays
+    and replaced ones still in their grace period)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx: Ctx = click_ctx.find_object(Ctx)
+    rc = ctx.relays()
+    out = rc.as_json()
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    click.echo("home:      " + (", ".join(out["home"]) + (" (embedded: this machine only)" if rc.embedded else "")))
+    click.echo("directory: " + (", ".join(out["directory"]) or "none"))
+    click.echo("reading:   " + ", ".join(out["reading"]))
+
+
+def _apply_relays(ctx: Ctx) -> None:
+    """Tell the running daemon, or do it here: publish our new relay list and register on new relays."""
+    daemon = _daemon(ctx)
+    if daemon is not None:
+        daemon.reload_relays()
+        return
+    ctx.home.require()
+    engine = open_engine(ctx)
+    engine.register()
+    _mark_registered(engine)
+
+
+@relays.command("set")
+@click.argument("urls", nargs=-1, required=True, metavar="URL [URL...]")
+@click.option("--insecure", is_flag=True, help="Allow plain http:// relays on other machines (remembered).")
+@pass_ctx
+@handle_errors
+def relays_set(ctx: Ctx, urls: tuple[str, ...], insecure: bool) -> None:
+    """Make URL... your home relays (1 to 5; the first is primary) and publish a new signed relay list.
+    The relays you leave are still read for `relay_grace_days` (default 14), so nothing in flight is lost."""
+    from bridge.homerelays import RelayUrlError, set_home_relays
+
+    ctx.home.require()
+    try:
+        rc = set_home_relays(ctx.home, urls, insecure=insecure)
+    except RelayUrlError as exc:
+        raise Fail(str(exc), Exit.USAGE) from None
+    _apply_relays(ctx)
+    click.echo("home relays: " + ", ".join(rc.home))
+    left = [u for u in rc.reading() if u not in rc.home]
+    if left:
+        click.echo("still reading (grace period): " + ", ".join(left))
+
+
+@relays.command("directory")
+@click.argument("urls", nargs=-1, metavar="[URL...]")
+@click.option("--clear", is_flag=True, help="Use no directory relay.")
+@click.option("--insecure", is_flag=True, help="Allow plain http:// relays on other machines (remembered).")
+@pass_ctx
+@handle_errors
+def relays_directory(ctx: Ctx, urls: tuple[str, ...], clear: bool, insecure: bool) -> None:
+    """Set the directory relays: where you and senders look up identities not found on home relays
+    (like Nostr's indexer relays). PARLEY_DIRECTORY_RELAYS (comma-separated) overrides them."""
+    from bridge.homerelays import RelayUrlError, set_directory_relays
+
+    ctx.home.require()
+    if bool(urls) == clear:
+        raise Fail("name directory relay URLs, or pass --clear", Exit.USAGE)
+    try:
+        rc = set_directory_relays(ctx.home, urls, insecure=insecure)
+    except RelayUrlError as exc:
+        raise Fail(str(exc), Exit.USAGE) from None
+    _apply_relays(ctx)
+    click.echo("directory relays: " + (", ".join(rc.directory) or "none"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,9 +6,12 @@ One process, listening on 127.0.0.1 only:
   no relay URL is configured;
 * the control endpoint for the CLI (``/v1/control/*``), authorised by a token in ``daemon.json``
   (mode 0600 in the home directory), so `parley send` needs no passphrase while the daemon runs;
-* a subscriber thread that keeps one WebSocket subscription to our inbox topic and processes what
-  arrives, reconnecting with backoff;
-* an outbox thread that retries queued messages;
+* one subscriber thread per relay we read (home relays, and replaced ones in their grace period,
+  bridge/homerelays.py) that keeps a WebSocket subscription to our inbox topic there and processes
+  what arrives (an envelope that came through another relay already is skipped), reconnecting
+  with backoff;
+* an outbox thread that retries queued messages, and publishes envelopes to the recipients' other
+  inbox relays in the background (an envelope counts as delivered once one relay took it);
 * a peer-refresh thread that refreshes the identity cache on a jittered schedule of its own, never
   because a message was sent or received (bridge/engine/peers.py; issue 8 item 2);
 * a prekey thread that checks, every ``prekey_check_seconds`` (jittered), that the relay still has
@@ -42,10 +45,12 @@ from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered, inbox, outbox
 from bridge.engine.prekeys import PrekeyPolicy
 from bridge.home import Home, write_private
+from bridge.homerelays import EMBEDDED_WARNING, record_embedded, relay_config, set_home_relays
 from bridge.identity.smart import verifier_from_config
 from bridge.keys import Secrets
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts
+from bridge.homerelays import pointer_lookup
 from bridge.store import Store, now_ms
 
 __all__ = ["Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS"]
@@ -91,15 +96,20 @@ class Daemon:
         self.home = home
         self.echo = echo
         self.secrets = secrets
-        self.embedded = relay_url is None
+        # One relay record per home (bridge/homerelays.py), read by the CLI too. `--relay URL` names
+        # the home relay; with none recorded (or only the embedded one) we embed a relay.
+        if relay_url is not None and relay_config(home).home != (relay_url.rstrip("/"),):
+            set_home_relays(home, [relay_url])
+        self.relays = relay_config(home)
+        self.embedded = not self.relays.home or self.relays.embedded
         self.app = Flask("parley.bridge")
         self.app.url_map.merge_slashes = False  # as the relay's: no 308 redirects that rewrite paths
         self.app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
         self.sock = Sock(self.app)
         self.stop_event = threading.Event()
+        self._registered = threading.Event()
         self.wake_outbox = threading.Event()
         self.control_token = _secrets.token_urlsafe(32)
-        self.relay_connected = False
         self._threads: list[threading.Thread] = []
         self._retention: Any = None
         self._storage: Any = None
@@ -129,9 +139,20 @@ class Daemon:
         nodelay(self.server)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.relay_url = relay_url.rstrip("/") if relay_url else self.url
+        if self.embedded and self.relays.home != (self.url,):
+            self.relays = record_embedded(home, self.url)
+        self.relay_url = self.relays.home[0]
         self.store = Store(home.db_file)
-        self.engine = Engine(self.store, secrets, home.identity(), self.relay_url, verifier=verifier_from_config(home.config()))
+        self.engine = Engine(
+            self.store, secrets, home.identity(), self.relay_url,
+            verifier=verifier_from_config(home.config()),
+            home_relays=self.relays.home, directory_relays=self.relays.directory, reading_relays=self.relays.reading(),
+            pointers=pointer_lookup(home.config()),
+        )
+        #: The relays we read and whether each subscription is up (status, the extension's popup).
+        self.relay_up: dict[str, bool] = {}
+        self._subscribers: dict[str, threading.Event] = {}
+        self._subscribers_lock = threading.Lock()
         self.engine.prekeys.policy = PrekeyPolicy.from_config(home.config())
         self.engine.listeners.append(self._on_event)
         self.access = Access(self.store)
@@ -201,6 +222,17 @@ class Daemon:
             guard()
             return jsonify({"url": f"{self.url}/signin#t={self.pages.new_link('signin')}"})
 
+        @app.post("/v1/control/relays")
+        def control_relays() -> Any:
+            """`parley relays set/directory` changed config.json: use it now (publish our new relay list,
+            register on new relays, read them)."""
+            guard()
+            try:
+                self.reload_relays()
+            except (RelayUnavailable, RelayError) as exc:
+                return jsonify({"error": {"code": "relay_unavailable", "message": str(exc)}}), 503
+            return jsonify(self.relays.as_json())
+
         @app.post("/v1/control/sync")
         def control_sync() -> Any:
             guard()
@@ -216,6 +248,8 @@ class Daemon:
             "address": self.engine.address,
             "installation_id": self.engine.installation_id,
             "relay": {"url": self.relay_url, "connected": self.relay_connected, "embedded": self.embedded},
+            "relays": {**self.relays.as_json(), "connected": sorted(u for u, up in self.relay_up.items() if up)},
+            "deliveries_pending": self.engine.pending_deliveries(),
             "pending": self.engine.pending_count(),
             "outbox": outbox.counts(self.store),
             "quarantined": inbox.quarantine_count(self.store),
@@ -227,33 +261,84 @@ class Daemon:
 
     # --- background work ---------------------------------------------------------------
 
-    def _subscriber(self) -> None:
+    @property
+    def relay_connected(self) -> bool:
+        """Whether we read our inbox on at least one relay right now."""
+        return any(list(self.relay_up.values()))
+
+    def reload_relays(self) -> None:
+        """Apply config.json's relays (changed by `parley relays set/directory`): the engine uses them,
+        our relay list names the new home relays and is published, and we read the new set.
+
+        Raises:
+            RelayUnavailable, RelayError: the new primary home relay could not be registered on.
+        """
+        relays = relay_config(self.home)
+        if not relays.home:
+            return
+        self.relays = relays
+        self.relay_url = relays.home[0]
+        self.engine.set_relays(relays.home, relays.directory, relays.reading())
+        try:
+            self.engine.register()
+        finally:
+            self._sync_subscribers()
+
+    def _sync_subscribers(self) -> None:
+        """One subscriber thread per relay we read; stop those for relays we no longer read."""
+        wanted = self.relays.reading()
+        with self._subscribers_lock:
+            for url in list(self._subscribers):
+                if url not in wanted:
+                    self._subscribers.pop(url).set()
+                    self.relay_up.pop(url, None)
+            for url in wanted:
+                if url not in self._subscribers:
+                    stop = self._subscribers[url] = threading.Event()
+                    t = threading.Thread(target=self._subscriber, args=(url, stop), name=f"parley-subscriber-{len(self._threads)}", daemon=True)
+                    t.start()
+                    self._threads.append(t)
+
+    def _register(self) -> None:
+        """Register on our relays until it works (the primary may be down at start)."""
         backoff = 0.5
-        registered = False
         while not self.stop_event.is_set():
             try:
-                if not registered:
-                    self.engine.register()
-                    registered = True
-                    self.echo(f"registered on {self.relay_url}")
-                token = self.engine.token()
-                with self.engine.relay.subscribe(self.engine.topic, self.engine.cursor(), token=token) as sub:
-                    self.relay_connected = True
-                    self.echo(f"subscribed to {self.engine.topic}")
+                self.engine.register()
+                self.echo("registered on " + ", ".join(self.engine.home_relays))
+                return
+            except (RelayUnavailable, RelayError, OSError) as exc:
+                log.warning("registering on %s: %s; retrying in %.1fs", self.relay_url, exc, backoff)
+            except Exception:
+                log.exception("registration failed; retrying in %.1fs", backoff)
+            if self.stop_event.wait(backoff):
+                return
+            backoff = min(backoff * 2, 30.0)
+
+    def _subscriber(self, url: str, stop: threading.Event) -> None:
+        """Keep one subscription to our inbox on the relay at ``url`` until ``stop`` (or the daemon stops)."""
+        backoff = 0.5
+        self._registered.wait()
+        while not (self.stop_event.is_set() or stop.is_set()):
+            try:
+                token = self.engine.token(url)
+                with self.engine.client(url).subscribe(self.engine.topic, self.engine.cursor(url), token=token) as sub:
+                    self.relay_up[url] = True
+                    self.echo(f"subscribed to {self.engine.topic} on {url}")
                     backoff = 0.5
-                    self.wake_outbox.set()  # the relay is back: retry what is queued
-                    while not self.stop_event.is_set():
-                        env = sub.receive(1.0)  # None on timeout: a chance to notice stop_event
+                    self.wake_outbox.set()  # a relay is back: retry what is queued
+                    while not (self.stop_event.is_set() or stop.is_set()):
+                        env = sub.receive(1.0)  # None on timeout: a chance to notice a stop
                         if env is not None:
-                            self.engine.process(env)
+                            self.engine.process(env, url)
             except (RelayUnavailable, RelayError, OSError) as exc:
                 if isinstance(exc, RelayError) and exc.status == 401:
-                    self.engine.forget_token()  # a restarted relay no longer knows our token
-                log.warning("relay %s: %s; retrying in %.1fs", self.relay_url, exc, backoff)
+                    self.engine.forget_token(url)  # a restarted relay no longer knows our token
+                log.warning("relay %s: %s; retrying in %.1fs", url, exc, backoff)
             except Exception:
-                log.exception("subscriber failed; retrying in %.1fs", backoff)
-            self.relay_connected = False
-            if self.stop_event.wait(backoff):
+                log.exception("subscriber on %s failed; retrying in %.1fs", url, backoff)
+            self.relay_up[url] = False
+            if stop.wait(backoff) or self.stop_event.is_set():
                 break
             backoff = min(backoff * 2, 30.0)
 
@@ -270,6 +355,8 @@ class Daemon:
             try:
                 if self.engine.pending_count():
                     self.engine.flush_outbox()
+                if self.engine.pending_deliveries():
+                    self.engine.retry_deliveries()
                 due = outbox.counts(self.store)["next_attempt_at"]
                 if due is not None:
                     wait = min(5.0, max(0.2, (due - now_ms()) / 1000))
@@ -293,9 +380,13 @@ class Daemon:
             from bridge.relay.server import start_retention
 
             self._retention = start_retention(self._storage, self._settings)
+        def register() -> None:
+            self._register()
+            self._registered.set()
+
         for target, name in (
             (self.server.serve_forever, "http"),
-            (self._subscriber, "subscriber"),
+            (register, "register"),
             (self._outbox, "outbox"),
             (lambda: self.engine.peers.run(self.stop_event), "peers"),
             (self._prekey_check, "prekeys"),
@@ -303,11 +394,13 @@ class Daemon:
             t = threading.Thread(target=target, name=f"parley-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+        self._sync_subscribers()
         info = {"pid": os.getpid(), "url": self.url, "port": self.port, "token": self.control_token, "relay": self.relay_url}
         write_private(self.home.daemon_file, json.dumps(info).encode())
 
     def stop(self) -> None:
         self.stop_event.set()
+        self._registered.set()
         self.wake_outbox.set()
         with contextlib.suppress(FileNotFoundError):
             info = json.loads(self.home.daemon_file.read_text())
@@ -335,8 +428,10 @@ def run_daemon(home: Home, secrets: Secrets, *, port: int, relay_url: str | None
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
     daemon.start()
-    relay_note = "embedded relay" if daemon.embedded else f"relay {daemon.relay_url}"
+    relay_note = "embedded relay" if daemon.embedded else "home relays " + ", ".join(daemon.relays.home)
     echo(f"parley bridge listening on {daemon.url} ({relay_note})")
+    if daemon.embedded:
+        echo(EMBEDDED_WARNING)
     echo(f"address {daemon.engine.address}, installation {daemon.engine.installation_id}")
     try:
         while not stop.wait(1.0):
@@ -393,6 +488,9 @@ class DaemonClient:
 
     def sync(self) -> dict[str, Any]:
         return self._call("POST", "sync", {})
+
+    def reload_relays(self) -> dict[str, Any]:
+        return self._call("POST", "relays", {})
 
     def pair_code(self) -> str:
         return str(self._call("POST", "pair", {})["code"])

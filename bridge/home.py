@@ -4,7 +4,7 @@ Layout (directory 0700, every file 0600)::
 
     keys.json        wallet + installation private keys, sealed with the passphrase (scrypt, AES-256-GCM)
     identity.json    public facts: address, installation id, public keys, the signed statement
-    config.json      settings (relay URL, port), see SETTINGS
+    config.json      settings (home and directory relays, port), see SETTINGS
     parley.db        messages, sessions, outbox, cursors (SQLite, WAL)
     relay.db         the embedded relay's storage, when `parley run` embeds one
     daemon.json      present while `parley run` is up: its URL and a control token for the CLI
@@ -43,7 +43,13 @@ class Setting:
 
 #: Every setting in config.json, with its default and help. tests/test_cli.py checks the README documents each.
 SETTINGS: tuple[Setting, ...] = (
-    Setting("relay_url", None, "Relay base URL (http://host:port). Unset: the relay embedded in `parley run` on this machine."),
+    Setting("relays", [], "Home relays: the 1-5 relay URLs that hold your inbox, the first primary (`parley relays set`). Empty: the relay embedded in `parley run` (this machine only)."),
+    Setting("directory_relays", [], "Relays where you and senders look up identity logs and relay lists not found on home relays (`parley relays directory`) [env PARLEY_DIRECTORY_RELAYS, comma-separated]."),
+    Setting("relay_grace_days", 14, "Days a replaced home relay is still read after `parley relays set`, so nothing in flight is lost."),
+    Setting("previous_relays", [], "Replaced home relays still read, with the time (seconds) their grace period ends (kept by `parley relays set`)."),
+    Setting("embedded_relay", False, "True when `parley run` recorded its embedded relay as the home relay."),
+    Setting("insecure_relays", False, "Allow plain http:// relays on other machines (`--insecure`); off: only https, or http to this machine."),
+    Setting("relay_url", None, "Older homes' single relay URL, read as the one home relay; replaced by `relays`."),
     Setting("port", DEFAULT_PORT, "Port `parley run` listens on (127.0.0.1 only)."),
     Setting("chain_id", 1, "EIP-155 chain id written into installation statements."),
     Setting("retention_days", 30, "How long the embedded relay keeps envelopes."),

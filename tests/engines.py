@@ -33,7 +33,7 @@ def close_engines() -> Iterator[None]:
     yield
     while OPEN:
         e = OPEN.pop()
-        e.relay.close()
+        e.close_clients()
         e.store.close()
 
 

@@ -581,14 +581,14 @@ def test_concurrent_first_sends_to_a_new_peer_both_go_out(tmp_path: Path, relay:
     real_store = peers_mod.Peers._store
     first = [True]
 
-    def slow_store(self: Any, address: str, records: list[bytes], now: int) -> None:
+    def slow_store(self: Any, address: str, records: list[bytes], now: int, **kw: Any) -> None:
         if address == bob.address and first[0]:
             first[0] = False
             storing.set()
             # Hold the first lookup between its fetch and its store while the second send runs. A
             # correct cache makes the second send wait for this one, so this wait then times out.
             second_done.wait(timeout=1.0)
-        real_store(self, address, records, now)
+        real_store(self, address, records, now, **kw)
 
     monkeypatch.setattr(peers_mod.Peers, "_store", slow_store)
     results: dict[str, Any] = {}

@@ -20,13 +20,15 @@ Guarantees (PROTOCOL.md §7):
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,7 @@ from bridge.engine import inbox, outbox
 from bridge.engine.prekeys import OTPK_LOW, OTPK_TARGET, PQ_OTPK_LOW, PQ_OTPK_TARGET, Prekeys  # noqa: F401 (re-exported)
 from bridge.keys import Secrets
 from bridge.protocol import prekeys as PK
+from bridge.protocol import relaylist
 from bridge.protocol.content import MAX_TEXT_BYTES, TextContent
 from bridge.protocol.ids import inbox_topic, new_message_id
 from bridge.protocol.wire import WireError
@@ -100,6 +103,9 @@ def message_dict(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
+#: An envelope not taken by one of its installation's other inbox relays within this long is given up.
+DELIVERY_MAX_AGE_MS = 7 * 86_400_000
+
 #: Messages with their flag (PROTOCOL.md §6.3): ``... FROM messages m LEFT JOIN message_flags f``.
 MESSAGES_WITH_FLAGS = "SELECT m.*, f.reason AS flag FROM messages m LEFT JOIN message_flags f ON f.message_id = m.id"
 
@@ -122,6 +128,10 @@ class Engine:
         clock: Callable[[], int] = now_ms,
         rng: random.Random | None = None,
         peer_refresh_ms: int = REFRESH_INTERVAL_MS,
+        home_relays: Sequence[str] = (),
+        directory_relays: Sequence[str] = (),
+        reading_relays: Sequence[str] = (),
+        pointers: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         #: How statement signatures are checked (default: EOA only); see bridge.identity.smart for smart accounts.
         self.verifier: identity.Verifier | None = verifier
@@ -130,7 +140,11 @@ class Engine:
         self._identity: tuple[str, bytes] = (ident["address"], bytes.fromhex(ident["record"]))
         self._identity_lock = threading.Lock()
         self.installation_id: str = ident["installation_id"]
-        self.relay_url = relay_url.rstrip("/")
+        #: Our relays (issue 10; bridge/homerelays.py): ``relay_url`` is the primary home relay.
+        self.home_relays: tuple[str, ...] = ()
+        self.directory_relays: tuple[str, ...] = ()
+        self.reading_relays: tuple[str, ...] = ()
+        self.set_relays([relay_url, *home_relays], directory_relays, reading_relays)
         self.local = session.LocalIdentity(
             installation_id=self.installation_id,
             signing_priv=secrets.signing_key,
@@ -140,6 +154,7 @@ class Engine:
         )
         self.topic = inbox_topic(self.installation_id)
         self._tls = threading.local()
+        self._relay_list_cache: tuple[tuple[str, tuple[str, ...]], bytes] | None = None
         #: Outbox stage (bridge/engine/outbox.py): installations found without prekeys (iid -> until,
         #: ms) and bundles claimed for a message that was then retried (iid -> (claimed at, bundle)).
         self._no_prekeys: dict[str, int] = {}
@@ -155,7 +170,9 @@ class Engine:
         #: demand of a message (issue 8 item 2). ``clock`` (ms) and ``rng`` are injectable for tests.
         self.peers = Peers(
             store,
-            lambda: self.relay,
+            lambda: [*self.home_relays, *self.directory_relays],
+            self.client,
+            pointers=pointers,
             own=lambda: (self.address, self.installation_id),
             emit=self._emit,
             verifier=verifier,
@@ -165,7 +182,10 @@ class Engine:
         )
         self.listeners.append(self.peers.on_event)
         #: Our prekeys: top-up, rotation, deletion (bridge/engine/prekeys.py); its clock and policy are settable.
-        self.prekeys = Prekeys(store, secrets, self.installation_id, lambda: self.relay)
+        self.prekeys = Prekeys(
+            store, secrets, self.installation_id, lambda: self.relay, secondaries=lambda: {u: self.client(u) for u in self.home_relays[1:]}
+        )
+        self._legacy_cursor()
 
     # --- identity (the wallet this installation acts for) ----------------------------
 
@@ -205,12 +225,41 @@ class Engine:
 
     # --- plumbing -------------------------------------------------------------
 
+    def set_relays(self, home: Sequence[str], directory: Sequence[str] = (), reading: Sequence[str] = ()) -> None:
+        """Use these relays from now on: ``home`` (the first is primary) hold our inbox, ``directory`` are
+        asked for logs not found there, and we read ``reading`` too (replaced home relays in their grace
+        period). Callers pass URLs checked by bridge/homerelays.py."""
+        homes = tuple(dict.fromkeys(u.rstrip("/") for u in home if u))
+        if not homes:
+            raise ValueError("at least one home relay is needed")
+        self.home_relays = homes
+        self.relay_url = homes[0]
+        self.directory_relays = tuple(u.rstrip("/") for u in directory if u.rstrip("/") not in homes)
+        self.reading_relays = tuple(dict.fromkeys([*homes, *(u.rstrip("/") for u in reading)]))
+
+    def _asked(self) -> str:
+        return ", ".join(dict.fromkeys([*self.home_relays, *self.directory_relays]))
+
+    def client(self, url: str) -> RelayClient:
+        """This thread's client of the relay at ``url``."""
+        clients = getattr(self._tls, "clients", None)
+        if clients is None:
+            clients = self._tls.clients = {}
+        client = clients.get(url)
+        if client is None:
+            client = clients[url] = RelayClient(url)
+        return client
+
+    def close_clients(self) -> None:
+        """Close this thread's relay clients."""
+        for client in list(getattr(self._tls, "clients", {}).values()):
+            client.close()
+        self._tls.clients = {}
+
     @property
     def relay(self) -> RelayClient:
-        client = getattr(self._tls, "relay", None)
-        if client is None:
-            client = self._tls.relay = RelayClient(self.relay_url)
-        return client
+        """This thread's client of the primary home relay."""
+        return self.client(self.relay_url)
 
     def _seal(self, data: bytes, aad: bytes) -> bytes:
         return P.aes256_gcm_encrypt(self.secrets.storage_key, data, aad)
@@ -225,28 +274,88 @@ class Engine:
             except Exception:  # a broken listener must never break message processing
                 log.exception("listener failed for %s", event)
 
-    def token(self) -> str:
-        return self.relay.authenticate(self.installation_id, self.secrets.signing_key)
+    def token(self, relay: str | None = None) -> str:
+        """A token to read our inbox on ``relay`` (default: the primary home relay)."""
+        return self.client(relay or self.relay_url).authenticate(self.installation_id, self.secrets.signing_key)
 
-    def forget_token(self) -> None:
+    def forget_token(self, relay: str | None = None) -> None:
         """Drop a cached relay token (the relay restarted, or the token expired early)."""
-        self.relay.forget_token(self.installation_id)
+        self.client(relay or self.relay_url).forget_token(self.installation_id)
 
     # --- registration -----------------------------------------------------------
 
     def register(self) -> bool:
-        """Publish our statement and top up our prekeys on the relay. Returns True if anything was uploaded.
+        """Publish our statement on every home and directory relay, our prekeys on the home relays, and
+        our relay list wherever senders may look (PROTOCOL.md §6.6). Returns True if anything was uploaded.
+
+        A relay other than the primary that cannot be reached is logged and tried again by the next
+        registration; the primary must take it.
 
         Raises:
-            RelayUnavailable, RelayError
+            RelayUnavailable, RelayError: the primary home relay could not be reached or refused.
         """
         address, record = self.identity_pair()
-        records = self.relay.identity(address)
         changed = False
-        if record not in records:
-            self.relay.publish_identity(address, record)
-            changed = True
-        return self.ensure_prekeys() or changed
+        for url in dict.fromkeys([*self.home_relays, *self.directory_relays]):
+            try:
+                if record not in self.client(url).identity(address):
+                    self.client(url).publish_identity(address, record)
+                    changed = True
+            except (RelayUnavailable, RelayError) as exc:
+                if url == self.relay_url:
+                    raise
+                log.warning("could not publish our statement on %s: %s", url, exc)
+        changed = self.ensure_prekeys() or changed
+        return self.publish_relay_list() or changed
+
+    def relay_list(self) -> bytes:
+        """Our signed relay list naming the current home relays (a new version whenever they change)."""
+        with self.store.write() as c:
+            row = c.execute("SELECT value FROM meta WHERE key = 'relay_list'").fetchone()
+            if row is not None:
+                current = relaylist.RelayList.decode(bytes(row["value"]))
+                if current.relays == self.home_relays and current.address == self.address:
+                    return bytes(row["value"])
+                version = current.version + 1
+            else:
+                version = 1
+            rl = relaylist.RelayList(self.address, self.installation_id, version, now_ms() // 1000, self.home_relays)
+            record = rl.sign(self.secrets.signing_key)
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES ('relay_list', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (record,)
+            )
+        return record
+
+    def _relay_list_or_none(self) -> bytes | None:
+        """Our relay list for a message's content, or None if it cannot be made now (never blocks a send)."""
+        cached = self._relay_list_cache
+        if cached is not None and cached[0] == (self.address, self.home_relays):
+            return cached[1]
+        try:
+            record = self.relay_list()
+        except (StoreError, sqlite3.Error):
+            raise
+        except Exception:
+            log.exception("could not make our relay list")
+            return None
+        self._relay_list_cache = ((self.address, self.home_relays), record)
+        return record
+
+    def publish_relay_list(self) -> bool:
+        """Publish our relay list on our home relays, the relays we still read, and the directory relays.
+        Returns True if any relay took a new version. Unreachable ones are logged (the next registration
+        tries again); a relay too old for relay lists (404 not_found) is skipped."""
+        record = self.relay_list()
+        new = False
+        for url in dict.fromkeys([*self.home_relays, *self.reading_relays, *self.directory_relays]):
+            try:
+                self.client(url).publish_relay_list(self.installation_id, record)
+                new = True
+            except NotFound as exc:
+                log.info("relay %s keeps no relay lists (%s)", url, exc.code)
+            except (RelayUnavailable, RelayError) as exc:
+                log.warning("could not publish our relay list on %s: %s", url, exc)
+        return new
 
     def _new_prekeys(self, c: sqlite3.Connection, kind: str, count: int) -> list[tuple[int, bytes, bytes]]:
         return self.prekeys.new(c, kind, count)
@@ -335,7 +444,7 @@ class Engine:
         except RelayUnavailable as exc:
             return SendResult(self.queue(peer, text), delivered=False, error=str(exc))
         if not registered:
-            raise NotRegistered(f"{peer} is not registered on {self.relay_url}")
+            raise NotRegistered(f"{peer} has no Parley installation on the relays asked ({self._asked()})")
         msg = self.queue(peer, text)
         # Waits for another thread delivering to this peer (the daemon's outbox loop), then finds
         # what it did: the message is sent once, and this answer says so.
@@ -410,10 +519,10 @@ class Engine:
             except Busy as exc:  # another process is delivering it: not an attempt of ours
                 errors[mid] = str(exc)
                 held.add(peer)
-            except RelayUnavailable as exc:  # nobody's fault: no attempt counted, nothing else can go either
+            except RelayUnavailable as exc:  # nobody's fault: no attempt counted; other peers' relays may be up
                 errors[mid] = str(exc)
+                held.add(peer)
                 self._note_attempt(mid, str(exc), counted=False)
-                break
             except RelayError as exc:
                 errors[mid] = str(exc)
                 if exc.status in (401, 408, 429) or exc.status >= 500:  # worth another try, later
@@ -558,13 +667,16 @@ class Engine:
             self._emit("message.sent", message_dict(row))
 
     def _publish_stored(self, mid: str, owner: str) -> dict[str, int] | None:
-        """Publish the message's stored envelopes not published yet. Returns the log lengths the relay's
-        answers reported (address → most records reported), or None when the message needs nothing
-        more (sent or failed meanwhile).
+        """Publish the message's stored envelopes not published yet, each to its installation's inbox
+        relays in order until one accepts (PROTOCOL.md §6.2 step 4); the installation's other inbox
+        relays are queued for :meth:`retry_deliveries`. Returns the log lengths the relays' answers
+        reported (address → most records reported), or None when the message needs nothing more
+        (sent or failed meanwhile).
 
         Raises:
             Busy: another process took the message over (our lease ran out).
-            RelayUnavailable, RelayError
+            RelayUnavailable: none of an installation's relays could be reached.
+            RelayError: its relays refused (the first refusal that is not "not here").
         """
         logs: dict[str, int] = {}
         for env in self.store.read(
@@ -573,23 +685,102 @@ class Engine:
             # Still ours, for one more publish: an envelope is published by the lease holder only.
             if not self._lease(mid, owner, renew=True):
                 return None
-            try:
-                published = self.relay.publish_envelope(env["topic"], bytes(env["payload"]))
-                cursor = published.cursor
+            iid = env["installation_id"]
+            relays = self.inbox_relays(iid)
+            cursor, accepted_by, errors = None, None, []
+            unavailable: RelayUnavailable | None = None
+            refused: RelayError | None = None
+            for url in relays:
+                try:
+                    published = self.client(url).publish_envelope(env["topic"], bytes(env["payload"]))
+                except NotFound as exc:
+                    errors.append(f"{url}: {exc}")
+                    continue
+                except RelayUnavailable as exc:
+                    unavailable = unavailable or exc
+                    continue
+                except RelayError as exc:
+                    refused = refused or exc
+                    continue
+                cursor, accepted_by = published.cursor, url
                 for address, n in published.logs.items():
                     logs[address] = max(n, logs.get(address, 0))
-            except NotFound as exc:
-                # The installation was revoked since we looked: it must not get the message. The
-                # others still do. The identity cache drops it until a scheduled pass says otherwise.
-                log.info("installation %s is gone (%s); envelope dropped", env["installation_id"], exc)
+                break
+            if cursor is None:
+                if refused is not None:
+                    raise refused
+                if unavailable is not None:
+                    raise unavailable
+                # Every relay it reads says it is not there: revoked since we looked. It must not get
+                # the message; the others still do. The identity cache drops it until a scheduled pass
+                # says otherwise.
+                log.info("installation %s is gone (%s); envelope dropped", iid, "; ".join(errors))
                 cursor = -1
-                self.peers.installation_gone(env["installation_id"])
+                self.peers.installation_gone(iid)
+            now = now_ms()
+            with self.store.write() as c:
+                c.execute("UPDATE outbox_envelopes SET cursor = ? WHERE message_id = ? AND installation_id = ?", (cursor, mid, iid))
+                if accepted_by is not None:
+                    c.executemany(
+                        "INSERT OR IGNORE INTO outbox_deliveries(message_id, installation_id, relay, state, created_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [(mid, iid, url, "done" if url == accepted_by else "pending", now) for url in relays],
+                    )
+        return logs
+
+    def inbox_relays(self, installation_id: str) -> list[str]:
+        """The relays an installation reads, in its order (its relay list; else where its wallet's log
+        was found), then, for an installation we know nothing about, our own relays (a 1.0 peer
+        shares ours). Our own other installations read our home relays unless their list says otherwise."""
+        relays = self.peers.inbox_relays(installation_id)
+        return relays or list(dict.fromkeys([*self.home_relays, *self.directory_relays]))
+
+    def retry_deliveries(self, *, limit: int = 200) -> int:
+        """Publish envelopes to the inbox relays that did not take them yet (an envelope is delivered
+        once one relay accepts it; the recipient's other relays get it here, in the background).
+        Returns how many were published now. A relay that answers "not here" (404) is not asked again;
+        others back off, and give up after outbox.MAX_ATTEMPTS attempts or DELIVERY_MAX_AGE_MS."""
+        now = now_ms()
+        rows = self.store.read(
+            "SELECT d.message_id, d.installation_id, d.relay, d.attempts, d.created_at, e.topic, e.payload "
+            "FROM outbox_deliveries d JOIN outbox_envelopes e ON e.message_id = d.message_id AND e.installation_id = d.installation_id "
+            "WHERE d.state = 'pending' AND d.next_attempt_at <= ? ORDER BY d.created_at LIMIT ?",
+            (now, limit),
+        )
+        done = 0
+        down: set[str] = set()
+        for r in rows:
+            if r["relay"] in down:
+                continue
+            state, error = "done", None
+            try:
+                self.client(r["relay"]).publish_envelope(r["topic"], bytes(r["payload"]))
+                done += 1
+            except NotFound as exc:
+                state, error = "gone", str(exc)
+            except (RelayUnavailable, RelayError) as exc:
+                if isinstance(exc, RelayUnavailable):
+                    down.add(r["relay"])
+                attempts = r["attempts"] + 1
+                give_up = attempts >= outbox.MAX_ATTEMPTS or now - r["created_at"] > DELIVERY_MAX_AGE_MS
+                state, error = ("failed" if give_up else "pending"), str(exc)
+                with self.store.write() as c:
+                    c.execute(
+                        "UPDATE outbox_deliveries SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ? "
+                        "WHERE message_id = ? AND installation_id = ? AND relay = ?",
+                        (state, attempts, now + outbox.backoff_ms(attempts, self._rng), error, r["message_id"], r["installation_id"], r["relay"]),
+                    )
+                continue
             with self.store.write() as c:
                 c.execute(
-                    "UPDATE outbox_envelopes SET cursor = ? WHERE message_id = ? AND installation_id = ?",
-                    (cursor, mid, env["installation_id"]),
+                    "UPDATE outbox_deliveries SET state = ?, last_error = ? WHERE message_id = ? AND installation_id = ? AND relay = ?",
+                    (state, error, r["message_id"], r["installation_id"], r["relay"]),
                 )
-        return logs
+        return done
+
+    def pending_deliveries(self) -> int:
+        """Envelopes still to be published to some other inbox relay of their installation."""
+        return int(self.store.read("SELECT COUNT(*) AS n FROM outbox_deliveries WHERE state = 'pending'")[0]["n"])
 
     def _follow_logs(self, mid: str, logs: dict[str, int]) -> bool:
         """Refresh the recipient's and our own cached log if the relay reports it longer (at most once a
@@ -639,7 +830,8 @@ class Engine:
         except (RelayUnavailable, RelayError) as exc:
             log.warning("message %s: no bundles for %d new installation(s): %s", mid, len(targets), exc)
             return []
-        content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"]).encode()
+        content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"])
+        self._relay_list_or_none()  # made (a write) now, not inside the sealing transaction
         with self.store.write() as c:
             row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
             if row["lease_owner"] != lease:
@@ -657,7 +849,7 @@ class Engine:
         mid: str,
         targets: dict[str, session.RemoteInstallation],
         bundles: dict[str, PK.Bundle],
-        content: bytes,
+        content: TextContent,
         own: set[str],
     ) -> list[str]:
         """Encrypt ``content`` to each target (its session, or a new one from its bundle) and store the
@@ -676,7 +868,7 @@ class Engine:
                 except P.CryptoError as exc:
                     log.warning("installation %s: bad prekey bundle (%s); skipped", iid, exc)
                     continue
-            s, wire_msg = session.encrypt(s, content)
+            s, wire_msg = session.encrypt(s, self._content_for(c, iid, content))
             payload = sealed.seal(remote.identity_pub, iid, self.installation_id, self.record, wire_msg)
             self._save_session(c, s)
             c.execute(
@@ -685,6 +877,22 @@ class Engine:
             )
             sealed_for.append(iid)
         return sealed_for
+
+    def _content_for(self, c: sqlite3.Connection, iid: str, content: TextContent) -> bytes:
+        """``content`` encoded for installation ``iid``: carrying our relay list (PROTOCOL.md §6.1) until
+        that installation has been sent the current version once. Only then: the list makes a content
+        ~200 bytes longer, which would move short texts into the next padding bucket every time."""
+        cached = self._relay_list_cache  # made before the caller's transaction (_relay_list_or_none)
+        if cached is None or cached[0] != (self.address, self.home_relays):
+            return content.encode()
+        record = cached[1]
+        version = str(relaylist.RelayList.decode(record).version).encode()
+        key = f"relays_sent:{iid}"
+        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is not None and bytes(row["value"]) == version:
+            return content.encode()
+        c.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, version))
+        return dataclasses.replace(content, sender_relays=record).encode()
 
     def _active_session(self, c: sqlite3.Connection, remote_iid: str) -> session.Session | None:
         row = c.execute(
@@ -714,7 +922,7 @@ class Engine:
         peer = msg["peer"]
         theirs = self.installations_of(peer)
         if not theirs:
-            raise NotRegistered(f"{peer} has no Parley installation on {self.relay_url}")
+            raise NotRegistered(f"{peer} has no Parley installation on the relays asked ({self._asked()})")
         mine = {k: v for k, v in self.installations_of(self.address).items() if k != self.installation_id}
         with_session = {r["remote_iid"] for r in self.store.read("SELECT DISTINCT remote_iid FROM sessions")}
         # At most MAX_FANOUT installations per wallet (bridge/engine/outbox.py): a crafted identity
@@ -723,7 +931,8 @@ class Engine:
         mine = outbox.fan_out(mine, with_session)
         targets = {**theirs, **mine}
         bundles = self._claim_bundles([iid for iid in targets if iid not in with_session])
-        content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"]).encode()
+        content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"])
+        self._relay_list_or_none()  # made (a write) now, not inside the sealing transaction
         with self.store.write() as c:
             row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
             if lease is not None and row["lease_owner"] != lease:
@@ -763,9 +972,9 @@ class Engine:
             if iid in skip:
                 continue
             try:
-                bundle = PK.Bundle.decode(self.relay.claim(iid))
+                bundle = PK.Bundle.decode(self._claim(iid))
             except NotFound:
-                log.warning("installation %s has no prekeys on the relay; skipped", iid)
+                log.warning("installation %s has no prekeys on its relays; skipped", iid)
                 with self._fanout_lock:
                     self._no_prekeys[iid] = now_ms() + outbox.NO_PREKEYS_TTL_MS
                 continue
@@ -779,20 +988,59 @@ class Engine:
                 self._bundles[iid] = (now_ms(), bundle)
         return out
 
+    def _claim(self, iid: str) -> bytes:
+        """Claim ``iid``'s bundle from its inbox relays in order: the primary holds its one-time prekeys,
+        the others its signed and last-resort keys only (PROTOCOL.md §4).
+
+        Raises:
+            NotFound: no relay it reads has prekeys for it.
+            RelayUnavailable, RelayError: none answered, or one refused in another way.
+        """
+        first: Exception | None = None
+        not_found: NotFound | None = None
+        for url in self.inbox_relays(iid):
+            try:
+                return self.client(url).claim(iid)
+            except NotFound as exc:
+                not_found = not_found or exc
+            except (RelayUnavailable, RelayError) as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+        raise not_found or NotFound(404, "not_found", f"no relay known for installation {iid}")
+
     # --- receiving ------------------------------------------------------------------
 
-    def cursor(self) -> int:
-        rows = self.store.read("SELECT cursor FROM cursors WHERE topic = ?", (self.topic,))
+    def stream(self, relay: str | None = None) -> str:
+        """The key of our inbox on ``relay`` (default: the primary) in ``cursors`` and ``quarantine``:
+        each relay numbers its envelopes itself."""
+        return f"{self.topic}@{relay or self.relay_url}"
+
+    def _legacy_cursor(self) -> None:
+        """A store from before issue 10 kept one cursor, keyed by the bare topic, for its one relay
+        (now the primary): carry it over."""
+        with self.store.write() as c:
+            row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (self.topic,)).fetchone()
+            if row is not None:
+                c.execute("INSERT OR IGNORE INTO cursors(topic, cursor) VALUES (?, ?)", (self.stream(), row["cursor"]))
+                c.execute("DELETE FROM cursors WHERE topic = ?", (self.topic,))
+
+    def cursor(self, relay: str | None = None) -> int:
+        rows = self.store.read("SELECT cursor FROM cursors WHERE topic = ?", (self.stream(relay),))
         return rows[0]["cursor"] if rows else 0
 
-    def process(self, env: Envelope) -> dict[str, Any] | None:
-        """Process one envelope from our inbox exactly once. Returns the new message, if any.
+    def process(self, env: Envelope, relay: str | None = None) -> dict[str, Any] | None:
+        """Process one envelope from our inbox on ``relay`` (default: the primary) exactly once.
+        Returns the new message, if any.
 
         Whatever the envelope raises is quarantined (bridge/engine/inbox.py) and the cursor moves
         past it; the savepoint undoes anything the failed envelope wrote. Only a failure of the local
         database (``sqlite3.Error``, ``StoreError``) propagates: then nothing at all is committed and
-        the envelope is tried again.
+        the envelope is tried again. The same envelope arriving through another of our relays
+        (senders publish to each relay we read) is skipped by its digest (PROTOCOL.md §6.3).
         """
+        stream = self.stream(relay)
+        digest = hashlib.sha256(env.payload).digest()
         used_prekeys = False
         message: dict[str, Any] | None = None
         rejected: str | None = None
@@ -804,10 +1052,16 @@ class Engine:
             log.warning("envelope %s: sender check failed: %s", env.cursor, exc)
             rejected = inbox.describe(exc)
         with self.store.write() as c:
-            row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (self.topic,)).fetchone()
+            row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (stream,)).fetchone()
             if row is not None and env.cursor <= row["cursor"]:
                 return None
-            if rejected is None:
+            if c.execute("SELECT 1 FROM seen_envelopes WHERE digest = ?", (digest,)).fetchone() is not None:
+                log.info("envelope %s on %s: already taken in through another relay; skipped", env.cursor, relay or self.relay_url)
+                rejected, duplicate = None, True
+            else:
+                duplicate = False
+                c.execute("INSERT INTO seen_envelopes(digest, at) VALUES (?, ?)", (digest, now_ms()))
+            if rejected is None and not duplicate:
                 # A rejected envelope must change nothing but the quarantine and the cursor: _open may
                 # already have written (e.g. deleted the one-time prekeys an impostor's message used)
                 # when a later check fails, so its writes are undone with a savepoint.
@@ -826,10 +1080,10 @@ class Engine:
                 c.execute("RELEASE open_envelope")
             if rejected is not None:
                 log.warning("envelope %s quarantined: %s", env.cursor, rejected)
-                inbox.quarantine(c, self.topic, env.cursor, env.payload, rejected)
+                inbox.quarantine(c, stream, env.cursor, env.payload, rejected)
             c.execute(
                 "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
-                (self.topic, env.cursor),
+                (stream, env.cursor),
             )
         if message is not None:
             self._emit("message.new", message)
@@ -900,6 +1154,9 @@ class Engine:
         else:
             raise identity.InvalidStatement("message addressed to someone else")
         self._save_session(c, new_session)
+        if content.sender_relays is not None and st.installation_id != self.installation_id:
+            # Where the sender reads its inbox: a reply needs to ask no relay (PROTOCOL.md §6.6).
+            self.peers.accept_relay_list(c, st.address, st.installation_id, st.signing_key, content.sender_relays)
         if not content.known and not content.text:
             # A later 1.x content type with no fallback text (e.g. a typing indicator): nothing to show.
             log.info("content of unknown type %r without fallback text; nothing shown", content.content_type)
@@ -933,23 +1190,40 @@ class Engine:
             RelayUnavailable, RelayError
         """
         received = 0
-        token = self.token()
+        failures: list[Exception] = []
+        for relay in self.reading_relays:
+            try:
+                received += self._sync_from(relay, limit)
+            except (RelayUnavailable, RelayError) as exc:
+                if relay == self.relay_url and len(self.reading_relays) == 1:
+                    raise
+                log.warning("could not read our inbox on %s: %s", relay, exc)
+                failures.append(exc)
+        if len(failures) == len(self.reading_relays):
+            raise failures[0]
+        self.flush_outbox(retry_now=True)  # an explicit sync: what is backing off is tried now too
+        self.retry_deliveries()
+        return received
+
+    def _sync_from(self, relay: str, limit: int) -> int:
+        """Fetch and process everything pending for us on one relay. Returns messages received."""
+        received = 0
+        client = self.client(relay)
+        token = self.token(relay)
         while True:
             try:
-                batch = self.relay.fetch(self.topic, self.cursor(), limit, token=token)
+                batch = client.fetch(self.topic, self.cursor(relay), limit, token=token)
             except RelayError as exc:
                 if exc.status != 401:
                     raise
-                self.forget_token()  # tokens live in the relay's memory: a restarted relay forgot ours
-                token = self.token()
-                batch = self.relay.fetch(self.topic, self.cursor(), limit, token=token)
+                self.forget_token(relay)  # a restarted relay may have forgotten ours
+                token = self.token(relay)
+                batch = client.fetch(self.topic, self.cursor(relay), limit, token=token)
             for env in batch:
-                if self.process(env) is not None:
+                if self.process(env, relay) is not None:
                     received += 1
             if len(batch) < limit:
-                break
-        self.flush_outbox(retry_now=True)  # an explicit sync: what is backing off is tried now too
-        return received
+                return received
 
     # --- reading --------------------------------------------------------------------
 

@@ -37,13 +37,17 @@ import logging
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from bridge import identity
 from bridge.crypto import session
+from bridge.crypto.primitives import InvalidSignature
+from bridge.protocol import relaylist
 from bridge.protocol.ids import BUCKET_PREFIX_MAX, BUCKET_PREFIX_MIN, address_bucket
-from bridge.relay.client import NotFound, RelayClient, RelayError
+from bridge.protocol.wire import WireError
+from bridge.relay.client import LogAnswer, NotFound, RelayClient, RelayError, RelayUnavailable
 from bridge.store import Store, now_ms
 
 __all__ = [
@@ -129,7 +133,8 @@ class Peers:
     def __init__(
         self,
         store: Store,
-        relay: Callable[[], RelayClient],
+        relays: Callable[[], Sequence[str]],
+        client: Callable[[str], RelayClient],
         *,
         own: Callable[[], tuple[str, str]],
         emit: Callable[[str, dict[str, Any]], None],
@@ -139,9 +144,14 @@ class Peers:
         interval_ms: int = REFRESH_INTERVAL_MS,
         min_lookup_ms: int = MIN_LOOKUP_INTERVAL_MS,
         prefix_hex: int = BUCKET_PREFIX_MIN,
+        pointers: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         self.store = store
-        self._relay = relay
+        #: Where to look, in order (PROTOCOL.md §6.6): our home relays, then the directory relays.
+        self._relays = relays
+        self._client = client
+        #: On-chain pointers (ENS text / Lens attribute ``parley.relays``), asked last, first contact only.
+        self._pointers = pointers
         self._own = own
         self._emit = emit
         self.clock = clock
@@ -149,6 +159,7 @@ class Peers:
         self.interval_ms = interval_ms
         self.min_lookup_ms = min_lookup_ms
         self.prefix_hex = prefix_hex
+        self._prefix_by_relay: dict[str, int] = {}
         self.verifier = CachingVerifier(verifier, clock=clock)
         self._statements: OrderedDict[bytes, identity.Statement] = OrderedDict()
         self._looked_up: dict[str, int] = {}
@@ -234,56 +245,133 @@ class Peers:
         return bool(self.lookup([address], scheduled=True))
 
     def lookup(self, addresses: Iterable[str], *, scheduled: bool = False) -> list[str]:
-        """Fetch the buckets of ``addresses`` and store what their logs say. Returns the addresses refreshed.
+        """Find the logs and relay lists of ``addresses`` and store what they say. Returns the addresses
+        looked up.
 
-        Outside the schedule an address looked up less than ``min_lookup_ms`` ago is skipped.
+        Each address is asked for by bucket (§6.5) from its sources in order (§6.6): the relay it was
+        last found on, our home relays, the directory relays, and, for an address never found
+        (first contact), the relays its on-chain pointer names. The first source whose answer holds
+        a log for the address ends its search. Outside the schedule an address looked up less than
+        ``min_lookup_ms`` ago is skipped.
 
         Raises:
-            RelayUnavailable, RelayError
+            RelayUnavailable: no source could be asked at all (the message names each and why).
+            RelayError: a source refused in a way that is not "ask the next one".
         """
         now = self.clock()
-        groups: dict[str, list[str]] = {}
+        wanted: list[str] = []
         with self._lock:
             for a in dict.fromkeys(addresses):
                 if scheduled or now - self._looked_up.get(a, -(2**62)) >= self.min_lookup_ms:
-                    groups.setdefault(address_bucket(a)[: self.prefix_hex], []).append(a)
+                    wanted.append(a)
+        if not wanted:
+            return []
+        found: dict[str, tuple[LogAnswer, str]] = {}
+        failures: list[str] = []
+        answered = False
+        for relay in self._sources(wanted):
+            left = [a for a in wanted if a not in found]
+            if not left:
+                break
+            try:
+                logs = self._fetch(relay, left)
+            except RelayUnavailable as exc:
+                failures.append(str(exc))
+                continue
+            answered = True
+            for a, answer in logs.items():
+                if answer.records:
+                    found[a] = (answer, relay)
+        left = [a for a in wanted if a not in found]
+        if left and self._pointers is not None:
+            for a in left:
+                if self.store.read("SELECT 1 FROM peer_fetches WHERE address = ? AND log_length > 0", (a,)):
+                    continue  # known before: a pointer is for first contact only
+                for relay in self._pointer_relays(a):
+                    try:
+                        answer = self._fetch(relay, [a]).get(a)
+                    except RelayUnavailable as exc:
+                        failures.append(str(exc))
+                        continue
+                    except RelayError as exc:
+                        failures.append(f"relay {relay}: {exc}")
+                        continue
+                    answered = True
+                    if answer is not None and answer.records:
+                        found[a] = (answer, relay)
+                        break
+        if not answered and failures:
+            raise RelayUnavailable("; ".join(dict.fromkeys(failures)))
         done: list[str] = []
-        for prefix, group in groups.items():
-            logs = self._fetch_bucket(prefix, group)
-            for a in group:
-                self._store(a, logs.get(a, []), now)
-                with self._lock:  # only once stored: "looked up" must mean "in the cache"
-                    self._looked_up[a] = now
-                done.append(a)
+        for a in wanted:
+            answer, relay = found.get(a, (LogAnswer([], []), None))
+            self._store(a, answer.records, now, relay_lists=answer.relay_lists, source=relay)
+            with self._lock:  # only once stored: "looked up" must mean "in the cache"
+                self._looked_up[a] = now
+            done.append(a)
         return done
 
-    def _fetch_bucket(self, prefix: str, group: list[str]) -> dict[str, list[bytes]]:
+    def _sources(self, addresses: list[str]) -> list[str]:
+        """The relays to ask, in order: where these addresses were last found, then ours, then the directory."""
+        known: list[str] = []
+        for a in addresses:
+            rows = self.store.read("SELECT relay FROM peer_sources WHERE address = ?", (a,))
+            if rows:
+                known.append(rows[0]["relay"])
+        return list(dict.fromkeys([*known, *self._relays()]))
+
+    def _pointer_relays(self, address: str) -> list[str]:
+        if self._pointers is None:
+            return []
         try:
-            logs = self._relay().identity_bucket(prefix)
+            return list(self._pointers(address))[:5]
+        except Exception as exc:  # a name service down or hostile: the address simply stays unknown
+            log.warning("on-chain relay pointer of %s: %s", address, exc)
+            return []
+
+    def _fetch(self, relay: str, group: list[str]) -> dict[str, LogAnswer]:
+        """Ask ``relay`` for the buckets of ``group``: address → its answer (records, relay lists)."""
+        groups: dict[str, list[str]] = {}
+        width = self._prefix_by_relay.get(relay, self.prefix_hex)
+        for a in group:
+            groups.setdefault(address_bucket(a)[:width], []).append(a)
+        out: dict[str, LogAnswer] = {}
+        for prefix, g in groups.items():
+            out.update(self._fetch_bucket(relay, prefix, g))
+        return out
+
+    def _fetch_bucket(self, relay: str, prefix: str, group: list[str]) -> dict[str, LogAnswer]:
+        client = self._client(relay)
+        try:
+            logs = client.identity_logs(prefix)
         except NotFound as exc:
             if exc.code != "not_found":
                 raise
             # A relay without the bucket route (older than issue 8): ask by address, which names it.
-            log.warning("relay has no identity-bucket route; looking up %d address(es) by name", len(group))
-            return {a: self._relay().identity(a) for a in group}
+            log.warning("relay %s has no identity-bucket route; looking up %d address(es) by name", relay, len(group))
+            return {a: client.identity_log(a) for a in group}
         except RelayError as exc:
             if exc.code != "bucket_too_large" or len(prefix) >= BUCKET_PREFIX_MAX:
                 raise
             longer = len(prefix) + 1
-            with self._lock:
-                self.prefix_hex = max(self.prefix_hex, longer)  # this relay's buckets are large: stay longer
-            out: dict[str, list[bytes]] = {}
+            with self._lock:  # this relay's buckets are large: stay longer
+                self._prefix_by_relay[relay] = max(self._prefix_by_relay.get(relay, self.prefix_hex), longer)
+                self.prefix_hex = max(self.prefix_hex, longer)
+            out: dict[str, LogAnswer] = {}
             sub: dict[str, list[str]] = {}
             for a in group:
                 sub.setdefault(address_bucket(a)[:longer], []).append(a)
             for p, g in sub.items():
-                out.update(self._fetch_bucket(p, g))
+                out.update(self._fetch_bucket(relay, p, g))
             return out
         # Only the logs we asked about are read; installations() skips records for any other address.
-        return {a: logs.get(a, []) for a in group}
+        return {a: logs.get(a, LogAnswer([], [])) for a in group}
 
-    def _store(self, address: str, records: list[bytes], now: int) -> None:
+    def _store(
+        self, address: str, records: list[bytes], now: int, *, relay_lists: Sequence[bytes] = (), source: str | None = None
+    ) -> None:
         active = identity.installations(address, records, verifier=self.verifier)
+        lists = self._verified_lists(address, active, relay_lists)
         revoked: set[str] = set()
         for r in records:
             try:
@@ -309,6 +397,23 @@ class Peers:
             for iid in revoked:
                 c.execute("INSERT OR REPLACE INTO peer_revoked(address, installation_id, source, at) VALUES (?, ?, 'log', ?)", (address, iid, now))
             c.execute(
+                "DELETE FROM peer_relay_lists WHERE address = ? AND installation_id NOT IN (%s)" % ",".join("?" * len(active)),
+                (address, *active),
+            )
+            for iid, (rl, record) in lists.items():
+                # Newest wins: a source serving an older list (stale, or hostile) never rolls one back.
+                c.execute(
+                    "INSERT INTO peer_relay_lists(address, installation_id, version, relays, record) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(address, installation_id) DO UPDATE SET version = excluded.version, relays = excluded.relays, "
+                    "record = excluded.record WHERE excluded.version > peer_relay_lists.version",
+                    (address, iid, rl.version, json.dumps(list(rl.relays)), record),
+                )
+            if source is not None:
+                c.execute(
+                    "INSERT INTO peer_sources(address, relay) VALUES (?, ?) ON CONFLICT(address) DO UPDATE SET relay = excluded.relay",
+                    (address, source),
+                )
+            c.execute(
                 "INSERT INTO peer_fetches(address, fetched_at, log_length) VALUES (?, ?, ?) "
                 "ON CONFLICT(address) DO UPDATE SET fetched_at = excluded.fetched_at, log_length = excluded.log_length",
                 (address, now, len(records)),
@@ -332,6 +437,58 @@ class Peers:
         for mid in flagged:
             log.warning("message %s: its sender installation turned out revoked or unregistered; flagged", mid)
             self._emit("message.flagged", {"id": mid, "reason": self.flag(mid)})
+
+    def _verified_lists(
+        self, address: str, active: dict[str, identity.Statement], records: Sequence[bytes]
+    ) -> dict[str, tuple[relaylist.RelayList, bytes]]:
+        """The newest relay list of each active installation among ``records``, each verified with that
+        installation's signing key from the verified log. Anything else is skipped (a relay may serve
+        junk; it cannot forge a list)."""
+        out: dict[str, tuple[relaylist.RelayList, bytes]] = {}
+        for record in records[: 4 * len(active) + 4]:
+            try:
+                rl = relaylist.RelayList.decode(record)
+                st = active.get(rl.installation_id)
+                if st is None or rl.address != address:
+                    continue
+                relaylist.verify(record, st.signing_key)
+            except (WireError, InvalidSignature, ValueError, TypeError) as exc:
+                log.info("relay list for %s skipped: %s", address, exc)
+                continue
+            if rl.installation_id not in out or rl.version > out[rl.installation_id][0].version:
+                out[rl.installation_id] = (rl, bytes(record))
+        return out
+
+    def accept_relay_list(self, c: Any, address: str, installation_id: str, signing_pub: bytes, record: bytes) -> bool:
+        """A relay list carried inside a message (PROTOCOL.md §6.1): keep it, in the caller's write
+        transaction ``c``, if it verifies for that very sender installation and is newer than ours. No
+        relay is asked. Returns True if it was stored."""
+        try:
+            rl = relaylist.verify(record, signing_pub)
+        except (WireError, InvalidSignature, ValueError, TypeError) as exc:
+            log.info("relay list from %s skipped: %s", address, exc)
+            return False
+        if rl.address != address or rl.installation_id != installation_id:
+            return False
+        cur = c.execute(
+            "INSERT INTO peer_relay_lists(address, installation_id, version, relays, record) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(address, installation_id) DO UPDATE SET version = excluded.version, relays = excluded.relays, "
+            "record = excluded.record WHERE excluded.version > peer_relay_lists.version",
+            (address, installation_id, rl.version, json.dumps(list(rl.relays)), bytes(record)),
+        )
+        return cur.rowcount > 0
+
+    def inbox_relays(self, installation_id: str) -> list[str]:
+        """Where to deliver to ``installation_id``: its newest relay list; else the relay its wallet's log
+        was found on; else nothing known (the caller falls back to its own relays). No I/O."""
+        rows = self.store.read("SELECT relays FROM peer_relay_lists WHERE installation_id = ? ORDER BY version DESC LIMIT 1", (installation_id,))
+        if rows:
+            return [u for u in json.loads(rows[0]["relays"]) if isinstance(u, str)]
+        rows = self.store.read(
+            "SELECT s.relay FROM peer_sources s JOIN peer_installations i ON i.address = s.address WHERE i.installation_id = ?",
+            (installation_id,),
+        )
+        return [rows[0]["relay"]] if rows else []
 
     # --- the schedule ------------------------------------------------------------------------------
 

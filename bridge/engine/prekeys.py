@@ -22,6 +22,7 @@ Time comes from :attr:`Prekeys.clock` (unix ms), injectable for tests.
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 import threading
@@ -34,8 +35,10 @@ from bridge.crypto import primitives as P
 from bridge.home import HomeError
 from bridge.keys import Secrets
 from bridge.protocol import prekeys as PK
-from bridge.relay.client import NotFound, RelayClient
+from bridge.relay.client import NotFound, RelayClient, RelayError, RelayUnavailable
 from bridge.store import Store, now_ms
+
+log = logging.getLogger("parley.prekeys")
 
 __all__ = [
     "OTPK_TARGET",
@@ -118,11 +121,14 @@ class Prekeys:
         *,
         policy: PrekeyPolicy | None = None,
         clock: Callable[[], int] = now_ms,
+        secondaries: Callable[[], dict[str, RelayClient]] | None = None,
     ) -> None:
         self.store = store
         self.secrets = secrets
         self.installation_id = installation_id
         self._relay = relay
+        #: Our other home relays (url -> client): they hold the signed and last-resort prekeys only.
+        self._secondaries = secondaries or (lambda: {})
         self.policy = policy or PrekeyPolicy()
         self.clock = clock
         # Two threads of one process (the daemon's check, a first message) must not both top up.
@@ -214,35 +220,75 @@ class Prekeys:
         with self._lock:
             with self.store.write() as c:  # forward secrecy does not wait for the relay
                 self.delete_expired(c, self.clock())
-            relay = self._relay()
             try:
-                counts = relay.prekey_count(self.installation_id)
-            except NotFound:
-                counts = {"otpk": 0, "pq_otpk": 0}
-            # The relay's numbers are untrusted: a negative count must not make us mint keys without bound.
-            otpk_left, pq_left = max(int(counts.get("otpk", 0)), 0), max(int(counts.get("pq_otpk", 0)), 0)
-            with self.store.write() as c:
-                now = self.clock()
-                self._note_handed_out(c, PK.OTPK, otpk_left, now)
-                self._note_handed_out(c, PK.PQ_OTPK, pq_left, now)
-                spk_id, spk_pub, spk_new = self._current(c, PK.SPK, now)
-                lrpk_id, lrpk_pub, lrpk_new = self._current(c, PK.PQ_LRPK, now)
-                otpks = self.new(c, PK.OTPK, OTPK_TARGET - otpk_left) if otpk_left < OTPK_LOW else []
-                pq = self.new(c, PK.PQ_OTPK, PQ_OTPK_TARGET - pq_left) if pq_left < PQ_OTPK_LOW else []
-            if not (spk_new or lrpk_new or otpks or pq):
-                return False
-            sk = self.secrets.signing_key
+                return self._ensure_primary()
+            finally:
+                self._ensure_secondaries()
+
+    def _ensure_secondaries(self) -> None:
+        """Give every other home relay our current signed and last-resort prekeys, without one-time keys
+        (PROTOCOL.md §4: one-time keys live on the primary only, so no key is handed out twice), so a
+        sender can start a session while the primary is down. Failures are logged; the next check
+        tries again."""
+        relays = self._secondaries()
+        if not relays:
+            return
+        with self.store.write() as c:
+            now = self.clock()
+            spk_id, spk_pub, _ = self._current(c, PK.SPK, now)
+            lrpk_id, lrpk_pub, _ = self._current(c, PK.PQ_LRPK, now)
+        mark = f"{spk_id}:{lrpk_id}".encode()
+        sk = self.secrets.signing_key
+        for url, relay in relays.items():
+            key = f"prekeys_on:{url}"
+            if self.store.get_meta(key) == mark:
+                continue
             upload = PK.PrekeyUpload(
                 installation_id=self.installation_id,
                 issued_at=now // 1000,
                 spk=PK.sign_prekey(sk, PK.SPK, spk_id, spk_pub),
-                otpks=tuple(PK.OneTimePrekey(pid, pub) for pid, _, pub in otpks),
-                pq_otpks=tuple(PK.sign_prekey(sk, PK.PQ_OTPK, pid, pub) for pid, _, pub in pq),
+                otpks=(),
+                pq_otpks=(),
                 pq_lrpk=PK.sign_prekey(sk, PK.PQ_LRPK, lrpk_id, lrpk_pub),
             )
-            relay.upload_prekeys(self.installation_id, upload.sign(sk))
-            sent = [(PK.SPK, spk_id), (PK.PQ_LRPK, lrpk_id)]
-            sent += [(PK.OTPK, pid) for pid, _, _ in otpks] + [(PK.PQ_OTPK, pid) for pid, _, _ in pq]
+            try:
+                relay.upload_prekeys(self.installation_id, upload.sign(sk))
+            except (RelayUnavailable, RelayError) as exc:
+                log.warning("could not upload our signed prekeys to %s: %s", url, exc)
+                continue
             with self.store.write() as c:
-                c.executemany("UPDATE prekeys SET uploaded = 1 WHERE kind = ? AND id = ?", sent)
-            return True
+                c.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, mark))
+
+    def _ensure_primary(self) -> bool:
+        relay = self._relay()
+        try:
+            counts = relay.prekey_count(self.installation_id)
+        except NotFound:
+            counts = {"otpk": 0, "pq_otpk": 0}
+        # The relay's numbers are untrusted: a negative count must not make us mint keys without bound.
+        otpk_left, pq_left = max(int(counts.get("otpk", 0)), 0), max(int(counts.get("pq_otpk", 0)), 0)
+        with self.store.write() as c:
+            now = self.clock()
+            self._note_handed_out(c, PK.OTPK, otpk_left, now)
+            self._note_handed_out(c, PK.PQ_OTPK, pq_left, now)
+            spk_id, spk_pub, spk_new = self._current(c, PK.SPK, now)
+            lrpk_id, lrpk_pub, lrpk_new = self._current(c, PK.PQ_LRPK, now)
+            otpks = self.new(c, PK.OTPK, OTPK_TARGET - otpk_left) if otpk_left < OTPK_LOW else []
+            pq = self.new(c, PK.PQ_OTPK, PQ_OTPK_TARGET - pq_left) if pq_left < PQ_OTPK_LOW else []
+        if not (spk_new or lrpk_new or otpks or pq):
+            return False
+        sk = self.secrets.signing_key
+        upload = PK.PrekeyUpload(
+            installation_id=self.installation_id,
+            issued_at=now // 1000,
+            spk=PK.sign_prekey(sk, PK.SPK, spk_id, spk_pub),
+            otpks=tuple(PK.OneTimePrekey(pid, pub) for pid, _, pub in otpks),
+            pq_otpks=tuple(PK.sign_prekey(sk, PK.PQ_OTPK, pid, pub) for pid, _, pub in pq),
+            pq_lrpk=PK.sign_prekey(sk, PK.PQ_LRPK, lrpk_id, lrpk_pub),
+        )
+        relay.upload_prekeys(self.installation_id, upload.sign(sk))
+        sent = [(PK.SPK, spk_id), (PK.PQ_LRPK, lrpk_id)]
+        sent += [(PK.OTPK, pid) for pid, _, _ in otpks] + [(PK.PQ_OTPK, pid) for pid, _, _ in pq]
+        with self.store.write() as c:
+            c.executemany("UPDATE prekeys SET uploaded = 1 WHERE kind = ? AND id = ?", sent)
+        return True

@@ -62,6 +62,9 @@ def _address(value: object, name: str) -> str:
     return value  # its EIP-55 form is checked by the receiver's bindings (PROTOCOL.md §6.3)
 
 
+#: A relay-list record carried in a text content is at most this long (PROTOCOL.md §3.6).
+MAX_RELAY_LIST_BYTES = 4096
+
 #: The content type every 1.0 bridge shows; others are shown by their fallback text (§10).
 TEXT = "text"
 #: Fields every content has, whatever its type: [1, type, message_id, sender, recipient, sent_at, text].
@@ -80,6 +83,9 @@ class TextContent:
     sent_at: int
     text: str
     content_type: str = TEXT
+    #: Protocol 1.1: the sender installation's signed relay list (PROTOCOL.md §3.6), the 8th field of a
+    #: "text" content, so a reply finds the sender's inbox relays without asking any relay.
+    sender_relays: bytes | None = None
 
     @property
     def known(self) -> bool:
@@ -87,7 +93,10 @@ class TextContent:
 
     def encode(self) -> bytes:
         """The padded plaintext (:func:`pad` of the canonical CBOR array)."""
-        return pad(wire.encode([1, self.content_type, self.message_id, self.sender, self.recipient, self.sent_at, self.text]))
+        fields: list[object] = [1, self.content_type, self.message_id, self.sender, self.recipient, self.sent_at, self.text]
+        if self.sender_relays is not None:
+            fields.append(self.sender_relays)
+        return pad(wire.encode(fields))
 
     @classmethod
     def decode(cls, data: bytes) -> "TextContent":
@@ -108,6 +117,9 @@ class TextContent:
         text = wire.expect_str(obj[6], "text")
         if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
             raise WireError("text too long")
+        relays = obj[COMMON_FIELDS] if kind == TEXT and len(obj) > COMMON_FIELDS else None
+        if not isinstance(relays, bytes) or len(relays) > MAX_RELAY_LIST_BYTES:
+            relays = None  # an extra field of another shape is a later revision's: ignored (§10)
         return cls(
-            obj[2], _address(obj[3], "sender"), _address(obj[4], "recipient"), wire.expect_int(obj[5], "sent_at"), text, kind
+            obj[2], _address(obj[3], "sender"), _address(obj[4], "recipient"), wire.expect_int(obj[5], "sent_at"), text, kind, relays
         )

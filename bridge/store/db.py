@@ -123,6 +123,37 @@ CREATE TABLE IF NOT EXISTS message_flags (    -- their sender turned out revoked
     reason      TEXT NOT NULL,
     at          INTEGER NOT NULL
 );
+-- Issue 10: relays. A relay list per peer installation (the newest verified one), where an address's
+-- log was found, the relays each envelope goes to, and the envelopes already taken in (one envelope
+-- reaches us through several home relays: it is processed once).
+CREATE TABLE IF NOT EXISTS peer_relay_lists (
+    address          TEXT NOT NULL,
+    installation_id  TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    relays           TEXT NOT NULL,          -- JSON array of relay URLs, in the list's order
+    record           BLOB NOT NULL,          -- the signed relay-list record
+    PRIMARY KEY (address, installation_id)
+);
+CREATE TABLE IF NOT EXISTS peer_sources (      -- the relay an address's log was last found on
+    address  TEXT PRIMARY KEY,
+    relay    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_deliveries (  -- the other inbox relays of an envelope, retried in the background
+    message_id       TEXT NOT NULL,
+    installation_id  TEXT NOT NULL,
+    relay            TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'done', 'gone', 'failed')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL DEFAULT 0,
+    created_at       INTEGER NOT NULL,
+    last_error       TEXT,
+    PRIMARY KEY (message_id, installation_id, relay)
+);
+CREATE INDEX IF NOT EXISTS outbox_deliveries_due ON outbox_deliveries(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS seen_envelopes (
+    digest  BLOB PRIMARY KEY,                -- SHA-256 of the sealed payload
+    at      INTEGER NOT NULL                 -- ms
+);
 CREATE TABLE IF NOT EXISTS quarantine (      -- envelopes that could not be taken in (bridge/engine/inbox.py)
     topic   TEXT NOT NULL,
     cursor  INTEGER NOT NULL,

@@ -1,0 +1,186 @@
+"""Several relays (issue 10; PROTOCOL.md §6.6): discovery through a directory relay, delivery to the
+recipient's inbox relays only, multi-home failover and exactly-once, moving house, and what a hostile
+relay can (not) do with relay lists. Real relays (SQLite, werkzeug) on loopback, real engines."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from bridge.engine import Engine
+from bridge.protocol import relaylist, wire
+from bridge.relay.client import RelayClient
+from tests.engines import close_engines, make_engine  # noqa: F401  (autouse fixture)
+from tests.relay_fixtures import serve_relay
+
+SECRET = "the plaintext nobody but Bob may read"
+
+
+@pytest.fixture
+def relays(tmp_path: Path) -> Iterator[tuple[list[str], contextlib.ExitStack, list[contextlib.ExitStack]]]:
+    """Three relays R1, R2, R3, each stoppable on its own (``stops[i].close()``)."""
+    stops = [contextlib.ExitStack() for _ in range(3)]
+    urls = [stops[i].enter_context(serve_relay(tmp_path / f"r{i + 1}.db")) for i in range(3)]
+    with contextlib.ExitStack() as all_stops:
+        for s in stops:
+            all_stops.callback(s.close)
+        yield urls, all_stops, stops
+
+
+def engine(tmp_path: Path, name: str, home: list[str], directory: list[str], **kw: object) -> Engine:
+    return make_engine(tmp_path / f"{name}.db", home[0], home_relays=home, directory_relays=directory, **kw)  # type: ignore[arg-type]
+
+
+def texts(e: Engine, peer: str) -> list[str]:
+    return [m["text"] for m in e.messages(peer)]
+
+
+def identity_on(url: str, address: str) -> list[str]:
+    r = requests.get(f"{url}/v1/identity/{address}", timeout=10)
+    r.raise_for_status()
+    return list(r.json()["records"])
+
+
+def test_strangers_on_different_relays_find_each_other_through_the_directory(tmp_path: Path, relays) -> None:
+    (r1, r2, r3), _, _ = relays
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    bob = engine(tmp_path, "bob", [r2], [r3])
+    # Each is on its home relay and the directory only.
+    assert identity_on(r1, alice.address) and identity_on(r3, alice.address) and not identity_on(r2, alice.address)
+    assert identity_on(r2, bob.address) and identity_on(r3, bob.address) and not identity_on(r1, bob.address)
+
+    result = alice.send(bob.address, SECRET)
+    assert result.delivered and result.message["state"] == "sent"
+    # Delivered where Bob reads (R2), not on Alice's own relay.
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == [SECRET]
+    # Bob learnt Alice's relays from the message itself: his reply asks no relay about her.
+    assert alice.address not in bob.peers._looked_up
+    assert bob.send(alice.address, "got it").delivered
+    assert alice.sync() == 1
+    assert texts(alice, bob.address) == [SECRET, "got it"]
+    assert alice.address not in bob.peers._looked_up
+    # No relay holds the plaintext (sealed envelopes only).
+    for i in (1, 2, 3):
+        with sqlite3.connect(tmp_path / f"r{i}.db") as db:
+            dump = "\n".join(db.iterdump()).encode()
+        assert SECRET.encode() not in dump and SECRET.encode().hex().encode() not in dump
+
+
+def test_not_sent_while_no_relay_the_recipient_reads_takes_it(tmp_path: Path, relays) -> None:
+    """The issue's bug: "sent" was printed when a relay Bob never reads took the message."""
+    (r1, r2, r3), _, stops = relays
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    bob = engine(tmp_path, "bob", [r2], [r3])
+    alice.peers.lookup([bob.address])
+    stops[1].close()  # R2, Bob's only relay, goes down; Alice's home relay is fine
+    result = alice.send(bob.address, "are you there?")
+    assert not result.delivered and result.message["state"] == "queued"
+    assert r2 in (result.error or "")
+    assert alice.pending_count() == 1
+
+
+def test_multi_home_failover_and_exactly_once(tmp_path: Path, relays) -> None:
+    (r1, r2, r3), _, stops = relays
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    bob = engine(tmp_path, "bob", [r2, r1], [r3])
+    # Both up: the first message (a PreKey message) reaches R2 at once and R1 in the background.
+    assert alice.send(bob.address, "one").delivered
+    assert alice.pending_deliveries() == 1
+    assert alice.retry_deliveries() == 1 and alice.pending_deliveries() == 0
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == ["one"]
+    assert bob.quarantine_count() == 0  # the second copy of a PreKey message is not an attack
+    # R2 dies: Alice's messages still arrive, through R1, exactly once.
+    stops[1].close()
+    for text in ("two", "three"):
+        assert alice.send(bob.address, text).delivered
+    assert bob.sync() == 2
+    assert texts(bob, alice.address) == ["one", "two", "three"]
+    assert bob.quarantine_count() == 0
+
+
+def test_a_session_starts_while_the_primary_is_down(tmp_path: Path, relays) -> None:
+    """The secondary home relay holds the signed and last-resort prekeys (no one-time keys)."""
+    (r1, r2, r3), _, stops = relays
+    bob = engine(tmp_path, "bob", [r2, r1], [r3])
+    counts = RelayClient(r1).prekey_count(bob.installation_id)
+    assert counts["otpk"] == 0 and counts["pq_otpk"] == 0  # one-time keys live on the primary only
+    assert RelayClient(r2).prekey_count(bob.installation_id)["otpk"] > 0
+    alice = engine(tmp_path, "alice", [r3], [r3])
+    alice.peers.lookup([bob.address])
+    stops[1].close()
+    assert alice.send(bob.address, "first contact, primary down").delivered
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == ["first contact, primary down"]
+
+
+def test_moving_house(tmp_path: Path, relays) -> None:
+    (r1, r2, r3), _, _ = relays
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    bob = engine(tmp_path, "bob", [r2], [r3])
+    assert alice.send(bob.address, "before the move").delivered  # to R2
+    # Bob moves to R3 and keeps reading R2 for the grace period.
+    bob.set_relays([r3], [r3], reading=[r2])
+    bob.register()
+    assert relaylist.RelayList.decode(bob.relay_list()).version == 2
+    assert alice.send(bob.address, "sent with the old list").delivered  # Alice still has v1: R2
+    assert bob.sync() == 2
+    # Alice's next scheduled pass finds the new list (on the directory, and on R2 where Bob was found).
+    alice.peers.refresh()
+    assert alice.inbox_relays(bob.installation_id) == [r3]
+    assert alice.send(bob.address, "after the move").delivered
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == ["before the move", "sent with the old list", "after the move"]
+
+
+def test_a_relay_cannot_roll_back_or_forge_a_relay_list(tmp_path: Path, relays) -> None:
+    (r1, r2, r3), _, _ = relays
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    bob = engine(tmp_path, "bob", [r2], [r3])
+    old = bob.relay_list()
+    bob.set_relays([r2, r1], [r3])
+    bob.register()  # version 2, everywhere
+    alice.peers.lookup([bob.address])
+    assert alice.inbox_relays(bob.installation_id) == [r2, r1]
+    # A relay serving the old version (stale or hostile) changes nothing; neither does a list signed
+    # by another key, or one naming another installation, carried in a message.
+    alice.peers._store(bob.address, [bob.record], alice.peers.clock(), relay_lists=[old], source=r3)
+    assert alice.inbox_relays(bob.installation_id) == [r2, r1]
+    forged = relaylist.RelayList(bob.address, bob.installation_id, 99, 0, ("https://evil.example",)).sign(alice.secrets.signing_key)
+    alice.peers._store(bob.address, [bob.record], alice.peers.clock(), relay_lists=[forged], source=r3)
+    assert alice.inbox_relays(bob.installation_id) == [r2, r1]
+    with alice.store.write() as c:
+        assert not alice.peers.accept_relay_list(c, bob.address, bob.installation_id, bob.local.signing_pub, forged)
+        other = relaylist.RelayList(alice.address, alice.installation_id, 99, 0, ("https://evil.example",)).sign(alice.secrets.signing_key)
+        assert not alice.peers.accept_relay_list(c, bob.address, bob.installation_id, alice.local.signing_pub, other)
+    assert alice.inbox_relays(bob.installation_id) == [r2, r1]
+
+
+def test_discovery_failure_names_each_relay(tmp_path: Path, relays) -> None:
+    (r1, r2, r3), _, stops = relays
+    bob = engine(tmp_path, "bob", [r2], [r3])
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    stops[0].close()
+    stops[2].close()
+    with pytest.raises(Exception) as exc:
+        alice.peers.lookup([bob.address])
+    text = str(exc.value)
+    assert r1 in text and r3 in text and "\n" not in text
+    assert bob.address not in alice.peers._looked_up
+
+
+def test_content_carries_the_senders_relay_list(tmp_path: Path, relays) -> None:
+    (r1, r2, r3), _, _ = relays
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    bob = engine(tmp_path, "bob", [r2], [r3])
+    assert alice.send(bob.address, "hi").delivered
+    bob.sync()
+    rows = bob.store.read("SELECT record FROM peer_relay_lists WHERE installation_id = ?", (alice.installation_id,))
+    assert [bytes(r["record"]) for r in rows] == [alice.relay_list()]
+    assert wire.decode(alice.relay_list())[0] == 1
