@@ -114,7 +114,7 @@ def rejected(relay: Relay, resp_fn: Any, status: int, code: str) -> None:
 
 def test_health(relay: Relay) -> None:
     r = relay.client.get("/v1/health")
-    assert r.status_code == 200 and r.get_json() == {"ok": True, "version": 1}
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "version": 1, "minor": 1}
 
 
 def test_unknown_route_and_method_are_json(relay: Relay) -> None:
@@ -144,10 +144,11 @@ def test_identity_publish_get_and_dedup(relay: Relay) -> None:
         assert r.status_code == 200 and r.get_json() == {"seq": 1}
         assert relay.dump() == before
     g = relay.client.get(f"/v1/identity/{WALLET_ADDRESS.upper().replace('0X', '0x')}").get_json()
-    assert g == {"address": WALLET_ADDRESS, "records": [wire.b64e(rec_a), wire.b64e(rec_b)]}
+    assert g == {"address": WALLET_ADDRESS, "records": [wire.b64e(rec_a), wire.b64e(rec_b)], "relay_lists": []}
     assert relay.client.get(f"/v1/identity/{OTHER_WALLET_ADDRESS}").get_json() == {
         "address": OTHER_WALLET_ADDRESS,
         "records": [],
+        "relay_lists": [],
     }
 
 

@@ -26,7 +26,17 @@ from bridge.protocol.wire import WireError
 from bridge.relay.auth import auth_message
 from bridge.relay.storage import Envelope
 
-__all__ = ["RelayClient", "Subscription", "Envelope", "Published", "RelayUnavailable", "RelayError", "NotFound", "PING_INTERVAL"]
+__all__ = [
+    "RelayClient",
+    "Subscription",
+    "Envelope",
+    "Published",
+    "LogAnswer",
+    "RelayUnavailable",
+    "RelayError",
+    "NotFound",
+    "PING_INTERVAL",
+]
 
 #: Seconds between client ``{"type": "ping"}`` frames on a subscription.
 PING_INTERVAL = 20.0
@@ -46,6 +56,16 @@ class Published:
 
     cursor: int
     logs: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogAnswer:
+    """One address's entry of an identity answer: its identity log (raw records, append order) and the
+    relay lists the relay stores for its active installations (raw records, sorted by installation id;
+    ``[]`` from a 1.0 relay). The caller verifies both: the relay is not trusted."""
+
+    records: list[bytes]
+    relay_lists: list[bytes] = field(default_factory=list)
 
 
 #: At most this many ``logs`` entries of a publish answer are read (an installation is bound to
@@ -285,7 +305,7 @@ class RelayClient:
     # ---- API ------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """``{"ok": true, "version": 1}``."""
+        """``{"ok": true, "version": 1, "minor": 1}`` (a 1.0 relay sends no ``minor``)."""
         return self._call("GET", "/v1/health")  # type: ignore[no-any-return]
 
     def publish_identity(self, address: str, record: bytes) -> int:
@@ -308,21 +328,32 @@ class RelayClient:
             self._call("POST", f"/v1/identity/{quote(address, safe='')}", body={"record": wire.b64e(record)}, headers=headers), "seq"
         )
 
-    def identity(self, address: str) -> list[bytes]:
-        """The raw records of ``address``'s log, in append order (the caller verifies them)."""
-        data = self._call("GET", f"/v1/identity/{quote(address, safe='')}")
-        recs = data.get("records")
+    def _log_answer(self, entry: dict[str, Any]) -> LogAnswer:
+        """``records`` and (protocol 1.1) ``relay_lists`` of one identity answer: lists of base64.
+        A missing ``relay_lists`` (a 1.0 relay) is ``[]``; anything else malformed raises."""
+        recs, lists = entry.get("records"), entry.get("relay_lists", [])
         if not isinstance(recs, list):
             raise self._bad("records is not a list")
+        if not isinstance(lists, list):
+            raise self._bad("relay_lists is not a list")
         try:
-            return [wire.b64d(r) for r in recs]
+            return LogAnswer([wire.b64d(r) for r in recs], [wire.b64d(r) for r in lists])
         except WireError:
-            raise self._bad("record is not base64") from None
+            raise self._bad("a record or relay list is not base64") from None
 
-    def identity_bucket(self, prefix: str) -> dict[str, list[bytes]]:
-        """Every identity log in the k-anonymous bucket ``prefix`` (PROTOCOL.md §7 "Identity buckets").
+    def identity_log(self, address: str) -> LogAnswer:
+        """``address``'s log and relay lists (``GET /v1/identity/<address>``; the caller verifies them)."""
+        return self._log_answer(self._call("GET", f"/v1/identity/{quote(address, safe='')}"))
 
-        Returns address → raw records (the caller verifies them, and that each address is in the bucket).
+    def identity(self, address: str) -> list[bytes]:
+        """The raw records of ``address``'s log, in append order (the caller verifies them)."""
+        return self.identity_log(address).records
+
+    def identity_logs(self, prefix: str) -> dict[str, LogAnswer]:
+        """Every identity log in the k-anonymous bucket ``prefix`` with its relay lists (PROTOCOL.md §7
+        "Identity buckets").
+
+        Returns address → :class:`LogAnswer` (the caller verifies them, and that each address is in the bucket).
 
         Raises:
             RelayError: ``bucket_too_large`` (413): ask again with a longer prefix; ``bad_prefix`` (400).
@@ -331,15 +362,32 @@ class RelayClient:
         logs = data.get("logs")
         if data.get("prefix") != prefix or not isinstance(logs, list):
             raise self._bad("not an identity bucket answer")
-        out: dict[str, list[bytes]] = {}
+        out: dict[str, LogAnswer] = {}
         for entry in logs:
-            if not isinstance(entry, dict) or not isinstance(entry.get("address"), str) or not isinstance(entry.get("records"), list):
+            if not isinstance(entry, dict) or not isinstance(entry.get("address"), str):
                 raise self._bad("bucket entry is not {address, records}")
-            try:
-                out[entry["address"]] = [wire.b64d(r) for r in entry["records"]]
-            except WireError:
-                raise self._bad("record is not base64") from None
+            out[entry["address"]] = self._log_answer(entry)
         return out
+
+    def identity_bucket(self, prefix: str) -> dict[str, list[bytes]]:
+        """Every identity log in the k-anonymous bucket ``prefix``: address → raw records (see :meth:`identity_logs`).
+
+        Raises:
+            RelayError: ``bucket_too_large`` (413): ask again with a longer prefix; ``bad_prefix`` (400).
+        """
+        return {address: answer.records for address, answer in self.identity_logs(prefix).items()}
+
+    def publish_relay_list(self, iid: str, record: bytes) -> int:
+        """``PUT /v1/relay-list/<iid>`` a signed relay list (:mod:`bridge.protocol.relaylist`); returns
+        the version the relay now holds (a 200 for the very bytes already stored, 201 when stored).
+
+        Raises:
+            RelayError: ``stale_relay_list`` (409: the relay holds a newer version, or the same one with
+                other bytes), ``unknown_installation`` (403), ``bad_signature``/``bad_cbor``/``bad_request`` (400);
+                ``not_found`` (:class:`NotFound`) from a 1.0 relay.
+        """
+        data = self._call("PUT", f"/v1/relay-list/{quote(iid, safe='')}", body={"record": wire.b64e(record)})
+        return self._int(data, "version")
 
     def upload_prekeys(self, iid: str, signed_upload: bytes) -> dict[str, int]:
         """PUT a signed :class:`~bridge.protocol.prekeys.PrekeyUpload`; returns the counts left."""

@@ -26,6 +26,9 @@ Several relay nodes may share one database:
   from the new record only. ``iid_bindings`` holds each (installation id, address) binding; a
   per-installation advisory lock, taken after the address's, makes "is this id bound elsewhere?"
   and the new binding atomic across nodes (two unconsented bindings at once: one winner).
+* **Relay lists** (protocol 1.1, migration 4): ``relay_lists`` holds each installation's newest
+  list. A store takes the installation's advisory lock (the one a revocation holds while it ends
+  a binding), so "is it still bound?" and the store are atomic against revocations on any node.
 * **Per-inbox quota**: ``topic_usage`` holds each topic's envelope count and bytes; a publish
   increments it with a conditional upsert in the same statement that takes the cursor, so the
   quota holds across nodes.
@@ -37,7 +40,7 @@ import hashlib
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -50,9 +53,11 @@ from bridge.relay.storage import (
     InboxFull,
     InstallationBound,
     InstallationKeys,
+    InstallationNotActive,
     LogFull,
     Storage,
     bindings_from_logs,
+    StaleRelayList,
     StaleUpload,
     StorageError,
     StorageUnavailable,
@@ -177,6 +182,19 @@ SELECT DISTINCT encode(sha256(convert_to(address, 'UTF8')), 'hex'), address FROM
 ON CONFLICT (address) DO NOTHING;
 """,
     ),
+    (
+        4,
+        # relay lists (protocol 1.1): the newest signed list of each installation, served in identity answers
+        """
+CREATE TABLE IF NOT EXISTS relay_lists (
+    iid     TEXT   PRIMARY KEY,
+    address TEXT   NOT NULL,
+    version BIGINT NOT NULL,
+    record  BYTEA  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS relay_lists_address ON relay_lists (address);
+""",
+    ),
 )
 
 #: The newest schema version this code knows.
@@ -193,6 +211,7 @@ _TABLES = (
     "auth_tokens",
     "iid_bindings",
     "topic_usage",
+    "relay_lists",
 )
 
 
@@ -429,8 +448,9 @@ class PostgresStorage(Storage):
                     (iid, address),
                 )
                 conn.execute("DELETE FROM installations WHERE iid = %s AND address = %s", (iid, address))
+                conn.execute("DELETE FROM relay_lists WHERE iid = %s AND address = %s", (iid, address))
                 if conn.execute("SELECT 1 FROM installations WHERE iid = %s LIMIT 1", (iid,)).fetchone() is None:
-                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
+                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys", "relay_lists"):
                         conn.execute(f"DELETE FROM {table} WHERE iid = %s", (iid,))  # type: ignore[arg-type]
             else:
                 if address not in bound:
@@ -479,6 +499,14 @@ class PostgresStorage(Storage):
         address, signing_pub, identity_pub = rows[0]
         return InstallationKeys(installation_id, str(address), bytes(signing_pub), bytes(identity_pub))
 
+    def installation_for(self, installation_id: str, address: str) -> InstallationKeys | None:
+        rows = self._rows(
+            "SELECT signing_pub, identity_pub FROM installations WHERE iid = %s AND address = %s", (installation_id, address)
+        )
+        if not rows:
+            return None
+        return InstallationKeys(installation_id, address, bytes(rows[0][0]), bytes(rows[0][1]))
+
     def identity_log_lengths(self, installation_id: str) -> dict[str, int]:
         rows = self._rows(
             "SELECT i.address, (SELECT COALESCE(MAX(d.seq), 0) FROM identity d WHERE d.address = i.address) "
@@ -486,6 +514,47 @@ class PostgresStorage(Storage):
             (installation_id,),
         )
         return {str(address): int(n) for address, n in rows}
+
+    # ---- relay lists ----------------------------------------------------------------------
+
+    def put_relay_list(self, installation_id: str, address: str, version: int, record: bytes) -> bool:
+        with self._tx() as conn:
+            # the lock a revocation of this installation holds while it ends a binding (append_identity):
+            # after it, the binding check below sees every committed revocation, and none can commit
+            # before this transaction does
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("installation:" + installation_id,))
+            if conn.execute(
+                "SELECT 1 FROM installations WHERE iid = %s AND address = %s", (installation_id, address)
+            ).fetchone() is None:
+                raise InstallationNotActive(f"installation {installation_id} is not active in the identity log of {address}")
+            row = conn.execute("SELECT version, record FROM relay_lists WHERE iid = %s", (installation_id,)).fetchone()
+            if row is not None:
+                stored_version, stored = int(row[0]), bytes(row[1])
+                if stored_version == version and stored == bytes(record):
+                    return False
+                if stored_version >= version:
+                    raise StaleRelayList(
+                        f"relay list version {version} is not newer than the stored one ({stored_version})"
+                        + (" and its bytes differ" if stored_version == version else "")
+                    )
+            conn.execute(
+                "INSERT INTO relay_lists (iid, address, version, record) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (iid) DO UPDATE SET address = excluded.address, version = excluded.version, record = excluded.record",
+                (installation_id, address, int(version), bytes(record)),
+            )
+            return True
+
+    def relay_lists(self, addresses: Iterable[str]) -> dict[str, list[bytes]]:
+        out: dict[str, list[bytes]] = {str(a): [] for a in addresses}
+        if not out:
+            return out
+        for address, record in self._rows(
+            "SELECT r.address, r.record FROM relay_lists r JOIN installations i ON i.iid = r.iid AND i.address = r.address "
+            "WHERE r.address = ANY(%s) ORDER BY r.address, r.iid COLLATE \"C\"",
+            (list(out),),
+        ):
+            out[str(address)].append(bytes(record))
+        return out
 
     # ---- prekeys --------------------------------------------------------------------------
 

@@ -32,7 +32,9 @@ from bridge.relay.storage import (
     IdentityEntry,
     InboxFull,
     InstallationBound,
+    InstallationNotActive,
     LogFull,
+    StaleRelayList,
     StaleUpload,
     Storage,
     StorageError,
@@ -53,9 +55,12 @@ __all__ = [
     "start_retention",
     "auth_message",
     "PROTOCOL_VERSION",
+    "PROTOCOL_MINOR",
 ]
 
 PROTOCOL_VERSION = 1
+#: The 1.x revision served (GET /v1/health "minor"): 1 adds relay lists (PUT /v1/relay-list/<iid>).
+PROTOCOL_MINOR = 1
 MiB = 1024 * 1024
 _MAX_JSON_CONTAINERS = 16
 
@@ -82,6 +87,8 @@ class RelaySettings:
     expire_interval: float = 3600.0
     max_envelope: int = MiB
     max_record: int = 16 * 1024
+    #: largest relay-list record (PUT /v1/relay-list/<iid>): 413 too_large
+    max_relay_list: int = 4096
     max_prekey_upload: int = 512 * 1024
     max_one_time_prekeys: int = 500
     publish_rate: float = 20.0
@@ -433,7 +440,9 @@ class _Relay:
     def get_identity(self, address: str) -> dict[str, Any]:
         addr = self.address_param(address)
         self.no_body()
-        return {"address": addr, "records": [wire.b64e(r) for r in self.storage.identity_records(addr)]}
+        records = self.storage.identity_records(addr)
+        lists = self.storage.relay_lists([addr])[addr]
+        return {"address": addr, "records": [wire.b64e(r) for r in records], "relay_lists": [wire.b64e(r) for r in lists]}
 
     def get_identity_bucket(self, prefix: str) -> dict[str, Any]:
         """Every identity log in a k-anonymous bucket (PROTOCOL.md §7 "Identity buckets")."""
@@ -448,16 +457,56 @@ class _Relay:
         logs = self.storage.identity_bucket(
             prefix, max_addresses=self.s.bucket_max_addresses, max_records=self.s.bucket_max_records
         )
-        if logs is None:
+        lists = {} if logs is None else self.storage.relay_lists(logs)
+        if logs is None or sum(map(len, logs.values())) + sum(map(len, lists.values())) > self.s.bucket_max_records:
             raise ApiError(
                 413,
                 "bucket_too_large",
-                f"more than {self.s.bucket_max_addresses} addresses or {self.s.bucket_max_records} records: use a longer prefix",
+                f"more than {self.s.bucket_max_addresses} addresses or {self.s.bucket_max_records} records and relay lists: "
+                "use a longer prefix",
             )
         return {
             "prefix": prefix,
-            "logs": [{"address": a, "records": [wire.b64e(r) for r in recs]} for a, recs in sorted(logs.items())],
+            "logs": [
+                {"address": a, "records": [wire.b64e(r) for r in recs], "relay_lists": [wire.b64e(r) for r in lists[a]]}
+                for a, recs in sorted(logs.items())
+            ],
         }
+
+    # -- relay lists (protocol 1.1) --
+
+    def put_relay_list(self, iid_raw: str) -> tuple[dict[str, Any], int]:
+        """Store an installation's signed relay list (PROTOCOL.md "Relay lists"); the newest version wins."""
+        from bridge.protocol import relaylist
+
+        self.limit(self.identity_limit)
+        iid = self.iid_param(iid_raw)
+        body = self.json_body({"record"})
+        record = self.field_b64(body, "record", self.s.max_relay_list)
+        try:
+            rl, rl_body, sig = relaylist.parse(record)
+        except WireError as exc:
+            raise ApiError(400, "bad_cbor", f"the relay list is malformed: {exc}") from None
+        if rl.installation_id != iid:
+            raise ApiError(400, "bad_request", "the relay list is for another installation")
+        inst = self.storage.installation_for(iid, rl.address)
+        if inst is None:
+            raise ApiError(
+                403, "unknown_installation", "the relay list's address has not authorized this installation (or revoked it)"
+            )
+        try:
+            P.ed25519_verify(inst.signing_pub, sig, rl_body)
+        except P.InvalidSignature:
+            raise ApiError(400, "bad_signature", "the relay list is not signed by the installation's key") from None
+        try:
+            created = self.storage.put_relay_list(iid, rl.address, rl.version, record)
+        except InstallationNotActive:  # revoked between the check above and the store
+            raise ApiError(
+                403, "unknown_installation", "the relay list's address has not authorized this installation (or revoked it)"
+            ) from None
+        except StaleRelayList as exc:
+            raise ApiError(409, "stale_relay_list", str(exc)) from None
+        return {"version": rl.version}, 201 if created else 200
 
     # -- prekeys --
 
@@ -736,7 +785,7 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
     @bp.get("/v1/health")
     def health() -> Any:
         relay.no_body()
-        return jsonify({"ok": True, "version": PROTOCOL_VERSION})
+        return jsonify({"ok": True, "version": PROTOCOL_VERSION, "minor": PROTOCOL_MINOR})
 
     @bp.post("/v1/identity/<path:address>")
     def identity_post(address: str) -> Any:
@@ -750,6 +799,11 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
     @bp.get("/v1/identity-bucket/<path:prefix>")
     def identity_bucket_get(prefix: str) -> Any:
         return jsonify(relay.get_identity_bucket(prefix))
+
+    @bp.put("/v1/relay-list/<iid>")
+    def relay_list_put(iid: str) -> Any:
+        body, status = relay.put_relay_list(iid)
+        return jsonify(body), status
 
     @bp.put("/v1/prekeys/<iid>")
     def prekeys_put(iid: str) -> Any:

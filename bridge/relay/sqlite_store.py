@@ -17,7 +17,10 @@
   revocation (schema version 3, which rebuilds them from the stored logs when it upgrades a file);
 * ``topic_usage`` keeps each topic's envelope count and bytes, updated by publish and expiry, so
   the per-inbox quota costs one row read (schema version 3);
-* :meth:`SQLiteStorage.expire` deletes in small batches so publishes wait at most one batch.
+* :meth:`SQLiteStorage.expire` deletes in small batches so publishes wait at most one batch;
+* ``relay_lists`` (protocol 1.1) holds each installation's newest relay list; like the bucket
+  tables it is created when missing at open (a check, not a schema version), and a revocation
+  deletes the list of the binding it ends in the append's transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from bridge.relay.storage import (
     ClaimedPrekeys,
@@ -35,9 +38,11 @@ from bridge.relay.storage import (
     InboxFull,
     InstallationBound,
     InstallationKeys,
+    InstallationNotActive,
     LogFull,
     Storage,
     bindings_from_logs,
+    StaleRelayList,
     StaleUpload,
     StorageError,
     StorageUnavailable,
@@ -138,6 +143,17 @@ CREATE TABLE IF NOT EXISTS identity_bucket_mark (
 INSERT OR IGNORE INTO identity_bucket_mark (id, last_rowid) VALUES (1, 0);
 """
 
+# Relay lists (protocol 1.1): additive like the bucket tables, created if missing at every open.
+_RELAY_LIST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS relay_lists (
+    iid     TEXT PRIMARY KEY,
+    address TEXT    NOT NULL,
+    version INTEGER NOT NULL,
+    record  BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS relay_lists_address ON relay_lists (address);
+"""
+
 _TABLES = (
     "identity",
     "installations",
@@ -149,6 +165,7 @@ _TABLES = (
     "auth_tokens",
     "iid_bindings",
     "topic_usage",
+    "relay_lists",
 )
 
 
@@ -206,6 +223,11 @@ class SQLiteStorage(Storage):
                     conn.executescript(_BUCKET_SCHEMA)
                 except sqlite3.OperationalError:
                     pass  # a read-only database: everything else still works; bucket lookups answer 503
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'relay_lists'").fetchone() is None:
+                try:
+                    conn.executescript(_RELAY_LIST_SCHEMA)
+                except sqlite3.OperationalError:
+                    pass  # a read-only database: relay-list requests answer 503, everything else works
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc) from None
@@ -340,8 +362,9 @@ class SQLiteStorage(Storage):
                     (iid, address),
                 )
                 conn.execute("DELETE FROM installations WHERE iid = ? AND address = ?", (iid, address))
+                conn.execute("DELETE FROM relay_lists WHERE iid = ? AND address = ?", (iid, address))
                 if conn.execute("SELECT 1 FROM installations WHERE iid = ? LIMIT 1", (iid,)).fetchone() is None:
-                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
+                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys", "relay_lists"):
                         conn.execute(f"DELETE FROM {table} WHERE iid = ?", (iid,))
             else:
                 if address not in bound:
@@ -403,6 +426,15 @@ class SQLiteStorage(Storage):
         address, signing_pub, identity_pub = rows[0]
         return InstallationKeys(installation_id, str(address), bytes(signing_pub), bytes(identity_pub))  # type: ignore[arg-type]
 
+    def installation_for(self, installation_id: str, address: str) -> InstallationKeys | None:
+        rows = self._read(
+            "SELECT signing_pub, identity_pub FROM installations WHERE iid = ? AND address = ?", (installation_id, address)
+        )
+        if not rows:
+            return None
+        signing_pub, identity_pub = rows[0]
+        return InstallationKeys(installation_id, address, bytes(signing_pub), bytes(identity_pub))  # type: ignore[arg-type]
+
     def identity_log_lengths(self, installation_id: str) -> dict[str, int]:
         rows = self._read(
             "SELECT i.address, (SELECT COALESCE(MAX(d.seq), 0) FROM identity d WHERE d.address = i.address) "
@@ -410,6 +442,45 @@ class SQLiteStorage(Storage):
             (installation_id,),
         )
         return {str(address): int(n) for address, n in rows}
+
+    # ---- relay lists ----------------------------------------------------------------------
+
+    def put_relay_list(self, installation_id: str, address: str, version: int, record: bytes) -> bool:
+        with self._tx() as conn:  # BEGIN IMMEDIATE: no revocation can commit between the check and the store
+            if conn.execute(
+                "SELECT 1 FROM installations WHERE iid = ? AND address = ?", (installation_id, address)
+            ).fetchone() is None:
+                raise InstallationNotActive(f"installation {installation_id} is not active in the identity log of {address}")
+            row = conn.execute("SELECT version, record FROM relay_lists WHERE iid = ?", (installation_id,)).fetchone()
+            if row is not None:
+                stored_version, stored = int(row[0]), bytes(row[1])
+                if stored_version == version and stored == bytes(record):
+                    return False
+                if stored_version >= version:
+                    raise StaleRelayList(
+                        f"relay list version {version} is not newer than the stored one ({stored_version})"
+                        + (" and its bytes differ" if stored_version == version else "")
+                    )
+            conn.execute(
+                "INSERT INTO relay_lists (iid, address, version, record) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (iid) DO UPDATE SET address = excluded.address, version = excluded.version, record = excluded.record",
+                (installation_id, address, int(version), bytes(record)),
+            )
+            return True
+
+    def relay_lists(self, addresses: Iterable[str]) -> dict[str, list[bytes]]:
+        out: dict[str, list[bytes]] = {str(a): [] for a in addresses}
+        if not out:
+            return out
+        marks = ",".join("?" * len(out))
+        rows = self._read(
+            "SELECT r.address, r.record FROM relay_lists r JOIN installations i ON i.iid = r.iid AND i.address = r.address "
+            f"WHERE r.address IN ({marks}) ORDER BY r.address, r.iid",
+            tuple(out),
+        )
+        for address, record in rows:
+            out[str(address)].append(bytes(record))  # type: ignore[arg-type]
+        return out
 
     # ---- prekeys --------------------------------------------------------------------------
 

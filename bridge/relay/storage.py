@@ -7,7 +7,9 @@ The relay keeps three kinds of data, all of it opaque or public:
 * prekeys — per installation, a signed X25519 prekey, a last-resort ML-KEM prekey, and pools of
   one-time X25519 and ML-KEM prekeys, each one-time key handed out exactly once;
 * envelopes — opaque sealed payloads per inbox topic, each with a relay-wide, strictly increasing
-  cursor.
+  cursor;
+* relay lists (protocol 1.1) — per installation, the newest signed list of the relays it reads its
+  inbox on, stored only while the installation is actively bound to the list's address.
 
 It also keeps the inbox-auth state (docs/PROTOCOL.md §7 "Authentication"): single-use challenges and
 the SHA-256 hashes of issued tokens, each with an expiry, so that every relay node on one database
@@ -33,6 +35,8 @@ __all__ = [
     "LogFull",
     "InstallationBound",
     "InboxFull",
+    "StaleRelayList",
+    "InstallationNotActive",
     "Wakeup",
     "IdentityEntry",
     "Envelope",
@@ -70,6 +74,14 @@ class InstallationBound(StorageError):
 
 class InboxFull(StorageError):
     """The topic holds its quota of envelopes (count or bytes); nothing was stored."""
+
+
+class StaleRelayList(StorageError):
+    """A relay list older than the stored one, or of the same version with other bytes; nothing was stored."""
+
+
+class InstallationNotActive(StorageError):
+    """The installation is not actively bound to the address (never authorized there, or revoked)."""
 
 
 class Wakeup:
@@ -235,7 +247,9 @@ class Storage(abc.ABC):
         ``consent`` (the caller proved the installation's own key, e.g. the wallet switch of one
         bridge); the check and the binding are atomic across nodes. A binding is *active* once
         authorized in its log, until a revocation there, which is final for that binding. An id is
-        active while any of its bindings is; its prekeys are deleted when none is.
+        active while any of its bindings is; its prekeys are deleted when none is. A revocation deletes
+        the installation's relay list if the list names that address (the binding it ends), so its
+        relay list is gone too once the installation stops being active.
 
         Returns ``(seq, created)``: the record's 1-based position in the log and whether it was new.
 
@@ -263,10 +277,40 @@ class Storage(abc.ABC):
         """An active installation with this id (under any address), or ``None``."""
 
     @abc.abstractmethod
+    def installation_for(self, installation_id: str, address: str) -> InstallationKeys | None:
+        """The installation if it is actively bound to ``address`` (authorized in that log and not
+        revoked there), else ``None``."""
+
+    @abc.abstractmethod
     def identity_log_lengths(self, installation_id: str) -> dict[str, int]:
         """For every address the installation is actively bound to: how many records its identity log
         holds (logs only grow). Empty if the installation is not active. Read by a publish, whose
         answer tells the sender (PROTOCOL.md §7 ``POST /v1/envelopes``)."""
+
+    # ---- relay lists (protocol 1.1) ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_relay_list(self, installation_id: str, address: str, version: int, record: bytes) -> bool:
+        """Store a *verified* relay list of ``installation_id`` (one per installation), in one
+        transaction with the check that the installation is actively bound to ``address`` (a
+        revocation committed meanwhile on any node wins: the list is then refused, never left behind).
+
+        Returns ``True`` when it was stored (new, or a higher version than the stored one, which it
+        replaces), ``False`` when the stored list is these very bytes (nothing changes).
+
+        Raises:
+            InstallationNotActive: the installation is not actively bound to ``address``.
+            StaleRelayList: the stored list has a higher version, or the same version with other bytes.
+        """
+
+    @abc.abstractmethod
+    def relay_lists(self, addresses: Iterable[str]) -> dict[str, list[bytes]]:
+        """For each address, the stored relay lists of the installations actively bound to it, sorted
+        by installation id (an address without any maps to ``[]``).
+
+        A list is deleted in the transaction that ends its installation's binding to its address
+        (:meth:`append_identity` with a revocation), so only lists of active bindings exist.
+        """
 
     # ---- prekeys --------------------------------------------------------------------------
 
