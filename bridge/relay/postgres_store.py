@@ -450,7 +450,7 @@ class PostgresStorage(Storage):
                 conn.execute("DELETE FROM installations WHERE iid = %s AND address = %s", (iid, address))
                 conn.execute("DELETE FROM relay_lists WHERE iid = %s AND address = %s", (iid, address))
                 if conn.execute("SELECT 1 FROM installations WHERE iid = %s LIMIT 1", (iid,)).fetchone() is None:
-                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys", "relay_lists"):
+                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
                         conn.execute(f"DELETE FROM {table} WHERE iid = %s", (iid,))  # type: ignore[arg-type]
             else:
                 if address not in bound:

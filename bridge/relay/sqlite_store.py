@@ -364,7 +364,7 @@ class SQLiteStorage(Storage):
                 conn.execute("DELETE FROM installations WHERE iid = ? AND address = ?", (iid, address))
                 conn.execute("DELETE FROM relay_lists WHERE iid = ? AND address = ?", (iid, address))
                 if conn.execute("SELECT 1 FROM installations WHERE iid = ? LIMIT 1", (iid,)).fetchone() is None:
-                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys", "relay_lists"):
+                    for table in ("prekeys", "one_time_prekeys", "claimed_prekeys"):
                         conn.execute(f"DELETE FROM {table} WHERE iid = ?", (iid,))
             else:
                 if address not in bound:
