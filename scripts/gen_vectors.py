@@ -1047,6 +1047,143 @@ def auth_family() -> dict[str, Any]:
                   "signature over other bytes must not verify against auth_message(installation_id, challenge).", v)
 
 
+# --- relay lists (protocol 1.1) -----------------------------------------------------------------
+
+def relay_list_family() -> dict[str, Any]:
+    """Relay-list records written out by hand; the negatives are checked here against bridge.protocol.relaylist
+    (a generator that no longer agrees fails --check)."""
+    from bridge import identity
+    from bridge.protocol import relaylist
+
+    sk = seed("relaylist/signing")
+    sp, ip = P.ed25519_public(sk), P.x25519_public(seed("relaylist/identity"))
+    iid = installation_id(sp, ip)
+    other_sk = seed("relaylist/other-signing")
+    auth = identity.sign_statement(identity.authorize_statement(ANVIL0, iid, sp, ip, issued_at=T0, nonce="55" * 16), ANVIL0_KEY)
+    keys_in = dict(signing_priv=sk.hex(), signing_pub=sp.hex(), identity_pub=ip.hex(), installation_id=iid, address=ANVIL0,
+                   authorize_record=auth.to_record().hex())
+
+    def item(x: Any) -> bytes:
+        if isinstance(x, bool):
+            return b"\xf5" if x else b"\xf4"
+        if isinstance(x, str):
+            return _ctext(x)
+        if isinstance(x, bytes):
+            return _cbor_head(2, len(x)) + x
+        if isinstance(x, list):
+            return _cbor_head(4, len(x)) + b"".join(item(y) for y in x)
+        return _cbor_head(0, x)
+
+    def body(version: Any = 7, *, relays: Any = None, tag: Any = "parley-relays", address: Any = ANVIL0, iid_: Any = iid,
+             issued_at: Any = T0, raw: dict[int, bytes] | None = None) -> bytes:
+        items = [1, tag, address, iid_, version, issued_at, ["https://relay.example.org", "https://backup.example.net:8443/parley"]
+                 if relays is None else relays]
+        parts = [(raw or {}).get(i, item(x)) for i, x in enumerate(items)]
+        return _cbor_head(4, 7) + b"".join(parts)
+
+    def record(b: bytes, key: bytes = sk) -> bytes:
+        return b"\x83\x01" + _cbor_head(2, len(b)) + b + _cbor_head(2, 64) + P.ed25519_sign(key, b)
+
+    v: list[dict[str, Any]] = []
+    positives = [
+        ("two relays", 7, T0, ["https://relay.example.org", "https://backup.example.net:8443/parley"]),
+        ("one plain-http loopback relay, version 1, issued_at 0", 1, 0, ["http://127.0.0.1:8787"]),
+        ("five relays, largest version", 2**63 - 1, T0, ["https://a.example", "https://[2001:db8::1]", "http://localhost:9000/r",
+                                                         "https://b.example/x~y/%2F", "https://c.example:1"]),
+        ("a 200-character relay URL", 2, T0, ["https://relay.example.org/" + "p" * (200 - len("https://relay.example.org/"))]),
+    ]
+    for name, version, issued_at, relays in positives:
+        b = body(version, relays=relays, issued_at=issued_at)
+        rec = record(b)
+        rl = relaylist.verify(rec, sp)  # the implementation agrees with the bytes written by hand
+        if rl.sign(sk) != rec:
+            raise ValueError(f"relay list {name!r}: RelayList.sign disagrees with the bytes written by hand")
+        v.append(dict(name=name, input=dict(**keys_in, version=version, issued_at=issued_at, relays=relays),
+                      expected=dict(body=b.hex(), signature=rec[-64:].hex(), record=rec.hex())))
+    good = bytes.fromhex(v[0]["expected"]["record"])
+    six = [f"https://r{i}.example" for i in range(6)]
+    negs: list[tuple[str, bytes, str | None, int, str]] = [
+        ("6 relays", record(body(relays=six)), "WireError", 400, "bad_cbor"),
+        ("0 relays", record(body(relays=[])), "WireError", 400, "bad_cbor"),
+        ("the same relay twice", record(body(relays=["https://relay.example.org"] * 2)), "WireError", 400, "bad_cbor"),
+        ("relay host in upper case", record(body(relays=["https://Relay.example.org"])), "WireError", 400, "bad_cbor"),
+        ("relay scheme in upper case", record(body(relays=["HTTPS://relay.example.org"])), "WireError", 400, "bad_cbor"),
+        ("relay URL with a trailing slash", record(body(relays=["https://relay.example.org/"])), "WireError", 400, "bad_cbor"),
+        ("relay URL with the default port", record(body(relays=["https://relay.example.org:443"])), "WireError", 400, "bad_cbor"),
+        ("relay URL with user info", record(body(relays=["https://user@relay.example.org"])), "WireError", 400, "bad_cbor"),
+        ("relay URL with a query", record(body(relays=["https://relay.example.org/?x=1"])), "WireError", 400, "bad_cbor"),
+        ("relay URL with a fragment", record(body(relays=["https://relay.example.org#f"])), "WireError", 400, "bad_cbor"),
+        ("relay URL of scheme ftp", record(body(relays=["ftp://relay.example.org"])), "WireError", 400, "bad_cbor"),
+        ("relay URL of 201 characters", record(body(relays=["https://relay.example.org/" + "p" * 175])), "WireError", 400, "bad_cbor"),
+        ("IPv6 host not compressed", record(body(relays=["https://[2001:db8:0:0:0:0:0:1]"])), "WireError", 400, "bad_cbor"),
+        ("version 0", record(body(0)), "WireError", 400, "bad_cbor"),
+        ("version a float (1.0)", record(body(raw={4: b"\xf9\x3c\x00"})), "WireError", 400, "bad_cbor"),
+        ("version true", record(body(True)), "WireError", 400, "bad_cbor"),
+        ("version in a non-canonical head", record(body(raw={4: b"\x18\x07"})), "WireError", 400, "bad_cbor"),
+        ("tag 'parley-relay'", record(body(tag="parley-relay")), "WireError", 400, "bad_cbor"),
+        ("installation id as 16 bytes", record(body(iid_=bytes.fromhex(iid))), "WireError", 400, "bad_cbor"),
+        ("address in lower case (not EIP-55)", record(body(address=ANVIL0.lower())), "WireError", 400, "bad_cbor"),
+        ("body with 8 items", record(b"\x88" + body()[1:] + b"\x00"), "WireError", 400, "bad_cbor"),
+        ("trailing byte after the record", good + b"\x00", "WireError", 400, "bad_cbor"),
+        ("outer version 2", b"\x83\x02" + good[2:], "WireError", 400, "bad_cbor"),
+        ("signature of 63 bytes", good[:-66] + _cbor_head(2, 63) + good[-64:-1], "WireError", 400, "bad_cbor"),
+        ("record over 4096 bytes", record(body()) + bytes(4097 - len(record(body()))), "WireError", 413, "too_large"),
+        ("signature changed", good[:-1] + bytes([good[-1] ^ 1]), "InvalidSignature", 400, "bad_signature"),
+        ("signed by another key", record(body(), other_sk), "InvalidSignature", 400, "bad_signature"),
+        ("older version than the stored one", record(body(6)), None, 409, "stale_relay_list"),
+        ("same version as the stored one, other relays", record(body(relays=["https://relay.example.org"])), None, 409,
+         "stale_relay_list"),
+        ("address whose log does not authorize the installation", record(body(address=ANVIL1)), None, 403, "unknown_installation"),
+    ]
+    for name, rec, err, status, code in negs:
+        try:
+            relaylist.verify(rec, sp)
+            got = None
+        except Exception as exc:  # noqa: BLE001 - compared with the vector's class below
+            got = type(exc).__name__
+        if got != err:
+            raise ValueError(f"relay list negative {name!r}: bridge.protocol.relaylist gives {got}, the vector says {err}")
+        v.append(dict(name=f"negative: {name}", input=dict(**keys_in, url_installation_id=iid, record=rec.hex()),
+                      expected=dict(error=err, relay_status=status, relay_code=code)))
+    other_iid = _inst("relaylist/another")[2]
+    v.append(dict(name="negative: record for another installation than the URL's",
+                  input=dict(**keys_in, url_installation_id=other_iid, record=good.hex()),
+                  expected=dict(error=None, relay_status=400, relay_code="bad_request")))
+    v.append(dict(name="bound: the stored record again", input=dict(**keys_in, url_installation_id=iid, record=good.hex()),
+                  expected=dict(relay_status=200, relay_version=7)))
+    urls = [("https://relay.example.org", True, "https://relay.example.org"),
+            ("https://Relay.Example.org/", False, "https://relay.example.org"),
+            ("HTTP://relay.example.org:80", False, "http://relay.example.org"),
+            ("https://[2001:DB8:0::1]:443/a/", False, "https://[2001:db8::1]/a"),
+            ("https://relay.example.org/a%7e%2f", False, "https://relay.example.org/a~%2F"),
+            ("https://relay.example.org:8443/p", True, "https://relay.example.org:8443/p"),
+            ("https://user@relay.example.org", False, None),
+            ("https://relay.example.org?x", False, None),
+            ("wss://relay.example.org", False, None),
+            ("https://relay.example.org/a//b", False, None),
+            ("https://1.2.3", False, None),
+            ("https://[::ffff:1.2.3.4]", False, None)]
+    for text, canonical, normalised in urls:
+        if relaylist.is_canonical_relay_url(text) != canonical:
+            raise ValueError(f"relay URL {text!r}: is_canonical_relay_url disagrees")
+        try:
+            got_n: str | None = relaylist.canonical_relay_url(text)
+        except ValueError:
+            got_n = None
+        if got_n != normalised:
+            raise ValueError(f"relay URL {text!r}: canonical_relay_url gives {got_n!r}")
+        v.append(dict(name=f"url: {text}", input=dict(url=text), expected=dict(canonical=canonical, normalised=normalised)))
+    return family("parley-relay-list", f"ours: {GEN} (CBOR written out by hand; Ed25519 is deterministic; keys from seeds; the "
+                  "authorization by Anvil account #0 is RFC 6979)",
+                  "Relay lists (protocol 1.1): record [1, body, sig], body = CBOR [1, 'parley-relays', address (EIP-55), iid, version "
+                  "(1..2^63-1), issued_at (unix s), [1..5 canonical relay URLs]], sig = Ed25519(signing_priv, body). Positive vectors: "
+                  "the fields give expected.body, .signature and .record. Negative vectors: parse then verify(signing_pub) raise "
+                  "expected.error (null: both pass and only the relay refuses), and PUT /v1/relay-list/<url_installation_id> on a relay "
+                  "where input.authorize_record is in input.address's log and the first positive record is stored answers "
+                  "expected.relay_status/relay_code. 'url:' vectors: input.url is canonical (expected.canonical) and normalises "
+                  "to expected.normalised (null: refused).", v)
+
+
 # --- ratchet limits (docs/PROTOCOL.md §5.3.5), as scripts ---------------------------------------
 
 def ratchet_script_run(inp: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1459,6 +1596,7 @@ FAMILIES = {
     "parley_auth.json": auth_family,
     "parley_ratchet_limits.json": ratchet_limits_family,
     "relay_answers.json": relay_answers_family,
+    "parley_relay_list.json": relay_list_family,
 }
 RECORDED = {"parley_pqxdh.json", "parley_session.json", "parley_sealed.json"}
 #: Why a recorded family cannot be regenerated: what --check does instead.

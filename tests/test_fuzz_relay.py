@@ -38,7 +38,7 @@ CODES = {
     "bad_json", "bad_request", "bad_base64", "bad_cbor", "bad_address", "bad_topic", "bad_signature",
     "invalid_statement", "unknown_installation", "unauthorized", "challenge_expired", "not_found",
     "no_prekeys", "method_not_allowed", "stale_upload", "too_large", "rate_limited", "bad_content_type",
-    "installation_bound", "log_full", "target_rate_limited", "inbox_full",
+    "installation_bound", "log_full", "target_rate_limited", "inbox_full", "stale_relay_list",
 }
 FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 HUGE = 10**6
@@ -64,6 +64,10 @@ class World:
         assert self.client.put(f"/v1/prekeys/{self.inst.iid}", json={"upload": b64(self.upload)}).status_code == 200
         for n in range(3):
             assert self.post_json("/v1/envelopes", {"topic": self.inst.topic, "payload": b64(b"sealed %d" % n)}).status_code == 202
+        from bridge.protocol.relaylist import RelayList
+
+        self.relay_list = RelayList(WALLET_ADDRESS, self.inst.iid, 5, 1_800_000_000, ("https://relay.example.org",)).sign(self.inst.signing_priv)
+        assert self.client.put(f"/v1/relay-list/{self.inst.iid}", json={"record": b64(self.relay_list)}).status_code == 201
 
     def post_json(self, path: str, obj: Any) -> TestResponse:
         return self.client.post(path, data=json.dumps(obj), content_type="application/json")
@@ -176,6 +180,7 @@ def test_malformed_bodies_on_every_json_endpoint(world: World, body: bytes, cont
     for method, path in (
         ("POST", f"/v1/identity/{WALLET_ADDRESS}"),
         ("PUT", f"/v1/prekeys/{world.inst.iid}"),
+        ("PUT", f"/v1/relay-list/{world.inst.iid}"),
         ("POST", "/v1/auth/challenge"),
         ("POST", "/v1/auth/token"),
         ("POST", "/v1/envelopes"),
@@ -194,6 +199,7 @@ def test_wrong_types_for_every_field(world: World, field: str, value: Any, extra
     bodies = {
         f"/v1/identity/{WALLET_ADDRESS}": ("POST", ["record"]),
         f"/v1/prekeys/{world.inst.iid}": ("PUT", ["upload"]),
+        f"/v1/relay-list/{world.inst.iid}": ("PUT", ["record"]),
         "/v1/auth/challenge": ("POST", ["installation_id"]),
         "/v1/auth/token": ("POST", ["installation_id", "challenge", "signature"]),
         "/v1/envelopes": ("POST", ["topic", "payload"]),
@@ -213,12 +219,13 @@ def test_wrong_types_for_every_field(world: World, field: str, value: Any, extra
 
 
 @FUZZ
-@given(value=bad_b64, field=st.sampled_from(["record", "upload", "challenge", "signature", "payload"]))
+@given(value=bad_b64, field=st.sampled_from(["record", "upload", "challenge", "signature", "payload", "relay_list"]))
 def test_binary_fields_that_are_not_standard_base64(world: World, value: str, field: str) -> None:
     before = world.snapshot()
     path, method, obj = {
         "record": (f"/v1/identity/{WALLET_ADDRESS}", "POST", {"record": value}),
         "upload": (f"/v1/prekeys/{world.inst.iid}", "PUT", {"upload": value}),
+        "relay_list": (f"/v1/relay-list/{world.inst.iid}", "PUT", {"record": value}),
         "challenge": ("/v1/auth/token", "POST", {"installation_id": world.inst.iid, "challenge": value, "signature": b64(bytes(64))}),
         "signature": ("/v1/auth/token", "POST", {"installation_id": world.inst.iid, "challenge": b64(bytes(32)), "signature": value}),
         "payload": ("/v1/envelopes", "POST", {"topic": world.inst.topic, "payload": value}),
@@ -245,6 +252,30 @@ def test_malformed_cbor_prekey_uploads(world: World, data: st.DataObject) -> Non
         blob = valid[:i] + bytes([valid[i] ^ data.draw(st.integers(1, 255))]) + valid[i + 1 :]
     before = world.snapshot()
     r = world.client.put(f"/v1/prekeys/{world.inst.iid}", json={"upload": b64(blob)})
+    code = rejected(world, before, r)
+    if kind in ("truncated", "non_canonical", "trailing"):
+        assert code == "bad_cbor"
+
+
+@FUZZ
+@given(data=st.data())
+def test_malformed_relay_lists(world: World, data: st.DataObject) -> None:
+    """PUT /v1/relay-list/<iid> with a broken copy of the stored list: refused, nothing changes (1.1)."""
+    valid = world.relay_list
+    kind = data.draw(st.sampled_from(["random", "truncated", "non_canonical", "trailing", "flipped"]))
+    if kind == "random":
+        blob = data.draw(st.binary(min_size=1, max_size=600))
+    elif kind == "truncated":
+        blob = valid[: data.draw(st.integers(1, len(valid) - 1))]
+    elif kind == "non_canonical":
+        blob = non_canonical(valid, data.draw(st.integers(0, 2)))
+    elif kind == "trailing":
+        blob = valid + data.draw(st.binary(min_size=1, max_size=8))
+    else:
+        i = data.draw(st.integers(0, len(valid) - 1))
+        blob = valid[:i] + bytes([valid[i] ^ data.draw(st.integers(1, 255))]) + valid[i + 1 :]
+    before = world.snapshot()
+    r = world.client.put(f"/v1/relay-list/{world.inst.iid}", json={"record": b64(blob)})
     code = rejected(world, before, r)
     if kind in ("truncated", "non_canonical", "trailing"):
         assert code == "bad_cbor"

@@ -154,28 +154,32 @@ def test_revocation_deletes_the_list(relay: Relay) -> None:
     refused(relay, 403, "unknown_installation", "PUT", f"/v1/relay-list/{inst.iid}", {"record": wire.b64e(relay_list(inst, 9))})
 
 
-def test_wallet_switch_keeps_the_list_of_the_binding_still_active(storage: Storage) -> None:
-    """An installation bound to two addresses: revoking it in one log deletes a list naming that address
-    only; a list naming the other (still active) binding stays and is served for that address alone."""
+def test_wallet_switch_revocation_deletes_only_the_list_of_the_binding_it_ends(storage: Storage) -> None:
+    """An installation bound to two addresses: revoking it in one log deletes its list when the list names
+    that address, though the installation stays active through the other; a list naming the other (still
+    active) binding is then accepted and served for that address alone."""
+    from bridge.identity import SignedStatement, verify
+    from bridge.relay.storage import IdentityEntry
+
     relay = Relay(storage)
     inst = make_installation()
     relay.authorize(inst)  # WALLET_ADDRESS
     # the second binding needs the installation's consent (its bearer token): given straight to storage
-    from bridge.identity import SignedStatement, verify
-    from bridge.relay.storage import IdentityEntry
-
     rec = authorize_record(inst, OTHER_WALLET_KEY)
     signed = SignedStatement.from_record(rec)
     assert verify(signed).address == OTHER_WALLET_ADDRESS
     storage.append_identity(OTHER_WALLET_ADDRESS, signed.record_id(), rec,
                             IdentityEntry("authorize", inst.iid, inst.signing_pub, inst.identity_pub), max_records=256, consent=True)
-    on_other = relay_list(inst, 2, address=OTHER_WALLET_ADDRESS)
+    on_first = relay_list(inst, 2)
+    assert relay.put(inst.iid, on_first).status_code == 201
+    assert relay.lists(WALLET_ADDRESS) == [on_first] and relay.lists(OTHER_WALLET_ADDRESS) == []
+    relay.publish(WALLET_ADDRESS, revoke_record(inst))  # ends the WALLET_ADDRESS binding only
+    assert storage.installation(inst.iid) is not None  # still active through OTHER_WALLET_ADDRESS
+    assert relay.lists(WALLET_ADDRESS) == [] and storage.counts()["relay_lists"] == 0
+    assert_error(relay.put(inst.iid, relay_list(inst, 3)), 403, "unknown_installation")  # no longer bound to WALLET_ADDRESS
+    on_other = relay_list(inst, 3, address=OTHER_WALLET_ADDRESS)
     assert relay.put(inst.iid, on_other).status_code == 201
     assert relay.lists(OTHER_WALLET_ADDRESS) == [on_other] and relay.lists(WALLET_ADDRESS) == []
-    relay.publish(WALLET_ADDRESS, revoke_record(inst))  # ends the WALLET_ADDRESS binding only
-    assert relay.lists(OTHER_WALLET_ADDRESS) == [on_other]
-    on_first = relay_list(inst, 3)
-    assert_error(relay.put(inst.iid, on_first), 403, "unknown_installation")  # no longer bound to WALLET_ADDRESS
 
 
 def test_relay_lists_count_toward_the_bucket_cap(storage: Storage) -> None:
@@ -217,6 +221,8 @@ def test_every_error_code(storage: Storage) -> None:
             {"record": wire.b64e(relay_list(stranger))})  # no wallet authorized it
     refused(relay, 403, "unknown_installation", "PUT", f"/v1/relay-list/{elsewhere.iid}",
             {"record": wire.b64e(relay_list(elsewhere))})  # authorized, but by another address than the list names
+    refused(relay, 403, "unknown_installation", "PUT", f"/v1/relay-list/{elsewhere.iid}",
+            {"record": wire.b64e(relay_list(elsewhere, signer=stranger.signing_priv))})  # the binding is checked before the signature
     refused(relay, 400, "bad_signature", "PUT", path, {"record": wire.b64e(relay_list(inst, 6, signer=stranger.signing_priv))})
     refused(relay, 409, "stale_relay_list", "PUT", path, {"record": wire.b64e(relay_list(inst, 4))})
     limited = Relay(storage, identity_rate=1e-9, identity_burst=1)
@@ -264,9 +270,9 @@ def test_client_publishes_and_reads_relay_lists(tmp_path: Path) -> None:
     with serve_relay(tmp_path / "relay.db") as url, RelayClient(url) as client:
         client.publish_identity(WALLET_ADDRESS, record)
         assert client.health()["minor"] == 1
-        rl = relay_list(inst, 4)
-        assert client.publish_relay_list(inst.iid, rl) == 4
-        assert client.publish_relay_list(inst.iid, rl) == 4  # 200: already there
+        rl = relay_list(inst, 6)
+        assert client.publish_relay_list(inst.iid, rl) == 6
+        assert client.publish_relay_list(inst.iid, rl) == 6  # 200: already there
         with pytest.raises(RelayError) as info:
             client.publish_relay_list(inst.iid, relay_list(inst, 3))
         assert (info.value.status, info.value.code) == (409, "stale_relay_list")

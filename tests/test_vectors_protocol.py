@@ -1,5 +1,6 @@
 """Known-answer tests for the protocol layers above the crypto (docs/test-vectors.md): identity negatives
-and the active set (§3), prekey uploads (§4), the ratchet limits (§5.3.5), content (§6.1), inbox auth (§7).
+and the active set (§3), prekey uploads (§4), the ratchet limits (§5.3.5), content (§6.1), inbox auth (§7),
+relay lists (1.1).
 
 Every vector is checked against the bridge's own code; where the relay is the layer that decides (its
 answer codes), the vector is also replayed against a real relay app (Flask test client, real SQLite)."""
@@ -32,7 +33,7 @@ from bridge.relay.server import create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 
 NEW_FILES = ["identity_negative.json", "identity_active_set.json", "parley_content.json", "parley_prekeys.json",
-             "parley_auth.json", "parley_ratchet_limits.json", "relay_answers.json"]
+             "parley_auth.json", "parley_ratchet_limits.json", "relay_answers.json", "parley_relay_list.json"]
 ANVIL0_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
 
 
@@ -284,6 +285,69 @@ def test_prekey_uploads_get_their_relay_answers(relay: RelayApp) -> None:
             assert error_of(resp) == (e["relay_status"], e["relay_code"]), vec["name"]
     resp = relay.post(f"/v1/prekeys/{first['installation_id']}", {"upload": wire.b64e(h(PREKEYS["vectors"][0]["expected"]["upload"]))}, method="PUT")
     assert resp.status_code == 200
+
+
+# --- relay lists (protocol 1.1) -----------------------------------------------------------------
+
+RELAY_LIST = load("parley_relay_list.json")
+
+
+@pytest.mark.parametrize("vec", cases("parley_relay_list.json"))
+def test_relay_list(vec: dict[str, Any]) -> None:
+    """Positive: the fields encode, sign and parse to the vector's bytes. Negative: parse + verify raise exactly
+    the vector's class (null: they pass; only the relay refuses). url: the canonical form and the normaliser."""
+    from bridge.protocol import relaylist
+
+    i, e = vec["input"], vec["expected"]
+    if "url" in i:
+        assert relaylist.is_canonical_relay_url(i["url"]) is e["canonical"]
+        if e["normalised"] is None:
+            with raises_exactly(ValueError):
+                relaylist.canonical_relay_url(i["url"])
+        else:
+            assert relaylist.canonical_relay_url(i["url"]) == e["normalised"]
+        return
+    spub = h(i["signing_pub"])
+    assert P.ed25519_public(h(i["signing_priv"])) == spub
+    assert installation_id(spub, h(i["identity_pub"])) == i["installation_id"]
+    if "record" in i:
+        if e.get("error") is not None:
+            with raises_exactly(error_class(e["error"])):
+                relaylist.verify(h(i["record"]), spub)
+        else:
+            relaylist.verify(h(i["record"]), spub)
+        return
+    rl = relaylist.RelayList(i["address"], i["installation_id"], i["version"], i["issued_at"], tuple(i["relays"]))
+    assert rl.body().hex() == e["body"]
+    assert rl.sign(h(i["signing_priv"])).hex() == e["record"]
+    assert relaylist.parse(h(e["record"])) == (rl, h(e["body"]), h(e["signature"]))
+    assert relaylist.verify(h(e["record"]), spub) == rl
+
+
+def test_relay_lists_get_their_relay_answers(relay: RelayApp) -> None:
+    """PUT /v1/relay-list/<iid>: the first positive record is stored (201); every other record gets the vector's
+    status and code, and a refused one changes nothing stored."""
+    first = RELAY_LIST["vectors"][0]
+    i = first["input"]
+    r = relay.post(f"/v1/identity/{i['address']}", {"record": wire.b64e(h(i["authorize_record"]))})
+    assert r.status_code == 201, r.get_json()
+    r = relay.post(f"/v1/relay-list/{i['installation_id']}", {"record": wire.b64e(h(first["expected"]["record"]))}, method="PUT")
+    assert (r.status_code, r.get_json()) == (201, {"version": i["version"]})
+    stored = relay.storage.relay_lists([i["address"]])
+    assert stored == {i["address"]: [h(first["expected"]["record"])]}
+    replayed = 0
+    for vec in RELAY_LIST["vectors"]:
+        v_in, e = vec["input"], vec["expected"]
+        if "url_installation_id" not in v_in:
+            continue
+        replayed += 1
+        resp = relay.post(f"/v1/relay-list/{v_in['url_installation_id']}", {"record": wire.b64e(h(v_in["record"]))}, method="PUT")
+        if e["relay_status"] == 200:
+            assert resp.get_json() == {"version": e["relay_version"]}, vec["name"]
+        else:
+            assert error_of(resp) == (e["relay_status"], e["relay_code"]), vec["name"]
+        assert relay.storage.relay_lists([i["address"]]) == stored, vec["name"]
+    assert replayed >= 30
 
 
 # --- §7 auth ------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ class World:
     bob: Client  # never registered
     token: str
     upload_issued_at: int
+    relay_list: bytes  # alice's stored relay list, version 5
 
     def snapshot(self) -> Any:
         """Everything a rejected request could have changed, as seen through the API."""
@@ -68,7 +69,9 @@ def world(relay: Relay) -> World:
     issued = int(time.time())
     a = relay.upload_prekeys(alice.iid, alice.prekey_upload(otpks=50, pq_otpks=20, issued_at=issued))
     assert a.status == 200, a
-    return World(relay, alice, carol, bob, relay.login(alice.me), issued)
+    rl = alice.relay_list(5)
+    assert relay.put_relay_list(alice.iid, rl).status == 201
+    return World(relay, alice, carol, bob, relay.login(alice.me), issued, rl)
 
 
 def assert_error(a: Answer, status: int, code: str) -> None:
@@ -80,7 +83,7 @@ def assert_error(a: Answer, status: int, code: str) -> None:
 
 def test_health(relay: Relay) -> None:
     a = relay.health()
-    assert (a.status, a.body) == (200, {"ok": True, "version": 1})
+    assert (a.status, a.body) == (200, {"ok": True, "version": 1, "minor": 1})  # 1.1: relay lists
 
 
 def test_identity_publish_fetch_and_bucket(relay: Relay) -> None:
@@ -90,7 +93,7 @@ def test_identity_publish_fetch_and_bucket(relay: Relay) -> None:
     again = relay.publish_identity(c.address, c.record)
     assert (again.status, again.body) == (200, first.body)
     log = relay.identity(c.address.lower())  # lower-case input is accepted and answered checksummed (§3)
-    assert log.status == 200 and log.body == {"address": c.address, "records": [b64(c.record)]}
+    assert log.status == 200 and log.body == {"address": c.address, "records": [b64(c.record)], "relay_lists": []}
     text, rec = S.parse_record(unb64(log.body["records"][0]))
     assert S.statement_fields(text)["Installation ID"] == c.iid
     _, revoke = c.statement("revoke")
@@ -105,6 +108,37 @@ def test_identity_publish_fetch_and_bucket(relay: Relay) -> None:
         assert logs[c.address] == [b64(c.record), b64(revoke)]
         assert [e["address"] for e in b.body["logs"]] == sorted(logs)
         assert all(S.address_bucket(addr).startswith(bucket[:n]) for addr in logs)
+
+
+def test_relay_list_put_served_replaced_and_revoked(relay: Relay) -> None:
+    """1.1 relay lists: PUT /v1/relay-list/<iid> 201 {"version"} (200 for the very bytes again); served in
+    `relay_lists` of the identity answer and of the address's bucket entry, sorted by installation id; a higher
+    version replaces it; a revocation removes it."""
+    c = Client.new()
+    assert c.register(relay).status == 201
+    second = Client(c.wallet_key, S.Installation.generate())
+    assert second.register(relay).status == 201
+    v1 = c.relay_list(1, ["https://relay.example.org", "http://127.0.0.1:8787"])
+    a = relay.put_relay_list(c.iid, v1)
+    assert (a.status, a.body) == (201, {"version": 1})
+    a = relay.put_relay_list(c.iid, v1)
+    assert (a.status, a.body) == (200, {"version": 1})
+    other = second.relay_list(9)
+    assert relay.put_relay_list(second.iid, other).status == 201
+    want = [b64(r) for _, r in sorted([(c.iid, v1), (second.iid, other)])]
+    log = relay.identity(c.address).body
+    assert list(log) == ["address", "records", "relay_lists"] and log["relay_lists"] == want
+    S.verify_relay_list(c.me.signing_pub, S.parse_relay_list(unb64(log["relay_lists"][sorted([c.iid, second.iid]).index(c.iid)])))
+    entry = [e for e in relay.bucket(S.address_bucket(c.address)[:16]).body["logs"] if e["address"] == c.address][0]
+    assert list(entry) == ["address", "records", "relay_lists"] and entry["relay_lists"] == want
+    v2 = c.relay_list(2, ["https://other.example.net"])
+    a = relay.put_relay_list(c.iid, v2)
+    assert (a.status, a.body) == (201, {"version": 2})
+    assert b64(v2) in relay.identity(c.address).body["relay_lists"] and b64(v1) not in relay.identity(c.address).body["relay_lists"]
+    _, revoke = c.statement("revoke")
+    assert relay.publish_identity(c.address, revoke).status == 201
+    assert relay.identity(c.address).body["relay_lists"] == [b64(other)]
+    assert_error(relay.put_relay_list(c.iid, c.relay_list(3)), 403, "unknown_installation")
 
 
 def test_prekeys_upload_count_claim(relay: Relay) -> None:
@@ -363,6 +397,22 @@ ERRORS: list[Any] = [
     ("method_not_allowed: GET envelopes", 405, "method_not_allowed", lambda w: w.relay.call("GET", "/v1/envelopes")),
     ("stale_upload", 409, "stale_upload", lambda w: w.relay.upload_prekeys(w.alice.iid, w.alice.prekey_upload(issued_at=w.upload_issued_at - 10))),
     ("installation_bound", 409, "installation_bound", _publish_for_installation_bound),
+    ("stale_relay_list: an older version", 409, "stale_relay_list", lambda w: w.relay.put_relay_list(w.alice.iid, w.alice.relay_list(4))),
+    ("stale_relay_list: the same version, other relays", 409, "stale_relay_list",
+     lambda w: w.relay.put_relay_list(w.alice.iid, w.alice.relay_list(5, ["https://elsewhere.example"]))),
+    ("bad_cbor: relay list not canonical", 400, "bad_cbor", lambda w: w.relay.put_relay_list(w.alice.iid, _indefinite(w.alice.relay_list(6)))),
+    ("bad_cbor: relay list with a trailing slash", 400, "bad_cbor",
+     lambda w: w.relay.put_relay_list(w.alice.iid, w.alice.relay_list(6, ["https://relay.example.org/"]))),
+    ("bad_request: relay list names another installation", 400, "bad_request",
+     lambda w: w.relay.put_relay_list(w.carol.iid, w.alice.relay_list(6))),
+    ("bad_base64: relay list", 400, "bad_base64", _json("PUT", "/v1/relay-list/IID", {"record": "AA-_"})),
+    ("too_large: relay list over 4096 bytes", 413, "too_large", lambda w: w.relay.put_relay_list(w.alice.iid, bytes(4097))),
+    ("unknown_installation: relay list of an installation never authorized", 403, "unknown_installation",
+     lambda w: w.relay.put_relay_list(w.bob.iid, w.bob.relay_list(1))),
+    ("unknown_installation: relay list naming an address whose log does not authorize it", 403, "unknown_installation",
+     lambda w: w.relay.put_relay_list(w.alice.iid, w.alice.relay_list(6, address=w.carol.address))),
+    ("bad_signature: relay list signed by another key", 400, "bad_signature",
+     lambda w: w.relay.put_relay_list(w.alice.iid, w.alice.relay_list(6, signer=w.carol.me.signing_priv))),
     ("bad_content_type: text/plain", 415, "bad_content_type", _raw("POST", "/v1/auth/challenge", b'{"installation_id": "IID"}', "text/plain")),
     ("bad_content_type: form", 415, "bad_content_type",
      _raw("POST", "/v1/envelopes", b'{"topic": "x", "payload": "AA=="}', "application/x-www-form-urlencoded")),
@@ -378,6 +428,11 @@ def test_error(world: World, name: str, status: int, code: str, provoke: Callabl
     assert world.snapshot() == before  # a rejected request changed nothing (§7 General)
 
 
+_PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
+
+
+@pytest.mark.xfail("`stale_relay_list`" not in _PROTOCOL.read_text(), strict=True,
+                   reason="1.1 relay lists: waits for the stale_relay_list row of the §7 error table (then this mark goes)")
 def test_every_provokable_code_is_covered() -> None:
     """The §7 table's codes minus those that cannot be provoked here (each with its reason)."""
     not_here = {

@@ -369,6 +369,42 @@ def test_prekeys(v: dict[str, Any]) -> None:
             spk[1], spk[2], otpk[1] if otpk else None, otpk[2] if otpk else None, pq[0], pq[1], pq[2])
 
 
+@cases("parley_relay_list.json")
+def test_relay_list(v: dict[str, Any]) -> None:
+    """Relay lists (1.1): build body and `[1, body, sig]` from the fields; every negative record refused by the
+    layer the vector names (None: only the relay refuses); `url:` vectors: which relay URLs are canonical."""
+    i, e = v["input"], v["expected"]
+    if "url" in i:
+        assert S.is_canonical_relay_url(i["url"]) is e["canonical"]
+        if e["normalised"] is not None:
+            assert S.is_canonical_relay_url(e["normalised"])
+        return
+    spub = h(i["signing_pub"])
+    assert S.ed_public(h(i["signing_priv"])) == spub
+    assert S.installation_id(spub, h(i["identity_pub"])) == i["installation_id"]
+    if "record" in i:
+        def run() -> S.RelayListRecord:
+            rl = S.parse_relay_list(h(i["record"]))
+            S.verify_relay_list(spub, rl)
+            return rl
+
+        if e.get("error") is not None:
+            check(v, run)
+            return
+        rl = run()  # the client takes it; only the relay's own state (URL, stored version, its index) refuses it
+        if e.get("relay_code") == "bad_request":
+            assert rl.iid != i["url_installation_id"]
+        return
+    body = S.relay_list_body(i["address"], i["installation_id"], i["version"], i["issued_at"], i["relays"])
+    assert body.hex() == e["body"]
+    rec = S.relay_list(h(i["signing_priv"]), i["address"], i["installation_id"], i["version"], i["issued_at"], i["relays"])
+    assert rec.hex() == e["record"] and rec[-64:].hex() == e["signature"]
+    rl = S.parse_relay_list(rec)
+    assert (rl.address, rl.iid, rl.version, rl.issued_at, rl.relays) == (
+        i["address"], i["installation_id"], i["version"], i["issued_at"], i["relays"])
+    S.verify_relay_list(spub, rl)
+
+
 @cases("identity_negative.json")
 def test_identity_negative(v: dict[str, Any]) -> None:
     """§3: one vector per MUST-reject rule; the client refuses each with the same class (InvalidStatement

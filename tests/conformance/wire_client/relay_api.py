@@ -81,6 +81,10 @@ class Relay:
     def bucket(self, prefix: str) -> Answer:
         return self.call("GET", f"/v1/identity-bucket/{prefix}")
 
+    def put_relay_list(self, iid: str, record: bytes) -> Answer:
+        """Protocol 1.1: `PUT /v1/relay-list/<iid>` `{"record": b64}`."""
+        return self.call("PUT", f"/v1/relay-list/{iid}", {"record": b64(record)})
+
     def upload_prekeys(self, iid: str, upload: bytes) -> Answer:
         return self.call("PUT", f"/v1/prekeys/{iid}", {"upload": b64(upload)})
 
@@ -154,6 +158,12 @@ class Client:
         keys = (self.me.signing_pub, self.me.identity_pub) if action == "authorize" else (None, None)
         text = S.statement_text(action, self.address, 1, iid or self.iid, issued_at or int(time.time()), os.urandom(16), *keys)
         return text, S.record(text, S.wallet_sign(self.wallet_key, text))
+
+    def relay_list(self, version: int, relays: list[str] | None = None, *, address: str | None = None,
+                   signer: bytes | None = None) -> bytes:
+        """This installation's signed relay list (protocol 1.1)."""
+        return S.relay_list(signer or self.me.signing_priv, address or self.address, self.iid, version, int(time.time()),
+                            relays or ["https://relay.example.org"])
 
     def register(self, relay: Relay) -> Answer:
         self.text, self.record = self.statement()

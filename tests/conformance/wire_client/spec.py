@@ -537,6 +537,113 @@ def parse_bundle(data: bytes, iid: str, signing_pub: bytes) -> Bundle:
     return Bundle(b[2], spk_id, spk, otpk_id, otpk, pq_kind, pq_id, pq)
 
 
+# Relay lists (protocol 1.1) ------------------------------------------------------------------
+RELAY_LIST_TAG = "parley-relays"
+MAX_RELAYS = 5
+MAX_RELAY_URL = 200
+MAX_RELAY_LIST_RECORD = 4096
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_DEC_OCTET = re.compile(r"(?:0|[1-9][0-9]{0,2})\Z")
+_PORT = re.compile(r"[1-9][0-9]{0,4}\Z")
+_SEGMENT = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-F]{2})+\Z")
+_UNRESERVED_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _canonical_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        import ipaddress
+
+        inner = host[1:-1]
+        try:  # RFC 5952 section 4 text, hex only
+            return "." not in inner and ipaddress.IPv6Address(inner).compressed == inner
+        except ValueError:
+            return False
+    labels = host.split(".")
+    if labels[-1].isdigit():  # then it must be a dotted quad
+        return len(labels) == 4 and all(_DEC_OCTET.match(x) and int(x) <= 255 for x in labels)
+    return len(host) <= 253 and all(_DNS_LABEL.match(x) for x in labels)
+
+
+def is_canonical_relay_url(url: Any) -> bool:
+    """scheme://host[:port][/path] in the one canonical form: https/http, lowercase host (DNS name, IPv4,
+    [IPv6]), no userinfo/query/fragment, no default port, no trailing slash, <= 200 characters."""
+    if not (isinstance(url, str) and url.isascii() and 0 < len(url) <= MAX_RELAY_URL):
+        return False
+    m = re.match(r"(https|http)://([^/?#@]+)(/[^?#]*)?\Z", url)
+    if not m:
+        return False
+    scheme, authority, path = m.group(1), m.group(2), m.group(3) or ""
+    port = None
+    if authority.startswith("["):
+        host, _, rest = authority.partition("]")
+        host += "]"
+        if rest:
+            if not rest.startswith(":"):
+                return False
+            port = rest[1:]
+    else:
+        host, colon, port_text = authority.partition(":")
+        port = port_text if colon else None
+    if port is not None and not (_PORT.match(port) and int(port) <= 65535 and int(port) != {"https": 443, "http": 80}[scheme]):
+        return False
+    if not _canonical_host(host):
+        return False
+    for seg in path.split("/")[1:]:
+        if seg in (".", "..") or not _SEGMENT.match(seg):
+            return False  # also the empty segment of a trailing slash or '//'
+        if any(chr(int(x, 16)) in _UNRESERVED_CHARS for x in re.findall(r"%([0-9A-F]{2})", seg)):
+            return False  # an escaped unreserved character is not canonical
+    return True
+
+
+def relay_list_body(address: str, iid: str, version: int, issued_at: int, relays: list[str]) -> bytes:
+    return enc([V, RELAY_LIST_TAG, address, iid, version, issued_at, relays])
+
+
+def relay_list(signing_priv: bytes, address: str, iid: str, version: int, issued_at: int, relays: list[str]) -> bytes:
+    body = relay_list_body(address, iid, version, issued_at, relays)
+    return enc([V, body, ed_sign(signing_priv, body)])
+
+
+@dataclass(frozen=True)
+class RelayListRecord:
+    address: str
+    iid: str
+    version: int
+    issued_at: int
+    relays: list[str]
+    body: bytes
+    sig: bytes
+
+
+def parse_relay_list(data: bytes) -> RelayListRecord:
+    """`[1, body, sig(64)]`, body `[1, "parley-relays", address, iid, version, issued_at, [1..5 URLs]]`: every layout
+    rule (WireError); the signature is not checked here."""
+    if not isinstance(data, bytes) or len(data) > MAX_RELAY_LIST_RECORD:
+        raise WireError("a relay list is at most 4096 bytes")
+    r = dec(data)
+    if not (isinstance(r, list) and len(r) == 3 and type(r[0]) is int and r[0] == V and _bytes(r[1]) and _bytes(r[2], 64)):
+        raise WireError("not a relay list")
+    b = dec(r[1])
+    if not (isinstance(b, list) and len(b) == 7 and type(b[0]) is int and b[0] == V and type(b[1]) is str and b[1] == RELAY_LIST_TAG):
+        raise WireError("not a relay list body")
+    _, _, address, iid, version, issued_at, relays = b
+    if not (isinstance(address, str) and _ADDRESS.match(address) and checksum_address(address) == address):
+        raise WireError("the address is not in EIP-55 form")
+    if not (isinstance(iid, str) and HEX32.match(iid)):
+        raise WireError("not an installation id")
+    if not (_is_uint(version, 2**63 - 1) and version >= 1 and _is_uint(issued_at, 2**63 - 1)):
+        raise WireError("version or issued_at out of range")
+    if not (isinstance(relays, list) and 1 <= len(relays) <= MAX_RELAYS and all(is_canonical_relay_url(u) for u in relays)
+            and len(set(relays)) == len(relays)):
+        raise WireError("relays: 1 to 5 distinct canonical relay URLs")
+    return RelayListRecord(address, iid, version, issued_at, relays, r[1], r[2])
+
+
+def verify_relay_list(signing_pub: bytes, rl: RelayListRecord) -> None:
+    ed_verify(signing_pub, rl.sig, rl.body)
+
+
 # §7 authentication ----------------------------------------------------------------------------
 def auth_input(iid: str, challenge: bytes) -> bytes:
     """CBOR [1, "parley-auth", installation_id (text), challenge (the raw 32 bytes)] (§7 Authentication)."""
