@@ -2,6 +2,8 @@
 // Minimal ENS (registry, public resolver, universal resolver) and Farcaster IdRegistry for tests.
 // web3.py 8 resolves names through the ENS Universal Resolver: resolve(bytes dnsName, bytes data)
 // returns (bytes result, address resolver); findResolver(bytes) returns (address, bytes32, uint256).
+// The public resolver also keeps text records (ENSIP-5, text(node, key)) and reverse names (ENSIP-3,
+// name(node) on <addr>.addr.reverse), which web3's ENS.get_text and ENS.name read through resolve().
 pragma solidity ^0.8.20;
 
 contract ENSRegistry {
@@ -27,6 +29,8 @@ contract ENSRegistry {
 contract PublicResolver {
     ENSRegistry public ens;
     mapping(bytes32 => address) private _addrs;
+    mapping(bytes32 => mapping(string => string)) private _texts;
+    mapping(bytes32 => string) private _names;
 
     constructor(ENSRegistry ens_) {
         ens = ens_;
@@ -41,8 +45,26 @@ contract PublicResolver {
         return payable(_addrs[node]);
     }
 
+    function setText(bytes32 node, string calldata key, string calldata value) external {
+        require(ens.owner(node) == msg.sender, "not owner");
+        _texts[node][key] = value;
+    }
+
+    function text(bytes32 node, string calldata key) external view returns (string memory) {
+        return _texts[node][key];
+    }
+
+    function setName(bytes32 node, string calldata newName) external {
+        require(ens.owner(node) == msg.sender, "not owner");
+        _names[node] = newName;
+    }
+
+    function name(bytes32 node) external view returns (string memory) {
+        return _names[node];
+    }
+
     function supportsInterface(bytes4 id) external pure returns (bool) {
-        return id == 0x01ffc9a7 || id == 0x3b3b57de;
+        return id == 0x01ffc9a7 || id == 0x3b3b57de || id == 0x59d1d43c || id == 0x691f3431;
     }
 }
 
