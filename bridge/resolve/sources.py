@@ -10,8 +10,9 @@ exist, and raises :class:`SourceError` (naming the source and why) when the sour
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.chain import Chain, ChainError
 from bridge.identity import IdentityError, checksum_address
@@ -20,6 +21,8 @@ __all__ = ["SourceError", "NotConfigured", "Candidate", "LensSource", "EnsSource
 
 #: Seconds before an HTTP request to a name service gives up.
 TIMEOUT = 10.0
+
+T = TypeVar("T")
 
 #: The Lens API v3 query (https://lens.xyz/docs/protocol: ``account(request: AccountRequest!)``).
 LENS_ACCOUNT_QUERY = (
@@ -79,13 +82,16 @@ class LensSource:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def lookup(self, local_name: str) -> list[Candidate]:
-        """Raises:
-        SourceError
+    def account(self, request: dict[str, Any], query: str = LENS_ACCOUNT_QUERY) -> dict[str, Any] | None:
+        """Ask ``query`` (an ``account(request: $request)`` query) with ``request`` (an ``AccountRequest``):
+        the ``account`` object, or None when the API knows no such account.
+
+        Raises:
+            SourceError
         """
         import requests
 
-        body = {"query": LENS_ACCOUNT_QUERY, "variables": {"request": {"username": {"localName": local_name}}}}
+        body = {"query": query, "variables": {"request": request}}
         try:
             r = requests.post(self.url, json=body, timeout=TIMEOUT, headers={"Accept": "application/json"})
         except requests.RequestException as exc:
@@ -107,10 +113,17 @@ class LensSource:
         if not isinstance(payload, dict) or "account" not in payload:
             raise SourceError(self.label, "answered without data.account")
         account = payload["account"]
+        if account is not None and not isinstance(account, dict):
+            raise SourceError(self.label, "answered a malformed account")
+        return account
+
+    def lookup(self, local_name: str) -> list[Candidate]:
+        """Raises:
+        SourceError
+        """
+        account = self.account({"username": {"localName": local_name}})
         if account is None:
             return []
-        if not isinstance(account, dict):
-            raise SourceError(self.label, "answered a malformed account")
         out = [Candidate(_address(account.get("address"), self.label, "account address"), "account")]
         owner = account.get("owner")
         if owner is not None:
@@ -131,15 +144,10 @@ class EnsSource:
         self.registry = registry
         self.universal_resolver = universal_resolver
 
-    def lookup(self, name: str) -> list[Candidate]:
-        """Raises:
-        SourceError
-        """
-        import requests
+    def ns(self) -> Any:
+        """web3's ``ENS`` over this source's RPC, registry and universal resolver (nothing is asked yet)."""
         from ens import ENS
-        from ens.exceptions import ENSException
         from web3 import Web3
-        from web3.exceptions import Web3Exception
 
         w3 = Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": TIMEOUT}, exception_retry_configuration=None))
         ns = ENS.from_web3(w3, addr=checksum_address(self.registry) if self.registry else None)
@@ -147,14 +155,35 @@ class EnsSource:
             from ens import abis
 
             ns._universal_resolver = ns.w3.eth.contract(abi=abis.UNIVERSAL_RESOLVER, address=checksum_address(self.universal_resolver))
+        return ns
+
+    def ask(self, call: Callable[[], T], what: str) -> T:
+        """Run ``call`` (web3 ENS calls), turning every way it can fail into :class:`SourceError`;
+        ``what`` names the query in the message (e.g. the name).
+
+        Raises:
+            SourceError
+        """
+        import requests
+        from eth_abi.exceptions import DecodingError
+        from ens.exceptions import ENSException
+        from web3.exceptions import Web3Exception
+
         try:
-            found = ns.address(name)
+            return call()
         except requests.RequestException as exc:
             raise _http_error(self.label, self.rpc_url, exc) from None
         except ENSException as exc:
-            raise SourceError(self.label, f"{name}: {exc}") from None
-        except (Web3Exception, ValueError, OSError) as exc:
+            raise SourceError(self.label, f"{what}: {exc}") from None
+        except (Web3Exception, DecodingError, ValueError, OSError) as exc:
             raise SourceError(self.label, f"{self.rpc_url} failed: {str(exc)[:200]}") from None
+
+    def lookup(self, name: str) -> list[Candidate]:
+        """Raises:
+        SourceError
+        """
+        ns = self.ns()
+        found = self.ask(lambda: ns.address(name), name)
         if not found:
             return []
         return [Candidate(_address(str(found), self.label, "address"), "ens")]
