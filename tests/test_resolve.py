@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from eth_hash.auto import keccak
 
 from bridge.resolve import Contacts, ResolveError, Resolver, ResolverSettings, parse_peer
 from bridge.resolve.cache import NameCache
-from tests.fakes.chain import ChainServer
+from tests.fakes.chain import ChainServer, EnsNames
 from tests.fakes.names import FarcasterHub, LensApi
 
 ACCOUNT = Account.create().address
@@ -20,28 +19,15 @@ OWNER = Account.create().address
 V1, V2, CUSTODY = (Account.create().address for _ in range(3))
 
 
-def namehash(name: str) -> bytes:
-    node = b"\0" * 32
-    for label in reversed(name.split(".")):
-        node = keccak(node + keccak(label.encode()))
-    return node
-
-
 @pytest.fixture(scope="module")
 def chain() -> Iterator[tuple[ChainServer, str, str, str]]:
     """An Ethereum chain with alice.eth → V1 and an IdRegistry with fid 7 → CUSTODY."""
     with ChainServer(chain_id=1) as c:
-        me = c.accounts[0]
-        registry = c.deploy("ENSRegistry")
-        resolver = c.deploy("PublicResolver", registry.address)
-        universal = c.deploy("UniversalResolver", registry.address)
-        c.transact(registry.functions.setSubnodeOwner(b"\0" * 32, keccak(b"eth"), me))
-        c.transact(registry.functions.setSubnodeOwner(namehash("eth"), keccak(b"alice"), me))
-        c.transact(registry.functions.setResolver(namehash("alice.eth"), resolver.address))
-        c.transact(resolver.functions.setAddr(namehash("alice.eth"), V1))
+        ens = EnsNames(c)
+        ens.set_addr("alice.eth", V1)
         idreg = c.deploy("IdRegistry")
         c.transact(idreg.functions.register(7, CUSTODY))
-        yield c, registry.address, universal.address, idreg.address
+        yield c, ens.registry, ens.universal, idreg.address
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from eth_hash.auto import keccak
 
-from tests.fakes.chain import ChainServer
+from tests.fakes.chain import ChainServer, EnsNames
 from tests.fakes.names import LensApi
 from tests.procs import Proc, parley, start_relay, whoami
 
@@ -21,13 +20,6 @@ pytestmark = pytest.mark.slow
 KEY_A = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"  # Hardhat account #3
 KEY_B = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a"  # Hardhat account #4
 LENS_ACCOUNT = Account.create().address  # Bob's Lens account contract: not registered, Bob's EOA owns it
-
-
-def namehash(name: str) -> bytes:
-    node = b"\0" * 32
-    for label in reversed(name.split(".")):
-        node = keccak(node + keccak(label.encode()))
-    return node
 
 
 @dataclass
@@ -51,19 +43,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         bob = whoami(d / "bob")["address"]
         with LensApi() as lens, ChainServer(chain_id=1) as chain:
             lens.accounts["bob"] = (LENS_ACCOUNT, bob)
-            me = chain.accounts[0]
-            registry = chain.deploy("ENSRegistry")
-            resolver = chain.deploy("PublicResolver", registry.address)
-            universal = chain.deploy("UniversalResolver", registry.address)
-            chain.transact(registry.functions.setSubnodeOwner(b"\0" * 32, keccak(b"eth"), me))
-            chain.transact(registry.functions.setSubnodeOwner(namehash("eth"), keccak(b"bob"), me))
-            chain.transact(registry.functions.setResolver(namehash("bob.eth"), resolver.address))
-            chain.transact(resolver.functions.setAddr(namehash("bob.eth"), bob))
+            ens = EnsNames(chain)
+            ens.set_addr("bob.eth", bob)
             env = {
                 "PARLEY_LENS_API_URL": lens.url,
                 "PARLEY_ETH_RPC_URL": chain.url,
-                "PARLEY_ENS_REGISTRY": registry.address,
-                "PARLEY_ENS_UNIVERSAL_RESOLVER": universal.address,
+                "PARLEY_ENS_REGISTRY": ens.registry,
+                "PARLEY_ENS_UNIVERSAL_RESOLVER": ens.universal,
             }
             yield World(relay, url, d / "alice", bob, lens, chain, env)
     finally:

@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.fakes.served import Served
 
-__all__ = ["ChainServer", "load_contract"]
+__all__ = ["ChainServer", "EnsNames", "load_contract", "namehash"]
 
 BUILD = Path(__file__).resolve().parent.parent / "contracts" / "build"
 
@@ -119,3 +119,55 @@ class ChainServer(Served):
         with self.lock:
             tx = fn.transact({"from": sender or self.w3.eth.accounts[0]})
             return self.w3.eth.wait_for_transaction_receipt(tx)
+
+
+def namehash(name: str) -> bytes:
+    """ENS namehash (EIP-137), computed here rather than by web3 so a test does not check web3 with itself."""
+    from eth_hash.auto import keccak
+
+    node = b"\0" * 32
+    if name:
+        for label in reversed(name.split(".")):
+            node = keccak(node + keccak(label.encode()))
+    return node
+
+
+class EnsNames:
+    """ENS on a :class:`ChainServer`: ENSRegistry, PublicResolver and UniversalResolver from
+    tests/contracts/Names.sol. The chain's first account owns every name it creates.
+
+    ``registry`` and ``universal`` are the addresses to give the resolver (``ens_registry``,
+    ``ens_universal_resolver``)."""
+
+    def __init__(self, chain: ChainServer) -> None:
+        self.chain = chain
+        self.owner = chain.accounts[0]
+        self._registry = chain.deploy("ENSRegistry")
+        self.resolver = chain.deploy("PublicResolver", self._registry.address)
+        self.registry: str = self._registry.address
+        self.universal: str = chain.deploy("UniversalResolver", self._registry.address).address
+        self._made: set[str] = {""}
+
+    def _node(self, name: str) -> bytes:
+        """Create ``name`` (and its parents) owned by :attr:`owner`, with the public resolver."""
+        if name not in self._made:
+            label, _, parent = name.partition(".")
+            from eth_hash.auto import keccak
+
+            self._node(parent)
+            self.chain.transact(self._registry.functions.setSubnodeOwner(namehash(parent), keccak(label.encode()), self.owner))
+            self.chain.transact(self._registry.functions.setResolver(namehash(name), self.resolver.address))
+            self._made.add(name)
+        return namehash(name)
+
+    def set_addr(self, name: str, address: str) -> None:
+        """``name`` resolves to ``address``."""
+        self.chain.transact(self.resolver.functions.setAddr(self._node(name), address))
+
+    def set_text(self, name: str, key: str, value: str) -> None:
+        """``name``'s text record ``key`` (ENSIP-5)."""
+        self.chain.transact(self.resolver.functions.setText(self._node(name), key, value))
+
+    def set_reverse(self, address: str, name: str) -> None:
+        """``address``'s primary name claim: ``name(<addr>.addr.reverse)`` = ``name`` (ENSIP-3)."""
+        self.chain.transact(self.resolver.functions.setName(self._node(f"{address.lower()[2:]}.addr.reverse"), name))
