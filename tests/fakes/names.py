@@ -10,6 +10,11 @@ example names the body ``verificationAddEthAddressBody``; the resolver also acce
 - Lens: ``POST /graphql`` ``{"query": …, "variables": {"request": {"username": {"localName": "alice"}}}}``
   → ``{"data": {"account": {"address", "owner", "username": {"localName", "value": "lens/alice"}}}}``, or
   ``{"data": {"account": null}}`` for an unknown name; a malformed query → ``{"errors": [{"message"}]}``.
+  By address (the schema's ``AccountRequest.address: EvmAddress``): ``{"request": {"address": "0x…"}}`` →
+  the same account; when the query selects ``metadata``, it carries ``{"id", "name", "bio", "attributes":
+  [{"type": "STRING", "key", "value"}]}`` (``AccountMetadata.attributes: [MetadataAttribute!]!``, with
+  ``MetadataAttribute {type: MetadataAttributeType!, key: String!, value: String!}``, checked against
+  lens-protocol/lens-sdk packages/graphql/schema.graphql) or ``null`` for an account without metadata.
 - Hub: ``GET /v1/userNameProofByName?name=alice`` → ``{"timestamp", "name", "owner", "signature", "fid",
   "type": "USERNAME_TYPE_FNAME"}``; ``GET /v1/verificationsByFid?fid=N`` → ``{"messages": [{"data": {"type":
   "MESSAGE_TYPE_VERIFICATION_ADD_ETH_ADDRESS", "fid", "timestamp", "network", "verificationAddEthAddressBody":
@@ -71,28 +76,51 @@ class _Server(Served):
 
 
 class LensApi(_Server):
-    """``accounts``: localName → (account address, owner address)."""
+    """``accounts``: localName → (account address, owner address). ``metadata``: account address → the
+    ``metadata`` object answered for it (a test may put a malformed one there); see :meth:`set_attributes`."""
 
     def __init__(self) -> None:
         super().__init__()
         self.accounts: dict[str, tuple[str, str]] = {}
+        self.metadata: dict[str, Any] = {}
         self.url = f"{self.base}/graphql"
+
+    def set_attributes(self, account: str, attributes: dict[str, str]) -> None:
+        """Give ``account`` metadata with these STRING attributes (key → value), as the API answers it."""
+        self.metadata[account] = {
+            "id": "0f0e5c9e-6b1e-4a59-9d2c-2f0b6f0c0001", "name": None, "bio": None,
+            "attributes": [{"type": "STRING", "key": k, "value": v} for k, v in attributes.items()],
+        }
+
+    def _account(self, local: str | None, address: str | None) -> dict[str, Any] | None:
+        for name, (account, owner) in self.accounts.items():
+            if name == local or (address is not None and account.lower() == address.lower()):
+                return {"address": account, "owner": owner, "username": {"localName": name, "value": f"lens/{name}"}}
+        for account in self.metadata:  # an account known only by its address (no username)
+            if address is not None and account.lower() == address.lower():
+                return {"address": account, "owner": account, "username": None}
+        return None
 
     def post(self, path: str, body: Any) -> tuple[int, Any]:
         if path != "/graphql":
             return 404, {"error": "not found"}
         query = body.get("query", "") if isinstance(body, dict) else ""
         try:
-            local = body["variables"]["request"]["username"]["localName"]
+            request = body["variables"]["request"]
+            local = request["username"]["localName"] if "username" in request else None
+            address = request["address"] if "address" in request else None
         except (KeyError, TypeError):
             return 200, {"errors": [{"message": "Variable \"$request\" of required type \"AccountRequest!\" was not provided."}]}
+        if (local is None) == (address is None):
+            return 200, {"errors": [{"message": "AccountRequest: exactly one of address, username, legacyProfileId, txHash"}]}
         if "account(request: $request)" not in query:
             return 200, {"errors": [{"message": "Unknown query"}]}
-        found = self.accounts.get(local)
+        found = self._account(local, address)
         if found is None:
             return 200, {"data": {"account": None}}
-        address, owner = found
-        return 200, {"data": {"account": {"address": address, "owner": owner, "username": {"localName": local, "value": f"lens/{local}"}}}}
+        if "metadata" in query:
+            found["metadata"] = self.metadata.get(found["address"])
+        return 200, {"data": {"account": found}}
 
 
 class FarcasterHub(_Server):
