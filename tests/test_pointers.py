@@ -98,7 +98,9 @@ _URLISH = st.builds(
     st.one_of(st.just(""), st.lists(st.sampled_from(["a", "v1", ".", "..", "", "%41", "%zz", "é", "~x"]), max_size=4).map(lambda s: "/" + "/".join(s))),
     st.sampled_from(["", "", "/", "//", "?q", "#f", "\\x"]),
 )
-_TEXT = st.lists(st.one_of(_URLISH, st.text(max_size=40)), max_size=30).flatmap(
+_VALID = st.builds(lambda host, path: f"https://{host}{path}", st.from_regex(r"[a-z]{1,6}\.(example|test)", fullmatch=True),
+                   st.sampled_from(["", "/", "/v1", "/a/b/"]))
+_TEXT = st.lists(st.one_of(_URLISH, _VALID, _VALID, st.text(max_size=40)), max_size=30).flatmap(
     lambda parts: st.lists(st.sampled_from([",", " ", "\n", ", ", "\t", ",,"]), min_size=len(parts), max_size=len(parts)).map(
         lambda seps: "".join(p + s for p, s in zip(parts, seps))
     )

@@ -86,10 +86,8 @@ def canonical_relay_url(token: str) -> str | None:
     no dot segments, and a DNS name, IPv4 or bracketed IPv6 host. Canonical: scheme and host lowercase,
     the scheme's default port and any trailing ``/`` removed; at most :data:`MAX_RELAY_URL_CHARS`.
     """
-    if not token or len(token) > MAX_POINTER_CHARS or not token.isascii() or not token.isprintable():
-        return None
-    if any(c in token for c in "?#\\@ "):  # query, fragment, backslash (read as / by browsers), userinfo
-        return None
+    # The grammar below admits printable ASCII only: a query, fragment or userinfo (?, #, @ in the
+    # authority), a backslash (read as / by browsers), spaces and control characters all fail it.
     m = _URL.fullmatch(token)
     if m is None:
         return None
