@@ -11,6 +11,7 @@ from eth_account import Account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.resolve import ResolverSettings
 from bridge.resolve.pointers import (
     LENS_POINTER_QUERY,
     MAX_POINTER_CHARS,
@@ -18,6 +19,7 @@ from bridge.resolve.pointers import (
     parse_relay_pointer,
     relays_from_ens,
     relays_from_lens,
+    relays_from_settings,
 )
 from bridge.resolve.sources import SourceError
 from tests.fakes.chain import ChainServer, EnsNames
@@ -259,3 +261,21 @@ def test_lens_unreachable_raises(lens: LensApi) -> None:
     assert exc.value.source == "Lens API"
     with pytest.raises(SourceError, match="not an address"):
         relays_from_lens(lens.url, "alice")
+
+
+# --- both, with the resolver's settings --------------------------------------------------------------
+
+
+def test_relays_from_settings_merges_sources_and_reports_failures(ens: tuple[ChainServer, EnsNames], lens: LensApi) -> None:
+    c, names = ens
+    lens.set_attributes(ALICE, {"parley.relays": "https://relay-1.example.org/ https://lens-a.example https://lens-b.example https://lens-c.example https://lens-d.example"})
+    both = ResolverSettings(lens_api_url=lens.url, eth_rpc_url=c.url, ens_registry=names.registry, ens_universal_resolver=names.universal)
+    # ENS first, then Lens; a relay named by both once; at most five
+    assert relays_from_settings(both, ALICE) == (ALICE_RELAYS + ["https://lens-a.example", "https://lens-b.example", "https://lens-c.example"], [])
+    assert relays_from_settings(both, BOB, ens_name="bob.eth") == (["https://bob-relay.example"], [])
+    lens.down()
+    relays, errors = relays_from_settings(both, ALICE)
+    assert relays == ALICE_RELAYS and [e.source for e in errors] == ["Lens API"]
+    lens.up()
+    assert relays_from_settings(ResolverSettings(lens_api_url=lens.url), ALICE)[0][0] == "https://relay-1.example.org"
+    assert relays_from_settings(ResolverSettings(), ALICE) == ([], [])  # nothing configured: nothing asked
