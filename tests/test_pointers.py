@@ -55,7 +55,7 @@ def test_parse_canonical_forms_order_dedupe_and_cap() -> None:
     "https://user@x.example", "https://user:pw@x.example/", "https://x.example@evil.example",
     "https://x.example/?q=1", "https://x.example?", "https://x.example/#frag", "https://x.example#",
     "https://x.example\\evil.example", "https://x.example/a\x00b", "https://x.ex\x07ample", "https://x.example/\x7f",
-    "https://bücher.example", "https://x.example/caf\u00e9", "https://\u0445.example",
+    "https://bücher.example", "https://\u212a.example", "https://x.example/caf\u00e9", "https://\u0445.example",
     "https://x.example/a/../b", "https://x.example/./b", "https://x.example//b", "https://x.example/a%zz",
     "https://x.example:0", "https://x.example:65536", "https://x.example:", "https://x.example:http", "https://x.example:1:2",
     "https://-x.example", "https://x-.example", "https://x..example", "https://.x.example", "https://x.example.",

@@ -72,6 +72,8 @@ def _host(raw: str) -> str | None:
             return f"[{ipaddress.IPv6Address(raw[1:-1]).compressed}]"
         except ValueError:
             return None
+    if not raw.isascii():
+        return None  # before lower(): the Kelvin sign U+212A lowercases to an ASCII "k"
     host = raw.lower()
     if re.fullmatch(r"[0-9.]+", host):  # all digits and dots: only a dotted-quad IPv4 address
         try:
