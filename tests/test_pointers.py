@@ -11,6 +11,7 @@ from eth_account import Account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.resolve import ResolverSettings
 from bridge.resolve.pointers import (
     LENS_POINTER_QUERY,
     MAX_POINTER_CHARS,
@@ -18,6 +19,7 @@ from bridge.resolve.pointers import (
     parse_relay_pointer,
     relays_from_ens,
     relays_from_lens,
+    relays_from_settings,
 )
 from bridge.resolve.sources import SourceError
 from tests.fakes.chain import ChainServer, EnsNames
@@ -53,7 +55,7 @@ def test_parse_canonical_forms_order_dedupe_and_cap() -> None:
     "https://user@x.example", "https://user:pw@x.example/", "https://x.example@evil.example",
     "https://x.example/?q=1", "https://x.example?", "https://x.example/#frag", "https://x.example#",
     "https://x.example\\evil.example", "https://x.example/a\x00b", "https://x.ex\x07ample", "https://x.example/\x7f",
-    "https://bücher.example", "https://x.example/caf\u00e9", "https://\u0445.example",
+    "https://bücher.example", "https://\u212a.example", "https://x.example/caf\u00e9", "https://\u0445.example",
     "https://x.example/a/../b", "https://x.example/./b", "https://x.example//b", "https://x.example/a%zz",
     "https://x.example:0", "https://x.example:65536", "https://x.example:", "https://x.example:http", "https://x.example:1:2",
     "https://-x.example", "https://x-.example", "https://x..example", "https://.x.example", "https://x.example.",
@@ -98,7 +100,9 @@ _URLISH = st.builds(
     st.one_of(st.just(""), st.lists(st.sampled_from(["a", "v1", ".", "..", "", "%41", "%zz", "é", "~x"]), max_size=4).map(lambda s: "/" + "/".join(s))),
     st.sampled_from(["", "", "/", "//", "?q", "#f", "\\x"]),
 )
-_TEXT = st.lists(st.one_of(_URLISH, st.text(max_size=40)), max_size=30).flatmap(
+_VALID = st.builds(lambda host, path: f"https://{host}{path}", st.from_regex(r"[a-z]{1,6}\.(example|test)", fullmatch=True),
+                   st.sampled_from(["", "/", "/v1", "/a/b/"]))
+_TEXT = st.lists(st.one_of(_URLISH, _VALID, _VALID, st.text(max_size=40)), max_size=30).flatmap(
     lambda parts: st.lists(st.sampled_from([",", " ", "\n", ", ", "\t", ",,"]), min_size=len(parts), max_size=len(parts)).map(
         lambda seps: "".join(p + s for p, s in zip(parts, seps))
     )
@@ -257,3 +261,21 @@ def test_lens_unreachable_raises(lens: LensApi) -> None:
     assert exc.value.source == "Lens API"
     with pytest.raises(SourceError, match="not an address"):
         relays_from_lens(lens.url, "alice")
+
+
+# --- both, with the resolver's settings --------------------------------------------------------------
+
+
+def test_relays_from_settings_merges_sources_and_reports_failures(ens: tuple[ChainServer, EnsNames], lens: LensApi) -> None:
+    c, names = ens
+    lens.set_attributes(ALICE, {"parley.relays": "https://relay-1.example.org/ https://lens-a.example https://lens-b.example https://lens-c.example https://lens-d.example"})
+    both = ResolverSettings(lens_api_url=lens.url, eth_rpc_url=c.url, ens_registry=names.registry, ens_universal_resolver=names.universal)
+    # ENS first, then Lens; a relay named by both once; at most five
+    assert relays_from_settings(both, ALICE) == (ALICE_RELAYS + ["https://lens-a.example", "https://lens-b.example", "https://lens-c.example"], [])
+    assert relays_from_settings(both, BOB, ens_name="bob.eth") == (["https://bob-relay.example"], [])
+    lens.down()
+    relays, errors = relays_from_settings(both, ALICE)
+    assert relays == ALICE_RELAYS and [e.source for e in errors] == ["Lens API"]
+    lens.up()
+    assert relays_from_settings(ResolverSettings(lens_api_url=lens.url), ALICE)[0][0] == "https://relay-1.example.org"
+    assert relays_from_settings(ResolverSettings(), ALICE) == ([], [])  # nothing configured: nothing asked

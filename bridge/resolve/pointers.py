@@ -20,9 +20,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from bridge.identity import IdentityError, checksum_address
 from bridge.resolve.sources import EnsSource, LensSource, SourceError
+
+if TYPE_CHECKING:
+    from bridge.resolve import ResolverSettings
 
 __all__ = [
     "POINTER_KEY",
@@ -34,6 +38,7 @@ __all__ = [
     "canonical_relay_url",
     "relays_from_ens",
     "relays_from_lens",
+    "relays_from_settings",
 ]
 
 #: The ENS text record key and the Lens metadata attribute key.
@@ -67,6 +72,8 @@ def _host(raw: str) -> str | None:
             return f"[{ipaddress.IPv6Address(raw[1:-1]).compressed}]"
         except ValueError:
             return None
+    if not raw.isascii():
+        return None  # before lower(): the Kelvin sign U+212A lowercases to an ASCII "k"
     host = raw.lower()
     if re.fullmatch(r"[0-9.]+", host):  # all digits and dots: only a dotted-quad IPv4 address
         try:
@@ -86,10 +93,8 @@ def canonical_relay_url(token: str) -> str | None:
     no dot segments, and a DNS name, IPv4 or bracketed IPv6 host. Canonical: scheme and host lowercase,
     the scheme's default port and any trailing ``/`` removed; at most :data:`MAX_RELAY_URL_CHARS`.
     """
-    if not token or len(token) > MAX_POINTER_CHARS or not token.isascii() or not token.isprintable():
-        return None
-    if any(c in token for c in "?#\\@ "):  # query, fragment, backslash (read as / by browsers), userinfo
-        return None
+    # The grammar below admits printable ASCII only: a query, fragment or userinfo (?, #, @ in the
+    # authority), a backslash (read as / by browsers), spaces and control characters all fail it.
     m = _URL.fullmatch(token)
     if m is None:
         return None
@@ -222,3 +227,34 @@ def relays_from_lens(api_url: str, address: str) -> list[str]:
         if isinstance(attr, Mapping) and attr.get("key") == POINTER_KEY:
             return parse_relay_pointer(attr.get("value"))
     return []
+
+
+# --- both, with the resolver's settings ------------------------------------------------------------
+
+
+def relays_from_settings(
+    settings: ResolverSettings, address: str, *, ens_name: str | None = None,
+) -> tuple[list[str], list[SourceError]]:
+    """Ask every pointer source the resolver has an endpoint for (ENS with ``eth_rpc_url``, then Lens
+    with ``lens_api_url``; unset: not asked): their relays in that order, de-duplicated, at most
+    :data:`MAX_POINTER_RELAYS`, and the errors of the sources that could not answer (one failing source
+    does not hide the other's answer; the caller decides what an error means).
+    """
+    relays: list[str] = []
+    errors: list[SourceError] = []
+    asks = []
+    if settings.eth_rpc_url:
+        rpc = settings.eth_rpc_url
+        asks.append(lambda: relays_from_ens(rpc, address, name=ens_name, registry=settings.ens_registry,
+                                            universal_resolver=settings.ens_universal_resolver))
+    if settings.lens_api_url:
+        api = settings.lens_api_url
+        asks.append(lambda: relays_from_lens(api, address))
+    for ask in asks:
+        try:
+            found = ask()
+        except SourceError as exc:
+            errors.append(exc)
+            continue
+        relays.extend(url for url in found if url not in relays)
+    return relays[:MAX_POINTER_RELAYS], errors
