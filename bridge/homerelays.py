@@ -168,36 +168,23 @@ def pointer_lookup(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None)
 
     The lookup raises SourceError only when every configured source failed."""
     from bridge.resolve import ResolverSettings
-    from bridge.resolve.pointers import relays_from_ens, relays_from_lens
-    from bridge.resolve.sources import SourceError
+    from bridge.resolve.pointers import relays_from_settings
 
     s = ResolverSettings.from_config(cfg, env)
     if not s.eth_rpc_url and not s.lens_api_url:
         return None
+    sources = int(bool(s.eth_rpc_url)) + int(bool(s.lens_api_url))
 
     def lookup(address: str) -> list[str]:
-        found: list[str] = []
-        failures: list[SourceError] = []
-        asks: list[Callable[[], list[str]]] = []
-        if s.eth_rpc_url:
-            rpc = s.eth_rpc_url
-            asks.append(lambda: relays_from_ens(rpc, address, registry=s.ens_registry, universal_resolver=s.ens_universal_resolver))
-        if s.lens_api_url:
-            api = s.lens_api_url
-            asks.append(lambda: relays_from_lens(api, address))
-        for ask in asks:
-            try:
-                found += ask()
-            except SourceError as exc:
-                failures.append(exc)
-        if failures and len(failures) == len(asks):
-            raise failures[0]
+        found, errors = relays_from_settings(s, address)
+        if errors and len(errors) == sources:
+            raise errors[0]
         usable: list[str] = []
-        for url in dict.fromkeys(found):
+        for url in found:
             try:
                 usable.append(check_relay_url(url))
             except RelayUrlError:
-                continue
+                continue  # plain http to another machine: never used without --insecure
         return usable[:MAX_HOME_RELAYS]
 
     return lookup

@@ -184,3 +184,61 @@ def test_content_carries_the_senders_relay_list(tmp_path: Path, relays) -> None:
     rows = bob.store.read("SELECT record FROM peer_relay_lists WHERE installation_id = ?", (alice.installation_id,))
     assert [bytes(r["record"]) for r in rows] == [alice.relay_list()]
     assert wire.decode(alice.relay_list())[0] == 1
+
+
+# --- discovery without a directory: the on-chain pointers (PROTOCOL.md §6.6) ----------------------
+
+
+def _stranger_setup(tmp_path: Path, relays, pointers) -> tuple[Engine, Engine, str]:
+    """Bob reads R2 only and publishes nowhere else; Alice's relays (R1, directory R3) know nothing of
+    him; only ``pointers`` can lead her to R2."""
+    (r1, r2, r3), _, _ = relays
+    bob = engine(tmp_path, "bob", [r2], [])
+    alice = engine(tmp_path, "alice", [r1], [r3], pointers=pointers)
+    assert not identity_on(r1, bob.address) and not identity_on(r3, bob.address)
+    return alice, bob, r2
+
+
+def test_discovery_by_the_ens_text_record(tmp_path: Path, relays) -> None:
+    from bridge.homerelays import pointer_lookup
+    from tests.fakes.chain import ChainServer, EnsNames
+
+    with ChainServer(chain_id=1) as chain:
+        names = EnsNames(chain)
+        cfg = {"eth_rpc_url": chain.url, "ens_registry": names.registry, "ens_universal_resolver": names.universal}
+        alice, bob, r2 = _stranger_setup(tmp_path, relays, pointer_lookup(cfg, env={}))
+        # No name yet: Bob cannot be found.
+        assert not alice.installations_of(bob.address)
+        names.set_addr("bob.eth", bob.address)
+        names.set_reverse(bob.address, "bob.eth")
+        names.set_text("bob.eth", "parley.relays", f"{r2}/ , javascript:alert(1)")
+        alice.peers._looked_up.clear()  # the first-contact rate limit (a minute) has passed
+        assert set(alice.installations_of(bob.address)) == {bob.installation_id}
+        assert alice.send(bob.address, "found you on chain").delivered
+        assert bob.sync() == 1 and texts(bob, alice.address) == ["found you on chain"]
+
+
+def test_discovery_by_the_lens_account_attribute(tmp_path: Path, relays) -> None:
+    from bridge.homerelays import pointer_lookup
+    from tests.fakes.names import LensApi
+
+    with LensApi() as lens:
+        alice, bob, r2 = _stranger_setup(tmp_path, relays, pointer_lookup({"lens_api_url": lens.url}, env={}))
+        lens.accounts["bob"] = (bob.address, bob.address)
+        lens.set_attributes(bob.address, {"website": "https://bob.example", "parley.relays": r2})
+        assert set(alice.installations_of(bob.address)) == {bob.installation_id}
+        assert alice.send(bob.address, "found you on Lens").delivered
+        assert bob.sync() == 1 and texts(bob, alice.address) == ["found you on Lens"]
+
+
+def test_a_pointer_to_plain_http_on_another_machine_is_not_followed(tmp_path: Path, relays) -> None:
+    from bridge.homerelays import pointer_lookup
+    from tests.fakes.names import LensApi
+
+    with LensApi() as lens:
+        alice, bob, r2 = _stranger_setup(tmp_path, relays, pointer_lookup({"lens_api_url": lens.url}, env={}))
+        lens.accounts["bob"] = (bob.address, bob.address)
+        lens.set_attributes(bob.address, {"parley.relays": "http://relay.example.org"})
+        lookup = pointer_lookup({"lens_api_url": lens.url}, env={})
+        assert lookup is not None and lookup(bob.address) == []
+        assert not alice.installations_of(bob.address)

@@ -17,12 +17,12 @@ Each lookup returns ``[]`` when there is no record and raises :class:`SourceErro
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from bridge.identity import IdentityError, checksum_address
+from bridge.protocol import relaylist
 from bridge.resolve.sources import EnsSource, LensSource, SourceError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ MAX_POINTER_CHARS = 4096
 #: At most this many relays of a pointer are used (the first valid ones, in order).
 MAX_POINTER_RELAYS = 5
 #: A relay URL longer than this (in its canonical form) is dropped.
-MAX_RELAY_URL_CHARS = 200
+MAX_RELAY_URL_CHARS = relaylist.MAX_RELAY_URL
 
 #: Lens API v3: the account at an address, with its metadata attributes (``AccountMetadata.attributes:
 #: [MetadataAttribute!]!``, each ``{type, key, value: String!}``).
@@ -58,68 +58,15 @@ LENS_POINTER_QUERY = (
 )
 
 _SEPARATORS = re.compile(r"[,\s]+")
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/]*)(?P<path>/.*)?", re.DOTALL)
-_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?")
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_SEGMENT = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+;=:@-]|%[0-9A-Fa-f]{2})*")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _host(raw: str) -> str | None:
-    """The canonical host (lowercase DNS name, dotted IPv4, bracketed compressed IPv6), or None."""
-    if raw.startswith("["):
-        try:
-            return f"[{ipaddress.IPv6Address(raw[1:-1]).compressed}]"
-        except ValueError:
-            return None
-    if not raw.isascii():
-        return None  # before lower(): the Kelvin sign U+212A lowercases to an ASCII "k"
-    host = raw.lower()
-    if re.fullmatch(r"[0-9.]+", host):  # all digits and dots: only a dotted-quad IPv4 address
-        try:
-            return str(ipaddress.IPv4Address(host))
-        except ValueError:
-            return None
-    labels = host.split(".")
-    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
-        return None
-    return host
 
 
 def canonical_relay_url(token: str) -> str | None:
-    """One relay URL in canonical form, or None when it is not an acceptable relay URL.
-
-    Accepted: ``http(s)://host[:port][/path]`` in printable ASCII, with no userinfo, query or fragment,
-    no dot segments, and a DNS name, IPv4 or bracketed IPv6 host. Canonical: scheme and host lowercase,
-    the scheme's default port and any trailing ``/`` removed; at most :data:`MAX_RELAY_URL_CHARS`.
-    """
-    # The grammar below admits printable ASCII only: a query, fragment or userinfo (?, #, @ in the
-    # authority), a backslash (read as / by browsers), spaces and control characters all fail it.
-    m = _URL.fullmatch(token)
-    if m is None:
+    """One relay URL in the canonical form relay lists carry (bridge/protocol/relaylist.py, the one
+    definition), or None when it is not an acceptable relay URL."""
+    try:
+        return relaylist.canonical_relay_url(token)
+    except ValueError:
         return None
-    scheme = m["scheme"].lower()
-    if scheme not in _DEFAULT_PORTS:
-        return None
-    hp = _HOST_PORT.fullmatch(m["authority"])
-    if hp is None:
-        return None
-    host = _host(hp["host"])
-    if host is None:
-        return None
-    netloc = host
-    if hp["port"] is not None:
-        port = int(hp["port"])
-        if not 0 < port < 65536:
-            return None
-        if port != _DEFAULT_PORTS[scheme]:
-            netloc = f"{host}:{port}"
-    path = (m["path"] or "").rstrip("/")
-    segments = path.split("/")[1:] if path else []
-    if any(seg in ("", ".", "..") or not _SEGMENT.fullmatch(seg) for seg in segments):
-        return None  # empty segments (//), dot segments, characters outside RFC 3986 pchar
-    url = f"{scheme}://{netloc}{path}"
-    return url if len(url) <= MAX_RELAY_URL_CHARS else None
 
 
 def parse_relay_pointer(text: object) -> list[str]:
