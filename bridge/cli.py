@@ -56,6 +56,7 @@ def handle_errors(fn: F) -> F:
         from bridge.identity import IdentityError
         from bridge.keys import KeysError, WrongPassphrase
         from bridge.relay.client import RelayError, RelayUnavailable
+        from bridge.relay.urls import RelayUrlError
         from bridge.store import StoreError
 
         try:
@@ -633,7 +634,7 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print {address, installation_id, daemon, inbox, outbox} as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print {address, installation_id, daemon, inbox (cursor, cursors per relay, quarantine), outbox} as JSON.")
 @pass_ctx
 @handle_errors
 def status(ctx: Ctx, as_json: bool) -> None:
@@ -651,17 +652,24 @@ def status(ctx: Ctx, as_json: bool) -> None:
     ident = ctx.home.identity()
     store = Store(ctx.home.db_file)  # creates an empty store if nothing ran yet: the figures are then 0
     try:
-        cursor_rows = store.read("SELECT cursor FROM cursors WHERE topic = ?", (inbox_topic(ident["installation_id"]),))
+        topic = inbox_topic(ident["installation_id"])
+        rc = ctx.relays()
+        # One cursor per relay read (each relay numbers its envelopes itself; engine.stream).
+        cursors = {r["topic"][len(topic) + 1 :]: r["cursor"] for r in store.read("SELECT topic, cursor FROM cursors WHERE topic LIKE ?", (topic + "@%",))}
         out = {
             "address": ident["address"],
             "installation_id": ident["installation_id"],
             "daemon": None,
             "inbox": {
-                "cursor": cursor_rows[0]["cursor"] if cursor_rows else 0,
+                "cursor": cursors.get(rc.home[0], 0),
+                "cursors": {url: cursors.get(url, 0) for url in rc.reading()},
                 "quarantined": inbox.quarantine_count(store),
                 "recent_quarantine": inbox.quarantined(store),
             },
-            "outbox": outbox.counts(store),
+            "outbox": {
+                **outbox.counts(store),
+                "deliveries_pending": store.read("SELECT COUNT(*) AS n FROM outbox_deliveries WHERE state = 'pending'")[0]["n"],
+            },
         }
     finally:
         store.close()
@@ -673,13 +681,16 @@ def status(ctx: Ctx, as_json: bool) -> None:
     q, o = out["inbox"], out["outbox"]
     click.echo(f"address:      {out['address']}\ninstallation: {out['installation_id']}")
     click.echo(f"daemon:       {'running at ' + daemon.url if daemon is not None else 'not running'}")
-    click.echo(f"inbox:        cursor {q['cursor']}; {q['quarantined']} envelope(s) quarantined")
+    shown = ", ".join(f"{n} on {url}" for url, n in q["cursors"].items()) if len(q["cursors"]) > 1 else str(q["cursor"])
+    click.echo(f"inbox:        cursor {shown}; {q['quarantined']} envelope(s) quarantined")
     for e in q["recent_quarantine"]:
         click.echo(f"  quarantined envelope {e['cursor']} at {_fmt_time(e['at'])}: {terminal_safe(e['error'])}")
     line = f"outbox:       {o['pending']} waiting to be sent"
     if o["backing_off"]:
         line += f" ({o['backing_off']} backing off, next retry {_fmt_time(o['next_attempt_at'])})"
     click.echo(f"{line}; {o['failed']} failed; {o['sent']} sent")
+    if o["deliveries_pending"]:
+        click.echo(f"              {o['deliveries_pending']} envelope(s) still to reach a recipient's other relays")
 
 
 @cli.command("can-message")

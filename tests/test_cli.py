@@ -116,7 +116,8 @@ def test_init_generate_whoami_and_private_files(tmp_path: Path, net: Net) -> Non
     r = ok(parley(home, "init", "--generate", "--relay", net.url))
     assert "registered on" in r.stdout
     me = json.loads(ok(parley(home, "whoami", "--json")).stdout)
-    assert set(me) == {"address", "did", "installation_id"}
+    assert set(me) == {"address", "did", "installation_id", "relays"}
+    assert me["relays"] == {"home": [net.url], "directory": [], "reading": [net.url]}
     assert ADDRESS_RE.fullmatch(me["address"]) and me["address"] == to_checksum_address(me["address"].lower())
     assert me["did"] == f"did:pkh:eip155:1:{me['address']}"
     assert re.fullmatch(r"[0-9a-f]{32}", me["installation_id"])
@@ -125,7 +126,7 @@ def test_init_generate_whoami_and_private_files(tmp_path: Path, net: Net) -> Non
     names = assert_private(home)
     assert {"keys.json", "identity.json", "config.json", "parley.db"} <= set(names)
     # --relay was remembered: commands without --relay use it.
-    assert json.loads((home / "config.json").read_text())["relay_url"] == net.url
+    assert json.loads((home / "config.json").read_text())["relays"] == [net.url]
     ok(parley(home, "can-message", whoami(net.bob)["address"]))
     r = ok(parley(home, "sync"))
     assert "received 0" in r.stdout
@@ -165,7 +166,7 @@ def test_init_usage_errors_create_nothing(tmp_path: Path) -> None:
     fails(parley(home, "init", "--private-key-env", "K", "--keystore", str(ks), "--relay", dead, K=KEY_C, PARLEY_KEYSTORE_PASSWORD="pw"), 2)
     fails(parley(home, "init", "--generate", "--keystore", str(ks), "--relay", dead, PARLEY_KEYSTORE_PASSWORD="pw"), 2)
     fails(parley(home, "init", "--generate", "--private-key-env", "K", "--relay", dead, K=KEY_C), 2)
-    fails(parley(home, "init", "--relay", "ftp://example"), 2, "relay URL")
+    fails(parley(home, "init", "--relay", "ftp://example"), 2, "relay ftp://example")
     fails(parley(home, "init", "--relay", dead, PARLEY_PASSPHRASE=""), 2)
     assert not (home / "keys.json").exists() and not (home / "identity.json").exists()
 
@@ -437,7 +438,7 @@ def test_status_counts_quarantined_envelopes_and_later_messages_still_arrive(tmp
     assert after["inbox"]["cursor"] > cursors[-1]
     recent = {e["cursor"]: e for e in after["inbox"]["recent_quarantine"]}
     assert set(cursors) <= set(recent) and all(recent[c]["size"] == len(j) for c, j in zip(cursors, junk))
-    assert after["outbox"] == {"pending": 0, "prepared": 0, "backing_off": 0, "next_attempt_at": None, "failed": 0, "sent": before["outbox"]["sent"]}
+    assert after["outbox"] == {"pending": 0, "prepared": 0, "backing_off": 0, "next_attempt_at": None, "failed": 0, "sent": before["outbox"]["sent"], "deliveries_pending": 0}
     out = ok(parley(net.alice, "status")).stdout
     assert f"{after['inbox']['quarantined']} envelope(s) quarantined" in out
     assert f"quarantined envelope {cursors[-1]} at" in out

@@ -444,7 +444,7 @@ class Engine:
         except RelayUnavailable as exc:
             return SendResult(self.queue(peer, text), delivered=False, error=str(exc))
         if not registered:
-            raise NotRegistered(f"{peer} has no Parley installation on the relays asked ({self._asked()})")
+            raise NotRegistered(f"{peer} is not registered on any relay asked ({self._asked()})")
         msg = self.queue(peer, text)
         # Waits for another thread delivering to this peer (the daemon's outbox loop), then finds
         # what it did: the message is sent once, and this answer says so.
@@ -922,7 +922,7 @@ class Engine:
         peer = msg["peer"]
         theirs = self.installations_of(peer)
         if not theirs:
-            raise NotRegistered(f"{peer} has no Parley installation on the relays asked ({self._asked()})")
+            raise NotRegistered(f"{peer} is not registered on any relay asked ({self._asked()})")
         mine = {k: v for k, v in self.installations_of(self.address).items() if k != self.installation_id}
         with_session = {r["remote_iid"] for r in self.store.read("SELECT DISTINCT remote_iid FROM sessions")}
         # At most MAX_FANOUT installations per wallet (bridge/engine/outbox.py): a crafted identity
