@@ -107,6 +107,10 @@ def _check_url(url: str) -> str:
 
 
 def passphrase(*, confirm: bool = False) -> str:
+    if os.environ.get("PARLEY_PASSPHRASE_FILE"):  # a systemd credential (`parley service install`)
+        from bridge.cli_service import read_passphrase_file
+
+        return read_passphrase_file(os.environ["PARLEY_PASSPHRASE_FILE"])
     value = os.environ.get("PARLEY_PASSPHRASE")
     if value is not None:
         if not value:
@@ -723,5 +727,6 @@ def revoke(ctx: Ctx, installation_id: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     import bridge.cli_local  # noqa: F401  (registers pair, open, contacts)
+    import bridge.cli_service  # noqa: F401  (registers service install)
 
     cli.main(args=argv, prog_name="parley")
