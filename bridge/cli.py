@@ -130,6 +130,10 @@ def _insecure_default() -> bool:
 
 
 def passphrase(*, confirm: bool = False) -> str:
+    if os.environ.get("PARLEY_PASSPHRASE_FILE"):  # a systemd credential (`parley service install`)
+        from bridge.cli_service import read_passphrase_file
+
+        return read_passphrase_file(os.environ["PARLEY_PASSPHRASE_FILE"])
     value = os.environ.get("PARLEY_PASSPHRASE")
     if value is not None:
         if not value:
@@ -387,7 +391,19 @@ def whoami(ctx: Ctx, as_json: bool) -> None:
 @click.option("--port", default=8738, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on (0: any free port).")
 @click.option("--db", "db", metavar="PATH_OR_URL", help="SQLite file path or sqlite:///path (default: relay.db in the user data dir), or a postgresql://user@host:port/dbname URL: several relay nodes may share one PostgreSQL database.")
 @click.option("--retention-days", default=30, show_default=True, type=click.IntRange(1, 3650), help="Delete envelopes older than this.")
+@click.option("--expire-interval", default=3600.0, show_default=True, type=click.FloatRange(1, 86400), help="Seconds between retention passes (each deletes in batches of 500).")
 @click.option("--publish-rate", default=20.0, show_default=True, type=click.FloatRange(0.1, 1e6), help="Envelopes per second one client address may publish (burst: 5x).")
+@click.option("--inbox-rate", default=10.0, show_default=True, type=click.FloatRange(0.01, 1e6), help="Envelopes per second one inbox may receive from all publishers together (429 inbox_rate_limited).")
+@click.option("--inbox-burst", default=200, show_default=True, type=click.IntRange(1, 10**9), help="Envelopes one inbox may receive at once before --inbox-rate applies.")
+@click.option("--inbox-max-envelopes", default=10_000, show_default=True, type=click.IntRange(1, 10**9), help="Quota: envelopes one inbox may hold until retention deletes them (429 inbox_full).")
+@click.option("--inbox-max-mib", default=64, show_default=True, type=click.IntRange(1, 10**6), help="Quota: MiB of payload one inbox may hold (429 inbox_full).")
+@click.option("--tls-cert", "tls_cert", metavar="FILE", type=click.Path(dir_okay=False), help="Serve https/wss with this PEM certificate chain (e.g. certbot's fullchain.pem); needs --tls-key.")
+@click.option("--tls-key", "tls_key", metavar="FILE", type=click.Path(dir_okay=False), help="The PEM private key of --tls-cert (e.g. certbot's privkey.pem).")
+@click.option(
+    "--trusted-proxies", default=0, show_default=True, type=click.IntRange(0, 10), envvar="PARLEY_RELAY_TRUSTED_PROXIES", show_envvar=True,
+    help="Number of reverse proxies in front of the relay whose X-Forwarded-For/-Proto headers are believed, so rate "
+    "limits apply to the real client. 0: use the TCP peer (the only safe value without a proxy: anyone can send the headers).",
+)
 @click.option(
     "--server", "model", type=click.Choice(["gevent", "threaded"]), default="gevent", show_default=True,
     help="Serving model: gevent (one process, a greenlet pair per WebSocket; holds 10,000 subscribers) "
@@ -395,12 +411,28 @@ def whoami(ctx: Ctx, as_json: bool) -> None:
 )
 @click.pass_context
 @handle_errors
-def relay(click_ctx: click.Context, host: str, port: int, db: str | None, retention_days: int, publish_rate: float, model: str) -> None:
-    """Run a relay node: stores and forwards sealed envelopes it cannot read."""
+def relay(click_ctx: click.Context, host: str, port: int, db: str | None, retention_days: int, expire_interval: float,
+          publish_rate: float, inbox_rate: float, inbox_burst: int, inbox_max_envelopes: int, inbox_max_mib: int,
+          tls_cert: str | None, tls_key: str | None, trusted_proxies: int, model: str) -> None:
+    """Run a relay node: stores and forwards sealed envelopes it cannot read.
+
+    Operators: docs/RELAY.md (TLS, reverse proxies, systemd, PostgreSQL, monitoring with /healthz
+    and /metrics).
+    """
     import platformdirs
 
     from bridge.relay import serving
 
+    if (tls_cert is None) != (tls_key is None):
+        raise Fail("--tls-cert and --tls-key go together", Exit.USAGE)
+    ssl_context = None
+    if tls_cert is not None and tls_key is not None:
+        from bridge.relay.tls import TlsConfigError, server_context
+
+        try:
+            ssl_context = server_context(tls_cert, tls_key)  # checked before the re-exec: errors show once
+        except TlsConfigError as exc:
+            raise Fail(str(exc), Exit.USAGE) from None
     if db is None:
         d = Path(platformdirs.user_data_dir("parley-relay", appauthor=False))
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -410,39 +442,62 @@ def relay(click_ctx: click.Context, host: str, port: int, db: str | None, retent
         # a patched interpreter (same PID, same stdout; see bridge/relay/serving.py).
         root = click_ctx.find_root().params
         args = ["-v"] if root.get("verbose") else []
-        args += ["relay", "--host", host, "--port", str(port), "--db", db, "--retention-days", str(retention_days)]
-        args += ["--publish-rate", repr(publish_rate), "--server", "gevent"]
+        args += ["relay", *_command_args(click_ctx, db=db, model="gevent")]
         try:
             serving.reexec_patched(args)
         except OSError as exc:
             raise Fail(f"cannot start the gevent relay: {exc}", Exit.ERROR) from None
-
     from bridge.relay.server import RelaySettings, serve
     from bridge.relay.storage import StorageError
 
     shown_db = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", db)  # never print a database password
+    scheme = "https" if ssl_context is not None else "http"
 
     def ready(bound_host: str, bound_port: int) -> None:
-        click.echo(f"relay listening on http://{bound_host}:{bound_port} (db: {shown_db})")
+        click.echo(f"relay listening on {scheme}://{bound_host}:{bound_port} (db: {shown_db})")
         sys.stdout.flush()
 
     try:
         settings = RelaySettings(
             retention_days=retention_days,
+            expire_interval=expire_interval,
             publish_rate=publish_rate,
             publish_burst=max(1, int(publish_rate * 5)),
+            inbox_rate=inbox_rate,
+            inbox_burst=inbox_burst,
+            topic_max_envelopes=inbox_max_envelopes,
+            topic_max_bytes=inbox_max_mib * 1024 * 1024,
+            trusted_proxies=trusted_proxies,
             # Each idle subscription wakes every ws_poll_interval (delivery, client frames such as
             # pings, and the peer's close wake it at once: bench/README.md "Subscription ping → pong").
             # 0.5 s costs 42 % CPU at 5,000 subscribers; 5 s costs 5 % (bench/README.md).
             ws_poll_interval=5.0,
         )
-        serve(host, port, db, settings=settings, ready_callback=ready, model=model)
+        serve(host, port, db, settings=settings, ready_callback=ready, model=model, ssl_context=ssl_context)
     except serving.ServingError as exc:
         raise Fail(str(exc), Exit.ERROR) from None
     except StorageError as exc:
         raise Fail(str(exc), Exit.USAGE) from None
     except OSError as exc:
         raise Fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", Exit.ERROR) from None
+
+
+def _command_args(click_ctx: click.Context, **override: Any) -> list[str]:
+    """The options of the running command, as command-line arguments that reproduce them (every
+    option of the command, so none is lost when ``parley relay`` re-executes itself)."""
+    out: list[str] = []
+    for param in click_ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None or param.name == "help":
+            continue
+        value = override.get(param.name, click_ctx.params.get(param.name))
+        if value is None:
+            continue
+        if param.is_flag and not param.secondary_opts:
+            if value:
+                out.append(param.opts[0])
+            continue
+        out += [param.opts[0], repr(value) if isinstance(value, float) else str(value)]
+    return out
 
 
 @cli.command()
@@ -820,5 +875,6 @@ def relays_directory(ctx: Ctx, urls: tuple[str, ...], clear: bool, insecure: boo
 
 def main(argv: list[str] | None = None) -> None:
     import bridge.cli_local  # noqa: F401  (registers pair, open, contacts)
+    import bridge.cli_service  # noqa: F401  (registers service install)
 
     cli.main(args=argv, prog_name="parley")

@@ -127,10 +127,20 @@ def with_suppress(fn: Callable[[], Any]) -> None:
         pass
 
 
-def start_relay(db: Path, port: int = 0, publish_rate: float = 1000.0) -> tuple[Proc, str]:
-    """A relay process. All test clients share 127.0.0.1, so the per-address publish limit is raised."""
-    proc = Proc(["relay", "--port", str(port), "--db", str(db), "--publish-rate", str(publish_rate)])
-    url = proc.expect(r"relay listening on (http://\S+)").group(1)
+def start_relay(db: Path, port: int = 0, publish_rate: float = 1000.0, *extra: str, **extra_env: str) -> tuple[Proc, str]:
+    """A relay process. All test clients share 127.0.0.1, so the per-address publish limit is raised
+    (and the per-inbox one, which tests of many messages to one inbox would reach). ``extra``: more
+    `parley relay` arguments (e.g. ``--tls-cert``); the URL is https:// when the relay serves TLS."""
+    proc = Proc(
+        ["relay", "--port", str(port), "--db", str(db), "--publish-rate", str(publish_rate), "--inbox-rate", "1000",
+         "--inbox-burst", "100000", *extra],
+        **extra_env,
+    )
+    try:
+        url = proc.expect(r"relay listening on (https?://\S+)").group(1)
+    except BaseException:
+        proc.stop()
+        raise
     return proc, url
 
 

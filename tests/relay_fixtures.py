@@ -226,7 +226,7 @@ def unlimited_settings(**overrides: object) -> "RelaySettings":
     from bridge.relay.server import RelaySettings
 
     lifted: dict[str, object] = {}
-    for name in ("publish", "claim", "claim_target", "auth", "identity"):
+    for name in ("publish", "claim", "claim_target", "auth", "identity", "inbox"):
         lifted[f"{name}_rate"] = UNLIMITED
         lifted[f"{name}_burst"] = 10**6
     lifted.update(overrides)

@@ -25,6 +25,7 @@ from bridge.protocol import wire
 from bridge.protocol.wire import WireError
 from bridge.relay.auth import auth_message
 from bridge.relay.storage import Envelope
+from bridge.relay.tls import ContextAdapter, TlsConfigError, client_context, describe_tls_error
 
 __all__ = [
     "RelayClient",
@@ -138,10 +139,14 @@ class Subscription:
         self.cursor = after
         self._base_url = base_url
         self._closed = threading.Event()
+        ssl_context = _tls_context(base_url) if url.startswith("wss://") else None
         try:
-            self._ws = simple_websocket.Client.connect(url)
+            self._ws = simple_websocket.Client.connect(url, ssl_context=ssl_context)
         except (OSError, simple_websocket.ConnectionError) as exc:
             _close_sockets_in(exc)
+            tls = describe_tls_error(exc)
+            if tls is not None:
+                raise RelayUnavailable(f"relay {base_url}: {tls}") from None
             raise RelayUnavailable(f"relay {base_url} unavailable: cannot open WebSocket ({exc})") from None
         self._last_ping = time.monotonic()
         try:
@@ -228,6 +233,39 @@ class Subscription:
         self.close()
 
 
+_CONTEXTS: dict[tuple[str, float, int], Any] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def _tls_context(base_url: str) -> Any:
+    """The process's client TLS context (:func:`bridge.relay.tls.client_context`), built once per
+    ``PARLEY_CA_BUNDLE`` value and file version.
+
+    Raises:
+        RelayUnavailable: the CA bundle cannot be used (the message names the relay and the file).
+    """
+    import os
+
+    from bridge.relay.tls import CA_BUNDLE_ENV
+
+    bundle = os.environ.get(CA_BUNDLE_ENV) or ""
+    try:
+        st = os.stat(bundle) if bundle else None
+    except OSError:
+        st = None
+    key = (bundle, st.st_mtime if st else 0.0, st.st_size if st else -1)
+    with _CONTEXTS_LOCK:
+        ctx = _CONTEXTS.get(key)
+        if ctx is None:
+            try:
+                ctx = client_context()
+            except TlsConfigError as exc:
+                raise RelayUnavailable(f"relay {base_url}: {exc}") from None
+            _CONTEXTS.clear()
+            _CONTEXTS[key] = ctx
+        return ctx
+
+
 def _reason(exc: BaseException) -> str:
     """A short human reason for a failed request (requests nests the OS error several levels deep)."""
     seen: BaseException | None = exc
@@ -253,6 +291,7 @@ class RelayClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._session = requests.Session()
+        self._tls_ready = False
         self._tokens: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
@@ -270,11 +309,19 @@ class RelayClient:
     def _call(self, method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None,
               params: dict[str, Any] | None = None) -> Any:
         url = self.base_url + path
+        if not self._tls_ready and url.startswith("https://"):
+            # every https request verifies the relay with the one client context (system store +
+            # PARLEY_CA_BUNDLE), never with requests' own certifi bundle
+            self._session.mount("https://", ContextAdapter(_tls_context(self.base_url)))
+            self._tls_ready = True
         try:
             resp = self._session.request(method, url, json=body, headers=headers, params=params, timeout=self.timeout)
         except requests.Timeout:
             raise RelayUnavailable(f"relay {self.base_url} unavailable: timed out after {self.timeout} s") from None
         except requests.RequestException as exc:
+            tls = describe_tls_error(exc)
+            if tls is not None:
+                raise RelayUnavailable(f"relay {self.base_url}: {tls}") from None
             raise RelayUnavailable(f"relay {self.base_url} unavailable: {_reason(exc)}") from None
         try:
             data = resp.json()

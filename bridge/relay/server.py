@@ -125,6 +125,14 @@ class RelaySettings:
     #: per-inbox quota (envelopes held for one topic, until retention deletes them): 429 inbox_full
     topic_max_envelopes: int = 10_000
     topic_max_bytes: int = 64 * MiB
+    #: publishes to one inbox topic from all clients together (tokens per second, bucket size):
+    #: 429 inbox_rate_limited. One flood cannot fill a user's quota in seconds, whatever its addresses.
+    inbox_rate: float = 10.0
+    inbox_burst: int = 200
+    #: reverse proxies in front of the relay whose X-Forwarded-For / X-Forwarded-Proto are believed
+    #: (werkzeug ProxyFix): rate limits then key on the client address the nearest N proxies saw.
+    #: 0 (default): the TCP peer is the client, and forwarded headers are ignored (anyone can send them).
+    trusted_proxies: int = 0
     #: seconds a connection may take to send a request line and headers (also the keep-alive idle
     #: time between requests) [env PARLEY_RELAY_HEADER_TIMEOUT]
     header_timeout: float = field(default_factory=lambda: _env_float("PARLEY_RELAY_HEADER_TIMEOUT", 10.0))
@@ -276,6 +284,10 @@ class _Relay:
         self.auth_limit = _TokenBucket(settings.auth_rate, settings.auth_burst, settings.clock)
         self.identity_limit = _TokenBucket(settings.identity_rate, settings.identity_burst, settings.clock)
         self.bucket_limit = _TokenBucket(settings.bucket_rate, settings.bucket_burst, settings.clock)
+        self.inbox_limit = _TokenBucket(settings.inbox_rate, settings.inbox_burst, settings.clock)
+        from bridge.relay.metrics import RelayMetrics
+
+        self.metrics = RelayMetrics()
         if settings.verifier is not None:
             self.verifier = settings.verifier
         else:
@@ -606,6 +618,8 @@ class _Relay:
             raise ApiError(400, "bad_request", "the payload is empty")
         if self.s.require_known_topic and self.storage.installation(iid) is None:
             raise ApiError(404, "unknown_installation", "no active installation has this inbox topic")
+        if not self.inbox_limit.take(str(topic)):  # all publishers to this inbox together
+            raise ApiError(429, "inbox_rate_limited", "too many envelopes for this inbox right now; try again later")
         try:
             cursor = self.storage.publish(
                 str(topic), payload, self.now(), max_count=self.s.topic_max_envelopes, max_bytes=self.s.topic_max_bytes
@@ -614,6 +628,8 @@ class _Relay:
             raise ApiError(
                 429, "inbox_full", "this inbox holds as many envelopes as the relay keeps for one inbox; try again later"
             ) from None
+        self.metrics.envelopes.inc()
+        self.metrics.bytes_stored.inc(len(payload))
         # How long the identity log of each address this inbox's installation is bound to is now
         # (public data): a sender whose cached log is shorter refreshes it, so a recipient's
         # installation authorized since then gets the message too (PROTOCOL.md §6.5, issue 9).
@@ -649,6 +665,7 @@ class _Relay:
 
     def subscribe(self, ws: Any) -> None:
         def fail(code: str, message: str) -> None:
+            self.metrics.refused(code)
             ws.send(json.dumps({"type": "error", "code": code, "message": message}))
             ws.close()
 
@@ -685,6 +702,15 @@ class _Relay:
         if hasattr(ws, "event"):  # simple-websocket: its reader sets ws.event for every frame and the close
             ws.event = _FrameEvent(ws.event, wake)
         ws.send(json.dumps({"type": "ready"}))
+        self.metrics.subscriptions.inc()
+        try:
+            return self._deliver(ws, fail, str(topic), iid, after, wake)
+        finally:
+            self.metrics.subscriptions.dec()
+
+    def _deliver(self, ws: Any, fail: Callable[[str, str], None], topic: str, iid: str, after: int, wake: Wakeup) -> None:
+        """The subscription after ``ready``: backlog, then live envelopes until the peer goes or
+        the installation is revoked."""
         cursor = after
         last_check = time.monotonic()
         fetch_due = True  # the backlog first
@@ -771,16 +797,20 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
 
     @bp.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
+        relay.metrics.refused(exc.code)
         return _error_response(exc.status, exc.code, exc.message)
 
     @bp.errorhandler(StorageUnavailable)
     @bp.errorhandler(StorageError)
     def _storage_error(exc: StorageError) -> Response:
+        relay.metrics.refused("storage_error")
         return _error_response(503, "storage_error", "the relay's storage is unavailable; try again later")
 
     @bp.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        return _http_json(exc)
+        resp = _http_json(exc)
+        relay.metrics.refused(_HTTP_CODES.get(resp.status_code, "internal_error" if resp.status_code >= 500 else "bad_request"))
+        return resp
 
     @bp.get("/v1/health")
     def health() -> Any:
@@ -889,8 +919,9 @@ def register_relay(
     settings: RelaySettings | None = None,
     *,
     host_check: Callable[[str], bool] | None = None,
-) -> None:
-    """Mount the relay routes (a Blueprint) on an existing Flask app and flask-sock ``Sock``.
+) -> Any:
+    """Mount the relay routes (a Blueprint) on an existing Flask app and flask-sock ``Sock``;
+    returns the relay's :class:`bridge.relay.metrics.RelayMetrics`.
 
     ``host_check(host)`` (the embedded relay of ``parley run``): requests whose ``Host`` it refuses
     (403 ``bad_host``), and requests carrying an ``Origin`` other than ``http://<a host it accepts>``
@@ -904,10 +935,18 @@ def register_relay(
     app.register_blueprint(_blueprint(relay, sock, host_check))
     if HTTPException not in app.error_handler_spec.get(None, {}).get(None, {}):
         install_json_errors(app)
+    return relay.metrics
 
 
 def create_app(storage: Storage, *, settings: RelaySettings | None = None) -> Flask:
-    """A standalone relay Flask app over ``storage``."""
+    """A standalone relay Flask app over ``storage``.
+
+    Besides the API it serves what an operator monitors (outside ``/v1/``, not part of the protocol
+    clients speak): ``GET /healthz`` (200 ``{"ok": true}``, or 503 ``storage_error`` when the
+    database does not answer) and ``GET /metrics`` (Prometheus text format, the app's own registry).
+    With ``settings.trusted_proxies`` = N > 0 the app believes the last N ``X-Forwarded-For`` /
+    ``X-Forwarded-Proto`` entries (werkzeug ProxyFix), so rate limits key on the real client.
+    """
     s = settings or RelaySettings()
     app = Flask("parley_relay")
     app.url_map.merge_slashes = False  # '//' in a path is a 404, never a 308 redirect to another topic
@@ -915,9 +954,43 @@ def create_app(storage: Storage, *, settings: RelaySettings | None = None) -> Fl
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25, "max_message_size": 64 * 1024}
     app.json.sort_keys = False  # type: ignore[attr-defined]
     sock = Sock(app)
-    register_relay(app, sock, storage, s)
+    metrics = register_relay(app, sock, storage, s)
     app.extensions["parley_relay_storage"] = storage
+    app.extensions["parley_relay_metrics"] = metrics
+    _add_operator_routes(app, storage, metrics)
+    if s.trusted_proxies > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=s.trusted_proxies, x_proto=s.trusted_proxies)  # type: ignore[method-assign]
     return app
+
+
+#: a well-formed installation id no installation has (all zero): /healthz asks the index for it
+_PROBE_IID = "0" * 32
+
+
+def _add_operator_routes(app: Flask, storage: Storage, metrics: Any) -> None:
+    """``/healthz``, ``/metrics`` and the per-request counter of a standalone relay."""
+    from bridge.relay.metrics import CONTENT_TYPE
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        try:
+            storage.installation(_PROBE_IID)  # one indexed read: the database answers
+        except StorageError:
+            metrics.refused("storage_error")
+            return _error_response(503, "storage_error", "the relay's storage is unavailable")
+        return jsonify({"ok": True})
+
+    @app.get("/metrics")
+    def metrics_view() -> Any:
+        return Response(metrics.render(), status=200, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+
+    @app.after_request
+    def _count(resp: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.requests.labels(route=rule, status=str(resp.status_code)).inc()
+        return resp
 
 
 # ---- retention ------------------------------------------------------------------------------
@@ -974,8 +1047,12 @@ def serve(
     ready_callback: Callable[[str, int], None] | None = None,
     settings: RelaySettings | None = None,
     model: str = "threaded",
+    ssl_context: Any = None,
 ) -> None:
     """Run a standalone relay until SIGTERM/SIGINT. Prints nothing.
+
+    ``ssl_context`` (an ``ssl.SSLContext``, :func:`bridge.relay.tls.server_context`): serve https
+    and wss instead of plain http and ws.
 
     ``model`` is the serving model (:mod:`bridge.relay.serving`): ``"threaded"`` (werkzeug's
     threaded server) or ``"gevent"`` (gevent's WSGIServer; the process must already be
@@ -1006,7 +1083,7 @@ def serve(
         try:
             serving.serve_gevent(
                 app, host, port, ready_callback=ready_callback, header_timeout=s.header_timeout,
-                idle_timeout=s.idle_timeout, max_connections=s.max_connections,
+                idle_timeout=s.idle_timeout, max_connections=s.max_connections, ssl_context=ssl_context,
             )
         finally:
             retention.stop()
@@ -1015,7 +1092,8 @@ def serve(
     try:
         app = create_app(storage, settings=s)
         server = serving.make_guarded_server(
-            host, port, app, header_timeout=s.header_timeout, idle_timeout=s.idle_timeout, max_connections=s.max_connections
+            host, port, app, header_timeout=s.header_timeout, idle_timeout=s.idle_timeout, max_connections=s.max_connections,
+            ssl_context=ssl_context,
         )
         # Several small writes per answer (headers, body, WebSocket frames): without this each later one
         # waits for the client's delayed ACK (~40 ms). Accepted sockets inherit it on Linux.

@@ -124,11 +124,15 @@ def serve_gevent(
     header_timeout: float = 10.0,
     idle_timeout: float = 30.0,
     max_connections: int = 20_000,
+    ssl_context: Any = None,
 ) -> None:
     """Serve the WSGI ``app`` with gevent's WSGIServer until SIGTERM or SIGINT.
 
     ``ready_callback(host, port)`` is called once the socket listens (the bound port for ``port=0``).
     On a signal the listener closes, handlers get ``stop_timeout`` seconds, then are killed.
+    ``ssl_context`` (an ``ssl.SSLContext``): serve https and wss. Each connection's handshake runs in
+    its own greenlet, lazily on the first read, so it falls under the header deadline like a slow
+    request line.
 
     Raises:
         ServingError: the process is not monkey-patched (call :func:`patch_gevent` first).
@@ -157,8 +161,10 @@ def serve_gevent(
     from gevent.pool import Pool
 
     deadlines = HeaderDeadlines(header_timeout).start()
+    tls: dict[str, Any] = {} if ssl_context is None else {"ssl_context": ssl_context, "do_handshake_on_connect": False}
     server = WSGIServer(
-        listener, app, log=None, spawn=Pool(max(1, int(max_connections))), handler_class=_gevent_handler(deadlines, idle_timeout)
+        listener, app, log=None, spawn=Pool(max(1, int(max_connections))), handler_class=_gevent_handler(deadlines, idle_timeout),
+        **tls,
     )
     stopping = gevent.event.Event()
     handlers = [gevent.signal_handler(sig, stopping.set) for sig in (signal.SIGTERM, signal.SIGINT)]
@@ -274,13 +280,17 @@ def _gevent_handler(deadlines: HeaderDeadlines, idle_timeout: float) -> Any:
 
 
 def make_guarded_server(
-    host: str, port: int, app: Any, *, header_timeout: float, idle_timeout: float, max_connections: int, handler_base: Any = None
+    host: str, port: int, app: Any, *, header_timeout: float, idle_timeout: float, max_connections: int, handler_base: Any = None,
+    ssl_context: Any = None,
 ) -> Any:
     """werkzeug's threaded WSGI server (a ``BaseWSGIServer``) with a header deadline, a body idle
     timeout and a connection cap: connections beyond ``max_connections`` are closed at once.
     ``server_close()`` also stops the deadline thread. werkzeug is imported here, not at module
     import, so that gevent can patch the process first. ``handler_base``: a ``WSGIRequestHandler``
-    subclass to build on (e.g. one whose request log drops query strings).
+    subclass to build on (e.g. one whose request log drops query strings). ``ssl_context`` (an
+    ``ssl.SSLContext``): serve https and wss; each connection's TLS handshake runs in its own thread
+    under the header deadline (werkzeug's own ``ssl_context`` would shake hands in the accepting
+    thread, where one silent client stops every other connection).
 
     Raises:
         OSError: the address cannot be bound.
@@ -313,6 +323,10 @@ def make_guarded_server(
 
         def process_request_thread(self, request: Any, client_address: Any) -> None:
             try:
+                if ssl_context is not None:
+                    request = _handshake(request)
+                    if request is None:
+                        return
                 super().process_request_thread(request, client_address)
             finally:
                 slots.release()
@@ -321,7 +335,28 @@ def make_guarded_server(
             deadlines.stop()
             super().server_close()
 
+    def _handshake(raw: Any) -> Any:
+        """The TLS server side of ``raw``, or None (closed) when the handshake fails or is late."""
+        deadlines.begin(raw)
+        try:
+            raw.settimeout(header_timeout)
+            tls = ssl_context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            tls.do_handshake()
+        except (OSError, ValueError):
+            deadlines.end(raw)
+            try:
+                raw.close()
+            except OSError:
+                pass
+            return None
+        if deadlines.end(raw):
+            tls.close()
+            return None
+        return tls
+
     server = _Server(host, port, app, handler=_Handler)
+    # werkzeug reads ``ssl_context`` to set wsgi.url_scheme (https) and to log TLS errors quietly
+    server.ssl_context = ssl_context
     server.header_deadlines = deadlines  # type: ignore[attr-defined]
     deadlines.start()
     return server
