@@ -166,7 +166,7 @@ def test_init_usage_errors_create_nothing(tmp_path: Path) -> None:
     fails(parley(home, "init", "--private-key-env", "K", "--keystore", str(ks), "--relay", dead, K=KEY_C, PARLEY_KEYSTORE_PASSWORD="pw"), 2)
     fails(parley(home, "init", "--generate", "--keystore", str(ks), "--relay", dead, PARLEY_KEYSTORE_PASSWORD="pw"), 2)
     fails(parley(home, "init", "--generate", "--private-key-env", "K", "--relay", dead, K=KEY_C), 2)
-    fails(parley(home, "init", "--relay", "ftp://example"), 2, "relay ftp://example")
+    fails(parley(home, "init", "--relay", "ftp://example"), 2, "relay 'ftp://example' must start with https://")
     fails(parley(home, "init", "--relay", dead, PARLEY_PASSPHRASE=""), 2)
     assert not (home / "keys.json").exists() and not (home / "identity.json").exists()
 

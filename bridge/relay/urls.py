@@ -14,12 +14,10 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-__all__ = ["RelayUrlError", "MAX_RELAY_URL", "canonical_url", "check_relay_url", "is_loopback_host"]
+from bridge.protocol import relaylist
+from bridge.protocol.relaylist import MAX_RELAY_URL
 
-#: Longest canonical relay URL (the relay-list record's limit).
-MAX_RELAY_URL = 200
-_DEFAULT_PORTS = {"https": 443, "http": 80}
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+__all__ = ["RelayUrlError", "MAX_RELAY_URL", "canonical_url", "check_relay_url", "is_loopback_host"]
 
 
 class RelayUrlError(ValueError):
@@ -33,42 +31,15 @@ def _fail(url: str, reason: str) -> RelayUrlError:
 
 
 def canonical_url(url: str) -> str:
-    """``url`` in canonical form (see the module docstring); raises :class:`RelayUrlError`."""
-    if not isinstance(url, str) or not url.strip():
-        raise _fail(str(url), "not a URL (expected https://host[:port])")
-    text = url.strip()
-    if not text.isascii() or any(c.isspace() or not c.isprintable() for c in text):
-        raise _fail(text, "a relay URL is printable ASCII without spaces")
+    """``url`` in canonical form: the one definition, bridge.protocol.relaylist.canonical_relay_url
+    (what relay lists carry); raises :class:`RelayUrlError` naming the URL and what is wrong."""
     try:
-        parts = urlsplit(text)
-        port = parts.port
+        return relaylist.canonical_relay_url(url)
     except ValueError as exc:
-        raise _fail(text, f"not a URL ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise _fail(text, "the scheme must be https:// (or http:// to this machine)")
-    if "@" in parts.netloc:
-        raise _fail(text, "a relay URL carries no user name or password")
-    if parts.query or "?" in text:
-        raise _fail(text, "a relay URL has no query (?...)")
-    if parts.fragment or "#" in text:
-        raise _fail(text, "a relay URL has no fragment (#...)")
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise _fail(text, "no host")
-    if ":" in host:  # IPv6: urlsplit took it out of its brackets
-        try:
-            host = f"[{ipaddress.IPv6Address(host).compressed}]"
-        except ValueError:
-            raise _fail(text, "not a valid IPv6 address") from None
-    elif not set(host) <= _HOST_CHARS or host.startswith((".", "-")) or ".." in host or host.endswith("-"):
-        raise _fail(text, f"not a valid host name: {host!r}")
-    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    path = parts.path.rstrip("/")
-    out = f"{scheme}://{netloc}{path}"
-    if len(out) > MAX_RELAY_URL:
-        raise _fail(text, f"longer than {MAX_RELAY_URL} characters")
-    return out
+        text = str(exc)
+        if text.startswith("relay URL '"):  # "relay URL 'x' has a query" -> "relay 'x' has a query"
+            raise RelayUrlError("relay " + text[len("relay URL ") :]) from None
+        raise RelayUrlError(f"relay {url!r}: {text}") from None
 
 
 def is_loopback_host(host: str) -> bool:
