@@ -14,7 +14,7 @@ import requests
 
 from bridge.engine import Engine
 from bridge.protocol import relaylist, wire
-from bridge.relay.client import RelayClient
+from bridge.relay.client import RelayClient, RelayUnavailable
 from tests.engines import close_engines, make_engine  # noqa: F401  (autouse fixture)
 from tests.relay_fixtures import serve_relay
 
@@ -242,3 +242,22 @@ def test_a_pointer_to_plain_http_on_another_machine_is_not_followed(tmp_path: Pa
         lookup = pointer_lookup({"lens_api_url": lens.url}, env={})
         assert lookup is not None and lookup(bob.address) == []
         assert not alice.installations_of(bob.address)
+
+
+def test_a_source_being_down_does_not_erase_what_the_cache_knows(tmp_path: Path, relays) -> None:
+    """Bob was found on the directory; a pass while it is down (Alice's home relay answering "not
+    here") must not take Bob's installations out of the cache, nor a first contact answer "not
+    registered": the relay that would know could not be asked."""
+    (r1, r2, r3), _, stops = relays
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    bob = engine(tmp_path, "bob", [r2], [r3])
+    carol = engine(tmp_path, "carol", [r2], [r3])
+    assert set(alice.installations_of(bob.address)) == {bob.installation_id}
+    stops[2].close()  # the directory goes down
+    alice.peers.refresh()
+    assert set(alice.peers.cached(bob.address) or {}) == {bob.installation_id}
+    with pytest.raises(RelayUnavailable) as exc:
+        alice.installations_of(carol.address)  # first contact: only the directory knows Carol
+    assert carol.address in str(exc.value) and r3 in str(exc.value) and "\n" not in str(exc.value)
+    result = alice.send(carol.address, "queued, not refused")
+    assert not result.delivered and result.message["state"] == "queued"

@@ -300,15 +300,24 @@ class Peers:
                     if answer is not None and answer.records:
                         found[a] = (answer, relay)
                         break
+        failed = "; ".join(dict.fromkeys(failures))
         if not answered and failures:
-            raise RelayUnavailable("; ".join(dict.fromkeys(failures)))
+            raise RelayUnavailable(failed)
         done: list[str] = []
+        missing: list[str] = []
         for a in wanted:
+            if a not in found and failures:
+                # Not found, but a source could not be asked: it may be there. The cache keeps what
+                # it had (a relay being down must not erase an address's installations).
+                missing.append(a)
+                continue
             answer, relay = found.get(a, (LogAnswer([], []), None))
             self._store(a, answer.records, now, relay_lists=answer.relay_lists, source=relay)
             with self._lock:  # only once stored: "looked up" must mean "in the cache"
                 self._looked_up[a] = now
             done.append(a)
+        if missing and not scheduled:
+            raise RelayUnavailable(f"{', '.join(missing)} not found on the relays that answered; {failed}")
         return done
 
     def _sources(self, addresses: list[str]) -> list[str]:
