@@ -258,6 +258,8 @@ class Daemon:
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:
         if event == "message.new" and payload.get("direction") == "in":
             log.info("new message %s from %s", payload["id"], payload["sender"])
+        elif event == "message.sent":
+            self.wake_outbox.set()  # its envelopes' other inbox relays are published to now, not in 5 s
 
     # --- background work ---------------------------------------------------------------
 

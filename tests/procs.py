@@ -144,11 +144,12 @@ def start_relay(db: Path, port: int = 0, publish_rate: float = 1000.0, *extra: s
     return proc, url
 
 
-def start_bridge(home: Path, port: int = 0, relay: str | None = None) -> tuple[Proc, str]:
+def start_bridge(home: Path, port: int = 0, relay: str | None = None, **extra_env: str) -> tuple[Proc, str]:
+    """`parley run` on ``port`` (``relay``: its home relay); ``extra_env`` e.g. PARLEY_CA_BUNDLE."""
     args = ["run", "--port", str(port)]
     if relay:
         args += ["--relay", relay]
-    proc = Proc(args, home=home)
+    proc = Proc(args, home=home, **extra_env)
     url = proc.expect(r"listening on (http://\S+)").group(1)
     return proc, url
 

@@ -276,3 +276,15 @@ def crafted_identity(storage: Storage, authorizations: int) -> str:
             IdentityEntry("authorize", inst.iid, inst.signing_pub, inst.identity_pub), max_records=256,
         )
     return address
+
+
+def tls_files(directory: Path, ca: "Any", *names: str) -> tuple[str, str, str]:
+    """(certificate chain, key, CA bundle) files for a server certificate naming ``names``, from a
+    throw-away ``trustme.CA``: pass the first two to ``parley relay --tls-cert/--tls-key`` and the
+    bundle as ``PARLEY_CA_BUNDLE``."""
+    cert = ca.issue_cert(*names)
+    chain, key, bundle = directory / f"chain-{names[0]}.pem", directory / f"key-{names[0]}.pem", directory / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))  # key first, then the chain: one file works for both
+    cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(bundle))
+    return str(chain), str(key), str(bundle)
