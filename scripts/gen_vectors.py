@@ -885,7 +885,18 @@ def content_family() -> dict[str, Any]:
     for name, kind, content in later:
         text = {"file": "a file", "typing": ""}.get(kind, "hi")
         v.append(dict(name=f"later: {name}", input=dict(padded=_by_hand_pad(content).hex()),
-                      expected=dict(decodes=True, sender=a, content_type=kind, text=text)))
+                      expected=dict(decodes=True, sender=a, content_type=kind, text=text, sender_relays=None)))
+    # 1.1 (§6.1): a 'text' content's eighth item, a byte string of at most 4096 bytes, is the sender
+    # installation's relay list (checked by the receiver against the sealed sender's key, not here)
+    from bridge.protocol import relaylist
+
+    rl = relaylist.RelayList(a, installation_id(P.ed25519_public(seed("content/rl")), P.x25519_public(seed("content/rl-x"))), 1,
+                             T0, ("https://relay.example.org",)).sign(seed("content/rl"))
+    for name, extra, kept in (("carrying the sender's relay list (1.1): kept as sender_relays", rl, True),
+                              ("with an eighth byte string of 4097 bytes: ignored, no relay list", b"\x00" * 4097, False)):
+        content = b"\x88" + _content_by_hand(mid, a, b, 1, "hi")[1:] + _cbor_head(2, len(extra)) + extra
+        v.append(dict(name=f"later: a 'text' content {name}", input=dict(padded=_by_hand_pad(content).hex()),
+                      expected=dict(decodes=True, sender=a, content_type="text", text="hi", sender_relays=extra.hex() if kept else None)))
     negs: list[tuple[str, bytes]] = [
         ("message_id as a 16-byte byte string", _content_by_hand(bytes.fromhex(mid), a, b, 1, "hi")),
         ("message_id in upper-case hex", _content_by_hand(mid.upper(), a, b, 1, "hi")),
@@ -918,7 +929,8 @@ def content_family() -> dict[str, Any]:
                   "gives expected.padded and decode() inverts it. input.content_compact = {prefix, fill, count} stands for the "
                   "content prefix || fill*count, padded by the rule. Negative vectors: TextContent.decode(input.padded) raises "
                   "WireError. 'lax' vectors decode: the content layer accepts them and a later layer decides. 'later' vectors "
-                  "(PROTOCOL.md 10.2) decode to expected.content_type and expected.text (the fallback text).", v)
+                  "(PROTOCOL.md 10.2) decode to expected.content_type and expected.text (the fallback text), and expected.sender_relays: "
+                  "the relay-list bytes a 1.1 'text' content carries as its eighth item (PROTOCOL.md 6.1), or null.", v)
 
 
 def _prekey_keys() -> dict[str, Any]:

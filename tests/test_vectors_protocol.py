@@ -192,6 +192,9 @@ def test_content(vec: dict[str, Any]) -> None:
         assert c.sender == e["sender"]
         if "content_type" in e:  # §10.2: a later type shows its fallback text
             assert (c.content_type, c.text, c.known) == (e["content_type"], e["text"], e["content_type"] == "text")
+        if "sender_relays" in e:  # §6.1 (1.1): a text content's relay list, or none
+            assert (c.sender_relays.hex() if c.sender_relays is not None else None) == e["sender_relays"]
+            assert TextContent.decode(c.encode()) == c
         return
     c = TextContent(i["message_id"], i["sender"], i["recipient"], i["sent_at"], i["text"])
     assert c.encode().hex() == e["padded"]

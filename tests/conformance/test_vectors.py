@@ -308,6 +308,12 @@ def test_content(v: dict[str, Any]) -> None:
             assert e["decodes"] is True and out["sender"] == e["sender"]
             if "content_type" in e:
                 assert (out["type"], out["text"]) == (e["content_type"], e["text"])
+            if e.get("sender_relays") is not None:  # §6.1 (1.1): the eighth item of a text, a byte string
+                assert out["type"] == "text" and out["extra"][0] == h(e["sender_relays"])
+                assert len(out["extra"][0]) <= 4096
+            elif "sender_relays" in e and out["type"] == "text" and out["extra"]:
+                # not a relay list: another type, or a byte string over 4096 bytes (ignored by a receiver)
+                assert not isinstance(out["extra"][0], bytes) or len(out["extra"][0]) > 4096
         return
     c = S.content(i["message_id"], i["sender"], i["recipient"], i["sent_at"], i["text"])
     assert c.hex() == e["content"]
