@@ -362,6 +362,25 @@ def test_run_without_relay_embeds_one_on_the_same_port(tmp_path: Path, procs: li
     assert_private(alice_home)
 
 
+def test_one_home_one_relay_record_for_daemon_and_cli(tmp_path: Path, procs: list[Proc]) -> None:
+    """Issue 10's report: `init`, then `run --port P` registered on its embedded relay at P while the
+    same home's CLI used 8737, and `send` printed "sent" for a message that never arrived. Now `run`
+    records its embedded relay (and says it is this machine only), and the CLI uses that record."""
+    home, port = tmp_path / "b", free_port()
+    ok(parley(home, "init"))
+    daemon = Proc(["run", "--port", str(port)], home=home)
+    procs.append(daemon)
+    daemon.expect("only bridges on this machine can reach it")
+    daemon.expect("subscribed to")
+    url = f"http://127.0.0.1:{port}"
+    assert json.loads(ok(parley(home, "relays", "--json")).stdout) == {"home": [url], "directory": [], "reading": [url]}
+    assert "(embedded: this machine only)" in ok(parley(home, "relays")).stdout
+    assert daemon.stop() == 0
+    stranger = to_checksum_address("0x" + "ab" * 20)
+    r = parley(home, "send", stranger, "hello?")
+    assert r.returncode == 3 and url in r.stderr and ":8737" not in r.stderr and "sent" not in r.stdout, (r.stdout, r.stderr)
+
+
 def _parallel(home: Path, peer: str, texts: list[str]) -> list[subprocess.CompletedProcess[str]]:
     """Start every `send` and one `sync` at once; wait for all."""
     env = env_for(home)
