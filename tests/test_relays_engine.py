@@ -261,3 +261,23 @@ def test_a_source_being_down_does_not_erase_what_the_cache_knows(tmp_path: Path,
     assert carol.address in str(exc.value) and r3 in str(exc.value) and "\n" not in str(exc.value)
     result = alice.send(carol.address, "queued, not refused")
     assert not result.delivered and result.message["state"] == "queued"
+
+
+def test_a_peer_cannot_point_a_public_bridge_into_its_own_network(tmp_path: Path) -> None:
+    """A relay list (or pointer) naming 127.0.0.1 or a private address is not followed by a bridge
+    whose own relays are public: it would make the bridge send requests into its own network."""
+    from bridge.keys import generate_secrets
+
+    alice = make_engine(tmp_path / "alice.db", "https://relay.example.org", register=False)
+    bob = generate_secrets()
+    for url in ("http://127.0.0.1:6379", "http://10.0.0.5:8080", "http://[::1]:8738", "http://localhost:8738", "https://192.168.1.2"):
+        record = relaylist.RelayList(bob.address, bob.installation_id, 1, 0, (url, "https://relay.bob.example")).sign(bob.signing_key)
+        with alice.store.write() as c:
+            c.execute("DELETE FROM peer_relay_lists")
+            assert alice.peers.accept_relay_list(c, bob.address, bob.installation_id, bob.signing_pub, record)
+        assert alice.inbox_relays(bob.installation_id) == ["https://relay.bob.example"], url
+        assert not alice.may_use(url)
+    assert alice.may_use("https://relay.bob.example")
+    # A bridge whose own relays are local (a test network, a private deployment) follows local ones.
+    local = make_engine(tmp_path / "local.db", "http://127.0.0.1:9", register=False)
+    assert local.may_use("http://10.0.0.5:8080")

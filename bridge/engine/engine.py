@@ -45,6 +45,7 @@ from bridge.protocol.ids import inbox_topic, new_message_id
 from bridge.protocol.wire import WireError
 from bridge.engine.peers import REFRESH_INTERVAL_MS, Peers
 from bridge.relay.client import Envelope, NotFound, RelayClient, RelayError, RelayUnavailable
+from bridge.relay.urls import is_local_url
 from bridge.store import Store, StoreError, now_ms
 
 __all__ = [
@@ -173,6 +174,7 @@ class Engine:
             lambda: [*self.home_relays, *self.directory_relays],
             self.client,
             pointers=pointers,
+            may_use=self.may_use,
             own=lambda: (self.address, self.installation_id),
             emit=self._emit,
             verifier=verifier,
@@ -236,6 +238,14 @@ class Engine:
         self.relay_url = homes[0]
         self.directory_relays = tuple(u.rstrip("/") for u in directory if u.rstrip("/") not in homes)
         self.reading_relays = tuple(dict.fromkeys([*homes, *(u.rstrip("/") for u in reading)]))
+        #: Relays on this machine or a private network are used when a peer names them only if ours are
+        #: local too (a test or private deployment): otherwise a hostile relay list or pointer could
+        #: make us send requests into our own network (bridge.relay.urls.is_local_url).
+        self._local_ok = any(is_local_url(u) for u in (*self.home_relays, *self.directory_relays))
+
+    def may_use(self, url: str) -> bool:
+        """Whether we follow a relay URL that a peer chose (its relay list, an on-chain pointer)."""
+        return self._local_ok or not is_local_url(url)
 
     def _asked(self) -> str:
         return ", ".join(dict.fromkeys([*self.home_relays, *self.directory_relays]))
@@ -732,7 +742,7 @@ class Engine:
         """The relays an installation reads, in its order (its relay list; else where its wallet's log
         was found), then, for an installation we know nothing about, our own relays (a 1.0 peer
         shares ours). Our own other installations read our home relays unless their list says otherwise."""
-        relays = self.peers.inbox_relays(installation_id)
+        relays = [u for u in self.peers.inbox_relays(installation_id) if self.may_use(u)]
         return relays or list(dict.fromkeys([*self.home_relays, *self.directory_relays]))
 
     def retry_deliveries(self, *, limit: int = 200) -> int:

@@ -145,6 +145,7 @@ class Peers:
         min_lookup_ms: int = MIN_LOOKUP_INTERVAL_MS,
         prefix_hex: int = BUCKET_PREFIX_MIN,
         pointers: Callable[[str], Sequence[str]] | None = None,
+        may_use: Callable[[str], bool] = lambda url: True,
     ) -> None:
         self.store = store
         #: Where to look, in order (PROTOCOL.md §6.6): our home relays, then the directory relays.
@@ -152,6 +153,8 @@ class Peers:
         self._client = client
         #: On-chain pointers (ENS text / Lens attribute ``parley.relays``), asked last, first contact only.
         self._pointers = pointers
+        #: Whether a relay URL a peer chose may be asked (bridge.engine.Engine.may_use).
+        self._may_use = may_use
         self._own = own
         self._emit = emit
         self.clock = clock
@@ -333,7 +336,7 @@ class Peers:
         if self._pointers is None:
             return []
         try:
-            return list(self._pointers(address))[:5]
+            return [u for u in self._pointers(address) if self._may_use(u)][:5]
         except Exception as exc:  # a name service down or hostile: the address simply stays unknown
             log.warning("on-chain relay pointer of %s: %s", address, exc)
             return []

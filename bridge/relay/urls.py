@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from bridge.protocol import relaylist
 from bridge.protocol.relaylist import MAX_RELAY_URL
 
-__all__ = ["RelayUrlError", "MAX_RELAY_URL", "canonical_url", "check_relay_url", "is_loopback_host"]
+__all__ = ["RelayUrlError", "MAX_RELAY_URL", "canonical_url", "check_relay_url", "is_loopback_host", "is_local_url"]
 
 
 class RelayUrlError(ValueError):
@@ -67,3 +67,20 @@ def check_relay_url(url: str, *, insecure: bool = False) -> str:
         if not is_loopback_host(host):
             raise _fail(out, "plain http is only allowed to this machine (127.0.0.1/localhost); use https:// or pass --insecure")
     return out
+
+
+def is_local_url(url: str) -> bool:
+    """Whether a canonical relay URL names this machine or a private network: ``localhost``,
+    loopback, RFC 1918 / unique-local, link-local or unspecified addresses.
+
+    A relay URL that a peer chose (its signed relay list, an on-chain pointer) must not make our bridge
+    send requests into our own machine or network (server-side request forgery); the engine follows
+    such a URL only when our own relays are local too (a test or private deployment)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified or ip.is_reserved
