@@ -18,19 +18,9 @@ import trustme
 
 from bridge.relay.client import RelayClient, RelayUnavailable
 from tests.procs import Proc, parley, start_relay
-from tests.relay_fixtures import WALLET_ADDRESS, authorize_record, make_installation
+from tests.relay_fixtures import WALLET_ADDRESS, authorize_record, make_installation, tls_files
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _pem_files(tmp_path: Path, ca: trustme.CA, *names: str) -> tuple[str, str, str]:
-    """(certificate chain, key, CA bundle) files for a server certificate naming ``names``."""
-    cert = ca.issue_cert(*names)
-    chain, key, bundle = tmp_path / f"chain-{names[0]}.pem", tmp_path / f"key-{names[0]}.pem", tmp_path / "ca.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))  # key first, then the chain: one file works for both
-    cert.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(bundle))
-    return str(chain), str(key), str(bundle)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def ca() -> trustme.CA:
 @pytest.fixture(params=["gevent", "threaded"])
 def tls_relay(request: pytest.FixtureRequest, tmp_path: Path, ca: trustme.CA) -> Iterator[tuple[str, str]]:
     """A `parley relay` serving TLS with a certificate for 127.0.0.1 and localhost: (URL, CA bundle)."""
-    chain, key, bundle = _pem_files(tmp_path, ca, "127.0.0.1", "localhost")
+    chain, key, bundle = tls_files(tmp_path, ca, "127.0.0.1", "localhost")
     proc, url = start_relay(tmp_path / "relay.db", 0, 1000.0, "--tls-cert", chain, "--tls-key", key, "--server", request.param)
     try:
         yield url, bundle
@@ -83,7 +73,7 @@ def _one_line_refusal(url: str, call: object) -> str:
 
 
 def test_a_certificate_from_an_unknown_ca_is_refused(tmp_path: Path, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch) -> None:
-    chain, key, _ = _pem_files(tmp_path, ca, "127.0.0.1")
+    chain, key, _ = tls_files(tmp_path, ca, "127.0.0.1")
     other_ca = trustme.CA()
     other = tmp_path / "other-ca.pem"
     other_ca.cert_pem.write_to_path(str(other))
@@ -100,7 +90,7 @@ def test_a_certificate_from_an_unknown_ca_is_refused(tmp_path: Path, ca: trustme
 
 
 def test_a_certificate_for_another_host_name_is_refused(tmp_path: Path, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch) -> None:
-    chain, key, bundle = _pem_files(tmp_path, ca, "relay.example.org")
+    chain, key, bundle = tls_files(tmp_path, ca, "relay.example.org")
     monkeypatch.setenv("PARLEY_CA_BUNDLE", bundle)  # the CA is trusted: only the name is wrong
     proc, url = start_relay(tmp_path / "relay.db", 0, 1000.0, "--tls-cert", chain, "--tls-key", key, "--server", "threaded")
     try:
@@ -141,7 +131,7 @@ def test_silent_tls_clients_do_not_hold_the_relay(tls_relay: tuple[str, str], mo
 
 
 def test_relay_refuses_a_key_that_is_missing(tmp_path: Path, ca: trustme.CA) -> None:
-    chain, _, _ = _pem_files(tmp_path, ca, "127.0.0.1")
+    chain, _, _ = tls_files(tmp_path, ca, "127.0.0.1")
     r = parley(None, "relay", "--port", "0", "--db", str(tmp_path / "r.db"), "--tls-cert", chain, "--tls-key", str(tmp_path / "no.pem"))
     assert r.returncode == 2 and r.stderr.strip() == f"parley: TLS file {tmp_path / 'no.pem'}: no such file", r.stderr
     r = parley(None, "relay", "--port", "0", "--db", str(tmp_path / "r.db"), "--tls-cert", chain)
