@@ -24,7 +24,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +46,9 @@ __all__ = [
     "RawWs",
     "World",
     "DemoError",
+    "Homes",
     "main",
+    "one_relay",
     "open_dm",
     "pair_via_popup",
     "play_story",
@@ -78,14 +80,19 @@ class Bridge:
     port: int
     relay_url: str
     proc: Proc | None = None
+    #: Pass ``--relay relay_url`` to ``parley run`` (the one-relay world); else the daemon runs with
+    #: the home's recorded home and directory relays.
+    pin_relay: bool = True
+    #: More environment for every ``parley`` command and the daemon (e.g. ``PARLEY_CA_BUNDLE``).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start ``parley run`` on :attr:`port` and wait until it is subscribed on the relay."""
-        self.proc, url = start_bridge(self.home, self.port, self.relay_url)
+        """Start ``parley run`` on :attr:`port` and wait until it is subscribed on its (primary) relay."""
+        self.proc, url = start_bridge(self.home, self.port, self.relay_url if self.pin_relay else None, **self.env)
         if url != self.url:
             raise DemoError(f"{self.name}'s bridge listens on {url}, expected {self.url}")
         self.proc.expect("subscribed to")
@@ -104,12 +111,40 @@ class Bridge:
         return "".join(self.proc.output) if self.proc is not None else ""
 
     def pair_code(self) -> str:
-        return parley(self.home, "pair", check=True).stdout.strip().splitlines()[-1]
+        return parley(self.home, "pair", check=True, **self.env).stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class Homes:
+    """The relays a world runs and where Alice and Bob live on them (issue 10: home relays hold an
+    inbox, directory relays are where strangers are looked up).
+
+    ``relays`` maps a name to its process and URL; the first one is :attr:`World.relay`. ``home`` and
+    ``directory`` map ``"alice"``/``"bob"`` to URLs (the first home relay is primary; no entry in
+    ``directory``: none). ``env`` goes to every ``parley`` command and daemon of the world.
+    """
+
+    relays: dict[str, tuple[Proc, str]]
+    home: dict[str, tuple[str, ...]]
+    directory: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+#: Starts a world's relays in a directory (stopping them through the stack) and says where each user lives.
+RelayPlan = Callable[[Path, contextlib.ExitStack], Homes]
+
+
+def one_relay(tmp: Path, stack: contextlib.ExitStack) -> Homes:
+    """The default plan: one relay (``relay.db``), home of both Alice and Bob, no directory."""
+    relay, url = start_relay(tmp / "relay.db")
+    stack.callback(relay.stop)
+    return Homes(relays={"relay": (relay, url)}, home={"alice": (url,), "bob": (url,)})
 
 
 @dataclass
 class World:
-    """A relay, Alice's and Bob's bridges, the replicas (lens:bob → Bob etc.) and two browsers."""
+    """The relays, Alice's and Bob's bridges, the replicas (lens:bob → Bob etc.) and two browsers.
+    ``relay``/``relay_url`` is the first relay (the only one unless ``world(relays=...)``)."""
 
     tmp: Path
     relay: Proc
@@ -121,43 +156,59 @@ class World:
     alice_browser: BrowserSession
     bob_browser: BrowserSession
     notes: dict[str, object] = field(default_factory=dict)
+    #: Every relay of the world by name: (process, URL).
+    relays: dict[str, tuple[Proc, str]] = field(default_factory=dict)
 
 
-def _init_home(home: Path, relay_url: str, name: str) -> Bridge:
-    parley(home, "init", "--relay", relay_url, check=True)
+def _init_home(home: Path, name: str, homes: Homes, *, pin_relay: bool) -> Bridge:
+    """``parley init`` with ``name``'s home relays, then ``parley relays directory`` if it has any."""
+    relays = homes.home[name]
+    parley(home, "init", *(arg for url in relays for arg in ("--relay", url)), check=True, **homes.env)
+    if homes.directory.get(name):
+        parley(home, "relays", "directory", *homes.directory[name], check=True, **homes.env)
     me = whoami(home)
-    return Bridge(name=name, home=home, address=me["address"], did=me["did"], port=free_port(), relay_url=relay_url)
+    return Bridge(
+        name=name, home=home, address=me["address"], did=me["did"], port=free_port(), relay_url=relays[0],
+        pin_relay=pin_relay, env=dict(homes.env),
+    )
 
 
 @contextlib.contextmanager
 def world(
-    *, headless: bool = True, artifacts: Path = ARTIFACTS_DIR, carol_contact: bool = True, playwright: Playwright | None = None
+    *,
+    headless: bool = True,
+    artifacts: Path = ARTIFACTS_DIR,
+    carol_contact: bool = True,
+    playwright: Playwright | None = None,
+    relays: RelayPlan | None = None,
 ) -> Iterator[World]:
     """Start everything; stop everything (processes, browsers, servers) when the block exits.
 
     Alice's contacts map ``lens:bob`` (and ``lens:carol`` to the replicas' unregistered Carol);
     Bob's map ``farcaster:1001`` and ``lens:alice`` to Alice. The replicas show the real addresses.
     Pass ``playwright`` when one is already running in this thread (pytest's session fixture).
+    ``relays``: a plan that starts the relays and says where each user lives (default
+    :func:`one_relay`); with a plan, the daemons run with the relays their homes recorded.
 
     Raises:
         DemoError: a bridge did not come up on its port.
     """
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="parley-world-")))
-        relay, relay_url = start_relay(tmp / "relay.db")
-        stack.callback(relay.stop)
+        homes = (relays or one_relay)(tmp, stack)
+        relay, relay_url = next(iter(homes.relays.values()))
         with ThreadPoolExecutor(2) as pool:
-            fa = pool.submit(_init_home, tmp / "alice", relay_url, "alice")
-            fb = pool.submit(_init_home, tmp / "bob", relay_url, "bob")
+            fa = pool.submit(_init_home, tmp / "alice", "alice", homes, pin_relay=relays is None)
+            fb = pool.submit(_init_home, tmp / "bob", "bob", homes, pin_relay=relays is None)
             alice, bob = fa.result(), fb.result()
         replicas = stack.enter_context(replica_server())
         replicas.set_address("alice", alice.address)
         replicas.set_address("bob", bob.address)
-        parley(alice.home, "contacts", "add", "lens:bob", bob.address, check=True)
+        parley(alice.home, "contacts", "add", "lens:bob", bob.address, check=True, **homes.env)
         if carol_contact:
-            parley(alice.home, "contacts", "add", "lens:carol", str(replicas.fixtures["users"]["carol"]["address"]), check=True)
-        parley(bob.home, "contacts", "add", f"farcaster:{ALICE_FID}", alice.address, check=True)
-        parley(bob.home, "contacts", "add", "lens:alice", alice.address, check=True)
+            parley(alice.home, "contacts", "add", "lens:carol", str(replicas.fixtures["users"]["carol"]["address"]), check=True, **homes.env)
+        parley(bob.home, "contacts", "add", f"farcaster:{ALICE_FID}", alice.address, check=True, **homes.env)
+        parley(bob.home, "contacts", "add", "lens:alice", alice.address, check=True, **homes.env)
         for bridge in (alice, bob):
             stack.callback(bridge.stop)
             bridge.start()
@@ -166,7 +217,7 @@ def world(
         b_session = stack.enter_context(launch_browser(tmp / "chromium-bob", replicas.port, playwright=pw, headless=headless))
         a_session.artifacts = artifacts
         b_session.artifacts = artifacts
-        yield World(tmp, relay, relay_url, alice, bob, replicas, pw, a_session, b_session)
+        yield World(tmp, relay, relay_url, alice, bob, replicas, pw, a_session, b_session, relays=dict(homes.relays))
 
 
 class RawWs:

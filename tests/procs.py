@@ -145,12 +145,18 @@ def start_relay(db: Path, port: int = 0, publish_rate: float = 1000.0, *extra: s
 
 
 def start_bridge(home: Path, port: int = 0, relay: str | None = None, **extra_env: str) -> tuple[Proc, str]:
-    """`parley run` on ``port`` (``relay``: its home relay); ``extra_env`` e.g. PARLEY_CA_BUNDLE."""
+    """``parley run`` on ``port`` (0: any free one); ``relay``: pass ``--relay`` (else the home's recorded
+    relays); ``extra_env``: more environment (e.g. ``PARLEY_CA_BUNDLE`` for a TLS relay). Returns the
+    process and the local API URL it listens on."""
     args = ["run", "--port", str(port)]
     if relay:
         args += ["--relay", relay]
     proc = Proc(args, home=home, **extra_env)
-    url = proc.expect(r"listening on (http://\S+)").group(1)
+    try:
+        url = proc.expect(r"listening on (http://\S+)").group(1)
+    except BaseException:
+        proc.stop()
+        raise
     return proc, url
 
 

@@ -22,6 +22,8 @@ from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.relay.storage import Storage
 
 if TYPE_CHECKING:
+    import trustme
+
     from bridge.relay.server import RelaySettings
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "open_backend",
     "PG_SERVER_URL",
     "postgres_available",
+    "tls_files",
     "postgres_schema",
     "wait_until",
     "storage_backend",
@@ -278,10 +281,9 @@ def crafted_identity(storage: Storage, authorizations: int) -> str:
     return address
 
 
-def tls_files(directory: Path, ca: "Any", *names: str) -> tuple[str, str, str]:
-    """(certificate chain, key, CA bundle) files for a server certificate naming ``names``, from a
-    throw-away ``trustme.CA``: pass the first two to ``parley relay --tls-cert/--tls-key`` and the
-    bundle as ``PARLEY_CA_BUNDLE``."""
+def tls_files(directory: Path, ca: "trustme.CA", *names: str) -> tuple[str, str, str]:
+    """Write (certificate chain, key, CA bundle) PEM files into ``directory`` for a server certificate
+    from ``ca`` naming ``names`` (``parley relay --tls-cert/--tls-key``, ``PARLEY_CA_BUNDLE``)."""
     cert = ca.issue_cert(*names)
     chain, key, bundle = directory / f"chain-{names[0]}.pem", directory / f"key-{names[0]}.pem", directory / "ca.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(str(chain))  # key first, then the chain: one file works for both
