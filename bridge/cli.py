@@ -754,21 +754,36 @@ def status(ctx: Ctx, as_json: bool) -> None:
 @pass_ctx
 @handle_errors
 def can_message(ctx: Ctx, address: str, relay: str | None) -> None:
-    """Exit 0 if ADDRESS (a 0x address or any name `send` takes) has a Parley installation, 3 if not
-    (or the relay or the name's source is unreachable)."""
+    """Exit 0 if ADDRESS (a 0x address or any name `send` takes) has a Parley installation on your home
+    or directory relays (or on --relay), 3 if not (or the relays or the name's source are unreachable)."""
     from bridge import identity
     from bridge.identity.smart import verifier_from_config
     from bridge.relay.client import RelayClient
 
-    url = ctx.relay_url(relay)
-    resolution = _recipient(ctx, address, url)
+    from bridge.relay.client import RelayError, RelayUnavailable
+
+    rc = ctx.relays()
+    asked = [ctx.relay_url(relay)] if relay else list(dict.fromkeys([*rc.home, *rc.directory]))
+    resolution = _recipient(ctx, address, asked[0])
     peer = resolution.address if resolution is not None else _address_arg(address)
     if resolution is not None:
         click.echo(_describe(resolution))
-    active = identity.installations(peer, RelayClient(url).identity(peer), verifier=verifier_from_config(ctx.home.config()))
-    if not active:
-        raise Fail(f"{peer} is not registered on {url}", Exit.UNREACHABLE)
-    click.echo(f"{peer} can receive messages ({len(active)} installation{'s' if len(active) != 1 else ''})")
+    # Our home relays, then the directory (PROTOCOL.md §6.6), until one has an active installation.
+    failures: list[str] = []
+    for url in asked:
+        try:
+            records = RelayClient(url).identity(peer)
+        except (RelayUnavailable, RelayError) as exc:
+            failures.append(str(exc))
+            continue
+        active = identity.installations(peer, records, verifier=verifier_from_config(ctx.home.config()))
+        if active:
+            click.echo(f"{peer} can receive messages ({len(active)} installation{'s' if len(active) != 1 else ''}; found on {url})")
+            return
+    if failures and len(failures) == len(asked):
+        raise RelayUnavailable("; ".join(failures))
+    reason = f" ({'; '.join(failures)})" if failures else ""
+    raise Fail(f"{peer} is not registered on {', '.join(asked)}{reason}", Exit.UNREACHABLE)
 
 
 @cli.command()

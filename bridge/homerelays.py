@@ -108,7 +108,7 @@ def relay_config(home: Home, env: Mapping[str, str] | None = None) -> RelayConfi
     )
     return RelayConfig(
         home=tuple(homes),
-        directory=tuple(directory),
+        directory=tuple(u for u in directory if u not in homes),  # a home relay is asked first anyway
         previous=previous,
         embedded=bool(cfg.get("embedded_relay")) and bool(homes),
         insecure=insecure,

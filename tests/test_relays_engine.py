@@ -281,3 +281,48 @@ def test_a_peer_cannot_point_a_public_bridge_into_its_own_network(tmp_path: Path
     # A bridge whose own relays are local (a test network, a private deployment) follows local ones.
     local = make_engine(tmp_path / "local.db", "http://127.0.0.1:9", register=False)
     assert local.may_use("http://10.0.0.5:8080")
+
+
+def as_a_1_0_relay(app):  # type: ignore[no-untyped-def]
+    """A WSGI wrapper that makes a relay answer as protocol 1.0 did: no relay-list route (404
+    not_found), no ``relay_lists`` or ``minor`` in its answers."""
+    import json as _json
+
+    def wrapped(environ, start_response):  # type: ignore[no-untyped-def]
+        if environ["PATH_INFO"].startswith("/v1/relay-list/"):
+            body = b'{"error": {"code": "not_found", "message": "no such endpoint"}}'
+            start_response("404 NOT FOUND", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        captured: dict[str, object] = {}
+
+        def capture(status, headers, exc_info=None):  # type: ignore[no-untyped-def]
+            captured.update(status=status, headers=headers)
+            return lambda data: None
+
+        raw = b"".join(app(environ, capture))
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]  # type: ignore[union-attr]
+        if raw.startswith(b"{"):
+            data = _json.loads(raw)
+            data.pop("minor", None)
+            data.pop("relay_lists", None)
+            for entry in data.get("logs", []) if isinstance(data.get("logs"), list) else []:
+                entry.pop("relay_lists", None)
+            raw = _json.dumps(data).encode()
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(raw)))])
+        return [raw]
+
+    return wrapped
+
+
+def test_a_1_1_bridge_works_through_a_1_0_relay(tmp_path: Path) -> None:
+    """§10.2: a 1.0 relay has no relay lists; 1.1 bridges sharing it still talk, both ways."""
+    with serve_relay(tmp_path / "old.db", wrap=as_a_1_0_relay) as old:
+        assert "minor" not in requests.get(f"{old}/v1/health", timeout=10).json()
+        alice = engine(tmp_path, "alice", [old], [])
+        bob = engine(tmp_path, "bob", [old], [])
+        assert alice.send(bob.address, "over a 1.0 relay").delivered
+        assert bob.sync() == 1
+        assert bob.send(alice.address, "and back").delivered
+        assert alice.sync() == 1
+        assert texts(alice, bob.address) == ["over a 1.0 relay", "and back"]
+        assert alice.inbox_relays(bob.installation_id) == [old]

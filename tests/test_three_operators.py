@@ -183,3 +183,14 @@ def test_failures_name_the_relay_and_the_reason(ops: Operators) -> None:
     assert not (ops.d / "gina" / "keys.json").exists()
     one_line(parley(ops.alice, "relays", "set", "http://10.1.2.3:8738"), 2, "http://10.1.2.3:8738", "plain http")
     assert json.loads(ok(ops.run(ops.alice, "relays", "--json")))["home"] == [ops.r1]  # nothing changed
+
+
+def test_can_message_asks_home_then_directory_and_the_directory_env_overrides(ops: Operators) -> None:
+    bob = whoami(ops.bob)["address"]
+    out = ok(ops.run(ops.alice, "can-message", bob))
+    assert "1 installation" in out and f"found on {ops.r3}" in out  # not on Alice's home relay R1
+    # PARLEY_DIRECTORY_RELAYS replaces the configured directory: without R3, Bob is nowhere Alice asks.
+    r = parley(ops.alice, "can-message", bob, PARLEY_DIRECTORY_RELAYS=ops.r1, PARLEY_CA_BUNDLE=ops.ca_bundle)
+    one_line(r, 3, "not registered", ops.r1)
+    env_relays = parley(ops.alice, "relays", "--json", PARLEY_DIRECTORY_RELAYS=f"{ops.r1}, {ops.r3}/")
+    assert json.loads(env_relays.stdout)["directory"] == [ops.r3]  # R1 is a home relay already; the / is canonicalised
