@@ -194,3 +194,24 @@ def test_can_message_asks_home_then_directory_and_the_directory_env_overrides(op
     one_line(r, 3, "not registered", ops.r1)
     env_relays = parley(ops.alice, "relays", "--json", PARLEY_DIRECTORY_RELAYS=f"{ops.r1}, {ops.r3}/")
     assert json.loads(env_relays.stdout)["directory"] == [ops.r3]  # R1 is a home relay already; the / is canonicalised
+
+
+def test_moving_house_while_the_daemon_runs(ops: Operators) -> None:
+    """`parley relays set` reaches the running daemon: it publishes the new list and reads the new
+    relay at once, and keeps reading the old one."""
+    heidi = ops.d / "heidi"
+    ops.run(heidi, "init", "--relay", ops.r2)
+    ops.run(heidi, "relays", "directory", ops.r3)
+    daemon, _ = start_bridge(heidi, free_port(), None, PARLEY_CA_BUNDLE=ops.ca_bundle)
+    try:
+        daemon.expect(f"on {ops.r2}")
+        ops.run(heidi, "relays", "set", ops.r3)
+        daemon.expect(f"subscribed to .* on {ops.r3}")
+        status = json.loads(ok(ops.run(heidi, "status", "--json")))
+        assert set(status["inbox"]["cursors"]) == {ops.r3, ops.r2}
+        heidi_address = whoami(heidi)["address"]
+        assert "sent " in ok(ops.run(ops.alice, "send", heidi_address, "to wherever you are now"))
+        wait_for(lambda: conversation(ops, heidi, whoami(ops.alice)["address"]) == ["to wherever you are now"],
+                 what="Heidi's daemon to receive live")
+    finally:
+        daemon.stop()
