@@ -234,22 +234,27 @@ def test_binary_fields_that_are_not_standard_base64(world: World, value: str, fi
     assert rejected(world, before, r) in {"bad_base64", "bad_request", "too_large"}
 
 
+def broken_copy(valid: bytes, data: st.DataObject) -> tuple[str, bytes]:
+    """A broken copy of the CBOR ``valid``: random bytes, truncated, non-canonical, with trailing
+    bytes, or one byte flipped. Returns (which, the bytes)."""
+    kind = data.draw(st.sampled_from(["random", "truncated", "non_canonical", "trailing", "flipped"]))
+    if kind == "random":
+        return kind, data.draw(st.binary(min_size=1, max_size=600))
+    if kind == "truncated":
+        return kind, valid[: data.draw(st.integers(1, len(valid) - 1))]
+    if kind == "non_canonical":
+        return kind, non_canonical(valid, data.draw(st.integers(0, 2)))
+    if kind == "trailing":
+        return kind, valid + data.draw(st.binary(min_size=1, max_size=8))
+    i = data.draw(st.integers(0, len(valid) - 1))
+    return kind, valid[:i] + bytes([valid[i] ^ data.draw(st.integers(1, 255))]) + valid[i + 1 :]
+
+
 @FUZZ
 @given(data=st.data())
 def test_malformed_cbor_prekey_uploads(world: World, data: st.DataObject) -> None:
     valid = world.upload
-    kind = data.draw(st.sampled_from(["random", "truncated", "non_canonical", "trailing", "flipped"]))
-    if kind == "random":
-        blob = data.draw(st.binary(min_size=1, max_size=600))
-    elif kind == "truncated":
-        blob = valid[: data.draw(st.integers(1, len(valid) - 1))]
-    elif kind == "non_canonical":
-        blob = non_canonical(valid, data.draw(st.integers(0, 2)))
-    elif kind == "trailing":
-        blob = valid + data.draw(st.binary(min_size=1, max_size=8))
-    else:
-        i = data.draw(st.integers(0, len(valid) - 1))
-        blob = valid[:i] + bytes([valid[i] ^ data.draw(st.integers(1, 255))]) + valid[i + 1 :]
+    kind, blob = broken_copy(valid, data)
     before = world.snapshot()
     r = world.client.put(f"/v1/prekeys/{world.inst.iid}", json={"upload": b64(blob)})
     code = rejected(world, before, r)
@@ -262,18 +267,7 @@ def test_malformed_cbor_prekey_uploads(world: World, data: st.DataObject) -> Non
 def test_malformed_relay_lists(world: World, data: st.DataObject) -> None:
     """PUT /v1/relay-list/<iid> with a broken copy of the stored list: refused, nothing changes (1.1)."""
     valid = world.relay_list
-    kind = data.draw(st.sampled_from(["random", "truncated", "non_canonical", "trailing", "flipped"]))
-    if kind == "random":
-        blob = data.draw(st.binary(min_size=1, max_size=600))
-    elif kind == "truncated":
-        blob = valid[: data.draw(st.integers(1, len(valid) - 1))]
-    elif kind == "non_canonical":
-        blob = non_canonical(valid, data.draw(st.integers(0, 2)))
-    elif kind == "trailing":
-        blob = valid + data.draw(st.binary(min_size=1, max_size=8))
-    else:
-        i = data.draw(st.integers(0, len(valid) - 1))
-        blob = valid[:i] + bytes([valid[i] ^ data.draw(st.integers(1, 255))]) + valid[i + 1 :]
+    kind, blob = broken_copy(valid, data)
     before = world.snapshot()
     r = world.client.put(f"/v1/relay-list/{world.inst.iid}", json={"record": b64(blob)})
     code = rejected(world, before, r)

@@ -42,7 +42,7 @@ from bridge.relay.storage import (
     LogFull,
     Storage,
     bindings_from_logs,
-    StaleRelayList,
+    relay_list_replaces,
     StaleUpload,
     StorageError,
     StorageUnavailable,
@@ -452,15 +452,8 @@ class SQLiteStorage(Storage):
             ).fetchone() is None:
                 raise InstallationNotActive(f"installation {installation_id} is not active in the identity log of {address}")
             row = conn.execute("SELECT version, record FROM relay_lists WHERE iid = ?", (installation_id,)).fetchone()
-            if row is not None:
-                stored_version, stored = int(row[0]), bytes(row[1])
-                if stored_version == version and stored == bytes(record):
-                    return False
-                if stored_version >= version:
-                    raise StaleRelayList(
-                        f"relay list version {version} is not newer than the stored one ({stored_version})"
-                        + (" and its bytes differ" if stored_version == version else "")
-                    )
+            if not relay_list_replaces(None if row is None else (int(row[0]), bytes(row[1])), version, record):
+                return False
             conn.execute(
                 "INSERT INTO relay_lists (iid, address, version, record) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (iid) DO UPDATE SET address = excluded.address, version = excluded.version, record = excluded.record",

@@ -80,6 +80,26 @@ class StaleRelayList(StorageError):
     """A relay list older than the stored one, or of the same version with other bytes; nothing was stored."""
 
 
+def relay_list_replaces(stored: tuple[int, bytes] | None, version: int, record: bytes) -> bool:
+    """Whether a relay list (``version``, ``record``) replaces the stored one (version, bytes), for both
+    storages: True to store it, False for these very bytes again (nothing to do).
+
+    Raises:
+        StaleRelayList: its version is lower than the stored one's, or equal with other bytes.
+    """
+    if stored is None:
+        return True
+    stored_version, stored_record = stored
+    if stored_version == version and stored_record == bytes(record):
+        return False
+    if stored_version >= version:
+        raise StaleRelayList(
+            f"relay list version {version} is not newer than the stored one ({stored_version})"
+            + (" and its bytes differ" if stored_version == version else "")
+        )
+    return True
+
+
 class InstallationNotActive(StorageError):
     """The installation is not actively bound to the address (never authorized there, or revoked)."""
 
