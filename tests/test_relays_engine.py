@@ -326,3 +326,14 @@ def test_a_1_1_bridge_works_through_a_1_0_relay(tmp_path: Path) -> None:
         assert alice.sync() == 1
         assert texts(alice, bob.address) == ["over a 1.0 relay", "and back"]
         assert alice.inbox_relays(bob.installation_id) == [old]
+
+
+def test_registering_while_the_primary_is_down_still_opens_the_other_home_relays(tmp_path: Path, relays) -> None:
+    (r1, r2, r3), _, stops = relays
+    stops[1].close()  # R2, Bob's primary, is down when Bob starts
+    bob = engine(tmp_path, "bob", [r2, r1], [r3])  # registers: must not give up because of R2
+    assert identity_on(r1, bob.address) and identity_on(r3, bob.address)
+    alice = engine(tmp_path, "alice", [r3], [r3])
+    assert alice.send(bob.address, "R2 was never up").delivered  # session from R1's signed prekeys
+    assert bob.sync() == 1
+    assert texts(bob, alice.address) == ["R2 was never up"]

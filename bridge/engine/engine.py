@@ -298,24 +298,33 @@ class Engine:
         """Publish our statement on every home and directory relay, our prekeys on the home relays, and
         our relay list wherever senders may look (PROTOCOL.md §6.6). Returns True if anything was uploaded.
 
-        A relay other than the primary that cannot be reached is logged and tried again by the next
-        registration; the primary must take it.
+        A relay that cannot be reached is logged and tried again by the next registration, as long as
+        one home relay took our statement (a bridge whose primary is down still receives on the others).
 
         Raises:
-            RelayUnavailable, RelayError: the primary home relay could not be reached or refused.
+            RelayUnavailable, RelayError: no home relay took our statement, or the primary refused our prekeys.
         """
         address, record = self.identity_pair()
         changed = False
+        failed: dict[str, Exception] = {}
         for url in dict.fromkeys([*self.home_relays, *self.directory_relays]):
             try:
                 if record not in self.client(url).identity(address):
                     self.client(url).publish_identity(address, record)
                     changed = True
             except (RelayUnavailable, RelayError) as exc:
-                if url == self.relay_url:
-                    raise
+                failed[url] = exc
                 log.warning("could not publish our statement on %s: %s", url, exc)
-        changed = self.ensure_prekeys() or changed
+        if all(url in failed for url in self.home_relays):
+            raise failed[self.relay_url]
+        try:
+            changed = self.ensure_prekeys() or changed
+        except (RelayUnavailable, RelayError) as exc:
+            if self.relay_url not in failed:
+                raise
+            # The primary is down; the others got our signed prekeys (Prekeys.ensure), so senders can
+            # still start sessions. The daemon's prekey check tops the primary up when it is back.
+            log.warning("prekeys not uploaded to the primary %s: %s", self.relay_url, exc)
         return self.publish_relay_list() or changed
 
     def relay_list(self) -> bytes:
