@@ -337,3 +337,19 @@ def test_registering_while_the_primary_is_down_still_opens_the_other_home_relays
     assert alice.send(bob.address, "R2 was never up").delivered  # session from R1's signed prekeys
     assert bob.sync() == 1
     assert texts(bob, alice.address) == ["R2 was never up"]
+
+
+def test_envelope_digests_are_pruned_after_twice_the_retention(tmp_path: Path, relays) -> None:
+    from bridge.engine import engine as engine_mod
+    from bridge.store import now_ms
+
+    (r1, r2, r3), _, _ = relays
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    bob = engine(tmp_path, "bob", [r2], [r3])
+    with bob.store.write() as c:
+        c.execute("INSERT INTO seen_envelopes(digest, at) VALUES (?, ?)", (b"old" * 8, now_ms() - engine_mod.SEEN_KEEP_MS - 1))
+        c.execute("INSERT INTO seen_envelopes(digest, at) VALUES (?, ?)", (b"new" * 8, now_ms() - engine_mod.SEEN_KEEP_MS + 60_000))
+    assert alice.send(bob.address, "the first envelope after a start prunes").delivered
+    assert bob.sync() == 1
+    kept = {bytes(r["digest"]) for r in bob.store.read("SELECT digest FROM seen_envelopes")}
+    assert b"old" * 8 not in kept and b"new" * 8 in kept and len(kept) == 2

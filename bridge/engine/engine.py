@@ -104,6 +104,11 @@ def message_dict(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
+#: Digests of envelopes taken in are kept this long (twice the relays' default retention), pruned
+#: every SEEN_PRUNE_EVERY envelopes (PROTOCOL.md §6.3 "Several relays").
+SEEN_KEEP_MS = 60 * 86_400_000
+SEEN_PRUNE_EVERY = 500
+
 #: An envelope not taken by one of its installation's other inbox relays within this long is given up.
 DELIVERY_MAX_AGE_MS = 7 * 86_400_000
 
@@ -156,6 +161,7 @@ class Engine:
         self.topic = inbox_topic(self.installation_id)
         self._tls = threading.local()
         self._relay_list_cache: tuple[tuple[str, tuple[str, ...]], bytes] | None = None
+        self._seen_since_prune = SEEN_PRUNE_EVERY - 1  # the first envelope after a start prunes
         #: Outbox stage (bridge/engine/outbox.py): installations found without prekeys (iid -> until,
         #: ms) and bundles claimed for a message that was then retried (iid -> (claimed at, bundle)).
         self._no_prekeys: dict[str, int] = {}
@@ -1080,6 +1086,11 @@ class Engine:
             else:
                 duplicate = False
                 c.execute("INSERT INTO seen_envelopes(digest, at) VALUES (?, ?)", (digest, now_ms()))
+                self._seen_since_prune += 1
+                if self._seen_since_prune >= SEEN_PRUNE_EVERY:
+                    # kept twice the relays' default retention: a copy older than that is gone from every relay
+                    c.execute("DELETE FROM seen_envelopes WHERE at < ?", (now_ms() - SEEN_KEEP_MS,))
+                    self._seen_since_prune = 0
             if rejected is None and not duplicate:
                 # A rejected envelope must change nothing but the quarantine and the cursor: _open may
                 # already have written (e.g. deleted the one-time prekeys an impostor's message used)

@@ -152,8 +152,9 @@ CREATE TABLE IF NOT EXISTS outbox_deliveries (  -- the other inbox relays of an 
 CREATE INDEX IF NOT EXISTS outbox_deliveries_due ON outbox_deliveries(state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS seen_envelopes (
     digest  BLOB PRIMARY KEY,                -- SHA-256 of the sealed payload
-    at      INTEGER NOT NULL                 -- ms
+    at      INTEGER NOT NULL                 -- ms; pruned after SEEN_KEEP_MS (bridge/engine/engine.py)
 );
+CREATE INDEX IF NOT EXISTS seen_envelopes_by_age ON seen_envelopes(at);
 CREATE TABLE IF NOT EXISTS quarantine (      -- envelopes that could not be taken in (bridge/engine/inbox.py)
     topic   TEXT NOT NULL,
     cursor  INTEGER NOT NULL,
