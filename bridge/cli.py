@@ -807,7 +807,7 @@ def revoke(ctx: Ctx, installation_id: str | None) -> None:
     if not is_installation_id(iid):
         raise Fail(f"not an installation id: {iid!r}", Exit.USAGE)
     signed = identity.sign_statement(identity.revoke_statement(engine.address, iid), engine.secrets.wallet_key)
-    engine.relay.publish_identity(engine.address, signed.to_record())
+    engine.publish_record(engine.address, signed.to_record())
     click.echo(f"revoked installation {iid} of {engine.address}")
 
 

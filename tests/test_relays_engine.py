@@ -353,3 +353,19 @@ def test_envelope_digests_are_pruned_after_twice_the_retention(tmp_path: Path, r
     assert bob.sync() == 1
     kept = {bytes(r["digest"]) for r in bob.store.read("SELECT digest FROM seen_envelopes")}
     assert b"old" * 8 not in kept and b"new" * 8 in kept and len(kept) == 2
+
+
+def test_a_revocation_reaches_the_directory_too(tmp_path: Path, relays) -> None:
+    """Senders look a wallet up on the directory: a revocation only on the primary would leave the
+    directory serving the revoked installation (and a sender who finds it there would encrypt to it)."""
+    from bridge import identity
+
+    (r1, r2, r3), _, _ = relays
+    laptop = engine(tmp_path, "laptop", [r2, r1], [r3])
+    phone = make_engine(tmp_path / "phone.db", r2, laptop.secrets.wallet_key, home_relays=[r2, r1], directory_relays=[r3])
+    revocation = identity.sign_statement(identity.revoke_statement(laptop.address, phone.installation_id), laptop.secrets.wallet_key)
+    laptop.publish_record(laptop.address, revocation.to_record())
+    for url in (r2, r1, r3):
+        records = [wire.b64d(r) for r in requests.get(f"{url}/v1/identity/{laptop.address}", timeout=10).json()["records"]]
+        active = identity.installations(laptop.address, records)
+        assert set(active) == {laptop.installation_id}, url

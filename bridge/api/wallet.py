@@ -217,7 +217,7 @@ class WalletSignIn:
 
     def _publish(self, address: str, record: bytes) -> None:
         try:
-            self.engine.relay.publish_identity(address, record)
+            self.engine.publish_record(address, record)
         except RelayUnavailable as exc:
             raise PublishFailed(f"the relay is unreachable, nothing was changed: {exc}") from None
         except RelayError as exc:

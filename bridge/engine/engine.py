@@ -333,6 +333,21 @@ class Engine:
             log.warning("prekeys not uploaded to the primary %s: %s", self.relay_url, exc)
         return self.publish_relay_list() or changed
 
+    def publish_record(self, address: str, record: bytes) -> None:
+        """Append an identity record (a statement or a revocation) to ``address``'s log on the primary
+        home relay, then on our other home and directory relays, where senders look (PROTOCOL.md
+        §6.6). A revocation only on the primary would leave the directory serving the installation.
+
+        Raises:
+            RelayUnavailable, RelayError: the primary could not be reached or refused (nothing else was tried).
+        """
+        self.relay.publish_identity(address, record)
+        for url in dict.fromkeys([*self.home_relays[1:], *self.directory_relays]):
+            try:
+                self.client(url).publish_identity(address, record)
+            except (RelayUnavailable, RelayError) as exc:
+                log.warning("identity record not published on %s: %s", url, exc)
+
     def relay_list(self) -> bytes:
         """Our signed relay list naming the current home relays (a new version whenever they change)."""
         with self.store.write() as c:
