@@ -320,9 +320,10 @@ class Engine:
                     changed = True
             except (RelayUnavailable, RelayError) as exc:
                 failed[url] = exc
-                log.warning("could not publish our statement on %s: %s", url, exc)
         if all(url in failed for url in self.home_relays):
-            raise failed[self.relay_url]
+            raise failed[self.relay_url]  # one error, the caller's to report (a CLI prints one line)
+        for url, exc in failed.items():
+            log.warning("could not publish our statement on %s: %s", url, exc)
         try:
             changed = self.ensure_prekeys() or changed
         except (RelayUnavailable, RelayError) as exc:
@@ -1235,17 +1236,16 @@ class Engine:
             RelayUnavailable, RelayError
         """
         received = 0
-        failures: list[Exception] = []
+        failures: dict[str, Exception] = {}
         for relay in self.reading_relays:
             try:
                 received += self._sync_from(relay, limit)
             except (RelayUnavailable, RelayError) as exc:
-                if relay == self.relay_url and len(self.reading_relays) == 1:
-                    raise
-                log.warning("could not read our inbox on %s: %s", relay, exc)
-                failures.append(exc)
+                failures[relay] = exc
         if len(failures) == len(self.reading_relays):
-            raise failures[0]
+            raise next(iter(failures.values()))  # one error, the caller's to report
+        for relay, exc in failures.items():
+            log.warning("could not read our inbox on %s: %s", relay, exc)
         self.flush_outbox(retry_now=True)  # an explicit sync: what is backing off is tried now too
         self.retry_deliveries()
         return received
