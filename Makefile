@@ -44,7 +44,7 @@ test: install node browser
 	node --test tests/js/
 
 ## test-fast: the fast subset for iteration (node tests, then pytest without the `slow` process suites and the
-## browser): under 2 minutes, and it catches every planted bug in tests/mutants/ (scripts/planted.py)
+## browser): about 3 minutes, and it catches every planted bug in tests/mutants/ (scripts/planted.py)
 test-fast: install node
 	node --test tests/js/
 	$(PY) -m pytest tests -m "not slow" -q $(PYTEST_ARGS)

@@ -20,7 +20,7 @@ from bridge.relay.client import RelayClient, RelayUnavailable
 from tests.procs import Proc, parley, start_relay
 from tests.relay_fixtures import WALLET_ADDRESS, authorize_record, make_installation, tls_files
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # real parley processes: not in make test-fast
 
 
 @pytest.fixture(scope="module")
