@@ -160,7 +160,8 @@ class Engine:
         )
         self.topic = inbox_topic(self.installation_id)
         self._tls = threading.local()
-        self._relay_list_cache: tuple[tuple[str, tuple[str, ...]], bytes] | None = None
+        #: ((address, home relays), record, version) of our current relay list (_relay_list_or_none).
+        self._relay_list_cache: tuple[tuple[str, tuple[str, ...]], bytes, int] | None = None
         self._seen_since_prune = SEEN_PRUNE_EVERY - 1  # the first envelope after a start prunes
         #: Outbox stage (bridge/engine/outbox.py): installations found without prekeys (iid -> until,
         #: ms) and bundles claimed for a message that was then retried (iid -> (claimed at, bundle)).
@@ -367,11 +368,16 @@ class Engine:
             )
         return record
 
+    def _current_relay_list(self) -> tuple[bytes, int] | None:
+        """The cached (record, version) of our relay list if it still names our address and home relays."""
+        cached = self._relay_list_cache
+        return (cached[1], cached[2]) if cached is not None and cached[0] == (self.address, self.home_relays) else None
+
     def _relay_list_or_none(self) -> bytes | None:
         """Our relay list for a message's content, or None if it cannot be made now (never blocks a send)."""
-        cached = self._relay_list_cache
-        if cached is not None and cached[0] == (self.address, self.home_relays):
-            return cached[1]
+        current = self._current_relay_list()
+        if current is not None:
+            return current[0]
         try:
             record = self.relay_list()
         except (StoreError, sqlite3.Error):
@@ -379,7 +385,7 @@ class Engine:
         except Exception:
             log.exception("could not make our relay list")
             return None
-        self._relay_list_cache = ((self.address, self.home_relays), record)
+        self._relay_list_cache = ((self.address, self.home_relays), record, relaylist.RelayList.decode(record).version)
         return record
 
     def publish_relay_list(self) -> bool:
@@ -923,11 +929,10 @@ class Engine:
         """``content`` encoded for installation ``iid``: carrying our relay list (PROTOCOL.md §6.1) until
         that installation has been sent the current version once. Only then: the list makes a content
         ~200 bytes longer, which would move short texts into the next padding bucket every time."""
-        cached = self._relay_list_cache  # made before the caller's transaction (_relay_list_or_none)
-        if cached is None or cached[0] != (self.address, self.home_relays):
+        current = self._current_relay_list()  # made before the caller's transaction (_relay_list_or_none)
+        if current is None:
             return content.encode()
-        record = cached[1]
-        version = str(relaylist.RelayList.decode(record).version).encode()
+        record, version = current[0], str(current[1]).encode()
         key = f"relays_sent:{iid}"
         row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         if row is not None and bytes(row["value"]) == version:
