@@ -645,8 +645,7 @@ def sync(ctx: Ctx) -> None:
         engine = open_engine(ctx)  # unlocks first: a wrong passphrase touches no file
         before = inbox.quarantine_count(engine.store)
         _ensure_registered(engine)
-        received = engine.sync()
-        result = {"received": received, "pending": engine.pending_count()}
+        result = engine.sync_report()
     click.echo(f"received {result['received']} new message(s); {result['pending']} waiting to be sent")
     rejected = quarantined() - before
     if rejected > 0:

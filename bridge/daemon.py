@@ -237,10 +237,10 @@ class Daemon:
         def control_sync() -> Any:
             guard()
             try:
-                received = self.engine.sync()
+                report = self.engine.sync_report()
             except (RelayUnavailable, RelayError) as exc:
                 return jsonify({"error": {"code": "relay_unavailable", "message": str(exc)}}), 503
-            return jsonify({"received": received, "pending": self.engine.pending_count()})
+            return jsonify(report)
 
     def status(self) -> dict[str, Any]:
         return {

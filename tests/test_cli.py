@@ -415,12 +415,8 @@ def test_concurrent_sends_and_sync_with_and_without_the_daemon(tmp_path: Path, n
     assert {"parley.db-wal", "parley.db-shm", "daemon.json"} <= set(names)
     assert daemon.stop() == 0
     direct = [f"direct-{i}-{tag}" for i in range(4)]
-    results = _parallel(net.alice, bob, direct)
-    for r in results[:-1]:
-        ok(r)
-    sync = results[-1]
-    if sync.returncode != 0:  # another process's message may still have been queued at that instant
-        fails(sync, 3, "retried")
+    for r in _parallel(net.alice, bob, direct):  # a sync reports only what it could not send, not what
+        ok(r)  # a concurrent send queued after it began (Engine.sync_report)
     ok(parley(net.alice, "sync"))
     assert_private(net.alice)
     ok(parley(net.bob, "sync"))

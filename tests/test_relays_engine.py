@@ -369,3 +369,26 @@ def test_a_revocation_reaches_the_directory_too(tmp_path: Path, relays) -> None:
         records = [wire.b64d(r) for r in requests.get(f"{url}/v1/identity/{laptop.address}", timeout=10).json()["records"]]
         active = identity.installations(laptop.address, records)
         assert set(active) == {laptop.installation_id}, url
+
+
+def test_sync_reports_what_it_could_not_send_not_what_another_caller_queued_meanwhile(tmp_path: Path, relays, monkeypatch) -> None:
+    """CI: `parley sync` beside concurrent `send`s exited 3 ("1 waiting to be sent") for a message a
+    send had queued after the sync's flush began: that message was the send's to deliver."""
+    (r1, r2, r3), _, stops = relays
+    alice = engine(tmp_path, "alice", [r1], [r3])
+    bob = engine(tmp_path, "bob", [r2], [r3])
+    alice.peers.lookup([bob.address])
+    flush = alice.flush_outbox
+
+    def flush_then_another_caller_queues(**kw: object) -> dict[str, str]:
+        errors = flush(**kw)  # type: ignore[arg-type]
+        alice.queue(bob.address, "queued by a concurrent send")
+        return errors
+
+    monkeypatch.setattr(alice, "flush_outbox", flush_then_another_caller_queues)
+    assert alice.sync_report() == {"received": 0, "pending": 0}
+    assert alice.pending_count() == 1  # it is there, for its own caller (or the next flush)
+    # That message was queued before the next sync: when it cannot go out, the sync reports it.
+    stops[1].close()  # R2, Bob's only relay
+    report = alice.sync_report()
+    assert report["pending"] == 1 and alice.pending_count() == 2

@@ -502,9 +502,29 @@ class Engine:
             error = self.store.read("SELECT last_error FROM outbox WHERE message_id = ?", (msg["id"],))[0]["last_error"]
         return SendResult(message_dict(row), delivered=row["state"] == "sent", error=error)
 
-    def pending_count(self) -> int:
-        """Messages not yet sent (including those backing off); failed ones are not counted."""
-        return self.store.read("SELECT COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'prepared')")[0]["n"]
+    def pending_count(self, *, queued_by: int | None = None) -> int:
+        """Messages not yet sent (including those backing off); failed ones are not counted.
+        ``queued_by``: only messages queued at or before that local ``seq`` (see ``sync_report``)."""
+        if queued_by is None:
+            return self.store.read("SELECT COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'prepared')")[0]["n"]
+        return self.store.read(
+            "SELECT COUNT(*) AS n FROM outbox o JOIN messages m ON m.id = o.message_id "
+            "WHERE o.state IN ('pending', 'prepared') AND m.seq <= ?",
+            (queued_by,),
+        )[0]["n"]
+
+    def sync_report(self, *, limit: int = 500) -> dict[str, int]:
+        """``sync``, then what it could not send: ``{"received", "pending"}``. Pending counts only the
+        messages queued before the flush began; one another caller (a concurrent ``send``, the daemon's
+        API) queues meanwhile is that caller's to deliver and report, not a failure of this sync.
+
+        Raises:
+            RelayUnavailable, RelayError
+        """
+        received = self._receive_all(limit)
+        mark = self.store.read("SELECT COALESCE(MAX(seq), 0) AS n FROM messages")[0]["n"]
+        self._flush_all()
+        return {"received": received, "pending": self.pending_count(queued_by=mark)}
 
     def flush_outbox(self, *, retry_now: bool = False, wait_for: str | None = None) -> dict[str, str]:
         """Deliver what is due, keeping the order within each conversation (bridge/engine/outbox.py).
@@ -1240,6 +1260,11 @@ class Engine:
         Raises:
             RelayUnavailable, RelayError
         """
+        received = self._receive_all(limit)
+        self._flush_all()
+        return received
+
+    def _receive_all(self, limit: int) -> int:
         received = 0
         failures: dict[str, Exception] = {}
         for relay in self.reading_relays:
@@ -1251,9 +1276,11 @@ class Engine:
             raise next(iter(failures.values()))  # one error, the caller's to report
         for relay, exc in failures.items():
             log.warning("could not read our inbox on %s: %s", relay, exc)
+        return received
+
+    def _flush_all(self) -> None:
         self.flush_outbox(retry_now=True)  # an explicit sync: what is backing off is tried now too
         self.retry_deliveries()
-        return received
 
     def _sync_from(self, relay: str, limit: int) -> int:
         """Fetch and process everything pending for us on one relay. Returns messages received."""
