@@ -70,7 +70,8 @@ async function loadThread(session, peer) {
   $('current').title = data.peer;
   $('current-address').textContent = data.name ? data.peer : '';
   const thread = $('thread');
-  const atBottom = thread.scrollHeight - thread.scrollTop - thread.clientHeight < 40;
+  const root = document.scrollingElement ?? document.documentElement;
+  const atBottom = root.scrollHeight - root.scrollTop - root.clientHeight < 40; // follow new messages only from the bottom
   thread.replaceChildren(...data.messages.map(messageItem));
   if (atBottom) thread.lastElementChild?.scrollIntoView({ block: 'nearest' });
   show('choose', false);
