@@ -201,3 +201,18 @@ def test_doctor_reports_a_failing_a_wrong_and_an_unreachable_source_and_exits_no
     assert got == {"lens_api_url": "failed", "eth_rpc_url": "ok", "lens_chain_rpc_url": "failed", "op_rpc_url": "off",
                    "farcaster_hub_url": "failed", "relays": "failed"}
 
+
+
+def test_doctor_keeps_api_keys_in_urls_out_of_its_report(tmp_path: Path, fresh_breaker: None) -> None:
+    """Providers put keys in the query string or user info; the report (often pasted into an issue)
+    names the endpoint without them."""
+    from bridge.doctor import format_line
+
+    dead = free_port()
+    env = {"PARLEY_NAME_SERVICE_DEFAULTS": "off", "PARLEY_ETH_RPC_URL": f"http://127.0.0.1:{dead}/v1?apikey=hunter2",
+           "PARLEY_LENS_API_URL": f"http://user:hunter2@127.0.0.1:{dead}/graphql"}
+    checks = [c for c in run_checks(home_with(tmp_path), env) if c.status != "off"]
+    assert {c.status for c in checks} == {"failed"} and len(checks) == 2
+    for c in checks:
+        text = format_line(c) + json.dumps(c.as_json())
+        assert "hunter2" not in text and str(dead) in text, text
