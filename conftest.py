@@ -5,6 +5,11 @@ import os
 
 import pytest
 
+# No test reaches the internet: the built-in public name services (bridge/nameservices.py) are off in
+# this process too (tests/procs.py does the same for every process it starts); fakes are configured
+# through the settings or their environment variables.
+os.environ["PARLEY_NAME_SERVICE_DEFAULTS"] = "off"
+
 _MUTMUT_HITS = os.environ.get("PARLEY_MUTMUT_HITS")
 _generation = 0
 

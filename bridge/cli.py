@@ -887,6 +887,33 @@ def relays_directory(ctx: Ctx, urls: tuple[str, ...], clear: bool, insecure: boo
     click.echo("directory relays: " + (", ".join(rc.directory) or "none"))
 
 
+# --- parley doctor (issue 11): one self-contained block; the checks live in bridge/doctor.py -------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as a JSON list of {source, setting, url, status, detail, ms}.")
+@pass_ctx
+@handle_errors
+def doctor(ctx: Ctx, as_json: bool) -> None:
+    """Check every configured source: the Lens API, each chain RPC (its chain id), the Farcaster hub,
+    and the home and directory relays. One line each: ok, failed (why) or off. Exits 1 when any
+    configured source fails."""
+    from bridge.doctor import format_line, run_checks
+
+    checks = run_checks(ctx.home)
+    if as_json:
+        click.echo(json.dumps([c.as_json() for c in checks], indent=2))
+    else:
+        width = max((len(c.source) for c in checks), default=0)
+        for c in checks:
+            click.echo(format_line(c, width))
+    failed = [c for c in checks if c.status == "failed"]
+    if failed:
+        if not as_json:
+            click.echo(f"{len(failed)} of {sum(c.status != 'off' for c in checks)} configured sources failed", err=True)
+        raise SystemExit(Exit.ERROR)
+
+
 def main(argv: list[str] | None = None) -> None:
     import bridge.cli_local  # noqa: F401  (registers pair, open, contacts)
     import bridge.cli_service  # noqa: F401  (registers service install)

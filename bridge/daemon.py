@@ -102,7 +102,9 @@ class Daemon:
             set_home_relays(home, [relay_url])
         self.relays = relay_config(home)
         self.embedded = not self.relays.home or self.relays.embedded
-        self.app = Flask("parley.bridge")
+        # No app-level static folder: Flask's default `/static/` route (files under the working
+        # directory!) would shadow the pages' own files and answer without the Host check.
+        self.app = Flask("parley.bridge", static_folder=None)
         self.app.url_map.merge_slashes = False  # as the relay's: no 308 redirects that rewrite paths
         self.app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
         self.sock = Sock(self.app)

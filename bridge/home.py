@@ -25,6 +25,8 @@ from typing import Any
 
 import platformdirs
 
+from bridge import nameservices
+
 __all__ = ["Home", "HomeError", "Setting", "SETTINGS", "DEFAULT_PORT", "resolve_home", "write_private"]
 
 DEFAULT_PORT = 8737
@@ -57,14 +59,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prekey_grace_days", 30, "Days a replaced prekey's private half is kept (first messages made with it still open), then deleted."),
     Setting("prekey_check_seconds", 60, "Seconds between the daemon's checks that the relay still has enough one-time prekeys (jittered)."),
     Setting("extension_ids", [], "Extra Chrome extension ids allowed to use the local API (besides Parley's own)."),
-    Setting("lens_api_url", None, "Lens API v3 GraphQL endpoint for lens:NAME (e.g. https://api.lens.xyz/graphql) [env PARLEY_LENS_API_URL]. Unset: Lens names only from contacts."),
-    Setting("eth_rpc_url", None, "Ethereum mainnet JSON-RPC URL: ENS names and EIP-1271/6492 wallets on chain 1 [env PARLEY_ETH_RPC_URL]."),
+    Setting("lens_api_url", nameservices.LENS_API_URL, "Lens API v3 GraphQL endpoint for lens:NAME (the public mainnet API by default; README \"Name services\") [env PARLEY_LENS_API_URL]. off: Lens names only from contacts."),
+    Setting("eth_rpc_url", nameservices.ETH_RPC_URL, "Ethereum mainnet JSON-RPC URL: ENS names and EIP-1271/6492 wallets on chain 1 (PublicNode's keyless RPC by default) [env PARLEY_ETH_RPC_URL]. off: no ENS, no smart wallets on chain 1."),
     Setting("ens_registry", None, "ENS registry address (default: mainnet's) [env PARLEY_ENS_REGISTRY]."),
     Setting("ens_universal_resolver", None, "ENS Universal Resolver address web3 resolves through (default: web3's mainnet one) [env PARLEY_ENS_UNIVERSAL_RESOLVER]."),
     Setting("farcaster_hub_url", None, "Farcaster hub HTTP API base URL for farcaster:FID|FNAME [env PARLEY_FARCASTER_HUB_URL]."),
     Setting("op_rpc_url", None, "OP Mainnet JSON-RPC URL: Farcaster IdRegistry custodyOf fallback, smart wallets on chain 10 [env PARLEY_OP_RPC_URL]."),
     Setting("farcaster_id_registry", None, "Farcaster IdRegistry address (default: 0x00000000Fc6c5F01Fc30151999387Bb99A9f489b) [env PARLEY_FARCASTER_ID_REGISTRY]."),
-    Setting("lens_chain_rpc_url", None, "Lens Chain (chain id 232) JSON-RPC URL: verifies Lens account owners and managers [env PARLEY_LENS_CHAIN_RPC_URL]."),
+    Setting("lens_chain_rpc_url", nameservices.LENS_CHAIN_RPC_URL, "Lens Chain (chain id 232) JSON-RPC URL: verifies Lens account owners and managers (the public https://rpc.lens.xyz by default) [env PARLEY_LENS_CHAIN_RPC_URL]. off: Lens accounts unverifiable."),
     Setting("name_cache_ttl", 300, "Seconds a resolved name is cached (a stale answer is used, marked, when its source is down) [env PARLEY_NAME_CACHE_TTL]."),
 )
 

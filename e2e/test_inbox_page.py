@@ -40,6 +40,10 @@ class Inbox:
     proc: Proc
 
 
+def bob_home(inbox: Inbox) -> Path:
+    return inbox.home.parent / "bob"
+
+
 @pytest.fixture(scope="module")
 def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inbox]:
     tmp = tmp_path_factory.mktemp("inbox")
@@ -164,3 +168,71 @@ def test_reply_from_the_page_and_mark_read_needs_the_right_csrf_token(inbox: Inb
     page.locator('[data-parley="mark-read"]').click()
     wait_for(lambda: unread(inbox, s["session"]) == 0, what="the page marks the conversation read")
     context.close()
+
+
+def box(page: Page, selector: str) -> dict[str, float]:
+    b = page.locator(selector).first.bounding_box()
+    assert b is not None, f"{selector} is not rendered"
+    return b
+
+
+def test_the_page_is_styled_one_line_bubbles_and_one_column_at_390px(inbox: Inbox, chromium: Browser) -> None:
+    """Issue 11: measured in real Chromium. A one-line message's bubble is one line tall (white-space:
+    pre-wrap on the bubble made it three), the two columns stack on a 390 px wide screen, and nothing
+    overflows sideways there."""
+    context = chromium.new_context(viewport={"width": 1024, "height": 768})
+    page = context.new_page()
+    open_inbox(inbox, page)
+    bubble = '[data-parley="message"][data-direction="in"]'
+    text_box = box(page, f"{bubble} p")
+    line = page.evaluate(f"parseFloat(getComputedStyle(document.querySelector('{bubble} p')).lineHeight)")
+    inner = page.evaluate(
+        f"(() => {{ const li = document.querySelector('{bubble}'); const s = getComputedStyle(li);"
+        " return li.clientHeight - parseFloat(s.paddingTop) - parseFloat(s.paddingBottom); })()"
+    )
+    assert line > 10 and text_box["height"] <= line * 1.2, (text_box, line)
+    assert inner <= line * 1.2, f"a one-line bubble is {inner}px tall inside, the line is {line}px"
+    nav, main = box(page, ".layout > nav"), box(page, ".layout > main")
+    assert nav["x"] + nav["width"] <= main["x"] + 1 and abs(nav["y"] - main["y"]) < 1, (nav, main)  # side by side
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    nav, main = box(page, ".layout > nav"), box(page, ".layout > main")
+    assert main["y"] >= nav["y"] + nav["height"] - 1, (nav, main)  # stacked: the thread under the list
+    assert nav["width"] > 390 * 0.9 and main["width"] > 390 * 0.9, (nav, main)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the page scrolls sideways at 390 px"
+    b = box(page, bubble)
+    assert b["x"] >= 0 and b["x"] + b["width"] <= 390, b  # the bubble wraps inside the screen
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS_DIR / "inbox-page-390.png"), full_page=True)
+    context.close()
+
+
+def test_the_page_updates_live_names_contacts_and_labels_the_unread_badge(inbox: Inbox, chromium: Browser) -> None:
+    parley(inbox.home, "contacts", "add", "bob", inbox.bob, check=True)
+    try:
+        context = chromium.new_context()
+        page = context.new_page()
+        open_inbox(inbox, page)
+        conv = page.locator('[data-parley="conversation"]')
+        expect(conv.locator('[data-parley="conversation-name"]')).to_have_text("bob")
+        expect(page.locator('[data-parley="current"]')).to_have_text("bob")
+        expect(page.locator('[data-parley="current-address"]')).to_have_text(inbox.bob)
+        expect(page.locator("body")).to_have_attribute("data-live", "on", timeout=TIMEOUT_MS)
+        page.evaluate("window.__notReloaded = true")
+        before = page.locator('[data-parley="message"]').count()
+
+        live = "a live one: the mill is closed, try the bridge"
+        parley(bob_home(inbox), "send", whoami(inbox.home)["address"], live, check=True)
+        expect(page.locator('[data-parley="message"]', has_text=live)).to_have_count(1, timeout=TIMEOUT_MS)
+        assert page.locator('[data-parley="message"]').count() == before + 1
+        expect(conv.locator(".last")).to_have_text(live, timeout=TIMEOUT_MS)
+        badge = conv.locator('[data-parley="unread"]')
+        expect(badge).to_have_count(1, timeout=TIMEOUT_MS)
+        n = int(badge.text_content() or "0")
+        assert n >= 1
+        expect(badge).to_have_attribute("aria-label", f"{n} unread")
+        expect(page.get_by_role("status", name=f"{n} unread")).to_have_count(1)
+        assert page.evaluate("window.__notReloaded === true"), "the page reloaded"
+        context.close()
+    finally:
+        parley(inbox.home, "contacts", "remove", "bob", check=True)

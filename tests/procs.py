@@ -31,8 +31,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Every test process runs without the built-in public name services (bridge/nameservices.py): no test
+#: reaches the internet. A test that wants a name service points its variable at a local fake.
+OFFLINE = {"PARLEY_NAME_SERVICE_DEFAULTS": "off"}
+
+
 def env_for(home: Path | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    env.update(OFFLINE)
     env["PARLEY_PASSPHRASE"] = PASSPHRASE
     env["PYTHONUNBUFFERED"] = "1"
     if home is not None:

@@ -11,8 +11,10 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from html.parser import HTMLParser
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
@@ -246,6 +248,67 @@ def test_inbox_page_is_a_static_shell_with_a_strict_csp_and_its_files_are_served
     for name in ("page.js", "inbox.js", "signin.js", "inbox.css"):
         assert requests.get(f"{bridge.url}/assets/{name}", timeout=10).status_code == 200
     assert requests.get(f"{bridge.url}/", headers={"Host": "evil.example"}, timeout=10).status_code == 403
+
+
+#: Every page the bridge serves (its HTML shells).
+PAGES = ("/", "/login", f"/c/{'0x' + 'cd' * 20}", "/signin")
+#: The Content-Type each kind of linked file must be served with (a stylesheet served as anything
+#: else is ignored by the browser, with nosniff a script too).
+LINKED_TYPES = {".css": ("text/css",), ".js": ("text/javascript", "application/javascript"), ".png": ("image/png",),
+                ".svg": ("image/svg+xml",), ".ico": ("image/x-icon", "image/vnd.microsoft.icon")}
+
+
+class _Links(HTMLParser):
+    """Every resource an HTML page makes the browser load: stylesheets/icons, scripts, images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        ref = {"link": a.get("href"), "script": a.get("src"), "img": a.get("src")}.get(tag)
+        if ref and not ref.startswith("data:"):
+            self.found.append(ref)
+
+
+def linked_resources(base: str, path: str, html: str) -> list[str]:
+    """The absolute URLs of everything ``html`` (served at ``path``) loads, ES module imports included."""
+    parser = _Links()
+    parser.feed(html)
+    todo = [urljoin(base + path, ref) for ref in parser.found]
+    seen: list[str] = []
+    while todo:
+        url = todo.pop()
+        if url in seen:
+            continue
+        seen.append(url)
+        if url.endswith(".js"):
+            text = requests.get(url, timeout=10).text
+            todo += [urljoin(url, ref) for ref in re.findall(r"""(?:^|[;\s])import\s[^'"]*?['"]([^'"]+)['"]""", text)]
+    return seen
+
+
+def test_every_resource_a_page_links_loads_with_200_and_its_content_type(bridge: Bridge) -> None:
+    """Issue 11: the inbox stylesheet was a 404 (the app's own /static route shadowed the pages' one).
+    Crawl every page the bridge serves and fetch every file it makes the browser load."""
+    checked: set[str] = set()
+    for path in PAGES:
+        page = requests.get(f"{bridge.url}{path}", timeout=10)
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html"), path
+        links = linked_resources(bridge.url, path, page.text)
+        assert any(u.endswith(".css") for u in links) and any(u.endswith(".js") for u in links), (path, links)
+        for url in links:
+            assert url.startswith(bridge.url + "/"), f"{path} loads {url} from elsewhere"
+            r = requests.get(url, timeout=10)
+            assert r.status_code == 200, f"{path} links {url}: HTTP {r.status_code}"
+            kind = LINKED_TYPES[PurePosixPath(urlsplit(url).path).suffix]
+            assert r.headers["Content-Type"].split(";")[0].strip() in kind, (url, r.headers["Content-Type"])
+            assert r.content, url
+            checked.add(url)
+    assert {u.rsplit("/", 1)[1] for u in checked} >= {"inbox.css", "inbox.js", "page.js", "signin.js"}
+    # The daemon has no static route of its own (Flask's default served the working directory's static/).
+    assert requests.get(f"{bridge.url}/static/inbox.css", timeout=10).status_code == 404
 
 
 PEER = "0x" + "cd" * 20
@@ -738,3 +801,79 @@ def test_page_links_and_writes_refuse_foreign_origins_in_process(tmp_path: Path,
         status, body = post(read, {}, headers)
         assert (status, body["error"]["code"]) == (403, refusal), headers
     assert post(read, {}, good) == (200, {"unread": 0})
+
+
+def test_inbox_events_stream_only_to_a_live_inbox_session_in_process(tmp_path: Path, relay_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inbox page's live updates (issue 11) use the page's own authentication: no session header
+    (a cookie, another page's session, a guess) gets no stream; an open stream says only which
+    conversation changed, never the text; when the session expires the stream hears nothing more and
+    ends; at most MAX_PAGE_STREAMS are open at once."""
+    from flask import Flask
+    from flask_sock import Sock
+
+    from bridge.api import web
+    from bridge.api.access import SESSION_TTL_MS, PageSessions
+    from bridge.api.web import register_local_api
+
+    monkeypatch.setattr(web, "KEEPALIVE_SECONDS", 0.05)
+    now = [1000.0]
+    port = 8737
+    ours = f"http://127.0.0.1:{port}"
+    alice, bob = make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "bob.db", relay_url)
+    api = local_api(bob, tmp_path)
+    api.pages = PageSessions(clock=lambda: now[0])
+    app = Flask(__name__)
+    register_local_api(app, Sock(app), api, port=port)
+    client = app.test_client()
+
+    def session(scope: str) -> str:
+        r = client.post("/api/session", json={"token": api.pages.new_link(scope)}, headers={"Origin": ours}, base_url=ours)
+        return str(r.get_json()["session"])
+
+    def events(headers: dict[str, str]) -> Any:
+        return client.get("/api/inbox/events", headers=headers, base_url=ours, buffered=False)
+
+    inbox, signin = session("inbox"), session("signin")
+    for headers in ({}, {"Cookie": f"X-Parley-Session={inbox}; parley_session={inbox}"}, {"X-Parley-Session": signin},
+                    {"X-Parley-Session": inbox[:-2] + ("AA" if inbox[-2:] != "AA" else "BB")}, {"X-Parley-Session": ""}):
+        r = events(headers)
+        assert r.status_code == 401 and r.get_json()["error"]["code"] == "no-session", headers
+        assert len(api.hub) == 0
+    assert events({"X-Parley-Session": inbox, "Host": "evil.example"}).status_code == 403
+
+    r = events({"X-Parley-Session": inbox})
+    assert r.status_code == 200 and r.mimetype == "text/event-stream"
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"] and r.headers["Cache-Control"] == "no-store"
+    chunks = (c.decode() if isinstance(c, bytes) else c for c in r.response)
+    assert next(chunks).startswith(": parley inbox events")
+    assert len(api.hub) == 1
+    assert alice.send(bob.address, "the text stays out of the stream").delivered
+    assert bob.sync() == 1
+    seen: list[dict[str, Any]] = []
+    for chunk in chunks:
+        assert "the text stays out" not in chunk
+        if chunk.startswith("event: "):
+            kind, data = chunk.split("\n")[:2]
+            seen.append(json.loads(data.removeprefix("data: ")))
+            assert kind == f"event: {seen[-1]['type']}"
+        if len(seen) == 2:
+            break
+    assert seen == [{"type": "message.new", "peer": alice.address}, {"type": "conversation.updated", "peer": alice.address}]
+
+    # At most MAX_PAGE_STREAMS at once (each holds a server thread); closing one frees its place.
+    more = [events({"X-Parley-Session": inbox}) for _ in range(web.MAX_PAGE_STREAMS - 1)]
+    assert all(m.status_code == 200 for m in more) and len(api.hub) == web.MAX_PAGE_STREAMS
+    full = events({"X-Parley-Session": inbox})
+    assert full.status_code == 429 and len(api.hub) == web.MAX_PAGE_STREAMS
+    for m in more:
+        m.close()
+    assert len(api.hub) == 1
+
+    # The session expires: the stream hears nothing more and ends.
+    now[0] += SESSION_TTL_MS / 1000 + 1
+    assert alice.send(bob.address, "after the session").delivered
+    assert bob.sync() == 1
+    assert not [c for c in chunks if c.startswith("event: ")]
+    r.close()
+    assert len(api.hub) == 0
+    assert events({"X-Parley-Session": inbox}).status_code == 401

@@ -1,6 +1,6 @@
 """The bridge's own pages (the inbox and the wallet sign-in page): shells, sessions, JSON guards.
 
-A page is a static HTML shell (no data, no inline script) plus a script from ``/static/``. The
+A page is a static HTML shell (no data, no inline script) plus a script and a stylesheet from ``/assets/``. The
 one-time link (``parley open``, ``parley signin``, the extension's ``signin.link``) carries its token
 in the URL fragment; the page's script trades it (``POST /api/session``) for a session secret and a
 CSRF token kept in ``sessionStorage``, and sends the secret as ``X-Parley-Session`` with every data
@@ -20,7 +20,7 @@ from flask import Response, abort, jsonify, make_response, render_template, requ
 
 from bridge.api.access import Access, AccessError, PageSession, PageSessions
 
-__all__ = ["PAGE_CSP", "SESSION_HEADER", "CSRF_HEADER", "PageGuard", "page", "json_error"]
+__all__ = ["PAGE_CSP", "SESSION_HEADER", "CSRF_HEADER", "PageGuard", "page", "json_error", "secure"]
 
 log = logging.getLogger("parley.api")
 
@@ -41,6 +41,10 @@ def _secure(resp: Response) -> Response:
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Cross-Origin-Opener-Policy"] = "same-origin"
     return resp
+
+
+#: The headers every page answer carries (CSP, nosniff, no-store, no framing).
+secure = _secure
 
 
 def page(template: str, status: int = 200) -> Response:

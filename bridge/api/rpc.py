@@ -125,17 +125,18 @@ _PUBLIC_REASONS = frozenset({"malformed", "unknown", "unreachable", "contacts"})
 
 
 class Hub:
-    """Fan-out of notifications to every authenticated connection."""
+    """Fan-out of notifications to every authenticated connection (and every open inbox page's event
+    stream, bridge/api/web.py): anything with ``notify(method, params)``."""
 
     def __init__(self) -> None:
-        self._conns: set[RpcConnection] = set()
+        self._conns: set[Any] = set()
         self._lock = threading.Lock()
 
-    def add(self, conn: "RpcConnection") -> None:
+    def add(self, conn: Any) -> None:
         with self._lock:
             self._conns.add(conn)
 
-    def remove(self, conn: "RpcConnection") -> None:
+    def remove(self, conn: Any) -> None:
         with self._lock:
             self._conns.discard(conn)
 

@@ -79,7 +79,9 @@ class Chain:
         if self._w3 is None:
             from web3 import Web3
 
-            self._w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": self.timeout}, exception_retry_configuration=None))
+            from bridge.nameservices import timeout
+
+            self._w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": timeout(self.timeout)}, exception_retry_configuration=None))
         if not self._checked:
             got = self._rpc(lambda: self._w3.eth.chain_id)
             if got != self.expected_chain_id:
@@ -87,14 +89,32 @@ class Chain:
             self._checked = True
         return self._w3
 
+    def _unreachable(self, exc: BaseException) -> ChainError:
+        """A request failed: an endpoint that could not be connected to is not asked again for a while."""
+        import requests
+
+        from bridge import nameservices
+
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            nameservices.mark_unreachable(self.url)
+        return ChainError(f"cannot reach {self.url}: {_short(exc)}", self.url)
+
+    def _skip_if_down(self) -> None:
+        from bridge import nameservices
+
+        left = nameservices.unreachable_for(self.url)
+        if left > 0:
+            raise ChainError(f"cannot reach {self.url}: it could not be reached moments ago (next try in {left:.0f}s)", self.url)
+
     def _rpc(self, fn: Any) -> Any:
         import requests
         from web3.exceptions import Web3Exception
 
+        self._skip_if_down()
         try:
             return fn()
         except requests.RequestException as exc:
-            raise ChainError(f"cannot reach {self.url}: {_short(exc)}", self.url) from None
+            raise self._unreachable(exc) from None
         except (Web3Exception, ValueError, OSError) as exc:
             raise ChainError(f"{self.url} failed: {_short(exc)}", self.url) from None
 
@@ -135,12 +155,13 @@ class Chain:
         import requests
         from web3.exceptions import ContractLogicError, Web3Exception
 
+        self._skip_if_down()
         try:
             return w3.eth.call(tx, block_identifier=block)
         except ContractLogicError:
             raise
         except requests.RequestException as exc:
-            raise ChainError(f"cannot reach {self.url}: {_short(exc)}", self.url) from None
+            raise self._unreachable(exc) from None
         except (Web3Exception, ValueError, OSError) as exc:
             raise ChainError(f"{self.url} failed: {_short(exc)}", self.url) from None
 

@@ -266,22 +266,25 @@ SETTING_CHAINS: dict[str, int] = {"eth_rpc_url": 1, "op_rpc_url": 10, "lens_chai
 def verifier_from_env(env: Mapping[str, str] | None = None) -> SmartVerifier:
     """The relay's verifier: chains from PARLEY_ETH_RPC_URL (1), PARLEY_OP_RPC_URL (10) and
     PARLEY_LENS_CHAIN_RPC_URL (232). None set: EOA-only, smart accounts refused as unverifiable."""
+    from bridge.nameservices import is_off
+
     env = os.environ if env is None else env
-    return SmartVerifier({cid: env[name] for name, cid in ENV_CHAINS.items() if env.get(name)})
+    return SmartVerifier({cid: env[name].strip() for name, cid in ENV_CHAINS.items() if not is_off(env.get(name))})
 
 
 def verifier_from_config(cfg: Mapping[str, object], env: Mapping[str, str] | None = None) -> SmartVerifier:
-    """The bridge's verifier: the home's settings (``eth_rpc_url``, ``op_rpc_url``, ``lens_chain_rpc_url``),
-    each overridden by its environment variable."""
+    """The bridge's verifier: the home's settings (``eth_rpc_url``, ``op_rpc_url``, ``lens_chain_rpc_url``;
+    Ethereum and Lens Chain have public defaults, README "Name services"), each overridden by its
+    environment variable; ``off`` turns a chain off."""
+    from bridge.nameservices import endpoint
+
     env = os.environ if env is None else env
+    variable = {cid: name for name, cid in ENV_CHAINS.items()}
     chains: dict[int, str] = {}
     for setting, cid in SETTING_CHAINS.items():
-        value = cfg.get(setting)
-        if isinstance(value, str) and value:
-            chains[cid] = value
-    for name, cid in ENV_CHAINS.items():
-        if env.get(name):
-            chains[cid] = env[name]
+        url = endpoint(setting, cfg, env, variable[cid])
+        if url:
+            chains[cid] = url
     return SmartVerifier(chains)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.identity import IdentityError, checksum_address
+from bridge.nameservices import endpoint
 from bridge.resolve.cache import NameCache
 from bridge.resolve.contacts import Contacts, ContactsError
 from bridge.resolve.sources import (
@@ -117,7 +118,8 @@ class Resolution:
 
 @dataclass(frozen=True)
 class ResolverSettings:
-    """Endpoints (None: that source is off) and the cache TTL. See README "Settings"."""
+    """Endpoints (None: that source is off) and the cache TTL. See README "Settings" and "Name services"
+    (the Lens API and ENS have public defaults, filled in by :meth:`bridge.home.Home.config`)."""
 
     lens_api_url: str | None = None
     eth_rpc_url: str | None = None
@@ -135,6 +137,9 @@ class ResolverSettings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for name, var in ENV_SETTINGS.items():
+            if name.endswith("_url"):  # an endpoint: `off` turns it off (bridge/nameservices.py)
+                values[name] = endpoint(name, cfg, env, var)
+                continue
             value = env.get(var) or cfg.get(name)
             if name == "name_cache_ttl":
                 try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bridge import nameservices
 from bridge.chain import Chain, ChainError
 from bridge.identity import IdentityError, checksum_address
 
@@ -63,9 +64,18 @@ def _address(value: Any, source: str, what: str) -> str:
         raise SourceError(source, f"answered a malformed {what}") from None
 
 
+def _skip_if_down(source: str, url: str) -> None:
+    """Fail at once when ``url`` could not be connected to moments ago (bridge/nameservices.py)."""
+    left = nameservices.unreachable_for(url)
+    if left > 0:
+        raise SourceError(source, f"cannot reach {url} (it could not be reached moments ago; next try in {left:.0f}s)")
+
+
 def _http_error(source: str, url: str, exc: Exception) -> SourceError:
     import requests
 
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        nameservices.mark_unreachable(url)
     if isinstance(exc, requests.Timeout):
         return SourceError(source, f"{url} timed out after {TIMEOUT:g}s")
     if isinstance(exc, requests.ConnectionError):
@@ -92,10 +102,12 @@ class LensSource:
         import requests
 
         body = {"query": query, "variables": {"request": request}}
+        _skip_if_down(self.label, self.url)
         try:
-            r = requests.post(self.url, json=body, timeout=TIMEOUT, headers={"Accept": "application/json"})
+            r = requests.post(self.url, json=body, timeout=nameservices.timeout(TIMEOUT), headers={"Accept": "application/json"})
         except requests.RequestException as exc:
             raise _http_error(self.label, self.url, exc) from None
+        nameservices.mark_reachable(self.url)
         try:
             data = r.json()
         except ValueError:
@@ -149,7 +161,7 @@ class EnsSource:
         from ens import ENS
         from web3 import Web3
 
-        w3 = Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": TIMEOUT}, exception_retry_configuration=None))
+        w3 = Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": nameservices.timeout(TIMEOUT)}, exception_retry_configuration=None))
         ns = ENS.from_web3(w3, addr=checksum_address(self.registry) if self.registry else None)
         if self.universal_resolver:
             from ens import abis
@@ -169,6 +181,7 @@ class EnsSource:
         from ens.exceptions import ENSException
         from web3.exceptions import Web3Exception
 
+        _skip_if_down(self.label, self.rpc_url)
         try:
             return call()
         except requests.RequestException as exc:
@@ -208,10 +221,12 @@ class FarcasterSource:
         if self.hub_url is None:
             raise NotConfigured(self.label, "no hub URL configured")
         url = f"{self.hub_url}{path}"
+        _skip_if_down(self.label, self.hub_url)
         try:
-            r = requests.get(url, params=params, timeout=TIMEOUT, headers={"Accept": "application/json"})
+            r = requests.get(url, params=params, timeout=nameservices.timeout(TIMEOUT), headers={"Accept": "application/json"})
         except requests.RequestException as exc:
             raise _http_error(self.label, self.hub_url, exc) from None
+        nameservices.mark_reachable(self.hub_url)
         try:
             data = r.json()
         except ValueError:

@@ -21,6 +21,7 @@ PASSPHRASE = "conformance passphrase"
 
 def env(home: Path | None = None, **extra: str) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+    e["PARLEY_NAME_SERVICE_DEFAULTS"] = "off"  # nothing reaches the internet (bridge/nameservices.py)
     e["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     e["PARLEY_PASSPHRASE"] = PASSPHRASE
     e["PYTHONUNBUFFERED"] = "1"

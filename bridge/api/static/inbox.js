@@ -1,7 +1,8 @@
 // The local inbox page (bridge/api/web.py): a static shell filled from /api/inbox* with the page
-// session header. Message text and peers are hostile input: textContent only, never HTML.
+// session header, kept current by /api/inbox/events (no reload). Message text, peers and contact
+// names are hostile input: textContent only, never HTML.
 
-import { $, PageError, api, pageSession, show } from './page.js';
+import { $, PageError, api, follow, pageSession, show } from './page.js';
 
 const PEER_RE = /^\/c\/(0x[0-9a-fA-F]{40})$/;
 
@@ -17,14 +18,21 @@ function conversationItem(c, current) {
   a.href = `/c/${encodeURIComponent(c.peer)}`;
   a.dataset.parley = 'conversation';
   a.dataset.peer = c.peer;
-  const peer = document.createElement('span');
-  peer.className = 'peer';
-  peer.textContent = c.peer;
-  a.append(peer);
-  if (c.unread) {
+  a.title = c.peer;
+  const name = document.createElement('span');
+  name.className = c.name ? 'name' : 'peer';
+  name.dataset.parley = 'conversation-name';
+  name.textContent = c.name ? String(c.name) : c.peer;
+  a.append(name);
+  const unreadCount = Number(c.unread) || 0;
+  if (unreadCount > 0) {
     const unread = document.createElement('span');
     unread.className = 'unread';
-    unread.textContent = String(c.unread);
+    unread.dataset.parley = 'unread';
+    unread.setAttribute('role', 'status');
+    unread.setAttribute('aria-label', `${unreadCount} unread`);
+    unread.title = `${unreadCount} unread`;
+    unread.textContent = String(unreadCount);
     a.append(unread);
   }
   if (c.last && typeof c.last.text === 'string') {
@@ -58,10 +66,26 @@ function showError(text) {
 
 async function loadThread(session, peer) {
   const data = await api(session, 'GET', `/api/inbox/c/${encodeURIComponent(peer)}`);
-  $('current').textContent = data.peer;
-  $('thread').replaceChildren(...data.messages.map(messageItem));
+  $('current').textContent = data.name ? String(data.name) : data.peer;
+  $('current').title = data.peer;
+  $('current-address').textContent = data.name ? data.peer : '';
+  const thread = $('thread');
+  const root = document.scrollingElement ?? document.documentElement;
+  const atBottom = root.scrollHeight - root.scrollTop - root.clientHeight < 40; // follow new messages only from the bottom
+  thread.replaceChildren(...data.messages.map(messageItem));
+  if (atBottom) thread.lastElementChild?.scrollIntoView({ block: 'nearest' });
   show('choose', false);
   show('thread-view');
+}
+
+async function loadConversations(session, peer) {
+  const data = await api(session, 'GET', '/api/inbox');
+  $('me').textContent = data.me.address;
+  $('me').title = data.me.did;
+  $('conversations').replaceChildren(...data.conversations.map((c) => conversationItem(c, peer)));
+  show('no-conversations', data.conversations.length === 0);
+  const unread = Number(data.unread) || 0;
+  document.title = unread > 0 ? `(${unread}) Parley inbox` : 'Parley inbox';
 }
 
 async function main() {
@@ -78,11 +102,7 @@ async function main() {
   const match = PEER_RE.exec(location.pathname);
   const peer = match ? match[1] : null;
   try {
-    const data = await api(session, 'GET', '/api/inbox');
-    $('me').textContent = data.me.address;
-    $('me').title = data.me.did;
-    $('conversations').replaceChildren(...data.conversations.map((c) => conversationItem(c, peer)));
-    show('no-conversations', data.conversations.length === 0);
+    await loadConversations(session, peer);
     show('inbox');
     if (peer) await loadThread(session, peer);
   } catch (error) {
@@ -117,6 +137,37 @@ async function main() {
     } catch (error) {
       showError(error.message);
     }
+  });
+  // Live: every event names a conversation; refetch the list, and the thread when it is this one.
+  // Events that arrive during a refresh are folded into one more refresh after it.
+  let busy = false;
+  let again = false;
+  let threadToo = false;
+  const refresh = async () => {
+    if (busy) {
+      again = true;
+      return;
+    }
+    busy = true;
+    try {
+      do {
+        again = false;
+        const thread = threadToo;
+        threadToo = false;
+        await loadConversations(session, peer);
+        if (peer && thread) await loadThread(session, peer);
+      } while (again);
+    } catch (error) {
+      if (!(error instanceof PageError && error.status === 401)) showError(error.message);
+    } finally {
+      busy = false;
+    }
+  };
+  follow(session, '/api/inbox/events', (type, data) => {
+    if (peer && (!data.peer || String(data.peer).toLowerCase() === peer.toLowerCase())) threadToo = true;
+    refresh();
+  }, (live) => {
+    document.body.dataset.live = live ? 'on' : 'off';
   });
 }
 

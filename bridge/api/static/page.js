@@ -69,3 +69,56 @@ export function show(hook, on = true) {
 window.addEventListener('hashchange', () => {
   if (TOKEN_RE.test(location.hash)) location.reload();
 });
+
+/**
+ * Follow a server-sent event stream (`text/event-stream`) with the session header: `fetch`, because
+ * EventSource cannot send a header. Calls `onEvent(type, data)` per event and `onState(live)` when
+ * the stream opens or drops; reconnects with backoff until the session is refused (401).
+ */
+export function follow(session, path, onEvent, onState = () => {}) {
+  let backoff = 500;
+  const run = async () => {
+    for (;;) {
+      try {
+        const r = await fetch(path, { headers: { 'X-Parley-Session': session.session }, credentials: 'omit', cache: 'no-store' });
+        if (r.status === 401) {
+          onState(false);
+          return;
+        }
+        if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+        onState(true);
+        backoff = 500;
+        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            let type = 'message';
+            let data = '';
+            for (const line of block.split('\n')) {
+              if (line.startsWith('event: ')) type = line.slice(7);
+              else if (line.startsWith('data: ')) data += line.slice(6);
+            }
+            if (!data) continue; // a comment (keep-alive)
+            try {
+              onEvent(type, JSON.parse(data));
+            } catch {
+              // a malformed event is ignored
+            }
+          }
+        }
+      } catch {
+        // dropped: try again below
+      }
+      onState(false);
+      await new Promise((resolve) => setTimeout(resolve, backoff));
+      backoff = Math.min(backoff * 2, 15000);
+    }
+  };
+  run();
+}
