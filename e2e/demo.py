@@ -50,6 +50,7 @@ __all__ = [
     "main",
     "one_relay",
     "open_dm",
+    "open_pair_form",
     "pair_via_popup",
     "play_story",
     "send_in_widget",
@@ -300,9 +301,19 @@ class RawWs:
 # --- steps ----------------------------------------------------------------------------------------
 
 
+def open_pair_form(popup: Page) -> None:
+    """Show the popup's pairing fields: once paired they are hidden behind "Pair again…" (issue 11)."""
+    expect(popup.locator("body")).to_have_attribute("data-parley-ready", "true", timeout=TIMEOUT_MS)
+    again = popup.locator('[data-parley="pair-again"]')
+    if again.is_visible():
+        again.click()
+    expect(popup.locator('[data-parley="pair-code"]')).to_be_visible()
+
+
 def pair_via_popup(session: BrowserSession, bridge: Bridge) -> Page:
     """Pair ``session``'s extension with ``bridge`` through the popup; return the popup page (left open)."""
     popup = session.open_popup()
+    open_pair_form(popup)
     popup.locator('[data-parley="bridge-url"]').fill(bridge.url)
     popup.locator('[data-parley="pair-code"]').fill(bridge.pair_code())
     popup.locator('[data-parley="pair-submit"]').click()
