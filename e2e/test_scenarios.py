@@ -29,6 +29,7 @@ from e2e.demo import (
     World,
     expect_message,
     open_dm,
+    open_profile,
     pair_via_popup,
     ready_button,
     send_in_widget,
@@ -143,8 +144,12 @@ def test_2_orb_to_firefly_live_both_ways(wd: World, pages: dict[str, Page]) -> N
 
 
 def test_3_lens_shows_the_whole_thread(wd: World) -> None:
-    page = wd.alice_browser.context.new_page()
-    page.goto(wd.replicas.url("hey.xyz", "/u/bob"))
+    # The demo's way in (docs/demo.png is this page): the replica's test-only "Re-render header" is not shown.
+    page = open_profile(wd.alice_browser, wd.replicas, "hey.xyz", "/u/bob")
+    expect(page.locator('[data-replica="profile-header"]')).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator('[data-replica="rerender"]')).to_have_count(1)
+    expect(page.locator('[data-replica="rerender"]')).to_be_hidden()
+    expect(page.get_by_role("button", name="Re-render header")).to_have_count(0)
     w = open_dm(page, "lens:bob")
     msgs = w.locator('[data-parley="message"]')
     expect(msgs).to_have_count(3, timeout=TIMEOUT_MS)
