@@ -17,6 +17,8 @@ function showError(text) {
 let paired = false;
 let pairingAgain = false; // "Pair again…" opened the form in this popup: kept open until a pairing works
 let bridgeUrl = DEFAULT_BRIDGE_URL;
+// Keys whose value changed after the opening snapshot was asked for: that snapshot is older for them.
+const changedMeanwhile = new Set();
 
 /** What a status says about the pairing: a token is kept (true), none is (false), or unknown (null). */
 function pairedBy(status) {
@@ -89,6 +91,7 @@ async function pair(event) {
       $('pair-code').value = '';
       bridgeUrl = url;
       paired = true;
+      changedMeanwhile.add('bridgeUrl').add('paired');
       pairingAgain = false;
       renderPairing();
     }
@@ -120,7 +123,6 @@ async function init() {
   });
   // The snapshot below answers after an await: whatever changed meanwhile is newer than it, and
   // whatever the user typed meanwhile is theirs. Neither may be overwritten by it.
-  const changedMeanwhile = new Set();
   let typedUrl = false;
   $('bridge-url').addEventListener('input', () => { typedUrl = true; }, { once: true });
   chrome.storage.session.onChanged.addListener((changes) => {
@@ -137,7 +139,7 @@ async function init() {
     // The token check is as old as the snapshot: a status seen meanwhile says more about the pairing.
     if (changedMeanwhile.has('status')) delete fresh.paired;
     render(fresh);
-    if (state.bridgeUrl && !typedUrl) $('bridge-url').value = state.bridgeUrl;
+    if (state.bridgeUrl && !typedUrl && !changedMeanwhile.has('bridgeUrl')) $('bridge-url').value = state.bridgeUrl;
   }
   document.body.dataset.parleyReady = 'true'; // a stable hook: the opening snapshot is applied
 }
