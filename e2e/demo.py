@@ -50,6 +50,8 @@ __all__ = [
     "main",
     "one_relay",
     "open_dm",
+    "open_pair_form",
+    "open_profile",
     "pair_via_popup",
     "play_story",
     "send_in_widget",
@@ -300,9 +302,19 @@ class RawWs:
 # --- steps ----------------------------------------------------------------------------------------
 
 
+def open_pair_form(popup: Page) -> None:
+    """Show the popup's pairing fields: once paired they are hidden behind "Pair again…" (issue 11)."""
+    expect(popup.locator("body")).to_have_attribute("data-parley-ready", "true", timeout=TIMEOUT_MS)
+    again = popup.locator('[data-parley="pair-again"]')
+    if again.is_visible():
+        again.click()
+    expect(popup.locator('[data-parley="pair-code"]')).to_be_visible()
+
+
 def pair_via_popup(session: BrowserSession, bridge: Bridge) -> Page:
     """Pair ``session``'s extension with ``bridge`` through the popup; return the popup page (left open)."""
     popup = session.open_popup()
+    open_pair_form(popup)
     popup.locator('[data-parley="bridge-url"]').fill(bridge.url)
     popup.locator('[data-parley="pair-code"]').fill(bridge.pair_code())
     popup.locator('[data-parley="pair-submit"]').click()
@@ -349,6 +361,19 @@ def expect_message(w: FrameLocator, text: str, direction: str, timeout: int = TI
     expect(w.locator(f'[data-parley="message"][data-direction="{direction}"]', has_text=text)).to_have_count(1, timeout=timeout)
 
 
+#: The replicas' test-only controls (e.g. "Re-render header", which e2e/test_injection.py clicks): not
+#: part of the sites they copy, so not in the demo's screenshots or docs/demo.png (issue 11).
+TEST_CONTROLS_CSS = '[data-replica="rerender"] { display: none !important; }'
+
+
+def open_profile(session: BrowserSession, replicas: ReplicaServer, host: str, path: str) -> Page:
+    """A new tab on a replica profile page as a visitor sees it: the replica's test-only controls hidden."""
+    page = session.context.new_page()
+    page.goto(replicas.url(host, path))
+    page.add_style_tag(content=TEST_CONTROLS_CSS)
+    return page
+
+
 def play_story(wd: World, shots: Path) -> list[Path]:
     """Pair both, Orb → Firefly → Lens. Returns the screenshots, in order."""
     shots.mkdir(parents=True, exist_ok=True)
@@ -364,8 +389,7 @@ def play_story(wd: World, shots: Path) -> list[Path]:
     b_popup = pair_via_popup(wd.bob_browser, wd.bob)
     snap(b_popup, "bob-paired-popup")
 
-    a_orb = wd.alice_browser.context.new_page()
-    a_orb.goto(wd.replicas.url("orb.club", "/@bob"))
+    a_orb = open_profile(wd.alice_browser, wd.replicas, "orb.club", "/@bob")
     ready_button(a_orb, "lens:bob")
     snap(a_orb, "alice-on-bobs-orb-profile")
     a_w = open_dm(a_orb, "lens:bob")
@@ -373,8 +397,7 @@ def play_story(wd: World, shots: Path) -> list[Path]:
     send_in_widget(a_w, hello)
     snap(a_orb, "alice-sent-from-orb")
 
-    b_ff = wd.bob_browser.context.new_page()
-    b_ff.goto(wd.replicas.url("firefly.social", f"/profile/farcaster/{ALICE_FID}"))
+    b_ff = open_profile(wd.bob_browser, wd.replicas, "firefly.social", f"/profile/farcaster/{ALICE_FID}")
     b_w = open_dm(b_ff, f"farcaster:{ALICE_FID}")
     expect_message(b_w, hello, "in")
     reply = "Hey Alice! Friday works, 10am?"
@@ -383,8 +406,7 @@ def play_story(wd: World, shots: Path) -> list[Path]:
     expect_message(a_w, reply, "in")
     snap(a_orb, "alice-sees-reply-live")
 
-    a_lens = wd.alice_browser.context.new_page()
-    a_lens.goto(wd.replicas.url("hey.xyz", "/u/bob"))
+    a_lens = open_profile(wd.alice_browser, wd.replicas, "hey.xyz", "/u/bob")
     l_w = open_dm(a_lens, "lens:bob")
     expect_message(l_w, hello, "out")
     expect_message(l_w, reply, "in")

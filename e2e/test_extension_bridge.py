@@ -132,6 +132,10 @@ def test_pair_connect_message_recover(paired_browser: BrowserSession, bridge: Fa
     bridge.start()
     expect(popup.locator('[data-parley="status"]')).to_have_text("not paired", timeout=TIMEOUT)
     assert "token" not in json.loads(worker.evaluate("() => chrome.storage.local.get('token').then(JSON.stringify)"))
+    # Not paired any more: the popup offers the code field and the Pair button again (issue 11).
+    expect(popup.locator('[data-parley="pair-code"]')).to_be_visible()
+    expect(popup.locator('[data-parley="pair-submit"]')).to_be_visible()
+    expect(popup.locator('[data-parley="paired"]')).to_be_hidden()
     popup.close()
 
 
@@ -174,5 +178,12 @@ def test_a_late_popup_snapshot_overwrites_neither_typing_nor_newer_state(
             expect(popup.locator('[data-parley="status"]')).to_have_text("connected")
             expect(popup.locator('[data-parley="address"]')).to_have_text(ME)
             assert popup.locator('[data-parley="bridge-url"]').input_value() == fake.bridge_url
+            # Paired: the pairing is shown, not the code field (issue 11); Unpair brings the field back.
+            expect(popup.locator('[data-parley="pair-code"]')).to_be_hidden()
+            expect(popup.locator('[data-parley="paired-url"]')).to_have_text(fake.bridge_url)
+            popup.locator('[data-parley="unpair"]').click()
+            expect(popup.locator('[data-parley="status"]')).to_have_text("not paired", timeout=TIMEOUT)
+            expect(popup.locator('[data-parley="pair-code"]')).to_be_visible()
+            expect(popup.locator('[data-parley="paired"]')).to_be_hidden()
     finally:
         fake.stop()

@@ -35,7 +35,7 @@ from websockets.sync.server import ServerConnection, serve
 
 from bridge.api.access import bridge_proof_message, normalise_code
 from bridge.crypto import primitives
-from e2e.demo import BUTTON, TIMEOUT_MS, Bridge, pair_via_popup, widget
+from e2e.demo import BUTTON, TIMEOUT_MS, Bridge, open_pair_form, pair_via_popup, widget
 from e2e.harness import BrowserSession, ReplicaServer, launch_browser, replica_server, wait_until
 from tests.procs import Proc, free_port, parley, whoami
 
@@ -409,6 +409,7 @@ def test_squatter_at_pairing_time_never_learns_the_code(env: Env) -> None:
     thread.start()
     popup = env.browser.open_popup()
     try:
+        open_pair_form(popup)  # the browser is paired: "Pair again…" shows the fields
         popup.locator('[data-parley="bridge-url"]').fill(f"http://127.0.0.1:{squatter.port}")
         popup.locator('[data-parley="pair-code"]').fill(code)
         popup.locator('[data-parley="pair-submit"]').click()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Page, Playwright, expect
+from playwright.sync_api import FrameLocator, Locator, Page, Playwright, expect
 
 from e2e.demo import (
     ALICE_FID,
@@ -29,6 +29,7 @@ from e2e.demo import (
     World,
     expect_message,
     open_dm,
+    open_profile,
     pair_via_popup,
     ready_button,
     send_in_widget,
@@ -36,6 +37,7 @@ from e2e.demo import (
     world,
 )
 from e2e.harness import wait_until
+from tests.procs import start_relay
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +48,10 @@ REPLY = "Hello Alice, Bob here on Firefly"
 @pytest.fixture(scope="module")
 def wd(playwright_session: Playwright) -> Iterator[World]:
     with world(playwright=playwright_session) as w:
-        yield w
+        try:
+            yield w
+        finally:
+            w.relay.stop()  # test 9 restarts the relay: the world stops only the first one
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +79,20 @@ def test_1_pairing_through_the_popup(wd: World, pages: dict[str, Page]) -> None:
     popup.close()
     pages["alice_popup"] = pair_via_popup(wd.alice_browser, wd.alice)
     shot(wd, pages["alice_popup"], "1-alice-paired")
+    # Issue 11: paired, the popup shows the pairing instead of the code field and the Pair button, in
+    # the popup that paired and in one opened afterwards.
+    later = wd.alice_browser.open_popup()
+    for p in (pages["alice_popup"], later):
+        expect(p.locator('[data-parley="paired"]')).to_be_visible(timeout=TIMEOUT_MS)
+        expect(p.locator('[data-parley="paired-url"]')).to_have_text(wd.alice.url)
+        expect(p.locator('[data-parley="pair-code"]')).to_be_hidden()
+        expect(p.locator('[data-parley="pair-submit"]')).to_be_hidden()
+        expect(p.locator('[data-parley="pair-again"]')).to_be_visible()
+    # "Pair again…" brings the fields back without forgetting the pairing.
+    later.locator('[data-parley="pair-again"]').click()
+    expect(later.locator('[data-parley="pair-code"]')).to_be_visible()
+    expect(later.locator('[data-parley="status"]')).to_have_text("connected")
+    later.close()
     pages["bob_popup"] = pair_via_popup(wd.bob_browser, wd.bob)
     shot(wd, pages["bob_popup"], "1-bob-paired")
     # The bridge knows one token per browser, and logged the pairing.
@@ -125,8 +144,12 @@ def test_2_orb_to_firefly_live_both_ways(wd: World, pages: dict[str, Page]) -> N
 
 
 def test_3_lens_shows_the_whole_thread(wd: World) -> None:
-    page = wd.alice_browser.context.new_page()
-    page.goto(wd.replicas.url("hey.xyz", "/u/bob"))
+    # The demo's way in (docs/demo.png is this page): the replica's test-only "Re-render header" is not shown.
+    page = open_profile(wd.alice_browser, wd.replicas, "hey.xyz", "/u/bob")
+    expect(page.locator('[data-replica="profile-header"]')).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator('[data-replica="rerender"]')).to_have_count(1)
+    expect(page.locator('[data-replica="rerender"]')).to_be_hidden()
+    expect(page.get_by_role("button", name="Re-render header")).to_have_count(0)
     w = open_dm(page, "lens:bob")
     msgs = w.locator('[data-parley="message"]')
     expect(msgs).to_have_count(3, timeout=TIMEOUT_MS)
@@ -171,9 +194,27 @@ def test_4_spa_navigation_with_the_bridge(wd: World) -> None:
     expect(button).to_have_attribute("data-parley-state", "unavailable", timeout=TIMEOUT_MS)
     expect(button).to_have_text("Not on Parley yet")
     shot(wd, page, "4-carol-not-on-parley")
-    go("@alice")  # no contact at all for lens:alice in Alice's home
+    # Issue 11: the button and the widget say the same thing. Carol's name resolves to a wallet with no
+    # Parley installation: "Not on Parley yet" on both.
+    button.click()
+    carol = widget(page)
+    expect(carol.locator('[data-parley="invite"]')).to_contain_text("is not on Parley yet", timeout=TIMEOUT_MS)
+    expect(carol.locator("body")).to_have_attribute("data-parley-peer-state", "unavailable")
+    expect(carol.locator('[data-parley="error"]')).to_be_hidden()
+    page.locator('[data-parley="widget-close"]').click()
+    go("@alice")  # no contact at all for lens:alice in Alice's home: the name cannot be resolved
     expect(button).to_have_attribute("data-parley-peer", "lens:alice", timeout=TIMEOUT_MS)
-    expect(button).to_have_attribute("data-parley-state", "unavailable", timeout=TIMEOUT_MS)
+    expect(button).to_have_attribute("data-parley-state", "unresolved", timeout=TIMEOUT_MS)
+    expect(button).to_have_attribute("data-parley-reason", "unknown")
+    expect(button).to_have_text("Couldn’t resolve")  # it said "Not on Parley yet" while the widget said this
+    detail = (button.get_attribute("title") or "").split(": ", 1)[1]  # the bridge's reason, e.g. "not in your contacts"
+    button.click()
+    nobody = widget(page)
+    expect(nobody.locator('[data-parley="error"]')).to_have_text(f"Couldn’t resolve lens:alice: {detail}", timeout=TIMEOUT_MS)
+    expect(nobody.locator("body")).to_have_attribute("data-parley-peer-state", "unresolved")
+    expect(nobody.locator('[data-parley="invite"]')).to_be_hidden()
+    shot(wd, page, "4-alice-unresolved-both")
+    page.locator('[data-parley="widget-close"]').click()
     go("@bob")
     ready_button(page, "lens:bob")
     go("Home")
@@ -376,6 +417,35 @@ def test_7b_popup_retry_reconnects_at_once(wd: World, pages: dict[str, Page]) ->
     expect(widget(pages["alice_orb"]).locator('[data-parley="send"]')).to_be_enabled(timeout=TIMEOUT_MS)
 
 
+def test_7c_a_paired_browser_with_its_bridge_stopped_says_so(wd: World, pages: dict[str, Page]) -> None:
+    """Issue 11: with the bridge stopped, a paired browser's button said "Pair Parley". It says the
+    bridge is not running (the popup too, keeping the pairing shown), and recovers when it is back."""
+    popup = pages["alice_popup"]
+    wd.alice.stop()
+    try:
+        expect(popup.locator('[data-parley="status"]')).to_have_text("bridge unreachable", timeout=TIMEOUT_MS)
+        page = wd.alice_browser.context.new_page()
+        page.goto(wd.replicas.url("orb.club", "/@bob"))
+        button = page.locator(BUTTON)
+        expect(button).to_have_attribute("data-parley-state", "unavailable", timeout=TIMEOUT_MS)
+        expect(button).to_have_attribute("data-parley-reason", "unreachable")
+        expect(button).to_have_text("Parley bridge not running")
+        assert "parley run" in (button.get_attribute("title") or "")
+        expect(popup.locator('[data-parley="bridge-hint"]')).to_contain_text("Parley bridge not running")
+        expect(popup.locator('[data-parley="paired"]')).to_be_visible()
+        expect(popup.locator('[data-parley="pair-code"]')).to_be_hidden()
+        shot(wd, page, "7c-bridge-not-running")
+    finally:
+        wd.alice.start()  # same port
+    popup.locator('[data-parley="reconnect"]').click()
+    expect(popup.locator('[data-parley="status"]')).to_have_text("connected", timeout=TIMEOUT_MS)
+    expect(popup.locator('[data-parley="bridge-hint"]')).to_be_hidden()
+    page.reload()
+    ready_button(page, "lens:bob")
+    expect(page.locator(BUTTON)).to_have_text("Message")
+    page.close()
+
+
 # --- 8 -----------------------------------------------------------------------------------------
 
 
@@ -419,4 +489,43 @@ def test_8_local_inbox_page(wd: World, pages: dict[str, Page]) -> None:
     expect(page.locator('[data-parley="message"][data-direction="out"]', has_text=text)).to_have_count(1, timeout=TIMEOUT_MS)
     expect_message(widget(pages["bob_ff"]), text, "in")
     assert "forged" not in pages["bob_ff"].frame_locator('iframe[data-parley="widget"]').locator("body").inner_text()
+    page.close()
+
+
+# --- 9 -----------------------------------------------------------------------------------------
+
+
+def _state_label(w: FrameLocator, text: str) -> Locator:
+    """The visible state label of Alice's message ``text`` (issue 11: a label, not only opacity)."""
+    row = w.locator('[data-parley="message-row"]', has=w.locator('[data-parley="message"][data-direction="out"]', has_text=text))
+    return row.locator('[data-parley="message-state"]')
+
+
+def test_9_message_state_is_labelled_and_updated_live(wd: World) -> None:
+    """Issue 11: a sent message's state label follows the bridge's updates in the open widget, no
+    reopening: "Sent" at once when the relay takes it; "Queued — will retry" while the relay is down,
+    then "Sent" when the bridge delivers it after the relay comes back."""
+    page = wd.alice_browser.context.new_page()
+    page.goto(wd.replicas.url("orb.club", "/@bob"))
+    w = open_dm(page, "lens:bob")
+    up = "state label: the relay is up"
+    send_in_widget(w, up)
+    message = w.locator('[data-parley="message"][data-direction="out"]', has_text=up)
+    expect(message).to_have_attribute("data-state", "sent", timeout=TIMEOUT_MS)
+    expect(_state_label(w, up)).to_have_text("Sent")
+
+    relay_port = int(wd.relay_url.rsplit(":", 1)[1].split("/", 1)[0])
+    wd.relay.stop()
+    down = "state label: the relay is down"
+    send_in_widget(w, down)
+    queued = w.locator('[data-parley="message"][data-direction="out"]', has_text=down)
+    expect(queued).to_have_attribute("data-state", "queued", timeout=TIMEOUT_MS)
+    expect(_state_label(w, down)).to_have_text("Queued — will retry", timeout=TIMEOUT_MS)
+    shot(wd, page, "9-queued")
+    # The same relay (database, port) again: Alice's bridge reconnects and delivers by itself.
+    wd.relay, _ = start_relay(wd.tmp / "relay.db", relay_port)
+    expect(queued).to_have_attribute("data-state", "sent", timeout=3 * TIMEOUT_MS)
+    expect(_state_label(w, down)).to_have_text("Sent")
+    expect(_state_label(w, up)).to_have_text("Sent")
+    shot(wd, page, "9-sent-after-relay-back")
     page.close()

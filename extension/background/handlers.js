@@ -4,8 +4,9 @@ import {
   CONTENT_LOOKUP_PEER, CONTENT_OPEN_WIDGET, POPUP_GET_STATE, POPUP_PAIR, POPUP_SET_BRIDGE_URL, POPUP_UNPAIR, RECONNECT, STATUS,
 } from '../common/messages.js';
 import { isPeer } from '../common/peer.js';
+import { unresolvedFrom } from '../common/labels.js';
 import { call, connect, disconnect, pair, reconnectNow } from './bridge.js';
-import { getBridgeUrl, getSession, getStatus, setBridgeUrl, setPairing, setSession, waitConnected } from './state.js';
+import { getBridgeUrl, getSession, getStatus, getToken, setBridgeUrl, setPairing, setSession, waitConnected } from './state.js';
 import { isExtensionPage, isSiteContentScript } from './senders.js';
 import { WALLET_SIGNIN } from '../common/wallet.js';
 import { openSignin } from './wallet.js';
@@ -13,36 +14,28 @@ import { mintNonce } from './grants.js';
 
 const PAIR_CODE_RE = /^[A-Za-z0-9-]{4,32}$/;
 
-/** Resolver answers that mean "no wallet known for this name" (→ invite), not "could not ask". */
-const NOT_FOUND_REASONS = new Set(['unknown', 'not-found', 'not_found', 'no-address', 'none']);
-
-function detailOf(error) {
-  const data = error && typeof error.data === 'object' && error.data ? error.data : {};
-  const text = typeof data.detail === 'string' && data.detail ? data.detail : String(error?.message ?? 'error');
-  return text.slice(0, 200);
-}
+/** Why a lookup could not reach the bridge, by connection status (common/labels.js has the words). */
+const UNAVAILABLE_REASON = { [STATUS.NOT_PAIRED]: 'not-paired', [STATUS.NOT_VERIFIED]: 'not-verified', [STATUS.UNREACHABLE]: 'unreachable' };
 
 /**
  * Ask the bridge about `peer` (issue 4 part 4). The content script learns only the state, a reason
- * word and the bridge's short explanation: ready | unavailable (not-on-parley, not-paired,
- * unreachable) | unresolved (the name could not be resolved: name service unreachable, …).
+ * word and the bridge's short explanation: ready | unavailable (not-on-parley: the name resolved to a
+ * wallet with no Parley installation; not-paired, unreachable, not-verified: the bridge could not be
+ * asked) | unresolved (the name could not be resolved: not found, name service unreachable, …).
  */
 async function lookupPeer(peer) {
   if (!isPeer(peer)) return { state: 'unresolved', reason: 'malformed', detail: 'not a name Parley understands' };
   if (getStatus() !== STATUS.CONNECTED) {
     await connect();
-    if (!(await waitConnected(4000))) {
-      return { state: 'unavailable', reason: getStatus() === STATUS.NOT_PAIRED ? 'not-paired' : 'unreachable' };
-    }
+    if (!(await waitConnected(4000))) return { state: 'unavailable', reason: UNAVAILABLE_REASON[getStatus()] ?? 'unreachable' };
   }
   let resolved;
   try {
     resolved = await call('resolve', { peer });
   } catch (error) {
-    if (error.code === -32004 && NOT_FOUND_REASONS.has(String(error.data?.reason ?? ''))) {
-      return { state: 'unavailable', reason: 'not-on-parley' };
-    }
-    return { state: 'unresolved', reason: String(error.data?.reason ?? 'error').slice(0, 40), detail: detailOf(error) };
+    // Not found, or the name service could not be asked: no wallet is known for the name, so whether
+    // it is on Parley is unknown too. The widget says the same for this error (common/labels.js).
+    return unresolvedFrom(error);
   }
   if (!resolved || typeof resolved.address !== 'string') {
     return { state: 'unresolved', reason: 'error', detail: 'the bridge gave no address' };
@@ -53,12 +46,13 @@ async function lookupPeer(peer) {
       ? { state: 'ready', reason: null }
       : { state: 'unavailable', reason: 'not-on-parley' };
   } catch (error) {
-    return { state: 'unresolved', reason: 'relay', detail: detailOf(error) };
+    return { ...unresolvedFrom(error), reason: 'relay' }; // the relays could not be asked (same words in the widget)
   }
 }
 
 async function stateSnapshot() {
-  return { ...(await getSession()), status: getStatus(), bridgeUrl: await getBridgeUrl() };
+  // paired: a token is kept (the popup then shows the pairing, not the code field, issue 11).
+  return { ...(await getSession()), status: getStatus(), bridgeUrl: await getBridgeUrl(), paired: (await getToken()) !== null };
 }
 
 async function handlePopup(msg) {

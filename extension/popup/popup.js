@@ -2,7 +2,8 @@
 // unread from chrome.storage.session (kept current through onChanged) and pairs with the bridge.
 
 import { BridgeUrlError, DEFAULT_BRIDGE_URL, normalizeBridgeUrl } from '../common/bridge-url.js';
-import { POPUP_GET_STATE, POPUP_PAIR, RECONNECT } from '../common/messages.js';
+import { POPUP_GET_STATE, POPUP_PAIR, POPUP_UNPAIR, RECONNECT, STATUS } from '../common/messages.js';
+import { peerLabel } from '../common/labels.js';
 import { WALLET_SIGNIN } from '../common/wallet.js';
 
 const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
@@ -12,8 +13,51 @@ function showError(text) {
   $('error').hidden = !text;
 }
 
+// --- the pairing shown (issue 11): once paired, the pairing and how to redo or undo it, not the code field.
+let paired = false;
+let pairingAgain = false; // "Pair again…" opened the form in this popup: kept open until a pairing works
+let bridgeUrl = DEFAULT_BRIDGE_URL;
+// Keys whose value changed after the opening snapshot was asked for: that snapshot is older for them.
+const changedMeanwhile = new Set();
+
+/** What a status says about the pairing: a token is kept (true), none is (false), or unknown (null). */
+function pairedBy(status) {
+  if (status === STATUS.NOT_PAIRED) return false;
+  // Connected, or unreachable (the worker says so only with a token kept: background/bridge.js).
+  if (status === STATUS.CONNECTED || status === STATUS.UNREACHABLE) return true;
+  return null; // connecting, or not verified (a first pairing refused by a stand-in, too): either
+}
+
+function renderPairing() {
+  const showForm = !paired || pairingAgain;
+  $('pair-fields').hidden = !showForm;
+  $('pair-hint').hidden = !showForm;
+  $('paired').hidden = !paired;
+  $('pair-again').hidden = pairingAgain;
+  $('paired-url').textContent = bridgeUrl;
+  document.body.dataset.parleyPaired = String(paired);
+}
+
+/** The bridge is down or unproven while paired: say so in the words the DM button uses. */
+function renderBridgeHint(status) {
+  const reason = status === STATUS.UNREACHABLE ? 'unreachable' : status === STATUS.NOT_VERIFIED ? 'not-verified' : null;
+  const hint = $('bridge-hint');
+  hint.hidden = reason === null;
+  if (reason === null) return;
+  const { text, title } = peerLabel('unavailable', reason);
+  hint.textContent = `${text}. ${title}`;
+}
+
 function render(state) {
-  if (typeof state.status === 'string') $('status').textContent = state.status;
+  if (typeof state.status === 'string') {
+    $('status').textContent = state.status;
+    const known = pairedBy(state.status);
+    if (known !== null) paired = known;
+    renderBridgeHint(state.status);
+  }
+  if (typeof state.paired === 'boolean' && pairedBy(state.status) === null) paired = state.paired;
+  if (typeof state.bridgeUrl === 'string') bridgeUrl = state.bridgeUrl;
+  renderPairing();
   if ('identity' in state) {
     $('address').textContent = state.identity?.address || '—';
     $('did').textContent = state.identity?.did || '—';
@@ -43,7 +87,14 @@ async function pair(event) {
   try {
     const reply = await chrome.runtime.sendMessage({ type: POPUP_PAIR, url, code, name: `Chrome on ${platform}` });
     if (!reply?.ok) showError(reply?.error ?? 'pairing failed');
-    else $('pair-code').value = '';
+    else {
+      $('pair-code').value = '';
+      bridgeUrl = url;
+      paired = true;
+      changedMeanwhile.add('bridgeUrl').add('paired');
+      pairingAgain = false;
+      renderPairing();
+    }
   } finally {
     $('pair-submit').disabled = false;
   }
@@ -60,9 +111,18 @@ async function init() {
   $('signin').addEventListener('click', signin);
   $('pair-form').addEventListener('submit', pair);
   $('reconnect').addEventListener('click', () => chrome.runtime.sendMessage({ type: RECONNECT }));
+  $('pair-again').addEventListener('click', () => {
+    pairingAgain = true;
+    renderPairing();
+    $('pair-code').focus();
+  });
+  $('unpair').addEventListener('click', async () => {
+    showError('');
+    const reply = await chrome.runtime.sendMessage({ type: POPUP_UNPAIR });
+    if (!reply?.ok) showError(reply?.error ?? 'could not unpair');
+  });
   // The snapshot below answers after an await: whatever changed meanwhile is newer than it, and
   // whatever the user typed meanwhile is theirs. Neither may be overwritten by it.
-  const changedMeanwhile = new Set();
   let typedUrl = false;
   $('bridge-url').addEventListener('input', () => { typedUrl = true; }, { once: true });
   chrome.storage.session.onChanged.addListener((changes) => {
@@ -75,8 +135,11 @@ async function init() {
   });
   const state = await chrome.runtime.sendMessage({ type: POPUP_GET_STATE });
   if (state && typeof state === 'object') {
-    render(Object.fromEntries(Object.entries(state).filter(([key]) => !changedMeanwhile.has(key))));
-    if (state.bridgeUrl && !typedUrl) $('bridge-url').value = state.bridgeUrl;
+    const fresh = Object.fromEntries(Object.entries(state).filter(([key]) => !changedMeanwhile.has(key)));
+    // The token check is as old as the snapshot: a status seen meanwhile says more about the pairing.
+    if (changedMeanwhile.has('status')) delete fresh.paired;
+    render(fresh);
+    if (state.bridgeUrl && !typedUrl && !changedMeanwhile.has('bridgeUrl')) $('bridge-url').value = state.bridgeUrl;
   }
   document.body.dataset.parleyReady = 'true'; // a stable hook: the opening snapshot is applied
 }

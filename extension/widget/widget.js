@@ -16,6 +16,9 @@ import {
   WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
+import {
+  RESOLVE_ERROR, messageLabel, messageState, peerLabel, stateAdvances, unresolvedFrom,
+} from '../common/labels.js';
 import { WALLET_SIGNIN, shortAddress } from '../common/wallet.js';
 
 const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
@@ -214,31 +217,69 @@ function applyFlag(item, message) {
   item.append(note);
 }
 
+const sendingTexts = []; // texts of sends in flight: their message.new (state queued) shows "Sending…"
+
+function messageElement(id) {
+  return [...list.querySelectorAll('[data-parley="message"]')].find((el) => el.dataset.id === id) ?? null;
+}
+
+/** Show `state` on an outgoing message's element and its visible, announced label (issue 11). */
+function showState(item, state) {
+  if (!stateAdvances(item.dataset.state, state)) return;
+  item.dataset.state = state;
+  const label = item.parentElement?.querySelector('[data-parley="message-state"]');
+  if (!label) return;
+  const { text, title } = messageLabel(state);
+  label.textContent = text;
+  label.title = title;
+  label.dataset.state = state;
+}
+
 /** A message already shown changed: delivered, failed, or flagged. */
 function updateMessage(raw) {
   const message = normalizeMessageAddresses(raw);
   if (!message || typeof message.id !== 'string') return;
-  const item = [...list.querySelectorAll('[data-parley="message"]')].find((el) => el.dataset.id === message.id);
+  const item = messageElement(message.id);
   if (!item) return;
-  item.dataset.state = message.state === 'queued' ? 'queued' : 'sent';
+  if (item.dataset.direction === 'out') showState(item, messageState(message));
   applyFlag(item, message);
 }
 
+// One row per message: the message element (text only, plus a flag) and, for an outgoing message,
+// its state label next to it.
 function renderMessage(raw, { prepend = false } = {}) {
   const message = normalizeMessageAddresses(raw);
   if (!message || typeof message.id !== 'string' || shown.has(message.id)) return;
   shown.add(message.id);
-  const item = document.createElement('li');
+  const direction = message.direction === 'out' ? 'out' : 'in';
+  const row = document.createElement('li');
+  row.dataset.parley = 'message-row';
+  row.dataset.direction = direction;
+  const item = document.createElement('div');
   item.dataset.parley = 'message';
-  item.dataset.direction = message.direction === 'out' ? 'out' : 'in';
-  item.dataset.state = message.state === 'queued' ? 'queued' : 'sent';
+  item.dataset.direction = direction;
   item.dataset.id = message.id;
   item.textContent = String(message.text ?? '');
   item.title = formatTime(message.sent_at);
+  row.append(item);
+  if (direction === 'out') {
+    const label = document.createElement('small');
+    label.dataset.parley = 'message-state';
+    row.append(label);
+    let state = messageState(message);
+    const sending = state === 'queued' ? sendingTexts.indexOf(String(message.text ?? '')) : -1;
+    if (sending >= 0) {
+      sendingTexts.splice(sending, 1);
+      state = 'sending';
+    }
+    showState(item, state);
+  } else {
+    item.dataset.state = messageState(message);
+  }
   applyFlag(item, message);
-  if (prepend) list.prepend(item);
+  if (prepend) list.prepend(row);
   else {
-    list.append(item);
+    list.append(row);
     list.scrollTop = list.scrollHeight;
   }
 }
@@ -274,9 +315,14 @@ async function load() {
     address = normalizeAddress(resolved?.address);
     if (!address) throw new Error('Parley could not find a wallet for this account.');
     port.postMessage({ type: WIDGET_HELLO, peer: address });
-    const can = await rpc('canMessage', { address });
+    // The bridge's own canMessage failure (relays unreachable), not the worker's (-32000: not connected).
+    const can = await rpc('canMessage', { address }).catch((error) => {
+      throw Number.isInteger(error.code) && error.code <= -32001 && error.code >= -32099 ? Object.assign(error, { stage: 'canMessage' }) : error;
+    });
     canMessage = can?.canMessage === true;
     renderHeader(resolved, typeof resolved.verified === 'boolean' ? resolved.verified : canMessage);
+    document.body.dataset.parleyPeerState = canMessage ? 'ready' : 'unavailable';
+    document.body.dataset.parleyPeerReason = canMessage ? '' : 'not-on-parley';
     showInvite(!canMessage);
     const page = await rpc('messages.list', { peer: address, before: null, limit: 50 });
     list.replaceChildren();
@@ -287,8 +333,15 @@ async function load() {
     showError('');
     markRead();
   } catch (error) {
-    const reason = error.code === -32004 && error.data?.detail ? `: ${String(error.data.detail).slice(0, 200)}` : '';
-    showError(error.code === -32004 ? `Couldn’t resolve ${peer}${reason}` : String(error.message ?? error));
+    if (error.code === RESOLVE_ERROR || error.stage === 'canMessage') {
+      // The DM button said the same for this name (common/labels.js, background/handlers.js lookupPeer).
+      const { state, reason, detail } = error.stage === 'canMessage' ? { ...unresolvedFrom(error), reason: 'relay' } : unresolvedFrom(error);
+      document.body.dataset.parleyPeerState = state;
+      document.body.dataset.parleyPeerReason = reason;
+      showError(`${peerLabel(state, reason, detail).text} ${peer}: ${detail}`);
+    } else {
+      showError(String(error.message ?? error));
+    }
   } finally {
     loading = false;
     setComposerEnabled();
@@ -392,13 +445,21 @@ async function send(event) {
     return;
   }
   sendButton.disabled = true;
+  sendingTexts.push(text);
   try {
     const { message } = await rpc('messages.send', { peer: address, text });
     composer.value = '';
     renderMessage(message);
+    updateMessage(message); // "Sending…" becomes what the bridge did: sent, or queued to retry
   } catch (error) {
+    // Whatever the bridge queued before the error stays queued there: say so, not "Sending…".
+    for (const item of list.querySelectorAll('[data-parley="message"][data-state="sending"]')) {
+      if (item.textContent === text) showState(item, 'queued');
+    }
     showError(`Not sent: ${String(error.message ?? error)}`);
   } finally {
+    const left = sendingTexts.indexOf(text);
+    if (left >= 0) sendingTexts.splice(left, 1);
     setComposerEnabled();
     composer.focus();
   }

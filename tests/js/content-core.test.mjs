@@ -55,9 +55,12 @@ test('button states: text and title, with the bridge detail as text only', () =>
   assert.equal(b.title, 'Parley couldn’t resolve this account');
   setButtonState(b, 'unavailable', 'not-paired');
   assert.deepEqual([b.textContent, b.title], ['Pair Parley', 'Pair this browser with your Parley bridge (open the Parley popup).']);
+  // Issue 11: a paired browser whose bridge is stopped is not asked to pair again.
   setButtonState(b, 'unavailable', 'unreachable');
-  assert.equal(b.textContent, 'Pair Parley');
-  assert.match(b.title, /not running or not reachable/);
+  assert.equal(b.textContent, 'Parley bridge not running');
+  assert.match(b.title, /is paired, but the Parley bridge is not running or not reachable/);
+  setButtonState(b, 'unavailable', 'not-verified');
+  assert.equal(b.textContent, 'Parley bridge not verified');
   setButtonState(b, 'unavailable', 'not-on-parley');
   assert.equal(b.textContent, 'Not on Parley yet');
   setButtonState(b, 'unavailable', 'something-new');

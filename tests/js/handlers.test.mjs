@@ -48,10 +48,12 @@ test('lookup: a malformed peer never reaches the bridge', async () => {
   assert.equal(FakeWebSocket.made.at(-1).sent.length, before);
 });
 
-test('lookup: "no wallet for this name" means not on Parley; any other resolver failure is unresolved, with the reason', async () => {
-  for (const reason of ['unknown', 'not-found', 'not_found', 'no-address', 'none']) {
-    bridge.methods.resolve = async () => { throw rpcError(-32004, 'not found', { reason }); };
-    assert.deepEqual(await lookup('lens:bob'), { state: 'unavailable', reason: 'not-on-parley' }, reason);
+test('lookup: a name that could not be resolved (not found, or the service down) is unresolved, with the reason: never "not on Parley"', async () => {
+  // Issue 11: the button said "Not on Parley yet" for a name not found, while the widget said
+  // "Couldn't resolve". No wallet is known for such a name, so nobody knows whether it is on Parley.
+  for (const reason of ['unknown', 'unreachable', 'contacts']) {
+    bridge.methods.resolve = async () => { throw rpcError(-32004, 'cannot resolve', { reason, detail: 'not in your contacts' }); };
+    assert.deepEqual(await lookup('lens:bob'), { state: 'unresolved', reason, detail: 'not in your contacts' }, reason);
   }
   bridge.methods.resolve = async () => { throw rpcError(-32004, 'resolver down', { reason: 'name-service', detail: 'x'.repeat(300) }); };
   assert.deepEqual(await lookup('lens:bob'), { state: 'unresolved', reason: 'name-service', detail: 'x'.repeat(200) });
@@ -101,6 +103,9 @@ test('popup: state snapshot', async () => {
   assert.equal(state.unread, 2);
   assert.deepEqual(state.identity, { address: '0x1' });
   assert.equal(state.bridgeUrl, 'http://127.0.0.1:8737');
+  assert.equal(state.paired, true);
+  await unpairWorker();
+  assert.equal((await ask({ type: M.POPUP_GET_STATE }, POPUP)).paired, false);
 });
 
 test('popup: a new bridge URL is stored normalised and the worker reconnects there', async () => {

@@ -62,11 +62,12 @@ mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
 await import('../../extension/widget/widget.js');
 
 const settle = () => new Promise((resolve) => setImmediate(resolve));
-const items = () => [...document.querySelectorAll('[data-parley="messages"] > li')];
+const items = () => [...document.querySelectorAll('[data-parley="messages"] > li > [data-parley="message"]')];
 
 function assertTextOnly(expected) {
   const shown = items();
   assert.deepEqual(shown.map((li) => li.textContent), expected);
+  assert.equal(document.querySelectorAll('[data-parley="messages"] > li').length, shown.length, 'one row per message');
   for (const li of shown) {
     assert.equal(li.dataset.parley, 'message');
     assert.equal(li.children.length, 0, `no element made from ${JSON.stringify(li.textContent)}`);
@@ -102,4 +103,44 @@ test('a message for another peer is not shown in this conversation', async () =>
   });
   await settle();
   assert.equal(items().some((li) => li.textContent === 'elsewhere'), false);
+});
+
+// Issue 11: an outgoing message shows its state as a visible text label next to it, and the bridge's
+// message.updated changes it in the open widget (it used to stay "queued", 60 % opacity, no label).
+const labelOf = (id) => document.querySelector(`[data-parley="message"][data-id="${id}"]`)?.parentElement.querySelector('[data-parley="message-state"]');
+const stateOf = (id) => document.querySelector(`[data-parley="message"][data-id="${id}"]`)?.dataset.state;
+const outMessage = (id, state) => ({ id, peer: PEER_ADDRESS, direction: 'out', text: `to bob ${id}`, sent_at: 0, state });
+
+test('an outgoing message is labelled with its state, and message.updated relabels it live', async () => {
+  worker.deliver({ type: 'event', method: 'message.new', params: { message: outMessage('m-q', 'queued') } });
+  await settle();
+  assert.equal(stateOf('m-q'), 'queued');
+  assert.equal(labelOf('m-q').textContent, 'Queued — will retry');
+  worker.deliver({ type: 'event', method: 'message.updated', params: { message: outMessage('m-q', 'sent') } });
+  await settle();
+  assert.equal(stateOf('m-q'), 'sent');
+  assert.equal(labelOf('m-q').textContent, 'Sent');
+  assert.equal(labelOf('m-q').dataset.state, 'sent');
+  // A late answer still saying "queued" (sent while the reply was on its way) does not undo it.
+  worker.deliver({ type: 'event', method: 'message.updated', params: { message: outMessage('m-q', 'queued') } });
+  await settle();
+  assert.equal(labelOf('m-q').textContent, 'Sent');
+
+  worker.deliver({ type: 'event', method: 'message.new', params: { message: outMessage('m-f', 'queued') } });
+  worker.deliver({ type: 'event', method: 'message.updated', params: { message: outMessage('m-f', 'failed') } });
+  await settle();
+  assert.equal(labelOf('m-f').textContent, 'Failed — not sent');
+  // The message element itself keeps only the text (the label is its sibling in the row).
+  assert.equal(document.querySelector('[data-parley="message"][data-id="m-f"]').textContent, 'to bob m-f');
+});
+
+test('an update for another peer changes nothing; incoming messages carry no delivery label', async () => {
+  worker.deliver({ type: 'event', method: 'message.new', params: { message: outMessage('m-x', 'queued') } });
+  worker.deliver({
+    type: 'event', method: 'message.updated',
+    params: { message: { ...outMessage('m-x', 'sent'), peer: `0x${'cd'.repeat(20)}` } },
+  });
+  await settle();
+  assert.equal(labelOf('m-x').textContent, 'Queued — will retry');
+  assert.equal(labelOf('m0'), null, 'no label on an incoming message');
 });

@@ -3,17 +3,13 @@
 // There is at most one per page; mounting again moves or replaces it, never doubles it.
 
 import { CONTENT_LOOKUP_PEER } from '../../common/messages.js';
+import { peerLabel } from '../../common/labels.js';
 import { openWidget } from './widget.js';
 
 export const BUTTON_SELECTOR = '[data-parley="dm-button"]';
 const LOOKUP_TTL_MS = 15000;
 const lookups = new Map(); // peer -> {at, promise}
 
-const UNAVAILABLE_TEXT = {
-  'not-paired': ['Pair Parley', 'Pair this browser with your Parley bridge (open the Parley popup).'],
-  unreachable: ['Pair Parley', 'The Parley bridge is not running or not reachable (start `parley run`).'],
-  'not-on-parley': ['Not on Parley yet', 'This account has not set up Parley yet. Click to copy an invite.'],
-};
 const STATES = new Set(['ready', 'unavailable', 'unresolved']);
 
 function lookup(peer) {
@@ -29,27 +25,17 @@ function lookup(peer) {
 }
 
 /**
- * Show exactly one of: "Message" (ready), "Not on Parley yet" / "Pair Parley" (unavailable), or
- * "Couldn't resolve" with the bridge's reason in the title (unresolved). Every state stays clickable:
- * the widget then explains, invites or retries.
+ * Show exactly one of: "Message" (ready); "Not on Parley yet", "Pair Parley", "Parley bridge not
+ * running" or "Parley bridge not verified" (unavailable); or "Couldn't resolve" with the bridge's
+ * reason in the title (unresolved). The words come from common/labels.js, shared with the widget.
+ * Every state stays clickable: the widget then explains, invites or retries.
  */
 export function setButtonState(button, state, reason, detail) {
   button.dataset.parleyState = state;
   button.dataset.parleyReason = reason ?? '';
-  if (state === 'ready') {
-    button.textContent = 'Message';
-    button.title = 'Send a private message with Parley';
-  } else if (state === 'loading') {
-    button.textContent = 'Message';
-    button.title = 'Checking Parley…';
-  } else if (state === 'unresolved') {
-    button.textContent = 'Couldn’t resolve';
-    button.title = `Parley couldn’t resolve this account${detail ? `: ${String(detail).slice(0, 200)}` : ''}`;
-  } else {
-    const [text, title] = UNAVAILABLE_TEXT[reason] ?? UNAVAILABLE_TEXT['not-on-parley'];
-    button.textContent = text;
-    button.title = title;
-  }
+  const { text, title } = peerLabel(state, reason, detail);
+  button.textContent = text;
+  button.title = title;
 }
 
 function createButton(peer) {

@@ -156,6 +156,28 @@
     "messages.markRead"
   ]);
 
+  // extension/common/labels.js
+  var UNAVAILABLE = {
+    "not-paired": ["Pair Parley", "Pair this browser with your Parley bridge (open the Parley popup)."],
+    unreachable: ["Parley bridge not running", "This browser is paired, but the Parley bridge is not running or not reachable: start `parley run`."],
+    "not-verified": ["Parley bridge not verified", "Something on the Parley bridge’s port could not prove it is your bridge: is `parley run` running?"],
+    "not-on-parley": ["Not on Parley yet", "This account has no Parley installation yet. Click to copy an invite."]
+  };
+  function peerLabel(state, reason, detail) {
+    if (state === "ready") return { text: "Message", title: "Send a private message with Parley" };
+    if (state === "loading") return { text: "Message", title: "Checking Parley…" };
+    if (state === "unresolved" && reason === "relay") {
+      const why = detail ? `: ${String(detail).slice(0, 200)}` : "";
+      return { text: "Couldn’t check Parley", title: `Parley couldn’t ask the relays whether this account is on Parley${why}` };
+    }
+    if (state === "unresolved") {
+      const why = detail ? `: ${String(detail).slice(0, 200)}` : "";
+      return { text: "Couldn’t resolve", title: `Parley couldn’t resolve this account${why}` };
+    }
+    const [text, title] = UNAVAILABLE[reason] ?? UNAVAILABLE["not-on-parley"];
+    return { text, title };
+  }
+
   // extension/content/core/widget.js
   var CONTAINER = '[data-parley="widget-container"]';
   var BAR_PX = 28;
@@ -244,11 +266,6 @@
   var BUTTON_SELECTOR = '[data-parley="dm-button"]';
   var LOOKUP_TTL_MS = 15e3;
   var lookups = /* @__PURE__ */ new Map();
-  var UNAVAILABLE_TEXT = {
-    "not-paired": ["Pair Parley", "Pair this browser with your Parley bridge (open the Parley popup)."],
-    unreachable: ["Pair Parley", "The Parley bridge is not running or not reachable (start `parley run`)."],
-    "not-on-parley": ["Not on Parley yet", "This account has not set up Parley yet. Click to copy an invite."]
-  };
   var STATES = /* @__PURE__ */ new Set(["ready", "unavailable", "unresolved"]);
   function lookup(peer) {
     const cached = lookups.get(peer);
@@ -263,20 +280,9 @@
   function setButtonState(button, state, reason, detail) {
     button.dataset.parleyState = state;
     button.dataset.parleyReason = reason ?? "";
-    if (state === "ready") {
-      button.textContent = "Message";
-      button.title = "Send a private message with Parley";
-    } else if (state === "loading") {
-      button.textContent = "Message";
-      button.title = "Checking Parley…";
-    } else if (state === "unresolved") {
-      button.textContent = "Couldn’t resolve";
-      button.title = `Parley couldn’t resolve this account${detail ? `: ${String(detail).slice(0, 200)}` : ""}`;
-    } else {
-      const [text, title] = UNAVAILABLE_TEXT[reason] ?? UNAVAILABLE_TEXT["not-on-parley"];
-      button.textContent = text;
-      button.title = title;
-    }
+    const { text, title } = peerLabel(state, reason, detail);
+    button.textContent = text;
+    button.title = title;
   }
   function createButton(peer) {
     const button = document.createElement("button");
