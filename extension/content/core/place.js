@@ -1,0 +1,117 @@
+// One profile view's placement (issue 11): watch the page (MutationObserver, no polling) for the
+// site's action row (core/placement.js via the adapter's findRow) and mount the DM button in it. If no
+// row is recognised within FALLBACK_DELAY_MS (one timer), show the floating button instead and tell
+// the worker ("fallback"), so the popup can say the layout was not recognised. A row that appears
+// later (late render, SPA) wins: the button moves into it and the floating box goes. Everything
+// stops when the view's signal aborts (main.js aborts it on every URL change).
+
+import { CONTENT_LAYOUT, CONTENT_LAYOUT_QUERY } from '../../common/messages.js';
+import { BUTTON_SELECTOR, mountButton } from './button.js';
+import { FALLBACK_DELAY_MS, removeFallback, showFallback } from './fallback.js';
+
+let reported = null; // the last mode told to the worker from this page
+let dismissed = null; // the worker's answer: the user hid the floating button on this site
+let unrecognised = false; // the last profile view of this page ended in the fallback
+
+/** Tell the worker this page's layout mode (once per change); resolves to whether it is dismissed. */
+export async function reportLayout(mode) {
+  if (mode === reported && dismissed !== null) return dismissed;
+  reported = mode;
+  try {
+    const reply = await chrome.runtime.sendMessage({ type: CONTENT_LAYOUT, mode });
+    dismissed = reply?.dismissed === true;
+  } catch {
+    dismissed = false;
+  }
+  return dismissed;
+}
+
+/** This page's current layout mode ("placed", "fallback" or "none"). */
+export function currentLayout() {
+  return reported ?? 'none';
+}
+
+/**
+ * Answer the worker's CONTENT_LAYOUT_QUERY (it checks its per-tab record with the tab). Only the
+ * extension can message a content script; the page cannot.
+ */
+export function listenForLayoutQueries() {
+  chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+    if (sender?.id !== chrome.runtime.id || msg?.type !== CONTENT_LAYOUT_QUERY) return false;
+    sendResponse({ mode: currentLayout() });
+    return false;
+  });
+}
+
+/** Forget what this page learned (tests; a new page starts with a fresh content script anyway). */
+export function resetPlacementState() {
+  reported = null;
+  dismissed = null;
+  unrecognised = false;
+}
+
+/**
+ * Place the DM button for `profile` ({peer}) using `findRow(document)` → {row, followItem} | null.
+ * Options: `signal` (required), `delayMs` (fallback delay; FALLBACK_DELAY_MS).
+ */
+export function placeButton(profile, { findRow, signal, delayMs = FALLBACK_DELAY_MS }) {
+  if (signal?.aborted) return;
+  const { peer } = profile;
+  let placed = null; // our button, while it sits in a recognised row
+  let timer = null;
+
+  const fallBack = async () => {
+    timer = null;
+    if (signal.aborted || placed?.isConnected) return;
+    unrecognised = true;
+    const hidden = await reportLayout('fallback');
+    if (signal.aborted || placed?.isConnected || hidden) return;
+    showFallback(peer, { onDismiss: () => { dismissed = true; } });
+  };
+  const arm = (ms) => {
+    if (timer === null && !signal.aborted) timer = setTimeout(fallBack, ms);
+  };
+
+  const run = () => {
+    if (signal.aborted) return;
+    if (placed?.isConnected && placed.parentElement?.isConnected) return;
+    let found = null;
+    try {
+      found = findRow(document);
+    } catch (error) {
+      console.debug('[parley] findRow failed', error);
+    }
+    if (found) {
+      const button = mountButton(peer, found.row, found.followItem.nextSibling, { signal });
+      if (!button) return;
+      placed = button;
+      clearTimeout(timer);
+      timer = null;
+      removeFallback();
+      unrecognised = false;
+      reportLayout('placed');
+      return;
+    }
+    if (placed) { // the row went away (re-rendered into something we do not recognise): wait again
+      placed = null;
+      arm(delayMs);
+    }
+  };
+
+  const observer = new MutationObserver(run);
+  observer.observe(document, { childList: true, subtree: true, attributes: true, attributeFilter: ['aria-label'] });
+  signal.addEventListener('abort', () => {
+    observer.disconnect();
+    clearTimeout(timer);
+  }, { once: true });
+  run();
+  // A page whose previous profile was not recognised gets the floating button at once.
+  if (!placed?.isConnected) arm(unrecognised ? 0 : delayMs);
+}
+
+/** A non-profile page: no button of any kind, and the worker is told so (once). */
+export function clearPlacement() {
+  for (const b of document.querySelectorAll(BUTTON_SELECTOR)) b.remove();
+  removeFallback();
+  if (reported !== null && reported !== 'none') reportLayout('none');
+}
