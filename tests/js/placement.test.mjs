@@ -224,3 +224,46 @@ test('the dismiss control ignores untrusted (script-made) clicks', async (t) => 
   assert.equal(sent.filter((m) => m.type === CONTENT_FALLBACK_DISMISS).length, 0);
   ctl.abort();
 });
+
+test('a row left over from the previous page does not make the site “recognised”', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  page(['p', {}, 'nothing recognisable']);
+  const first = new AbortController();
+  placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: first.signal });
+  t.mock.timers.tick(FALLBACK_DELAY_MS);
+  await settle();
+  assert.ok(document.querySelector(FALLBACK_SELECTOR), 'not recognised');
+  first.abort();
+  // SPA navigation from a feed whose "who to follow" card has Follow + More: the new view briefly
+  // finds that card (the feed is not re-rendered yet) and mounts there.
+  page(['div', { id: 'card' }, follow(), more()]);
+  const second = new AbortController();
+  placeButton({ peer: 'lens:carol' }, { findRow: lens.findRow, signal: second.signal });
+  assert.equal(document.querySelector(BUTTON).parentElement.id, 'card');
+  t.mock.timers.tick(0);
+  await settle();
+  assert.equal(document.querySelector(FALLBACK_SELECTOR), null);
+  page(['h1', {}, 'Carol']); // the profile renders, with no recognisable row
+  await settle();
+  t.mock.timers.tick(0);
+  await settle();
+  assert.equal(document.querySelector(FALLBACK_SELECTOR)?.dataset.parleyPeer, 'lens:carol', 'floating at once, as before');
+  second.abort();
+  // A placement that lasts the delay does make it recognised: the next view waits the delay again.
+  page(['div', { id: 'row' }, follow(), more()]);
+  const third = new AbortController();
+  placeButton({ peer: 'lens:dan' }, { findRow: lens.findRow, signal: third.signal });
+  t.mock.timers.tick(FALLBACK_DELAY_MS);
+  await settle();
+  third.abort();
+  page(['h1', {}, 'Erin']);
+  const fourth = new AbortController();
+  placeButton({ peer: 'lens:erin' }, { findRow: lens.findRow, signal: fourth.signal });
+  t.mock.timers.tick(FALLBACK_DELAY_MS - 1);
+  await settle();
+  assert.equal(document.querySelector(FALLBACK_SELECTOR), null, 'waits the delay again');
+  t.mock.timers.tick(1);
+  await settle();
+  assert.equal(document.querySelector(FALLBACK_SELECTOR)?.dataset.parleyPeer, 'lens:erin');
+  fourth.abort();
+});

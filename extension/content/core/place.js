@@ -71,10 +71,12 @@ export function placeButton(profile, { findRow, signal, delayMs = FALLBACK_DELAY
   const arm = (ms) => {
     if (timer === null && !signal.aborted) timer = setTimeout(fallBack, ms);
   };
+  // Only a placement that lasts the whole delay says this site's layout is recognised: right after an
+  // SPA navigation the previous page's DOM may briefly hold a row that is about to go.
+  const stable = setTimeout(() => { if (placed?.isConnected) unrecognised = false; }, delayMs);
 
   const run = () => {
-    if (signal.aborted) return;
-    if (placed?.isConnected && placed.parentElement?.isConnected) return;
+    if (signal.aborted || placed?.isConnected) return;
     let found = null;
     try {
       found = findRow(document);
@@ -85,16 +87,13 @@ export function placeButton(profile, { findRow, signal, delayMs = FALLBACK_DELAY
       const button = mountButton(peer, found.row, found.followItem.nextSibling, { signal });
       if (!button) return;
       placed = button;
-      clearTimeout(timer);
-      timer = null;
       removeFallback();
-      unrecognised = false;
       reportLayout('placed');
       return;
     }
     if (placed) { // the row went away (re-rendered into something we do not recognise): wait again
       placed = null;
-      arm(delayMs);
+      arm(unrecognised ? 0 : delayMs);
     }
   };
 
@@ -103,10 +102,12 @@ export function placeButton(profile, { findRow, signal, delayMs = FALLBACK_DELAY
   signal.addEventListener('abort', () => {
     observer.disconnect();
     clearTimeout(timer);
+    clearTimeout(stable);
   }, { once: true });
   run();
-  // A page whose previous profile was not recognised gets the floating button at once.
-  if (!placed?.isConnected) arm(unrecognised ? 0 : delayMs);
+  // The fallback timer always runs (it does nothing if the button sits in a row by then). A page
+  // whose layout was not recognised on an earlier profile gets the floating button at once.
+  arm(unrecognised ? 0 : delayMs);
 }
 
 /** A non-profile page: no button of any kind, and the worker is told so (once). */

@@ -477,9 +477,11 @@
     const arm = (ms) => {
       if (timer === null && !signal.aborted) timer = setTimeout(fallBack, ms);
     };
+    const stable = setTimeout(() => {
+      if (placed?.isConnected) unrecognised = false;
+    }, delayMs);
     const run = () => {
-      if (signal.aborted) return;
-      if (placed?.isConnected && placed.parentElement?.isConnected) return;
+      if (signal.aborted || placed?.isConnected) return;
       let found = null;
       try {
         found = findRow4(document);
@@ -490,16 +492,13 @@
         const button = mountButton(peer, found.row, found.followItem.nextSibling, { signal });
         if (!button) return;
         placed = button;
-        clearTimeout(timer);
-        timer = null;
         removeFallback();
-        unrecognised = false;
         reportLayout("placed");
         return;
       }
       if (placed) {
         placed = null;
-        arm(delayMs);
+        arm(unrecognised ? 0 : delayMs);
       }
     };
     const observer = new MutationObserver(run);
@@ -507,9 +506,10 @@
     signal.addEventListener("abort", () => {
       observer.disconnect();
       clearTimeout(timer);
+      clearTimeout(stable);
     }, { once: true });
     run();
-    if (!placed?.isConnected) arm(unrecognised ? 0 : delayMs);
+    arm(unrecognised ? 0 : delayMs);
   }
   function clearPlacement() {
     for (const b of document.querySelectorAll(BUTTON_SELECTOR)) b.remove();
