@@ -55,6 +55,9 @@ function page(...specs) {
 }
 const wrap = (n, inner) => (n === 0 ? inner : ['div', { class: `w${n}` }, wrap(n - 1, inner)]);
 const follow = (label = 'Follow') => ['button', { 'aria-label': label, id: 'follow' }, label];
+/** A view's AbortController, aborted after the test even when it fails (a live view of a failed
+ * test would fight the next test's view over the one DM button). */
+const view = (t) => { const ctl = new AbortController(); t.after(() => ctl.abort()); return ctl; };
 const more = (label = 'More') => ['button', { 'aria-label': label, id: 'more' }, '⋯'];
 
 beforeEach(() => {
@@ -129,7 +132,7 @@ test('Firefly: Profile/Info.tsx’s shape (address, then div.ml-auto with Follow
 test('placeButton: a row present now gets the button after the follow wrapper; the worker hears "placed"', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   page(['div', { id: 'row' }, ['div', { class: 'contents', id: 'fw' }, follow()], ['div', { class: 'relative', id: 'mw' }, more()]]);
-  const ctl = new AbortController();
+  const ctl = view(t);
   placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: ctl.signal });
   const b = document.querySelector(BUTTON);
   assert.equal(b.parentElement.id, 'row');
@@ -146,7 +149,7 @@ test('placeButton: a row present now gets the button after the follow wrapper; t
 test('placeButton: no row within the delay → the floating button, then a late row takes over', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   page(['div', { id: 'header' }, ['h1', {}, 'Bob'], ['button', {}, 'Subscribe']]);
-  const ctl = new AbortController();
+  const ctl = view(t);
   placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: ctl.signal });
   t.mock.timers.tick(FALLBACK_DELAY_MS - 1);
   await settle();
@@ -173,7 +176,7 @@ test('placeButton: no row within the delay → the floating button, then a late 
 test('placeButton: aborted views show nothing; a dismissed site gets no floating button; next profile is immediate', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   page(['p', {}, 'nothing recognisable']);
-  const first = new AbortController();
+  const first = view(t);
   placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: first.signal });
   first.abort();
   t.mock.timers.tick(FALLBACK_DELAY_MS * 2);
@@ -181,7 +184,7 @@ test('placeButton: aborted views show nothing; a dismissed site gets no floating
   assert.equal(document.querySelector(FALLBACK_SELECTOR), null, 'the aborted view’s timer was cleared');
   assert.deepEqual(sent, []);
   dismissedReply = true;
-  const second = new AbortController();
+  const second = view(t);
   placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: second.signal });
   t.mock.timers.tick(FALLBACK_DELAY_MS);
   await settle();
@@ -190,12 +193,12 @@ test('placeButton: aborted views show nothing; a dismissed site gets no floating
   second.abort();
   dismissedReply = false;
   resetPlacementState();
-  const third = new AbortController();
+  const third = view(t);
   placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: third.signal });
   t.mock.timers.tick(FALLBACK_DELAY_MS);
   await settle();
   third.abort();
-  const fourth = new AbortController();
+  const fourth = view(t);
   placeButton({ peer: 'lens:carol' }, { findRow: lens.findRow, signal: fourth.signal });
   t.mock.timers.tick(0);
   await settle();
@@ -212,7 +215,7 @@ test('placeButton: aborted views show nothing; a dismissed site gets no floating
 test('the dismiss control ignores untrusted (script-made) clicks', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   page(['p', {}, 'nothing recognisable']);
-  const ctl = new AbortController();
+  const ctl = view(t);
   placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: ctl.signal });
   t.mock.timers.tick(FALLBACK_DELAY_MS);
   await settle();
@@ -228,7 +231,7 @@ test('the dismiss control ignores untrusted (script-made) clicks', async (t) => 
 test('a row left over from the previous page does not make the site “recognised”', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   page(['p', {}, 'nothing recognisable']);
-  const first = new AbortController();
+  const first = view(t);
   placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: first.signal });
   t.mock.timers.tick(FALLBACK_DELAY_MS);
   await settle();
@@ -237,7 +240,7 @@ test('a row left over from the previous page does not make the site “recognise
   // SPA navigation from a feed whose "who to follow" card has Follow + More: the new view briefly
   // finds that card (the feed is not re-rendered yet) and mounts there.
   page(['div', { id: 'card' }, follow(), more()]);
-  const second = new AbortController();
+  const second = view(t);
   placeButton({ peer: 'lens:carol' }, { findRow: lens.findRow, signal: second.signal });
   assert.equal(document.querySelector(BUTTON).parentElement.id, 'card');
   t.mock.timers.tick(0);
@@ -251,13 +254,13 @@ test('a row left over from the previous page does not make the site “recognise
   second.abort();
   // A placement that lasts the delay does make it recognised: the next view waits the delay again.
   page(['div', { id: 'row' }, follow(), more()]);
-  const third = new AbortController();
+  const third = view(t);
   placeButton({ peer: 'lens:dan' }, { findRow: lens.findRow, signal: third.signal });
   t.mock.timers.tick(FALLBACK_DELAY_MS);
   await settle();
   third.abort();
   page(['h1', {}, 'Erin']);
-  const fourth = new AbortController();
+  const fourth = view(t);
   placeButton({ peer: 'lens:erin' }, { findRow: lens.findRow, signal: fourth.signal });
   t.mock.timers.tick(FALLBACK_DELAY_MS - 1);
   await settle();
