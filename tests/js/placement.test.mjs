@@ -32,7 +32,7 @@ globalThis.chrome = {
 const { CONTENT_FALLBACK_DISMISS, CONTENT_LAYOUT } = await import('../../extension/common/messages.js');
 const { MAX_WRAPPERS, accessibleName, byName, findActionRow } = await import('../../extension/content/core/placement.js');
 const { FALLBACK_DELAY_MS, FALLBACK_SELECTOR } = await import('../../extension/content/core/fallback.js');
-const { clearPlacement, currentLayout, placeButton, resetPlacementState } = await import('../../extension/content/core/place.js');
+const { SEARCH_INTERVAL_MS, clearPlacement, currentLayout, placeButton, resetPlacementState } = await import('../../extension/content/core/place.js');
 const lens = await import('../../extension/content/sites/lens/selectors.js');
 const orb = await import('../../extension/content/sites/orb/selectors.js');
 const firefly = await import('../../extension/content/sites/firefly/selectors.js');
@@ -167,6 +167,8 @@ test('placeButton: no row within the delay → the floating button, then a late 
   // The SPA renders the real row later: the button moves into it, the box goes.
   document.getElementById('header').append(el(['div', { id: 'row' }, ['div', {}, follow()], ['div', {}, more()]]));
   await settle();
+  t.mock.timers.tick(SEARCH_INTERVAL_MS); // (the search runs at most once per interval)
+  await settle();
   assert.equal(document.querySelector(FALLBACK_SELECTOR), null);
   assert.deepEqual([...document.querySelectorAll(BUTTON)].map((b) => b.parentElement.id), ['row']);
   assert.equal(currentLayout(), 'placed');
@@ -248,7 +250,7 @@ test('a row left over from the previous page does not make the site “recognise
   assert.equal(document.querySelector(FALLBACK_SELECTOR), null);
   page(['h1', {}, 'Carol']); // the profile renders, with no recognisable row
   await settle();
-  t.mock.timers.tick(0);
+  t.mock.timers.tick(SEARCH_INTERVAL_MS);
   await settle();
   assert.equal(document.querySelector(FALLBACK_SELECTOR)?.dataset.parleyPeer, 'lens:carol', 'floating at once, as before');
   second.abort();
@@ -269,4 +271,30 @@ test('a row left over from the previous page does not make the site “recognise
   await settle();
   assert.equal(document.querySelector(FALLBACK_SELECTOR)?.dataset.parleyPeer, 'lens:erin');
   fourth.abort();
+});
+
+test('a busy page is searched at most once per interval, and its last mutation is never missed', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  page(['div', { id: 'feed' }]);
+  let searches = 0;
+  const findRow = (root) => { searches += 1; return lens.findRow(root); };
+  const ctl = view(t);
+  placeButton({ peer: 'lens:bob' }, { findRow, signal: ctl.signal });
+  assert.equal(searches, 1);
+  const feed = document.getElementById('feed');
+  for (let i = 0; i < 50; i += 1) {
+    feed.append(el(['article', {}, ['button', { 'aria-label': 'More' }, '⋯']]));
+    await settle();
+  }
+  assert.ok(searches <= 3, `${searches} searches for 50 mutation batches`);
+  feed.append(el(['div', { id: 'row' }, follow(), more()])); // the burst's last mutation brings the row
+  await settle();
+  t.mock.timers.tick(SEARCH_INTERVAL_MS);
+  await settle();
+  assert.equal(document.querySelector(BUTTON)?.parentElement.id, 'row');
+  const after = searches;
+  feed.append(el(['p', {}, 'more posts']));
+  await settle();
+  t.mock.timers.tick(SEARCH_INTERVAL_MS);
+  assert.equal(searches, after, 'placed: no more searching');
 });

@@ -50,6 +50,9 @@ export function resetPlacementState() {
   unrecognised = false;
 }
 
+/** While no row is found, the page is searched at most once per this many ms (a busy page mutates a lot). */
+export const SEARCH_INTERVAL_MS = 100;
+
 /**
  * Place the DM button for `profile` ({peer}) using `findRow(document)` → {row, followItem} | null.
  * Options: `signal` (required), `delayMs` (fallback delay; FALLBACK_DELAY_MS).
@@ -97,13 +100,29 @@ export function placeButton(profile, { findRow, signal, delayMs = FALLBACK_DELAY
     }
   };
 
-  const observer = new MutationObserver(run);
+  // Mutations run the search at once, unless one ran less than SEARCH_INTERVAL_MS ago: then once
+  // more when the interval is over (the last mutation of a burst is never missed).
+  let lastRun = -Infinity;
+  let pending = null;
+  const throttled = () => {
+    if (pending !== null || signal.aborted || placed?.isConnected) return;
+    const wait = lastRun + SEARCH_INTERVAL_MS - performance.now();
+    if (wait <= 0) {
+      lastRun = performance.now();
+      run();
+      return;
+    }
+    pending = setTimeout(() => { pending = null; lastRun = performance.now(); run(); }, wait);
+  };
+  const observer = new MutationObserver(throttled);
   observer.observe(document, { childList: true, subtree: true, attributes: true, attributeFilter: ['aria-label'] });
   signal.addEventListener('abort', () => {
     observer.disconnect();
     clearTimeout(timer);
     clearTimeout(stable);
+    clearTimeout(pending);
   }, { once: true });
+  lastRun = performance.now();
   run();
   // The fallback timer always runs (it does nothing if the button sits in a row by then). A page
   // whose layout was not recognised on an earlier profile gets the floating button at once.

@@ -27,14 +27,6 @@ export function byName(names) {
   return (el) => wanted.has(accessibleName(el).toLowerCase());
 }
 
-/** Ancestors of `el` from its parent up, at most `levels` of them, as a Map element → distance (1 = parent). */
-function ancestors(el, levels) {
-  const out = new Map();
-  let node = el.parentElement;
-  for (let d = 1; node && d <= levels; d += 1, node = node.parentElement) out.set(node, d);
-  return out;
-}
-
 /** The child of `row` that contains `el` (el itself when it is a direct child). */
 function childOf(row, el) {
   let node = el;
@@ -45,42 +37,39 @@ function childOf(row, el) {
 /**
  * The profile's action row in `root`, or null.
  *
- * `isFollow(el)` and `isMenu(el)` classify candidate buttons. For each follow-like button in document
- * order, the menu-like buttons are tried; their nearest common ancestor is the row when neither button
- * is more than `maxWrappers` wrappers below the row's children (distance ≤ maxWrappers + 1). The first
- * follow-like button with such a partner wins (the profile header comes before side panels), with the
- * closest menu partner. Returns `{row, follow, menu, followItem, menuItem}` where *Item are the row's
- * children holding each button.
+ * `isFollow(el)` and `isMenu(el)` classify candidate buttons. The row is the nearest common ancestor
+ * of a follow-like and a menu-like button, provided neither button is more than `maxWrappers`
+ * wrappers below the row's children (distance ≤ maxWrappers + 1 from each). Follow-like buttons are
+ * tried in document order (the profile header comes before side panels); for each, the first of its
+ * ancestors that is also a close enough ancestor of some menu button is the row (walking up from the
+ * follow button, the first shared ancestor is the nearest common one). Linear in the number of
+ * candidate buttons, as it runs on every DOM mutation while no row has been found. Returns
+ * `{row, follow, menu, followItem, menuItem}` where *Item are the row's children holding each button.
  */
 export function findActionRow(root, { isFollow, isMenu, maxWrappers = MAX_WRAPPERS } = {}) {
   if (!root || typeof isFollow !== 'function' || typeof isMenu !== 'function') return null;
   const levels = maxWrappers + 1;
   const follows = [];
-  const menus = [];
+  const menuAbove = new Map(); // ancestor → the closest menu button below it (within `levels`)
   for (const el of root.querySelectorAll(CANDIDATES)) {
     if (el.closest(OURS)) continue;
-    if (isFollow(el)) follows.push(el);
-    else if (isMenu(el)) menus.push(el);
-  }
-  for (const follow of follows) {
-    const up = ancestors(follow, levels);
-    let best = null;
-    for (const menu of menus) {
-      if (menu.contains(follow) || follow.contains(menu)) continue;
-      let node = menu.parentElement;
+    if (isFollow(el)) {
+      follows.push(el);
+    } else if (isMenu(el)) {
+      let node = el.parentElement;
       for (let d = 1; node && d <= levels; d += 1, node = node.parentElement) {
-        const df = up.get(node);
-        if (df !== undefined) {
-          if (!best || df + d < best.cost) best = { cost: df + d, row: node, menu };
-          break; // the first shared ancestor walking up from the menu is the nearest common one
-        }
+        const seen = menuAbove.get(node);
+        if (!seen || seen.d > d) menuAbove.set(node, { d, menu: el });
       }
     }
-    if (best) {
-      return {
-        row: best.row, follow, menu: best.menu,
-        followItem: childOf(best.row, follow), menuItem: childOf(best.row, best.menu),
-      };
+  }
+  for (const follow of follows) {
+    let node = follow.parentElement;
+    for (let d = 1; node && d <= levels; d += 1, node = node.parentElement) {
+      const hit = menuAbove.get(node);
+      if (!hit) continue;
+      if (hit.menu.contains(follow)) break; // a menu wrapping the follow button is no partner
+      return { row: node, follow, menu: hit.menu, followItem: childOf(node, follow), menuItem: childOf(node, hit.menu) };
     }
   }
   return null;

@@ -105,12 +105,6 @@
     const wanted = new Set(names.map((n) => n.toLowerCase()));
     return (el) => wanted.has(accessibleName(el).toLowerCase());
   }
-  function ancestors(el, levels) {
-    const out = /* @__PURE__ */ new Map();
-    let node = el.parentElement;
-    for (let d = 1; node && d <= levels; d += 1, node = node.parentElement) out.set(node, d);
-    return out;
-  }
   function childOf(row, el) {
     let node = el;
     while (node && node.parentElement !== row) node = node.parentElement;
@@ -120,34 +114,26 @@
     if (!root || typeof isFollow4 !== "function" || typeof isMenu4 !== "function") return null;
     const levels = maxWrappers + 1;
     const follows = [];
-    const menus = [];
+    const menuAbove = /* @__PURE__ */ new Map();
     for (const el of root.querySelectorAll(CANDIDATES)) {
       if (el.closest(OURS)) continue;
-      if (isFollow4(el)) follows.push(el);
-      else if (isMenu4(el)) menus.push(el);
-    }
-    for (const follow of follows) {
-      const up = ancestors(follow, levels);
-      let best = null;
-      for (const menu of menus) {
-        if (menu.contains(follow) || follow.contains(menu)) continue;
-        let node = menu.parentElement;
+      if (isFollow4(el)) {
+        follows.push(el);
+      } else if (isMenu4(el)) {
+        let node = el.parentElement;
         for (let d = 1; node && d <= levels; d += 1, node = node.parentElement) {
-          const df = up.get(node);
-          if (df !== void 0) {
-            if (!best || df + d < best.cost) best = { cost: df + d, row: node, menu };
-            break;
-          }
+          const seen = menuAbove.get(node);
+          if (!seen || seen.d > d) menuAbove.set(node, { d, menu: el });
         }
       }
-      if (best) {
-        return {
-          row: best.row,
-          follow,
-          menu: best.menu,
-          followItem: childOf(best.row, follow),
-          menuItem: childOf(best.row, best.menu)
-        };
+    }
+    for (const follow of follows) {
+      let node = follow.parentElement;
+      for (let d = 1; node && d <= levels; d += 1, node = node.parentElement) {
+        const hit = menuAbove.get(node);
+        if (!hit) continue;
+        if (hit.menu.contains(follow)) break;
+        return { row: node, follow, menu: hit.menu, followItem: childOf(node, follow), menuItem: childOf(node, hit.menu) };
       }
     }
     return null;
@@ -459,6 +445,7 @@
       return false;
     });
   }
+  var SEARCH_INTERVAL_MS = 100;
   function placeButton(profile, { findRow: findRow4, signal, delayMs = FALLBACK_DELAY_MS }) {
     if (signal?.aborted) return;
     const { peer } = profile;
@@ -501,13 +488,31 @@
         arm(unrecognised ? 0 : delayMs);
       }
     };
-    const observer = new MutationObserver(run);
+    let lastRun = -Infinity;
+    let pending = null;
+    const throttled = () => {
+      if (pending !== null || signal.aborted || placed?.isConnected) return;
+      const wait = lastRun + SEARCH_INTERVAL_MS - performance.now();
+      if (wait <= 0) {
+        lastRun = performance.now();
+        run();
+        return;
+      }
+      pending = setTimeout(() => {
+        pending = null;
+        lastRun = performance.now();
+        run();
+      }, wait);
+    };
+    const observer = new MutationObserver(throttled);
     observer.observe(document, { childList: true, subtree: true, attributes: true, attributeFilter: ["aria-label"] });
     signal.addEventListener("abort", () => {
       observer.disconnect();
       clearTimeout(timer);
       clearTimeout(stable);
+      clearTimeout(pending);
     }, { once: true });
+    lastRun = performance.now();
     run();
     arm(unrecognised ? 0 : delayMs);
   }
