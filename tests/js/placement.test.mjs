@@ -60,7 +60,8 @@ const follow = (label = 'Follow') => ['button', { 'aria-label': label, id: 'foll
 const view = (t) => { const ctl = new AbortController(); t.after(() => ctl.abort()); return ctl; };
 const more = (label = 'More') => ['button', { 'aria-label': label, id: 'more' }, '⋯'];
 
-beforeEach(() => {
+beforeEach((t) => {
+  t.mock.method(console, 'debug', () => {}); // the "no row recognised" report (asserted where it matters)
   sent.length = 0;
   dismissedReply = false;
   resetPlacementState();
@@ -149,8 +150,9 @@ test('placeButton: a row present now gets the button after the follow wrapper; t
 test('placeButton: no row within the delay → the floating button, then a late row takes over', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   page(['div', { id: 'header' }, ['h1', {}, 'Bob'], ['button', {}, 'Subscribe']]);
+  const debug = t.mock.method(console, 'debug', () => {});
   const ctl = view(t);
-  placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: ctl.signal });
+  placeButton({ peer: 'lens:bob' }, { findRow: lens.findRow, signal: ctl.signal, site: 'lens' });
   t.mock.timers.tick(FALLBACK_DELAY_MS - 1);
   await settle();
   assert.equal(document.querySelector(FALLBACK_SELECTOR), null, 'not before the delay');
@@ -163,6 +165,8 @@ test('placeButton: no row within the delay → the floating button, then a late 
   assert.equal(box.querySelector(BUTTON).dataset.parleyPeer, 'lens:bob');
   assert.ok(box.querySelector('[data-parley="fallback-dismiss"]'));
   assert.equal(currentLayout(), 'fallback');
+  assert.equal(debug.mock.callCount(), 1);
+  assert.match(debug.mock.calls[0].arguments[0], /lens: no action row recognised/);
   assert.equal(box.querySelector(BUTTON).dataset.parleyState, 'ready', 'its lookup ran (cached from the last test)');
   // The SPA renders the real row later: the button moves into it, the box goes.
   document.getElementById('header').append(el(['div', { id: 'row' }, ['div', {}, follow()], ['div', {}, more()]]));

@@ -55,9 +55,9 @@ export const SEARCH_INTERVAL_MS = 100;
 
 /**
  * Place the DM button for `profile` ({peer}) using `findRow(document)` → {row, followItem} | null.
- * Options: `signal` (required), `delayMs` (fallback delay; FALLBACK_DELAY_MS).
+ * Options: `signal` (required), `site` (for the debug log), `delayMs` (fallback delay; FALLBACK_DELAY_MS).
  */
-export function placeButton(profile, { findRow, signal, delayMs = FALLBACK_DELAY_MS }) {
+export function placeButton(profile, { findRow, signal, site = '', delayMs = FALLBACK_DELAY_MS }) {
   if (signal?.aborted) return;
   const { peer } = profile;
   let placed = null; // our button, while it sits in a recognised row
@@ -66,6 +66,8 @@ export function placeButton(profile, { findRow, signal, delayMs = FALLBACK_DELAY
   const fallBack = async () => {
     timer = null;
     if (signal.aborted || placed?.isConnected) return;
+    // Selectors that stop matching are reported (refined-github's habit): has the site changed?
+    console.debug(`[parley] ${site}: no action row recognised on this profile; showing the floating button`);
     unrecognised = true;
     const hidden = await reportLayout('fallback');
     if (signal.aborted || placed?.isConnected || hidden) return;

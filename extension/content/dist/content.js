@@ -446,7 +446,7 @@
     });
   }
   var SEARCH_INTERVAL_MS = 100;
-  function placeButton(profile, { findRow: findRow4, signal, delayMs = FALLBACK_DELAY_MS }) {
+  function placeButton(profile, { findRow: findRow4, signal, site = "", delayMs = FALLBACK_DELAY_MS }) {
     if (signal?.aborted) return;
     const { peer } = profile;
     let placed = null;
@@ -454,6 +454,7 @@
     const fallBack = async () => {
       timer = null;
       if (signal.aborted || placed?.isConnected) return;
+      console.debug(`[parley] ${site}: no action row recognised on this profile; showing the floating button`);
       unrecognised = true;
       const hidden = await reportLayout("fallback");
       if (signal.aborted || placed?.isConnected || hidden) return;
@@ -524,7 +525,7 @@
 
   // extension/content/sites/lens/inject.js
   function inject(profile, { signal }) {
-    placeButton(profile, { findRow, signal });
+    placeButton(profile, { findRow, signal, site: SITE });
   }
 
   // extension/content/sites/orb/inject.js
@@ -572,7 +573,7 @@
 
   // extension/content/sites/orb/inject.js
   function inject2(profile, { signal }) {
-    placeButton(profile, { findRow: findRow2, signal });
+    placeButton(profile, { findRow: findRow2, signal, site: SITE2 });
   }
 
   // extension/content/sites/firefly/inject.js
@@ -633,7 +634,7 @@
 
   // extension/content/sites/firefly/inject.js
   function inject3(profile, { signal }) {
-    placeButton(profile, { findRow: findRow3, signal });
+    placeButton(profile, { findRow: findRow3, signal, site: SITE3 });
   }
 
   // extension/content/core/navigation.js

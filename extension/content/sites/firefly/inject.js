@@ -8,5 +8,5 @@ export { detect };
 
 /** Mount the button for `profile` ({peer, handle}); every observer and timer stops when `signal` aborts. */
 export function inject(profile, { signal }) {
-  placeButton(profile, { findRow: selectors.findRow, signal });
+  placeButton(profile, { findRow: selectors.findRow, signal, site: detect.SITE });
 }
