@@ -1,6 +1,7 @@
 """E2E fixtures (DESIGN.md "Running and testing"): one replica server and one Chromium with the
 extension per session; a fresh tab per test with a main-world recorder of every DM button ever
-inserted (path, peer, and the most buttons seen at once)."""
+inserted (path, peer, and the most buttons seen at once) and of every floating DM button (issue 11:
+path, peer, and when it appeared, in ms since the document started)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from e2e.harness import BrowserSession, ReplicaServer, launch_browser, replica_s
 
 RECORDER = """
 (() => {
-  const log = { inserted: [], max: 0 };
+  const log = { inserted: [], max: 0, fallbacks: [] };
   Object.defineProperty(window, '__parleyRecorder', { value: log });
   const seen = new WeakSet();
   new MutationObserver(() => {
@@ -24,6 +25,11 @@ RECORDER = """
       if (seen.has(b)) continue;
       seen.add(b);
       log.inserted.push({ path: location.pathname, peer: b.getAttribute('data-parley-peer') });
+    }
+    for (const f of document.querySelectorAll('[data-parley="dm-fallback"]')) {
+      if (seen.has(f)) continue;
+      seen.add(f);
+      log.fallbacks.push({ path: location.pathname, peer: f.getAttribute('data-parley-peer'), at: performance.now() });
     }
   }).observe(document, { childList: true, subtree: true });
 })();

@@ -4,6 +4,8 @@
   HTTPS on ``127.0.0.1:<free port>`` with a self-signed certificate made at runtime, choosing the
   site by the ``Host`` header (hey.xyz → lens, orb.club/orb.ac → orb, firefly.social → firefly).
   Unknown paths get the site's ``index.html`` (SPA fallback); ``/fixtures.json`` is the user table.
+  Every replica comes in :data:`SHAPES` (issue 11), chosen per tab by ``?shape=`` on its first page
+  (``ReplicaServer.url(host, path, shape=...)``): one server, one browser for all of them.
 - :func:`launch_browser` starts Chromium (Debian's ``/usr/bin/chromium`` when present) with the
   unpacked extension loaded and the real host names mapped onto the replica server.
 - :func:`shared_playwright` is the one Playwright of the thread: every launcher goes through it, so
@@ -42,6 +44,7 @@ __all__ = [
     "CHROMIUM",
     "FIXTURES_PATH",
     "HOST_SITES",
+    "SHAPES",
     "SITES_DIR",
     "BrowserSession",
     "HarnessError",
@@ -63,6 +66,10 @@ HOST_SITES: dict[str, str] = {
     "orb.ac": "orb",
     "firefly.social": "firefly",
 }
+#: Replica layouts (e2e/sites/shared/spa.js): Follow and the menu as direct children of one row; the
+#: sites' real component wrappers (Hey: from heyxyz/hey; Orb: no <main>; Firefly: from its public
+#: source); and a layout the extension cannot recognise, where its floating button must appear.
+SHAPES: tuple[str, ...] = ("direct", "wrapped", "unknown")
 
 
 class HarnessError(RuntimeError):
@@ -144,11 +151,18 @@ class ReplicaServer:
     fixtures: dict[str, Any]
     requests: list[tuple[str, str]] = field(default_factory=list)
 
-    def url(self, host: str, path: str = "/") -> str:
-        """``https://<host><path>`` (the browser maps the host onto this server)."""
+    def url(self, host: str, path: str = "/", shape: str | None = None) -> str:
+        """``https://<host><path>`` (the browser maps the host onto this server); with ``shape``, the
+        replica renders that layout in this tab (kept across its client-side navigation)."""
         if host not in HOST_SITES:
             raise HarnessError(f"unknown replica host {host!r}")
-        return f"https://{host}{path}"
+        if shape is None:
+            return f"https://{host}{path}"
+        if shape not in SHAPES:
+            raise HarnessError(f"unknown replica shape {shape!r}")
+        base, _, fragment = path.partition("#")
+        url = f"https://{host}{base}{'&' if '?' in base else '?'}shape={shape}"
+        return f"{url}#{fragment}" if fragment else url
 
     def set_fixtures(self, fixtures: dict[str, Any]) -> None:
         """Replace the user table served to every replica (e.g. lens:bob → Bob's real wallet)."""

@@ -143,6 +143,15 @@ def test_2_orb_to_firefly_live_both_ways(wd: World, pages: dict[str, Page]) -> N
     expect(pages["bob_popup"].locator('[data-parley="unread"]')).to_have_text("0", timeout=TIMEOUT_MS)
 
 
+#: Issue 11: the open-DM path on every replica shape (test 2 did Orb's and Firefly's "direct" shapes
+#: already). One tab, one document per shape (?shape=); on "unknown" the DM button is the floating one.
+OPEN_DM_SHAPES = [
+    ("hey.xyz", "/u/bob", "direct"), ("hey.xyz", "/u/bob", "wrapped"), ("hey.xyz", "/u/bob", "unknown"),
+    ("orb.club", "/@bob", "wrapped"), ("orb.club", "/@bob", "unknown"),
+    ("firefly.social", "/profile/lens/bob", "wrapped"), ("firefly.social", "/profile/lens/bob", "unknown"),
+]
+
+
 def test_3_lens_shows_the_whole_thread(wd: World) -> None:
     # The demo's way in (docs/demo.png is this page): the replica's test-only "Re-render header" is not shown.
     page = open_profile(wd.alice_browser, wd.replicas, "hey.xyz", "/u/bob")
@@ -156,6 +165,22 @@ def test_3_lens_shows_the_whole_thread(wd: World) -> None:
     assert [m.get_attribute("data-direction") for m in msgs.all()] == ["out", "out", "in"]
     assert [m.text_content() for m in msgs.all()] == [HELLO, "are you there?", REPLY]
     shot(wd, page, "3-lens-one-inbox")
+    page.close()
+    page = wd.alice_browser.context.new_page()
+    for host, path, shape in OPEN_DM_SHAPES:
+        if (host, shape) == ("hey.xyz", "direct"):
+            continue  # above, through the demo's way in
+        page.goto(wd.replicas.url(host, path, shape=shape))
+        ready_button(page, "lens:bob").click()  # the thread loads; sending was test 2's part
+        w = widget(page)
+        floating = page.locator(BUTTON).evaluate("b => b.closest('[data-parley=\"dm-fallback\"]') !== null")
+        assert floating == (shape == "unknown"), (host, shape)
+        msgs = w.locator('[data-parley="message"]')
+        expect(msgs).to_have_count(3, timeout=TIMEOUT_MS)
+        assert [m.get_attribute("data-direction") for m in msgs.all()] == ["out", "out", "in"], (host, shape)
+        assert [m.text_content() for m in msgs.all()] == [HELLO, "are you there?", REPLY], (host, shape)
+        if (host, shape) == ("hey.xyz", "unknown"):
+            shot(wd, page, "3-lens-unknown-layout-floating-button")
     page.close()
 
 

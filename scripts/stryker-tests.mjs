@@ -8,10 +8,10 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-export const CONTENT_TESTS = ['tests/js/content-core.test.mjs'];
+export const CONTENT_TESTS = ['tests/js/content-core.test.mjs', 'tests/js/placement.test.mjs'];
 export const WORKER_TESTS = [
   'tests/js/bridge-reconnect.test.mjs', 'tests/js/bridge-session.test.mjs', 'tests/js/grants.test.mjs',
-  'tests/js/handlers.test.mjs', 'tests/js/senders.test.mjs', 'tests/js/widgets.test.mjs', 'tests/js/worker-state.test.mjs',
+  'tests/js/handlers.test.mjs', 'tests/js/layout.test.mjs', 'tests/js/senders.test.mjs', 'tests/js/widgets.test.mjs', 'tests/js/worker-state.test.mjs',
 ];
 
 function mutantDir(id) {

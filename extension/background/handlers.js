@@ -11,6 +11,7 @@ import { isExtensionPage, isSiteContentScript } from './senders.js';
 import { WALLET_SIGNIN } from '../common/wallet.js';
 import { openSignin } from './wallet.js';
 import { mintNonce } from './grants.js';
+import { handleLayoutMessage } from './layout.js';
 
 const PAIR_CODE_RE = /^[A-Za-z0-9-]{4,32}$/;
 
@@ -98,8 +99,10 @@ async function handlePopup(msg) {
 /** chrome.runtime.onMessage listener. Returns true when it will answer asynchronously. */
 export function onMessage(msg, sender, sendResponse) {
   if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return false;
-  let work = null;
-  if (msg.type === CONTENT_LOOKUP_PEER && isSiteContentScript(sender)) {
+  let work = handleLayoutMessage(msg, sender); // issue 11: layout state (layout.js checks the sender)
+  if (work) {
+    // answered below
+  } else if (msg.type === CONTENT_LOOKUP_PEER && isSiteContentScript(sender)) {
     work = lookupPeer(msg.peer);
   } else if (msg.type === CONTENT_OPEN_WIDGET && isSiteContentScript(sender)) {
     work = mintNonce(sender.tab.id, msg.peer).then((nonce) => ({ nonce }));

@@ -6,6 +6,7 @@ import { normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
 import { connect, onNotification } from './bridge.js';
 import { forgetTab } from './grants.js';
 import { onMessage } from './handlers.js';
+import { forgetLayoutTab } from './layout.js';
 import { notifyMessage, setBadge } from './notify.js';
 import { getStatus, onStatus, setSession } from './state.js';
 import { broadcastStatus, forwardEvent, onConnect, widgetOpenFor } from './widgets.js';
@@ -14,7 +15,7 @@ const ALARM = 'parley-reconnect';
 
 chrome.runtime.onMessage.addListener(onMessage);
 chrome.runtime.onConnect.addListener(onConnect);
-chrome.tabs.onRemoved.addListener((tabId) => { forgetTab(tabId); });
+chrome.tabs.onRemoved.addListener((tabId) => { forgetTab(tabId); forgetLayoutTab(tabId); });
 chrome.runtime.onStartup.addListener(() => { connect(); });
 chrome.runtime.onInstalled.addListener(() => { connect(); });
 // Timers die with the worker; an alarm wakes it to reconnect (Chrome 120+ allows 30 s periods,

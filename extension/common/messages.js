@@ -61,3 +61,25 @@ export const STATUS = Object.freeze({
 export const WIDGET_METHODS = Object.freeze([
   'resolve', 'canMessage', 'messages.list', 'messages.send', 'messages.markRead',
 ]);
+
+// --- Layout fallback (issue 11: the DM button on the real sites) ---------------------------------
+/**
+ * Content script → worker: {type, mode} with mode "placed" (the action row was found), "fallback"
+ * (a profile page whose layout was not recognised: the floating button) or "none" (not a profile).
+ * The worker keeps it per tab (for the popup) and answers {dismissed}: whether the user hid the
+ * floating button on this site. The site is taken from the sender, never from the message.
+ */
+export const CONTENT_LAYOUT = 'parley/content/layout';
+/** Content script → worker: the user hid the floating button on this site (a trusted click). */
+export const CONTENT_FALLBACK_DISMISS = 'parley/content/fallback-dismiss';
+/**
+ * Worker → the content script of a tab (top frame): {type} → {mode}, its current layout mode. The
+ * worker checks its per-tab record with it, since the tab may have left the site since it reported.
+ */
+export const CONTENT_LAYOUT_QUERY = 'parley/content/layout-query';
+/** Popup → worker: {type, tabId} → {site, mode, dismissed} for that tab. */
+export const POPUP_LAYOUT_STATE = 'parley/popup/layout-state';
+/** Popup → worker: {type, site}: show the floating button on `site` again. */
+export const POPUP_LAYOUT_RESTORE = 'parley/popup/layout-restore';
+/** Layout modes a content script may report. */
+export const LAYOUT_MODES = Object.freeze(['placed', 'fallback', 'none']);

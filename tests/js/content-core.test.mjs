@@ -1,4 +1,5 @@
-// The content script's core (extension/content/core: button, widget container, observe, navigation)
+// The content script's core (extension/content/core: button, widget container, navigation; placement
+// and the floating button are in placement.test.mjs)
 // in a jsdom page on hey.xyz, with a fake chrome.runtime. The sources are imported, not the bundle.
 import { test, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,7 +26,6 @@ globalThis.chrome = {
 
 const { BUTTON_SELECTOR, mountButton, removeButtons, setButtonState } = await import('../../extension/content/core/button.js');
 const { closeWidget, openWidget, widgetUrl } = await import('../../extension/content/core/widget.js');
-const { observe, reportIfMissing } = await import('../../extension/content/core/observe.js');
 const { watchUrl } = await import('../../extension/content/core/navigation.js');
 const { CONTENT_LOOKUP_PEER, CONTENT_OPEN_WIDGET, WIDGET_NONCE } = await import('../../extension/common/messages.js');
 
@@ -160,64 +160,6 @@ test('the widget frame gets its nonce for the extension origin only, after it lo
   frame.dispatchEvent(new window.Event('load'));
   await settle();
   assert.equal(posts.length, 1, 'no nonce without one, or to a frame no longer in the page');
-});
-
-test('observe: every matching element now and later, until it is handled or the view aborts', async () => {
-  const ctl = new AbortController();
-  const seen = [];
-  let ready = false;
-  observe('.x', (el) => { seen.push(el.id); return ready; }, { signal: ctl.signal });
-  const a = document.createElement('p');
-  a.className = 'x';
-  a.id = 'a';
-  document.body.append(a);
-  await settle();
-  ready = true;
-  a.setAttribute('aria-label', 'again');
-  await settle();
-  a.setAttribute('aria-label', 'once more');
-  await settle();
-  assert.deepEqual(seen, ['a', 'a'], 'retried until handled, then never again');
-  ctl.abort();
-  const b = a.cloneNode();
-  b.id = 'b';
-  document.body.append(b);
-  await settle();
-  assert.deepEqual(seen, ['a', 'a']);
-  a.remove();
-  b.remove();
-  const aborted = new AbortController();
-  aborted.abort();
-  observe('body', () => { seen.push('never'); return true; }, { signal: aborted.signal });
-  assert.deepEqual(seen, ['a', 'a']);
-});
-
-test('observe: a throwing callback does not stop the others', (t) => {
-  t.mock.method(console, 'debug', () => {});
-  const seen = [];
-  const ctl = new AbortController();
-  observe('main, #row', (el) => { if (el.tagName === 'MAIN') throw new Error('bad'); seen.push(el.id); return true; }, { signal: ctl.signal });
-  assert.deepEqual(seen, ['row']);
-  ctl.abort();
-});
-
-test('reportIfMissing logs once when no button appeared in time, not when aborted', (t) => {
-  t.mock.timers.enable({ apis: ['setTimeout'] });
-  const debug = t.mock.method(console, 'debug', () => {});
-  reportIfMissing('lens', '.anchor', { ms: 100 });
-  const ctl = new AbortController();
-  reportIfMissing('orb', '.anchor', { signal: ctl.signal, ms: 100 });
-  ctl.abort();
-  t.mock.timers.tick(99);
-  assert.equal(debug.mock.callCount(), 0);
-  t.mock.timers.tick(1);
-  assert.equal(debug.mock.callCount(), 1);
-  assert.match(debug.mock.calls[0].arguments[0], /lens: no anchor for the DM button \(\.anchor\)/);
-  mountButton('lens:bob', row(), null);
-  reportIfMissing('lens', '.anchor', { ms: 100 });
-  reportIfMissing('lens', '.anchor');
-  t.mock.timers.tick(8000);
-  assert.equal(debug.mock.callCount(), 1, 'a button is there: nothing to report');
 });
 
 test('watchUrl: now, then on each change of href only, until aborted', async (t) => {

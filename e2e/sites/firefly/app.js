@@ -2,7 +2,9 @@
 // /profile/<lens|farcaster|wallet|x>/<id>[/<tab>], lens ids as "alice" or "lens%2Falice", farcaster
 // ids as fid or fname. The display name is in <address>; its sibling <div> holds Follow and a
 // more-actions menu, followed by @handle. The header renders late.
-import { h, loadFixtures, renderDelay, sleep, startRouter, userByAddress, userByFid, userByName } from '/_shared/spa.js';
+// Shapes (?shape=, see spa.js): "direct" (the original replica), "wrapped" (Firefly's public source,
+// see header()), "unknown" (no follow-like or menu button the extension knows: the floating button).
+import { SHAPE, h, loadFixtures, renderDelay, sleep, startRouter, userByAddress, userByFid, userByName } from '/_shared/spa.js';
 
 const root = document.getElementById('root');
 
@@ -16,13 +18,43 @@ function nav(fx) {
   document.getElementById('nav').replaceChildren(...links.map(([href, text]) => h('a', { href, 'data-link': true, text })));
 }
 
+function rerender(fx, name, handle) {
+  return h('button', { 'data-replica': 'rerender', text: 'Re-render header', onclick: () => { root.querySelector('[data-replica="profile-header"]').replaceWith(header(fx, name, handle)); } });
+}
+
 function header(fx, name, handle) {
+  if (SHAPE === 'wrapped') {
+    // Profile/Info.tsx (DimensionDev/firefly.mask.social @ 4dd59aacf6ce7b550b878b4b113243d719292bdf,
+    // January 2025): div.flex.w-full.items-center.gap-2 > [source icon, <address> (in a tooltip),
+    // verify badge, div.ml-auto.flex.items-center.gap-2 > ProfileAction = [FollowButton, ProfileMoreAction]];
+    // ProfileMoreAction is MoreActionMenu: <Menu as="div" className="relative"> with
+    // MenuButton aria-label="More". The text variant of FollowButton ("Follow") is used here.
+    return h('div', { class: 'grid', 'data-replica': 'profile-header' },
+      h('img', { src: '/avatar.svg', alt: 'avatar' }),
+      h('div', { class: 'relative flex w-full flex-col' },
+        h('div', { class: 'flex w-full flex-col' },
+          h('div', { class: 'flex w-full items-center gap-2' },
+            h('span', { class: 'source-icon', text: '◆' }),
+            h('address', { class: 'truncate', 'data-overflow': 'false', text: name }),
+            h('span', { class: 'badge' }),
+            h('div', { class: 'ml-auto flex items-center gap-2' },
+              h('button', { type: 'button', class: 'flex h-8 items-center', text: 'Follow' }),
+              h('div', { class: 'relative' }, h('button', { type: 'button', 'aria-label': 'More', 'aria-haspopup': 'menu', 'aria-expanded': 'false', text: '⋯' })))),
+          h('span', { text: `@${handle}` }))),
+      rerender(fx, name, handle));
+  }
+  if (SHAPE === 'unknown') {
+    return h('div', { class: 'head', 'data-replica': 'profile-header' },
+      h('img', { src: '/avatar.svg', alt: name }), h('h2', { text: name }),
+      h('div', {}, h('button', { text: 'Subscribe' }), h('button', { 'aria-label': 'Actions', text: '⋯' })),
+      h('span', { text: `@${handle}` }), rerender(fx, name, handle));
+  }
   return h('div', { class: 'head', 'data-replica': 'profile-header' },
     h('img', { src: '/avatar.svg', alt: name }),
     h('address', { text: name }),
     h('div', {}, h('button', { text: 'Follow' }), h('button', { 'aria-label': 'More actions', 'aria-haspopup': 'menu', text: '⋯' })),
     h('span', { text: `@${handle}` }),
-    h('button', { 'data-replica': 'rerender', text: 'Re-render header', onclick: () => { root.querySelector('[data-replica="profile-header"]').replaceWith(header(fx, name, handle)); } }));
+    rerender(fx, name, handle));
 }
 
 function findUser(fx, platform, rawId) {

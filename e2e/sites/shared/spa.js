@@ -56,3 +56,18 @@ export function startRouter(render) {
   addEventListener('popstate', go);
   go();
 }
+
+/**
+ * The replica's layout shape (issue 11): "direct" (Follow and the menu are direct children of one
+ * row: the original replicas), "wrapped" (the sites' real component wrappers) or "unknown" (a layout
+ * the extension cannot recognise: its floating button must appear). Chosen by ?shape= on the first
+ * load of a tab and kept for that tab (sessionStorage), so client-side navigation keeps it.
+ */
+export const SHAPES = Object.freeze(['direct', 'wrapped', 'unknown']);
+export const SHAPE = (() => {
+  const asked = new URLSearchParams(location.search).get('shape');
+  if (SHAPES.includes(asked)) sessionStorage.setItem('replica-shape', asked);
+  const kept = sessionStorage.getItem('replica-shape');
+  return SHAPES.includes(kept) ? kept : 'direct';
+})();
+document.documentElement.dataset.replicaShape = SHAPE;

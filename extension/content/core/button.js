@@ -38,7 +38,8 @@ export function setButtonState(button, state, reason, detail) {
   button.title = title;
 }
 
-function createButton(peer) {
+/** A new DM button for `peer` (not yet in the page), in the "loading" state until its lookup answers. */
+export function createButton(peer) {
   const button = document.createElement('button');
   button.type = 'button';
   button.dataset.parley = 'dm-button';
@@ -70,10 +71,15 @@ export function mountButton(peer, parent, before, { signal } = {}) {
   if (current) return current;
   const button = createButton(peer);
   parent.insertBefore(button, before && before.parentNode === parent ? before : null);
+  startLookup(button, peer);
+  return button;
+}
+
+/** Ask the worker about `peer` and show the answer on `button` (once it is in the page). */
+export function startLookup(button, peer) {
   lookup(peer).then((reply) => {
     if (button.isConnected) setButtonState(button, reply.state, reply.reason, reply.detail);
   });
-  return button;
 }
 
 /** Remove every DM button whose peer differs from `peer` (all of them when `peer` is null). */

@@ -94,46 +94,58 @@
     return parseProfile(url) !== null;
   }
 
-  // extension/content/sites/lens/selectors.js
-  var MORE_BUTTON = 'button[aria-label="More"]';
-  var ACTION_LABELS = Object.freeze(["Follow", "Following", "Unfollow", "Edit Account", "Edit Profile"]);
-  function placement(moreButton) {
-    const row = moreButton.parentElement;
-    if (!row) return null;
-    const hasAction = [...row.children].some(
-      (el) => el.tagName === "BUTTON" && ACTION_LABELS.includes(el.getAttribute("aria-label"))
-    );
-    if (!hasAction) return null;
-    return { parent: row, before: moreButton };
+  // extension/content/core/placement.js
+  var MAX_WRAPPERS = 4;
+  var CANDIDATES = 'button, [role="button"]';
+  var OURS = "[data-parley]";
+  function accessibleName(el) {
+    return (el.getAttribute("aria-label") || el.textContent || "").replace(/\s+/g, " ").trim();
   }
-
-  // extension/content/core/observe.js
-  function observe(selector, callback, { signal, root = document } = {}) {
-    if (signal?.aborted) return;
-    const seen = /* @__PURE__ */ new WeakSet();
-    const run = () => {
-      if (signal?.aborted) return;
-      for (const element of root.querySelectorAll(selector)) {
-        if (seen.has(element)) continue;
-        try {
-          if (callback(element) === true) seen.add(element);
-        } catch (error) {
-          console.debug("[parley] observe callback failed", selector, error);
+  function byName(names) {
+    const wanted = new Set(names.map((n) => n.toLowerCase()));
+    return (el) => wanted.has(accessibleName(el).toLowerCase());
+  }
+  function childOf(row, el) {
+    let node = el;
+    while (node && node.parentElement !== row) node = node.parentElement;
+    return node;
+  }
+  function findActionRow(root, { isFollow: isFollow4, isMenu: isMenu4, maxWrappers = MAX_WRAPPERS } = {}) {
+    if (!root || typeof isFollow4 !== "function" || typeof isMenu4 !== "function") return null;
+    const levels = maxWrappers + 1;
+    const follows = [];
+    const menuAbove = /* @__PURE__ */ new Map();
+    for (const el of root.querySelectorAll(CANDIDATES)) {
+      if (el.closest(OURS)) continue;
+      if (isFollow4(el)) {
+        follows.push(el);
+      } else if (isMenu4(el)) {
+        let node = el.parentElement;
+        for (let d = 1; node && d <= levels; d += 1, node = node.parentElement) {
+          const seen = menuAbove.get(node);
+          if (!seen || seen.d > d) menuAbove.set(node, { d, menu: el });
         }
       }
-    };
-    const observer = new MutationObserver(run);
-    observer.observe(root, { childList: true, subtree: true, attributes: true, attributeFilter: ["aria-label"] });
-    signal?.addEventListener("abort", () => observer.disconnect(), { once: true });
-    run();
-  }
-  function reportIfMissing(site, selector, { signal, ms = 8e3 } = {}) {
-    const timer = setTimeout(() => {
-      if (!signal?.aborted && !document.querySelector('[data-parley="dm-button"]')) {
-        console.debug(`[parley] ${site}: no anchor for the DM button (${selector}); has the site changed?`);
+    }
+    for (const follow of follows) {
+      let node = follow.parentElement;
+      for (let d = 1; node && d <= levels; d += 1, node = node.parentElement) {
+        const hit = menuAbove.get(node);
+        if (!hit) continue;
+        if (hit.menu.contains(follow)) break;
+        return { row: node, follow, menu: hit.menu, followItem: childOf(node, follow), menuItem: childOf(node, hit.menu) };
       }
-    }, ms);
-    signal?.addEventListener("abort", () => clearTimeout(timer), { once: true });
+    }
+    return null;
+  }
+
+  // extension/content/sites/lens/selectors.js
+  var FOLLOW_NAMES = Object.freeze(["Follow", "Following", "Unfollow", "Super Follow", "Edit Account", "Edit Profile"]);
+  var MENU_NAMES = Object.freeze(["More"]);
+  var isFollow = byName(FOLLOW_NAMES);
+  var isMenu = byName(MENU_NAMES);
+  function findRow(root = document) {
+    return findActionRow(root, { isFollow, isMenu });
   }
 
   // extension/common/messages.js
@@ -155,6 +167,10 @@
     "messages.send",
     "messages.markRead"
   ]);
+  var CONTENT_LAYOUT = "parley/content/layout";
+  var CONTENT_FALLBACK_DISMISS = "parley/content/fallback-dismiss";
+  var CONTENT_LAYOUT_QUERY = "parley/content/layout-query";
+  var LAYOUT_MODES = Object.freeze(["placed", "fallback", "none"]);
 
   // extension/common/labels.js
   var UNAVAILABLE = {
@@ -318,10 +334,13 @@
     if (current) return current;
     const button = createButton(peer);
     parent.insertBefore(button, before && before.parentNode === parent ? before : null);
+    startLookup(button, peer);
+    return button;
+  }
+  function startLookup(button, peer) {
     lookup(peer).then((reply) => {
       if (button.isConnected) setButtonState(button, reply.state, reply.reason, reply.detail);
     });
-    return button;
   }
   function removeButtons(peer = null) {
     for (const existing of document.querySelectorAll(BUTTON_SELECTOR)) {
@@ -329,14 +348,190 @@
     }
   }
 
+  // extension/content/core/fallback.js
+  var FALLBACK_SELECTOR = '[data-parley="dm-fallback"]';
+  var FALLBACK_DELAY_MS = 2e3;
+  function style2(el, props) {
+    for (const [name, value] of Object.entries(props)) el.style.setProperty(name, value, "important");
+  }
+  function currentFallback() {
+    return document.querySelector(FALLBACK_SELECTOR);
+  }
+  function removeFallback(exceptPeer = null) {
+    for (const box of document.querySelectorAll(FALLBACK_SELECTOR)) {
+      if (exceptPeer === null || box.dataset.parleyPeer !== exceptPeer) box.remove();
+    }
+  }
+  function showFallback(peer, { onDismiss } = {}) {
+    removeFallback(peer);
+    const existing = currentFallback();
+    if (existing) return existing;
+    const box = document.createElement("div");
+    box.dataset.parley = "dm-fallback";
+    box.dataset.parleyPeer = peer;
+    box.setAttribute("role", "complementary");
+    box.setAttribute("aria-label", "Parley");
+    box.title = "Parley did not recognise this page’s layout; its button waits here.";
+    style2(box, {
+      position: "fixed",
+      left: "12px",
+      bottom: "12px",
+      "z-index": "2147483646",
+      display: "flex",
+      "align-items": "center",
+      gap: "2px",
+      padding: "2px",
+      margin: "0",
+      background: "#fff",
+      "border-radius": "999px",
+      "box-shadow": "0 2px 10px rgba(0,0,0,.2)",
+      "font-family": "sans-serif",
+      width: "auto",
+      height: "auto",
+      opacity: "1",
+      visibility: "visible",
+      transform: "none"
+    });
+    const button = createButton(peer);
+    button.style.setProperty("font-size", "13px");
+    button.style.setProperty("padding", "4px 12px");
+    const dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.dataset.parley = "fallback-dismiss";
+    dismiss.setAttribute("aria-label", "Hide the Parley button on this site");
+    dismiss.title = "Hide the Parley button on this site (the Parley popup can bring it back)";
+    dismiss.textContent = "×";
+    style2(dismiss, {
+      border: "0",
+      background: "transparent",
+      color: "#555",
+      cursor: "pointer",
+      "font-size": "16px",
+      "line-height": "16px",
+      padding: "4px 8px",
+      "border-radius": "999px"
+    });
+    dismiss.addEventListener("click", (event) => {
+      event.preventDefault();
+      event.stopPropagation();
+      if (!event.isTrusted) return;
+      box.remove();
+      chrome.runtime.sendMessage({ type: CONTENT_FALLBACK_DISMISS }).catch(() => {
+      });
+      onDismiss?.();
+    });
+    box.append(button, dismiss);
+    document.body.append(box);
+    startLookup(button, peer);
+    return box;
+  }
+
+  // extension/content/core/place.js
+  var reported = null;
+  var dismissed = null;
+  var unrecognised = false;
+  async function reportLayout(mode) {
+    if (mode === reported && dismissed !== null) return dismissed;
+    reported = mode;
+    try {
+      const reply = await chrome.runtime.sendMessage({ type: CONTENT_LAYOUT, mode });
+      dismissed = reply?.dismissed === true;
+    } catch {
+      dismissed = false;
+    }
+    return dismissed;
+  }
+  function currentLayout() {
+    return reported ?? "none";
+  }
+  function listenForLayoutQueries() {
+    chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+      if (sender?.id !== chrome.runtime.id || msg?.type !== CONTENT_LAYOUT_QUERY) return false;
+      sendResponse({ mode: currentLayout() });
+      return false;
+    });
+  }
+  var SEARCH_INTERVAL_MS = 100;
+  function placeButton(profile, { findRow: findRow4, signal, site = "", delayMs = FALLBACK_DELAY_MS }) {
+    if (signal?.aborted) return;
+    const { peer } = profile;
+    let placed = null;
+    let timer = null;
+    const fallBack = async () => {
+      timer = null;
+      if (signal.aborted || placed?.isConnected) return;
+      console.debug(`[parley] ${site}: no action row recognised on this profile; showing the floating button`);
+      unrecognised = true;
+      const hidden = await reportLayout("fallback");
+      if (signal.aborted || placed?.isConnected || hidden) return;
+      showFallback(peer, { onDismiss: () => {
+        dismissed = true;
+      } });
+    };
+    const arm = (ms) => {
+      if (timer === null && !signal.aborted) timer = setTimeout(fallBack, ms);
+    };
+    const stable = setTimeout(() => {
+      if (placed?.isConnected) unrecognised = false;
+    }, delayMs);
+    const run = () => {
+      if (signal.aborted || placed?.isConnected) return;
+      let found = null;
+      try {
+        found = findRow4(document);
+      } catch (error) {
+        console.debug("[parley] findRow failed", error);
+      }
+      if (found) {
+        const button = mountButton(peer, found.row, found.followItem.nextSibling, { signal });
+        if (!button) return;
+        placed = button;
+        removeFallback();
+        reportLayout("placed");
+        return;
+      }
+      if (placed) {
+        placed = null;
+        arm(unrecognised ? 0 : delayMs);
+      }
+    };
+    let lastRun = -Infinity;
+    let pending = null;
+    const throttled = () => {
+      if (pending !== null || signal.aborted || placed?.isConnected) return;
+      const wait = lastRun + SEARCH_INTERVAL_MS - performance.now();
+      if (wait <= 0) {
+        lastRun = performance.now();
+        run();
+        return;
+      }
+      pending = setTimeout(() => {
+        pending = null;
+        lastRun = performance.now();
+        run();
+      }, wait);
+    };
+    const observer = new MutationObserver(throttled);
+    observer.observe(document, { childList: true, subtree: true, attributes: true, attributeFilter: ["aria-label"] });
+    signal.addEventListener("abort", () => {
+      observer.disconnect();
+      clearTimeout(timer);
+      clearTimeout(stable);
+      clearTimeout(pending);
+    }, { once: true });
+    lastRun = performance.now();
+    run();
+    arm(unrecognised ? 0 : delayMs);
+  }
+  function clearPlacement() {
+    for (const b of document.querySelectorAll(BUTTON_SELECTOR)) b.remove();
+    removeFallback();
+    if (reported !== null && reported !== "none") reportLayout("none");
+  }
+
   // extension/content/sites/lens/inject.js
   function inject(profile, { signal }) {
-    observe(MORE_BUTTON, (more) => {
-      const place = placement(more);
-      if (!place) return false;
-      return mountButton(profile.peer, place.parent, place.before, { signal }) !== null;
-    }, { signal });
-    reportIfMissing(SITE, MORE_BUTTON, { signal });
+    placeButton(profile, { findRow, signal, site: SITE });
   }
 
   // extension/content/sites/orb/inject.js
@@ -373,28 +568,18 @@
   }
 
   // extension/content/sites/orb/selectors.js
-  var CANDIDATE_BUTTON = "main button";
-  var FOLLOW_NAMES = Object.freeze(["Follow", "Following", "Follow back", "Unfollow", "Edit profile", "Edit Profile"]);
-  function accessibleName(el) {
-    return (el.getAttribute("aria-label") || el.textContent || "").trim();
-  }
-  function placement2(button) {
-    if (!FOLLOW_NAMES.includes(accessibleName(button))) return null;
-    const main = button.closest("main");
-    if (!main) return null;
-    const first = [...main.querySelectorAll("button")].find((b) => FOLLOW_NAMES.includes(accessibleName(b)));
-    if (first !== button || !button.parentElement) return null;
-    return { parent: button.parentElement, before: button.nextSibling };
+  var FOLLOW_NAMES2 = Object.freeze(["Follow", "Following", "Follow back", "Unfollow", "Edit profile"]);
+  var MENU_NAMES2 = Object.freeze(["More", "More options", "More actions", "Options", "Share"]);
+  var isFollow2 = byName(FOLLOW_NAMES2);
+  var namedMenu = byName(MENU_NAMES2);
+  var isMenu2 = (el) => namedMenu(el) || ["menu", "true"].includes(el.getAttribute("aria-haspopup"));
+  function findRow2(root = document) {
+    return findActionRow(root, { isFollow: isFollow2, isMenu: isMenu2 });
   }
 
   // extension/content/sites/orb/inject.js
   function inject2(profile, { signal }) {
-    observe(CANDIDATE_BUTTON, (button) => {
-      const place = placement2(button);
-      if (!place) return false;
-      return mountButton(profile.peer, place.parent, place.before, { signal }) !== null;
-    }, { signal });
-    reportIfMissing(SITE2, CANDIDATE_BUTTON, { signal });
+    placeButton(profile, { findRow: findRow2, signal, site: SITE2 });
   }
 
   // extension/content/sites/firefly/inject.js
@@ -445,30 +630,17 @@
   }
 
   // extension/content/sites/firefly/selectors.js
-  var DISPLAY_NAME = "address";
-  var FOLLOW_NAMES2 = Object.freeze(["Follow", "Following", "Unfollow", "Follow back", "Edit Profile", "Edit profile"]);
-  function accessibleName2(el) {
-    return (el.getAttribute("aria-label") || el.textContent || "").trim();
-  }
-  function placement3(address) {
-    const parent = address.parentElement;
-    if (!parent) return null;
-    for (const sibling of parent.children) {
-      if (sibling === address || sibling.tagName !== "DIV") continue;
-      const follow = [...sibling.querySelectorAll("button")].find((b) => FOLLOW_NAMES2.includes(accessibleName2(b)));
-      if (follow && follow.parentElement) return { parent: follow.parentElement, before: follow.nextSibling };
-    }
-    return null;
+  var FOLLOW_NAMES3 = Object.freeze(["Follow", "Following", "Unfollow", "Follow back", "Super Follow", "Edit Profile"]);
+  var MENU_NAMES3 = Object.freeze(["More", "More actions"]);
+  var isFollow3 = byName(FOLLOW_NAMES3);
+  var isMenu3 = byName(MENU_NAMES3);
+  function findRow3(root = document) {
+    return findActionRow(root, { isFollow: isFollow3, isMenu: isMenu3 });
   }
 
   // extension/content/sites/firefly/inject.js
   function inject3(profile, { signal }) {
-    observe(DISPLAY_NAME, (address) => {
-      const place = placement3(address);
-      if (!place) return false;
-      return mountButton(profile.peer, place.parent, place.before, { signal }) !== null;
-    }, { signal });
-    reportIfMissing(SITE3, DISPLAY_NAME, { signal });
+    placeButton(profile, { findRow: findRow3, signal, site: SITE3 });
   }
 
   // extension/content/core/navigation.js
@@ -505,13 +677,18 @@
     started = true;
     const adapter = ADAPTERS.find((a) => a.detect.matchesHost(location.href));
     if (!adapter) return;
+    listenForLayoutQueries();
     let view = null;
     watchUrl((href) => {
       view?.abort();
       view = new AbortController();
       const profile = adapter.detect.parseProfile(href);
-      removeButtons(profile ? profile.peer : null);
-      if (!profile) return;
+      if (!profile) {
+        clearPlacement();
+        return;
+      }
+      removeButtons(profile.peer);
+      removeFallback(profile.peer);
       try {
         adapter.inject(profile, { signal: view.signal });
       } catch (error) {

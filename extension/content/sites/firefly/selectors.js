@@ -1,21 +1,21 @@
 // Every selector for Firefly in one place (DESIGN.md "Extension": element structure and accessible
-// names only). The display name sits in <address>; a sibling <div> holds Follow and the more-actions menu.
+// names only). Firefly's web client was public as DimensionDev/firefly.mask.social (January 2025):
+// Profile/Info.tsx puts the display name in <address> and, beside it, `div.flex.items-center.gap-2`
+// holding ProfileAction: the FollowButton and ProfileMoreAction, a headlessui Menu
+// (`div.relative > button[aria-label="More"]`, components/MoreActionMenu.tsx). The row is the nearest
+// common ancestor of the follow-like button and the menu button (core/placement.js). NB: on wide
+// screens Firefly's FollowButton is an icon without an accessible name; there the floating button
+// (core/fallback.js) appears instead.
 
-export const DISPLAY_NAME = 'address';
-export const FOLLOW_NAMES = Object.freeze(['Follow', 'Following', 'Unfollow', 'Follow back', 'Edit Profile', 'Edit profile']);
+import { byName, findActionRow } from '../../core/placement.js';
 
-function accessibleName(el) {
-  return (el.getAttribute('aria-label') || el.textContent || '').trim();
-}
+export const FOLLOW_NAMES = Object.freeze(['Follow', 'Following', 'Unfollow', 'Follow back', 'Super Follow', 'Edit Profile']);
+export const MENU_NAMES = Object.freeze(['More', 'More actions']);
 
-/** Given the <address> display name, `{parent, before}` right after the Follow button, or null. */
-export function placement(address) {
-  const parent = address.parentElement;
-  if (!parent) return null;
-  for (const sibling of parent.children) {
-    if (sibling === address || sibling.tagName !== 'DIV') continue;
-    const follow = [...sibling.querySelectorAll('button')].find((b) => FOLLOW_NAMES.includes(accessibleName(b)));
-    if (follow && follow.parentElement) return { parent: follow.parentElement, before: follow.nextSibling };
-  }
-  return null;
+export const isFollow = byName(FOLLOW_NAMES);
+export const isMenu = byName(MENU_NAMES);
+
+/** The profile's action row in `root` ({row, followItem, …}) or null. */
+export function findRow(root = document) {
+  return findActionRow(root, { isFollow, isMenu });
 }

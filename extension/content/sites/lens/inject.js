@@ -1,17 +1,12 @@
-// Hey adapter: mounts the DM button between Follow and More in a profile's action row.
+// Hey adapter: mounts the DM button in the profile's action row (right after the follow control),
+// or the floating button when the row is not recognised (core/place.js).
 import * as detect from './detect.js';
 import * as selectors from './selectors.js';
-import { observe, reportIfMissing } from '../../core/observe.js';
-import { mountButton } from '../../core/button.js';
+import { placeButton } from '../../core/place.js';
 
 export { detect };
 
-/** Mount the button for `profile` ({peer, handle}); every observer stops when `signal` aborts. */
+/** Mount the button for `profile` ({peer, handle}); every observer and timer stops when `signal` aborts. */
 export function inject(profile, { signal }) {
-  observe(selectors.MORE_BUTTON, (more) => {
-    const place = selectors.placement(more);
-    if (!place) return false;
-    return mountButton(profile.peer, place.parent, place.before, { signal }) !== null;
-  }, { signal });
-  reportIfMissing(detect.SITE, selectors.MORE_BUTTON, { signal });
+  placeButton(profile, { findRow: selectors.findRow, signal, site: detect.SITE });
 }

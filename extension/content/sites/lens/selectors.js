@@ -1,23 +1,22 @@
-// Every selector for Hey in one place (DESIGN.md "Extension": aria-labels and structure only;
-// never utility classes or data-testid).
+// Every selector for Hey in one place (DESIGN.md "Extension": accessible names and structure only;
+// never utility classes or data-testid). Hey's source (heyxyz/hey, March 2025) renders the profile's
+// action row as `div.flex.items-center.space-x-2` holding `div.contents > button[aria-label="Follow"]`
+// (Shared/Account/FollowUnfollowButton.tsx; "Following" once followed, "Super Follow" with rules,
+// a bare "Edit Account" button on your own page) and `div.relative > button[aria-label="More"]`
+// (Account/Menu, a headlessui Menu). So nothing here assumes parent/child shape: the row is the
+// nearest common ancestor of the follow-like and the More button (core/placement.js).
 
-/** The "More" menu button of a profile's action row; our button goes just before it. */
-export const MORE_BUTTON = 'button[aria-label="More"]';
-/** Labels of the first action-row button (Follow/Following, or Edit Account on your own page). */
-export const ACTION_LABELS = Object.freeze(['Follow', 'Following', 'Unfollow', 'Edit Account', 'Edit Profile']);
-/** Hey's old own Message button, which sat where ours goes (legacy selector, kept side by side). */
-export const LEGACY_MESSAGE_BUTTON = 'button[aria-label="Message"]';
+import { byName, findActionRow } from '../../core/placement.js';
 
-/**
- * Where to put the DM button, given a More button: `{parent, before}` or null when this More
- * button is not in a profile action row (e.g. a post's menu on the feed).
- */
-export function placement(moreButton) {
-  const row = moreButton.parentElement;
-  if (!row) return null;
-  const hasAction = [...row.children].some(
-    (el) => el.tagName === 'BUTTON' && ACTION_LABELS.includes(el.getAttribute('aria-label')),
-  );
-  if (!hasAction) return null;
-  return { parent: row, before: moreButton };
+/** Accessible names of the follow-like control (Follow/Following, or Edit Account on your own page). */
+export const FOLLOW_NAMES = Object.freeze(['Follow', 'Following', 'Unfollow', 'Super Follow', 'Edit Account', 'Edit Profile']);
+/** Accessible names of the profile's menu button. Hey once had its own "Message" button there too. */
+export const MENU_NAMES = Object.freeze(['More']);
+
+export const isFollow = byName(FOLLOW_NAMES);
+export const isMenu = byName(MENU_NAMES);
+
+/** The profile's action row in `root` ({row, followItem, …}) or null. */
+export function findRow(root = document) {
+  return findActionRow(root, { isFollow, isMenu });
 }

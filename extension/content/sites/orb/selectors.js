@@ -1,20 +1,19 @@
-// Every selector for Orb in one place. Orb's DOM is not public, so these are conservative
-// (DESIGN.md "The three sites"): the first button inside <main> whose accessible name is a
-// follow action; our button goes right after it.
+// Every selector for Orb in one place. Orb's web client is closed source (no public repository was
+// found): nothing about its landmarks is known, so none is required (not even <main>). The action row
+// is the nearest common ancestor of a follow-like button and a menu-like one (core/placement.js);
+// when Orb shows neither within a few wrappers, the floating button appears (core/fallback.js).
 
-export const CANDIDATE_BUTTON = 'main button';
-export const FOLLOW_NAMES = Object.freeze(['Follow', 'Following', 'Follow back', 'Unfollow', 'Edit profile', 'Edit Profile']);
+import { byName, findActionRow } from '../../core/placement.js';
 
-function accessibleName(el) {
-  return (el.getAttribute('aria-label') || el.textContent || '').trim();
-}
+export const FOLLOW_NAMES = Object.freeze(['Follow', 'Following', 'Follow back', 'Unfollow', 'Edit profile']);
+/** Menu-like buttons next to Follow: a "More" menu, or a Share button; or any ARIA menu button. */
+export const MENU_NAMES = Object.freeze(['More', 'More options', 'More actions', 'Options', 'Share']);
 
-/** `{parent, before}` after `button` when it is the first follow-like button in <main>, else null. */
-export function placement(button) {
-  if (!FOLLOW_NAMES.includes(accessibleName(button))) return null;
-  const main = button.closest('main');
-  if (!main) return null;
-  const first = [...main.querySelectorAll('button')].find((b) => FOLLOW_NAMES.includes(accessibleName(b)));
-  if (first !== button || !button.parentElement) return null;
-  return { parent: button.parentElement, before: button.nextSibling };
+export const isFollow = byName(FOLLOW_NAMES);
+const namedMenu = byName(MENU_NAMES);
+export const isMenu = (el) => namedMenu(el) || ['menu', 'true'].includes(el.getAttribute('aria-haspopup'));
+
+/** The profile's action row in `root` ({row, followItem, …}) or null. */
+export function findRow(root = document) {
+  return findActionRow(root, { isFollow, isMenu });
 }
