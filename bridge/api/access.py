@@ -139,7 +139,7 @@ CHALLENGE_BYTES = 32
 def bridge_proof_message(challenge: bytes, origin: str, host: str) -> bytes:
     """What the bridge signs: ``context ‖ 0x00 ‖ origin ‖ 0x00 ‖ host ‖ 0x00 ‖ challenge`` (UTF-8).
 
-    ``origin`` is the connection's ``Origin`` (``chrome-extension://<id>``) and ``host`` its ``Host``
+    ``origin`` is the connection's ``Origin`` (``chrome-extension://<id>`` or ``moz-extension://<uuid>``) and ``host`` its ``Host``
     (``127.0.0.1:PORT``), so a proof made for one extension or port is worthless on another."""
     if len(challenge) != CHALLENGE_BYTES:
         raise AccessError("the challenge must be 32 bytes", "bad challenge length")
