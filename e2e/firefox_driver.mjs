@@ -10,8 +10,8 @@
 // code (from `parley pair`), profileUrl, peer, text, reply, timeoutMs, shots (a directory or "").
 //
 // It prints one JSON object per line: {"step": ...} as the scenario advances, {"error": ...} when a
-// step fails (then exits 1). After {"step": "send-refused"} it waits for `reply` (which the test has
-// Bob's bridge send) to arrive in the widget.
+// step fails (then exits 1). After {"step": "sent"} it waits for `reply` (which the test has Bob's
+// bridge send) to arrive in the widget window and the framed widget.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
@@ -122,13 +122,39 @@ async function main() {
     });
     await shot(page, 'firefox-3-send-refused');
 
-    // Receiving needs no action: Bob's bridge writes, the widget shows it.
-    await frame.waitForFunction(
-      (t) => [...document.querySelectorAll('[data-parley="message"][data-direction="in"]')].some((m) => m.textContent.includes(t)),
-      { timeout: TIMEOUT }, opts.reply,
+    // ... and offers a window of the worker's own, where the widget may act (widgets.js popOut).
+    const before = new Set(await browser.pages());
+    await frame.waitForSelector('[data-parley="popout"]', { timeout: TIMEOUT }).catch(async (error) => {
+      const state = await frame.evaluate(() => `gate=${document.body.dataset.parleyGate} top=${window.top === window} html=${document.body.innerHTML.slice(0, 1500)}`);
+      throw new Error(`no "Open in a window" button: ${state}`, { cause: error });
+    });
+    await frame.click('[data-parley="popout"]');
+    let win = null;
+    const until = Date.now() + TIMEOUT;
+    while (!win && Date.now() < until) {
+      win = (await browser.pages()).find((p) => !before.has(p)) ?? null;
+      if (!win) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    if (!win) throw new Error('no window opened for the conversation');
+    await win.waitForFunction((u) => location.href.startsWith(u), { timeout: TIMEOUT, polling: 100 }, widgetUrl);
+    await win.waitForSelector('[data-parley="composer"]:not([disabled])', { timeout: TIMEOUT });
+    await win.waitForSelector('body[data-parley-actionable="true"]', { timeout: TIMEOUT });
+    say({ step: 'window', url: await win.evaluate(() => location.href), top: await win.evaluate(() => window.top === window) });
+    await win.type('[data-parley="composer"]', opts.text);
+    await win.click('[data-parley="send"]');
+    const has = (where, direction, wanted) => where.waitForFunction(
+      (dir, t) => [...document.querySelectorAll(`[data-parley="message"][data-direction="${dir}"]`)].some((m) => m.textContent.includes(t)),
+      { timeout: TIMEOUT }, direction, wanted,
     );
+    await has(win, 'out', opts.text);
+    say({ step: 'sent' });
+    await shot(win, 'firefox-4-sent-from-window');
+
+    // Bob's bridge replies: the window and the framed widget both show it.
+    await has(win, 'in', opts.reply);
+    await has(frame, 'in', opts.reply);
     say({ step: 'received' });
-    await shot(page, 'firefox-4-received');
+    await shot(page, 'firefox-5-reply-in-frame');
   } finally {
     await browser.close();
   }

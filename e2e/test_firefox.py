@@ -12,13 +12,11 @@ to it and refuses every other host. 127.0.0.1 (the bridge) is never proxied.
 
 The scenario: Alice's Firefox pairs with her real bridge (`parley run`) through the popup, with the
 code from `parley pair`; the bridge pins the install's moz-extension origin; the DM button appears
-on Bob's Orb profile and opens the widget, which the worker admits; Bob's bridge (a second
-`parley run`) sends and the message shows in Alice's widget.
-
-Sending from the widget does NOT work in Firefox, and the test pins that down: the widget acts only
-while IntersectionObserver v2 reports it unobscured (clickjacking guard, issue 8 item 6), and Firefox
-153 has no IntersectionObserver v2, so the widget refuses the send (body[data-parley-refused]) and
-nothing leaves. Making Firefox send needs a design decision (README "Firefox").
+on Bob's Orb profile and opens the widget, which the worker admits. The framed widget acts only while
+IntersectionObserver v2 reports it unobscured (clickjacking guard, issue 8 item 6); Firefox 153 has
+none, so it refuses a send (body[data-parley-refused]) and offers "Open in a window to send": a popup
+window of the worker's own (top level, admitted with a window nonce), where Alice sends; Bob's bridge
+(a second `parley run`) gets it and replies, and the reply shows in the window and the frame.
 """
 
 from __future__ import annotations
@@ -169,7 +167,7 @@ class Driver:
             self.p.stdout.close()
 
 
-def test_firefox_pairs_shows_the_dm_button_receives_and_refuses_to_send_without_io_v2(tmp_path: Path) -> None:
+def test_firefox_pairs_shows_the_dm_button_sends_from_its_window_and_receives(tmp_path: Path) -> None:
     if FIREFOX is None:
         if os.environ.get("CI"):
             pytest.fail("firefox-esr is missing: `make firefox` installs it")
@@ -217,8 +215,15 @@ def test_firefox_pairs_shows_the_dm_button_receives_and_refuses_to_send_without_
         assert widget["ioV2"] is False and widget["visible"] == "false" and widget["actionable"] == "false"
         refused_send = driver.expect("send-refused")
         assert int(refused_send["refused"]) >= 1 and refused_send["out"] == 0
-        assert text not in parley(alice.home, "messages", bob.address, check=True).stdout
-        # Receiving: Bob's bridge (a second `parley run`) writes to Alice; her Firefox widget shows it.
+        assert text not in parley(bob.home, "messages", alice.address, check=True).stdout
+        # The frame offers a window of the worker's own (top level: no page can cover it); it sends.
+        window = driver.expect("window")
+        assert window["top"] is True and window["url"] == f"moz-extension://{install}/widget/widget.html?peer=lens%3Abob"
+        driver.expect("sent")
+        deadline = time.monotonic() + 20
+        while text not in parley(bob.home, "messages", alice.address, check=True).stdout:  # Bob's bridge has it
+            assert time.monotonic() < deadline, "Bob's bridge never received the message"
+        # Bob's bridge (a second `parley run`) replies; Alice's window and framed widget show it.
         parley(bob.home, "send", alice.address, reply, check=True)
         driver.expect("received")
         driver.expect("done")
