@@ -86,6 +86,14 @@ async function main() {
     say({ step: 'paired', status: await text(popup, '[data-parley="status"]'), address: await text(popup, '[data-parley="address"]') });
     await shot(popup, 'firefox-1-paired-popup');
 
+    // Attack: widget.html opened top level (a page can: it is web-accessible, and the iframe's src
+    // tells its UUID) with a made-up window nonce. The worker refuses it.
+    const forged = await browser.newPage();
+    forged.goto(`${origin}/widget/widget.html?peer=lens%3Abob#w=${'a'.repeat(32)}`).catch(() => {});
+    await forged.waitForFunction(() => document.body?.dataset.parleyGate === 'refused', { timeout: TIMEOUT, polling: 100 });
+    say({ step: 'forged-window', gate: 'refused', actionable: await forged.evaluate(() => document.body.dataset.parleyActionable ?? null) });
+    await forged.close();
+
     // The DM button on a replica profile page.
     const page = await browser.newPage();
     await page.goto(opts.profileUrl);

@@ -206,6 +206,8 @@ def test_firefox_pairs_shows_the_dm_button_sends_from_its_window_and_receives(tm
         assert token["origin"] == f"moz-extension://{install}" and token["last_used"] is not None
         assert f"moz-extension://{install}" in alice.output()
 
+        # widget.html opened top level with a made-up window nonce is refused (grants.js mintWindowNonce).
+        assert driver.expect("forged-window")["gate"] == "refused"
         button = driver.expect("button")
         assert button["peer"] == "lens:bob"
         widget = driver.expect("widget")
