@@ -24,6 +24,6 @@ export default [
   {
     // The e2e driver runs in node; the functions it hands to page.evaluate run in the page.
     files: ['e2e/**/*.mjs'],
-    languageOptions: { ecmaVersion: 2024, sourceType: 'module', globals: { ...globals.node, ...globals.browser } },
+    languageOptions: { ecmaVersion: 2024, sourceType: 'module', globals: { ...globals.node, ...globals.browser, ...globals.webextensions } },
   },
 ];

@@ -118,6 +118,7 @@ async function main() {
       visible: document.body.dataset.parleyVisible,
       actionable: document.body.dataset.parleyActionable,
       ioV2: 'isVisible' in IntersectionObserverEntry.prototype,
+      storageSession: typeof chrome.storage.session, // Firefox: undefined in an extension frame in a web page
     }));
     say({ step: 'widget', url: await frame.evaluate(() => location.origin + location.pathname), ...guard });
     await frame.type('[data-parley="composer"]', opts.text);

@@ -215,6 +215,7 @@ def test_firefox_pairs_shows_the_dm_button_sends_from_its_window_and_receives(tm
         # Firefox has no IntersectionObserver v2, so the clickjacking guard keeps the widget from acting
         # (issue 8 item 6): a send is refused and nothing leaves. See the README's Firefox section.
         assert widget["ioV2"] is False and widget["visible"] == "false" and widget["actionable"] == "false"
+        assert widget["storageSession"] == "undefined"  # Firefox: none in a framed extension page (widget.js start())
         refused_send = driver.expect("send-refused")
         assert int(refused_send["refused"]) >= 1 and refused_send["out"] == 0
         assert text not in parley(bob.home, "messages", alice.address, check=True).stdout

@@ -401,10 +401,15 @@ function onWindowMessage(event) {
 
 function start() {
   $('peer-name').textContent = peer;
-  chrome.storage.session.get('identity').then(({ identity }) => renderMe(identity)).catch(() => {});
-  chrome.storage.session.onChanged.addListener((changes) => {
-    if (changes.identity) renderMe(changes.identity.newValue);
-  });
+  // Firefox gives an extension frame inside a web page no storage.session: the frame then shows no
+  // "You:" address, and the rest of start() must still run.
+  const session = chrome.storage.session;
+  if (session) {
+    session.get('identity').then(({ identity }) => renderMe(identity)).catch(() => {});
+    session.onChanged.addListener((changes) => {
+      if (changes.identity) renderMe(changes.identity.newValue);
+    });
+  }
   chrome.runtime.sendMessage({ type: RECONNECT }).catch(() => {});
   onStatus(status);
 }
