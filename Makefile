@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PARLEY := $(VENV)/bin/parley
 PORT ?= 8737
 
-.PHONY: install node content run test test-fast planted test-py test-js test-e2e browser demo bench mutate mutate-py mutate-js clean
+.PHONY: install node content firefox-build package lint-js run test test-fast planted test-py test-js test-e2e browser firefox demo bench mutate mutate-py mutate-js clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,20 @@ node: node_modules/.installed
 content: node
 	node scripts/build-content.mjs
 
+## firefox-build: the unpacked Firefox build dist/firefox/ from extension/ (scripts/build-firefox.mjs)
+firefox-build: node
+	node scripts/build-firefox.mjs
+
+## package: dist/parley-chrome-<version>.zip (store upload: no `key`) and dist/parley-firefox-<version>.zip
+package: node
+	node scripts/build-firefox.mjs --package
+
+## lint-js: eslint (recommended + no-unsanitized) over extension/ and scripts/, web-ext lint of the Firefox build
+lint-js: node
+	npx --no-install eslint extension scripts e2e/firefox_driver.mjs eslint.config.mjs
+	node scripts/build-firefox.mjs
+	npx --no-install web-ext lint --source-dir dist/firefox --warnings-as-errors --no-config-discovery
+
 ## run: create .venv, install, initialise a home if there is none, start the bridge (embedded relay)
 run: install
 	@$(PARLEY) whoami >/dev/null 2>&1 || $(PARLEY) init
@@ -39,7 +53,14 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && echo "chromium: installed"; \
 	else $(PY) -m playwright install chromium; fi
 
-test: install node browser
+## firefox: Firefox ESR for the Firefox end-to-end scenario (Debian package)
+firefox:
+	@if command -v firefox-esr >/dev/null 2>&1; then echo "firefox: $$(command -v firefox-esr)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq firefox-esr >/dev/null && echo "firefox: installed"; \
+	else echo "firefox: not installed (the Firefox scenario is skipped): apt-get install firefox-esr"; fi
+
+test: install node browser firefox lint-js
 	$(PY) -m pytest tests e2e
 	node --test tests/js/
 
@@ -59,7 +80,7 @@ test-js: node
 test-py: install
 	$(PY) -m pytest tests
 
-test-e2e: install browser
+test-e2e: install browser firefox
 	$(PY) -m pytest e2e
 
 ## demo: a relay, two bridges and two headless browsers play the Alice/Bob story; screenshots in e2e/artifacts/demo/
@@ -88,4 +109,4 @@ mutate-js: node
 	npx stryker run
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis e2e/artifacts mutants reports .stryker-tmp
+	rm -rf $(VENV) node_modules dist .pytest_cache .hypothesis e2e/artifacts mutants reports .stryker-tmp

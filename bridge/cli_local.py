@@ -46,7 +46,8 @@ def pair(ctx: Ctx, as_json: bool, list_: bool, revoke_id: str | None) -> None:
             click.echo("no paired extensions")
         for t in tokens:
             state = "revoked" if t.revoked else "active"
-            click.echo(f"{t.id}  {state:7}  {t.name}  paired {_when(t.created_at)}, last used {_when(t.last_used)}")
+            origin = f"  {t.origin}" if t.origin else ""
+            click.echo(f"{t.id}  {state:7}  {t.name}  paired {_when(t.created_at)}, last used {_when(t.last_used)}{origin}")
         return
     if revoke_id:
         if not _access(ctx).revoke(revoke_id):

@@ -39,7 +39,7 @@ from flask_sock import Sock
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
 from bridge import __version__
-from bridge.api.access import Access, BridgeKey, PageSessions
+from bridge.api.access import Access, BridgeKey, PageSessions, chrome_ids
 from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered, inbox, outbox
@@ -166,9 +166,11 @@ class Daemon:
         self.api = LocalApi(
             self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub,
             wallet=self.wallet, pages=self.pages, base_url=self.url, bridge_key=BridgeKey.load_or_create(home.path),
+            echo=echo,
         )
-        extra = tuple(x for x in home.config().get("extension_ids") or () if isinstance(x, str))
-        register_local_api(self.app, self.sock, self.api, port=self.port, extension_ids=extra)
+        # The Chrome ids allowed (extension_ids / PARLEY_EXTENSION_IDS; an empty list: none, hence ("",));
+        # Firefox origins are pinned at pairing.
+        register_local_api(self.app, self.sock, self.api, port=self.port, extension_ids=chrome_ids(home.config()) or ("",))
         self._register_control()
 
     # --- control endpoint for the CLI ------------------------------------------------

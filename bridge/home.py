@@ -58,7 +58,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prekey_rotation_days", 7, "Days between replacing the signed X25519 prekey and the last-resort ML-KEM prekey."),
     Setting("prekey_grace_days", 30, "Days a replaced prekey's private half is kept (first messages made with it still open), then deleted."),
     Setting("prekey_check_seconds", 60, "Seconds between the daemon's checks that the relay still has enough one-time prekeys (jittered)."),
-    Setting("extension_ids", [], "Extra Chrome extension ids allowed to use the local API (besides Parley's own)."),
+    Setting("extension_ids", ["cjhgnfckfielldaiipkgieemaigbpmoe"], "Chrome extension ids allowed to use the local API: Parley's own (extension/EXTENSION_ID) unless listed; a store-signed build has the store's id. Firefox installs are pinned at pairing instead [env PARLEY_EXTENSION_IDS, comma-separated]."),
     Setting("lens_api_url", nameservices.LENS_API_URL, "Lens API v3 GraphQL endpoint for lens:NAME (the public mainnet API by default; README \"Name services\") [env PARLEY_LENS_API_URL]. off: Lens names only from contacts."),
     Setting("eth_rpc_url", nameservices.ETH_RPC_URL, "Ethereum mainnet JSON-RPC URL: ENS names and EIP-1271/6492 wallets on chain 1 (PublicNode's keyless RPC by default) [env PARLEY_ETH_RPC_URL]. off: no ENS, no smart wallets on chain 1."),
     Setting("ens_registry", None, "ENS registry address (default: mainnet's) [env PARLEY_ENS_REGISTRY]."),

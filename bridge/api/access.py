@@ -2,10 +2,20 @@
 
 Three checks guard ``ws://127.0.0.1:PORT/v1/rpc`` (DESIGN.md "Local API"):
 
-1. ``Origin`` is ``chrome-extension://<id>`` for our extension id (fixed by the manifest ``key``)
-   or an id listed in the ``extension_ids`` setting;
+1. ``Origin`` is ``chrome-extension://<id>`` for an id in the ``extension_ids`` setting (default:
+   ours, fixed by the manifest ``key``; a store-signed build has the store's id), or
+   ``moz-extension://<uuid>`` of Firefox (a UUID per install, so it cannot be listed in advance):
+   admitted when an active token is pinned to it, or while a pairing code is live (then it can only
+   pair);
 2. ``Host`` is ``127.0.0.1:PORT`` or ``localhost:PORT`` (defeats DNS rebinding);
 3. the first call presents a pairing token (or pairs with a one-time code shown by ``parley pair``).
+
+Origin pinning: a token is bound to the ``Origin`` of the connection that paired (``api_tokens.origin``)
+and only ever authenticates a connection with that same origin. So a Firefox install's origin is
+pinned by the user's own pairing (the code typed into its popup); another extension, or the same one
+reinstalled under a new UUID, must pair again with a new code, and gets a token of its own (listed by
+``parley pair --list``, revoked separately). Tokens from before pinning (``origin`` NULL) keep working
+for Chrome origins only.
 
 Pairing codes and API tokens live in the bridge database, so the CLI can create them whether or not
 the daemon runs. Only SHA-256 hashes of secrets are stored.
@@ -49,6 +59,8 @@ __all__ = [
     "bridge_proof_message",
     "pair_proof",
     "origin_allowed",
+    "firefox_origin",
+    "chrome_ids",
     "host_allowed",
 ]
 
@@ -66,6 +78,10 @@ PAIR_GUESSES_PER_CODE = 5
 
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 _ID_RE = re.compile(r"[a-p]{32}")
+#: Firefox's extension origins: ``moz-extension://`` and a random v4 UUID, lower case, per install.
+_MOZ_RE = re.compile(r"moz-extension://[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: Seconds between the ``last_used`` writes of one authenticated connection.
+TOUCH_EVERY_MS = 60_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_pair_codes (
@@ -82,7 +98,8 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     name        TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
     last_used   INTEGER,
-    revoked     INTEGER NOT NULL DEFAULT 0
+    revoked     INTEGER NOT NULL DEFAULT 0,
+    origin      TEXT
 );
 DROP TABLE IF EXISTS web_logins;
 DROP TABLE IF EXISTS web_sessions;
@@ -109,6 +126,8 @@ class ApiToken:
     created_at: int
     last_used: int | None
     revoked: bool
+    #: The Origin the token was paired from and is bound to (None: paired before pinning, Chrome only).
+    origin: str | None = None
 
 
 #: Domain separation for the bridge's proof of identity on the local API (docs/PROTOCOL.md §8.1).
@@ -120,7 +139,7 @@ CHALLENGE_BYTES = 32
 def bridge_proof_message(challenge: bytes, origin: str, host: str) -> bytes:
     """What the bridge signs: ``context ‖ 0x00 ‖ origin ‖ 0x00 ‖ host ‖ 0x00 ‖ challenge`` (UTF-8).
 
-    ``origin`` is the connection's ``Origin`` (``chrome-extension://<id>``) and ``host`` its ``Host``
+    ``origin`` is the connection's ``Origin`` (``chrome-extension://<id>`` or ``moz-extension://<uuid>``) and ``host`` its ``Host``
     (``127.0.0.1:PORT``), so a proof made for one extension or port is worthless on another."""
     if len(challenge) != CHALLENGE_BYTES:
         raise AccessError("the challenge must be 32 bytes", "bad challenge length")
@@ -184,11 +203,32 @@ def normalise_code(code: str) -> str:
     return re.sub(r"[\s-]", "", code).upper()
 
 
+def chrome_ids(config: dict[str, Any], env: Any = None) -> tuple[str, ...]:
+    """The Chrome extension ids allowed on the local API: ``PARLEY_EXTENSION_IDS`` (comma-separated)
+    if set, else the ``extension_ids`` setting, else ours. Malformed entries are dropped. Listing ids
+    replaces ours: a store-signed build's users need not trust the unpacked one (whose ``key``, and
+    so whose id, anyone can copy)."""
+    import os
+
+    env = os.environ if env is None else env
+    raw = env.get("PARLEY_EXTENSION_IDS")
+    listed: Any = [x.strip() for x in raw.split(",")] if raw is not None else config.get("extension_ids", [EXTENSION_ID])
+    if not isinstance(listed, (list, tuple)):
+        return ()
+    return tuple(x for x in listed if isinstance(x, str) and _ID_RE.fullmatch(x))
+
+
 def origin_allowed(origin: str | None, extra_ids: list[str] | tuple[str, ...] = ()) -> bool:
+    """A Chrome origin of an allowed id (``extra_ids``: the allowed ids; empty: ours)."""
     if not origin or not origin.startswith("chrome-extension://"):
         return False
     ext = origin[len("chrome-extension://"):]
-    return ext == EXTENSION_ID or (bool(_ID_RE.fullmatch(ext)) and ext in extra_ids)
+    return bool(_ID_RE.fullmatch(ext)) and ext in (extra_ids or (EXTENSION_ID,))
+
+
+def firefox_origin(origin: str | None) -> bool:
+    """True for a well-formed ``moz-extension://<uuid>`` (which one is decided by pinning)."""
+    return bool(origin) and bool(_MOZ_RE.fullmatch(origin or ""))
 
 
 def host_allowed(host: str | None, port: int) -> bool:
@@ -204,6 +244,9 @@ class Access:
         self.clock = clock
         conn = store._conn()
         conn.executescript(_SCHEMA)
+        if "origin" not in {r[1] for r in conn.execute("PRAGMA table_info(api_tokens)")}:
+            with store.write() as c:  # a database from before origin pinning
+                c.execute("ALTER TABLE api_tokens ADD COLUMN origin TEXT")
 
     # --- pairing ---------------------------------------------------------------
 
@@ -215,7 +258,15 @@ class Access:
             c.execute("INSERT INTO api_pair_codes(code_hash, expires_at) VALUES (?, ?)", (_h(raw), now_ms() + PAIR_CODE_TTL_MS))
         return f"{raw[:4]}-{raw[4:]}"
 
-    def pair(self, code: Any, name: Any) -> tuple[str, str]:
+    def pairing_open(self) -> bool:
+        """True while a pairing code is live (an unpinned Firefox origin may then connect to pair)."""
+        return bool(self.store.read("SELECT 1 FROM api_pair_codes WHERE expires_at >= ? LIMIT 1", (self.clock(),)))
+
+    def pinned(self, origin: str) -> bool:
+        """True when an active token is bound to ``origin``."""
+        return bool(self.store.read("SELECT 1 FROM api_tokens WHERE origin = ? AND revoked = 0 LIMIT 1", (origin,)))
+
+    def pair(self, code: Any, name: Any, origin: str | None = None) -> tuple[str, str]:
         """Trade a valid code for a new API token. Returns (token, token_id).
 
         Raises:
@@ -229,10 +280,10 @@ class Access:
             row = c.execute("SELECT expires_at FROM api_pair_codes WHERE code_hash = ?", (code_hash,)).fetchone()
             return code_hash if row is not None and row["expires_at"] >= now else None
 
-        token, token_id, _ = self._pair(lookup, name)
+        token, token_id, _ = self._pair(lookup, name, origin)
         return token, token_id
 
-    def pair_with_proof(self, proof: bytes, transcript: bytes, name: Any) -> tuple[str, str, bytes]:
+    def pair_with_proof(self, proof: bytes, transcript: bytes, name: Any, origin: str | None = None) -> tuple[str, str, bytes]:
         """Pair without the code crossing the socket (docs/PROTOCOL.md §8.1): ``proof`` must be
         :func:`pair_proof` ``(code_hash, "client", transcript)`` for a live code. Returns (token,
         token_id, the bridge's answering proof).
@@ -247,13 +298,14 @@ class Access:
                     return bytes(row["code_hash"])
             return None
 
-        token, token_id, code_hash = self._pair(lookup, name)
+        token, token_id, code_hash = self._pair(lookup, name, origin)
         return token, token_id, pair_proof(code_hash, "bridge", transcript)
 
-    def _pair(self, lookup: Callable[[Any, int], bytes | None], name: Any) -> tuple[str, str, bytes]:
+    def _pair(self, lookup: Callable[[Any, int], bytes | None], name: Any, origin: str | None) -> tuple[str, str, bytes]:
         """The limiter is kept in the database and checked, the code looked up and a failure recorded
         in one ``BEGIN IMMEDIATE`` transaction, so concurrent guesses from several threads or processes
-        (the daemon, CLI commands) cannot together exceed ``PAIR_ATTEMPTS_PER_MINUTE``."""
+        (the daemon, CLI commands) cannot together exceed ``PAIR_ATTEMPTS_PER_MINUTE``. The new token
+        is bound to ``origin`` (see the module's "Origin pinning") and counts as used now."""
         label = name.strip()[:80] if isinstance(name, str) and name.strip() else "browser extension"
         token, token_id = secrets.token_urlsafe(32), secrets.token_hex(6)
         outcome, code_hash = "paired", b""
@@ -274,8 +326,8 @@ class Access:
                 code_hash = found
                 c.execute("DELETE FROM api_pair_codes WHERE code_hash = ?", (code_hash,))
                 c.execute(
-                    "INSERT INTO api_tokens(id, token_hash, name, created_at) VALUES (?, ?, ?, ?)",
-                    (token_id, _h(token), label, now),
+                    "INSERT INTO api_tokens(id, token_hash, name, created_at, last_used, origin) VALUES (?, ?, ?, ?, ?, ?)",
+                    (token_id, _h(token), label, now, now, origin),
                 )
         if outcome == "limited":
             raise AccessError("too many wrong pairing codes; wait a minute", "pairing rate limit")
@@ -283,8 +335,9 @@ class Access:
             raise AccessError("wrong or expired pairing code", "wrong pairing code")
         return token, token_id, code_hash
 
-    def check_token(self, token: Any) -> str:
-        """Return the token id of a valid, unrevoked token.
+    def check_token(self, token: Any, origin: str | None = None) -> str:
+        """Return the token id of a valid, unrevoked token bound to ``origin`` (the connection's).
+        A token from before pinning (no origin) is accepted from Chrome origins only.
 
         Raises:
             AccessError
@@ -292,11 +345,19 @@ class Access:
         if not isinstance(token, str) or not 20 <= len(token) <= 100:
             raise AccessError("invalid token", "malformed token")
         with self.store.write() as c:
-            row = c.execute("SELECT id, revoked FROM api_tokens WHERE token_hash = ?", (_h(token),)).fetchone()
+            row = c.execute("SELECT id, revoked, origin FROM api_tokens WHERE token_hash = ?", (_h(token),)).fetchone()
             if row is None or row["revoked"]:
                 raise AccessError("invalid token", "unknown or revoked token")
-            c.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (now_ms(), row["id"]))
+            bound = row["origin"]
+            if bound is not None and bound != origin or bound is None and firefox_origin(origin):
+                raise AccessError("invalid token", f"token {row['id']} is pinned to another origin")
+            c.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (self.clock(), row["id"]))
             return str(row["id"])
+
+    def touch(self, token_id: str) -> None:
+        """Record that ``token_id`` was used now (an authenticated connection's calls, throttled)."""
+        with self.store.write() as c:
+            c.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (self.clock(), token_id))
 
     def token_valid(self, token_id: str) -> bool:
         rows = self.store.read("SELECT revoked FROM api_tokens WHERE id = ?", (token_id,))
@@ -304,7 +365,7 @@ class Access:
 
     def tokens(self) -> list[ApiToken]:
         rows = self.store.read("SELECT * FROM api_tokens ORDER BY created_at")
-        return [ApiToken(r["id"], r["name"], r["created_at"], r["last_used"], bool(r["revoked"])) for r in rows]
+        return [ApiToken(r["id"], r["name"], r["created_at"], r["last_used"], bool(r["revoked"]), r["origin"]) for r in rows]
 
     def revoke(self, token_id: str) -> bool:
         with self.store.write() as c:

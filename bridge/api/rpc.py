@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import __version__, identity
-from bridge.api.access import Access, AccessError, BridgeKey
+from bridge.api.access import TOUCH_EVERY_MS, Access, AccessError, BridgeKey
 from bridge.engine import MESSAGES_WITH_FLAGS, BadInput, Engine, NotRegistered, message_dict
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts, ResolveError
@@ -168,6 +168,8 @@ class LocalApi:
     base_url: str = ""
     #: The bridge's local-API key (``hello``: the bridge proves itself before the extension sends a token).
     bridge_key: BridgeKey | None = None
+    #: Where normal events are told (the daemon's output: a pairing is news, not a warning).
+    echo: Callable[[str], Any] | None = None
 
     def __post_init__(self) -> None:
         self.engine.listeners.append(self._on_engine_event)
@@ -381,6 +383,8 @@ class RpcConnection:
         self._refuse = False
         #: The last ``hello`` challenge: pairing proofs are bound to it.
         self._challenge: bytes | None = None
+        #: When this connection last recorded its token as used (``Access.touch``, at most once a minute).
+        self._touched = 0
 
     def write(self, obj: Any) -> None:
         text = json.dumps(obj, separators=(",", ":"))
@@ -483,7 +487,8 @@ class RpcConnection:
         if method == "auth":
             p = _params(params, "token")
             try:
-                self.token_id = self.api.access.check_token(p["token"])
+                self.token_id = self.api.access.check_token(p["token"], self.origin)
+                self._touched = self.api.access.clock()
             except AccessError as exc:
                 self._refuse = True
                 log.warning("local API: refused %s: %s", self.who, exc.reason)
@@ -502,15 +507,17 @@ class RpcConnection:
                     if key is None or self._challenge is None:
                         raise RpcError(INVALID_PARAMS, "pairing with a proof needs hello first")
                     proof = _b64u_decode(p["proof"], 32, "proof")
-                    token, token_id, answer = self.api.access.pair_with_proof(proof, self._challenge + key.public, p.get("name"))
+                    token, token_id, answer = self.api.access.pair_with_proof(proof, self._challenge + key.public, p.get("name"), self.origin)
                     out["proof"] = _b64u(answer)
                 else:
-                    token, token_id = self.api.access.pair(p["code"], p.get("name"))
+                    token, token_id = self.api.access.pair(p["code"], p.get("name"), self.origin)
             except AccessError as exc:
                 log.warning("local API: pairing refused for %s: %s", self.who, exc.reason)
                 raise RpcError(PAIRING_REFUSED, str(exc)) from None
-            log.warning("local API: paired %s as token %s", self.who, token_id)
+            # A normal event: the daemon's output, not a warning (refusals above stay warnings).
+            (self.api.echo or log.info)(f"extension paired: {self.who} as token {token_id} (`parley pair --list`)")
             self.token_id = token_id
+            self._touched = self.api.access.clock()
             self.api.hub.add(self)
             out.update({"token": token, "token_id": token_id})
             if self.api.bridge_key is not None:
@@ -523,4 +530,8 @@ class RpcConnection:
         fn = LocalApi.METHODS.get(method)
         if fn is None:
             raise RpcError(METHOD_NOT_FOUND, "Method not found")
+        now = self.api.access.clock()
+        if now - self._touched >= TOUCH_EVERY_MS:  # `parley pair --list`: "last used" of a long-lived socket
+            self._touched = now
+            self.api.access.touch(self.token_id)
         return fn(self.api, params)

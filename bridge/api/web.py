@@ -2,7 +2,8 @@
 and the wallet sign-in page (``/signin``, :mod:`bridge.api.signin`).
 
 Every route here first checks ``Host`` (loopback and our port: DNS rebinding cannot reach us).
-``/v1/rpc`` also requires the extension's ``Origin`` before the WebSocket handshake is accepted.
+``/v1/rpc`` also requires the extension's ``Origin`` before the WebSocket handshake is accepted
+(an allowed Chrome id, or a Firefox origin pinned at pairing: :mod:`bridge.api.access`).
 The pages are static shells; their data comes from ``/api/*`` JSON routes that need the page
 session header (see :mod:`bridge.api.pages`: no cookie, so no other local port can replay it).
 The inbox page updates live from ``/api/inbox/events``, a server-sent event stream that needs the
@@ -23,7 +24,7 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from bridge import identity
-from bridge.api.access import PageSessions, host_allowed, origin_allowed
+from bridge.api.access import PageSessions, firefox_origin, host_allowed, origin_allowed
 from bridge.api.pages import SESSION_HEADER, PageGuard, json_error, page, secure
 from bridge.api.rpc import MAX_FRAME, LocalApi, RpcConnection
 from bridge.engine import BadInput, NotRegistered, messages_of
@@ -83,8 +84,15 @@ def register_local_api(app: Flask, sock: Sock, api: LocalApi, *, port: int, exte
             return
         if not host_allowed(request.host, port):
             refuse(403, f"Host {request.host!r} is not loopback:{port}")
-        if path == "/v1/rpc" and not origin_allowed(request.headers.get("Origin"), extension_ids):
+        if path == "/v1/rpc" and not _extension_origin(request.headers.get("Origin")):
             refuse(403, f"Origin {request.headers.get('Origin')!r} is not the Parley extension")
+
+    def _extension_origin(origin: str | None) -> bool:
+        """An allowed Chrome id, or a Firefox origin that is pinned (an active token is bound to it) or
+        arrives while a pairing code is live: it can then only pair, and the token binds it (access.py)."""
+        if origin_allowed(origin, extension_ids):
+            return True
+        return firefox_origin(origin) and (api.access.pinned(origin or "") or api.access.pairing_open())
 
     @sock.route("/v1/rpc")
     def rpc(ws: Any) -> None:

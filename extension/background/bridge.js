@@ -54,7 +54,7 @@ function send(sock, method, params) {
     pending.set(id, { resolve, reject, timer });
     try {
       sock.send(JSON.stringify({ jsonrpc: '2.0', id, method, ...(params === undefined ? {} : { params }) }));
-    } catch (error) {
+    } catch {
       clearTimeout(timer);
       pending.delete(id);
       reject(new RpcError(-32000, 'bridge socket is not open'));

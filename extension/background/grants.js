@@ -55,6 +55,23 @@ export function mintNonce(tabId, peer) {
 }
 
 /**
+ * Mint a nonce for a widget window the worker opens itself (WIDGET_POPOUT): a top-level page, which no
+ * site can cover or frame. It travels in that window's URL fragment, which only the extension sees.
+ */
+export function mintWindowNonce(peer) {
+  if (!isPeer(peer)) return Promise.resolve(null);
+  return serial(async () => {
+    const { nonces } = await load();
+    const now = Date.now();
+    const live = Object.entries(nonces).filter(([, v]) => v && v.exp > now).slice(-(MAX_NONCES - 1));
+    const nonce = randomHex(16);
+    live.push([nonce, { tabId: null, top: true, peer, exp: now + NONCE_TTL_MS }]);
+    await chrome.storage.session.set({ widgetNonces: Object.fromEntries(live) });
+    return nonce;
+  });
+}
+
+/**
  * May the widget behind `sender` (a port's MessageSender) come alive? With a nonce: it must be
  * unexpired, unused and minted for this very tab and peer (it is used up either way), and the widget
  * must be a subframe. Without one: a grant for this tab, frame and peer must exist. Resolves the
@@ -72,7 +89,9 @@ export function admit(sender, nonce) {
     if (typeof nonce !== 'string' || !Object.hasOwn(nonces, nonce)) return null;
     const entry = nonces[nonce];
     delete nonces[nonce];
-    const ok = entry && entry.exp > Date.now() && entry.tabId === tabId && entry.peer === peer && frameId > 0;
+    // A frame's nonce: this tab, a subframe. A window's nonce (mintWindowNonce): a top-level page.
+    const where = entry?.top === true ? frameId === 0 : entry?.tabId === tabId && frameId > 0;
+    const ok = Boolean(entry) && entry.exp > Date.now() && entry.peer === peer && where;
     const next = ok ? [...grants.filter((g) => !same(g)), { tabId, frameId, peer }].slice(-MAX_GRANTS) : grants;
     await chrome.storage.session.set({ widgetNonces: nonces, widgetGrants: next });
     return ok ? peer : null;

@@ -5,14 +5,14 @@
 // (grants.js, issue 8 item 6): a widget the page framed itself stays inert.
 
 import {
-  STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_METHODS, WIDGET_PORT, WIDGET_RPC, WIDGET_RPC_RESULT,
-  WIDGET_STATUS,
+  STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_METHODS, WIDGET_POPOUT, WIDGET_PORT, WIDGET_RPC,
+  WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress } from '../common/peer.js';
 import { call, connect, reconnectNow } from './bridge.js';
 import { getStatus, setSession, waitConnected } from './state.js';
 import { isExtensionPage } from './senders.js';
-import { admit } from './grants.js';
+import { admit, mintWindowNonce } from './grants.js';
 import { WALLET_SIGNIN } from '../common/wallet.js';
 import { openSignin } from './wallet.js';
 
@@ -88,6 +88,18 @@ async function handleWallet(port, msg) {
   }
 }
 
+/**
+ * Open the conversation with `peer` (the one the asking frame was admitted for) in a popup window of
+ * our own, with a window nonce in its URL fragment (Firefox: no IntersectionObserver v2, so a framed
+ * widget never acts; a top-level window of ours cannot be covered by a page).
+ */
+export async function popOut(peer) {
+  const nonce = await mintWindowNonce(peer);
+  if (!nonce) return;
+  const url = chrome.runtime.getURL(`widget/widget.html?peer=${encodeURIComponent(peer)}#w=${nonce}`);
+  await chrome.windows.create({ url, type: 'popup', width: 380, height: 600 });
+}
+
 /** chrome.runtime.onConnect listener for widget pages. */
 export function onConnect(port) {
   if (port.name !== WIDGET_PORT || !isExtensionPage(port.sender, 'widget/widget.html')) {
@@ -119,6 +131,8 @@ export function onConnect(port) {
       handleRpc(port, msg);
     } else if (msg.type === 'reconnect') {
       reconnectNow();
+    } else if (msg.type === WIDGET_POPOUT) {
+      popOut(ports.get(port).granted).catch((error) => console.debug('[parley] popout failed', error));
     } else if (msg.type === WALLET_SIGNIN && Number.isInteger(msg.id)) {
       handleWallet(port, msg);
     }

@@ -2,7 +2,8 @@
 // §8.1). On every connect the worker sends `hello {challenge}` (32 fresh random bytes); the bridge
 // answers `{v: 1, key, signature}`: Ed25519 over
 //   "parley local-api v1 bridge proof" ‖ 0x00 ‖ origin ‖ 0x00 ‖ host ‖ 0x00 ‖ challenge
-// with origin = the extension's `chrome-extension://<id>` and host = the socket's `127.0.0.1:PORT`.
+// with origin = the extension's own (`chrome-extension://<id>`; Firefox: `moz-extension://<uuid>`, which
+// the bridge pins at pairing) and host = the socket's `127.0.0.1:PORT`.
 // The key must be the one learnt at pairing. Bytes travel as unpadded base64url.
 
 export const PROOF_CONTEXT = 'parley local-api v1 bridge proof';

@@ -42,6 +42,12 @@ export const WIDGET_STATUS = 'status';
  * {type: WIDGET_GATE, ok: true} it serves this port nothing.
  */
 export const WIDGET_ATTACH = 'attach';
+/**
+ * Widget → worker: {type: WIDGET_POPOUT} from an admitted widget frame in a browser without
+ * IntersectionObserver v2 (Firefox): open this conversation in a window of the worker's own, where
+ * no page can cover it (grants.js mintWindowNonce).
+ */
+export const WIDGET_POPOUT = 'popout';
 /** Worker → widget: {type: WIDGET_GATE, ok, reason?}. */
 export const WIDGET_GATE = 'gate';
 /** Widget → worker: {type: WIDGET_HELLO, peer} names the conversation this port shows. */

@@ -12,8 +12,8 @@
 // (body[data-parley-actionable] says which); every refusal is counted in body[data-parley-refused].
 
 import {
-  RECONNECT, STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_NONCE, WIDGET_PORT, WIDGET_RPC,
-  WIDGET_RPC_RESULT, WIDGET_STATUS,
+  RECONNECT, STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_NONCE, WIDGET_POPOUT, WIDGET_PORT,
+  WIDGET_RPC, WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
 import {
@@ -45,6 +45,14 @@ const NONCE_WAIT_MS = 8000;
 const INPUT_GRACE_MS = 800;
 let gate = 'waiting'; // waiting → live | refused
 let visibleSince = null; // performance.now() when IntersectionObserver v2 last reported "visible"
+// Firefox has no IntersectionObserver v2: a framed widget there never acts, and offers to open the
+// conversation in a window of the worker's own (WIDGET_POPOUT). That window is a top-level page of
+// ours, which no site can cover or frame: it acts once visible for INPUT_GRACE_MS.
+const TOP_LEVEL = window.top === window;
+const HAS_IO_V2 = typeof IntersectionObserverEntry !== 'undefined' && 'isVisible' in IntersectionObserverEntry.prototype;
+// A window's one-time nonce (grants.js mintWindowNonce) arrives in the fragment; it is dropped at once.
+const windowNonce = TOP_LEVEL ? (/^#w=([0-9a-f]{32})$/.exec(location.hash)?.[1] ?? null) : null;
+if (TOP_LEVEL && location.hash) history.replaceState(null, '', location.pathname + location.search);
 let refusals = 0;
 let readPending = false;
 
@@ -72,6 +80,13 @@ function refuse() {
 }
 
 function watchVisibility() {
+  if (TOP_LEVEL) {
+    // Our own window: nothing of a page's can be over it. Visible (the tab shown) for the grace period.
+    document.body.dataset.parleyVisible = 'true';
+    visibleSince = performance.now();
+    setTimeout(settle, INPUT_GRACE_MS + 50);
+    return;
+  }
   let observer;
   try {
     observer = new IntersectionObserver((entries) => {
@@ -411,10 +426,22 @@ function onGate(msg) {
   if (msg.ok === true && gate !== 'refused') {
     if (gate === 'live') return;
     setGate('live');
+    if (!TOP_LEVEL && !HAS_IO_V2) offerWindow();
     start();
   } else if (gate !== 'live') {
     refuseForGood();
   }
+}
+
+/** Firefox: this frame cannot prove it is uncovered, so sending happens in a window of our own. */
+function offerWindow() {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.dataset.parley = 'popout';
+  button.textContent = 'Open in a window to send';
+  button.title = 'This browser cannot tell whether the page covers this chat, so Parley sends from a window of its own.';
+  button.addEventListener('click', () => { port?.postMessage({ type: WIDGET_POPOUT }); });
+  errorBox.before(button);
 }
 
 function onWindowMessage(event) {
@@ -427,10 +454,15 @@ function onWindowMessage(event) {
 
 function start() {
   $('peer-name').textContent = peer;
-  chrome.storage.session.get('identity').then(({ identity }) => renderMe(identity)).catch(() => {});
-  chrome.storage.session.onChanged.addListener((changes) => {
-    if (changes.identity) renderMe(changes.identity.newValue);
-  });
+  // Firefox gives an extension frame inside a web page no storage.session: the frame then shows no
+  // "You:" address, and the rest of start() must still run.
+  const session = chrome.storage.session;
+  if (session) {
+    session.get('identity').then(({ identity }) => renderMe(identity)).catch(() => {});
+    session.onChanged.addListener((changes) => {
+      if (changes.identity) renderMe(changes.identity.newValue);
+    });
+  }
   chrome.runtime.sendMessage({ type: RECONNECT }).catch(() => {});
   onStatus(status);
 }
@@ -441,7 +473,9 @@ async function send(event) {
   if (!text || !address || sendButton.disabled) return;
   if (!canAct()) {
     refuse();
-    showError('Not sent: the chat was hidden, covered or had only just appeared. Check the message and send it again.');
+    showError(!TOP_LEVEL && !HAS_IO_V2
+      ? 'Not sent: this browser cannot tell whether the page covers this chat. Use "Open in a window to send".'
+      : 'Not sent: the chat was hidden, covered or had only just appeared. Check the message and send it again.');
     return;
   }
   sendButton.disabled = true;
@@ -484,5 +518,6 @@ if (!isPeer(peer)) {
   window.addEventListener('message', onWindowMessage);
   watchVisibility();
   connectPort();
+  if (windowNonce) port.postMessage({ type: WIDGET_ATTACH, nonce: windowNonce });
   setTimeout(() => { if (gate === 'waiting') refuseForGood(); }, NONCE_WAIT_MS);
 }

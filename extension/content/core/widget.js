@@ -21,6 +21,11 @@ export function widgetUrl(peer) {
   return `${chrome.runtime.getURL('widget/widget.html')}?peer=${encodeURIComponent(peer)}`;
 }
 
+/** The extension's own origin, from the URL the browser gives its pages. */
+export function extensionOrigin() {
+  return chrome.runtime.getURL('').replace(/\/+$/, '');
+}
+
 /** Ask the worker for a nonce and hand it to the widget in our frame (extension origin only). */
 async function introduce(frame, peer) {
   let reply;
@@ -30,8 +35,9 @@ async function introduce(frame, peer) {
     return;
   }
   if (typeof reply?.nonce !== 'string' || !frame.isConnected) return;
-  // The widget's own origin: chrome-extension://<id>.
-  frame.contentWindow?.postMessage({ type: WIDGET_NONCE, nonce: reply.nonce }, `chrome-extension://${chrome.runtime.id}`);
+  // The widget's own origin: chrome-extension://<id> in Chrome, moz-extension://<uuid per install> in
+  // Firefox (where runtime.id is the add-on id, not the origin's host).
+  frame.contentWindow?.postMessage({ type: WIDGET_NONCE, nonce: reply.nonce }, extensionOrigin());
 }
 
 /** Open (or re-target) the widget for `peer`. Returns the iframe. */

@@ -203,6 +203,9 @@
   function widgetUrl(peer) {
     return `${chrome.runtime.getURL("widget/widget.html")}?peer=${encodeURIComponent(peer)}`;
   }
+  function extensionOrigin() {
+    return chrome.runtime.getURL("").replace(/\/+$/, "");
+  }
   async function introduce(frame, peer) {
     let reply;
     try {
@@ -211,7 +214,7 @@
       return;
     }
     if (typeof reply?.nonce !== "string" || !frame.isConnected) return;
-    frame.contentWindow?.postMessage({ type: WIDGET_NONCE, nonce: reply.nonce }, `chrome-extension://${chrome.runtime.id}`);
+    frame.contentWindow?.postMessage({ type: WIDGET_NONCE, nonce: reply.nonce }, extensionOrigin());
   }
   function openWidget(peer) {
     let container = document.querySelector(CONTAINER);
