@@ -27,10 +27,10 @@ node: node_modules/.installed
 content: node
 	node scripts/build-content.mjs
 
-## run: create .venv, install, initialise a home if there is none, start the bridge (embedded relay)
+## run: create .venv, install, start the bridge (embedded relay); a first run initialises the home
+## (one passphrase prompt, with confirmation)
 run: install
-	@$(PARLEY) whoami >/dev/null 2>&1 || $(PARLEY) init
-	$(PARLEY) run --port $(PORT)
+	$(PARLEY) run --init --port $(PORT)
 
 ## browser: Chromium for the end-to-end suite (Debian package when possible, else Playwright's own)
 browser:

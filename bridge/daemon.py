@@ -53,7 +53,7 @@ from bridge.resolve import Contacts
 from bridge.homerelays import pointer_lookup
 from bridge.store import Store, now_ms
 
-__all__ = ["Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS"]
+__all__ = ["Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS", "HomeLock", "AlreadyRunning", "PortUnavailable", "port_in_use_message"]
 
 log = logging.getLogger("parley.daemon")
 
@@ -129,13 +129,18 @@ class Daemon:
         from bridge.relay.serving import env_number, make_guarded_server
 
         # half-open or idle connections must not each hold a thread for ever (issue 8)
-        self.server: BaseWSGIServer = make_guarded_server(
-            "127.0.0.1", port, self.app,
-            header_timeout=env_number("PARLEY_BRIDGE_HEADER_TIMEOUT", 10.0),
-            idle_timeout=env_number("PARLEY_BRIDGE_IDLE_TIMEOUT", 30.0),
-            max_connections=int(env_number("PARLEY_BRIDGE_MAX_CONNECTIONS", 256)),
-            handler_base=RedactingRequestHandler,
-        )
+        try:
+            self.server: BaseWSGIServer = make_guarded_server(
+                "127.0.0.1", port, self.app,
+                header_timeout=env_number("PARLEY_BRIDGE_HEADER_TIMEOUT", 10.0),
+                idle_timeout=env_number("PARLEY_BRIDGE_IDLE_TIMEOUT", 30.0),
+                max_connections=int(env_number("PARLEY_BRIDGE_MAX_CONNECTIONS", 256)),
+                handler_base=RedactingRequestHandler,
+            )
+        except OSError as exc:
+            if self._storage is not None:
+                self._storage.close()
+            raise PortUnavailable(port_in_use_message(port, exc)) from None
         nodelay(self.server)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
@@ -336,7 +341,9 @@ class Daemon:
             except (RelayUnavailable, RelayError, OSError) as exc:
                 if isinstance(exc, RelayError) and exc.status == 401:
                     self.engine.forget_token(url)  # a restarted relay no longer knows our token
-                log.warning("relay %s: %s; retrying in %.1fs", url, exc, backoff)
+                    log.warning("relay %s refused our credentials (%s: %s); authenticating again in %.1fs", url, exc.code, exc.message, backoff)
+                else:
+                    log.warning("relay %s: %s; retrying in %.1fs", url, exc, backoff)
             except Exception:
                 log.exception("subscriber on %s failed; retrying in %.1fs", url, backoff)
             self.relay_up[url] = False
@@ -441,6 +448,89 @@ def run_daemon(home: Home, secrets: Secrets, *, port: int, relay_url: str | None
     finally:
         echo("stopping")
         daemon.stop()
+
+
+class PortUnavailable(Exception):
+    """``parley run`` cannot listen on its port (the message is one line, from :func:`port_in_use_message`)."""
+
+
+class AlreadyRunning(Exception):
+    """Another ``parley run`` holds this home's lock (the message is one line)."""
+
+
+class HomeLock:
+    """``daemon.lock`` in the home, locked (``flock``, exclusive) for as long as ``parley run`` lives:
+    one bridge per home. The kernel releases it when the process ends, however it ends (kill -9
+    included), so a stale lock never blocks a new start. The file holds the owner's pid."""
+
+    def __init__(self, home: Home) -> None:
+        self.path = home.path / "daemon.lock"
+        self.home = home
+        self._fd: int | None = None
+
+    def acquire(self) -> "HomeLock":
+        """Raises:
+            AlreadyRunning: another process holds it (the message names its pid and URL when known).
+        """
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise AlreadyRunning(self._running_message(holder)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def _running_message(self, holder: str) -> str:
+        pid = int(holder) if holder.isdigit() else None
+        where = []
+        if pid is not None:
+            where.append(f"pid {pid}")
+        try:
+            info = self.home.daemon_info() or {}
+        except Exception:  # noqa: BLE001 - only for the message
+            info = {}
+        if isinstance(info.get("url"), str) and (pid is None or info.get("pid") == pid):
+            where.append(info["url"])
+        return "a bridge is already running for this home" + (f" ({', '.join(where)})" if where else "")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None
+
+
+def port_in_use_message(port: int, error: OSError) -> str:
+    """One line for a port ``parley run`` cannot bind: names a Parley bridge or relay found there."""
+    import errno
+
+    if error.errno != errno.EADDRINUSE:
+        return f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}"
+    base = f"http://127.0.0.1:{port}"
+    what = "another program"
+    try:
+        r = requests.get(f"{base}/v1/control/status", timeout=1.5)
+        body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else None
+        err = body.get("error") if isinstance(body, dict) else None
+        if r.status_code == 401 and isinstance(err, dict) and err.get("message") == "bad control token":
+            what = "another Parley bridge (another home)"
+        else:
+            h = requests.get(f"{base}/v1/health", timeout=1.5)
+            data = h.json() if h.headers.get("Content-Type", "").startswith("application/json") else None
+            if isinstance(data, dict) and data.get("ok") is True and "version" in data:
+                what = "a Parley relay"
+    except (requests.RequestException, ValueError):
+        pass
+    return (f"port {port} is used by {what}; stop it, or choose another port: "
+            f"`parley run --port N` or `parley config set port N`")
 
 
 class DaemonClient:
