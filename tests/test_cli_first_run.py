@@ -148,6 +148,7 @@ def test_config_set_get_list_unset(homes: tuple[Path, Path]) -> None:
 # --- one bridge per home, a busy port ----------------------------------------------------------
 
 
+@pytest.mark.slow  # starts bridges
 def test_one_bridge_per_home_and_a_busy_port_is_one_line(homes: tuple[Path, Path], procs: list[Proc]) -> None:
     a, b = homes
     first, url = start_bridge(a)
@@ -251,6 +252,7 @@ def _no_passphrase_env(home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # starts bridges
 def test_first_make_run_asks_for_the_passphrase_once(tmp_path: Path, ptys: list[Pty]) -> None:
     """`make run` on a fresh home: one prompt and its confirmation, then the bridge runs unlocked."""
     recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M)
@@ -336,6 +338,7 @@ class HungRelay:
         self.sock.close()
 
 
+@pytest.mark.slow  # several processes, one 5 s wait
 def test_send_to_a_hung_relay_queues_after_one_bounded_wait_and_messages_takes_contact_names(tmp_path: Path) -> None:
     hung = HungRelay()
     try:
