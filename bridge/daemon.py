@@ -459,12 +459,12 @@ class AlreadyRunning(Exception):
 
 
 class HomeLock:
-    """``daemon.lock`` in the home, locked (``flock``, exclusive) for as long as ``parley run`` lives:
+    """The home directory itself, locked (``flock``, exclusive) for as long as ``parley run`` lives:
     one bridge per home. The kernel releases it when the process ends, however it ends (kill -9
-    included), so a stale lock never blocks a new start. The file holds the owner's pid."""
+    included), so a stale lock never blocks a new start; and no lock file is left behind (a refused
+    or failed start changes nothing in the home)."""
 
     def __init__(self, home: Home) -> None:
-        self.path = home.path / "daemon.lock"
         self.home = home
         self._fd: int | None = None
 
@@ -474,38 +474,45 @@ class HomeLock:
         """
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.home.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             os.close(fd)
-            raise AlreadyRunning(self._running_message(holder)) from None
+            raise AlreadyRunning(self._running_message()) from None
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 
-    def _running_message(self, holder: str) -> str:
-        pid = int(holder) if holder.isdigit() else None
-        where = []
-        if pid is not None:
-            where.append(f"pid {pid}")
+    def _running_message(self) -> str:
         try:
             info = self.home.daemon_info() or {}
         except Exception:  # noqa: BLE001 - only for the message
             info = {}
-        if isinstance(info.get("url"), str) and (pid is None or info.get("pid") == pid):
-            where.append(info["url"])
-        return "a bridge is already running for this home" + (f" ({', '.join(where)})" if where else "")
+        pid, url = info.get("pid"), info.get("url")
+        alive = isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and _alive(pid)
+        if alive and isinstance(url, str):
+            where = f" (pid {pid}, {url})"
+        else:
+            where = " (still starting)"  # daemon.json is written once it listens
+        return "a bridge is already running for this home" + where
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the only descriptor releases the flock
             self._fd = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def port_in_use_message(port: int, error: OSError) -> str:
