@@ -402,3 +402,25 @@ def test_subscription_error_frames_keep_their_meaning() -> None:
         server.shutdown()
         server.server_close()
         t.join(5)
+
+
+@pytest.mark.slow  # two relays, a bridge
+def test_a_relay_that_forgot_our_token_is_logged_as_an_authentication_failure(tmp_path: Path, procs: list[Proc]) -> None:
+    """The relay restarts with an empty database: the bridge's token is refused (a 401 error frame).
+    The log says so, naming the relay, and the bridge authenticates again."""
+    from tests.procs import start_relay
+
+    relay, url = start_relay(tmp_path / "one.db")
+    procs.append(relay)
+    home = tmp_path / "h"
+    parley(home, "init", "--relay", url, check=True)
+    bridge = Proc(["-v", "run", "--port", "0"], home=home)
+    procs.append(bridge)
+    bridge.expect(rf"subscribed to \S+ on {re.escape(url)}")
+    relay.stop()
+    port = int(url.rsplit(":", 1)[1])
+    again, url2 = start_relay(tmp_path / "two.db", port)
+    procs.append(again)
+    assert url2 == url
+    line = bridge.expect(rf"relay {re.escape(url)} refused our credentials \(unauthorized: .*\); authenticating again").group(0)
+    assert "storage_error" not in line
