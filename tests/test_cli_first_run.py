@@ -422,5 +422,5 @@ def test_a_relay_that_forgot_our_token_is_logged_as_an_authentication_failure(tm
     again, url2 = start_relay(tmp_path / "two.db", port)
     procs.append(again)
     assert url2 == url
-    line = bridge.expect(rf"relay {re.escape(url)} refused our credentials \(unauthorized: .*\); authenticating again").group(0)
+    line = bridge.expect(rf"relay {re.escape(url)} refused our credentials \(unauthorized: .*\); authenticating again", timeout=90).group(0)
     assert "storage_error" not in line
