@@ -424,3 +424,18 @@ def test_a_relay_that_forgot_our_token_is_logged_as_an_authentication_failure(tm
     assert url2 == url
     line = bridge.expect(rf"relay {re.escape(url)} refused our credentials \(unauthorized: .*\); authenticating again", timeout=90).group(0)
     assert "storage_error" not in line
+
+
+def test_relay_timeouts_come_from_the_environment_within_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.relay.client import RelayClient, relay_timeouts
+
+    monkeypatch.delenv("PARLEY_RELAY_CONNECT_TIMEOUT", raising=False)
+    monkeypatch.delenv("PARLEY_RELAY_READ_TIMEOUT", raising=False)
+    assert relay_timeouts() == (3.0, 5.0)
+    monkeypatch.setenv("PARLEY_RELAY_CONNECT_TIMEOUT", "1.5")
+    monkeypatch.setenv("PARLEY_RELAY_READ_TIMEOUT", "12")
+    assert relay_timeouts() == (1.5, 12.0) and RelayClient("http://127.0.0.1:1").timeout == 12.0
+    for bad in ("0", "-1", "nan", "inf", "1e9", "soon"):
+        monkeypatch.setenv("PARLEY_RELAY_READ_TIMEOUT", bad)
+        assert relay_timeouts()[1] == 5.0, bad
+    assert RelayClient("http://127.0.0.1:1", timeout=2.0).timeout == 2.0
