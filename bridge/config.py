@@ -1,6 +1,7 @@
 """config.json, checked: one schema for every setting in :data:`bridge.home.SETTINGS` (issue 11).
 
-The schema is a pydantic model built from ``SETTINGS`` (names and defaults: one source) and the value
+The schema (pydantic-core, the validator of pydantic v2) is built from ``SETTINGS`` (names and defaults:
+one source; defaults are applied by :meth:`bridge.home.Home.config`, never repeated here) and the value
 types below. A file with an unknown key, or a value of the wrong type or range, is refused with one
 line that names the file, the setting and what was wrong; for an unknown key the closest known key is
 suggested. :meth:`bridge.home.Home.config` checks the file on every load, and
@@ -17,7 +18,7 @@ import json
 import math
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Any
 
 from bridge.home import SETTINGS, HomeError, Setting
 
@@ -39,61 +40,79 @@ class ConfigError(HomeError):
 
 # --- value types ---------------------------------------------------------------------------
 #
-# Names not listed here get a type from their default (bool, int, float, str, list of str; None: a
-# string or null), so a setting added to SETTINGS is checked without touching this file.
+# pydantic-core (pydantic v2's validator) with a schema built here, not pydantic.BaseModel: importing
+# the latter and building a model costs a CLI command a few hundred milliseconds; this costs a few.
+# Names not listed get a type from their SETTINGS default (bool, int, float, str, list of str; None:
+# a string or null), so a setting added to SETTINGS is checked without touching this file.
 
 
-def _types() -> dict[str, Any]:
-    from pydantic import BaseModel, ConfigDict, Field
+def _schemas() -> dict[str, Any]:
+    from pydantic_core import core_schema as cs
 
-    class PreviousRelay(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        url: str
-        until: int
+    def url() -> Any:
+        return cs.str_schema(min_length=1, max_length=2048, strict=True)
 
-    Url = Annotated[str, Field(min_length=1, max_length=2048)]
-    OptUrl = Annotated[str, Field(min_length=1, max_length=2048)] | None
-    Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)] | None
+    def urls(most: int) -> Any:
+        return cs.list_schema(url(), max_length=most, strict=True)
+
+    def positive() -> Any:  # the prekey settings: a positive number, or null for the built-in default
+        return cs.nullable_schema(cs.float_schema(gt=0, allow_inf_nan=False, strict=True))
+
+    previous = cs.typed_dict_schema(
+        {"url": cs.typed_dict_field(cs.str_schema(strict=True)), "until": cs.typed_dict_field(cs.int_schema(strict=True))},
+        extra_behavior="forbid",
+    )
     return {
-        "relays": Annotated[list[Url], Field(max_length=5)],
-        "directory_relays": Annotated[list[Url], Field(max_length=8)],
-        "relay_grace_days": Annotated[int, Field(ge=0, le=3650)],
-        "previous_relays": list[PreviousRelay],
-        "embedded_relay": bool,
-        "insecure_relays": bool,
-        "relay_url": OptUrl,
-        "port": Annotated[int, Field(ge=0, le=65535)],
-        "chain_id": Annotated[int, Field(ge=1)],
-        "retention_days": Annotated[int, Field(ge=1, le=3650)],
-        "prekey_rotation_days": Positive,
-        "prekey_grace_days": Positive,
-        "prekey_check_seconds": Positive,
-        "extension_ids": list[Annotated[str, Field(pattern=r"^[a-p]{32}$")]],
-        "name_cache_ttl": Annotated[float, Field(ge=0, allow_inf_nan=False)],
+        "relays": urls(5),
+        "directory_relays": urls(8),
+        "relay_grace_days": cs.int_schema(ge=0, le=3650, strict=True),
+        "previous_relays": cs.list_schema(previous, strict=True),
+        "embedded_relay": cs.bool_schema(strict=True),
+        "insecure_relays": cs.bool_schema(strict=True),
+        "relay_url": cs.nullable_schema(url()),
+        "port": cs.int_schema(ge=0, le=65535, strict=True),
+        "chain_id": cs.int_schema(ge=1, strict=True),
+        "retention_days": cs.int_schema(ge=1, le=3650, strict=True),
+        "prekey_rotation_days": positive(),
+        "prekey_grace_days": positive(),
+        "prekey_check_seconds": positive(),
+        "extension_ids": cs.list_schema(cs.str_schema(pattern=r"^[a-p]{32}$", strict=True), strict=True),
+        "name_cache_ttl": cs.float_schema(ge=0, allow_inf_nan=False, strict=True),
     }
 
 
-def _type_from_default(default: Any) -> Any:
+def _schema_from_default(default: Any) -> Any:
+    from pydantic_core import core_schema as cs
+
     if isinstance(default, bool):
-        return bool
+        return cs.bool_schema(strict=True)
     if isinstance(default, int):
-        return int
+        return cs.int_schema(strict=True)
     if isinstance(default, float):
-        return float
+        return cs.float_schema(allow_inf_nan=False, strict=True)
     if isinstance(default, list):
-        return list[str]
-    return str | None
+        return cs.list_schema(cs.str_schema(strict=True), strict=True)
+    return cs.nullable_schema(cs.str_schema(strict=True))
 
 
 @lru_cache(maxsize=1)
-def _model() -> Any:
-    from pydantic import ConfigDict, create_model
+def field_schemas() -> dict[str, Any]:
+    """Every setting's value schema (pydantic-core), in SETTINGS order."""
+    known = _schemas()
+    return {s.name: known.get(s.name) or _schema_from_default(s.default) for s in SETTINGS}
 
-    types = _types()
-    fields = {s.name: (types.get(s.name) or _type_from_default(s.default), s.default) for s in SETTINGS}
-    return create_model(  # type: ignore[call-overload]
-        "ParleyConfig", __config__=ConfigDict(extra="forbid", strict=True, validate_default=False), **fields
-    )
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    from pydantic_core import SchemaValidator, core_schema as cs
+
+    fields = {name: cs.typed_dict_field(schema, required=False) for name, schema in field_schemas().items()}
+    return SchemaValidator(cs.typed_dict_schema(fields, extra_behavior="forbid", strict=True))
+
+
+def _whole(name: str) -> bool:
+    schema = field_schemas()[name]
+    return bool(schema.get("type") == "int")
 
 
 def setting(name: str) -> Setting:
@@ -147,6 +166,7 @@ _MESSAGES = {
     "model_type": "must be an object",
     "dict_type": "must be an object",
     "none_required": "must be null",
+    "extra_forbidden": "is not a known field",
 }
 
 
@@ -206,10 +226,10 @@ def check_config(data: Any, source: str) -> dict[str, Any]:
     for key in data:
         if key not in known:
             raise ConfigError(f"{at}unknown setting {key!r}{suggest(str(key))} (see `parley config list`)")
-    from pydantic import ValidationError
+    from pydantic_core import ValidationError
 
     try:
-        _model().model_validate(data)
+        _validator().validate_python(data)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         loc = tuple(err.get("loc", ()))
@@ -237,7 +257,7 @@ def parse_value(name: str, text: str) -> Any:
             raise ConfigError(f"{name}: must be true or false (got {_shown(text)})")
         value = low in _TRUE
     elif _numeric(name, s.default):
-        value = _number(name, text, whole=_model().model_fields[name].annotation is int)
+        value = _number(name, text, whole=_whole(name))
     else:
         value = text
     check_config({name: value}, "")
