@@ -124,7 +124,8 @@ def setting(name: str) -> Setting:
     for s in SETTINGS:
         if s.name == name:
             return s
-    raise ConfigError(f"unknown setting {name!r}{suggest(name)} (see `parley config list`)")
+    shown = name if len(name) <= 60 else name[:57] + "..."
+    raise ConfigError(f"unknown setting {shown!r}{suggest(name)} (see `parley config list`)")
 
 
 def suggest(name: str) -> str:
@@ -225,7 +226,8 @@ def check_config(data: Any, source: str) -> dict[str, Any]:
     known = {s.name for s in SETTINGS}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{at}unknown setting {key!r}{suggest(str(key))} (see `parley config list`)")
+            shown = key if len(key) <= 60 else key[:57] + "..."
+            raise ConfigError(f"{at}unknown setting {shown!r}{suggest(key)} (see `parley config list`)")
     from pydantic_core import ValidationError
 
     try:

@@ -92,6 +92,10 @@ def test_a_bad_config_file_is_one_line_naming_file_key_and_fix(tmp_path: Path) -
     line = one_line(cli(home, "relays"), 2)
     assert re.search(r"relays\[1\]: must be a string \(got 7\)|insecure_relays: must be true or false", line), line
     assert "unexpected error" not in line
+    # a hostile file cannot drive the terminal or flood it through the error line
+    cfg.write_text(json.dumps({"\x1b]0;owned\x07" + "p" * 5000: 1}))
+    line = one_line(cli(home, "relays"), 2, "unknown setting")
+    assert "\x1b" not in line and "\x07" not in line and len(line) < 300 + len(str(cfg)), line
 
 
 def test_update_config_refuses_to_write_a_bad_value(tmp_path: Path) -> None:
