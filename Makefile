@@ -41,10 +41,10 @@ lint-js: node
 	node scripts/build-firefox.mjs
 	npx --no-install web-ext lint --source-dir dist/firefox --warnings-as-errors --no-config-discovery
 
-## run: create .venv, install, initialise a home if there is none, start the bridge (embedded relay)
+## run: create .venv, install, start the bridge (embedded relay); a first run initialises the home
+## (one passphrase prompt, with confirmation)
 run: install
-	@$(PARLEY) whoami >/dev/null 2>&1 || $(PARLEY) init
-	$(PARLEY) run --port $(PORT)
+	$(PARLEY) run --init --port $(PORT)
 
 ## browser: Chromium for the end-to-end suite (Debian package when possible, else Playwright's own)
 browser:

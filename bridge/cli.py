@@ -1,7 +1,8 @@
 """The ``parley`` command.
 
 Exit codes (``Exit``): 0 ok, 1 anything else, 2 bad input or usage, 3 peer not registered or
-unreachable. Errors are one line on stderr; a traceback only with ``--debug`` (or PARLEY_DEBUG=1).
+unreachable, 130 interrupted (Ctrl-C, also at a prompt), 141 stdout closed early (``parley … | head``).
+Errors are one line on stderr; a traceback only with ``--debug`` (or PARLEY_DEBUG=1).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Exit(enum.IntEnum):
     ERROR = 1
     USAGE = 2
     UNREACHABLE = 3
+    INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C stopped
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: whoever read our output stopped reading
 
 
 class Fail(Exception):
@@ -45,6 +48,25 @@ class Fail(Exception):
 def _die(message: str, code: int) -> NoReturn:
     click.echo(f"parley: {message}", err=True)
     sys.exit(int(code))
+
+
+def _interrupted() -> NoReturn:
+    """Ctrl-C: end the line the terminal was on, nothing else, and exit 130."""
+    try:
+        click.echo("", err=True)
+    except OSError:
+        pass
+    sys.exit(int(Exit.INTERRUPTED))
+
+
+def _broken_pipe() -> NoReturn:
+    """`parley … | head`: the reader is gone. No traceback, nothing more written to it, exit 141."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the final flush at exit must not fail again
+    except (OSError, ValueError):
+        pass
+    sys.exit(int(Exit.BROKEN_PIPE))
 
 
 def handle_errors(fn: F) -> F:
@@ -73,8 +95,10 @@ def handle_errors(fn: F) -> F:
             _die(str(exc), Exit.UNREACHABLE)
         except (RelayError, StoreError) as exc:
             _die(str(exc), Exit.ERROR)
-        except KeyboardInterrupt:
-            _die("interrupted", Exit.ERROR)
+        except (KeyboardInterrupt, click.exceptions.Abort):  # Ctrl-C (at a prompt: click's Abort)
+            _interrupted()
+        except BrokenPipeError:
+            _broken_pipe()
         except click.exceptions.Exit:
             raise
         except click.ClickException:
@@ -232,8 +256,8 @@ class OneLineErrors(click.Group):
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
                 hint = f" (see `{exc.ctx.command_path} --help`)"
             _die(exc.format_message().replace("\n", " ") + hint, exc.exit_code)
-        except click.exceptions.Abort:
-            _die("aborted", Exit.ERROR)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            _interrupted()
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -282,13 +306,17 @@ pass_ctx = click.make_pass_decorator(Ctx)
 @handle_errors
 def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, relays: tuple[str, ...], insecure: bool) -> None:
     """Create this installation: a wallet (generated or imported) and installation keys, authorized by the wallet."""
-    from bridge import identity, keys
-    from bridge.home import write_private
-    from bridge.homerelays import MAX_HOME_RELAYS, checked_urls
-
     explicit_generate = click.get_current_context().get_parameter_source("source") == click.core.ParameterSource.COMMANDLINE
     if sum((bool(key_env), keystore is not None, explicit_generate)) > 1:
         raise Fail("choose one of --generate, --private-key-env and --keystore", Exit.USAGE)
+    _initialise(ctx, key_env, keystore, relays, insecure)
+
+
+def _initialise(ctx: Ctx, key_env: str | None, keystore: Path | None, relays: tuple[str, ...], insecure: bool) -> Any:
+    """`parley init` (and `parley run --init`): create the installation; returns its unlocked Secrets."""
+    from bridge import identity, keys
+    from bridge.home import write_private
+    from bridge.homerelays import MAX_HOME_RELAYS, checked_urls
     from bridge.relay.urls import RelayUrlError
 
     try:
@@ -340,7 +368,7 @@ def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, rela
 
     if not relays:
         click.echo("no relay configured: `parley run` embeds one (reachable from this machine only) and registers this installation with it")
-        return
+        return secrets
     rc = ctx.relays()
     engine = Engine(
         Store(home.db_file), secrets, ident, rc.home[0], home_relays=rc.home, directory_relays=rc.directory, reading_relays=rc.reading()
@@ -351,6 +379,7 @@ def init(ctx: Ctx, source: str, key_env: str | None, keystore: Path | None, rela
         click.echo("registered on " + ", ".join(engine.home_relays))
     except (RelayUnavailable, RelayError) as exc:
         click.echo(f"not registered yet ({exc}); `parley run` or `parley sync` will register", err=True)
+    return secrets
 
 
 def _registration_key(engine: Any) -> bytes:
@@ -507,19 +536,42 @@ def _command_args(click_ctx: click.Context, **override: Any) -> list[str]:
     help="Make URL the home relay (remembered, as `parley relays set URL`). None recorded: embed a relay on the same port (this machine only).",
 )
 @click.option("--insecure", is_flag=True, help="Allow a plain http:// relay on another machine (remembered).")
+@click.option(
+    "--init", "init_if_needed", is_flag=True,
+    help="No installation in the home yet: create one first (as `parley init`; the passphrase is asked for once, "
+    "with confirmation, and unlocks the bridge too).",
+)
 @pass_ctx
 @handle_errors
-def run(ctx: Ctx, port: int | None, relay: str | None, insecure: bool) -> None:
-    """Run the bridge daemon: receives live from every home relay, retries the outbox, serves the local API."""
-    from bridge.daemon import run_daemon
+def run(ctx: Ctx, port: int | None, relay: str | None, insecure: bool, init_if_needed: bool) -> None:
+    """Run the bridge daemon: receives live from every home relay, retries the outbox, serves the local API.
+
+    One bridge per home: a second `parley run` for the same home is refused (exit 1).
+    """
+    from bridge.daemon import AlreadyRunning, HomeLock, PortUnavailable, run_daemon
 
     relay_url = _check_url(relay, insecure=insecure) if relay else None
+    secrets = None
+    if init_if_needed and not ctx.home.exists():
+        # `make run` on a fresh checkout: one passphrase prompt (with confirmation), not init's then run's
+        secrets = _initialise(ctx, None, None, (), False)
+    ctx.home.require()
+    cfg = ctx.home.config()  # checked before the passphrase is asked for
+    try:
+        lock = HomeLock(ctx.home).acquire()  # one bridge per home, held until this process ends
+    except AlreadyRunning as exc:
+        raise Fail(str(exc), Exit.ERROR) from None
     if insecure:
         ctx.home.update_config(insecure_relays=True)
-    secrets = unlock(ctx)
-    cfg = ctx.home.config()
+    if secrets is None:
+        secrets = unlock(ctx)
     port = cfg["port"] if port is None else port
-    run_daemon(ctx.home, secrets, port=port, relay_url=relay_url, echo=lambda s: click.echo(s) or sys.stdout.flush())
+    try:
+        run_daemon(ctx.home, secrets, port=port, relay_url=relay_url, echo=lambda s: click.echo(s) or sys.stdout.flush())
+    except PortUnavailable as exc:
+        raise Fail(str(exc), Exit.ERROR) from None
+    finally:
+        lock.release()
 
 
 def _daemon(ctx: Ctx) -> Any:
@@ -557,10 +609,14 @@ def send(ctx: Ctx, recipient: str, text: str, as_json: bool) -> None:
         engine = open_engine(ctx)
         try:
             _ensure_registered(engine)
-        except RelayUnavailable:
-            pass  # registration is retried by the next command; the message is queued below
-        r = engine.send(peer, text)
-        result = {"message": r.message, "delivered": r.delivered, "error": r.error}
+        except RelayUnavailable as exc:
+            # Registration is retried by the next command. None of our home relays answered: the
+            # peer's identity would be asked of them next, so the message is queued now rather than
+            # after a second wait for the same relays.
+            result = {"message": engine.queue(peer, text), "delivered": False, "error": str(exc)}
+        else:
+            r = engine.send(peer, text)
+            result = {"message": r.message, "delivered": r.delivered, "error": r.error}
     msg = result["message"]
     if as_json:
         out = {**{k: msg[k] for k in ("id", "sender", "recipient", "text", "sent_at", "direction", "state")}, "delivered": result["delivered"]}
@@ -661,6 +717,7 @@ def sync(ctx: Ctx) -> None:
 @handle_errors
 def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
     """Show the conversation with PEER in arrival order (reads the local store; no passphrase needed).
+    PEER is anything `send` takes: a 0x address, a contact name, lens:NAME, NAME.eth, farcaster:FID|FNAME.
 
     Control characters in message text (escape sequences, C1 controls, bidi overrides) are shown
     escaped, e.g. ESC as \\x1b; --json prints the text exactly as received. A message whose sender's
@@ -670,7 +727,8 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
     from bridge.store import Store
 
     ctx.home.require()
-    address = _address_arg(peer)
+    resolution = _recipient(ctx, peer, ctx.relay_url())  # the names `send` takes (contacts first)
+    address = resolution.address if resolution is not None else _address_arg(peer)
     rows = messages_of(Store(ctx.home.db_file), address)
     if as_json:
         click.echo(json.dumps([{k: m[k] for k in ("id", "sender", "recipient", "text", "sent_at", "direction", "flag")} for m in rows]))
@@ -915,7 +973,14 @@ def doctor(ctx: Ctx, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import bridge.cli_config  # noqa: F401  (registers config)
     import bridge.cli_local  # noqa: F401  (registers pair, open, contacts)
     import bridge.cli_service  # noqa: F401  (registers service install)
 
-    cli.main(args=argv, prog_name="parley")
+    try:
+        try:
+            cli.main(args=argv, prog_name="parley")
+        finally:
+            sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe prints a traceback
+    except BrokenPipeError:
+        _broken_pipe()

@@ -53,7 +53,7 @@ from bridge.resolve import Contacts
 from bridge.homerelays import pointer_lookup
 from bridge.store import Store, now_ms
 
-__all__ = ["Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS"]
+__all__ = ["Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS", "HomeLock", "AlreadyRunning", "PortUnavailable", "port_in_use_message"]
 
 log = logging.getLogger("parley.daemon")
 
@@ -131,13 +131,18 @@ class Daemon:
         from bridge.relay.serving import env_number, make_guarded_server
 
         # half-open or idle connections must not each hold a thread for ever (issue 8)
-        self.server: BaseWSGIServer = make_guarded_server(
-            "127.0.0.1", port, self.app,
-            header_timeout=env_number("PARLEY_BRIDGE_HEADER_TIMEOUT", 10.0),
-            idle_timeout=env_number("PARLEY_BRIDGE_IDLE_TIMEOUT", 30.0),
-            max_connections=int(env_number("PARLEY_BRIDGE_MAX_CONNECTIONS", 256)),
-            handler_base=RedactingRequestHandler,
-        )
+        try:
+            self.server: BaseWSGIServer = make_guarded_server(
+                "127.0.0.1", port, self.app,
+                header_timeout=env_number("PARLEY_BRIDGE_HEADER_TIMEOUT", 10.0),
+                idle_timeout=env_number("PARLEY_BRIDGE_IDLE_TIMEOUT", 30.0),
+                max_connections=int(env_number("PARLEY_BRIDGE_MAX_CONNECTIONS", 256)),
+                handler_base=RedactingRequestHandler,
+            )
+        except OSError as exc:
+            if self._storage is not None:
+                self._storage.close()
+            raise PortUnavailable(port_in_use_message(port, exc)) from None
         nodelay(self.server)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
@@ -340,7 +345,9 @@ class Daemon:
             except (RelayUnavailable, RelayError, OSError) as exc:
                 if isinstance(exc, RelayError) and exc.status == 401:
                     self.engine.forget_token(url)  # a restarted relay no longer knows our token
-                log.warning("relay %s: %s; retrying in %.1fs", url, exc, backoff)
+                    log.warning("relay %s refused our credentials (%s: %s); authenticating again in %.1fs", url, exc.code, exc.message, backoff)
+                else:
+                    log.warning("relay %s: %s; retrying in %.1fs", url, exc, backoff)
             except Exception:
                 log.exception("subscriber on %s failed; retrying in %.1fs", url, backoff)
             self.relay_up[url] = False
@@ -445,6 +452,96 @@ def run_daemon(home: Home, secrets: Secrets, *, port: int, relay_url: str | None
     finally:
         echo("stopping")
         daemon.stop()
+
+
+class PortUnavailable(Exception):
+    """``parley run`` cannot listen on its port (the message is one line, from :func:`port_in_use_message`)."""
+
+
+class AlreadyRunning(Exception):
+    """Another ``parley run`` holds this home's lock (the message is one line)."""
+
+
+class HomeLock:
+    """The home directory itself, locked (``flock``, exclusive) for as long as ``parley run`` lives:
+    one bridge per home. The kernel releases it when the process ends, however it ends (kill -9
+    included), so a stale lock never blocks a new start; and no lock file is left behind (a refused
+    or failed start changes nothing in the home)."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self._fd: int | None = None
+
+    def acquire(self) -> "HomeLock":
+        """Raises:
+            AlreadyRunning: another process holds it (the message names its pid and URL when known).
+        """
+        import fcntl
+
+        fd = os.open(self.home.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(self._running_message()) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def _running_message(self) -> str:
+        try:
+            info = self.home.daemon_info() or {}
+        except Exception:  # noqa: BLE001 - only for the message
+            info = {}
+        pid, url = info.get("pid"), info.get("url")
+        alive = isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and _alive(pid)
+        if alive and isinstance(url, str):
+            where = f" (pid {pid}, {url})"
+        else:
+            where = " (still starting)"  # daemon.json is written once it listens
+        return "a bridge is already running for this home" + where
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def port_in_use_message(port: int, error: OSError) -> str:
+    """One line for a port ``parley run`` cannot bind: names a Parley bridge or relay found there."""
+    import errno
+
+    if error.errno != errno.EADDRINUSE:
+        return f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}"
+    base = f"http://127.0.0.1:{port}"
+    what = "another program"
+    try:
+        r = requests.get(f"{base}/v1/control/status", timeout=1.5)
+        body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else None
+        err = body.get("error") if isinstance(body, dict) else None
+        if r.status_code == 401 and isinstance(err, dict) and err.get("message") == "bad control token":
+            what = "another Parley bridge (another home)"
+        else:
+            h = requests.get(f"{base}/v1/health", timeout=1.5)
+            data = h.json() if h.headers.get("Content-Type", "").startswith("application/json") else None
+            if isinstance(data, dict) and data.get("ok") is True and "version" in data:
+                what = "a Parley relay"
+    except (requests.RequestException, ValueError):
+        pass
+    return (f"port {port} is used by {what}; stop it, or choose another port: "
+            f"`parley run --port N` or `parley config set port N`")
 
 
 class DaemonClient:

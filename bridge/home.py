@@ -136,15 +136,37 @@ class Home:
             raise HomeError(f"{path} is not a JSON object")
         return data
 
+    def config_file_values(self) -> dict[str, Any]:
+        """What config.json sets, checked (bridge/config.py).
+
+        Raises:
+            HomeError: unreadable; ConfigError (a HomeError): an unknown key or a bad value.
+        """
+        from bridge.config import check_config
+
+        data = self._read_json(self.config_file)
+        return check_config(data, str(self.config_file)) if data else data
+
     def config(self) -> dict[str, Any]:
+        """Every setting: config.json's value, else its default (SETTINGS). Checked on every load."""
         cfg = {s.name: s.default for s in SETTINGS}
-        cfg.update({k: v for k, v in self._read_json(self.config_file).items() if k in cfg})
+        cfg.update(self.config_file_values())
         return cfg
 
     def update_config(self, **changes: Any) -> None:
+        """Set settings in config.json (checked before writing; atomic, 0600)."""
+        self._write_config({**self._read_json(self.config_file), **changes})
+
+    def unset_config(self, *names: str) -> None:
+        """Remove settings from config.json (back to their defaults); an unknown key may be removed too."""
         cur = self._read_json(self.config_file)
-        cur.update(changes)
-        write_private(self.config_file, json.dumps(cur, indent=2, sort_keys=True).encode() + b"\n")
+        self._write_config({k: v for k, v in cur.items() if k not in names})
+
+    def _write_config(self, data: dict[str, Any]) -> None:
+        from bridge.config import check_config
+
+        check_config(data, str(self.config_file))
+        write_private(self.config_file, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
 
     def identity(self) -> dict[str, Any]:
         data = self._read_json(self.identity_file)

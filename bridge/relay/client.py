@@ -122,6 +122,23 @@ def _close_sockets_in(exc: BaseException) -> None:
         tb = tb.tb_next
 
 
+#: The HTTP status a subscription error frame's code stands for (a frame carries no status).
+_FRAME_STATUS = {"unauthorized": 401, "unknown_installation": 401}
+#: Error frame codes that mean the relay failed, not that it refused us: retry later, same token.
+_FRAME_UNAVAILABLE = frozenset({"storage_error", "internal_error", "timeout"})
+
+
+def _frame_error(base_url: str, obj: dict[str, Any]) -> Exception:
+    """The exception for a subscription's ``{"type": "error"}`` frame: a 401 only for a refused
+    token or installation; a relay's own failure (``storage_error``) is RelayUnavailable."""
+    # the relay's words reach logs and terminals: printable characters only, and not many
+    code = "".join(ch if ch.isprintable() else "?" for ch in str(obj.get("code", "error"))[:64])
+    message = "".join(ch if ch.isprintable() else "?" for ch in str(obj.get("message", ""))[:200])
+    if code in _FRAME_UNAVAILABLE:
+        return RelayUnavailable(f"relay {base_url} unavailable: {code}: {message}")
+    return RelayError(_FRAME_STATUS.get(code, 400), code, message)
+
+
 class Subscription:
     """A live subscription to one inbox topic: iterate for :class:`Envelope` objects.
 
@@ -192,7 +209,7 @@ class Subscription:
             if not isinstance(obj, dict):
                 raise RelayUnavailable(f"relay {self._base_url} sent a frame that is not an object")
             if obj.get("type") == "error":
-                raise RelayError(401, str(obj.get("code", "error")), str(obj.get("message", "")))
+                raise _frame_error(self._base_url, obj)
             if obj.get("type") == "pong":
                 continue
             return obj
@@ -284,12 +301,37 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+#: Defaults of :func:`relay_timeouts` (seconds).
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 5.0
+
+
+def relay_timeouts() -> tuple[float, float]:
+    """(connect, read) seconds for relay requests: ``PARLEY_RELAY_CONNECT_TIMEOUT`` and
+    ``PARLEY_RELAY_READ_TIMEOUT`` (positive numbers, at most 300), else 3 and 5. The read timeout
+    bounds each wait for bytes from the relay, so a relay that accepts and never answers costs that long."""
+    import math
+    import os
+
+    out = []
+    for var, default in (("PARLEY_RELAY_CONNECT_TIMEOUT", CONNECT_TIMEOUT), ("PARLEY_RELAY_READ_TIMEOUT", READ_TIMEOUT)):
+        try:
+            value = float(os.environ.get(var, ""))
+        except ValueError:
+            value = default
+        out.append(value if math.isfinite(value) and 0 < value <= 300 else default)
+    return out[0], out[1]
+
+
 class RelayClient:
     """Talks to one relay over ``requests.Session`` (thread-safe enough for one daemon)."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float | None = None) -> None:
+        """``timeout``: seconds for connecting and for each wait for the relay's answer; default
+        :func:`relay_timeouts` (a hung relay is given up on within seconds, not tens of them)."""
         self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
+        self._timeouts = (timeout, timeout) if timeout is not None else relay_timeouts()
+        self.timeout = self._timeouts[1]
         self._session = requests.Session()
         self._tls_ready = False
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -315,9 +357,11 @@ class RelayClient:
             self._session.mount("https://", ContextAdapter(_tls_context(self.base_url)))
             self._tls_ready = True
         try:
-            resp = self._session.request(method, url, json=body, headers=headers, params=params, timeout=self.timeout)
+            resp = self._session.request(method, url, json=body, headers=headers, params=params, timeout=self._timeouts)
+        except requests.ConnectTimeout:
+            raise RelayUnavailable(f"relay {self.base_url} unavailable: no connection within {self._timeouts[0]:g} s") from None
         except requests.Timeout:
-            raise RelayUnavailable(f"relay {self.base_url} unavailable: timed out after {self.timeout} s") from None
+            raise RelayUnavailable(f"relay {self.base_url} unavailable: no answer within {self._timeouts[1]:g} s") from None
         except requests.RequestException as exc:
             tls = describe_tls_error(exc)
             if tls is not None:

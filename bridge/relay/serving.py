@@ -279,6 +279,15 @@ def _gevent_handler(deadlines: HeaderDeadlines, idle_timeout: float) -> Any:
     return _Handler
 
 
+class _BindFailed(Exception):
+    """The listening socket could not be bound (carries the OSError past werkzeug's own handler,
+    which would print two lines and exit the process)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def make_guarded_server(
     host: str, port: int, app: Any, *, header_timeout: float, idle_timeout: float, max_connections: int, handler_base: Any = None,
     ssl_context: Any = None,
@@ -318,6 +327,13 @@ def make_guarded_server(
             return ok
 
     class _Server(ThreadedWSGIServer):
+        def server_bind(self) -> None:
+            # werkzeug prints two lines and exits when binding fails: raise past its handler instead
+            try:
+                super().server_bind()
+            except OSError as exc:
+                raise _BindFailed(exc) from None
+
         def verify_request(self, request: Any, client_address: Any) -> bool:
             return bool(slots.acquire(blocking=False))  # full: the new connection is closed
 
@@ -354,7 +370,10 @@ def make_guarded_server(
             return None
         return tls
 
-    server = _Server(host, port, app, handler=_Handler)
+    try:
+        server = _Server(host, port, app, handler=_Handler)
+    except _BindFailed as failed:
+        raise failed.error from None
     # werkzeug reads ``ssl_context`` to set wsgi.url_scheme (https) and to log TLS errors quietly
     server.ssl_context = ssl_context
     server.header_deadlines = deadlines  # type: ignore[attr-defined]
