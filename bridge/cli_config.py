@@ -15,6 +15,7 @@ __all__ = ["config"]
 
 def _effective(ctx: Ctx) -> list[dict[str, Any]]:
     """Every setting: its value in effect and where it comes from (default, config, env VAR)."""
+    from bridge import nameservices
     from bridge.config import env_var
     from bridge.home import SETTINGS
 
@@ -30,6 +31,8 @@ def _effective(ctx: Ctx) -> list[dict[str, Any]]:
             value, source = stored[s.name], "config"
         else:
             value, source = s.default, "default"
+            if s.name in nameservices.DEFAULTS and nameservices.endpoint(s.name, {s.name: s.default}, os.environ, None) is None:
+                value, source = None, f"default, off by {nameservices.DEFAULTS_SWITCH}=off"
         out.append({"name": s.name, "value": value, "source": source, "env": var, "help": s.help})
     return out
 

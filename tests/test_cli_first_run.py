@@ -137,6 +137,11 @@ def test_config_set_get_list_unset(homes: tuple[Path, Path]) -> None:
     assert listed["port"] == {"value": 9123, "source": "config"}
     assert listed["chain_id"] == {"value": 1, "source": "default"}
     assert listed["lens_api_url"] == {"value": "https://lens.example/graphql", "source": "env PARLEY_LENS_API_URL"}
+    # a built-in name-service default that PARLEY_NAME_SERVICE_DEFAULTS=off drops is listed as off, not as its URL
+    off = json.loads(cli(home, "config", "list", "--json", PARLEY_NAME_SERVICE_DEFAULTS="off", check=True).stdout)
+    assert off["eth_rpc_url"] == {"value": None, "source": "default, off by PARLEY_NAME_SERVICE_DEFAULTS=off"}
+    on = json.loads(cli(home, "config", "list", "--json", PARLEY_NAME_SERVICE_DEFAULTS="", check=True).stdout)
+    assert on["eth_rpc_url"] == {"value": "https://ethereum-rpc.publicnode.com", "source": "default"}
     cli(home, "config", "unset", "port", check=True)
     assert "port" not in json.loads(cfg.read_text())
     assert cli(home, "config", "get", "port", check=True).stdout == "8737\n"
