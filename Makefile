@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARLEY := $(VENV)/bin/parley
 PORT ?= 8737
+## test: pytest workers (pytest-xdist; one file per worker at a time, so a file's fixtures are shared). 0: one process
+PYTEST_WORKERS ?= 2
 
 .PHONY: install node content firefox-build package lint-js run test test-fast planted test-py test-js test-e2e browser firefox demo bench mutate mutate-py mutate-js clean
 
@@ -61,7 +63,7 @@ firefox:
 	else echo "firefox: not installed (the Firefox scenario is skipped): apt-get install firefox-esr"; fi
 
 test: install node browser firefox lint-js
-	$(PY) -m pytest tests e2e
+	$(PY) -m pytest tests e2e -n $(PYTEST_WORKERS) --dist loadfile
 	node --test tests/js/
 
 ## test-fast: the fast subset for iteration (node tests, then pytest without the `slow` process suites and the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import os
 import resource
@@ -121,7 +122,10 @@ def test_relay_serves_fresh_publish_after_5000_subscribers_close_at_once(tmp_pat
     proc, url = start_relay(db)
     try:
         tokens = [(inbox_topic(iid), _token(url, iid, spriv)) for iid, spriv in keys]
-        held, elapsed = asyncio.run(_scenario(url, tokens[:CROWD_TOPICS], tokens[-1]))
+        # A thread of its own: under pytest-xdist this worker may already run a browser suite's event
+        # loop (Playwright's sync API), and asyncio.run refuses to nest in a running loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held, elapsed = pool.submit(asyncio.run, _scenario(url, tokens[:CROWD_TOPICS], tokens[-1])).result()
         assert held == CROWD
         assert elapsed < FRESH_DEADLINE, f"fresh publish→deliver took {elapsed:.2f}s after the mass close"
         assert requests.get(f"{url}/v1/health", timeout=FRESH_DEADLINE).json() == {"ok": True, "version": 1, "minor": 1}
