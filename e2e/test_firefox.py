@@ -171,7 +171,7 @@ def test_firefox_pairs_shows_the_dm_button_sends_from_its_window_and_receives(tm
     if FIREFOX is None:
         if os.environ.get("CI"):
             pytest.fail("firefox-esr is missing: `make firefox` installs it")
-        pytest.skip("firefox-esr is not installed (`make firefox`)")
+        pytest.skip(reason="firefox-esr is not installed (`make firefox`); under CI=true this fails instead")
     dist = tmp_path / "dist"
     subprocess.run(["node", "scripts/build-firefox.mjs", "--out", str(dist)], cwd=ROOT, check=True, capture_output=True)
     with contextlib.ExitStack() as stack:

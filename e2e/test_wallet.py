@@ -156,10 +156,16 @@ def relay_dump(wd: World) -> list[str]:
 
 
 def db_dump(home: Path) -> list[str]:
+    """The bridge database, less the paired extension's ``api_tokens.last_used``: a live socket
+    refreshes it once a minute (bookkeeping of the pairing, not something a sign-in changed)."""
     conn = sqlite3.connect(f"file:{home / 'parley.db'}?mode=ro", uri=True)
+    copy = sqlite3.connect(":memory:")
     try:
-        return list(conn.iterdump())
+        conn.backup(copy)
+        copy.execute("UPDATE api_tokens SET last_used = NULL")
+        return list(copy.iterdump())
     finally:
+        copy.close()
         conn.close()
 
 

@@ -152,7 +152,7 @@ def postgres_available() -> None:
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason} (CI=true: PostgreSQL is required)")
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
 
 
 @contextmanager
