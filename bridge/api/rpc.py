@@ -31,6 +31,7 @@ from typing import Any
 from bridge import __version__, identity
 from bridge.api.access import TOUCH_EVERY_MS, Access, AccessError, BridgeKey
 from bridge.engine import MESSAGES_WITH_FLAGS, BadInput, Engine, NotRegistered, message_dict
+from bridge.engine.contents import DISPLAYABLE as DISPLAYABLE_KINDS
 from bridge.engine.contents import DISPLAYABLE_SQL
 from bridge.protocol.content import MAX_FILES
 from bridge.protocol.ids import is_message_id
@@ -201,9 +202,10 @@ class LocalApi:
             self.hub.publish("message.new", {"message": message})
             self._conversation_updated(message["peer"])
         elif event in ("message.sent", "message.failed", "message.updated"):
-            self.hub.publish("message.updated", {"message": message})
-            if event == "message.updated" and message.get("direction") == "in":
-                self._conversation_updated(message["peer"])  # read on another installation
+            if message.get("kind", "text") in DISPLAYABLE_KINDS:  # not our reactions, receipts, … themselves
+                self.hub.publish("message.updated", {"message": message})
+        elif event == "conversation.read":  # {peer}: our other installation read it (its receipt copy)
+            self._conversation_updated(message["peer"])
         elif event == "typing":  # {peer, typing}
             self.hub.publish("typing", {"peer": message["peer"], "typing": bool(message["typing"])})
         elif event == "message.flagged":  # {id, reason}: the widget shows the warning on the message

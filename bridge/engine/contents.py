@@ -170,9 +170,10 @@ def apply_delete(c: sqlite3.Connection, message_id: str, ts: int) -> None:
 
 def apply_incoming(
     c: sqlite3.Connection, engine: "Engine", content: Content, direction: str, peer: str, ts: int
-) -> tuple[str, list[str], dict[str, Any] | None]:
-    """Apply a received content of a control type. Returns ``(what, changed ids, typing event)`` where
-    ``what`` is ``"store"`` (the caller stores it as a message row), or ``"done"``.
+) -> tuple[str, list[str], list[tuple[str, dict[str, Any]]]]:
+    """Apply a received content of a control type. Returns ``(what, changed ids, other events)`` where
+    ``what`` is ``"store"`` (the caller stores it as a message row), or ``"done"``; each changed message
+    is announced as ``message.updated``, the other events (``typing``, ``conversation.read``) as given.
 
     Raises:
         Refused: the receiver rules refuse it (nothing written).
@@ -180,20 +181,20 @@ def apply_incoming(
     t = content.content_type
     if t == C.TYPING:
         if direction != "in" or abs(content.sent_at - ts) > TYPING_WINDOW_MS:
-            return "done", [], None  # old (or our own echo): dropped
-        return "done", [], {"peer": peer, "typing": bool(content.typing)}
+            return "done", [], []  # old (or our own echo): dropped
+        return "done", [], [("typing", {"peer": peer, "typing": bool(content.typing)})]
     if t == C.REACTION:
         target = _target(c, content, peer)
         changed = apply_reaction(c, target["id"], content.sender, content.action or "", content.emoji or "", ts)
-        return "done", [target["id"]] if changed else [], None
+        return "done", [target["id"]] if changed else [], []
     if t == C.EDIT:
         target = _own_target(c, content, peer)
         apply_edit(c, target["id"], content.new_text or "", ts)
-        return "done", [target["id"]], None
+        return "done", [target["id"]], []
     if t == C.DELETE:
         target = _own_target(c, content, peer)
         apply_delete(c, target["id"], ts)
-        return "done", [target["id"]], None
+        return "done", [target["id"]], []
     if t == C.READ_RECEIPT:
         changed: list[str] = []
         for mid in dict.fromkeys(content.ids):
@@ -208,5 +209,6 @@ def apply_incoming(
                 ).rowcount
             if n:
                 changed.append(mid)
-        return "done", changed, None
-    return "store", [], None
+        read_here = direction == "out" and changed
+        return "done", changed, [("conversation.read", {"peer": peer})] if read_here else []
+    return "store", [], []

@@ -884,7 +884,7 @@ class Engine:
             if failed:
                 c.execute("UPDATE messages SET state = 'failed' WHERE id = ?", (mid,))
                 msg = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
-        if failed and msg["kind"] in contents.DISPLAYABLE:
+        if failed:
             self._emit("message.failed", message_dict(msg, self.store))
 
     def _lease(self, mid: str, owner: str, *, renew: bool = False) -> bool:
@@ -952,7 +952,7 @@ class Engine:
                 row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
             else:
                 row = None
-        if row is not None and row["kind"] in contents.DISPLAYABLE:
+        if row is not None:  # control contents too (the daemon wakes its delivery loop); LocalApi shows displayable ones
             self._emit("message.sent", message_dict(row, self.store))
 
     def _publish_stored(self, mid: str, owner: str) -> dict[str, int] | None:
@@ -1467,13 +1467,12 @@ class Engine:
         if direction == "in" and consent.admit(c, self, peer, content.kind if content.content_type != C.TYPING else "typing") == "drop":
             return None, used_prekeys  # the ratchet state is saved; nothing else (contract §2)
         ts = now_ms()
-        what, changed, typing_event = contents.apply_incoming(c, self, content, direction, peer, ts)
+        what, changed, others = contents.apply_incoming(c, self, content, direction, peer, ts)
         events = getattr(self._tls, "events", None)
         if what == "done":
             if events is not None:
                 events.extend(("message.updated", {"id": mid}) for mid in changed)
-                if typing_event is not None:
-                    events.append(("typing", typing_event))
+                events.extend(others)
             return None, used_prekeys
         if not content.known and not content.text:
             # A later 1.x content type with no fallback text: nothing to show.
