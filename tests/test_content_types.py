@@ -424,3 +424,22 @@ def test_a_schema_2_database_migrates_and_keeps_its_messages(tmp_path: Path) -> 
         tables = {r[0] for r in st.read("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"reactions", "consent", "attachments", "uploads"} <= tables
         st.close()
+
+
+def test_the_relay_list_rides_on_a_text_never_on_another_type(pair: tuple[Engine, Engine]) -> None:
+    """PROTOCOL.md §6.1 (1.1): the list is the eighth item of a "text" only; a reaction sent first must not
+    count as having carried it, or the next text would leave it out."""
+    alice, bob = pair
+    m = bob.send(alice.address, "hi").message
+    assert alice.sync() == 1
+    alice.send(bob.address, "hello")
+    assert bob.sync() == 1
+    assert rows(bob, "SELECT COUNT(*) FROM peer_relay_lists WHERE address = ?", (alice.address,)) == [(1,)]
+    with bob.store.write() as c:  # as if bob never got it (alice's list changed, say)
+        c.execute("DELETE FROM peer_relay_lists WHERE address = ?", (alice.address,))
+    with alice.store.write() as c:
+        c.execute("DELETE FROM meta WHERE key = ?", (f"relays_sent:{bob.installation_id}",))
+    alice.react(bob.address, m["id"], "👍")
+    alice.send(bob.address, "a text again")
+    assert bob.sync() == 1
+    assert rows(bob, "SELECT COUNT(*) FROM peer_relay_lists WHERE address = ?", (alice.address,)) == [(1,)]
