@@ -611,7 +611,8 @@ class Engine:
 
     def _updated(self, message_id: str) -> dict[str, Any]:
         msg = self.message(message_id)
-        assert msg is not None
+        if msg is None:
+            raise EngineError(f"message {message_id} vanished")
         self._emit("message.updated", msg)
         return msg
 
