@@ -200,12 +200,12 @@ def apply_incoming(
         for mid in dict.fromkeys(content.ids):
             if direction == "in":  # the peer read our messages
                 n = c.execute(
-                    "UPDATE messages SET read_at = ? WHERE id = ? AND peer = ? AND direction = 'out' AND read_at IS NULL",
+                    f"UPDATE messages SET read_at = ? WHERE id = ? AND peer = ? AND direction = 'out' AND read_at IS NULL AND kind IN {DISPLAYABLE_SQL}",
                     (ts, mid, peer),
                 ).rowcount
             else:  # our other installation read theirs
                 n = c.execute(
-                    "UPDATE messages SET read = 1 WHERE id = ? AND peer = ? AND direction = 'in' AND read = 0", (mid, peer)
+                    f"UPDATE messages SET read = 1 WHERE id = ? AND peer = ? AND direction = 'in' AND read = 0 AND kind IN {DISPLAYABLE_SQL}", (mid, peer)
                 ).rowcount
             if n:
                 changed.append(mid)
