@@ -443,3 +443,37 @@ def test_the_relay_list_rides_on_a_text_never_on_another_type(pair: tuple[Engine
     alice.send(bob.address, "a text again")
     assert bob.sync() == 1
     assert rows(bob, "SELECT COUNT(*) FROM peer_relay_lists WHERE address = ?", (alice.address,)) == [(1,)]
+
+
+# --- the consent hooks (contract §10): the core asks, never decides ------------------------------
+
+
+def test_the_core_calls_the_consent_hooks(pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.engine import consent
+
+    alice, bob = pair
+    first = alice.send(bob.address, "hello").message
+    assert bob.sync() == 1
+    asked: list[tuple[str, str]] = []
+    outgoing: list[str] = []
+    monkeypatch.setattr(consent, "admit", lambda c, eng, peer, kind: asked.append((peer, kind)) or "drop")
+    monkeypatch.setattr(consent, "on_outgoing", lambda c, eng, peer: outgoing.append(peer))
+    monkeypatch.setattr(consent, "state", lambda c, peer: "requested")
+    got = events(bob)
+    alice.send(bob.address, "dropped")
+    alice.react(bob.address, first["id"], "👍")
+    alice.typing(bob.address, True)
+    assert bob.sync() == 0
+    assert asked == [(alice.address, "text"), (alice.address, "reaction"), (alice.address, "typing")]
+    assert [m["text"] for m in bob.messages(alice.address)] == ["hello"] and msg(bob, first["id"])["reactions"] == {}
+    assert [e for e, _ in got] == []  # dropped: nothing stored, nothing announced
+    # a request gets no read receipt
+    assert bob.mark_read(alice.address) == {"unread": 0, "receipts_sent": 0}
+    assert not bob.typing(alice.address, True)  # nor a typing indicator
+    bob.send(alice.address, "replying accepts")
+    assert outgoing[-1] == alice.address
+    # the session survived the drops: the ratchet state was saved each time
+    monkeypatch.setattr(consent, "admit", lambda c, eng, peer, kind: "store")
+    alice.send(bob.address, "after")
+    assert bob.sync() == 1 and bob.messages(alice.address)[-1]["text"] == "after"
+    assert quarantined(bob) == []

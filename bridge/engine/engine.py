@@ -697,8 +697,8 @@ class Engine:
         prev = last.get(peer)
         if prev is not None and prev[1] == typing and now - prev[0] < self.TYPING_INTERVAL_MS:
             return False
-        if consent.state(self.store, peer) in ("blocked", "declined"):
-            return False
+        if consent.state(self.store, peer) != "allowed":
+            return False  # a request (or a blocked peer) learns nothing about us, as with read receipts
         active = {k: v for k, v in (self.peers.cached(peer) or {}).items() if k != self.installation_id}
         if not active:
             return False
