@@ -458,7 +458,7 @@ def test_the_core_calls_the_consent_hooks(pair: tuple[Engine, Engine], monkeypat
     outgoing: list[str] = []
     monkeypatch.setattr(consent, "admit", lambda c, eng, peer, kind: asked.append((peer, kind)) or "drop")
     monkeypatch.setattr(consent, "on_outgoing", lambda c, eng, peer: outgoing.append(peer))
-    monkeypatch.setattr(consent, "state", lambda c, peer: "requested")
+    monkeypatch.setattr(consent, "state", lambda c, peer: "requested" if peer == alice.address else "allowed")  # bob sees a request
     got = events(bob)
     alice.send(bob.address, "dropped")
     alice.react(bob.address, first["id"], "👍")
