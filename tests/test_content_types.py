@@ -477,3 +477,44 @@ def test_the_core_calls_the_consent_hooks(pair: tuple[Engine, Engine], monkeypat
     alice.send(bob.address, "after")
     assert bob.sync() == 1 and bob.messages(alice.address)[-1]["text"] == "after"
     assert quarantined(bob) == []
+
+
+def test_send_with_uploads_queues_one_attachment_content(pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine.send(uploads=…) asks bridge/engine/attachments.py for the files (its upload is the
+    attachments helper's; faked here) and sends one ``attachment`` content: the caption is the text."""
+    from bridge.engine import attachments
+    from bridge.protocol.content import FileRef
+
+    alice, bob = pair
+    first = bob.send(alice.address, "send me the photos").message
+    assert alice.sync() == 1
+    asked: list[tuple[str, list[str]]] = []
+
+    def fake(eng: Engine, peer: str, uploads: list[str]) -> list[FileRef]:
+        asked.append((peer, list(uploads)))
+        return [FileRef(f"http://127.0.0.1:9/v1/blobs/{bob.installation_id}/{i:032x}", bytes([i]) * 32, bytes(12), bytes(32),
+                        bytes([i]) * 32, 10 * i, f"p{i}.jpg", "image/jpeg") for i in (1, 2)]
+
+    monkeypatch.setattr(attachments, "prepare_uploads", fake)
+    r = alice.send(bob.address, "", reply_to=first["id"], uploads=["u1", "u2"])
+    assert r.delivered and asked == [(bob.address, ["u1", "u2"])]
+    out = r.message
+    assert (out["kind"], out["text"], out["reply_to"]) == ("attachment", "", first["id"])
+    assert [(a["name"], a["size"], a["state"]) for a in out["attachments"]] == [("p1.jpg", 10, "local"), ("p2.jpg", 20, "local")]
+    assert bob.sync() == 1
+    got = bob.messages(alice.address)[-1]
+    assert (got["kind"], got["text"], got["reply_preview"]["text"]) == ("attachment", "", "send me the photos")
+    assert [(a["id"], a["name"], a["sha256"], a["state"]) for a in got["attachments"]] == [
+        (f"{out['id']}-0", "p1.jpg", "01" * 32, "pending"), (f"{out['id']}-1", "p2.jpg", "02" * 32, "pending")]
+    # the file keys are sealed with each side's storage key, bound to the row
+    from bridge.engine import contents
+
+    for eng in (alice, bob):
+        (blob,) = [r[0] for r in rows(eng, "SELECT key FROM attachments WHERE id = ?", (f"{out['id']}-1",))]
+        assert contents.unseal_key(eng, f"{out['id']}-1", blob) == bytes([2]) * 32
+        with pytest.raises(P.CryptoError):
+            contents.unseal_key(eng, f"{out['id']}-0", blob)
+    with pytest.raises(BadInput):
+        alice.send(bob.address, "", uploads=[])  # no text, no file
+    with pytest.raises(BadInput):
+        alice.send(bob.address, "x", uploads=["u"] * 11)
