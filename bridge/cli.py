@@ -198,6 +198,7 @@ def open_engine(ctx: Ctx, relay: str | None = None) -> Any:
         home_relays=home_relays, directory_relays=rc.directory, reading_relays=rc.reading() if not relay else (),
         pointers=pointer_lookup(cfg),
     )
+    engine.read_receipts = lambda: bool(ctx.home.config().get("read_receipts", True))  # type: ignore[method-assign]
     engine.prekeys.policy = PrekeyPolicy.from_config(cfg)  # rotation and grace as configured
     return engine
 

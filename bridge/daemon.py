@@ -161,6 +161,7 @@ class Daemon:
         self._subscribers: dict[str, threading.Event] = {}
         self._subscribers_lock = threading.Lock()
         self.engine.prekeys.policy = PrekeyPolicy.from_config(home.config())
+        self.engine.read_receipts = lambda: bool(home.config().get("read_receipts", True))  # type: ignore[method-assign]
         self.engine.listeners.append(self._on_event)
         self.access = Access(self.store)
         self.hub = Hub()

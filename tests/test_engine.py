@@ -497,7 +497,7 @@ def test_a_later_content_type_shows_its_fallback_text_or_nothing(tmp_path: Path,
     remote = session.RemoteInstallation(bob.installation_id, bob.secrets.signing_pub, bob.secrets.identity_pub)
     s = session.initiate(alice.local, remote, PK.Bundle.decode(alice.relay.claim(bob.installation_id)))
     contents = [
-        TextContent(new_message_id(), alice.address, bob.address, now_ms(), "reacted 👍", "reaction").encode(),
+        TextContent(new_message_id(), alice.address, bob.address, now_ms(), "voted 👍", "poll").encode(),
         pad(wire.encode([1, "typing", new_message_id(), alice.address, bob.address, now_ms(), "", True])),
         TextContent(new_message_id(), alice.address, bob.address, now_ms(), "plain text").encode(),
     ]
@@ -505,7 +505,7 @@ def test_a_later_content_type_shows_its_fallback_text_or_nothing(tmp_path: Path,
         s, msg = session.encrypt(s, content)
         alice.relay.publish(bob.topic, sealed.seal(bob.secrets.identity_pub, bob.installation_id, alice.installation_id, alice.record, msg))
     assert bob.sync() == 2
-    assert texts(bob, alice.address) == ["reacted 👍", "plain text"]
+    assert texts(bob, alice.address) == ["voted 👍", "plain text"]
     assert bob.quarantine_count() == 0
 
 

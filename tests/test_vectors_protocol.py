@@ -25,7 +25,7 @@ from bridge import identity
 from bridge.crypto import primitives as P
 from bridge.crypto import ratchet
 from bridge.protocol import wire
-from bridge.protocol.content import TextContent, pad
+from bridge.protocol.content import KNOWN_TYPES, TextContent, pad
 from bridge.protocol.ids import installation_id
 from bridge.protocol.prekeys import Bundle, OneTimePrekey, PrekeyUpload, sign_prekey
 from bridge.relay.auth import auth_message
@@ -191,7 +191,8 @@ def test_content(vec: dict[str, Any]) -> None:
         c = TextContent.decode(h(i["padded"]))
         assert c.sender == e["sender"]
         if "content_type" in e:  # §10.2: a later type shows its fallback text
-            assert (c.content_type, c.text, c.known) == (e["content_type"], e["text"], e["content_type"] == "text")
+            # 1.2 (§6.7) knows "typing" and the other new types; a name outside them stays a later type
+            assert (c.content_type, c.text, c.known) == (e["content_type"], e["text"], e["content_type"] in KNOWN_TYPES)
         if "sender_relays" in e:  # §6.1 (1.1): a text content's relay list, or none
             assert (c.sender_relays.hex() if c.sender_relays is not None else None) == e["sender_relays"]
             assert TextContent.decode(c.encode()) == c

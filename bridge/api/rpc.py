@@ -12,7 +12,7 @@ ones, plus
 -32003  peer not registered on the relay
 -32004  cannot resolve the peer (data.reason: malformed | unknown | unreachable | contacts; data.source names the name service)
 -32005  relay unavailable
--32010  bad input (address, empty or oversized text)
+-32010  bad input (address, empty or oversized text, bad or unknown message id, someone else's message, emoji rules)
 -32011  wallet sign-in unavailable (data.reason: unavailable)
 ======  ==========================================
 """
@@ -31,6 +31,10 @@ from typing import Any
 from bridge import __version__, identity
 from bridge.api.access import TOUCH_EVERY_MS, Access, AccessError, BridgeKey
 from bridge.engine import MESSAGES_WITH_FLAGS, BadInput, Engine, NotRegistered, message_dict
+from bridge.engine.contents import DISPLAYABLE as DISPLAYABLE_KINDS
+from bridge.engine.contents import DISPLAYABLE_SQL
+from bridge.protocol.content import MAX_FILES
+from bridge.protocol.ids import is_message_id
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts, ResolveError
 
@@ -86,6 +90,17 @@ def _address(p: dict[str, Any], name: str) -> str:
         return identity.checksum_address(_str(p, name, 42))
     except identity.IdentityError:
         raise RpcError(INVALID_PARAMS, f"{name} must be a 0x address") from None
+
+
+def _id(p: dict[str, Any], name: str) -> str:
+    v = p.get(name)
+    if not is_message_id(v):
+        raise RpcError(BAD_INPUT, f"{name} must be a message id (32 lowercase hex)")
+    return v  # type: ignore[return-value]
+
+
+def _opt_id(p: dict[str, Any], name: str) -> str | None:
+    return None if p.get(name) is None else _id(p, name)
 
 
 _QUERY = re.compile(r"\?[^\s)'\"]*")
@@ -177,11 +192,7 @@ class LocalApi:
     # --- notifications ----------------------------------------------------------
 
     def unread(self, peer: str | None = None) -> int:
-        if peer is None:
-            rows = self.engine.store.read("SELECT COUNT(*) AS n FROM messages WHERE direction = 'in' AND read = 0")
-        else:
-            rows = self.engine.store.read("SELECT COUNT(*) AS n FROM messages WHERE peer = ? AND direction = 'in' AND read = 0", (peer,))
-        return int(rows[0]["n"])
+        return int(self.engine.unread(peer))  # displayable kinds only (issue 12)
 
     def _conversation_updated(self, peer: str) -> None:
         self.hub.publish("conversation.updated", {"peer": peer, "unread": self.unread(peer), "total_unread": self.unread()})
@@ -190,12 +201,17 @@ class LocalApi:
         if event == "message.new":
             self.hub.publish("message.new", {"message": message})
             self._conversation_updated(message["peer"])
-        elif event in ("message.sent", "message.failed"):
-            self.hub.publish("message.updated", {"message": message})
+        elif event in ("message.sent", "message.failed", "message.updated"):
+            if message.get("kind", "text") in DISPLAYABLE_KINDS:  # not our reactions, receipts, … themselves
+                self.hub.publish("message.updated", {"message": message})
+        elif event == "conversation.read":  # {peer}: our other installation read it (its receipt copy)
+            self._conversation_updated(message["peer"])
+        elif event == "typing":  # {peer, typing}
+            self.hub.publish("typing", {"peer": message["peer"], "typing": bool(message["typing"])})
         elif event == "message.flagged":  # {id, reason}: the widget shows the warning on the message
             rows = self.engine.store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.id = ?", (message.get("id"),))
             if rows:
-                self.hub.publish("message.updated", {"message": message_dict(rows[0])})
+                self.hub.publish("message.updated", {"message": message_dict(rows[0], self.engine.store)})
 
     # --- methods --------------------------------------------------------------------
 
@@ -266,13 +282,13 @@ class LocalApi:
         store = self.engine.store
         out = []
         for row in store.read("SELECT peer, updated_at FROM conversations ORDER BY updated_at DESC"):
-            last = store.read("SELECT * FROM messages WHERE peer = ? ORDER BY seq DESC LIMIT 1", (row["peer"],))
+            last = store.read(f"SELECT * FROM messages WHERE peer = ? AND kind IN {DISPLAYABLE_SQL} ORDER BY seq DESC LIMIT 1", (row["peer"],))
             out.append(
                 {
                     "peer": row["peer"],
                     "updated_at": row["updated_at"],
                     "unread": self.unread(row["peer"]),
-                    "last": message_dict(last[0]) if last else None,
+                    "last": message_dict(last[0], store) if last else None,
                 }
             )
         return {"conversations": out}
@@ -286,7 +302,7 @@ class LocalApi:
         before = p.get("before")
         store = self.engine.store
         if before is None:
-            rows = store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? ORDER BY m.seq DESC LIMIT ?", (peer, limit + 1))
+            rows = store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? AND m.kind IN {DISPLAYABLE_SQL} ORDER BY m.seq DESC LIMIT ?", (peer, limit + 1))
         else:
             if not isinstance(before, str) or len(before) != 32:
                 raise RpcError(INVALID_PARAMS, "before must be a message id")
@@ -294,20 +310,25 @@ class LocalApi:
             if not anchor:
                 raise RpcError(INVALID_PARAMS, "before is not a message of this conversation")
             rows = store.read(
-                f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?",
+                f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? AND m.seq < ? AND m.kind IN {DISPLAYABLE_SQL} ORDER BY m.seq DESC LIMIT ?",
                 (peer, anchor[0]["seq"], limit + 1),
             )
         has_more = len(rows) > limit
-        return {"messages": [message_dict(r) for r in reversed(rows[:limit])], "has_more": has_more}
+        return {"messages": [message_dict(r, store) for r in reversed(rows[:limit])], "has_more": has_more}
 
     def m_messages_send(self, p: Any) -> dict[str, Any]:
-        p = _params(p, "peer", "text")
+        p = _params(p, "peer", "text", optional=("reply_to", "uploads"))
         peer = _address(p, "peer")
         text = p["text"]
         if not isinstance(text, str):
             raise RpcError(INVALID_PARAMS, "text must be a string")
+        reply_to = _opt_id(p, "reply_to")
+        uploads = p.get("uploads") or []
+        if (not isinstance(uploads, list) or len(uploads) > MAX_FILES
+                or not all(isinstance(u, str) and 0 < len(u) <= 64 for u in uploads)):
+            raise RpcError(BAD_INPUT, f"uploads must be a list of at most {MAX_FILES} upload ids")
         try:
-            result = self.engine.send(peer, text)
+            result = self.engine.send(peer, text, reply_to=reply_to, uploads=uploads)
         except BadInput as exc:
             raise RpcError(BAD_INPUT, str(exc)) from None
         except NotRegistered as exc:
@@ -315,14 +336,50 @@ class LocalApi:
             raise RpcError(NOT_REGISTERED, "peer not registered", {"detail": "this address has no Parley installation"}) from None
         return {"message": result.message, "delivered": result.delivered}
 
+    def _bad_input(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BadInput as exc:
+            raise RpcError(BAD_INPUT, str(exc)) from None
+
+    def m_messages_react(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer", "id", "emoji", optional=("remove",))
+        peer = _address(p, "peer")
+        emoji = p["emoji"]
+        if not isinstance(emoji, str) or len(emoji) > 32:
+            raise RpcError(BAD_INPUT, "emoji must be a string of 1 to 32 bytes")
+        remove = p.get("remove", False)
+        if not isinstance(remove, bool):
+            raise RpcError(BAD_INPUT, "remove must be true or false")
+        return {"message": self._bad_input(self.engine.react, peer, _id(p, "id"), emoji, remove=remove)}
+
+    def m_messages_edit(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer", "id", "text")
+        peer = _address(p, "peer")
+        if not isinstance(p["text"], str):
+            raise RpcError(BAD_INPUT, "text must be a string")
+        return {"message": self._bad_input(self.engine.edit, peer, _id(p, "id"), p["text"])}
+
+    def m_messages_delete(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer", "id")
+        peer = _address(p, "peer")
+        return {"message": self._bad_input(self.engine.delete, peer, _id(p, "id"))}
+
     def m_messages_markRead(self, p: Any) -> dict[str, Any]:
         p = _params(p, "peer")
         peer = _address(p, "peer")
-        with self.engine.store.write() as c:
-            changed = c.execute("UPDATE messages SET read = 1 WHERE peer = ? AND direction = 'in' AND read = 0", (peer,)).rowcount
-        if changed:
+        before = self.unread(peer)
+        result = self._bad_input(self.engine.mark_read, peer)  # sends receipts when enabled and allowed
+        if before:
             self._conversation_updated(peer)
-        return {"unread": self.unread()}
+        return {"unread": result["unread"]}
+
+    def m_typing_set(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer", "typing")
+        peer = _address(p, "peer")
+        if not isinstance(p["typing"], bool):
+            raise RpcError(BAD_INPUT, "typing must be true or false")
+        return {"sent": bool(self._bad_input(self.engine.typing, peer, p["typing"]))}
 
     # --- sign in with the browser wallet (issue 8 item 1) ------------------------------------
     # The wallet is never asked from a site page: the extension only asks for a one-time link to the
@@ -344,6 +401,10 @@ class LocalApi:
         "messages.list": m_messages_list,
         "messages.send": m_messages_send,
         "messages.markRead": m_messages_markRead,
+        "messages.react": m_messages_react,
+        "messages.edit": m_messages_edit,
+        "messages.delete": m_messages_delete,
+        "typing.set": m_typing_set,
         "signin.link": m_signin_link,
     }
 

@@ -35,13 +35,14 @@ from typing import Any
 from bridge import identity
 from bridge.crypto import primitives as P
 from bridge.crypto import sealed, session
-from bridge.engine import inbox, outbox
+from bridge.engine import consent, contents, inbox, outbox
 from bridge.engine.prekeys import OTPK_LOW, OTPK_TARGET, PQ_OTPK_LOW, PQ_OTPK_TARGET, Prekeys  # noqa: F401 (re-exported)
 from bridge.keys import Secrets
 from bridge.protocol import prekeys as PK
 from bridge.protocol import relaylist
-from bridge.protocol.content import MAX_TEXT_BYTES, TextContent
-from bridge.protocol.ids import inbox_topic, new_message_id
+from bridge.protocol import content as C
+from bridge.protocol.content import MAX_TEXT_BYTES, Content, FileRef, TextContent
+from bridge.protocol.ids import inbox_topic, is_message_id, new_message_id
 from bridge.protocol.wire import WireError
 from bridge.engine.peers import REFRESH_INTERVAL_MS, Peers
 from bridge.relay.client import Envelope, NotFound, RelayClient, RelayError, RelayUnavailable
@@ -87,8 +88,14 @@ class SendResult:
     error: str | None = None
 
 
-def message_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return {
+def message_dict(row: sqlite3.Row, db: Any = None) -> dict[str, Any]:
+    """The message dict of contract §4. ``db`` (a Store or a connection): also its reactions, reply
+    preview and attachments, which live in other tables."""
+    keys = row.keys()
+    kind = row["kind"] if "kind" in keys else "text"
+    deleted = bool(row["deleted"]) if "deleted" in keys else False
+    read_at = row["read_at"] if "read_at" in keys else None
+    d = {
         "id": row["id"],
         "peer": row["peer"],
         "sender": row["sender"],
@@ -96,12 +103,26 @@ def message_dict(row: sqlite3.Row) -> dict[str, Any]:
         "text": row["text"],
         "sent_at": row["sent_at"],
         "direction": row["direction"],
-        "state": row["state"],
+        "state": "read" if read_at is not None and row["direction"] == "out" and row["state"] == "sent" else row["state"],
         "read": bool(row["read"]),
         # Set when the sender's installation turned out revoked or never registered after the
         # message was accepted on its signed statement (bridge/engine/peers.py): shown as a warning.
-        "flag": row["flag"] if "flag" in row.keys() else None,
+        "flag": row["flag"] if "flag" in keys else None,
+        "kind": kind,
+        "content_type": row["content_type"] if "content_type" in keys else "text",
+        "unsupported": kind == "unknown",
+        "reply_to": row["reply_to"] if "reply_to" in keys else None,
+        "reply_preview": None,
+        "reactions": {},
+        "edited": ("edited_at" in keys and row["edited_at"] is not None) and not deleted,
+        "deleted": deleted,
+        "attachments": [],
     }
+    if deleted:
+        d["text"] = ""
+    if db is not None:
+        contents.enrich(d, row, db)
+    return d
 
 
 #: Digests of envelopes taken in are kept this long (twice the relays' default retention), pruned
@@ -434,46 +455,115 @@ class Engine:
 
     # --- sending ------------------------------------------------------------------
 
-    def queue(self, peer: str, text: str) -> dict[str, Any]:
-        """Write an outgoing message to the store and the outbox. Nothing leaves the machine yet.
+    def _checked_peer(self, peer: str) -> str:
+        try:
+            peer = identity.checksum_address(peer)
+        except (identity.IdentityError, TypeError, ValueError) as exc:
+            raise BadInput(str(exc)) from None
+        if peer == self.address:
+            raise BadInput("you cannot message your own address")
+        return peer
+
+    @staticmethod
+    def _checked_text(text: Any, *, empty_ok: bool = False, what: str = "message text") -> str:
+        if not isinstance(text, str) or (not empty_ok and not text.strip()):
+            raise BadInput(f"{what} is empty")
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+            raise BadInput(f"{what} exceeds {MAX_TEXT_BYTES} bytes")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput(f"{what} is not valid Unicode") from None
+        return text
+
+    def _target_row(self, peer: str, message_id: Any, *, own: bool = False) -> sqlite3.Row:
+        """A displayable message of the conversation with ``peer`` (``own``: one we sent, not deleted).
+
+        Raises:
+            BadInput: bad id, unknown in this conversation, someone else's, deleted.
+        """
+        if not isinstance(message_id, str) or not is_message_id(message_id):
+            raise BadInput("bad message id")
+        rows = self.store.read(
+            f"SELECT * FROM messages WHERE id = ? AND peer = ? AND kind IN {contents.DISPLAYABLE_SQL}", (message_id, peer)
+        )
+        if not rows:
+            raise BadInput("unknown message")
+        if own and rows[0]["sender"] != self.address:
+            raise BadInput("not your message")
+        if own and rows[0]["deleted"]:
+            raise BadInput("message deleted")
+        return rows[0]
+
+    def queue(self, peer: str, text: str, *, reply_to: str | None = None, files: Sequence[FileRef] = ()) -> dict[str, Any]:
+        """Write an outgoing message (a text, a ``reply`` when ``reply_to``, an ``attachment`` when
+        ``files``: then ``text`` is the caption) to the store and the outbox. Nothing leaves the machine yet.
 
         Raises:
             BadInput
         """
-        try:
-            peer = identity.checksum_address(peer)
-        except identity.IdentityError as exc:
-            raise BadInput(str(exc)) from None
-        if peer == self.address:
-            raise BadInput("you cannot message your own address")
-        if not isinstance(text, str) or not text.strip():
-            raise BadInput("message text is empty")
-        if len(text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
-            raise BadInput(f"message text exceeds {MAX_TEXT_BYTES} bytes")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadInput("message text is not valid Unicode") from None
+        peer = self._checked_peer(peer)
+        files = tuple(files)
+        text = self._checked_text(text, empty_ok=bool(files))
+        if reply_to is not None:
+            self._target_row(peer, reply_to)
+        ctype = C.ATTACHMENT if files else C.REPLY if reply_to is not None else C.TEXT
+        extra: list[Any] = (
+            [[f.to_list() for f in files], reply_to, text] if files else [reply_to] if reply_to is not None else []
+        )
+        return self._queue_content(peer, ctype, extra, None if files else text, row_text=text, reply_to=reply_to, files=files)
+
+    def _queue_content(
+        self,
+        peer: str,
+        ctype: str,
+        extra: list[Any],
+        text: str | None,
+        *,
+        row_text: str | None = None,
+        reply_to: str | None = None,
+        files: tuple[FileRef, ...] = (),
+        apply: Callable[[sqlite3.Connection, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Queue a content of any type (its row in ``messages`` keeps kind, type and extras, so the outbox
+        rebuilds the exact content); ``apply`` runs in the same transaction (our own reaction, edit, …)."""
         mid, ts = new_message_id(), now_ms()
+        try:
+            content = Content.build(ctype, mid, self.address, peer, ts, extra, text=text)
+        except WireError as exc:
+            raise BadInput(str(exc)) from None
+        kind = content.kind
         with self.store.write() as c:
+            if kind in contents.DISPLAYABLE:
+                c.execute(
+                    "INSERT INTO conversations(peer, created_at, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(peer) DO UPDATE SET updated_at = excluded.updated_at",
+                    (peer, ts, ts),
+                )
+            else:
+                c.execute("INSERT INTO conversations(peer, created_at, updated_at) VALUES (?, ?, ?) ON CONFLICT(peer) DO NOTHING", (peer, ts, ts))
             c.execute(
-                "INSERT INTO conversations(peer, created_at, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(peer) DO UPDATE SET updated_at = excluded.updated_at",
-                (peer, ts, ts),
-            )
-            c.execute(
-                "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'out', 'queued', 1)",
-                (mid, peer, self.address, peer, text, ts, ts),
+                "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read, "
+                "kind, content_type, extra, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, 'out', 'queued', 1, ?, ?, ?, ?)",
+                (mid, peer, self.address, peer, content.text if row_text is None else row_text, ts, ts,
+                 kind, ctype, contents.extra_blob(content), reply_to),
             )
             c.execute("INSERT INTO outbox(message_id, state) VALUES (?, 'pending')", (mid,))
+            consent.on_outgoing(c, self, peer)
+            if files:
+                contents.store_attachments(c, self, mid, files, "local", ts)
+            if apply is not None:
+                apply(c, ts)
             row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
-        msg = message_dict(row)
-        self._emit("message.new", msg)
+        msg = message_dict(row, self.store)
+        if kind in contents.DISPLAYABLE:
+            self._emit("message.new", msg)
         return msg
 
-    def send(self, peer: str, text: str) -> SendResult:
+    def send(self, peer: str, text: str, *, reply_to: str | None = None, uploads: Sequence[str] = ()) -> SendResult:
         """Check the peer is registered, queue, then deliver everything pending (oldest first, so order is kept).
+        ``reply_to``: a message of the conversation this answers; ``uploads``: upload ids (contract §6),
+        sent as one ``attachment`` content with ``text`` as its caption.
 
         When the relay cannot be reached the message stays queued (``delivered=False``) and goes out
         with the next :meth:`flush_outbox`.
@@ -482,17 +572,27 @@ class Engine:
             BadInput: bad address or text (nothing queued).
             NotRegistered: the peer has no installation (nothing queued).
         """
-        try:
-            peer = identity.checksum_address(peer)
-        except identity.IdentityError as exc:
-            raise BadInput(str(exc)) from None
+        peer = self._checked_peer(peer)
+        uploads = list(uploads)
+        if len(uploads) > C.MAX_FILES or not all(isinstance(u, str) for u in uploads):
+            raise BadInput(f"at most {C.MAX_FILES} uploads, given by id")
+        self._checked_text(text, empty_ok=bool(uploads))
+        if reply_to is not None:
+            self._target_row(peer, reply_to)
         try:
             registered = bool(self.installations_of(peer))
         except RelayUnavailable as exc:
-            return SendResult(self.queue(peer, text), delivered=False, error=str(exc))
+            if uploads:
+                raise
+            return SendResult(self.queue(peer, text, reply_to=reply_to), delivered=False, error=str(exc))
         if not registered:
             raise NotRegistered(f"{peer} is not registered on any relay asked ({self._asked()})")
-        msg = self.queue(peer, text)
+        files: list[FileRef] = []
+        if uploads:
+            from bridge.engine import attachments
+
+            files = attachments.prepare_uploads(self, peer, uploads)
+        msg = self.queue(peer, text, reply_to=reply_to, files=files)
         # Waits for another thread delivering to this peer (the daemon's outbox loop), then finds
         # what it did: the message is sent once, and this answer says so.
         errors = self.flush_outbox(wait_for=peer)
@@ -500,7 +600,130 @@ class Engine:
         error = errors.get(msg["id"])
         if row["state"] == "failed" and error is None:  # e.g. every recipient envelope dropped (§6.2 step 4)
             error = self.store.read("SELECT last_error FROM outbox WHERE message_id = ?", (msg["id"],))[0]["last_error"]
-        return SendResult(message_dict(row), delivered=row["state"] == "sent", error=error)
+        return SendResult(message_dict(row, self.store), delivered=row["state"] == "sent", error=error)
+
+    # --- reactions, edits, deletes, receipts, typing (issue 12; PROTOCOL.md §6.7) ---------------
+
+    def message(self, message_id: str) -> dict[str, Any] | None:
+        """One message (contract §4), or None."""
+        rows = self.store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.id = ?", (message_id,))
+        return message_dict(rows[0], self.store) if rows else None
+
+    def _updated(self, message_id: str) -> dict[str, Any]:
+        msg = self.message(message_id)
+        if msg is None:
+            raise EngineError(f"message {message_id} vanished")
+        self._emit("message.updated", msg)
+        return msg
+
+    def _control(self, peer: str, ctype: str, extra: list[Any], apply: Callable[[sqlite3.Connection, int], None]) -> None:
+        """Queue a control content, apply it locally in the same transaction, try to deliver it now."""
+        self._queue_content(peer, ctype, extra, None, apply=apply)
+        self.flush_outbox(wait_for=peer)  # an unreachable relay leaves it queued
+
+    def react(self, peer: str, message_id: str, emoji: str, *, remove: bool = False) -> dict[str, Any]:
+        """Add (or remove) our reaction ``emoji`` on a message; returns the message. Raises BadInput."""
+        peer = self._checked_peer(peer)
+        try:
+            C.check_emoji(emoji)
+        except WireError as exc:
+            raise BadInput(str(exc)) from None
+        target = self._target_row(peer, message_id)
+        if target["deleted"]:
+            raise BadInput("message deleted")
+        action = "remove" if remove else "add"
+        self._control(peer, C.REACTION, [message_id, action, emoji],
+                      lambda c, ts: contents.apply_reaction(c, message_id, self.address, action, emoji, ts))
+        return self._updated(message_id)
+
+    def edit(self, peer: str, message_id: str, text: str) -> dict[str, Any]:
+        """Edit one of our messages for everyone; returns the message. Raises BadInput."""
+        peer = self._checked_peer(peer)
+        text = self._checked_text(text)
+        self._target_row(peer, message_id, own=True)
+        self._control(peer, C.EDIT, [message_id, text], lambda c, ts: contents.apply_edit(c, message_id, text, ts))
+        return self._updated(message_id)
+
+    def delete(self, peer: str, message_id: str) -> dict[str, Any]:
+        """Delete one of our messages for everyone (a tombstone stays); returns the message. Raises BadInput."""
+        peer = self._checked_peer(peer)
+        self._target_row(peer, message_id, own=True)
+        self._control(peer, C.DELETE, [message_id], lambda c, ts: contents.apply_delete(c, message_id, ts))
+        return self._updated(message_id)
+
+    #: Whether read receipts are sent (setting ``read_receipts``; the daemon and CLI read config.json).
+    read_receipts: Callable[[], bool] = staticmethod(lambda: True)  # type: ignore[assignment]
+
+    def unread(self, peer: str | None = None) -> int:
+        """Unread incoming messages (displayable kinds only), of one conversation or all."""
+        sql = f"SELECT COUNT(*) AS n FROM messages WHERE direction = 'in' AND read = 0 AND kind IN {contents.DISPLAYABLE_SQL}"
+        if peer is None:
+            return self.store.read(sql)[0]["n"]
+        return self.store.read(sql + " AND peer = ?", (peer,))[0]["n"]
+
+    def mark_read(self, peer: str) -> dict[str, Any]:
+        """Mark the conversation read; send the peer read receipts for what was unread (when the
+        setting is on and the peer is allowed). Returns ``{unread, receipts_sent}``."""
+        peer = self._checked_peer(peer)
+        with self.store.write() as c:
+            ids = [r["id"] for r in c.execute(
+                f"SELECT id FROM messages WHERE peer = ? AND direction = 'in' AND read = 0 AND kind IN {contents.DISPLAYABLE_SQL} ORDER BY seq",
+                (peer,),
+            )]
+            c.execute("UPDATE messages SET read = 1 WHERE peer = ? AND direction = 'in' AND read = 0", (peer,))
+            allowed = consent.state(c, peer) == "allowed"
+        sent = 0
+        if ids and allowed and self.read_receipts():
+            for i in range(0, len(ids), C.MAX_RECEIPT_IDS):
+                self._queue_content(peer, C.READ_RECEIPT, [ids[i : i + C.MAX_RECEIPT_IDS]], None)
+                sent += 1
+            self.flush_outbox(wait_for=peer)
+        for mid in ids:
+            self._updated(mid)
+        return {"unread": self.unread(), "receipts_sent": sent}
+
+    #: A typing content goes to a peer at most this often, unless its value changes (ms).
+    TYPING_INTERVAL_MS = 3000
+
+    def typing(self, peer: str, typing: bool) -> bool:
+        """Tell the peer we are (not) typing: sealed and published now to each of its installations we
+        have a session with, or not at all (never stored, never queued, never retried)."""
+        peer = self._checked_peer(peer)
+        if not isinstance(typing, bool):
+            raise BadInput("typing must be true or false")
+        now = now_ms()
+        last = getattr(self, "_typing_sent", {})
+        self._typing_sent = last
+        prev = last.get(peer)
+        if prev is not None and prev[1] == typing and now - prev[0] < self.TYPING_INTERVAL_MS:
+            return False
+        if consent.state(self.store, peer) != "allowed":
+            return False  # a request (or a blocked peer) learns nothing about us, as with read receipts
+        active = {k: v for k, v in (self.peers.cached(peer) or {}).items() if k != self.installation_id}
+        if not active:
+            return False
+        content = Content.build(C.TYPING, new_message_id(), self.address, peer, now, [typing])
+        envelopes: list[tuple[str, bytes]] = []
+        with self.store.write() as c:
+            for iid in sorted(active):
+                s = self._active_session(c, iid)
+                if s is None:
+                    continue
+                s, wire_msg = session.encrypt(s, content.encode())
+                self._save_session(c, s)
+                envelopes.append((iid, sealed.seal(active[iid].identity_pub, iid, self.installation_id, self.record, wire_msg)))
+        sent = False
+        for iid, payload in envelopes:
+            for url in self.inbox_relays(iid):
+                try:
+                    self.client(url).publish(inbox_topic(iid), payload)
+                    sent = True
+                    break
+                except (RelayUnavailable, RelayError) as exc:
+                    log.info("typing to %s via %s not sent: %s", iid, url, exc)
+        if sent:
+            last[peer] = (now, typing)
+        return sent
 
     def pending_count(self, *, queued_by: int | None = None) -> int:
         """Messages not yet sent (including those backing off); failed ones are not counted.
@@ -663,7 +886,7 @@ class Engine:
                 c.execute("UPDATE messages SET state = 'failed' WHERE id = ?", (mid,))
                 msg = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
         if failed:
-            self._emit("message.failed", message_dict(msg))
+            self._emit("message.failed", message_dict(msg, self.store))
 
     def _lease(self, mid: str, owner: str, *, renew: bool = False) -> bool:
         """Take (or, with ``renew``, extend) this caller's lease on a message for LEASE_MS, in one write
@@ -730,8 +953,8 @@ class Engine:
                 row = c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone()
             else:
                 row = None
-        if row is not None:
-            self._emit("message.sent", message_dict(row))
+        if row is not None:  # control contents too (the daemon wakes its delivery loop); LocalApi shows displayable ones
+            self._emit("message.sent", message_dict(row, self.store))
 
     def _publish_stored(self, mid: str, owner: str) -> dict[str, int] | None:
         """Publish the message's stored envelopes not published yet, each to its installation's inbox
@@ -897,7 +1120,7 @@ class Engine:
         except (RelayUnavailable, RelayError) as exc:
             log.warning("message %s: no bundles for %d new installation(s): %s", mid, len(targets), exc)
             return []
-        content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"])
+        content = contents.rebuild(msg)
         self._relay_list_or_none()  # made (a write) now, not inside the sealing transaction
         with self.store.write() as c:
             row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
@@ -950,7 +1173,7 @@ class Engine:
         that installation has been sent the current version once. Only then: the list makes a content
         ~200 bytes longer, which would move short texts into the next padding bucket every time."""
         current = self._current_relay_list()  # made before the caller's transaction (_relay_list_or_none)
-        if current is None:
+        if current is None or content.content_type != C.TEXT:  # the relay list rides on "text" contents only
             return content.encode()
         record, version = current[0], str(current[1]).encode()
         key = f"relays_sent:{iid}"
@@ -997,7 +1220,7 @@ class Engine:
         mine = outbox.fan_out(mine, with_session)
         targets = {**theirs, **mine}
         bundles = self._claim_bundles([iid for iid in targets if iid not in with_session])
-        content = TextContent(mid, msg["sender"], msg["recipient"], msg["sent_at"], msg["text"])
+        content = contents.rebuild(msg)
         self._relay_list_or_none()  # made (a write) now, not inside the sealing transaction
         with self.store.write() as c:
             row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
@@ -1110,6 +1333,8 @@ class Engine:
         used_prekeys = False
         message: dict[str, Any] | None = None
         rejected: str | None = None
+        events: list[tuple[str, dict[str, Any]]] = []
+        self._tls.events = events  # what _open has to announce besides a new message (emitted after the commit)
         try:
             rejected = self._sender_not_active(env.payload)
         except (StoreError, sqlite3.Error):
@@ -1141,11 +1366,13 @@ class Engine:
                     message, used_prekeys = self._open(c, env.payload)
                 except session.DuplicateMessage:
                     c.execute("ROLLBACK TO open_envelope")
+                    events.clear()
                     log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
                 except (StoreError, sqlite3.Error):
                     raise  # the local database failed, not the envelope: roll everything back, retry later
                 except Exception as exc:
                     c.execute("ROLLBACK TO open_envelope")
+                    events.clear()
                     message, used_prekeys = None, False
                     rejected = inbox.describe(exc)
                 c.execute("RELEASE open_envelope")
@@ -1156,8 +1383,13 @@ class Engine:
                 "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
                 (stream, env.cursor),
             )
+        self._tls.events = None
         if message is not None:
             self._emit("message.new", message)
+        for event, payload in events:
+            if event == "message.updated":
+                payload = self.message(payload["id"]) or payload  # as committed
+            self._emit(event, payload)
         if used_prekeys:
             try:
                 self.ensure_prekeys()
@@ -1215,7 +1447,7 @@ class Engine:
             used_prekeys = True
         else:
             raise session.SessionError("message for an unknown session")
-        content = TextContent.decode(plaintext)
+        content = Content.decode(plaintext)
         if content.sender != st.address:
             raise identity.InvalidStatement("content sender does not match the sealed-sender statement")
         if content.sender == self.address:
@@ -1224,31 +1456,50 @@ class Engine:
             direction, peer = "in", content.sender
         else:
             raise identity.InvalidStatement("message addressed to someone else")
+        if content.content_type == C.CONSENT and not (direction == "out" and content.recipient == self.address):
+            raise contents.Refused("consent: only from our own installations")
         self._save_session(c, new_session)
         if content.sender_relays is not None and st.installation_id != self.installation_id:
             # Where the sender reads its inbox: a reply needs to ask no relay (PROTOCOL.md §6.6).
             self.peers.accept_relay_list(c, st.address, st.installation_id, st.signing_key, content.sender_relays)
+        if content.content_type == C.CONSENT:
+            consent.apply_sync(c, self, content)
+            return None, used_prekeys
+        if direction == "in" and consent.admit(c, self, peer, content.kind if content.content_type != C.TYPING else "typing") == "drop":
+            return None, used_prekeys  # the ratchet state is saved; nothing else (contract §2)
+        ts = now_ms()
+        what, changed, others = contents.apply_incoming(c, self, content, direction, peer, ts)
+        events = getattr(self._tls, "events", None)
+        if what == "done":
+            if events is not None:
+                events.extend(("message.updated", {"id": mid}) for mid in changed)
+                events.extend(others)
+            return None, used_prekeys
         if not content.known and not content.text:
-            # A later 1.x content type with no fallback text (e.g. a typing indicator): nothing to show.
+            # A later 1.x content type with no fallback text: nothing to show.
             log.info("content of unknown type %r without fallback text; nothing shown", content.content_type)
             return None, used_prekeys
-        ts = now_ms()
         sent_at, claimed = inbox.bounded_sent_at(content.sent_at, ts)  # the peer's clock is only a claim
         c.execute(
             "INSERT INTO conversations(peer, created_at, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT(peer) DO UPDATE SET updated_at = excluded.updated_at",
             (peer, ts, ts),
         )
+        kind = content.kind
+        text = content.caption or "" if kind == C.ATTACHMENT else content.text
         cur = c.execute(
-            "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read, claimed_sent_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
-            (content.message_id, peer, content.sender, content.recipient, content.text, sent_at, ts, direction,
-             "sent" if direction == "out" else "received", int(direction == "out"), claimed),
+            "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read, claimed_sent_at, "
+            "kind, content_type, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+            (content.message_id, peer, content.sender, content.recipient, text, sent_at, ts, direction,
+             "sent" if direction == "out" else "received", int(direction == "out"), claimed,
+             kind, content.content_type, content.reply_to),
         )
         if cur.rowcount == 0:
             return None, used_prekeys  # already have it: shown once
+        if kind == C.ATTACHMENT:
+            contents.store_attachments(c, self, content.message_id, content.files, "pending", ts)
         row = c.execute("SELECT * FROM messages WHERE id = ?", (content.message_id,)).fetchone()
-        return message_dict(row), used_prekeys
+        return message_dict(row, c), used_prekeys
 
     def _prekey(self, c: sqlite3.Connection, kind: str, pid: int | None) -> bytes:
         return self.prekeys.private(c, kind, pid)
@@ -1315,6 +1566,6 @@ def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:
     Ordered by arrival (``seq``: what we wrote, as we queued it; what we received, as it arrived),
     never by ``sent_at``, which a peer chooses.
     """
-    rows = store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? ORDER BY m.seq", (peer,))
-    return [message_dict(r) for r in rows]
+    rows = store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? AND m.kind IN {contents.DISPLAYABLE_SQL} ORDER BY m.seq", (peer,))
+    return [message_dict(r, store) for r in rows]
 

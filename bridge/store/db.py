@@ -23,7 +23,7 @@ from typing import Any
 
 __all__ = ["Store", "StoreError", "SCHEMA_VERSION", "now_ms"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -47,7 +47,16 @@ CREATE TABLE IF NOT EXISTS messages (
     direction    TEXT NOT NULL CHECK (direction IN ('in', 'out')),
     state        TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'received', 'failed')),
     read         INTEGER NOT NULL DEFAULT 0,
-    claimed_sent_at INTEGER                          -- the peer's sent_at when it was not sane (diagnosis)
+    claimed_sent_at INTEGER,                         -- the peer's sent_at when it was not sane (diagnosis)
+    -- Issue 12 (PROTOCOL.md §6.7): the content type. Control contents (reaction, edit, delete,
+    -- read-receipt, consent) we send are rows too (the outbox reuses them) but are never listed.
+    kind         TEXT NOT NULL DEFAULT 'text',       -- text|reply|attachment|reaction|edit|delete|read-receipt|consent|unknown
+    content_type TEXT NOT NULL DEFAULT 'text',
+    extra        BLOB,                               -- canonical CBOR of the extras list (the outbox rebuilds the content)
+    reply_to     TEXT,
+    edited_at    INTEGER,
+    deleted      INTEGER NOT NULL DEFAULT 0,
+    read_at      INTEGER                             -- the peer's read receipt (ms, our clock)
 );
 CREATE INDEX IF NOT EXISTS messages_by_peer_seq ON messages(peer, seq);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -155,6 +164,50 @@ CREATE TABLE IF NOT EXISTS seen_envelopes (
     at      INTEGER NOT NULL                 -- ms; pruned after SEEN_KEEP_MS (bridge/engine/engine.py)
 );
 CREATE INDEX IF NOT EXISTS seen_envelopes_by_age ON seen_envelopes(at);
+-- Issue 12: reactions, consent, attachments, uploads (docs/PROTOCOL.md §6.7).
+CREATE TABLE IF NOT EXISTS reactions (
+    message_id  TEXT NOT NULL,
+    reactor     TEXT NOT NULL,
+    emoji       TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (message_id, reactor, emoji)
+);
+CREATE TABLE IF NOT EXISTS consent (
+    peer        TEXT PRIMARY KEY,
+    state       TEXT,                        -- allowed | requested | declined | blocked
+    previous    TEXT,
+    updated_at  INTEGER,
+    held        INTEGER DEFAULT 0,
+    dropped     INTEGER DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    id          TEXT PRIMARY KEY,            -- "<message_id>-<index>"
+    message_id  TEXT,
+    idx         INTEGER,
+    name        TEXT,
+    size        INTEGER,
+    mime        TEXT,
+    sha256      TEXT,               -- hex, of the plaintext
+    url         TEXT,
+    key         BLOB,               -- sealed with the storage key (AAD names the row)
+    nonce       BLOB,
+    digest      BLOB,
+    state       TEXT CHECK (state IN ('local', 'pending', 'downloading', 'done', 'failed', 'refused')),
+    path        TEXT,                        -- the plaintext file under <home>/attachments/, once there
+    thumb       BLOB,                        -- JPEG/PNG thumbnail bytes, images only
+    error       TEXT,
+    updated_at  INTEGER
+);
+CREATE INDEX IF NOT EXISTS attachments_by_message ON attachments(message_id, idx);
+CREATE TABLE IF NOT EXISTS uploads (
+    id          TEXT PRIMARY KEY,
+    name        TEXT,
+    size        INTEGER,
+    mime        TEXT,
+    received    INTEGER DEFAULT 0,
+    path        TEXT,
+    created_at  INTEGER
+);
 CREATE TABLE IF NOT EXISTS quarantine (      -- envelopes that could not be taken in (bridge/engine/inbox.py)
     topic   TEXT NOT NULL,
     cursor  INTEGER NOT NULL,
@@ -216,6 +269,20 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if "lease_owner" not in _columns(conn, "outbox"):
         conn.execute("ALTER TABLE outbox ADD COLUMN lease_owner TEXT")
         conn.execute("ALTER TABLE outbox ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0")
+    # Issue 12 (schema 3): content types (PROTOCOL.md §6.7). The new tables come from _SCHEMA.
+    have = _columns(conn, "messages")
+    for column, decl in (
+        ("kind", "TEXT NOT NULL DEFAULT 'text'"),
+        ("content_type", "TEXT NOT NULL DEFAULT 'text'"),
+        ("extra", "BLOB"),
+        ("reply_to", "TEXT"),
+        ("edited_at", "INTEGER"),
+        ("deleted", "INTEGER NOT NULL DEFAULT 0"),
+        ("read_at", "INTEGER"),
+    ):
+        if column not in have:
+            conn.execute(f"ALTER TABLE messages ADD COLUMN {column} {decl}")
+    conn.execute("CREATE INDEX IF NOT EXISTS messages_by_kind ON messages(peer, kind, seq)")
     if "retired_at" not in _columns(conn, "prekeys"):
         conn.execute("ALTER TABLE prekeys ADD COLUMN retired_at INTEGER")
         conn.execute("UPDATE prekeys SET uploaded = 1 WHERE kind IN ('x25519-otpk', 'mlkem768-otpk')")
