@@ -1308,6 +1308,43 @@ class Engine:
         """A conversation in the store's own order (arrival; never a peer's clock)."""
         return messages_of(self.store, identity.checksum_address(peer))
 
+    # --- attachments (issue 12) --- thin methods over bridge/engine/attachments.py
+
+    def upload_begin(self, name: str, size: int, mime: str) -> str:
+        from bridge.engine import attachments
+
+        return attachments.upload_begin(self, name, size, mime)
+
+    def upload_chunk(self, upload_id: str, offset: int, data: bytes) -> int:
+        from bridge.engine import attachments
+
+        return attachments.upload_chunk(self, upload_id, offset, data)
+
+    def upload_cancel(self, upload_id: str) -> None:
+        from bridge.engine import attachments
+
+        attachments.upload_cancel(self, upload_id)
+
+    def upload_file(self, path: Any, progress: Callable[[int, int], None] | None = None) -> str:
+        from bridge.engine import attachments
+
+        return attachments.upload_file(self, path, progress)
+
+    def attachment_fetch(self, attachment_id: str) -> dict[str, Any]:
+        from bridge.engine import attachments
+
+        return attachments.fetch(self, attachment_id)
+
+    def attachment_path(self, attachment_id: str) -> str:
+        from bridge.engine import attachments
+
+        return attachments.attachment_path(self, attachment_id)
+
+    def attachment_read(self, attachment_id: str, offset: int, length: int) -> tuple[bytes, bool, int]:
+        from bridge.engine import attachments
+
+        return attachments.attachment_read(self, attachment_id, offset, length)
+
 
 def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:
     """Read a conversation without unlocking any key (message text is not sealed in the store).

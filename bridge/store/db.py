@@ -163,6 +163,33 @@ CREATE TABLE IF NOT EXISTS quarantine (      -- envelopes that could not be take
     payload BLOB,                            -- the envelope as received (NULL: recorded before schema 3)
     PRIMARY KEY (topic, cursor)
 );
+CREATE TABLE IF NOT EXISTS attachments (     -- files of attachment messages (issue 12; bridge/engine/attachments.py)
+    id         TEXT PRIMARY KEY,             -- "<message_id>-<index>"
+    message_id TEXT,
+    idx        INTEGER,
+    name       TEXT,
+    size       INTEGER,
+    mime       TEXT,
+    sha256     TEXT,                         -- hex, of the plaintext
+    url        TEXT,
+    key        BLOB,                         -- sealed with the storage key
+    nonce      BLOB,
+    digest     BLOB,
+    state      TEXT CHECK (state IN ('local','pending','downloading','done','failed','refused')),
+    path       TEXT,                         -- the plaintext file under <home>/attachments/, once there
+    thumb      BLOB,                         -- JPEG/PNG thumbnail bytes (<= 320 px, Pillow), images only
+    error      TEXT,
+    updated_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS uploads (         -- files waiting to be sent, under <home>/uploads/
+    id         TEXT PRIMARY KEY,
+    name       TEXT,
+    size       INTEGER,
+    mime       TEXT,
+    received   INTEGER,
+    path       TEXT,
+    created_at INTEGER
+);
 """
 
 #: Peer timestamps later than this after arrival are replaced by the arrival time (bridge/engine/inbox.py).

@@ -1,0 +1,233 @@
+"""Attachments end to end (bridge/engine/attachments.py; PROTOCOL.md §6.9): two real engines, a real
+relay on loopback, real AES-256-GCM, real Pillow thumbnails.
+
+The message carrying the FileRefs goes through the real engines as a text message; the receiver's
+``attachments`` rows are written with :func:`attachments.record_incoming`, the function the receive
+path calls for an ``attachment`` content (the content codec is tested with the codec)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import socket
+import sqlite3
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bridge.engine import Engine
+from bridge.engine import attachments as A
+from tests.engines import close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
+from tests.relay_fixtures import serve_relay, unlimited_settings
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    db = tmp_path / "relay" / "relay.db"
+    db.parent.mkdir()
+    with serve_relay(db, unlimited_settings(blob_quota_bytes=12 * MiB)) as url:
+        alice = make_engine(_home(tmp_path, "alice") / "parley.db", url)
+        bob = make_engine(_home(tmp_path, "bob") / "parley.db", url)
+        events: list[tuple[str, dict[str, Any]]] = []
+        bob.listeners.append(lambda e, p: events.append((e, p)))
+        alice.listeners.append(lambda e, p: events.append((e, p)))
+        yield {"url": url, "db": db, "alice": alice, "bob": bob, "events": events, "tmp": tmp_path}
+
+
+def _home(tmp: Path, name: str) -> Path:
+    d = tmp / name
+    d.mkdir(mode=0o700)
+    return d
+
+
+def image_file(path: Path, side: int = 1300) -> Path:
+    """A ~5 MB PNG of noise (PNG cannot compress it)."""
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(path, "PNG", compress_level=0)
+    return path
+
+
+def send_with_files(alice: Engine, bob: Engine, paths: list[Path]) -> tuple[str, list[A.FileRef], list[str]]:
+    """Alice uploads the files for Bob and sends a message; Bob receives it and records its files."""
+    uploads = [alice.upload_file(p) for p in paths]
+    refs = A.prepare_uploads(alice, bob.address, uploads)
+    sent = alice.send(bob.address, "files")
+    assert sent.delivered
+    with alice.store.write() as c:
+        A.record_outgoing(c, alice, sent.message["id"], refs, uploads)
+    assert bob.sync() == 1
+    with bob.store.write() as c:
+        A.record_incoming(c, bob, sent.message["id"], refs)
+    return sent.message["id"], refs, uploads
+
+
+def test_image_round_trip_is_byte_identical_with_thumbnail(world: dict[str, Any]) -> None:
+    alice, bob, tmp = world["alice"], world["bob"], world["tmp"]
+    src = image_file(tmp / "holiday photo.png")
+    assert 4.5 * MiB < src.stat().st_size < 6 * MiB
+    mid, refs, _ = send_with_files(alice, bob, [src])
+    ref = refs[0]
+    assert ref.size == src.stat().st_size and ref.name == "holiday photo.png" and ref.mime == "image/png"
+    assert ref.sha256 == hashlib.sha256(src.read_bytes()).digest()
+    assert ref.url.startswith(world["url"] + "/v1/blobs/" + bob.installation_id + "/")
+    # the sender keeps its own copy, the upload is gone
+    assert not list((tmp / "alice" / "uploads").iterdir())
+    assert alice.store.read("SELECT state FROM attachments")[0]["state"] == "local"
+
+    aid = f"{mid}-0"
+    assert bob.store.read("SELECT state FROM attachments WHERE id = ?", (aid,))[0]["state"] == "pending"
+    res = bob.attachment_fetch(aid)
+    assert res["state"] == "done", res
+    out = Path(res["path"])
+    assert out == tmp / "bob" / "attachments" / aid
+    assert out.read_bytes() == src.read_bytes()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    thumb = Image.open(io.BytesIO(bob.store.read("SELECT thumb FROM attachments WHERE id = ?", (aid,))[0]["thumb"]))
+    assert max(thumb.size) == 320 and thumb.format == "JPEG"
+    assert A.thumbnail_data_url(bob, aid).startswith("data:image/jpeg;base64,")
+    data, eof, size = bob.attachment_read(aid, 1000, A.CHUNK_SIZE)
+    assert data == src.read_bytes()[1000 : 1000 + A.CHUNK_SIZE] and not eof and size == ref.size
+    # progress was reported both ways
+    phases = {(p["phase"], p["done"] == p["total"]) for e, p in world["events"] if e == "attachment.progress"}
+    assert {("upload", True), ("download", True)} <= phases
+    # the key is sealed in the store, never there in clear
+    raw = (tmp / "bob" / "parley.db").read_bytes() + b"".join(p.read_bytes() for p in (tmp / "bob").glob("parley.db-wal"))
+    assert ref.key not in raw
+
+
+def _flip_relay_byte(db: Path, offset: int = 12345) -> None:
+    con = sqlite3.connect(db)
+    try:
+        iid, bid, data = con.execute("SELECT iid, blob_id, data FROM blob_chunks WHERE seq = 0").fetchone()
+        data = bytearray(data)
+        data[offset] ^= 0x01
+        con.execute("UPDATE blob_chunks SET data = ? WHERE iid = ? AND blob_id = ? AND seq = 0", (bytes(data), iid, bid))
+        con.commit()
+    finally:
+        con.close()
+
+
+def test_digest_mismatch_fails_clearly_and_keeps_nothing(world: dict[str, Any]) -> None:
+    alice, bob, tmp = world["alice"], world["bob"], world["tmp"]
+    src = tmp / "report.pdf"
+    src.write_bytes(os.urandom(700_000))
+    mid, _, _ = send_with_files(alice, bob, [src])
+    _flip_relay_byte(world["db"])
+    aid = f"{mid}-0"
+    res = bob.attachment_fetch(aid)
+    assert res["state"] == "failed" and res["error"] == "digest mismatch"
+    row = bob.store.read("SELECT state, error, path FROM attachments WHERE id = ?", (aid,))[0]
+    assert (row["state"], row["error"], row["path"]) == ("failed", "digest mismatch", None)
+    assert not [p for p in (tmp / "bob" / "attachments").iterdir()]  # no file, no partial file
+    with pytest.raises(A.AttachmentError) as err:
+        bob.attachment_path(aid)
+    assert err.value.reason == "digest" and "digest mismatch" in str(err.value)
+
+
+def test_over_quota_upload_is_a_clear_error_and_the_upload_stays(world: dict[str, Any]) -> None:
+    alice, bob, tmp = world["alice"], world["bob"], world["tmp"]
+    big = tmp / "big.bin"
+    big.write_bytes(os.urandom(7 * MiB))
+    first = alice.upload_file(big)
+    A.prepare_uploads(alice, bob.address, [first])  # 7 of the 12 MiB
+    second = alice.upload_file(big)
+    with pytest.raises(A.AttachmentError) as err:
+        A.prepare_uploads(alice, bob.address, [second])
+    assert err.value.reason == "quota" and "quota" in str(err.value)
+    row = alice.store.read("SELECT received, size, path FROM uploads WHERE id = ?", (second,))[0]
+    assert row["received"] == row["size"] == 7 * MiB and Path(row["path"]).read_bytes() == big.read_bytes()
+    assert not [p for p in (tmp / "alice" / "uploads").iterdir() if p.name.startswith(".")]  # no ciphertext left behind
+
+
+class _Listener:
+    """A TCP listener that counts connections (a host on our network a hostile locator names)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.t.join(5)
+        self.sock.close()
+
+
+def test_locator_on_an_unknown_host_is_refused_without_a_request(world: dict[str, Any]) -> None:
+    alice, bob, tmp = world["alice"], world["bob"], world["tmp"]
+    src = tmp / "a.txt"
+    src.write_bytes(b"hello")
+    mid, refs, _ = send_with_files(alice, bob, [src])
+    listener = _Listener()
+    try:
+        hostile = [
+            A.FileRef(f"http://127.0.0.1:{listener.port}/v1/blobs/{'a' * 32}/{'b' * 32}", refs[0].key, refs[0].nonce,
+                      refs[0].digest, refs[0].sha256, refs[0].size, "x.txt", "text/plain"),
+            A.FileRef(f"http://169.254.169.254/v1/blobs/{'a' * 32}/{'b' * 32}", refs[0].key, refs[0].nonce,
+                      refs[0].digest, refs[0].sha256, refs[0].size, "y.txt", "text/plain"),
+            A.FileRef(f"{world['url']}/../v1/blobs/{'a' * 32}/{'b' * 32}", refs[0].key, refs[0].nonce,
+                      refs[0].digest, refs[0].sha256, refs[0].size, "z.txt", "text/plain"),
+        ]
+        other = "f" * 32
+        with bob.store.write() as c:
+            c.execute(
+                "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read) "
+                "VALUES (?, ?, ?, ?, 'x', 1, 1, 'in', 'received', 0)",
+                (other, alice.address, alice.address, bob.address),
+            )
+            A.record_incoming(c, bob, other, hostile)
+        for i in range(3):
+            res = bob.attachment_fetch(f"{other}-{i}")
+            assert res["state"] == "refused", res
+        assert "does not know" in bob.store.read("SELECT error FROM attachments WHERE id = ?", (f"{other}-0",))[0]["error"]
+        assert listener.connections == 0
+        # the downloader does not retry a refused file, and the genuine one still downloads
+        assert A.pending_ids(bob) == [f"{mid}-0"]
+        assert bob.attachment_fetch(f"{mid}-0")["state"] == "done"
+        assert listener.connections == 0
+    finally:
+        listener.close()
+
+
+def test_relay_database_holds_no_plaintext(world: dict[str, Any]) -> None:
+    alice, bob, tmp = world["alice"], world["bob"], world["tmp"]
+    marker = "PARLEY-ATTACHMENT-PLAINTEXT-MARKER-0123456789"
+    src = tmp / "secret-plans.txt"
+    src.write_text((marker + "\n") * 5000)
+    mid, _, _ = send_with_files(alice, bob, [src])
+    assert bob.attachment_fetch(f"{mid}-0")["state"] == "done"
+    db: Path = world["db"]
+    raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+    con = sqlite3.connect(db)
+    try:
+        raw += "\n".join(con.iterdump()).encode()
+        assert con.execute("SELECT COUNT(*) FROM blob_chunks").fetchone()[0] >= 1  # the ciphertext is there
+    finally:
+        con.close()
+    for needle in (marker, "secret-plans.txt"):
+        b = needle.encode()
+        for form in (b, b.hex().encode(), b.hex().upper().encode(), base64.b64encode(b)[:40], needle.encode("utf-16-le")):
+            assert form not in raw, (needle, form[:20])
