@@ -231,3 +231,106 @@ def test_relay_database_holds_no_plaintext(world: dict[str, Any]) -> None:
         b = needle.encode()
         for form in (b, b.hex().encode(), b.hex().upper().encode(), base64.b64encode(b)[:40], needle.encode("utf-16-le")):
             assert form not in raw, (needle, form[:20])
+
+
+def _api(eng: Engine, tmp: Path) -> Any:
+    from bridge.api.access import Access
+    from bridge.api.rpc import Hub, LocalApi
+    from bridge.resolve import Contacts
+
+    return LocalApi(eng, Access(eng.store), Contacts(tmp / f"contacts-{eng.installation_id}.json"), lambda: True, Hub())
+
+
+def _rpc_error(fn: Any, params: dict[str, Any]) -> tuple[int, Any]:
+    from bridge.api.rpc import RpcError
+
+    with pytest.raises(RpcError) as err:
+        fn(params)
+    return err.value.code, err.value.data
+
+
+def test_rpc_upload_in_chunks_then_read_and_thumbnail_with_peer_checks(world: dict[str, Any]) -> None:
+    alice, bob, tmp = world["alice"], world["bob"], world["tmp"]
+    a_api, b_api = _api(alice, tmp), _api(bob, tmp)
+    src = image_file(tmp / "small.png", side=700)
+    content = src.read_bytes()
+    peer = bob.address
+    # hostile parameters are refused before anything is written
+    for bad in (
+        {"peer": peer, "name": "../../etc/passwd", "size": 10, "mime": "text/plain"},
+        {"peer": peer, "name": "a\x00b", "size": 10, "mime": "text/plain"},
+        {"peer": peer, "name": "ok.txt", "size": 25 * MiB + 1, "mime": "text/plain"},
+        {"peer": peer, "name": "ok.txt", "size": -1, "mime": "text/plain"},
+        {"peer": peer, "name": "ok.txt", "size": 10, "mime": "text"},
+        {"peer": peer, "name": "ok.txt", "size": True, "mime": "text/plain"},
+    ):
+        assert _rpc_error(a_api.m_attachments_begin, bad)[0] == -32010, bad
+    assert _rpc_error(a_api.m_attachments_begin, {"peer": "0x12", "name": "a", "size": 1, "mime": "a/b"})[0] == -32602
+    assert alice.store.read("SELECT COUNT(*) AS n FROM uploads")[0]["n"] == 0
+    begun = a_api.m_attachments_begin({"peer": peer, "name": "small.png", "size": len(content), "mime": "image/png"})
+    uid, chunk = begun["upload_id"], begun["chunk_size"]
+    assert chunk == 196_608
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    assert _rpc_error(a_api.m_attachments_chunk, {"peer": peer, "upload_id": uid, "offset": 5, "data": b64(content[:10])})[0] == -32010
+    assert _rpc_error(a_api.m_attachments_chunk, {"peer": peer, "upload_id": uid, "offset": 0, "data": b64(content[: chunk + 1])})[0] == -32010
+    assert _rpc_error(a_api.m_attachments_chunk, {"peer": peer, "upload_id": uid, "offset": 0, "data": "!!!"})[0] == -32010
+    assert _rpc_error(a_api.m_attachments_chunk, {"peer": peer, "upload_id": "../" + uid, "offset": 0, "data": "AA=="})[0] == -32010
+    off = 0
+    while off < len(content):
+        off = a_api.m_attachments_chunk({"peer": peer, "upload_id": uid, "offset": off, "data": b64(content[off : off + chunk])})["received"]
+    assert off == len(content)
+    refs = A.prepare_uploads(alice, peer, [uid])
+    sent = alice.send(peer, "pic")
+    with alice.store.write() as c:
+        A.record_outgoing(c, alice, sent.message["id"], refs, [uid])
+    assert bob.sync() == 1
+    with bob.store.write() as c:
+        A.record_incoming(c, bob, sent.message["id"], refs)
+    aid = f"{sent.message['id']}-0"
+    # another conversation's peer, or a made-up id: the same "unknown" answer
+    stranger = "0x" + "12" * 20
+    for params in ({"peer": stranger, "id": aid}, {"peer": alice.address, "id": "f" * 32 + "-0"}, {"peer": alice.address, "id": aid + "/.."}):
+        assert _rpc_error(b_api.m_attachments_thumbnail, params)[0] == -32010
+        assert _rpc_error(b_api.m_attachments_read, {**params, "offset": 0, "length": 10})[0] == -32010
+    assert _rpc_error(b_api.m_attachments_read, {"peer": alice.address, "id": aid, "offset": 0, "length": chunk + 1})[0] == -32010
+    got = b""
+    while True:  # read downloads first
+        r = b_api.m_attachments_read({"peer": alice.address, "id": aid, "offset": len(got), "length": chunk})
+        got += base64.b64decode(r["data"])
+        assert r["size"] == len(content)
+        if r["eof"]:
+            break
+    assert got == content
+    assert b_api.m_attachments_thumbnail({"peer": alice.address, "id": aid})["data_url"].startswith("data:image/jpeg;base64,")
+    # cancel removes the upload and its file
+    other = a_api.m_attachments_begin({"peer": peer, "name": "x.bin", "size": 3, "mime": "application/octet-stream"})["upload_id"]
+    path = Path(alice.store.read("SELECT path FROM uploads WHERE id = ?", (other,))[0]["path"])
+    assert path.exists()
+    assert a_api.m_attachments_cancel({"peer": peer, "upload_id": other}) == {"ok": True}
+    assert not path.exists() and not alice.store.read("SELECT 1 FROM uploads WHERE id = ?", (other,))
+
+
+def test_rpc_digest_failure_is_32012_with_reason(world: dict[str, Any]) -> None:
+    alice, bob, tmp = world["alice"], world["bob"], world["tmp"]
+    src = tmp / "doc.bin"
+    src.write_bytes(os.urandom(300_000))
+    mid, _, _ = send_with_files(alice, bob, [src])
+    _flip_relay_byte(world["db"], 100)
+    code, data = _rpc_error(_api(bob, tmp).m_attachments_read, {"peer": alice.address, "id": f"{mid}-0", "offset": 0, "length": 10})
+    assert code == -32012 and data == {"reason": "digest"}
+
+
+def test_hostile_images_make_no_thumbnail_but_the_file_is_kept(tmp_path: Path) -> None:
+    # a decompression bomb: a tiny PNG declaring 30,000 x 30,000 pixels
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (30_000, 30_000)).save(bomb, "PNG", optimize=True)
+    assert bomb.stat().st_size < 2 * MiB
+    assert A.make_thumbnail(bomb, "image/png") is None
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8\xff" + os.urandom(5000))
+    assert A.make_thumbnail(junk, "image/jpeg") is None
+    # a PNG sent as image/gif is not parsed as anything else
+    png = image_file(tmp_path / "p.png", side=50)
+    assert A.make_thumbnail(png, "image/gif") is None
+    assert A.make_thumbnail(png, "image/png") is not None
+    assert A.make_thumbnail(png, "application/pdf") is None
