@@ -980,6 +980,7 @@ def main(argv: list[str] | None = None) -> None:
     import bridge.cli_config  # noqa: F401  (registers config)
     import bridge.cli_local  # noqa: F401  (registers pair, open, contacts)
     import bridge.cli_service  # noqa: F401  (registers service install)
+    import bridge.cli_attachments  # noqa: F401  (registers attachment save)
 
     try:
         try:

@@ -334,3 +334,44 @@ def test_hostile_images_make_no_thumbnail_but_the_file_is_kept(tmp_path: Path) -
     assert A.make_thumbnail(png, "image/gif") is None
     assert A.make_thumbnail(png, "image/png") is not None
     assert A.make_thumbnail(png, "application/pdf") is None
+
+
+def test_cli_attachment_save_downloads_prints_paths_and_never_overwrites(tmp_path: Path) -> None:
+    from bridge.home import Home
+    from bridge.keys import load_keyfile
+    from bridge.store import Store
+    from tests.engines import track
+    from tests.procs import PASSPHRASE, parley, start_relay
+
+    relay, url = start_relay(tmp_path / "relay.db")
+    try:
+        bob_home = tmp_path / "bob"
+        r = parley(bob_home, "init", "--relay", url)
+        assert r.returncode == 0, r.stderr
+        home = Home(bob_home)
+        bob = track(Engine(Store(home.db_file), load_keyfile(home.keys_file, PASSPHRASE), home.identity(), url))
+        alice = make_engine(_home(tmp_path, "alice") / "parley.db", url)
+        doc = tmp_path / "minutes.txt"
+        doc.write_bytes(os.urandom(3 * MiB))
+        small = tmp_path / "note"
+        small.write_bytes(b"tiny")
+        mid, _, _ = send_with_files(alice, bob, [doc, small])
+        bob.store.close()
+        out = tmp_path / "out"
+        out.mkdir()
+        r = parley(bob_home, "attachment", "save", mid, str(out))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == [str(out / "minutes.txt"), str(out / "note")]
+        assert (out / "minutes.txt").read_bytes() == doc.read_bytes() and (out / "note").read_bytes() == b"tiny"
+        assert "100%" in r.stderr  # the 3 MiB download showed progress (a line on stderr: not a terminal)
+        # again: new names, the first files untouched
+        r = parley(bob_home, "attachment", "save", f"{mid}-0", str(out))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == [str(out / "minutes (1).txt")]
+        assert (out / "minutes (1).txt").read_bytes() == doc.read_bytes() == (out / "minutes.txt").read_bytes()
+        r = parley(bob_home, "attachment", "save", "f" * 32, str(out))
+        assert r.returncode == 2 and "no attachment" in r.stderr
+        r = parley(bob_home, "attachment", "save", "../etc", str(out))
+        assert r.returncode == 2
+    finally:
+        relay.stop()
