@@ -83,7 +83,7 @@ def assert_error(a: Answer, status: int, code: str) -> None:
 
 def test_health(relay: Relay) -> None:
     a = relay.health()
-    assert (a.status, a.body) == (200, {"ok": True, "version": 1, "minor": 1})  # 1.1: relay lists
+    assert (a.status, a.body) == (200, {"ok": True, "version": 1, "minor": 2})  # 1.1: relay lists, 1.2: blobs
 
 
 def test_identity_publish_fetch_and_bucket(relay: Relay) -> None:
