@@ -375,3 +375,73 @@ def test_cli_attachment_save_downloads_prints_paths_and_never_overwrites(tmp_pat
         assert r.returncode == 2
     finally:
         relay.stop()
+
+
+def test_a_relay_sending_more_than_size_plus_16_is_cut_off(tmp_path: Path) -> None:
+    """A hostile relay answers a blob with an endless body: the download stops at size + 16 bytes."""
+    served = [0]
+
+    def endless(app: Any) -> Any:
+        def wrapped(environ: Any, start_response: Any) -> Any:
+            if environ["REQUEST_METHOD"] == "GET" and environ["PATH_INFO"].startswith("/v1/blobs/"):
+                start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+                def body() -> Iterator[bytes]:
+                    while served[0] < 200 * MiB:
+                        served[0] += 64 * 1024
+                        yield b"\0" * (64 * 1024)
+                return body()
+            return app(environ, start_response)
+        return wrapped
+
+    db = tmp_path / "relay.db"
+    with serve_relay(db, unlimited_settings(), wrap=endless) as url:
+        alice = make_engine(_home(tmp_path, "alice") / "parley.db", url)
+        bob = make_engine(_home(tmp_path, "bob") / "parley.db", url)
+        src = tmp_path / "f.bin"
+        src.write_bytes(os.urandom(100_000))
+        mid, _, _ = send_with_files(alice, bob, [src])
+        res = bob.attachment_fetch(f"{mid}-0")
+    assert res["state"] == "failed" and res["error"] == "digest mismatch"
+    assert served[0] < 20 * MiB  # stopped reading long before the relay's 200 MiB
+    assert not list((tmp_path / "bob" / "attachments").iterdir())
+
+
+def test_downloader_fetches_allowed_conversations_only_and_announces_it(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    alice, bob, tmp = world["alice"], world["bob"], world["tmp"]
+    consent_of: dict[str, str] = {}
+    fake = types.ModuleType("bridge.engine.consent")
+    fake.state = lambda store, peer: consent_of.get(peer, "allowed")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bridge.engine.consent", fake)
+    import bridge.engine
+
+    monkeypatch.setattr(bridge.engine, "consent", fake, raising=False)
+    src = tmp / "pic.gif"
+    Image.new("RGB", (640, 480), "red").save(src, "GIF")
+    consent_of[alice.address] = "requested"
+    mid, _, _ = send_with_files(alice, bob, [src])
+    aid = f"{mid}-0"
+    stop = threading.Event()
+    dl = A.Downloader(bob, stop, interval=60)
+    bob.listeners.append(dl.on_event)
+    assert dl.run_once() == 0  # a request: not downloaded
+    assert bob.store.read("SELECT state FROM attachments WHERE id = ?", (aid,))[0]["state"] == "pending"
+    consent_of[alice.address] = "allowed"  # accepted
+    t = threading.Thread(target=dl.run, daemon=True)
+    t.start()
+    try:
+        dl.on_event("consent.changed", {"peer": alice.address, "consent": "allowed"})
+        from tests.relay_fixtures import wait_until
+
+        assert wait_until(lambda: bob.store.read("SELECT state FROM attachments WHERE id = ?", (aid,))[0]["state"] == "done")
+    finally:
+        stop.set()
+        dl.wake()
+        t.join(5)
+    assert Path(bob.store.read("SELECT path FROM attachments WHERE id = ?", (aid,))[0]["path"]).read_bytes() == src.read_bytes()
+    assert any(e == "message.updated" and p.get("id") == mid for e, p in world["events"])
+    thumb = bob.store.read("SELECT thumb FROM attachments WHERE id = ?", (aid,))[0]["thumb"]
+    assert Image.open(io.BytesIO(thumb)).size == (320, 240)

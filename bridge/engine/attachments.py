@@ -73,6 +73,8 @@ _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0
 _ID = re.compile(r"[0-9a-f]{32}")
 _LOCATOR = re.compile(r"(https?://[^/?#@\s]+)/v1/blobs/([0-9a-f]{32})/([0-9a-f]{32})")
 DIGEST_MISMATCH = "digest mismatch"
+#: an upload never sent is deleted after this long (ms)
+UPLOAD_KEEP_MS = 7 * 86_400_000
 
 try:  # the core's codec (bridge/protocol/content.py) defines it; this one has the same fields
     from bridge.protocol.content import FileRef  # type: ignore[attr-defined]
@@ -328,6 +330,8 @@ def prepare_uploads(engine: Any, peer: str, upload_ids: Iterable[str]) -> list[F
         if r["received"] != r["size"]:
             raise BadInput(f"the upload of {r['name']} is incomplete ({r['received']} of {r['size']} bytes)")
     relay, iid = blob_relay(engine, peer)
+    if len(f"{relay}/v1/blobs/{iid}/{'0' * 32}") > 512 or not _LOCATOR.fullmatch(f"{relay}/v1/blobs/{iid}/{'0' * 32}"):
+        raise AttachmentError(f"the recipient's relay URL {relay[:80]} cannot carry a file locator", "relay")
     client = engine.client(relay)
     tmpdir = _private_dir(engine, "uploads")
     refs: list[FileRef] = []
@@ -690,7 +694,20 @@ class Downloader:
                 n += 1
         return n
 
+    def recover(self) -> None:
+        """At start: downloads cut off by a stop are pending again; uploads never sent for a week are dropped."""
+        with self.engine.store.write() as c:
+            c.execute("UPDATE attachments SET state = 'pending' WHERE state = 'downloading'")
+            stale = c.execute("SELECT id, path FROM uploads WHERE created_at < ?", (now_ms() - UPLOAD_KEEP_MS,)).fetchall()
+            c.execute("DELETE FROM uploads WHERE created_at < ?", (now_ms() - UPLOAD_KEEP_MS,))
+        for r in stale:
+            Path(r["path"]).unlink(missing_ok=True)
+
     def run(self) -> None:
+        try:
+            self.recover()
+        except Exception:
+            log.exception("attachment recovery failed")
         while not self.stop.is_set():
             try:
                 self.run_once()
