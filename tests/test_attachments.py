@@ -445,3 +445,33 @@ def test_downloader_fetches_allowed_conversations_only_and_announces_it(world: d
     assert any(e == "message.updated" and p.get("id") == mid for e, p in world["events"])
     thumb = bob.store.read("SELECT thumb FROM attachments WHERE id = ?", (aid,))[0]["thumb"]
     assert Image.open(io.BytesIO(thumb)).size == (320, 240)
+
+
+def test_a_25_mib_file_is_encrypted_uploaded_and_downloaded_in_bounded_memory(tmp_path: Path) -> None:
+    """The relay runs in its own process, so tracemalloc sees only the two bridges: neither holds
+    the file (or its ciphertext) whole."""
+    import tracemalloc
+
+    from tests.procs import start_relay
+
+    relay, url = start_relay(tmp_path / "relay.db")
+    try:
+        alice = make_engine(_home(tmp_path, "alice") / "parley.db", url)
+        bob = make_engine(_home(tmp_path, "bob") / "parley.db", url)
+        src = tmp_path / "big.bin"
+        with src.open("wb") as f:
+            for _ in range(25):
+                f.write(os.urandom(MiB))
+        tracemalloc.start()
+        try:
+            mid, refs, _ = send_with_files(alice, bob, [src])
+            res = bob.attachment_fetch(f"{mid}-0")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert refs[0].size == 25 * MiB == A.MAX_FILE_BYTES
+        assert res["state"] == "done"
+        assert hashlib.sha256(Path(res["path"]).read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+        assert peak < 5 * MiB, f"peak traced memory {peak} bytes for a 25 MiB file"
+    finally:
+        relay.stop()
