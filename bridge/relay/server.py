@@ -467,7 +467,6 @@ class _Relay:
                     self.storage.blob_abort(iid, blob_id)
                 except StorageError:
                     pass  # the expiry pass removes stale incomplete uploads
-        self.metrics.bytes_stored.inc(length)
         return {"id": blob_id, "size": length, "expires_at": expires}, 201
 
     def get_blob(self, iid_raw: str, blob_raw: str) -> Response:
