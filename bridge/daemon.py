@@ -163,6 +163,11 @@ class Daemon:
         self.engine.prekeys.policy = PrekeyPolicy.from_config(home.config())
         self.engine.read_receipts = lambda: bool(home.config().get("read_receipts", True))  # type: ignore[method-assign]
         self.engine.listeners.append(self._on_event)
+        # attachments (issue 12): downloads pending files of allowed conversations in the background
+        from bridge.engine.attachments import Downloader
+
+        self._downloader = Downloader(self.engine, self.stop_event)
+        self.engine.listeners.append(self._downloader.on_event)
         self.access = Access(self.store)
         self.hub = Hub()
         from bridge.api.wallet import WalletSignIn  # sign in with the browser wallet (issue 4 part 3)
@@ -251,6 +256,20 @@ class Daemon:
             except (RelayUnavailable, RelayError) as exc:
                 return jsonify({"error": {"code": "relay_unavailable", "message": str(exc)}}), 503
             return jsonify(report)
+
+        # --- attachments (issue 12): `parley attachment save` asks the daemon to download a file
+        @app.post("/v1/control/attachment-save")
+        def control_attachment_save() -> Any:
+            guard()
+            from bridge.engine import attachments
+
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+                return jsonify({"error": {"code": "bad_request", "message": "expected {id}"}}), 400
+            try:
+                return jsonify(attachments.fetch(self.engine, body["id"]))
+            except BadInput as exc:
+                return jsonify({"error": {"code": "bad_input", "message": str(exc)}}), 400
 
     def status(self) -> dict[str, Any]:
         return {
@@ -404,6 +423,7 @@ class Daemon:
             (self._outbox, "outbox"),
             (lambda: self.engine.peers.run(self.stop_event), "peers"),
             (self._prekey_check, "prekeys"),
+            (self._downloader.run, "downloads"),  # attachments (issue 12)
         ):
             t = threading.Thread(target=target, name=f"parley-{name}", daemon=True)
             t.start()
@@ -414,6 +434,7 @@ class Daemon:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self._downloader.wake()  # attachments (issue 12)
         self._registered.set()
         self.wake_outbox.set()
         with contextlib.suppress(FileNotFoundError):

@@ -14,6 +14,7 @@ ones, plus
 -32005  relay unavailable
 -32010  bad input (address, empty or oversized text, bad or unknown message id, someone else's message, emoji rules)
 -32011  wallet sign-in unavailable (data.reason: unavailable)
+-32012  attachment failed (data.reason: quota | too_large | relay | digest | unavailable)
 ======  ==========================================
 """
 
@@ -47,8 +48,10 @@ NOT_AUTHENTICATED, PAIRING_REFUSED, NOT_REGISTERED, CANNOT_RESOLVE, RELAY_UNAVAI
     -32001, -32002, -32003, -32004, -32005, -32010,
 )
 WALLET_FAILED = -32011
+ATTACHMENT_FAILED = -32012
 CLOSE_UNAUTHENTICATED = 4401
-MAX_FRAME = 256 * 1024
+#: largest client frame: an attachments.chunk of 196,608 bytes is 262,144 base64 characters plus JSON
+MAX_FRAME = 320 * 1024
 MAX_BATCH = 20
 
 
@@ -188,6 +191,7 @@ class LocalApi:
 
     def __post_init__(self) -> None:
         self.engine.listeners.append(self._on_engine_event)
+        self.engine.listeners.append(self._on_attachment_event)
 
     # --- notifications ----------------------------------------------------------
 
@@ -391,6 +395,83 @@ class LocalApi:
             raise RpcError(WALLET_FAILED, "this bridge cannot switch wallets", {"reason": "unavailable"})
         return {"url": f"{self.base_url}/signin#t={self.pages.new_link('signin')}"}
 
+    # --- attachments (issue 12; PROTOCOL.md §8.2) ------------------------------------------------
+    # Every method takes the conversation's peer; an attachment id must belong to a message of that
+    # conversation (else -32010, as for an unknown id). Failures of the file itself: -32012 with data.reason.
+
+    def _on_attachment_event(self, event: str, payload: dict[str, Any]) -> None:
+        if event == "attachment.progress":
+            self.hub.publish("attachment.progress", dict(payload))
+
+    def _attachment_of(self, p: dict[str, Any]) -> str:
+        peer = _address(p, "peer")
+        aid = p.get("id")
+        if not isinstance(aid, str) or not re.fullmatch(r"[0-9a-f]{32}-[0-9]{1,2}", aid):
+            raise RpcError(BAD_INPUT, "unknown attachment id")
+        rows = self.engine.store.read(
+            "SELECT m.peer FROM attachments a JOIN messages m ON m.id = a.message_id WHERE a.id = ?", (aid,)
+        )
+        if not rows or rows[0]["peer"] != peer:
+            raise RpcError(BAD_INPUT, "unknown attachment id")
+        return aid
+
+    @staticmethod
+    def _attachment_call(fn: Callable[[], Any]) -> Any:
+        from bridge.engine.attachments import AttachmentError
+
+        try:
+            return fn()
+        except AttachmentError as exc:
+            raise RpcError(ATTACHMENT_FAILED, str(exc), {"reason": exc.reason}) from None
+        except BadInput as exc:
+            raise RpcError(BAD_INPUT, str(exc)) from None
+
+    def m_attachments_begin(self, p: Any) -> dict[str, Any]:
+        from bridge.engine import attachments
+
+        p = _params(p, "peer", "name", "size", "mime")
+        _address(p, "peer")
+        uid = self._attachment_call(lambda: attachments.upload_begin(self.engine, p["name"], p["size"], p["mime"]))
+        return {"upload_id": uid, "chunk_size": attachments.CHUNK_SIZE}
+
+    def m_attachments_chunk(self, p: Any) -> dict[str, Any]:
+        from bridge.engine import attachments
+
+        p = _params(p, "peer", "upload_id", "offset", "data")
+        _address(p, "peer")
+        raw = p["data"]
+        if not isinstance(raw, str) or len(raw) > (attachments.CHUNK_SIZE + 2) // 3 * 4:
+            raise RpcError(BAD_INPUT, f"data must be base64 of at most {attachments.CHUNK_SIZE} bytes")
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except ValueError:
+            raise RpcError(BAD_INPUT, "data must be standard base64") from None
+        received = self._attachment_call(lambda: attachments.upload_chunk(self.engine, p["upload_id"], p["offset"], data))
+        return {"received": received}
+
+    def m_attachments_cancel(self, p: Any) -> dict[str, Any]:
+        from bridge.engine import attachments
+
+        p = _params(p, "peer", "upload_id")
+        _address(p, "peer")
+        self._attachment_call(lambda: attachments.upload_cancel(self.engine, p["upload_id"]))
+        return {"ok": True}
+
+    def m_attachments_thumbnail(self, p: Any) -> dict[str, Any]:
+        from bridge.engine import attachments
+
+        p = _params(p, "peer", "id")
+        aid = self._attachment_of(p)
+        return {"data_url": self._attachment_call(lambda: attachments.thumbnail_data_url(self.engine, aid))}
+
+    def m_attachments_read(self, p: Any) -> dict[str, Any]:
+        from bridge.engine import attachments
+
+        p = _params(p, "peer", "id", "offset", "length")
+        aid = self._attachment_of(p)
+        data, eof, size = self._attachment_call(lambda: attachments.attachment_read(self.engine, aid, p["offset"], p["length"]))
+        return {"data": base64.b64encode(data).decode("ascii"), "eof": eof, "size": size}
+
     METHODS = {
         "ping": m_ping,
         "status": m_status,
@@ -406,6 +487,12 @@ class LocalApi:
         "messages.delete": m_messages_delete,
         "typing.set": m_typing_set,
         "signin.link": m_signin_link,
+        # attachments (issue 12)
+        "attachments.begin": m_attachments_begin,
+        "attachments.chunk": m_attachments_chunk,
+        "attachments.cancel": m_attachments_cancel,
+        "attachments.thumbnail": m_attachments_thumbnail,
+        "attachments.read": m_attachments_read,
     }
 
 

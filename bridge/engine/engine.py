@@ -495,9 +495,12 @@ class Engine:
             raise BadInput("message deleted")
         return rows[0]
 
-    def queue(self, peer: str, text: str, *, reply_to: str | None = None, files: Sequence[FileRef] = ()) -> dict[str, Any]:
+    def queue(
+        self, peer: str, text: str, *, reply_to: str | None = None, files: Sequence[FileRef] = (), upload_ids: Sequence[str] = ()
+    ) -> dict[str, Any]:
         """Write an outgoing message (a text, a ``reply`` when ``reply_to``, an ``attachment`` when
         ``files``: then ``text`` is the caption) to the store and the outbox. Nothing leaves the machine yet.
+        ``upload_ids``: the uploads ``files`` were made from (their files move to ``<home>/attachments``).
 
         Raises:
             BadInput
@@ -511,7 +514,9 @@ class Engine:
         extra: list[Any] = (
             [[f.to_list() for f in files], reply_to, text] if files else [reply_to] if reply_to is not None else []
         )
-        return self._queue_content(peer, ctype, extra, None if files else text, row_text=text, reply_to=reply_to, files=files)
+        return self._queue_content(
+            peer, ctype, extra, None if files else text, row_text=text, reply_to=reply_to, files=files, upload_ids=tuple(upload_ids)
+        )
 
     def _queue_content(
         self,
@@ -523,6 +528,7 @@ class Engine:
         row_text: str | None = None,
         reply_to: str | None = None,
         files: tuple[FileRef, ...] = (),
+        upload_ids: tuple[str, ...] = (),
         apply: Callable[[sqlite3.Connection, int], None] | None = None,
     ) -> dict[str, Any]:
         """Queue a content of any type (its row in ``messages`` keeps kind, type and extras, so the outbox
@@ -550,7 +556,11 @@ class Engine:
             )
             c.execute("INSERT INTO outbox(message_id, state) VALUES (?, 'pending')", (mid,))
             consent.on_outgoing(c, self, peer)
-            if files:
+            if files and upload_ids:
+                from bridge.engine import attachments
+
+                attachments.record_outgoing(c, self, mid, list(files), upload_ids)  # the uploads' files move to attachments/
+            elif files:
                 contents.store_attachments(c, self, mid, files, "local", ts)
             if apply is not None:
                 apply(c, ts)
@@ -592,7 +602,7 @@ class Engine:
             from bridge.engine import attachments
 
             files = attachments.prepare_uploads(self, peer, uploads)
-        msg = self.queue(peer, text, reply_to=reply_to, files=files)
+        msg = self.queue(peer, text, reply_to=reply_to, files=files, upload_ids=uploads)
         # Waits for another thread delivering to this peer (the daemon's outbox loop), then finds
         # what it did: the message is sent once, and this answer says so.
         errors = self.flush_outbox(wait_for=peer)
@@ -1558,6 +1568,43 @@ class Engine:
     def messages(self, peer: str) -> list[dict[str, Any]]:
         """A conversation in the store's own order (arrival; never a peer's clock)."""
         return messages_of(self.store, identity.checksum_address(peer))
+
+    # --- attachments (issue 12) --- thin methods over bridge/engine/attachments.py
+
+    def upload_begin(self, name: str, size: int, mime: str) -> str:
+        from bridge.engine import attachments
+
+        return attachments.upload_begin(self, name, size, mime)
+
+    def upload_chunk(self, upload_id: str, offset: int, data: bytes) -> int:
+        from bridge.engine import attachments
+
+        return attachments.upload_chunk(self, upload_id, offset, data)
+
+    def upload_cancel(self, upload_id: str) -> None:
+        from bridge.engine import attachments
+
+        attachments.upload_cancel(self, upload_id)
+
+    def upload_file(self, path: Any, progress: Callable[[int, int], None] | None = None) -> str:
+        from bridge.engine import attachments
+
+        return attachments.upload_file(self, path, progress)
+
+    def attachment_fetch(self, attachment_id: str) -> dict[str, Any]:
+        from bridge.engine import attachments
+
+        return attachments.fetch(self, attachment_id)
+
+    def attachment_path(self, attachment_id: str) -> str:
+        from bridge.engine import attachments
+
+        return attachments.attachment_path(self, attachment_id)
+
+    def attachment_read(self, attachment_id: str, offset: int, length: int) -> tuple[bytes, bool, int]:
+        from bridge.engine import attachments
+
+        return attachments.attachment_read(self, attachment_id, offset, length)
 
 
 def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:

@@ -384,6 +384,70 @@ class RelayClient:
             raise RelayUnavailable(f"relay {self.base_url} answered {method} {path} with something that is not a JSON object")
         return data
 
+    # ---- blobs (protocol 1.2, PROTOCOL.md §7 "Blobs") ---------------------------------------
+
+    def _raw(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request whose body or answer is streamed; never follows a redirect (a blob locator
+        came from a peer: a redirect could point anywhere). Errors as :meth:`_call` raises them."""
+        url = self.base_url + path
+        if not self._tls_ready and url.startswith("https://"):
+            self._session.mount("https://", ContextAdapter(_tls_context(self.base_url)))
+            self._tls_ready = True
+        try:
+            resp = self._session.request(method, url, timeout=self._timeouts, allow_redirects=False, **kwargs)
+        except requests.Timeout:
+            raise RelayUnavailable(f"relay {self.base_url} unavailable: no answer within {self._timeouts[1]:g} s") from None
+        except requests.RequestException as exc:
+            tls = describe_tls_error(exc)
+            if tls is not None:
+                raise RelayUnavailable(f"relay {self.base_url}: {tls}") from None
+            raise RelayUnavailable(f"relay {self.base_url} unavailable: {_reason(exc)}") from None
+        if resp.status_code >= 300:
+            try:
+                data = resp.json() if resp.headers.get("Content-Type", "").startswith("application/json") else None
+            except ValueError:
+                data = None
+            finally:
+                resp.close()
+            err = data.get("error") if isinstance(data, dict) else None
+            code = str(err.get("code", "error")) if isinstance(err, dict) else "error"
+            message = str(err.get("message", resp.reason)) if isinstance(err, dict) else str(resp.reason)
+            if resp.status_code >= 500:
+                raise RelayUnavailable(f"relay {self.base_url} unavailable: HTTP {resp.status_code} ({message})")
+            cls = NotFound if resp.status_code == 404 else RelayError
+            raise cls(resp.status_code, code, message)
+        return resp
+
+    def put_blob(self, installation_id: str, blob_id: str, body: Any, size: int) -> dict[str, Any]:
+        """Upload ``size`` bytes read from the file object ``body`` (streamed). Returns ``{id, size, expires_at}``.
+
+        Raises:
+            RelayError: 409 exists, 413 too_large, 429 blob_quota / rate_limited; NotFound: unknown installation.
+            RelayUnavailable
+        """
+        resp = self._raw(
+            "PUT", f"/v1/blobs/{installation_id}/{blob_id}", data=body,
+            headers={"Content-Length": str(int(size)), "Content-Type": "application/octet-stream"},
+        )
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        finally:
+            resp.close()
+        if not isinstance(data, dict):
+            raise self._bad("the blob upload's answer is not a JSON object")
+        return data
+
+    def get_blob(self, installation_id: str, blob_id: str) -> requests.Response:
+        """The relay's answer for a blob, its body not read yet (``stream=True``): the caller reads
+        ``iter_content`` and closes it.
+
+        Raises:
+            NotFound: no such blob (or it expired). RelayError, RelayUnavailable
+        """
+        return self._raw("GET", f"/v1/blobs/{installation_id}/{blob_id}", stream=True)
+
     def _bad(self, what: str) -> RelayUnavailable:
         return RelayUnavailable(f"relay {self.base_url} sent a malformed answer: {what}")
 

@@ -47,6 +47,8 @@ from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
 from bridge.relay.storage import (
+    BlobExists,
+    BlobQuota,
     ClaimedPrekeys,
     Envelope,
     IdentityEntry,
@@ -195,6 +197,30 @@ CREATE TABLE IF NOT EXISTS relay_lists (
 CREATE INDEX IF NOT EXISTS relay_lists_address ON relay_lists (address);
 """,
     ),
+    (
+        5,
+        # blobs (protocol 1.2): attachment ciphertexts in 256 KiB chunk rows, with a TTL
+        """
+CREATE TABLE IF NOT EXISTS blobs (
+    iid        TEXT     NOT NULL,
+    blob_id    TEXT     NOT NULL,
+    size       BIGINT   NOT NULL,
+    complete   BOOLEAN  NOT NULL DEFAULT FALSE,
+    created_at BIGINT   NOT NULL,
+    expires_at BIGINT   NOT NULL,
+    PRIMARY KEY (iid, blob_id)
+);
+CREATE INDEX IF NOT EXISTS blobs_expires ON blobs (expires_at);
+CREATE INDEX IF NOT EXISTS blobs_created ON blobs (complete, created_at);
+CREATE TABLE IF NOT EXISTS blob_chunks (
+    iid     TEXT    NOT NULL,
+    blob_id TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    data    BYTEA   NOT NULL,
+    PRIMARY KEY (iid, blob_id, seq)
+);
+""",
+    ),
 )
 
 #: The newest schema version this code knows.
@@ -212,6 +238,8 @@ _TABLES = (
     "iid_bindings",
     "topic_usage",
     "relay_lists",
+    "blobs",
+    "blob_chunks",
 )
 
 
@@ -817,6 +845,97 @@ class PostgresStorage(Storage):
                 self._latest.clear()
                 self._generation += 1
                 self._wake_all()
+        return total
+
+    # ---- blobs ----------------------------------------------------------------------------
+
+    def blob_begin(self, installation_id: str, blob_id: str, size: int, *, now: int, expires_at: int, quota: int) -> None:
+        with self._tx() as conn:
+            # one reservation at a time per inbox, across nodes: the quota check and the insert are atomic
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("blobs:" + installation_id,))
+            if conn.execute("SELECT 1 FROM blobs WHERE iid = %s AND blob_id = %s", (installation_id, blob_id)).fetchone():
+                raise BlobExists(f"blob {blob_id} exists")
+            row = conn.execute("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE iid = %s", (installation_id,)).fetchone()
+            used = int(row[0]) if row else 0
+            if used + int(size) > quota:
+                raise BlobQuota(f"the inbox's blobs use {used} bytes; {size} more exceed the quota of {quota}")
+            conn.execute(
+                "INSERT INTO blobs (iid, blob_id, size, complete, created_at, expires_at) VALUES (%s, %s, %s, FALSE, %s, %s)",
+                (installation_id, blob_id, int(size), int(now), int(expires_at)),
+            )
+
+    def blob_put_chunk(self, installation_id: str, blob_id: str, seq: int, data: bytes) -> None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT complete FROM blobs WHERE iid = %s AND blob_id = %s FOR SHARE", (installation_id, blob_id)
+            ).fetchone()
+            if row is None or row[0]:
+                raise StorageError("no upload in progress for this blob")
+            conn.execute(
+                "INSERT INTO blob_chunks (iid, blob_id, seq, data) VALUES (%s, %s, %s, %s)",
+                (installation_id, blob_id, int(seq), bytes(data)),
+            )
+
+    def blob_commit(self, installation_id: str, blob_id: str) -> int:
+        ok = False
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT size, complete FROM blobs WHERE iid = %s AND blob_id = %s FOR UPDATE", (installation_id, blob_id)
+            ).fetchone()
+            if row is None or row[1]:
+                raise StorageError("no upload in progress for this blob")
+            got = conn.execute(
+                "SELECT COALESCE(SUM(octet_length(data)), 0) FROM blob_chunks WHERE iid = %s AND blob_id = %s",
+                (installation_id, blob_id),
+            ).fetchone()
+            stored = int(got[0]) if got else 0
+            if stored != int(row[0]):
+                conn.execute("DELETE FROM blob_chunks WHERE iid = %s AND blob_id = %s", (installation_id, blob_id))
+                conn.execute("DELETE FROM blobs WHERE iid = %s AND blob_id = %s", (installation_id, blob_id))
+            else:
+                conn.execute("UPDATE blobs SET complete = TRUE WHERE iid = %s AND blob_id = %s", (installation_id, blob_id))
+                ok = True
+        if not ok:
+            raise StorageError(f"blob {blob_id}: {stored} bytes stored, {int(row[0])} declared")
+        return int(row[0])
+
+    def blob_abort(self, installation_id: str, blob_id: str) -> None:
+        with self._tx() as conn:
+            if conn.execute(
+                "DELETE FROM blobs WHERE iid = %s AND blob_id = %s AND NOT complete RETURNING 1", (installation_id, blob_id)
+            ).fetchone():
+                conn.execute("DELETE FROM blob_chunks WHERE iid = %s AND blob_id = %s", (installation_id, blob_id))
+
+    def blob_info(self, installation_id: str, blob_id: str, now: int) -> tuple[int, int] | None:
+        rows = self._rows(
+            "SELECT size, expires_at FROM blobs WHERE iid = %s AND blob_id = %s AND complete AND expires_at > %s",
+            (installation_id, blob_id, int(now)),
+        )
+        return None if not rows else (int(rows[0][0]), int(rows[0][1]))
+
+    def blob_chunk(self, installation_id: str, blob_id: str, seq: int) -> bytes | None:
+        rows = self._rows(
+            "SELECT data FROM blob_chunks WHERE iid = %s AND blob_id = %s AND seq = %s", (installation_id, blob_id, int(seq))
+        )
+        return None if not rows else bytes(rows[0][0])
+
+    def blob_usage(self, installation_id: str) -> int:
+        return int(self._rows("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE iid = %s", (installation_id,))[0][0])
+
+    def expire_blobs(self, now: int, *, stale_before: int) -> int:
+        total = 0
+        while not self._closed:
+            rows = self._rows(
+                "SELECT iid, blob_id FROM blobs WHERE expires_at <= %s OR (NOT complete AND created_at < %s) LIMIT 50",
+                (int(now), int(stale_before)),
+            )
+            if not rows:
+                break
+            for iid, blob_id in rows:
+                with self._tx() as conn:
+                    conn.execute("DELETE FROM blob_chunks WHERE iid = %s AND blob_id = %s", (iid, blob_id))
+                    conn.execute("DELETE FROM blobs WHERE iid = %s AND blob_id = %s", (iid, blob_id))
+                total += 1
         return total
 
     # ---- auth -----------------------------------------------------------------------------

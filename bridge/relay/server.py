@@ -59,8 +59,9 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
-#: The 1.x revision served (GET /v1/health "minor"): 1 adds relay lists (PUT /v1/relay-list/<iid>).
-PROTOCOL_MINOR = 1
+#: The 1.x revision served (GET /v1/health "minor"): 1 adds relay lists (PUT /v1/relay-list/<iid>),
+#: 2 adds the blob store (PUT/GET /v1/blobs/<iid>/<blob_id>).
+PROTOCOL_MINOR = 2
 MiB = 1024 * 1024
 _MAX_JSON_CONTAINERS = 16
 
@@ -140,6 +141,12 @@ class RelaySettings:
     idle_timeout: float = field(default_factory=lambda: _env_float("PARLEY_RELAY_IDLE_TIMEOUT", 30.0))
     #: concurrent connections served; more wait in the listen backlog [env PARLEY_RELAY_MAX_CONNECTIONS]
     max_connections: int = field(default_factory=lambda: _env_int("PARLEY_RELAY_MAX_CONNECTIONS", 20_000))
+    #: blob store (protocol 1.2, PUT/GET /v1/blobs/<iid>/<blob_id>): the largest blob (a 25 MiB
+    #: attachment's ciphertext and GCM tag; 413 too_large), the bytes one inbox's blobs may hold
+    #: (429 blob_quota), and how long a blob is kept (None: retention_days)
+    blob_max_bytes: int = 25 * MiB + 16
+    blob_quota_bytes: int = 256 * MiB
+    blob_ttl_days: float | None = None
     clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Checks statement signatures (bridge.identity.Verifier). None: from PARLEY_ETH_RPC_URL,
     #: PARLEY_OP_RPC_URL and PARLEY_LENS_CHAIN_RPC_URL; with none set, EOA signatures only.
@@ -396,6 +403,99 @@ class _Relay:
 
     def now(self) -> int:
         return int(self.s.clock())
+
+    # -- blobs (protocol 1.2) --
+
+    @staticmethod
+    def blob_id_param(value: str) -> str:
+        if not is_installation_id(value):  # the same shape: 32 lowercase hex digits
+            raise ApiError(400, "bad_request", "blob id must be 32 lowercase hex digits")
+        return value
+
+    def put_blob(self, iid_raw: str, blob_raw: str) -> tuple[dict[str, Any], int]:
+        """Store one blob, streamed in BLOB_CHUNK rows (PROTOCOL.md §7 "Blobs")."""
+        from bridge.relay.storage import BLOB_CHUNK, BlobExists, BlobQuota
+
+        length = request.content_length
+        te = request.headers.get("Transfer-Encoding", "")
+        if te or length is None:
+            # a chunked body has no size to check against the quota before reading it
+            raise ApiError(411, "length_required", "a blob upload needs Content-Length (no chunked body)")
+        if length > self.s.blob_max_bytes:
+            raise ApiError(413, "too_large", f"a blob is at most {self.s.blob_max_bytes} bytes")
+        # every refusal is answered before a body byte is read (the server then drops the
+        # connection after draining what the client keeps sending)
+        self.limit(self.publish_limit)
+        iid = self.iid_param(iid_raw)
+        blob_id = self.blob_id_param(blob_raw)
+        if length == 0:
+            raise ApiError(400, "bad_request", "the blob is empty")
+        if self.storage.installation(iid) is None:
+            raise ApiError(404, "unknown_installation", "no active installation has this inbox")
+        if not self.inbox_limit.take("parley.v1.inbox." + iid):
+            raise ApiError(429, "inbox_rate_limited", "too many uploads for this inbox right now; try again later")
+        now = self.now()
+        ttl = self.s.blob_ttl_days if self.s.blob_ttl_days is not None else self.s.retention_days
+        expires = now + int(ttl * 86400)
+        try:
+            self.storage.blob_begin(iid, blob_id, length, now=now, expires_at=expires, quota=self.s.blob_quota_bytes)
+        except BlobExists:
+            raise ApiError(409, "exists", "a blob with this id is already stored for this inbox") from None
+        except BlobQuota:
+            raise ApiError(429, "blob_quota", "this inbox's blob store is full; try again later") from None
+        stream = request.environ["wsgi.input"]  # the raw input: request.stream would apply max_content_length
+        committed = False
+        try:
+            got = 0
+            seq = 0
+            buf = bytearray()
+            while got < length:
+                piece = stream.read(min(64 * 1024, length - got, BLOB_CHUNK - len(buf)))
+                if not piece:
+                    raise ApiError(400, "bad_request", "the body ended before Content-Length bytes")
+                got += len(piece)
+                buf += piece
+                if len(buf) >= BLOB_CHUNK or got == length:
+                    self.storage.blob_put_chunk(iid, blob_id, seq, bytes(buf))
+                    seq += 1
+                    buf = bytearray()
+            self.storage.blob_commit(iid, blob_id)
+            committed = True
+        finally:
+            if not committed:
+                try:
+                    self.storage.blob_abort(iid, blob_id)
+                except StorageError:
+                    pass  # the expiry pass removes stale incomplete uploads
+        return {"id": blob_id, "size": length, "expires_at": expires}, 201
+
+    def get_blob(self, iid_raw: str, blob_raw: str) -> Response:
+        self.limit(self.publish_limit)
+        iid = self.iid_param(iid_raw)
+        blob_id = self.blob_id_param(blob_raw)
+        self.no_body()
+        info = self.storage.blob_info(iid, blob_id, self.now())
+        if info is None:
+            raise ApiError(404, "not_found", "no such blob (never stored, or expired)")
+        size = info[0]
+        storage = self.storage
+
+        def chunks() -> Any:
+            sent = 0
+            seq = 0
+            while sent < size:
+                data = storage.blob_chunk(iid, blob_id, seq)
+                if data is None:  # deleted meanwhile: the client sees a short body
+                    return
+                data = data[: size - sent]
+                sent += len(data)
+                seq += 1
+                yield data
+
+        resp = Response(chunks(), status=200, mimetype="application/octet-stream", direct_passthrough=True)
+        resp.headers["Content-Length"] = str(size)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     # -- identity --
 
@@ -785,6 +885,8 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
     @bp.before_request
     def _limit_body() -> None:
         request.max_content_length = relay.s.max_body
+        if request.path.startswith("/v1/blobs/") and request.method == "PUT":
+            request.max_content_length = None  # put_blob checks Content-Length itself (413 too_large)
         if host_check is not None:
             # the relay embedded in a bridge serves local bridges only: no web page (a browser
             # always sends Origin on cross-origin POSTs and WebSockets), no DNS-rebound host name
@@ -863,6 +965,15 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
     @bp.get("/v1/envelopes/<path:topic>")
     def envelopes_get(topic: str) -> Any:
         return jsonify(relay.fetch(topic))
+
+    @bp.put("/v1/blobs/<iid>/<blob_id>")
+    def blob_put(iid: str, blob_id: str) -> Any:
+        body, status = relay.put_blob(iid, blob_id)
+        return jsonify(body), status
+
+    @bp.get("/v1/blobs/<iid>/<blob_id>")
+    def blob_get(iid: str, blob_id: str) -> Any:
+        return relay.get_blob(iid, blob_id)
 
     @sock.route("/v1/subscribe", bp=bp)
     def subscribe(ws: Any) -> None:
@@ -1006,11 +1117,15 @@ class RetentionThread(threading.Thread):
         self._stop_event = threading.Event()
         self.passes = 0
         self.deleted = 0
+        self.blobs_deleted = 0
 
     def run_once(self) -> int:
-        """One expiry pass; returns how many envelopes were deleted."""
-        before = int(self.settings.clock() - self.settings.retention_days * 86400)
+        """One expiry pass (envelopes past retention; blobs past their TTL and uploads cut off more
+        than an hour ago); returns how many envelopes were deleted."""
+        now = self.settings.clock()
+        before = int(now - self.settings.retention_days * 86400)
         n = self.storage.expire(before)
+        self.blobs_deleted += self.storage.expire_blobs(int(now), stale_before=int(now) - 3600)
         self.deleted += n
         self.passes += 1
         return n

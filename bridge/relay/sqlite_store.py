@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 from bridge.relay.storage import (
+    BlobExists,
+    BlobQuota,
     ClaimedPrekeys,
     Envelope,
     IdentityEntry,
@@ -154,6 +156,28 @@ CREATE TABLE IF NOT EXISTS relay_lists (
 CREATE INDEX IF NOT EXISTS relay_lists_address ON relay_lists (address);
 """
 
+# Blobs (protocol 1.2): additive like the relay lists, created if missing at every open.
+_BLOB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (
+    iid        TEXT    NOT NULL,
+    blob_id    TEXT    NOT NULL,
+    size       INTEGER NOT NULL,
+    complete   INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (iid, blob_id)
+);
+CREATE INDEX IF NOT EXISTS blobs_expires ON blobs (expires_at);
+CREATE INDEX IF NOT EXISTS blobs_created ON blobs (complete, created_at);
+CREATE TABLE IF NOT EXISTS blob_chunks (
+    iid     TEXT    NOT NULL,
+    blob_id TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    data    BLOB    NOT NULL,
+    PRIMARY KEY (iid, blob_id, seq)
+);
+"""
+
 _TABLES = (
     "identity",
     "installations",
@@ -166,6 +190,8 @@ _TABLES = (
     "iid_bindings",
     "topic_usage",
     "relay_lists",
+    "blobs",
+    "blob_chunks",
 )
 
 
@@ -228,6 +254,11 @@ class SQLiteStorage(Storage):
                     conn.executescript(_RELAY_LIST_SCHEMA)
                 except sqlite3.OperationalError:
                     pass  # a read-only database: relay-list requests answer 503, everything else works
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blob_chunks'").fetchone() is None:
+                try:
+                    conn.executescript(_BLOB_SCHEMA)
+                except sqlite3.OperationalError:
+                    pass  # a read-only database: blob requests answer 503, everything else works
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc) from None
@@ -635,6 +666,90 @@ class SQLiteStorage(Storage):
         if total:
             with self._cond:  # a remembered latest cursor may name a deleted envelope
                 self._latest.clear()
+        return total
+
+    # ---- blobs ----------------------------------------------------------------------------
+
+    def blob_begin(self, installation_id: str, blob_id: str, size: int, *, now: int, expires_at: int, quota: int) -> None:
+        with self._tx() as conn:  # BEGIN IMMEDIATE: quota check and reservation are atomic
+            if conn.execute("SELECT 1 FROM blobs WHERE iid = ? AND blob_id = ?", (installation_id, blob_id)).fetchone():
+                raise BlobExists(f"blob {blob_id} exists")
+            used = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE iid = ?", (installation_id,)).fetchone()[0])
+            if used + int(size) > quota:
+                raise BlobQuota(f"the inbox's blobs use {used} bytes; {size} more exceed the quota of {quota}")
+            conn.execute(
+                "INSERT INTO blobs (iid, blob_id, size, complete, created_at, expires_at) VALUES (?, ?, ?, 0, ?, ?)",
+                (installation_id, blob_id, int(size), int(now), int(expires_at)),
+            )
+
+    def blob_put_chunk(self, installation_id: str, blob_id: str, seq: int, data: bytes) -> None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT complete FROM blobs WHERE iid = ? AND blob_id = ?", (installation_id, blob_id)).fetchone()
+            if row is None or int(row[0]):
+                raise StorageError("no upload in progress for this blob")
+            conn.execute(
+                "INSERT INTO blob_chunks (iid, blob_id, seq, data) VALUES (?, ?, ?, ?)", (installation_id, blob_id, int(seq), bytes(data))
+            )
+
+    def blob_commit(self, installation_id: str, blob_id: str) -> int:
+        with self._tx() as conn:
+            row = conn.execute("SELECT size, complete FROM blobs WHERE iid = ? AND blob_id = ?", (installation_id, blob_id)).fetchone()
+            if row is None or int(row[1]):
+                raise StorageError("no upload in progress for this blob")
+            stored = int(
+                conn.execute(
+                    "SELECT COALESCE(SUM(LENGTH(data)), 0) FROM blob_chunks WHERE iid = ? AND blob_id = ?", (installation_id, blob_id)
+                ).fetchone()[0]
+            )
+            if stored != int(row[0]):
+                conn.execute("DELETE FROM blob_chunks WHERE iid = ? AND blob_id = ?", (installation_id, blob_id))
+                conn.execute("DELETE FROM blobs WHERE iid = ? AND blob_id = ?", (installation_id, blob_id))
+                ok = False
+            else:
+                conn.execute("UPDATE blobs SET complete = 1 WHERE iid = ? AND blob_id = ?", (installation_id, blob_id))
+                ok = True
+        if not ok:
+            raise StorageError(f"blob {blob_id}: {stored} bytes stored, {int(row[0])} declared")
+        return int(row[0])
+
+    def blob_abort(self, installation_id: str, blob_id: str) -> None:
+        with self._tx() as conn:
+            if conn.execute(
+                "DELETE FROM blobs WHERE iid = ? AND blob_id = ? AND complete = 0 RETURNING 1", (installation_id, blob_id)
+            ).fetchone():
+                conn.execute("DELETE FROM blob_chunks WHERE iid = ? AND blob_id = ?", (installation_id, blob_id))
+
+    def blob_info(self, installation_id: str, blob_id: str, now: int) -> tuple[int, int] | None:
+        rows = self._read(
+            "SELECT size, expires_at FROM blobs WHERE iid = ? AND blob_id = ? AND complete = 1 AND expires_at > ?",
+            (installation_id, blob_id, int(now)),
+        )
+        return None if not rows else (int(rows[0][0]), int(rows[0][1]))  # type: ignore[call-overload]
+
+    def blob_chunk(self, installation_id: str, blob_id: str, seq: int) -> bytes | None:
+        rows = self._read(
+            "SELECT data FROM blob_chunks WHERE iid = ? AND blob_id = ? AND seq = ?", (installation_id, blob_id, int(seq))
+        )
+        return None if not rows else bytes(rows[0][0])  # type: ignore[arg-type]
+
+    def blob_usage(self, installation_id: str) -> int:
+        return int(self._read("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE iid = ?", (installation_id,))[0][0])  # type: ignore[call-overload]
+
+    def expire_blobs(self, now: int, *, stale_before: int) -> int:
+        total = 0
+        while not self._closed:
+            rows = self._read(
+                "SELECT iid, blob_id FROM blobs WHERE expires_at <= ? OR (complete = 0 AND created_at < ?) LIMIT 50",
+                (int(now), int(stale_before)),
+            )
+            if not rows:
+                break
+            for iid, blob_id in rows:
+                with self._tx() as conn:
+                    conn.execute("DELETE FROM blob_chunks WHERE iid = ? AND blob_id = ?", (iid, blob_id))
+                    conn.execute("DELETE FROM blobs WHERE iid = ? AND blob_id = ?", (iid, blob_id))
+                total += 1
+                self._let_writers_in()
         return total
 
     # ---- auth -----------------------------------------------------------------------------

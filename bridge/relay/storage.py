@@ -37,6 +37,9 @@ __all__ = [
     "InboxFull",
     "StaleRelayList",
     "InstallationNotActive",
+    "BlobExists",
+    "BlobQuota",
+    "BLOB_CHUNK",
     "Wakeup",
     "IdentityEntry",
     "Envelope",
@@ -98,6 +101,14 @@ def relay_list_replaces(stored: tuple[int, bytes] | None, version: int, record: 
             + (" and its bytes differ" if stored_version == version else "")
         )
     return True
+
+
+class BlobExists(StorageError):
+    """A blob with this id is already stored (or being uploaded) for this inbox."""
+
+
+class BlobQuota(StorageError):
+    """Storing the blob would exceed the inbox's blob quota."""
 
 
 class InstallationNotActive(StorageError):
@@ -397,6 +408,52 @@ class Storage(abc.ABC):
         Deletes in small batches, each its own short transaction, so publishes are not blocked.
         """
 
+    # ---- blobs (protocol 1.2, docs/PROTOCOL.md §7 "Blobs") -----------------------------------
+    # A blob is a row of ``blobs`` (size, expiry, complete flag) and its bytes in ``blob_chunks``
+    # rows of at most BLOB_CHUNK bytes, so neither the relay nor the database ever holds a whole
+    # blob in one value. An upload reserves its declared size against the inbox's quota first
+    # (``blob_begin``), appends chunks (each its own short transaction), then ``blob_commit``; an
+    # incomplete blob is never served, and ``blob_abort`` (or the expiry pass) removes it.
+
+    @abc.abstractmethod
+    def blob_begin(self, installation_id: str, blob_id: str, size: int, *, now: int, expires_at: int, quota: int) -> None:
+        """Reserve ``size`` bytes for a new, incomplete blob.
+
+        Raises:
+            BlobExists: the id is already stored or being uploaded for this inbox.
+            BlobQuota: the inbox's blobs (complete or not) plus ``size`` would exceed ``quota``.
+        """
+
+    @abc.abstractmethod
+    def blob_put_chunk(self, installation_id: str, blob_id: str, seq: int, data: bytes) -> None:
+        """Store chunk ``seq`` (0, 1, …) of an incomplete blob."""
+
+    @abc.abstractmethod
+    def blob_commit(self, installation_id: str, blob_id: str) -> int:
+        """Mark the blob complete; returns its size. Raises StorageError when the stored chunks do
+        not add up to the reserved size (nothing is then kept)."""
+
+    @abc.abstractmethod
+    def blob_abort(self, installation_id: str, blob_id: str) -> None:
+        """Delete an incomplete blob and its chunks (no-op for unknown or complete blobs)."""
+
+    @abc.abstractmethod
+    def blob_info(self, installation_id: str, blob_id: str, now: int) -> tuple[int, int] | None:
+        """``(size, expires_at)`` of a complete, unexpired blob; ``None`` otherwise."""
+
+    @abc.abstractmethod
+    def blob_chunk(self, installation_id: str, blob_id: str, seq: int) -> bytes | None:
+        """Chunk ``seq`` of a blob, ``None`` past its end (or when it was deleted meanwhile)."""
+
+    @abc.abstractmethod
+    def blob_usage(self, installation_id: str) -> int:
+        """Bytes reserved by this inbox's blobs (complete or being uploaded)."""
+
+    @abc.abstractmethod
+    def expire_blobs(self, now: int, *, stale_before: int) -> int:
+        """Delete blobs expired at ``now`` and incomplete ones begun before ``stale_before`` (an
+        upload cut off by a crash); returns how many. Small transactions, one blob at a time."""
+
     # ---- auth (docs/PROTOCOL.md §7 "Authentication") -----------------------------------------
 
     @abc.abstractmethod
@@ -430,6 +487,10 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections; waiters return promptly."""
+
+
+#: bytes per stored blob chunk row
+BLOB_CHUNK = 256 * 1024
 
 
 def open_storage(db: str) -> Storage:

@@ -83,7 +83,7 @@ def assert_error(a: Answer, status: int, code: str) -> None:
 
 def test_health(relay: Relay) -> None:
     a = relay.health()
-    assert (a.status, a.body) == (200, {"ok": True, "version": 1, "minor": 1})  # 1.1: relay lists
+    assert (a.status, a.body) == (200, {"ok": True, "version": 1, "minor": 2})  # 1.1: relay lists, 1.2: blobs
 
 
 def test_identity_publish_fetch_and_bucket(relay: Relay) -> None:
@@ -321,6 +321,22 @@ def _upload_for_other_iid(w: World) -> Answer:
     return w.relay.upload_prekeys(w.carol.iid, w.alice.prekey_upload(issued_at=w.upload_issued_at + 10))
 
 
+def _blob_chunked(w: World) -> Answer:
+    """A blob upload without Content-Length (a chunked body): 411 (§7 Blobs)."""
+    r = w.relay.http.request("PUT", f"{w.relay.url}/v1/blobs/{w.alice.iid}/{'c' * 32}", data=iter([b"abc"]), timeout=30)
+    return Answer(r.status_code, r.json(), r.headers.get("Content-Type", ""))
+
+
+def _blob_twice(w: World) -> Answer:
+    """The same blob id uploaded twice: the second is 409 exists (the first is stored)."""
+    path = f"/v1/blobs/{w.alice.iid}/{os.urandom(16).hex()}"
+    first = w.relay.call("PUT", path, raw=b"ciphertext", content_type="application/octet-stream")
+    assert first.status == 201 and first.body["size"] == 10, first
+    got = w.relay.call("GET", path)
+    assert got.status == 200
+    return w.relay.call("PUT", path, raw=b"other", content_type="application/octet-stream")
+
+
 def _raw(method: str, path: str, raw: bytes, content_type: str | None = "application/json") -> Callable[[World], Answer]:
     return lambda w: w.relay.call(method, path.replace("IID", w.alice.iid).replace("ADDR", w.alice.address), raw=raw, content_type=content_type)
 
@@ -418,6 +434,14 @@ ERRORS: list[Any] = [
      _raw("POST", "/v1/envelopes", b'{"topic": "x", "payload": "AA=="}', "application/x-www-form-urlencoded")),
     ("bad_content_type: none", 415, "bad_content_type", _raw("POST", "/v1/auth/challenge", b'{"installation_id": "IID"}', None)),
     ("too_large: payload over 1 MiB", 413, "too_large", lambda w: w.relay.publish(w.alice.topic, bytes((1 << 20) + 1))),
+    # blobs (1.2)
+    ("length_required: a chunked blob upload", 411, "length_required", _blob_chunked),
+    ("exists: a blob id already stored", 409, "exists", _blob_twice),
+    ("unknown_installation: blob for an inactive installation", 404, "unknown_installation",
+     lambda w: w.relay.call("PUT", f"/v1/blobs/{w.bob.iid}/{'d' * 32}", raw=b"x", content_type="application/octet-stream")),
+    ("bad_request: blob id in upper case", 400, "bad_request",
+     lambda w: w.relay.call("PUT", f"/v1/blobs/{w.alice.iid}/{'D' * 32}", raw=b"x", content_type="application/octet-stream")),
+    ("not_found: unknown blob", 404, "not_found", lambda w: w.relay.call("GET", f"/v1/blobs/{w.alice.iid}/{'e' * 32}")),
 ]
 
 
@@ -445,6 +469,7 @@ def test_every_provokable_code_is_covered() -> None:
         "internal_error", "storage_error",  # faults, not inputs
         "unverifiable_signer",  # needs a smart-account statement and a relay configured with a chain endpoint
         "timeout",  # WebSocket only: test_subscribe_without_a_first_frame_times_out
+        "blob_quota",  # 256 MiB of blobs in one inbox: tests/test_relay_blobs.py (a relay with a small quota)
     }
     table = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
     codes = set()
