@@ -165,8 +165,33 @@
     "canMessage",
     "messages.list",
     "messages.send",
-    "messages.markRead"
+    "messages.markRead",
+    // issue 12 (docs/PROTOCOL.md §8.2): each about the widget's own conversation only
+    "messages.react",
+    "messages.edit",
+    "messages.delete",
+    "typing.set",
+    "consent.get",
+    "consent.set",
+    "attachments.begin",
+    "attachments.chunk",
+    "attachments.cancel",
+    "attachments.thumbnail",
+    "attachments.read"
   ]);
+  var LIMITS = Object.freeze({
+    TEXT_MAX: 1e4,
+    FILE_MAX: 25 * 1024 * 1024,
+    // 26_214_400 bytes, one file
+    CHUNK_MAX: 196608,
+    // attachments.begin's chunk_size, and attachments.read's largest length
+    CHUNK_B64_MAX: 256 * 1024,
+    // one base64 chunk string
+    EMOJI_MAX: 32,
+    FILES_MAX: 10
+  });
+  var REACTIONS = Object.freeze(["👍", "❤️", "😂", "😮", "😢", "🙏"]);
+  var CONSENT_ACTIONS = Object.freeze(["accept", "decline", "block", "unblock"]);
   var CONTENT_LAYOUT = "parley/content/layout";
   var CONTENT_FALLBACK_DISMISS = "parley/content/fallback-dismiss";
   var CONTENT_LAYOUT_QUERY = "parley/content/layout-query";
@@ -193,6 +218,17 @@
     const [text, title] = UNAVAILABLE[reason] ?? UNAVAILABLE["not-on-parley"];
     return { text, title };
   }
+  var CHAT_WORDS = Object.freeze({
+    edited: "edited",
+    tombstone: "This message was deleted",
+    unsupported: "Sent with a newer Parley: shown as its plain-text fallback",
+    typing: "typing…",
+    request: "wants to message you. They won’t know you have seen this until you reply or accept.",
+    declined: "You declined this conversation. Accept it to move it to your inbox.",
+    blocked: "You blocked this account: nothing they send reaches you.",
+    tooLarge: "is larger than 25 MB: Parley sends files up to 25 MB.",
+    dropHint: "Drop files to send them"
+  });
 
   // extension/content/core/widget.js
   var CONTAINER = '[data-parley="widget-container"]';
