@@ -82,22 +82,3 @@ export function messageLabel(state) {
   return { text, title };
 }
 
-// --- issue 12: the words of the chat's new parts (widget; the inbox page has its own copy) ----------
-
-export const CHAT_WORDS = Object.freeze({
-  edited: 'edited',
-  tombstone: 'This message was deleted',
-  unsupported: 'Sent with a newer Parley: shown as its plain-text fallback',
-  typing: 'typing…',
-  request: 'wants to message you. They won’t know you have seen this until you reply or accept.',
-  declined: 'You declined this conversation. Accept it to move it to your inbox.',
-  blocked: 'You blocked this account: nothing they send reaches you.',
-  tooLarge: 'is larger than 25 MB: Parley sends files up to 25 MB.',
-  dropHint: 'Drop files to send them',
-});
-
-/** `held` messages a requester sent beyond the limit, kept as a count only. */
-export function heldLabel(held) {
-  const n = Number.isSafeInteger(held) && held > 0 ? held : 0;
-  return n === 0 ? '' : `${n} more message${n === 1 ? '' : 's'} held until you accept`;
-}

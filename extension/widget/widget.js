@@ -17,9 +17,29 @@ import {
 } from '../common/messages.js';
 import { isPeer, normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
 import {
-  CHAT_WORDS, RESOLVE_ERROR, heldLabel, messageLabel, messageState, peerLabel, stateAdvances, unresolvedFrom,
+  RESOLVE_ERROR, messageLabel, messageState, peerLabel, stateAdvances, unresolvedFrom,
 } from '../common/labels.js';
 import { WALLET_SIGNIN, shortAddress } from '../common/wallet.js';
+
+// The words of the chat's parts from issue 12 (the inbox page has its own copy).
+
+const CHAT_WORDS = Object.freeze({
+  edited: 'edited',
+  tombstone: 'This message was deleted',
+  unsupported: 'Sent with a newer Parley: shown as its plain-text fallback',
+  typing: 'typing…',
+  request: 'wants to message you. They won’t know you have seen this until you reply or accept.',
+  declined: 'You declined this conversation. Accept it to move it to your inbox.',
+  blocked: 'You blocked this account: nothing they send reaches you.',
+  tooLarge: 'is larger than 25 MB: Parley sends files up to 25 MB.',
+  dropHint: 'Drop files to send them',
+});
+
+/** `held` messages a requester sent beyond the limit, kept as a count only. */
+function heldLabel(held) {
+  const n = Number.isSafeInteger(held) && held > 0 ? held : 0;
+  return n === 0 ? '' : `${n} more message${n === 1 ? '' : 's'} held until you accept`;
+}
 
 const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
 const list = $('messages');

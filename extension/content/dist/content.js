@@ -218,17 +218,6 @@
     const [text, title] = UNAVAILABLE[reason] ?? UNAVAILABLE["not-on-parley"];
     return { text, title };
   }
-  var CHAT_WORDS = Object.freeze({
-    edited: "edited",
-    tombstone: "This message was deleted",
-    unsupported: "Sent with a newer Parley: shown as its plain-text fallback",
-    typing: "typing…",
-    request: "wants to message you. They won’t know you have seen this until you reply or accept.",
-    declined: "You declined this conversation. Accept it to move it to your inbox.",
-    blocked: "You blocked this account: nothing they send reaches you.",
-    tooLarge: "is larger than 25 MB: Parley sends files up to 25 MB.",
-    dropHint: "Drop files to send them"
-  });
 
   // extension/content/core/widget.js
   var CONTAINER = '[data-parley="widget-container"]';
