@@ -217,7 +217,8 @@ def test_4_a_5mb_file_is_uploaded_in_chunks_and_sent(world: World, tmp_path: Pat
 def test_5_a_dropped_file_is_uploaded_too(world: World) -> None:
     w, bob, fake = world.w, world.bob, world.bridge
     data = os.urandom(300_000)
-    frame = world.page.frame_locator('iframe[data-parley="widget"]').owner.content_frame
+    handle = world.page.locator('iframe[data-parley="widget"]').element_handle()
+    frame = handle.content_frame() if handle else None
     assert frame is not None
     transfer = frame.evaluate_handle(
         """(b64) => { const bin = atob(b64); const bytes = new Uint8Array(bin.length);
