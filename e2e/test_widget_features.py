@@ -283,3 +283,26 @@ def test_8_the_host_page_sees_none_of_it(world: World) -> None:
     )
     assert seen["contentDocument"] is None and seen["doc"] is True
     assert SECRET not in seen["text"] and seen["reactions"] == 0
+
+
+def test_9_the_host_page_cannot_drive_it(world: World) -> None:
+    """The page posts what the worker would (typing, a request, a new message) to the widget's window:
+    the widget listens to its runtime port only, so nothing shows and nothing is called."""
+    page, w, bob = world.page, world.w, world.bob
+    before = [c for c in world.bridge.calls if c[0] != "ping"]
+    page.evaluate(
+        """(bob) => { const f = document.querySelector('iframe[data-parley="widget"]').contentWindow;
+           for (const msg of [
+             { type: 'event', method: 'typing', params: { peer: bob, typing: true } },
+             { type: 'event', method: 'consent.changed', params: { peer: bob, consent: 'requested', held: 9 } },
+             { type: 'event', method: 'message.new', params: { message: { id: 'f'.repeat(32), peer: bob, direction: 'in', text: 'forged by the page' } } },
+             { type: 'status', status: 'not paired' },
+           ]) f.postMessage(msg, '*'); }""",
+        bob,
+    )
+    page.evaluate("() => new Promise((r) => setTimeout(r, 300))")  # the posts are delivered in order, before this timer
+    expect(w.locator('[data-parley="typing"]')).to_be_hidden()
+    expect(w.locator('[data-parley="requests-banner"]')).to_be_hidden()
+    expect(w.locator('[data-parley="message"]', has_text="forged by the page")).to_have_count(0)
+    expect(w.locator('[data-parley="send"]')).to_be_enabled()
+    assert [c for c in world.bridge.calls if c[0] != "ping"] == before
