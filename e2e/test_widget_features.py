@@ -94,6 +94,16 @@ def test_1_request_banner_accept_and_block(world: World) -> None:
     w.locator('[data-parley="unblock"]').click()
     expect(w.locator('[data-parley="blocked-banner"]')).to_be_hidden(timeout=TIMEOUT)
     assert world.calls("consent.set")[-1] == {"peer": bob, "action": "unblock"}
+    # A request again: typing is never sent to it (it would say we read it); replying accepts it.
+    world.bridge.set_consent(bob, "requested", held=0)
+    world.bridge.notify("consent.changed", {"peer": bob, "consent": "requested"})
+    expect(banner).to_be_visible(timeout=TIMEOUT)
+    w.locator('[data-parley="composer"]').press_sequentially("ok, hello", delay=10)
+    w.locator('[data-parley="send"]').click()
+    expect(banner).to_be_hidden(timeout=TIMEOUT)
+    assert world.calls("messages.send") == [{"peer": bob, "text": "ok, hello"}]
+    assert world.calls("typing.set") == []
+    assert world.bridge.consent_of(bob)["consent"] == "allowed"
 
 
 def test_2_menu_reply_react_edit_delete(world: World) -> None:
@@ -121,7 +131,7 @@ def test_2_menu_reply_react_edit_delete(world: World) -> None:
     expect(w.locator('[data-parley="reply-preview"]')).to_contain_text("the secret plan")
     w.locator('[data-parley="composer"]').fill("my answer")
     w.locator('[data-parley="send"]').click()
-    wait_until(lambda: world.calls("messages.send"), what="send")
+    wait_until(lambda: len(world.calls("messages.send")) == 2, what="send")
     assert world.calls("messages.send")[-1] == {"peer": bob, "text": "my answer", "reply_to": first["id"]}
     mine = fake.messages[bob][-1]
     reply = world.msg(mine["id"])
@@ -145,7 +155,7 @@ def test_2_menu_reply_react_edit_delete(world: World) -> None:
     assert world.calls("messages.edit") == [{"peer": bob, "id": mine["id"], "text": "my better answer"}]
     expect(reply.locator('[data-parley="text"]')).to_have_text("my better answer", timeout=TIMEOUT)
     expect(reply.locator('[data-parley="edited-mark"]')).to_have_text("edited")
-    assert len(world.calls("messages.send")) == 1
+    assert len(world.calls("messages.send")) == 2
 
     # The receipt: Bob read it.
     mine["state"] = "read"

@@ -391,7 +391,7 @@ async function loadThumbnail(id, img) {
     } catch {
       return; // not downloaded yet: the next message.updated tries again
     }
-    thumbnails.set(id, url);
+    if (url) thumbnails.set(id, url); // none yet (still downloading): asked again on the next render
   }
   if (url) {
     img.src = url;
@@ -1085,6 +1085,7 @@ async function send(event) {
     renderStaged();
     renderMessage(message);
     updateMessage(message); // "Sending…" becomes what the bridge did: sent, or queued to retry
+    if (consent !== 'allowed') loadConsent(); // replying to a request accepts it
   } catch (error) {
     // Whatever the bridge queued before the error stays queued there: say so, not "Sending…".
     for (const item of list.querySelectorAll('[data-parley="message"][data-state="sending"]')) {
