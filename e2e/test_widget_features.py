@@ -28,6 +28,21 @@ FIVE_MB = os.urandom(5 * 1000 * 1000 + 12345)
 INCOMING = b"\x89PNG\r\n\x1a\n" + os.urandom(700_000)  # over three read chunks
 
 
+WATCH_PROGRESS = """(selector) => { const seen = []; window.__progress = seen;
+  const watch = (bar) => new MutationObserver(() => { if (!bar.hidden) seen.push([bar.value, bar.max]); })
+    .observe(bar, { attributes: true, attributeFilter: ['hidden', 'value', 'max'] });
+  for (const bar of document.querySelectorAll(selector)) watch(bar);
+  // attributes set as properties (value, max) reflect as attributes on <progress>
+}"""
+
+
+def widget_frame(page: Page) -> Any:
+    handle = page.locator('iframe[data-parley="widget"]').element_handle()
+    frame = handle.content_frame() if handle else None
+    assert frame is not None
+    return frame
+
+
 class World:
     def __init__(self, session: BrowserSession, bridge: FakeBridge, bob: str, page: Page) -> None:
         self.session, self.bridge, self.bob, self.page = session, bridge, bob, page
@@ -204,6 +219,7 @@ def test_4_a_5mb_file_is_uploaded_in_chunks_and_sent(world: World, tmp_path: Pat
     w.locator('[data-parley="file-input"]').set_input_files(str(path))
     expect(w.locator('[data-parley="attach-list"]')).to_contain_text("big photo.png")
     w.locator('[data-parley="composer"]').fill("the file")
+    widget_frame(world.page).evaluate(WATCH_PROGRESS, '[data-parley="upload-progress"]')
     w.locator('[data-parley="send"]').click()
     wait_until(lambda: any(p.get("uploads") for p in world.calls("messages.send")), timeout=60, what="send with uploads")
     begin = world.calls("attachments.begin")[-1]
@@ -222,14 +238,15 @@ def test_4_a_5mb_file_is_uploaded_in_chunks_and_sent(world: World, tmp_path: Pat
     expect(card.locator('[data-parley="attachment-name"]')).to_have_text("big photo.png")
     expect(card.locator('[data-parley="thumbnail"]')).to_be_visible(timeout=TIMEOUT)
     expect(w.locator('[data-parley="upload-progress"]')).to_be_hidden()
+    shown = widget_frame(world.page).evaluate("() => window.__progress")
+    assert shown and all(m == len(FIVE_MB) for _, m in shown), shown[:3]
+    assert 196608 in [v for v, _ in shown], "the bar moved chunk by chunk"
 
 
 def test_5_a_dropped_file_is_uploaded_too(world: World) -> None:
     w, bob, fake = world.w, world.bob, world.bridge
     data = os.urandom(300_000)
-    handle = world.page.locator('iframe[data-parley="widget"]').element_handle()
-    frame = handle.content_frame() if handle else None
-    assert frame is not None
+    frame = widget_frame(world.page)
     transfer = frame.evaluate_handle(
         """(b64) => { const bin = atob(b64); const bytes = new Uint8Array(bin.length);
            for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
@@ -269,12 +286,15 @@ def test_7_thumbnail_and_save_byte_identical(world: World) -> None:
     thumb = card.locator('[data-parley="thumbnail"]')
     expect(thumb).to_be_visible(timeout=TIMEOUT)
     assert thumb.evaluate("img => img.complete && img.naturalWidth") == 32
+    widget_frame(world.page).evaluate(WATCH_PROGRESS, f'[data-parley="message"][data-id="{incoming["id"]}"] [data-parley="progress"]')
     with world.page.expect_download(timeout=TIMEOUT) as info:
         card.locator('[data-parley="save"]').click()
     download = info.value
     assert download.suggested_filename == "holiday.png"
     saved = Path(download.path()).read_bytes()
     assert hashlib.sha256(saved).hexdigest() == hashlib.sha256(INCOMING).hexdigest()
+    shown = widget_frame(world.page).evaluate("() => window.__progress")
+    assert [v for v, _ in shown][:1] == [196608] and all(m == len(INCOMING) for _, m in shown), shown
     reads = world.calls("attachments.read")
     assert [r["offset"] for r in reads] == [0, 196608, 393216, 589824]
     assert all(r == {"peer": bob, "id": f"{incoming['id']}-0", "offset": r["offset"], "length": 196608} for r in reads)
