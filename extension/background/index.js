@@ -36,12 +36,20 @@ onNotification((method, params) => {
     const peer = normalizeAddress(message.peer);
     if (!peer) return;
     forwardEvent(method, { ...params, message }, peer);
-    if (message.direction === 'in' && !widgetOpenFor(peer)) notifyMessage(message);
+    // A request (a stranger's first messages), a declined or a blocked peer raises no notification
+    // (issue 12); a bridge from before consent sends no `consent`.
+    const consent = params.consent === undefined ? 'allowed' : params.consent;
+    if (message.direction === 'in' && consent === 'allowed' && !widgetOpenFor(peer)) notifyMessage(message);
   } else if (method === 'message.updated' && params && typeof params.message === 'object' && params.message) {
     // delivered, failed, or flagged (its sender turned out revoked): the open widget updates the message
     const message = normalizeMessageAddresses(params.message);
     const peer = normalizeAddress(message?.peer);
     if (peer) forwardEvent(method, { ...params, message }, peer);
+  } else if ((method === 'typing' || method === 'consent.changed' || method === 'attachment.progress')
+    && params && typeof params === 'object' && normalizeAddress(params.peer)) {
+    // Issue 12: only the widget showing that peer gets them (typing dots, the request banner, progress).
+    const peer = normalizeAddress(params.peer);
+    forwardEvent(method, { ...params, peer }, peer);
   } else if (method === 'identity.changed' && params && normalizeAddress(params.address)) {
     // The bridge now acts for another wallet (browser-wallet sign-in): show it everywhere.
     setSession({

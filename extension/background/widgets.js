@@ -5,7 +5,7 @@
 // (grants.js, issue 8 item 6): a widget the page framed itself stays inert.
 
 import {
-  STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_METHODS, WIDGET_POPOUT, WIDGET_PORT, WIDGET_RPC,
+  CONSENT_ACTIONS, LIMITS, STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_METHODS, WIDGET_POPOUT, WIDGET_PORT, WIDGET_RPC,
   WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress } from '../common/peer.js';
@@ -41,14 +41,77 @@ export function forwardEvent(method, params, address) {
   for (const [port, info] of ports) if (info.peer === wanted) post(port, { type: WIDGET_EVENT, method, params });
 }
 
+const HEX_ID = /^[0-9a-f]{32}$/;
+const ATTACHMENT_ID = /^[0-9a-f]{32}-[0-9]{1,2}$/;
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const MIME = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,62}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}$/i;
+const utf8Length = (text) => new TextEncoder().encode(text).length;
+
+const isId = (value) => typeof value === 'string' && HEX_ID.test(value);
+const isSize = (value, max) => Number.isSafeInteger(value) && value >= 0 && value <= max;
+
+/** Only these keys (and `peer`), every one of them checked: anything else is refused. */
+function onlyKeys(params, allowed) {
+  return Object.keys(params).every((key) => key === 'peer' || allowed.includes(key));
+}
+
+function validEmoji(emoji) {
+  // 1..32 UTF-8 bytes, no ASCII whitespace or control characters (PROTOCOL §6.7 decode rules).
+  // eslint-disable-next-line no-control-regex
+  return typeof emoji === 'string' && emoji.length > 0 && utf8Length(emoji) <= LIMITS.EMOJI_MAX && !/[\x00-\x20\x7f]/.test(emoji);
+}
+
+function validFileName(name) {
+  // eslint-disable-next-line no-control-regex
+  return typeof name === 'string' && name.length > 0 && utf8Length(name) <= 255 && !/[\x00-\x1f\x7f/\\]/.test(name);
+}
+
+function validBase64Chunk(data) {
+  return typeof data === 'string' && data.length > 0 && data.length <= LIMITS.CHUNK_B64_MAX
+    && data.length % 4 === 0 && BASE64.test(data);
+}
+
+function validSend(params) {
+  if (!onlyKeys(params, ['text', 'reply_to', 'uploads'])) return false;
+  if (typeof params.text !== 'string' || params.text.length > LIMITS.TEXT_MAX) return false;
+  if (params.reply_to !== undefined && params.reply_to !== null && !isId(params.reply_to)) return false;
+  if (params.uploads === undefined) return params.text.length > 0;
+  const { uploads } = params;
+  return Array.isArray(uploads) && uploads.length > 0 && uploads.length <= LIMITS.FILES_MAX
+    && uploads.every(isId) && new Set(uploads).size === uploads.length;
+}
+
+/** Per method: params (beyond `peer`, checked before) a widget may pass. Issue 12 methods are strict. */
+const CHECKS = {
+  'messages.list': () => true,
+  'messages.markRead': () => true,
+  'messages.send': validSend,
+  'messages.react': (p) => onlyKeys(p, ['id', 'emoji', 'remove']) && isId(p.id) && validEmoji(p.emoji)
+    && (p.remove === undefined || typeof p.remove === 'boolean'),
+  'messages.edit': (p) => onlyKeys(p, ['id', 'text']) && isId(p.id) && typeof p.text === 'string'
+    && p.text.trim().length > 0 && p.text.length <= LIMITS.TEXT_MAX,
+  'messages.delete': (p) => onlyKeys(p, ['id']) && isId(p.id),
+  'typing.set': (p) => onlyKeys(p, ['typing']) && typeof p.typing === 'boolean',
+  'consent.get': (p) => onlyKeys(p, []),
+  'consent.set': (p) => onlyKeys(p, ['action']) && CONSENT_ACTIONS.includes(p.action),
+  'attachments.begin': (p) => onlyKeys(p, ['name', 'size', 'mime']) && validFileName(p.name)
+    && isSize(p.size, LIMITS.FILE_MAX) && typeof p.mime === 'string' && p.mime.length <= 127 && MIME.test(p.mime),
+  'attachments.chunk': (p) => onlyKeys(p, ['upload_id', 'offset', 'data']) && isId(p.upload_id)
+    && isSize(p.offset, LIMITS.FILE_MAX) && validBase64Chunk(p.data),
+  'attachments.cancel': (p) => onlyKeys(p, ['upload_id']) && isId(p.upload_id),
+  'attachments.thumbnail': (p) => onlyKeys(p, ['id']) && typeof p.id === 'string' && ATTACHMENT_ID.test(p.id),
+  'attachments.read': (p) => onlyKeys(p, ['id', 'offset', 'length']) && typeof p.id === 'string' && ATTACHMENT_ID.test(p.id)
+    && isSize(p.offset, LIMITS.FILE_MAX) && Number.isSafeInteger(p.length) && p.length > 0 && p.length <= LIMITS.CHUNK_MAX,
+};
+
 function validParams(method, params, info) {
   if (!params || typeof params !== 'object' || Array.isArray(params)) return false;
   if (method === 'resolve') return isPeer(params.peer) && params.peer === info.granted;
   if (method === 'canMessage') return normalizeAddress(params.address) !== null;
-  // messages.*: only the conversation this widget showed (its hello, after resolving its own peer).
+  // Everything else: only the conversation this widget showed (its hello, after resolving its own peer).
   if (normalizeAddress(params.peer) === null || normalizeAddress(params.peer) !== info.peer) return false;
-  if (method === 'messages.send') return typeof params.text === 'string' && params.text.length > 0 && params.text.length <= 10000;
-  return true;
+  const check = CHECKS[method];
+  return check !== undefined && check(params) === true;
 }
 
 async function handleRpc(port, msg) {

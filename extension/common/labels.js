@@ -49,19 +49,20 @@ export function peerLabel(state, reason, detail) {
 
 /** Message states: a message the bridge has finished with (sent, failed) is never shown as pending again. */
 const PENDING = new Set(['sending', 'queued']);
-const FINAL = new Set(['sent', 'failed']);
+const FINAL = new Set(['sent', 'failed', 'read']);
 
 const MESSAGE_LABELS = {
   sending: ['Sending…', 'Your bridge is sending this message.'],
   queued: ['Queued — will retry', 'Not delivered yet: your bridge keeps it and retries until a relay takes it.'],
   sent: ['Sent', 'Delivered to the relay that holds their inbox.'],
   failed: ['Failed — not sent', 'Your bridge gave up on this message: none of their devices could be reached.'],
+  read: ['Read', 'Their read receipt arrived: they have read it.'],
 };
 
-/** The state of a message from the bridge (queued | sent | failed); anything else is "sent". */
+/** The state of a message from the bridge (queued | sent | failed | read); anything else is "sent". */
 export function messageState(message) {
   const state = message?.state;
-  return state === 'queued' || state === 'failed' ? state : 'sent';
+  return state === 'queued' || state === 'failed' || state === 'read' ? state : 'sent';
 }
 
 /**
@@ -71,6 +72,7 @@ export function messageState(message) {
 export function stateAdvances(current, next) {
   if (!PENDING.has(next) && !FINAL.has(next)) return false;
   if (next === 'sending') return current === undefined || current === 'sending';
+  if (current === 'read') return next === 'read'; // the peer's receipt is the last word (issue 12)
   return !(FINAL.has(current) && PENDING.has(next));
 }
 
@@ -79,3 +81,4 @@ export function messageLabel(state) {
   const [text, title] = MESSAGE_LABELS[state] ?? MESSAGE_LABELS.sent;
   return { text, title };
 }
+

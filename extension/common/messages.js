@@ -66,7 +66,26 @@ export const STATUS = Object.freeze({
 /** JSON-RPC methods a widget may call (everything else is refused by the worker). */
 export const WIDGET_METHODS = Object.freeze([
   'resolve', 'canMessage', 'messages.list', 'messages.send', 'messages.markRead',
+  // issue 12 (docs/PROTOCOL.md §8.2): each about the widget's own conversation only
+  'messages.react', 'messages.edit', 'messages.delete', 'typing.set', 'consent.get', 'consent.set',
+  'attachments.begin', 'attachments.chunk', 'attachments.cancel', 'attachments.thumbnail', 'attachments.read',
 ]);
+
+/** Limits the worker checks a widget's params against (issue 12; the bridge checks them again). */
+export const LIMITS = Object.freeze({
+  TEXT_MAX: 10000,
+  FILE_MAX: 25 * 1024 * 1024, // 26_214_400 bytes, one file
+  CHUNK_MAX: 196608, // attachments.begin's chunk_size, and attachments.read's largest length
+  CHUNK_B64_MAX: 256 * 1024, // one base64 chunk string
+  EMOJI_MAX: 32,
+  FILES_MAX: 10,
+});
+
+/** The six reactions the widget offers. */
+export const REACTIONS = Object.freeze(['👍', '❤️', '😂', '😮', '😢', '🙏']);
+
+/** Consent actions (consent.set). */
+export const CONSENT_ACTIONS = Object.freeze(['accept', 'decline', 'block', 'unblock']);
 
 // --- Layout fallback (issue 11: the DM button on the real sites) ---------------------------------
 /**

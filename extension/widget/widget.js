@@ -12,7 +12,7 @@
 // (body[data-parley-actionable] says which); every refusal is counted in body[data-parley-refused].
 
 import {
-  RECONNECT, STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_NONCE, WIDGET_POPOUT, WIDGET_PORT,
+  LIMITS, REACTIONS, RECONNECT, STATUS, WIDGET_ATTACH, WIDGET_EVENT, WIDGET_GATE, WIDGET_HELLO, WIDGET_NONCE, WIDGET_POPOUT, WIDGET_PORT,
   WIDGET_RPC, WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress, normalizeMessageAddresses } from '../common/peer.js';
@@ -20,6 +20,26 @@ import {
   RESOLVE_ERROR, messageLabel, messageState, peerLabel, stateAdvances, unresolvedFrom,
 } from '../common/labels.js';
 import { WALLET_SIGNIN, shortAddress } from '../common/wallet.js';
+
+// The words of the chat's parts from issue 12 (the inbox page has its own copy).
+
+const CHAT_WORDS = Object.freeze({
+  edited: 'edited',
+  tombstone: 'This message was deleted',
+  unsupported: 'Sent with a newer Parley: shown as its plain-text fallback',
+  typing: 'typing…',
+  request: 'wants to message you. They won’t know you have seen this until you reply or accept.',
+  declined: 'You declined this conversation. Accept it to move it to your inbox.',
+  blocked: 'You blocked this account: nothing they send reaches you.',
+  tooLarge: 'is larger than 25 MB: Parley sends files up to 25 MB.',
+  dropHint: 'Drop files to send them',
+});
+
+/** `held` messages a requester sent beyond the limit, kept as a count only. */
+function heldLabel(held) {
+  const n = Number.isSafeInteger(held) && held > 0 ? held : 0;
+  return n === 0 ? '' : `${n} more message${n === 1 ? '' : 's'} held until you accept`;
+}
 
 const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
 const list = $('messages');
@@ -117,6 +137,7 @@ function setComposerEnabled() {
   const on = loaded && canMessage && status === STATUS.CONNECTED;
   composer.disabled = !on;
   sendButton.disabled = !on;
+  $('attach').disabled = !on || editing !== null;
 }
 
 function portCall(message) {
@@ -233,6 +254,7 @@ function applyFlag(item, message) {
 }
 
 const sendingTexts = []; // texts of sends in flight: their message.new (state queued) shows "Sending…"
+const messages = new Map(); // id → the latest message dict shown (for reply, edit, re-render)
 
 function messageElement(id) {
   return [...list.querySelectorAll('[data-parley="message"]')].find((el) => el.dataset.id === id) ?? null;
@@ -243,25 +265,276 @@ function showState(item, state) {
   if (!stateAdvances(item.dataset.state, state)) return;
   item.dataset.state = state;
   const label = item.parentElement?.querySelector('[data-parley="message-state"]');
-  if (!label) return;
-  const { text, title } = messageLabel(state);
-  label.textContent = text;
-  label.title = title;
-  label.dataset.state = state;
+  if (label) {
+    const { text, title } = messageLabel(state);
+    label.textContent = text;
+    label.title = title;
+    label.dataset.state = state;
+    label.hidden = state === 'read'; // the receipt inside the message says it (issue 12)
+  }
+  showReceipt(item);
 }
 
-/** A message already shown changed: delivered, failed, or flagged. */
+/** "Read" inside an own message once the peer's receipt arrived (issue 12). */
+function showReceipt(item) {
+  const wanted = item.dataset.direction === 'out' && item.dataset.state === 'read';
+  const receipt = item.querySelector(':scope > [data-parley="receipt"]');
+  if (wanted && !receipt) {
+    const mark = el('small', 'receipt', 'Read');
+    mark.title = 'They have read it';
+    const menu = item.querySelector(':scope > [data-parley="menu"]');
+    if (menu) menu.before(mark);
+    else item.append(mark);
+  } else if (!wanted && receipt) {
+    receipt.remove();
+  }
+}
+
+function el(tag, hook, text) {
+  const node = document.createElement(tag);
+  if (hook) node.dataset.parley = hook;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const ID_RE = /^[0-9a-f]{32}$/;
+const isId = (value) => typeof value === 'string' && ID_RE.test(value);
+const ATTACHMENT_ID_RE = /^[0-9a-f]{32}-[0-9]{1,2}$/;
+const IMAGE_MIME = /^image\/(png|jpeg|gif|webp)$/;
+const THUMB_URL = /^data:image\/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}$/;
+const thumbnails = new Map(); // attachment id → data URL (or null: none)
+
+function formatSize(bytes) {
+  const n = Number(bytes);
+  if (!Number.isFinite(n) || n < 0) return '';
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+function who(addr) {
+  if (typeof addr !== 'string') return '?';
+  const lower = addr.toLowerCase();
+  if (myAddress && lower === myAddress.toLowerCase()) return 'You';
+  if (address && lower === address) return $('peer-name').textContent || shortAddress(lower);
+  return shortAddress(lower);
+}
+
+function isOwn(message) {
+  return message.direction === 'out';
+}
+
+/** The quote of the message a reply answers (peer text: textContent only). */
+function replyQuote(preview) {
+  const quote = el('blockquote', 'reply-quote');
+  if (!preview || typeof preview !== 'object') {
+    quote.textContent = 'Reply to a message not shown here';
+    return quote;
+  }
+  const author = el('strong', null, who(preview.sender));
+  const body = el('span', 'reply-quote-text', preview.deleted === true ? CHAT_WORDS.tombstone : String(preview.text ?? '').slice(0, 200));
+  quote.append(author, ': ', body);
+  if (isId(preview.id)) {
+    quote.dataset.replyTo = preview.id;
+    quote.addEventListener('click', () => messageElement(preview.id)?.scrollIntoView({ block: 'center' }));
+  }
+  return quote;
+}
+
+function attachmentCard(file) {
+  const card = el('div', 'attachment');
+  const id = typeof file.id === 'string' && ATTACHMENT_ID_RE.test(file.id) ? file.id : '';
+  card.dataset.attachmentId = id;
+  card.dataset.state = typeof file.state === 'string' ? file.state.slice(0, 16) : '';
+  const mime = typeof file.mime === 'string' ? file.mime.slice(0, 127) : 'application/octet-stream';
+  if (file.thumbnail === true && IMAGE_MIME.test(mime) && id) {
+    const img = el('img', 'thumbnail');
+    img.alt = String(file.name ?? '').slice(0, 255);
+    img.hidden = true;
+    card.append(img);
+    loadThumbnail(id, img);
+  }
+  const line = el('div', 'attachment-info');
+  line.append(el('span', 'attachment-name', String(file.name ?? 'file').slice(0, 255)), ' ', el('small', 'attachment-size', formatSize(file.size)));
+  card.append(line);
+  const progress = el('progress', 'progress');
+  progress.max = 1;
+  progress.value = 0;
+  progress.hidden = true;
+  const p = file.progress;
+  if (p && Number.isSafeInteger(p.done) && Number.isSafeInteger(p.total) && p.total > 0) {
+    progress.max = p.total;
+    progress.value = Math.min(p.done, p.total);
+    progress.hidden = p.done >= p.total;
+  }
+  card.append(progress);
+  if (card.dataset.state === 'failed' || card.dataset.state === 'refused') {
+    card.append(el('small', 'attachment-error', card.dataset.state === 'refused'
+      ? 'Not downloaded: it is on a relay Parley does not know'
+      : 'This file could not be downloaded or did not match what was sent'));
+  } else if (id) {
+    const save = el('button', 'save', 'Save');
+    save.type = 'button';
+    save.title = `Save ${String(file.name ?? 'the file').slice(0, 255)}`;
+    save.addEventListener('click', () => saveAttachment(card, id, String(file.name ?? 'file'), mime, file.size));
+    card.append(save);
+  }
+  return card;
+}
+
+async function loadThumbnail(id, img) {
+  let url = thumbnails.get(id);
+  if (url === undefined) {
+    try {
+      const result = await rpc('attachments.thumbnail', { peer: address, id });
+      url = typeof result?.data_url === 'string' && result.data_url.length < 2_000_000 && THUMB_URL.test(result.data_url) ? result.data_url : null;
+    } catch {
+      return; // not downloaded yet: the next message.updated tries again
+    }
+    if (url) thumbnails.set(id, url); // none yet (still downloading): asked again on the next render
+  }
+  if (url) {
+    img.src = url;
+    img.hidden = false;
+  }
+}
+
+/** The reaction chips: "👍 2", who reacted in the title; a click toggles our own. */
+function reactionChips(message) {
+  const box = el('div', 'reactions');
+  const reactions = message.reactions && typeof message.reactions === 'object' && !Array.isArray(message.reactions) ? message.reactions : {};
+  for (const [emoji, reactors] of Object.entries(reactions).slice(0, 50)) {
+    if (!Array.isArray(reactors) || reactors.length === 0 || typeof emoji !== 'string' || emoji.length > 32) continue;
+    const addrs = reactors.filter((a) => typeof a === 'string').map((a) => a.toLowerCase());
+    const mine = Boolean(myAddress) && addrs.includes(myAddress.toLowerCase());
+    const chip = el('button', 'reaction', `${emoji} ${addrs.length}`);
+    chip.type = 'button';
+    chip.dataset.emoji = emoji;
+    chip.dataset.mine = String(mine);
+    chip.title = addrs.map(who).join(', ');
+    chip.addEventListener('click', () => react(message.id, emoji, mine));
+    box.append(chip);
+  }
+  box.hidden = box.childElementCount === 0;
+  return box;
+}
+
+// --- the message menu (issue 12): reply, react, edit and delete (own, not deleted) -----------------
+
+function closeMenus(except = null) {
+  for (const menu of list.querySelectorAll('[data-parley="menu-panel"]')) {
+    if (menu !== except) {
+      menu.parentElement?.querySelector(':scope > [data-parley="menu"]')?.setAttribute('aria-expanded', 'false');
+      menu.remove();
+    }
+  }
+}
+
+function menuButton(hook, text, onClick) {
+  const button = el('button', hook, text);
+  button.type = 'button';
+  button.addEventListener('click', (event) => {
+    event.stopPropagation();
+    closeMenus();
+    onClick();
+  });
+  return button;
+}
+
+function openMenu(item) {
+  const open = item.querySelector(':scope > [data-parley="menu-panel"]');
+  closeMenus(open);
+  if (open) {
+    open.remove();
+    item.querySelector(':scope > [data-parley="menu"]').setAttribute('aria-expanded', 'false');
+    return;
+  }
+  const message = messages.get(item.dataset.id);
+  if (!message) return;
+  // Built when opened and removed when closed: the message's text stays only its own while closed.
+  const panel = el('div', 'menu-panel');
+  panel.setAttribute('role', 'menu');
+  panel.append(menuButton('menu-reply', 'Reply', () => startReply(message)));
+  const reactRow = el('div', 'menu-react');
+  reactRow.setAttribute('role', 'group');
+  reactRow.setAttribute('aria-label', 'React');
+  for (const emoji of REACTIONS) {
+    const mine = isMine(message, emoji);
+    const choice = menuButton('react-choice', emoji, () => react(message.id, emoji, mine));
+    choice.dataset.emoji = emoji;
+    choice.title = mine ? `Remove ${emoji}` : `React ${emoji}`;
+    reactRow.append(choice);
+  }
+  panel.append(reactRow);
+  if (isOwn(message) && message.deleted !== true) {
+    if ((message.attachments ?? []).length === 0 || String(message.text ?? '')) {
+      panel.append(menuButton('menu-edit', 'Edit', () => startEdit(message)));
+    }
+    panel.append(menuButton('menu-delete', 'Delete for everyone', () => remove(message)));
+  }
+  item.append(panel);
+  item.querySelector(':scope > [data-parley="menu"]').setAttribute('aria-expanded', 'true');
+}
+
+function isMine(message, emoji) {
+  const reactors = message.reactions?.[emoji];
+  return Array.isArray(reactors) && Boolean(myAddress) && reactors.some((a) => String(a).toLowerCase() === myAddress.toLowerCase());
+}
+
+/** Build a message's inside from its dict: quote, text or tombstone, files, marks, reactions, menu. */
+function fillMessage(item, message) {
+  messages.set(message.id, message);
+  const deleted = message.deleted === true;
+  const parts = [];
+  item.dataset.kind = typeof message.kind === 'string' ? message.kind.slice(0, 16) : 'text';
+  item.dataset.deleted = String(deleted);
+  if (!deleted && (message.reply_to || message.reply_preview)) parts.push(replyQuote(message.reply_preview));
+  if (deleted) {
+    parts.push(el('em', 'tombstone', CHAT_WORDS.tombstone));
+  } else {
+    const text = String(message.text ?? '');
+    if (text || (message.attachments ?? []).length === 0) parts.push(el('span', 'text', text));
+    for (const file of Array.isArray(message.attachments) ? message.attachments.slice(0, LIMITS.FILES_MAX) : []) {
+      if (file && typeof file === 'object') parts.push(attachmentCard(file));
+    }
+    if (message.unsupported === true) parts.push(el('small', 'unsupported', CHAT_WORDS.unsupported));
+    if (message.edited === true) parts.push(el('small', 'edited-mark', CHAT_WORDS.edited));
+  }
+  parts.push(reactionChips(message));
+  const menu = el('button', 'menu');
+  menu.type = 'button';
+  menu.setAttribute('aria-label', 'Message menu');
+  menu.setAttribute('aria-haspopup', 'menu');
+  menu.setAttribute('aria-expanded', 'false');
+  menu.title = 'Reply, react, edit or delete';
+  menu.addEventListener('click', (event) => { event.stopPropagation(); openMenu(item); });
+  parts.push(menu);
+  const flagged = item.dataset.flagged === 'true';
+  delete item.dataset.flagged;
+  item.replaceChildren(...parts);
+  if (flagged) applyFlag(item, message);
+  showReceipt(item);
+}
+
+/** A message already shown changed: delivered, failed, read, flagged, edited, deleted, reacted to. */
 function updateMessage(raw) {
   const message = normalizeMessageAddresses(raw);
   if (!message || typeof message.id !== 'string') return;
   const item = messageElement(message.id);
   if (!item) return;
+  const before = messages.get(message.id) ?? {};
+  const merged = { ...before, ...message };
+  if (JSON.stringify({ ...before, state: null, read: null }) !== JSON.stringify({ ...merged, state: null, read: null })) {
+    fillMessage(item, merged);
+  } else {
+    messages.set(message.id, merged);
+  }
   if (item.dataset.direction === 'out') showState(item, messageState(message));
   applyFlag(item, message);
 }
 
-// One row per message: the message element (text only, plus a flag) and, for an outgoing message,
-// its state label next to it.
+// One row per message: the message element (quote, text, files, marks, reactions, menu; a flag) and,
+// for an outgoing message, its state label next to it.
 function renderMessage(raw, { prepend = false } = {}) {
   const message = normalizeMessageAddresses(raw);
   if (!message || typeof message.id !== 'string' || shown.has(message.id)) return;
@@ -274,9 +547,9 @@ function renderMessage(raw, { prepend = false } = {}) {
   item.dataset.parley = 'message';
   item.dataset.direction = direction;
   item.dataset.id = message.id;
-  item.textContent = String(message.text ?? '');
   item.title = formatTime(message.sent_at);
   row.append(item);
+  fillMessage(item, message);
   if (direction === 'out') {
     const label = document.createElement('small');
     label.dataset.parley = 'message-state';
@@ -297,6 +570,312 @@ function renderMessage(raw, { prepend = false } = {}) {
     list.append(row);
     list.scrollTop = list.scrollHeight;
   }
+}
+
+// --- acting on a message (issue 12): every action only while the widget is seen (issue 8 item 6) ---
+
+/** Run `action` only when the widget may act; otherwise count the refusal and say why. */
+async function act(what, action) {
+  if (!address || status !== STATUS.CONNECTED) return null;
+  if (!canAct()) {
+    refuse();
+    showError(`Not done (${what}): the chat was hidden, covered or had only just appeared. Try again.`);
+    return null;
+  }
+  try {
+    const result = await action();
+    showError('');
+    return result;
+  } catch (error) {
+    showError(`Not done (${what}): ${String(error.message ?? error)}`);
+    return null;
+  }
+}
+
+async function react(id, emoji, remove) {
+  const result = await act('reaction', () => rpc('messages.react', { peer: address, id, emoji, ...(remove ? { remove: true } : {}) }));
+  if (result?.message) updateMessage(result.message);
+}
+
+async function remove(message) {
+  const result = await act('delete', () => rpc('messages.delete', { peer: address, id: message.id }));
+  if (result?.message) updateMessage(result.message);
+  if (editing === message.id) cancelEdit();
+}
+
+let replyTo = null; // id the next message answers
+let editing = null; // id of our own message the composer edits
+
+function startReply(message) {
+  cancelEdit();
+  replyTo = message.id;
+  const preview = $('reply-preview');
+  const text = message.deleted === true ? CHAT_WORDS.tombstone : String(message.text ?? '') || String(message.attachments?.[0]?.name ?? '');
+  $('reply-preview-text').textContent = `Replying to ${who(message.sender)}: ${text.slice(0, 120)}`;
+  preview.hidden = false;
+  composer.focus();
+}
+
+function cancelReply() {
+  replyTo = null;
+  $('reply-preview').hidden = true;
+  $('reply-preview-text').textContent = '';
+}
+
+function startEdit(message) {
+  cancelReply();
+  editing = message.id;
+  composer.value = String(message.text ?? '');
+  $('edit-preview').hidden = false;
+  setComposerEnabled();
+  composer.focus();
+}
+
+function cancelEdit() {
+  if (editing === null) return;
+  editing = null;
+  $('edit-preview').hidden = true;
+  composer.value = '';
+}
+
+// --- consent: the request banner (issue 12) -------------------------------------------------------
+
+let consent = 'allowed';
+
+function showConsent(info) {
+  if (!info || typeof info !== 'object') return;
+  const state = ['allowed', 'requested', 'declined', 'blocked'].includes(info.consent) ? info.consent : 'allowed';
+  consent = state;
+  document.body.dataset.parleyConsent = state;
+  const banner = $('requests-banner');
+  banner.hidden = !(state === 'requested' || state === 'declined');
+  banner.dataset.state = state;
+  $('request-peer').textContent = state === 'requested' ? ($('peer-name').textContent || shortAddress(address)) : '';
+  $('request-text').textContent = state === 'requested' ? CHAT_WORDS.request : CHAT_WORDS.declined;
+  $('decline').hidden = state === 'declined';
+  if (Number.isSafeInteger(info.held)) {
+    const held = $('held-count');
+    held.textContent = heldLabel(info.held);
+    held.hidden = !held.textContent;
+  }
+  $('blocked-banner').hidden = state !== 'blocked';
+  $('blocked-text').textContent = state === 'blocked' ? CHAT_WORDS.blocked : '';
+}
+
+async function loadConsent() {
+  try {
+    showConsent(await rpc('consent.get', { peer: address }));
+  } catch {
+    showConsent({ consent: 'allowed' }); // a bridge from before consent: every conversation is allowed
+  }
+}
+
+async function setConsent(action) {
+  const result = await act(action, () => rpc('consent.set', { peer: address, action }));
+  if (result) showConsent(result);
+}
+
+// --- typing (issue 12): dots while they type; ours at most every 3 s, never to a request ------------
+
+const TYPING_SHOW_MS = 6000;
+const TYPING_EVERY_MS = 3000;
+let typingTimer = null;
+let typingSentAt = 0;
+let typingOn = false;
+
+function showTyping(on) {
+  clearTimeout(typingTimer);
+  typingTimer = null;
+  const box = $('typing');
+  box.hidden = !on;
+  $('typing-text').textContent = on ? `${$('peer-name').textContent || 'They'} is ${CHAT_WORDS.typing}` : '';
+  if (on) typingTimer = setTimeout(() => showTyping(false), TYPING_SHOW_MS);
+}
+
+function setTyping(on) {
+  if (!address || status !== STATUS.CONNECTED || consent !== 'allowed' || !canAct()) return;
+  const now = Date.now();
+  if (on && typingOn && now - typingSentAt < TYPING_EVERY_MS) return;
+  if (!on && !typingOn) return;
+  typingOn = on;
+  typingSentAt = now;
+  rpc('typing.set', { peer: address, typing: on }).catch(() => {});
+}
+
+function onComposerInput() {
+  if (editing !== null) return; // an edit is not typing a new message
+  setTyping(composer.value.trim().length > 0);
+}
+
+// --- attachments (issue 12): pick or drop, upload in chunks, send; thumbnails and Save -------------
+
+let staged = []; // File objects waiting for Send
+
+function renderStaged() {
+  const box = $('attach-list');
+  box.replaceChildren(...staged.map((file, i) => {
+    const chip = el('span', 'staged-file');
+    chip.append(el('span', null, `${file.name} (${formatSize(file.size)})`));
+    const drop = el('button', 'staged-remove', '×');
+    drop.type = 'button';
+    drop.title = `Remove ${file.name}`;
+    drop.addEventListener('click', () => { staged.splice(i, 1); renderStaged(); });
+    chip.append(drop);
+    return chip;
+  }));
+  box.hidden = staged.length === 0;
+  setComposerEnabled();
+}
+
+/** Stage files for sending; a file over 25 MB is refused here, before anything is uploaded. */
+function addFiles(fileList) {
+  const files = [...(fileList ?? [])];
+  const refused = files.filter((file) => file.size > LIMITS.FILE_MAX);
+  const room = LIMITS.FILES_MAX - staged.length;
+  const ok = files.filter((file) => file.size <= LIMITS.FILE_MAX);
+  staged = staged.concat(ok.slice(0, Math.max(0, room)));
+  renderStaged();
+  if (refused.length) {
+    showError(`Not attached: ${refused.map((file) => `“${file.name}”`).join(', ')} ${CHAT_WORDS.tooLarge}`);
+  } else if (ok.length > room) {
+    showError(`At most ${LIMITS.FILES_MAX} files per message.`);
+  } else {
+    showError('');
+  }
+}
+
+/** A file's name as the bridge accepts it: 1..255 UTF-8 bytes, no slash, backslash or control character. */
+function safeName(name) {
+  // eslint-disable-next-line no-control-regex
+  let out = String(name ?? '').replace(/[\u0000-\u001f\u007f/\\]/g, '_') || 'file';
+  while (new TextEncoder().encode(out).length > 255) out = out.slice(0, -1);
+  return out;
+}
+
+function safeMime(type) {
+  return /^[a-z0-9][a-z0-9!#$&^_.+-]{0,62}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}$/i.test(type ?? '') ? type : 'application/octet-stream';
+}
+
+function toBase64(bytes) {
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+function fromBase64(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+function showUploadProgress(done, total) {
+  const bar = $('upload-progress');
+  bar.max = Math.max(total, 1);
+  bar.value = Math.min(done, total);
+  bar.hidden = total === 0 || done >= total;
+  bar.title = `Uploading: ${formatSize(done)} of ${formatSize(total)}`;
+}
+
+/** Upload every staged file to the bridge in chunks; resolves their upload ids. */
+async function uploadStaged(files) {
+  const total = files.reduce((sum, file) => sum + file.size, 0);
+  let done = 0;
+  const ids = [];
+  showUploadProgress(0, total);
+  try {
+    for (const file of files) {
+      const begun = await rpc('attachments.begin', { peer: address, name: safeName(file.name), size: file.size, mime: safeMime(file.type) });
+      const uploadId = begun?.upload_id;
+      if (!isId(uploadId)) throw new Error('the bridge refused the file');
+      ids.push(uploadId);
+      const chunk = Math.min(Number.isSafeInteger(begun.chunk_size) && begun.chunk_size > 0 ? begun.chunk_size : LIMITS.CHUNK_MAX, LIMITS.CHUNK_MAX);
+      for (let offset = 0; offset < file.size; offset += chunk) {
+        const bytes = new Uint8Array(await file.slice(offset, offset + chunk).arrayBuffer());
+        await rpc('attachments.chunk', { peer: address, upload_id: uploadId, offset, data: toBase64(bytes) });
+        done += bytes.length;
+        showUploadProgress(done, total);
+      }
+    }
+    return ids;
+  } catch (error) {
+    for (const uploadId of ids) rpc('attachments.cancel', { peer: address, upload_id: uploadId }).catch(() => {});
+    throw error;
+  } finally {
+    showUploadProgress(0, 0);
+  }
+}
+
+/** Save: read the file from the bridge in chunks, then hand it to the browser as a download. */
+async function saveAttachment(card, id, name, mime, size) {
+  const button = card.querySelector('[data-parley="save"]');
+  const progress = card.querySelector('[data-parley="progress"]');
+  if (button) button.disabled = true;
+  try {
+    const parts = [];
+    let offset = 0;
+    let total = Number.isSafeInteger(size) ? size : 0;
+    for (;;) {
+      const chunk = await rpc('attachments.read', { peer: address, id, offset, length: LIMITS.CHUNK_MAX });
+      if (typeof chunk?.data !== 'string') throw new Error('the bridge sent no data');
+      const bytes = fromBase64(chunk.data);
+      parts.push(bytes);
+      offset += bytes.length;
+      if (Number.isSafeInteger(chunk.size)) total = chunk.size;
+      progress.max = Math.max(total, 1);
+      progress.value = Math.min(offset, total);
+      progress.hidden = false;
+      if (chunk.eof === true || bytes.length === 0 || offset > LIMITS.FILE_MAX) break;
+    }
+    const url = URL.createObjectURL(new Blob(parts, { type: safeMime(mime) }));
+    const link = el('a');
+    link.href = url;
+    link.download = safeName(name);
+    link.hidden = true;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    card.dataset.saved = 'true';
+    showError('');
+  } catch (error) {
+    showError(`Not saved: ${String(error.message ?? error)}`);
+  } finally {
+    progress.hidden = true;
+    if (button) button.disabled = false;
+  }
+}
+
+function onProgress(params) {
+  if (!params || typeof params.id !== 'string') return;
+  const card = [...list.querySelectorAll('[data-parley="attachment"]')].find((c) => c.dataset.attachmentId === params.id);
+  const bar = card?.querySelector('[data-parley="progress"]');
+  if (!bar || !Number.isSafeInteger(params.done) || !Number.isSafeInteger(params.total) || params.total <= 0) return;
+  bar.max = params.total;
+  bar.value = Math.min(params.done, params.total);
+  bar.hidden = params.done >= params.total;
+  bar.dataset.phase = params.phase === 'upload' ? 'upload' : 'download';
+}
+
+function watchDrops() {
+  const hint = $('drop-hint');
+  hint.textContent = CHAT_WORDS.dropHint;
+  const hasFiles = (event) => [...(event.dataTransfer?.types ?? [])].includes('Files');
+  document.addEventListener('dragover', (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = 'copy';
+    hint.hidden = false;
+  });
+  document.addEventListener('dragleave', (event) => {
+    if (event.relatedTarget === null) hint.hidden = true;
+  });
+  document.addEventListener('drop', (event) => {
+    if (!hasFiles(event) && !(event.dataTransfer?.files?.length)) return;
+    event.preventDefault();
+    hint.hidden = true;
+    if (loaded && canMessage) addFiles(event.dataTransfer.files);
+  });
 }
 
 async function markRead() {
@@ -344,6 +923,7 @@ async function load() {
     shown.clear();
     for (const message of page.messages) renderMessage(message);
     earlier.hidden = !page.has_more;
+    await loadConsent();
     loaded = true;
     showError('');
     markRead();
@@ -393,11 +973,18 @@ function onPortMessage(msg) {
     const message = normalizeMessageAddresses(msg.params?.message);
     if (message && address && normalizeAddress(message.peer) === address) {
       renderMessage(message);
-      if (message.direction === 'in') markRead();
+      if (message.direction === 'in') {
+        showTyping(false);
+        markRead();
+      }
     }
   } else if (msg.type === WIDGET_EVENT && msg.method === 'message.updated') {
     const message = normalizeMessageAddresses(msg.params?.message);
     if (message && address && normalizeAddress(message.peer) === address) updateMessage(message);
+  } else if (msg.type === WIDGET_EVENT && address && normalizeAddress(msg.params?.peer) === address) {
+    if (msg.method === 'typing') showTyping(msg.params.typing === true);
+    else if (msg.method === 'consent.changed') showConsent(msg.params);
+    else if (msg.method === 'attachment.progress') onProgress(msg.params);
   }
 }
 
@@ -470,7 +1057,8 @@ function start() {
 async function send(event) {
   event.preventDefault();
   const text = composer.value.trim();
-  if (!text || !address || sendButton.disabled) return;
+  const files = editing === null ? staged.slice() : [];
+  if ((!text && files.length === 0) || !address || sendButton.disabled) return;
   if (!canAct()) {
     refuse();
     showError(!TOP_LEVEL && !HAS_IO_V2
@@ -478,22 +1066,52 @@ async function send(event) {
       : 'Not sent: the chat was hidden, covered or had only just appeared. Check the message and send it again.');
     return;
   }
+  if (editing !== null) {
+    await sendEdit(editing, text);
+    return;
+  }
   sendButton.disabled = true;
+  $('attach').disabled = true;
   sendingTexts.push(text);
+  typingOn = false; // sending ends typing on the bridge's side too
   try {
-    const { message } = await rpc('messages.send', { peer: address, text });
+    const params = { peer: address, text };
+    if (replyTo) params.reply_to = replyTo;
+    if (files.length) params.uploads = await uploadStaged(files);
+    const { message } = await rpc('messages.send', params);
     composer.value = '';
+    cancelReply();
+    staged = staged.filter((file) => !files.includes(file));
+    renderStaged();
     renderMessage(message);
     updateMessage(message); // "Sending…" becomes what the bridge did: sent, or queued to retry
+    if (consent !== 'allowed') loadConsent(); // replying to a request accepts it
   } catch (error) {
     // Whatever the bridge queued before the error stays queued there: say so, not "Sending…".
     for (const item of list.querySelectorAll('[data-parley="message"][data-state="sending"]')) {
-      if (item.textContent === text) showState(item, 'queued');
+      if (item.querySelector('[data-parley="text"]')?.textContent === text) showState(item, 'queued');
     }
     showError(`Not sent: ${String(error.message ?? error)}`);
   } finally {
     const left = sendingTexts.indexOf(text);
     if (left >= 0) sendingTexts.splice(left, 1);
+    setComposerEnabled();
+    composer.focus();
+  }
+}
+
+async function sendEdit(id, text) {
+  sendButton.disabled = true;
+  try {
+    const { message } = await rpc('messages.edit', { peer: address, id, text });
+    editing = null;
+    $('edit-preview').hidden = true;
+    composer.value = '';
+    if (message) updateMessage(message);
+    showError('');
+  } catch (error) {
+    showError(`Not edited: ${String(error.message ?? error)}`);
+  } finally {
     setComposerEnabled();
     composer.focus();
   }
@@ -510,6 +1128,18 @@ if (!isPeer(peer)) {
   earlier.addEventListener('click', loadEarlier);
   $('connect-wallet').addEventListener('click', openSignin);
   $('invite-copy').addEventListener('click', copyInvite);
+  composer.addEventListener('input', onComposerInput);
+  $('reply-cancel').addEventListener('click', cancelReply);
+  $('edit-cancel').addEventListener('click', () => { cancelEdit(); setComposerEnabled(); });
+  $('attach').addEventListener('click', () => $('file-input').click());
+  $('file-input').addEventListener('change', () => {
+    addFiles($('file-input').files);
+    $('file-input').value = '';
+  });
+  for (const action of ['accept', 'block', 'decline', 'unblock']) $(action).addEventListener('click', () => setConsent(action));
+  document.addEventListener('click', () => closeMenus());
+  document.addEventListener('keydown', (event) => { if (event.key === 'Escape') closeMenus(); });
+  watchDrops();
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && visibleSince !== null) visibleSince = performance.now(); // the grace again
     settle();

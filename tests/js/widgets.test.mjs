@@ -227,3 +227,100 @@ test('junk over the port is ignored; only mark read changes the unread count; re
   port.send({ type: 'reconnect' });
   await until(() => FakeWebSocket.made.length === sockets + 2, 'a new socket at once');
 });
+
+// Issue 12: the new methods, each only about the widget's own conversation and with strict params.
+test('issue 12 methods: own peer only, ids 32 lower-case hex, emoji, chunk and size limits, typing, consent', async () => {
+  const port = await liveWidget();
+  const id = 'a1'.repeat(16);
+  const att = `${id}-0`;
+  const chunk = 'QUJD'.repeat(256 * 1024 / 4); // exactly 256 KiB of base64
+  for (const method of M.WIDGET_METHODS) bridge.methods[method] = async (p) => ({ ok: true, asked: p });
+  const good = [
+    ['messages.send', { peer: ADDR, text: 'hi', reply_to: id }],
+    ['messages.send', { peer: ADDR, text: '', uploads: [id] }],
+    ['messages.react', { peer: ADDR, id, emoji: '👍' }],
+    ['messages.react', { peer: ADDR, id, emoji: '❤️', remove: true }],
+    ['messages.edit', { peer: ADDR, id, text: 'fixed' }],
+    ['messages.delete', { peer: ADDR, id }],
+    ['typing.set', { peer: ADDR, typing: false }],
+    ['consent.get', { peer: ADDR }],
+    ['consent.set', { peer: ADDR, action: 'block' }],
+    ['attachments.begin', { peer: ADDR, name: 'cat.png', size: 25 * 1024 * 1024, mime: 'image/png' }],
+    ['attachments.chunk', { peer: ADDR, upload_id: id, offset: 0, data: chunk }],
+    ['attachments.cancel', { peer: ADDR, upload_id: id }],
+    ['attachments.thumbnail', { peer: ADDR, id: att }],
+    ['attachments.read', { peer: ADDR, id: att, offset: 196608, length: 196608 }],
+  ];
+  for (const [method, params] of good) {
+    assert.deepEqual((await rpc(port, method, params)).result?.asked, params, `${method} ${JSON.stringify(params)}`);
+  }
+  const bad = [
+    // another conversation
+    ['messages.react', { peer: OTHER, id, emoji: '👍' }],
+    ['messages.delete', { peer: OTHER, id }],
+    ['consent.set', { peer: OTHER, action: 'accept' }],
+    ['typing.set', { peer: OTHER, typing: true }],
+    ['attachments.read', { peer: OTHER, id: att, offset: 0, length: 10 }],
+    ['attachments.chunk', { peer: 'lens:bob', upload_id: id, offset: 0, data: 'QUJD' }],
+    // bad ids
+    ['messages.delete', { peer: ADDR, id: id.toUpperCase() }],
+    ['messages.delete', { peer: ADDR, id: id.slice(1) }],
+    ['messages.delete', { peer: ADDR, id: `${id}0` }],
+    ['messages.delete', { peer: ADDR, id: 5 }],
+    ['messages.edit', { peer: ADDR, id: '../etc/passwd', text: 'x' }],
+    ['messages.send', { peer: ADDR, text: 'hi', reply_to: 'x' }],
+    ['messages.send', { peer: ADDR, text: '', uploads: [] }],
+    ['messages.send', { peer: ADDR, text: '', uploads: ['nope'] }],
+    ['messages.send', { peer: ADDR, text: '', uploads: [id, id] }],
+    ['messages.send', { peer: ADDR, text: '', uploads: Array.from({ length: 11 }, (_, i) => i.toString(16).padStart(32, '0')) }],
+    ['attachments.thumbnail', { peer: ADDR, id }],
+    ['attachments.thumbnail', { peer: ADDR, id: `${id}-0/..` }],
+    ['attachments.cancel', { peer: ADDR, upload_id: 'x' }],
+    // emoji
+    ['messages.react', { peer: ADDR, id, emoji: '' }],
+    ['messages.react', { peer: ADDR, id, emoji: '😀'.repeat(9) }], // 36 UTF-8 bytes
+    ['messages.react', { peer: ADDR, id, emoji: 'a b' }],
+    ['messages.react', { peer: ADDR, id, emoji: '\n' }],
+    ['messages.react', { peer: ADDR, id, emoji: '👍', remove: 'yes' }],
+    // edit text
+    ['messages.edit', { peer: ADDR, id, text: '' }],
+    ['messages.edit', { peer: ADDR, id, text: 'x'.repeat(10001) }],
+    // chunks and sizes
+    ['attachments.chunk', { peer: ADDR, upload_id: id, offset: 0, data: `${chunk}QUJD` }],
+    ['attachments.chunk', { peer: ADDR, upload_id: id, offset: 0, data: 'QUJ' }],
+    ['attachments.chunk', { peer: ADDR, upload_id: id, offset: 0, data: 'QU<>' }],
+    ['attachments.chunk', { peer: ADDR, upload_id: id, offset: -1, data: 'QUJD' }],
+    ['attachments.chunk', { peer: ADDR, upload_id: id, offset: 1.5, data: 'QUJD' }],
+    ['attachments.begin', { peer: ADDR, name: 'big.bin', size: 25 * 1024 * 1024 + 1, mime: 'application/octet-stream' }],
+    ['attachments.begin', { peer: ADDR, name: 'x.bin', size: '10', mime: 'application/octet-stream' }],
+    ['attachments.begin', { peer: ADDR, name: '../x', size: 10, mime: 'application/octet-stream' }],
+    ['attachments.begin', { peer: ADDR, name: 'a\u0000b', size: 10, mime: 'application/octet-stream' }],
+    ['attachments.begin', { peer: ADDR, name: 'x'.repeat(256), size: 10, mime: 'application/octet-stream' }],
+    ['attachments.begin', { peer: ADDR, name: 'x', size: 10, mime: 'text/html; charset=<b>' }],
+    ['attachments.read', { peer: ADDR, id: att, offset: 0, length: 196609 }],
+    ['attachments.read', { peer: ADDR, id: att, offset: 0, length: 0 }],
+    // typing, consent, unknown keys
+    ['typing.set', { peer: ADDR, typing: 'true' }],
+    ['typing.set', { peer: ADDR }],
+    ['consent.set', { peer: ADDR, action: 'delete-everything' }],
+    ['consent.get', { peer: ADDR, folder: 'all' }],
+    ['messages.delete', { peer: ADDR, id, also: 1 }],
+    ['conversations.list', { peer: ADDR }],
+    ['requests.list', { peer: ADDR }],
+  ];
+  calls.length = 0;
+  for (const [method, params] of bad) assert.deepEqual(await rpc(port, method, params), REFUSED, `${method} ${JSON.stringify(params).slice(0, 120)}`);
+});
+
+test('issue 12 notifications reach only the widget showing their peer', async () => {
+  const mine = await liveWidget();
+  const other = await liveWidget({ tab: 8 });
+  other.send({ type: M.WIDGET_HELLO, peer: OTHER });
+  await settle();
+  mine.got.length = 0;
+  other.got.length = 0;
+  forwardEvent('typing', { peer: ADDR, typing: true }, ADDR);
+  forwardEvent('consent.changed', { peer: OTHER, consent: 'blocked' }, OTHER);
+  assert.deepEqual(mine.got, [{ type: M.WIDGET_EVENT, method: 'typing', params: { peer: ADDR, typing: true } }]);
+  assert.deepEqual(other.got, [{ type: M.WIDGET_EVENT, method: 'consent.changed', params: { peer: OTHER, consent: 'blocked' } }]);
+});

@@ -195,6 +195,38 @@ test('bridge notifications: a new message goes to its open widget, or else to a 
   assert.equal(session.get('unread'), 6);
 });
 
+// Issue 12: a request (or a declined or blocked peer) raises no notification; typing, consent.changed
+// and attachment.progress go only to the widget showing their peer.
+test('issue 12: notifications only for allowed conversations; typing, consent and progress by peer', async () => {
+  await connectWorker();
+  calls.length = 0;
+  const incoming = (id) => ({ id, peer: OTHER_IN, sender: OTHER_IN, direction: 'in', text: 'hi' });
+  notify('message.new', { message: incoming('r1'), consent: 'requested' });
+  notify('message.new', { message: incoming('r2'), consent: 'declined' });
+  notify('message.new', { message: incoming('r3'), consent: 'blocked' });
+  notify('message.new', { message: incoming('r4'), consent: 'bogus' });
+  notify('message.new', { message: incoming('a1'), consent: 'allowed' });
+  notify('message.new', { message: incoming('a2') }); // a bridge from before consent
+  assert.deepEqual(calls.filter(([api]) => api === 'notifications.create').map((c) => c[1]), ['parley:a1', 'parley:a2']);
+  const { got, send } = widgetFor(13);
+  const { mintNonce } = await import('../../extension/background/grants.js');
+  send({ type: WIDGET_ATTACH, nonce: await mintNonce(13, 'lens:bob') });
+  await until(() => got.length >= 2, 'the gate');
+  send({ type: WIDGET_HELLO, peer: ADDR });
+  got.length = 0;
+  notify('typing', { peer: ADDR_MIXED, typing: true });
+  notify('typing', { peer: OTHER_IN, typing: true });
+  notify('consent.changed', { peer: ADDR_MIXED, consent: 'blocked' });
+  notify('consent.changed', { peer: 'nope', consent: 'allowed' });
+  notify('attachment.progress', { id: `${'a'.repeat(32)}-0`, peer: ADDR_MIXED, phase: 'download', done: 1, total: 2 });
+  notify('attachment.progress', null);
+  assert.deepEqual(got, [
+    { type: WIDGET_EVENT, method: 'typing', params: { peer: ADDR, typing: true } },
+    { type: WIDGET_EVENT, method: 'consent.changed', params: { peer: ADDR, consent: 'blocked' } },
+    { type: WIDGET_EVENT, method: 'attachment.progress', params: { id: `${'a'.repeat(32)}-0`, peer: ADDR, phase: 'download', done: 1, total: 2 } },
+  ]);
+});
+
 test('identity.changed: the bridge acts for another wallet', async () => {
   await connectWorker();
   notify('identity.changed', { address: ADDR_MIXED, did: 'did:x' });

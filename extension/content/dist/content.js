@@ -165,8 +165,33 @@
     "canMessage",
     "messages.list",
     "messages.send",
-    "messages.markRead"
+    "messages.markRead",
+    // issue 12 (docs/PROTOCOL.md §8.2): each about the widget's own conversation only
+    "messages.react",
+    "messages.edit",
+    "messages.delete",
+    "typing.set",
+    "consent.get",
+    "consent.set",
+    "attachments.begin",
+    "attachments.chunk",
+    "attachments.cancel",
+    "attachments.thumbnail",
+    "attachments.read"
   ]);
+  var LIMITS = Object.freeze({
+    TEXT_MAX: 1e4,
+    FILE_MAX: 25 * 1024 * 1024,
+    // 26_214_400 bytes, one file
+    CHUNK_MAX: 196608,
+    // attachments.begin's chunk_size, and attachments.read's largest length
+    CHUNK_B64_MAX: 256 * 1024,
+    // one base64 chunk string
+    EMOJI_MAX: 32,
+    FILES_MAX: 10
+  });
+  var REACTIONS = Object.freeze(["👍", "❤️", "😂", "😮", "😢", "🙏"]);
+  var CONSENT_ACTIONS = Object.freeze(["accept", "decline", "block", "unblock"]);
   var CONTENT_LAYOUT = "parley/content/layout";
   var CONTENT_FALLBACK_DISMISS = "parley/content/fallback-dismiss";
   var CONTENT_LAYOUT_QUERY = "parley/content/layout-query";
