@@ -102,8 +102,6 @@ class PageStream:
         message = params.get("message")
         peer = params.get("peer") or (message.get("peer") if isinstance(message, dict) else None)
         event: dict[str, Any] = {"type": method, "peer": peer if isinstance(peer, str) else None}
-        if isinstance(message, dict) and isinstance(message.get("id"), str):
-            event["id"] = message["id"]
         for name, kind in EVENT_FIELDS.get(method, {}).items():
             value = params.get(name)
             if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
@@ -287,8 +285,13 @@ def register_local_api(app: Flask, sock: Sock, api: LocalApi, *, port: int, exte
         reply_to = body.get("reply_to")
         if reply_to is not None:
             reply_to = _id(reply_to, "reply_to")
+        options: dict[str, Any] = {}
+        if reply_to is not None:
+            options["reply_to"] = reply_to
+        if uploads:
+            options["uploads"] = tuple(uploads)
         try:
-            result = api.engine.send(address, text, reply_to=reply_to, uploads=tuple(uploads))
+            result = api.engine.send(address, text, **options)
         except (BadInput, NotRegistered) as exc:
             json_error(400, "not-sent", str(exc))
         except EngineError as exc:  # an attachment's upload failed: the upload stays, nothing is lost

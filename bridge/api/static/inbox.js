@@ -208,13 +208,16 @@ function messageItem(m) {
   li.dataset.state = String(m.state ?? '');
   li.dataset.direction = direction;
   if (m.reply_to && !m.deleted) li.append(replyQuote(m));
+  // The first line: the text (or tombstone), the time and marks, the menu button.
+  const head = document.createElement('div');
+  head.className = 'head';
   const attachments = Array.isArray(m.attachments) ? m.attachments : [];
   if (m.deleted) {
     const p = el('p', 'tombstone', 'This message was deleted');
     p.className = 'tombstone';
-    li.append(p);
+    head.append(p);
   } else if (String(m.text ?? '') !== '' || attachments.length === 0) {
-    li.append(el('p', 'text', m.text ?? ''));
+    head.append(el('p', 'text', m.text ?? ''));
   }
   const meta = el('small', null, when(m.sent_at));
   if (m.edited && !m.deleted) meta.append(' · ', el('span', 'edited-mark', 'edited'));
@@ -229,7 +232,8 @@ function messageItem(m) {
     flag.title = String(m.flag);
     meta.append(flag);
   }
-  li.append(meta);
+  head.append(meta);
+  li.append(head);
   if (!m.deleted) {
     const menu = el('button', 'menu', '⋯');
     menu.type = 'button';
@@ -240,7 +244,7 @@ function messageItem(m) {
       state.openMenu = state.openMenu === m.id ? null : m.id;
       rerender();
     });
-    li.append(menu);
+    head.append(menu);
     if (attachments.length) {
       const files = el('div', 'attachments');
       files.className = 'attachments';
