@@ -270,6 +270,7 @@ def test_page_requests_menu_reactions_edit_delete_receipt_typing_stand_in(served
     expect(page.locator('[data-parley="folder-requests"] [data-parley="requests-count"]')).to_have_text("")
     assert ("set_consent", "accept") in e.calls and not [c for c in e.calls if c[0] == "typing"]
     assert msg(page, "onerror").get_attribute("data-id") == hostile["id"]
+    expect(page.locator('[data-parley="conversation-block"]')).to_be_visible()
 
     # Reply from the menu: the composer shows what it answers; the sent message quotes it.
     row = page.locator('[data-parley="message"][data-id="' + first['id'] + '"]')
@@ -514,5 +515,19 @@ def test_two_bridges_request_accept_reply_react_edit_delete_read_typing_and_a_pi
     with a.expect_download() as info:
         card.locator('[data-parley="save"]').click()
     assert Path(info.value.path()).read_bytes() == picture
+
+    # Alice blocks Bob: what he sends then is never shown, not even after she unblocks him.
+    a.locator('[data-parley="conversation-block"]').click()
+    expect(a.locator('[data-parley="blocked-banner"]')).to_be_visible(timeout=TIMEOUT_MS)
+    expect(a.locator('[data-parley="reply-form"]')).to_be_hidden()
+    parley(bob.home, "send", alice.address, "sent while blocked", check=True)
+    dropped = f"""async () => (await (await fetch('/api/inbox/c/{bob.address}', {{ headers: {{ 'X-Parley-Session':
+        JSON.parse(sessionStorage.getItem('parley.inbox')).session }} }})).json()).dropped"""
+    wait_for(lambda: a.evaluate(dropped) >= 1, what="Alice's bridge drops what Bob sends while blocked")
+    a.locator('[data-parley="unblock"]').click()
+    expect(a.locator('[data-parley="blocked-banner"]')).to_be_hidden(timeout=TIMEOUT_MS)
+    parley(bob.home, "send", alice.address, "sent after unblock", check=True)
+    expect(msg(a, "sent after unblock")).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(msg(a, "sent while blocked")).to_have_count(0)
     a.context.close()
     b.context.close()

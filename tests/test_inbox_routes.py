@@ -232,7 +232,7 @@ def test_folders_and_the_requests_count(page: Page) -> None:
     assert page.get("/api/inbox?folder=spam").status_code == 400
     assert page.get("/api/inbox?folder=requests", headers={}).status_code == 401
     thread = page.get(f"/api/inbox/c/{PEER}").get_json()
-    assert (thread["consent"], thread["held"], thread["messages"]) == ("requested", 2, [])
+    assert (thread["consent"], thread["held"], thread["dropped"], thread["messages"]) == ("requested", 2, 0, [])
 
 
 def upload(page: Page, body: bytes | None = None, *, length: int | None = None, query: str = "name=cat.png&mime=image/png",

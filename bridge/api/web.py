@@ -208,12 +208,13 @@ def register_local_api(app: Flask, sock: Sock, api: LocalApi, *, port: int, exte
 
     @bp.get("/api/inbox/c/<peer>")
     def conversation_data(peer: str) -> Any:
-        """``{peer, name, consent, held, messages}`` (consent and held: the Requests banner)."""
+        """``{peer, name, consent, held, dropped, messages}`` (consent and held: the Requests banner)."""
         guard.session("inbox")
         address = _peer(peer)
         consent = api.engine.consent(address)
         return guard.ok({"peer": address, "name": _names().get(address.lower()), "consent": consent.get("consent"),
-                         "held": consent.get("held", 0), "messages": messages_of(api.engine.store, address)})
+                         "held": consent.get("held", 0), "dropped": consent.get("dropped", 0),
+                         "messages": messages_of(api.engine.store, address)})
 
     @bp.get("/api/inbox/events")
     def inbox_events() -> Any:

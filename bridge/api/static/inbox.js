@@ -506,6 +506,7 @@ function banner(consent, held) {
   $('held-count').textContent = n > 0 ? `${n} more message${n === 1 ? '' : 's'} held back until you accept` : '';
   show('held-count', n > 0);
   show('reply-form', consent !== 'blocked');
+  show('conversation-block', consent === 'allowed');
 }
 
 async function loadThread() {
@@ -619,8 +620,9 @@ function setUpComposer() {
     e.preventDefault();
     attachFiles(e.dataTransfer.files);
   });
-  for (const action of ['accept', 'decline', 'block', 'unblock']) {
-    $(action).addEventListener('click', async () => {
+  const consentButtons = { accept: 'accept', decline: 'decline', block: 'block', unblock: 'unblock', 'conversation-block': 'block' };
+  for (const [hook, action] of Object.entries(consentButtons)) {
+    $(hook).addEventListener('click', async () => {
       if (await act('/consent', { action })) {
         await loadConversations();
         await loadThread();
