@@ -335,3 +335,91 @@ def test_the_event_stream_forwards_the_new_events_without_text() -> None:
         {"type": "message.updated", "peer": peer},
         {"type": "typing", "peer": peer},
     ]
+
+
+# --- over the real engines of issue 12 (no stand-ins): needs the engine, consent and attachments code ---
+
+
+@pytest.fixture(scope="module")
+def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.relay_fixtures import serve_relay
+
+    with serve_relay(tmp_path_factory.mktemp("relay") / "relay.db") as url:
+        yield url
+
+
+def test_the_routes_over_real_engines_request_accept_react_reply_edit_delete_and_a_file(tmp_path: Path, relay_url: str) -> None:
+    """The same routes over two real engines and an in-process relay: what the page sees and does."""
+    alice, bob = make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "bob.db", relay_url)
+    api = LocalApi(bob, Access(bob.store), Contacts(tmp_path / "contacts.json"), lambda: True, Hub())
+    api.pages = PageSessions()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024
+    register_local_api(app, Sock(app), api, port=PORT)
+    client = app.test_client()
+    s = client.post("/api/session", json={"token": api.pages.new_link("inbox")}, headers={"Origin": OURS}, base_url=OURS).get_json()
+    good = {"X-Parley-Session": s["session"], "X-Parley-CSRF": s["csrf"], "Origin": OURS}
+
+    def get(path: str) -> Any:
+        r = client.get(path, headers=good, base_url=OURS)
+        assert r.status_code == 200, (path, r.get_json())
+        return r.get_json()
+
+    def post(path: str, body: Any, status: int = 200) -> Any:
+        r = client.post(path, json=body, headers=good, base_url=OURS)
+        assert r.status_code == status, (path, r.get_json())
+        return r.get_json()
+
+    assert alice.send(bob.address, "hello, we have not met").delivered
+    assert bob.sync() == 1
+    inbox = get("/api/inbox")
+    assert inbox["conversations"] == [] and inbox["requests"] == 1
+    (request,) = get("/api/inbox?folder=requests")["conversations"]
+    assert request["peer"] == alice.address and request["consent"] == "requested"
+    c = f"/api/inbox/c/{alice.address}"
+    thread = get(c)
+    assert thread["consent"] == "requested"
+    (first,) = thread["messages"]
+    assert first["text"] == "hello, we have not met" and first["direction"] == "in"
+
+    assert post(f"{c}/consent", {"action": "accept"})["consent"] == "allowed"
+    assert [x["peer"] for x in get("/api/inbox")["conversations"]] == [alice.address]
+    reacted = post(f"{c}/react", {"id": first["id"], "emoji": "👍"})["message"]
+    assert [a.lower() for a in reacted["reactions"]["👍"]] == [bob.address.lower()]
+    forged = post(f"{c}/edit", {"id": first["id"], "text": "I said something else"}, 400)
+    assert forged["error"]["message"]
+    assert post(f"{c}/delete", {"id": first["id"]}, 400)["error"]["message"]
+    assert post(f"{c}/react", {"id": "f" * 32, "emoji": "👍"}, 400)["error"]["message"]  # unknown id
+
+    reply = post(f"{c}/send", {"text": "welcome", "reply_to": first["id"]})["message"]
+    assert reply["reply_to"] == first["id"] and reply["reply_preview"]["text"] == "hello, we have not met"
+    assert post(f"{c}/edit", {"id": reply["id"], "text": "welcome aboard"})["message"]["edited"] is True
+    assert alice.sync() >= 1
+    mine = alice.message(reply["id"])
+    assert mine is not None and mine["text"] == "welcome aboard" and mine["edited"] is True
+    assert mine["reactions"] == {} and [a.lower() for a in alice.message(first["id"])["reactions"]["👍"]] == [bob.address.lower()]
+    gone = post(f"{c}/delete", {"id": reply["id"]})["message"]
+    assert gone["deleted"] is True and gone["text"] == ""
+
+    # A file: uploaded raw, sent, then served back as a download with a thumbnail.
+    picture = png(640, 480)
+    r = client.post("/api/inbox/uploads?name=view.png&mime=image/png", data=picture, content_type="application/octet-stream",
+                    headers=good, base_url=OURS)
+    assert r.status_code == 201, r.get_json()
+    sent = post(f"{c}/send", {"text": "", "uploads": [r.get_json()["upload_id"]]})["message"]
+    (att,) = sent["attachments"]
+    assert (att["name"], att["size"], att["mime"]) == ("view.png", len(picture), "image/png")
+    got = client.get(f"/api/inbox/attachments/{att['id']}", headers=good, base_url=OURS)
+    assert got.status_code == 200 and got.data == picture and got.headers["Content-Type"] == "application/octet-stream"
+    got.close()
+    thumb = client.get(f"/api/inbox/attachments/{att['id']}/thumbnail", headers=good, base_url=OURS)
+    assert thumb.status_code == 200 and thumb.headers["Content-Type"] in ("image/jpeg", "image/png")
+    assert post(f"{c}/read", {})["unread"] == 0
+
+
+def png(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(out, "PNG")
+    return out.getvalue()
