@@ -8,7 +8,8 @@ request. Data comes only from ``/api/*`` JSON routes that require that header: a
 401, and no cookie is ever set, so another process on another 127.0.0.1 port receives nothing it
 could replay (issue 8 item 8). A state-changing request must also be JSON (``Content-Type:
 application/json``), come from our own origin (``Origin: http://127.0.0.1:PORT``) and carry the
-session's CSRF token as ``X-Parley-CSRF``.
+session's CSRF token as ``X-Parley-CSRF``. The one exception to JSON is the inbox's file upload
+(``application/octet-stream``, :meth:`PageGuard.write_gates`), which needs the other gates all the same.
 """
 
 from __future__ import annotations
