@@ -376,6 +376,8 @@ def test_page_attach_upload_progress_thumbnail_save_and_drop_stand_in(served: Se
     expect(thumb).to_have_attribute("src", lambda_src := __import__("re").compile(r"^blob:"), timeout=TIMEOUT_MS)
     del lambda_src
     wait_for(lambda: page.evaluate("document.querySelector('[data-parley=\"thumbnail\"]').naturalWidth") == 64, what="the thumbnail renders")
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS_DIR / "inbox-page-attachment.png"), full_page=True)
     with page.expect_download() as info:
         card.locator('[data-parley="save"]').click()
     download = info.value

@@ -141,7 +141,10 @@ function attachmentCard(a) {
     const img = el('img', 'thumbnail');
     img.alt = String(a.name ?? '');
     loadThumbnail(String(a.id), img);
-    card.append(img);
+    const frame = document.createElement('div');
+    frame.className = 'thumb';
+    frame.append(img);
+    card.append(frame);
   }
   const info = el('span', 'file-name', a.name ?? 'file');
   info.className = 'file-name';
