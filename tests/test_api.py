@@ -317,6 +317,11 @@ PAGE_ROUTES = [
     ("GET", "/"), ("GET", "/login"), ("GET", f"/c/{PEER}"), ("GET", "/signin"), ("GET", "/assets/page.js"),
     ("GET", "/assets/inbox.css"), ("GET", "/api/inbox"), ("GET", f"/api/inbox/c/{PEER}"), ("GET", "/api/signin"),
     ("POST", f"/api/inbox/c/{PEER}/send"), ("POST", f"/api/inbox/c/{PEER}/read"),
+    # issue 12
+    ("GET", "/api/inbox?folder=requests"), ("POST", f"/api/inbox/c/{PEER}/consent"),  # (events: the in-process test)
+    ("POST", f"/api/inbox/c/{PEER}/react"), ("POST", f"/api/inbox/c/{PEER}/edit"), ("POST", f"/api/inbox/c/{PEER}/delete"),
+    ("POST", f"/api/inbox/c/{PEER}/typing"), ("POST", "/api/inbox/uploads?name=a.txt"),
+    ("GET", f"/api/inbox/attachments/{'ab' * 16}-0"), ("GET", f"/api/inbox/attachments/{'ab' * 16}-0/thumbnail"),
 ]
 
 

@@ -8,7 +8,8 @@ request. Data comes only from ``/api/*`` JSON routes that require that header: a
 401, and no cookie is ever set, so another process on another 127.0.0.1 port receives nothing it
 could replay (issue 8 item 8). A state-changing request must also be JSON (``Content-Type:
 application/json``), come from our own origin (``Origin: http://127.0.0.1:PORT``) and carry the
-session's CSRF token as ``X-Parley-CSRF``.
+session's CSRF token as ``X-Parley-CSRF``. The one exception to JSON is the inbox's file upload
+(``application/octet-stream``, :meth:`PageGuard.write_gates`), which needs the other gates all the same.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ __all__ = ["PAGE_CSP", "SESSION_HEADER", "CSRF_HEADER", "PageGuard", "page", "js
 
 log = logging.getLogger("parley.api")
 
-#: Scripts and styles only from our origin; wallet icons are data: images; fetch only to ourselves.
+#: Scripts and styles only from our origin; wallet icons are data: images, attachment thumbnails blob:
+#: images (fetched with the session header, shown from an object URL); fetch only to ourselves.
 PAGE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
     "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
 SESSION_HEADER = "X-Parley-Session"
@@ -76,6 +78,12 @@ class PageGuard:
 
     def write(self, scope: str) -> dict[str, Any]:
         """For a state-changing request: session, JSON body, our Origin, the CSRF token. Returns the body."""
+        self.write_gates(scope)
+        return self.body()
+
+    def write_gates(self, scope: str) -> PageSession:
+        """The gates of every state-changing request but the body's type: session, our Origin, the CSRF
+        token. Only the inbox's upload route calls it alone (its body is the raw file)."""
         found = self.session(scope)
         if not self.origin_ok(request.headers.get("Origin")):
             log.warning("page API: refused %s %s: Origin %r", request.method, request.path, request.headers.get("Origin"))
@@ -83,7 +91,7 @@ class PageGuard:
         if not Access.csrf_ok(found.csrf, request.headers.get(CSRF_HEADER)):
             log.warning("page API: refused %s %s: bad CSRF token", request.method, request.path)
             json_error(403, "csrf", "refused: bad CSRF token")
-        return self.body()
+        return found
 
     def body(self) -> dict[str, Any]:
         if request.mimetype != "application/json":
