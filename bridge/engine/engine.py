@@ -35,7 +35,7 @@ from typing import Any
 from bridge import identity
 from bridge.crypto import primitives as P
 from bridge.crypto import sealed, session
-from bridge.engine import inbox, outbox
+from bridge.engine import consent, inbox, outbox
 from bridge.engine.prekeys import OTPK_LOW, OTPK_TARGET, PQ_OTPK_LOW, PQ_OTPK_TARGET, Prekeys  # noqa: F401 (re-exported)
 from bridge.keys import Secrets
 from bridge.protocol import prekeys as PK
@@ -43,6 +43,7 @@ from bridge.protocol import relaylist
 from bridge.protocol.content import MAX_TEXT_BYTES, TextContent
 from bridge.protocol.ids import inbox_topic, new_message_id
 from bridge.protocol.wire import WireError
+from bridge.engine.consent import DISPLAYABLE_SQL
 from bridge.engine.peers import REFRESH_INTERVAL_MS, Peers
 from bridge.relay.client import Envelope, NotFound, RelayClient, RelayError, RelayUnavailable
 from bridge.relay.urls import is_local_url
@@ -461,6 +462,7 @@ class Engine:
                 "ON CONFLICT(peer) DO UPDATE SET updated_at = excluded.updated_at",
                 (peer, ts, ts),
             )
+            consent.on_outgoing(c, self, peer)  # consent (issue 12): writing to someone accepts them
             c.execute(
                 "INSERT INTO messages(id, peer, sender, recipient, text, sent_at, received_at, direction, state, read) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'out', 'queued', 1)",
@@ -985,6 +987,8 @@ class Engine:
             NotRegistered, RelayUnavailable, RelayError
         """
         msg = self.store.read("SELECT * FROM messages WHERE id = ?", (mid,))[0]
+        if msg["kind"] == "consent":  # consent (issue 12): to our own other installations only; none: done at once
+            return consent.prepare(self, mid, msg, lease)
         peer = msg["peer"]
         theirs = self.installations_of(peer)
         if not theirs:
@@ -1215,6 +1219,13 @@ class Engine:
             used_prekeys = True
         else:
             raise session.SessionError("message for an unknown session")
+        if consent.is_consent_plaintext(plaintext):  # consent (issue 12); at merge the core's call site wins
+            sync = consent.ConsentContent.decode(plaintext)
+            if sync.sender != st.address:
+                raise identity.InvalidStatement("content sender does not match the sealed-sender statement")
+            consent.apply_sync(c, self, sync)  # refuses (quarantine) unless from our own other installation
+            self._save_session(c, new_session)
+            return None, used_prekeys
         content = TextContent.decode(plaintext)
         if content.sender != st.address:
             raise identity.InvalidStatement("content sender does not match the sealed-sender statement")
@@ -1225,6 +1236,10 @@ class Engine:
         else:
             raise identity.InvalidStatement("message addressed to someone else")
         self._save_session(c, new_session)
+        # consent (issue 12): blocked peers' contents are dropped here (the ratchet state above IS saved);
+        # at merge the core's call site wins.
+        if direction == "in" and consent.admit(c, self, peer, "text" if content.known else "unknown") == "drop":
+            return None, used_prekeys
         if content.sender_relays is not None and st.installation_id != self.installation_id:
             # Where the sender reads its inbox: a reply needs to ask no relay (PROTOCOL.md §6.6).
             self.peers.accept_relay_list(c, st.address, st.installation_id, st.signing_key, content.sender_relays)
@@ -1308,6 +1323,20 @@ class Engine:
         """A conversation in the store's own order (arrival; never a peer's clock)."""
         return messages_of(self.store, identity.checksum_address(peer))
 
+    # --- consent (issue 12) ---
+
+    def consent(self, peer: str) -> dict[str, Any]:
+        """``{peer, consent, held, dropped}`` (bridge/engine/consent.py)."""
+        return consent.get(self, peer)
+
+    def set_consent(self, peer: str, action: str) -> dict[str, Any]:
+        """accept / decline / block / unblock ``peer`` (bridge/engine/consent.py)."""
+        return consent.set_consent(self, peer, action)
+
+    def conversations(self, folder: str = "inbox") -> list[dict[str, Any]]:
+        """The conversations of ``folder`` (inbox, requests, all), newest first (bridge/engine/consent.py)."""
+        return consent.conversations(self, folder)
+
 
 def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:
     """Read a conversation without unlocking any key (message text is not sealed in the store).
@@ -1315,6 +1344,6 @@ def messages_of(store: Store, peer: str) -> list[dict[str, Any]]:
     Ordered by arrival (``seq``: what we wrote, as we queued it; what we received, as it arrived),
     never by ``sent_at``, which a peer chooses.
     """
-    rows = store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? ORDER BY m.seq", (peer,))
+    rows = store.read(f"{MESSAGES_WITH_FLAGS} WHERE m.peer = ? AND m.kind IN {DISPLAYABLE_SQL} ORDER BY m.seq", (peer,))  # consent (issue 12)
     return [message_dict(r) for r in rows]
 

@@ -163,6 +163,9 @@ CREATE TABLE IF NOT EXISTS quarantine (      -- envelopes that could not be take
     payload BLOB,                            -- the envelope as received (NULL: recorded before schema 3)
     PRIMARY KEY (topic, cursor)
 );
+CREATE TABLE IF NOT EXISTS consent (
+    peer TEXT PRIMARY KEY, state TEXT, previous TEXT, updated_at INTEGER, held INTEGER DEFAULT 0, dropped INTEGER DEFAULT 0
+);
 """
 
 #: Peer timestamps later than this after arrival are replaced by the arrival time (bridge/engine/inbox.py).
@@ -216,6 +219,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if "lease_owner" not in _columns(conn, "outbox"):
         conn.execute("ALTER TABLE outbox ADD COLUMN lease_owner TEXT")
         conn.execute("ALTER TABLE outbox ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0")
+    # Issue 12 (contract §3): what kind of content a message row holds (consent helper; the core adds the rest).
+    if "kind" not in _columns(conn, "messages"):
+        conn.execute("ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'text'")
+    if "content_type" not in _columns(conn, "messages"):
+        conn.execute("ALTER TABLE messages ADD COLUMN content_type TEXT NOT NULL DEFAULT 'text'")
+    if "extra" not in _columns(conn, "messages"):
+        conn.execute("ALTER TABLE messages ADD COLUMN extra BLOB")
     if "retired_at" not in _columns(conn, "prekeys"):
         conn.execute("ALTER TABLE prekeys ADD COLUMN retired_at INTEGER")
         conn.execute("UPDATE prekeys SET uploaded = 1 WHERE kind IN ('x25519-otpk', 'mlkem768-otpk')")
