@@ -197,12 +197,13 @@ def on_outgoing(c: sqlite3.Connection, engine: Any, peer: str) -> None:
     row = _row(c, peer)
     if row is not None and row["state"] == "allowed":
         return
-    if row is None and c.execute("SELECT 1 FROM messages WHERE peer = ? LIMIT 1", (peer,)).fetchone() is not None:
-        # a conversation from before consent existed, or we already wrote: allowed without news
+    if row is None:
+        # Undecided: our own other installations learn it from the copy of what we send (an outgoing
+        # message decides first contact there too), so no sync content is needed.
         _write(c, peer, "allowed", None, now_ms())
         return
     at = _next_at(row)
-    _write(c, peer, "allowed", row["state"] if row is not None else None, at)
+    _write(c, peer, "allowed", row["state"], at)
     _queue_sync(c, engine, peer, "allowed", at)
 
 
