@@ -36,7 +36,13 @@ onNotification((method, params) => {
     const peer = normalizeAddress(message.peer);
     if (!peer) return;
     forwardEvent(method, { ...params, message }, peer);
-    if (message.direction === 'in' && !widgetOpenFor(peer)) notifyMessage(message);
+    // Issue 12: only a conversation the user accepted raises a desktop notification; a message request
+    // (consent "requested"), a declined one or a bridge that does not say never does.
+    if (message.direction === 'in' && params.consent === 'allowed' && !widgetOpenFor(peer)) notifyMessage(message);
+  } else if (method === 'consent.changed' && params && normalizeAddress(params.peer)) {
+    // consent (issue 12): accept/decline/block here or on another installation: the open widget follows
+    const peer = normalizeAddress(params.peer);
+    forwardEvent(method, { ...params, peer }, peer);
   } else if (method === 'message.updated' && params && typeof params.message === 'object' && params.message) {
     // delivered, failed, or flagged (its sender turned out revoked): the open widget updates the message
     const message = normalizeMessageAddresses(params.message);

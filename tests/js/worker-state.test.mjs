@@ -159,8 +159,8 @@ function widgetFor(tab) {
 test('bridge notifications: a new message goes to its open widget, or else to a notification', async () => {
   await connectWorker();
   calls.length = 0;
-  notify('message.new', { message: { id: 'n1', peer: ADDR_MIXED, sender: ADDR_MIXED, direction: 'in', text: 'hi' } });
-  notify('message.new', { message: { id: 'n2', peer: ADDR, direction: 'out', text: 'mine' } });
+  notify('message.new', { message: { id: 'n1', peer: ADDR_MIXED, sender: ADDR_MIXED, direction: 'in', text: 'hi' }, consent: 'allowed' });
+  notify('message.new', { message: { id: 'n2', peer: ADDR, direction: 'out', text: 'mine' }, consent: 'allowed' });
   notify('message.new', { message: { id: 'n3', peer: 'lens:bob', direction: 'in' } });
   notify('message.new', { message: null });
   assert.deepEqual(calls.filter(([api]) => api === 'notifications.create').map((c) => c[1]), ['parley:n1']);
@@ -171,9 +171,9 @@ test('bridge notifications: a new message goes to its open widget, or else to a 
   send({ type: WIDGET_HELLO, peer: ADDR });
   calls.length = 0;
   got.length = 0;
-  notify('message.new', { message: { id: 'n4', peer: ADDR_MIXED, sender: ADDR_MIXED, direction: 'in', text: 'hi' } });
+  notify('message.new', { message: { id: 'n4', peer: ADDR_MIXED, sender: ADDR_MIXED, direction: 'in', text: 'hi' }, consent: 'allowed' });
   assert.deepEqual(calls, [], 'no notification while its widget is open');
-  assert.deepEqual(got, [{ type: WIDGET_EVENT, method: 'message.new', params: { message: { id: 'n4', peer: ADDR, sender: ADDR, direction: 'in', text: 'hi' } } }]);
+  assert.deepEqual(got, [{ type: WIDGET_EVENT, method: 'message.new', params: { message: { id: 'n4', peer: ADDR, sender: ADDR, direction: 'in', text: 'hi' }, consent: 'allowed' } }]);
   got.length = 0;
   notify('message.updated', { message: { id: 'n4', peer: ADDR_MIXED, state: 'sent' } });
   notify('message.updated', { message: { id: 'n5', peer: 'nope' } });
@@ -193,6 +193,19 @@ test('bridge notifications: a new message goes to its open widget, or else to a 
   notify('conversation.updated', { peer: ADDR, total_unread: 'x' });
   await settle();
   assert.equal(session.get('unread'), 6);
+});
+
+test('issue 12: a message request, a declined or blocked conversation, or no consent at all raises no notification', async () => {
+  await connectWorker();
+  calls.length = 0;
+  notify('message.new', { message: { id: 'r1', peer: OTHER_IN, sender: OTHER_IN, direction: 'in', text: 'hi' }, consent: 'requested' });
+  notify('message.new', { message: { id: 'r2', peer: OTHER_IN, sender: OTHER_IN, direction: 'in', text: 'hi' }, consent: 'declined' });
+  notify('message.new', { message: { id: 'r3', peer: OTHER_IN, sender: OTHER_IN, direction: 'in', text: 'hi' }, consent: 'blocked' });
+  notify('message.new', { message: { id: 'r4', peer: OTHER_IN, sender: OTHER_IN, direction: 'in', text: 'hi' } });
+  notify('message.new', { message: { id: 'r5', peer: OTHER_IN, sender: OTHER_IN, direction: 'in', text: 'hi' }, consent: 'ALLOWED' });
+  assert.deepEqual(calls.filter(([api]) => api === 'notifications.create'), [], 'a request never notifies');
+  notify('message.new', { message: { id: 'r6', peer: OTHER_IN, sender: OTHER_IN, direction: 'in', text: 'hi' }, consent: 'allowed' });
+  assert.deepEqual(calls.filter(([api]) => api === 'notifications.create').map((c) => c[1]), ['parley:r6']);
 });
 
 test('identity.changed: the bridge acts for another wallet', async () => {
