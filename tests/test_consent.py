@@ -189,12 +189,13 @@ def test_a_sync_row_goes_to_our_own_installations_only(tmp_path: Path, relay_url
     assert stranger.sync() == 0  # the stranger is told nothing
 
 
-def _forge_consent(sender: Engine, to: Engine, target: str, state: str) -> None:
-    """``sender`` seals a `consent` content to ``to`` through a real session (its own address as sender)."""
+def _forge_consent(sender: Engine, to: Engine, target: str, state: str, *, claim: str | None = None) -> None:
+    """``sender`` seals a `consent` content to ``to`` through a real session (``claim``: the content's
+    sender and recipient, by default its own address and ``to``'s)."""
     assert sender.send(to.address, "hello").delivered  # a session exists now
     with sender.store.write() as c:
         s = sender._active_session(c, to.installation_id)
-        content = consent.ConsentContent(new_message_id(), sender.address, to.address, now_ms(), target, state, now_ms() + 10_000)
+        content = consent.ConsentContent(new_message_id(), claim or sender.address, claim or to.address, now_ms(), target, state, now_ms() + 10_000)
         s, wire_msg = session.encrypt(s, content.encode())
         sender._save_session(c, s)
     payload = sealed.seal(P.x25519_public(to.secrets.identity_key), to.installation_id, sender.installation_id, sender.record, wire_msg)
@@ -219,3 +220,17 @@ def test_attack_a_peer_sending_a_consent_content_is_refused(tmp_path: Path, rela
     errors = [r["error"] for r in me.store.read("SELECT error FROM quarantine")]
     assert sum("not from our own installation" in e for e in errors) == 2
     assert not any(e == "consent.changed" for e, _ in seen)
+
+
+def test_attack_a_peer_claiming_to_be_our_own_installation_is_refused(tmp_path: Path, relay_url: str) -> None:
+    """The content says sender = recipient = our address, but the sealed-sender statement is the peer's."""
+    me = make_engine(tmp_path / "me.db", relay_url)
+    hostile = make_engine(tmp_path / "hostile.db", relay_url)
+    assert me.send(hostile.address, "hi").delivered
+    me.set_consent(hostile.address, "block")
+    _forge_consent(hostile, me, hostile.address, "allowed", claim=me.address)
+    before = me.quarantine_count()
+    me.sync()
+    assert me.consent(hostile.address)["consent"] == "blocked"
+    assert me.quarantine_count() == before + 1
+    assert any("does not match the sealed-sender statement" in r["error"] for r in me.store.read("SELECT error FROM quarantine"))
