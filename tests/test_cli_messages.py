@@ -59,6 +59,8 @@ def test_a_stranger_lands_in_requests_and_the_decisions_work_without_a_daemon(tm
     for m in msgs:
         assert {"reply_to", "reactions", "edited", "deleted", "state", "attachments", "kind"} <= set(m)
         assert (m["reply_to"], m["reactions"], m["edited"], m["deleted"], m["attachments"]) == (None, {}, False, False, [])
+    assert j(me, "read", s) == {"unread": 0}
+    assert j(me, "requests")[0]["unread"] == 0
     # decisions
     assert j(me, "accept", s) == {"peer": s, "consent": "allowed", "held": 1, "dropped": 0}
     assert [c["peer"] for c in j(me, "conversations")] == [s] and j(me, "requests") == []
