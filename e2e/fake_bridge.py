@@ -88,10 +88,11 @@ class FakeBridge:
     def unread(self) -> int:
         return sum(1 for msgs in self.messages.values() for m in msgs if not m["read"])
 
-    def push_incoming(self, peer: str, text: str) -> dict[str, Any]:
-        """Store an incoming message and notify every authenticated client (message.new)."""
+    def push_incoming(self, peer: str, text: str, consent: str = "allowed") -> dict[str, Any]:
+        """Store an incoming message and notify every authenticated client (message.new; ``consent`` as
+        the real bridge sends it since issue 12: the extension notifies only for "allowed")."""
         msg = self.add_message(peer, text, "in")
-        self._broadcast({"jsonrpc": "2.0", "method": "message.new", "params": {"message": msg}})
+        self._broadcast({"jsonrpc": "2.0", "method": "message.new", "params": {"message": msg, "consent": consent}})
         return msg
 
     def push_conversation_updated(self, peer: str) -> None:
