@@ -101,12 +101,6 @@ def _id_arg(value: str) -> str:
     return value
 
 
-def _print_message(m: dict[str, Any]) -> None:
-    arrow = "→" if m.get("direction") == "out" else "←"
-    prefix = f"{_fmt_time(m['sent_at'])} {arrow} "
-    click.echo(f"{prefix}{terminal_safe(m.get('text', ''), indent=' ' * len(prefix))}  [{m['id']}]")
-
-
 # --- conversations and requests ---------------------------------------------------------------------
 
 
