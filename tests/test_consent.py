@@ -48,7 +48,9 @@ def test_a_strangers_messages_land_in_requests_and_only_three_are_kept(tmp_path:
     stranger = make_engine(tmp_path / "stranger.db", relay_url)
     for i in range(5):
         assert stranger.send(me.address, f"hi {i}").delivered
+    seen = events(me)
     assert me.sync() == 3
+    assert [p["text"] for e, p in seen if e == "message.new"] == ["hi 0", "hi 1", "hi 2"]  # held ones: no event
     assert texts(me, stranger.address) == ["hi 0", "hi 1", "hi 2"]
     assert me.consent(stranger.address) == {"peer": stranger.address, "consent": "requested", "held": 2, "dropped": 0}
     assert [c["peer"] for c in me.conversations("requests")] == [stranger.address]
