@@ -330,7 +330,12 @@ def prepare(engine: Any, mid: str, msg: sqlite3.Row, lease: str | None) -> None:
     with_session = {r["remote_iid"] for r in engine.store.read("SELECT DISTINCT remote_iid FROM sessions")}
     mine = outbox.fan_out(mine, with_session)
     bundles = engine._claim_bundles([iid for iid in mine if iid not in with_session]) if mine else {}
-    content = ConsentContent.from_fields(mid, msg["sender"], msg["recipient"], msg["sent_at"], wire.decode(bytes(msg["extra"])))
+    try:  # the core's codec (issue 12 §1) once merged: the content rebuilt from the row's extras
+        from bridge.engine.contents import rebuild  # type: ignore[import-not-found]
+
+        content: Any = rebuild(msg)
+    except ImportError:
+        content = ConsentContent.from_fields(mid, msg["sender"], msg["recipient"], msg["sent_at"], wire.decode(bytes(msg["extra"])))
     with engine.store.write() as c:
         row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
         if lease is not None and row["lease_owner"] != lease:
@@ -369,7 +374,7 @@ def conversations(engine: Any, folder: str = "inbox") -> list[dict[str, Any]]:
         unread = store.read(
             f"SELECT COUNT(*) AS n FROM messages WHERE peer = ? AND direction = 'in' AND read = 0 AND kind IN {DISPLAYABLE_SQL}", (peer,)
         )[0]["n"]
-        msg = message_dict(last[0])
+        msg = message_dict(last[0], store) if message_dict.__code__.co_argcount > 1 else message_dict(last[0])  # the core's: with reactions, …
         out.append({
             "peer": peer,
             "consent": st["consent"],
