@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -33,8 +34,8 @@ def relay_url(tmp_path: Path, procs: list[Proc]) -> str:
     return url
 
 
-def j(home: Path, *args: str) -> object:
-    return json.loads(ok(parley(home, *args, "--json")).stdout)
+def j(home: Path, *args: str, **env: str) -> Any:
+    return json.loads(ok(parley(home, *args, "--json", **env)).stdout)
 
 
 def test_a_stranger_lands_in_requests_and_the_decisions_work_without_a_daemon(tmp_path: Path, relay_url: str) -> None:
@@ -107,3 +108,41 @@ def test_with_the_daemon_the_cli_uses_the_control_call_route(tmp_path: Path, rel
     r = requests.post(f"{url}/v1/control/call", json={"method": "consent.get", "params": {"peer": s}},
                       headers={**auth, "Origin": "https://evil.example"}, timeout=10)
     assert r.status_code == 403
+
+
+def _has_content_types() -> bool:
+    from bridge.api.rpc import LocalApi
+
+    return {"messages.react", "messages.edit", "messages.delete", "attachments.begin"} <= set(LocalApi.METHODS)
+
+
+@pytest.mark.skipif(not _has_content_types(), reason="needs the core's content types and the attachments helper's uploads (issue 12 merge)")
+def test_reply_file_react_edit_delete_with_and_without_the_daemon(tmp_path: Path, relay_url: str, procs: list[Proc]) -> None:
+    me, friend = tmp_path / "me", tmp_path / "friend"
+    init(me, relay_url, KEY_A)
+    f = init(friend, relay_url, KEY_B)["address"]
+    my = whoami(me)["address"]
+    first = json.loads(ok(parley(me, "send", f, "first", "--json")).stdout)["id"]
+    ok(parley(friend, "sync"))
+    # without a daemon (the friend's home): a reply, a file, a reaction
+    reply = json.loads(ok(parley(friend, "send", my, "a reply", "--reply-to", first, "--json")).stdout)["id"]
+    src = tmp_path / "note.txt"
+    src.write_bytes(b"attached bytes\n")
+    ok(parley(friend, "send", my, "", "--file", str(src)))
+    ok(parley(friend, "react", my, first, "👍"))
+    # with the daemon (my home): edit and delete my own message, read
+    proc, _ = start_bridge(me, relay=relay_url)
+    procs.append(proc)
+    wait_for(lambda: len(j(me, "messages", f)) == 3, what="the reply and the file")
+    view = j(me, "messages", f)
+    by_id = {m["id"]: m for m in view}
+    assert by_id[reply]["reply_to"] == first
+    (att,) = [m for m in view if m["attachments"]]
+    assert [(a["name"], a["size"]) for a in att["attachments"]] == [("note.txt", 15)]
+    wait_for(lambda: {m["id"]: m for m in j(me, "messages", f)}[first]["reactions"] == {"👍": [f]}, what="the reaction")
+    ok(parley(me, "edit", f, first, "first, edited", PARLEY_PASSPHRASE="wrong"))
+    assert {m["id"]: m for m in j(me, "messages", f)}[first]["edited"] is True
+    ok(parley(me, "delete", f, first, PARLEY_PASSPHRASE="wrong"))
+    assert {m["id"]: m for m in j(me, "messages", f)}[first]["deleted"] is True
+    fails(parley(me, "edit", f, reply, "not mine", PARLEY_PASSPHRASE="wrong"), 2)  # someone else's message
+    assert j(me, "read", f, PARLEY_PASSPHRASE="wrong")["unread"] == 0
