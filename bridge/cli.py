@@ -589,11 +589,14 @@ def _daemon(ctx: Ctx) -> Any:
 @click.argument("recipient")
 @click.argument("text")
 @click.option("--json", "as_json", is_flag=True, help="Print the message as JSON.")
+@click.option("--reply-to", "reply_to", metavar="ID", help="Send it as a reply to message ID of this conversation (shown with a quote).")
+@click.option("--file", "files", metavar="PATH", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Attach the file at PATH (up to 25 MB; repeat for several). TEXT may then be \"\" (it is the caption).")
 @pass_ctx
 @handle_errors
-def send(ctx: Ctx, recipient: str, text: str, as_json: bool) -> None:
+def send(ctx: Ctx, recipient: str, text: str, as_json: bool, reply_to: str | None, files: tuple[Path, ...]) -> None:
     """Send TEXT to RECIPIENT: a 0x address, lens:NAME (or lens/NAME, NAME.lens), NAME.eth,
-    farcaster:FID|FNAME, or a contact name.
+    farcaster:FID|FNAME, or a contact name. --reply-to ID answers a message; --file PATH attaches files.
 
     With the daemon running, it sends for you (no passphrase needed); otherwise the keys are unlocked
     here. If the relay is unreachable the message stays queued (exit 3) and goes out on the next
@@ -607,8 +610,12 @@ def send(ctx: Ctx, recipient: str, text: str, as_json: bool) -> None:
     peer = resolution.address if resolution is not None else _address_arg(recipient)
     if resolution is not None and not as_json:
         click.echo(_describe(resolution))
-    daemon = _daemon(ctx)
-    if daemon is not None:
+    daemon = None if reply_to or files else _daemon(ctx)
+    if reply_to or files:  # issue 12: through the local API's messages.send (bridge/cli_messages.py)
+        from bridge.cli_messages import send_rich
+
+        result = send_rich(ctx, peer, text, reply_to, files)
+    elif daemon is not None:
         result = daemon.send(peer, text)
     else:
         engine = open_engine(ctx)
@@ -717,7 +724,7 @@ def sync(ctx: Ctx) -> None:
 
 @cli.command()
 @click.argument("peer")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, sender, recipient, text, sent_at, direction, flag}.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of messages: {id, sender, recipient, text, sent_at, direction, state, read, flag, kind, reply_to, reactions, edited, deleted, attachments, ...}.")
 @pass_ctx
 @handle_errors
 def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
@@ -736,7 +743,9 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
     address = resolution.address if resolution is not None else _address_arg(peer)
     rows = messages_of(Store(ctx.home.db_file), address)
     if as_json:
-        click.echo(json.dumps([{k: m[k] for k in ("id", "sender", "recipient", "text", "sent_at", "direction", "flag")} for m in rows]))
+        from bridge.cli_messages import message_json  # issue 12: the message dict's new fields
+
+        click.echo(json.dumps([message_json(m) for m in rows]))
         return
     if not rows:
         click.echo(f"no messages with {address}")
@@ -982,6 +991,7 @@ def main(argv: list[str] | None = None) -> None:
     import bridge.cli_local  # noqa: F401  (registers pair, open, contacts)
     import bridge.cli_service  # noqa: F401  (registers service install)
     import bridge.cli_attachments  # noqa: F401  (registers attachment save)
+    import bridge.cli_messages  # noqa: F401  (issue 12)
 
     try:
         try:

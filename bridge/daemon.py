@@ -40,7 +40,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
 from bridge import __version__
 from bridge.api.access import Access, BridgeKey, PageSessions, chrome_ids
-from bridge.api.rpc import Hub, LocalApi
+from bridge.api.rpc import INVALID_REQUEST, Hub, LocalApi, call_local_api
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered, inbox, outbox
 from bridge.engine.prekeys import PrekeyPolicy
@@ -270,6 +270,19 @@ class Daemon:
                 return jsonify(attachments.fetch(self.engine, body["id"]))
             except BadInput as exc:
                 return jsonify({"error": {"code": "bad_input", "message": str(exc)}}), 400
+
+        @app.post("/v1/control/call")
+        def control_call() -> Any:
+            """Issue 12: ``{method, params}`` → the local API method of that name (bridge/api/rpc.py), the
+            same result as over JSON-RPC; errors as ``{error: {code, message, data?}}`` with its code."""
+            guard()
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict) or not isinstance(body.get("method"), str) or not isinstance(body.get("params", {}), (dict, type(None))):
+                return jsonify({"error": {"code": INVALID_REQUEST, "message": "expected {method, params}"}}), 400
+            status, answer = call_local_api(self.api, body["method"], body.get("params"))
+            if status == 200 and body["method"] in ("messages.send", "consent.set"):
+                self.wake_outbox.set()  # anything left queued goes out with the outbox loop now
+            return jsonify(answer), status
 
     def status(self) -> dict[str, Any]:
         return {
@@ -610,6 +623,30 @@ class DaemonClient:
 
     def send(self, peer: str, text: str) -> dict[str, Any]:
         return self._call("POST", "send", {"peer": peer, "text": text})
+
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        """A local API method through ``/v1/control/call`` (issue 12).
+
+        Raises:
+            RpcError: the method's error (its JSON-RPC code); RelayUnavailable: the daemon is unreachable.
+        """
+        from bridge.api.rpc import INTERNAL_ERROR, RpcError
+
+        try:
+            r = self._http.post(f"{self.url}/v1/control/call", json={"method": method, "params": params}, headers=self._headers, timeout=300)
+        except requests.RequestException as exc:
+            raise RelayUnavailable(f"daemon at {self.url} unreachable: {exc}") from None
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise RpcError(INTERNAL_ERROR, f"the daemon answered HTTP {r.status_code}")
+        if "error" in data:
+            err = data["error"] if isinstance(data["error"], dict) else {}
+            code = err.get("code")
+            raise RpcError(code if isinstance(code, int) else INTERNAL_ERROR, str(err.get("message", "error")), err.get("data"))
+        return data.get("result")
 
     def sync(self) -> dict[str, Any]:
         return self._call("POST", "sync", {})

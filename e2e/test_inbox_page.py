@@ -62,6 +62,7 @@ def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inbox]:
             parley(alice, "send", bob_address, "Bob, are you there?", check=True)
             parley(bob, "send", me, SECRET, check=True)
             wait_for(lambda: SECRET in parley(alice, "messages", bob_address).stdout, what="Alice's bridge receives Bob's message")
+            parley(alice, "accept", bob_address, check=True)  # a stranger's message is a request (issue 12): to the inbox
             yield Inbox(alice, url, int(url.rsplit(":", 1)[1]), bob_address, proc)
         finally:
             proc.stop()

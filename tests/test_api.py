@@ -715,15 +715,17 @@ def test_incoming_messages_and_mark_read_notify_paired_connections_with_the_conv
     alice.send(bob.address, "two")
     assert bob.sync() == 2
     assert [n["message"]["text"] for n in widget.notes("message.new")] == ["one", "two"]
+    # Alice is a stranger to Bob: a message request (issue 12), which the extension does not notify
+    assert [n["consent"] for n in widget.notes("message.new")] == ["requested", "requested"]
     assert widget.notes("conversation.updated") == [
-        {"peer": alice.address, "unread": 1, "total_unread": 1},
-        {"peer": alice.address, "unread": 2, "total_unread": 2},
+        {"peer": alice.address, "unread": 1, "total_unread": 1, "consent": "requested"},
+        {"peer": alice.address, "unread": 2, "total_unread": 2, "consent": "requested"},
     ]
     # Nothing reaches a connection that never authenticated or whose token was revoked.
     assert stranger.sent == [] and revoked.notes("message.new") == revoked.notes("conversation.updated") == []
     # Reading the conversation tells every widget its badge is clear; reading it again changes nothing.
     assert widget.call("messages.markRead", {"peer": alice.address})["result"] == {"unread": 0}
-    assert widget.notes("conversation.updated")[2:] == [{"peer": alice.address, "unread": 0, "total_unread": 0}]
+    assert widget.notes("conversation.updated")[2:] == [{"peer": alice.address, "unread": 0, "total_unread": 0, "consent": "requested"}]
     assert widget.call("messages.markRead", {"peer": alice.address.lower()})["result"] == {"unread": 0}
     assert len(widget.notes("conversation.updated")) == 3
 
@@ -882,3 +884,26 @@ def test_inbox_events_stream_only_to_a_live_inbox_session_in_process(tmp_path: P
     r.close()
     assert len(api.hub) == 0
     assert events({"X-Parley-Session": inbox}).status_code == 401
+
+
+def test_consent_methods_and_notifications(tmp_path: Path, relay_url: str) -> None:
+    """Issue 12: conversations.list {folder}, requests.list, consent.get/set, consent.changed."""
+    alice, bob = make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "bob.db", relay_url)
+    api = local_api(bob, tmp_path)
+    widget = Client(api)
+    assert alice.send(bob.address, "hi").delivered and bob.sync() == 1
+    assert widget.call("conversations.list")["result"] == {"conversations": []}  # the inbox: allowed only
+    (req,) = widget.call("requests.list")["result"]["requests"]
+    assert (req["peer"], req["consent"], req["unread"], req["held"], req["last"]["text"]) == (alice.address, "requested", 1, 0, "hi")
+    assert req["last_message_at"] == req["last"]["sent_at"]
+    assert widget.call("conversations.list", {"folder": "all"})["result"]["conversations"] == [req]
+    assert widget.call("consent.get", {"peer": alice.address})["result"] == {"peer": alice.address, "consent": "requested", "held": 0, "dropped": 0}
+    assert widget.call("consent.set", {"peer": alice.address, "action": "accept"})["result"]["consent"] == "allowed"
+    assert widget.notes("consent.changed") == [{"peer": alice.address, "consent": "allowed"}]
+    assert widget.notes("conversation.updated")[-1]["consent"] == "allowed"
+    assert [c["peer"] for c in widget.call("conversations.list", {"folder": "inbox"})["result"]["conversations"]] == [alice.address]
+    assert widget.call("requests.list")["result"] == {"requests": []}
+    assert widget.call("consent.set", {"peer": alice.address, "action": "ignore"})["error"]["code"] == -32602
+    assert widget.call("consent.set", {"peer": bob.address, "action": "block"})["error"]["code"] == -32010
+    assert widget.call("consent.get", {"peer": "0x123"})["error"]["code"] == -32602
+    assert widget.call("conversations.list", {"folder": "spam"})["error"]["code"] == -32602

@@ -24,7 +24,7 @@ from PIL import Image
 from bridge.engine import Engine
 from bridge.engine import attachments as A
 from bridge.engine import contents
-from tests.engines import close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
+from tests.engines import befriend, close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
 from tests.relay_fixtures import serve_relay, unlimited_settings
 
 MiB = 1024 * 1024
@@ -37,6 +37,7 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with serve_relay(db, unlimited_settings(blob_quota_bytes=12 * MiB)) as url:
         alice = make_engine(_home(tmp_path, "alice") / "parley.db", url)
         bob = make_engine(_home(tmp_path, "bob") / "parley.db", url)
+        befriend(alice, bob)  # contacts: not a message request (issue 12: a request's files wait for accept)
         events: list[tuple[str, dict[str, Any]]] = []
         bob.listeners.append(lambda e, p: events.append((e, p)))
         alice.listeners.append(lambda e, p: events.append((e, p)))

@@ -103,6 +103,9 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         n = Net(relay, url, d / "alice", d / "bob")
         init(n.alice, url, KEY_A)
         init(n.bob, url, KEY_B)
+        # contacts of each other: many messages between them are not message requests (issue 12)
+        ok(parley(n.alice, "contacts", "add", "bob", addr(KEY_B)))
+        ok(parley(n.bob, "contacts", "add", "alice", addr(KEY_A)))
         yield n
     finally:
         relay.stop()
@@ -246,7 +249,8 @@ def test_messages_oldest_first_and_json_shape(tmp_path: Path, net: Net) -> None:
         view = conversation(home, peer)
         assert [m["text"] for m in view] == [*sent, reply]
         for m in view:
-            assert set(m) == {"id", "sender", "recipient", "text", "sent_at", "direction", "flag"}
+            assert set(m) >= {"id", "sender", "recipient", "text", "sent_at", "direction", "flag", "state", "reply_to", "reactions",
+                              "edited", "deleted", "attachments"}  # issue 12 added the last ones
             assert m["flag"] is None  # no sender here was found revoked
             assert m["direction"] == ("out" if m["sender"] == me else "in")
             assert {m["sender"], m["recipient"]} == {carol, bob}
@@ -489,6 +493,7 @@ def test_hostile_sent_at_does_not_break_any_view(tmp_path: Path, net: Net, procs
     ok(parley(victim_home, "init", "--generate", "--relay", net.url))
     victim = whoami(victim_home)["address"]
     hostile: Any = _hostile_peer(tmp_path, net.url)
+    ok(parley(victim_home, "contacts", "add", "hostile", hostile.address))  # more than 3 messages: not a request (issue 12)
     try:
         def send_claiming(text: str, sent_at: int | None) -> None:
             mid = hostile.queue(victim, text)["id"]
@@ -572,6 +577,7 @@ def test_peer_text_cannot_drive_the_terminal(tmp_path: Path, net: Net) -> None:
     ok(parley(victim_home, "init", "--generate", "--relay", net.url))
     victim = whoami(victim_home)["address"]
     hostile: Any = _hostile_peer(tmp_path, net.url)
+    ok(parley(victim_home, "contacts", "add", "hostile", hostile.address))  # more than 3 messages: not a request (issue 12)
     try:
         for text in TERMINAL_ATTACKS:
             assert hostile.send(victim, text).delivered

@@ -25,7 +25,7 @@ from bridge.protocol.content import Content, pad
 from bridge.protocol.ids import new_message_id
 from bridge.resolve import Contacts
 from bridge.store import Store, now_ms
-from tests.engines import close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
+from tests.engines import befriend, close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
 from tests.relay_fixtures import serve_relay
 
 
@@ -37,7 +37,9 @@ def relay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def pair(tmp_path: Path, relay_url: str) -> tuple[Engine, Engine]:
-    return make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "bob.db", relay_url)
+    alice, bob = make_engine(tmp_path / "alice.db", relay_url), make_engine(tmp_path / "bob.db", relay_url)
+    befriend(alice, bob)  # contacts: not message requests (issue 12 consent), so receipts and typing flow
+    return alice, bob
 
 
 def events(eng: Engine) -> list[tuple[str, dict[str, Any]]]:
@@ -172,6 +174,7 @@ def test_a_read_receipt_turns_the_senders_message_read_and_syncs_our_other_insta
     alice = make_engine(tmp_path / "alice.db", relay_url)
     b1 = make_engine(tmp_path / "b1.db", relay_url, wallet_b)
     b2 = make_engine(tmp_path / "b2.db", relay_url, wallet_b)
+    befriend(alice, b1)  # contacts: receipts go to allowed peers only (issue 12 consent)
     ids = [alice.send(b1.address, t).message["id"] for t in ("one", "two")]
     assert b1.sync() == 2 and b2.sync() == 2
     assert b1.unread(alice.address) == b2.unread(alice.address) == 2
@@ -200,6 +203,7 @@ def test_with_receipts_off_none_is_sent(pair: tuple[Engine, Engine]) -> None:
 def test_typing_is_emitted_never_stored_and_never_queued(tmp_path: Path) -> None:
     with serve_relay(tmp_path / "relay.db") as url:
         alice, bob = make_engine(tmp_path / "alice.db", url), make_engine(tmp_path / "bob.db", url)
+        befriend(alice, bob)  # typing reaches allowed peers only (issue 12 consent)
         assert not bob.typing(alice.address, True)  # no session yet: skipped
         alice.send(bob.address, "hello")
         assert bob.sync() == 1

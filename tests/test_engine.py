@@ -32,7 +32,7 @@ from bridge.relay.client import Envelope, Published, RelayClient
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.store import Store, now_ms
-from tests.engines import close_engines, make_engine, track  # noqa: F401 (close_engines: autouse fixture)
+from tests.engines import befriend, close_engines, make_engine, track  # noqa: F401 (close_engines: autouse fixture)
 from tests.relay_fixtures import crafted_identity, serve_relay, unlimited_settings, wait_until
 
 FAST = 1e6  # every client shares 127.0.0.1: lift the per-address rate limits
@@ -134,6 +134,7 @@ def test_a_queue_is_delivered_in_the_order_it_was_written(pair: tuple[Engine, En
     """Messages written while offline go out oldest first: the receiver's arrival order (its store's
     own sequence, not the sender's claimed sent_at) is the order they were written in."""
     alice, bob = pair
+    befriend(alice, bob)  # not a message request (issue 12: a stranger's 4th message is held)
     written = [alice.queue(bob.address, f"queued {i}")["id"] for i in range(4)]
     assert alice.flush_outbox() == {}
     assert bob.sync() == 4
@@ -650,6 +651,7 @@ def test_a_relay_claiming_a_longer_log_costs_one_refresh_a_minute_and_no_envelop
     clock = [now_ms()]
     alice = make_engine(tmp_path / "alice.db", relay.url, clock=lambda: clock[0])
     bob = make_engine(tmp_path / "bob.db", relay.url)
+    befriend(alice, bob)
     bucket = address_bucket(bob.address)
 
     def lookups_of_bob() -> int:
@@ -818,6 +820,7 @@ def test_hostile_headers_and_bodies_never_block_a_genuine_message(tmp_path: Path
     victim = make_engine(tmp_path / "victim.db", relay_url)
     peer = make_engine(tmp_path / "peer.db", relay_url)
     friend = make_engine(tmp_path / "friend.db", relay_url)
+    befriend(victim, peer, friend)
     if role == "initiator-before-reply":
         assert victim.send(peer.address, "hello").delivered and peer.sync() == 1
     else:

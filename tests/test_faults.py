@@ -33,7 +33,7 @@ import requests
 from bridge.daemon import DaemonClient
 from bridge.home import Home
 from bridge.relay.client import RelayUnavailable
-from tests.procs import Proc, free_port, parley, start_bridge, start_relay, wait_for, whoami
+from tests.procs import Proc, befriend, free_port, parley, start_bridge, start_relay, wait_for, whoami
 
 __all__: list[str] = []
 
@@ -172,6 +172,7 @@ def test_kill9_bridges_and_relay_during_a_5000_message_exchange(tmp_path: Path, 
     for name, home in homes.items():
         parley(home, "init", "--relay", relay.url, check=True)
         who[name] = whoami(home)
+    befriend(*homes.values())  # not message requests (issue 12)
     bridges = {name: Restartable("bridge", procs, port=free_port(), home=home) for name, home in homes.items()}
     for b in bridges.values():
         b.start()
@@ -248,6 +249,7 @@ def alice_and_bob(tmp_path: Path, procs: list[Proc], relay: "Restartable") -> tu
     alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
     parley(alice_home, "init", "--relay", relay.url, check=True)
     parley(bob_home, "init", "--relay", relay.url, check=True)
+    befriend(alice_home, bob_home)  # not message requests (issue 12)
     for home in (alice_home, bob_home):
         b = Restartable("bridge", procs, port=free_port(), home=home)
         b.start()
@@ -443,6 +445,7 @@ def test_kill9_amid_a_crafted_identity_and_inbox_junk_keeps_every_conversation_w
     alice_home, bob_home, alice, bob, _ = alice_and_bob(tmp_path, procs, relay)
     carol_home = tmp_path / "carol"
     parley(carol_home, "init", "--relay", relay.url, check=True)
+    befriend(alice_home, bob_home, carol_home)  # not message requests (issue 12)
     carol = whoami(carol_home)
     assert relay.db is not None
     crafted = _crafted_identity(relay.db, 60)

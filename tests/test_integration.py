@@ -12,7 +12,7 @@ import pytest
 
 from bridge.daemon import DaemonClient
 from bridge.home import Home
-from tests.procs import Proc, free_port, parley, start_bridge, start_relay, wait_for, whoami
+from tests.procs import Proc, befriend, free_port, parley, start_bridge, start_relay, wait_for, whoami
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +51,7 @@ def test_two_bridges_exchange_messages_through_a_relay(tmp_path: Path, procs: li
     alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
     alice = init(alice_home, relay_url, WALLET_A)
     bob = init(bob_home, relay_url, WALLET_B)
+    befriend(alice_home, bob_home)  # many messages: not message requests (issue 12)
     assert parley(alice_home, "can-message", bob["address"]).returncode == 0
 
     a_proc, _ = start_bridge(alice_home)

@@ -34,7 +34,7 @@ from bridge.relay.client import RelayClient, RelayError
 from bridge.relay.server import RelaySettings, create_app
 from bridge.relay.sqlite_store import SQLiteStorage
 from bridge.relay.storage import Storage
-from tests.engines import OPEN, close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
+from tests.engines import OPEN, befriend, close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
 from tests.exact import raises_exactly
 from tests.relay_fixtures import STORAGE_BACKENDS, storage_backend, wait_until
 from tests.vectors_loader import cases, error_class, h, load
@@ -258,6 +258,7 @@ def test_messages_from_unknown_installations_cause_at_most_one_fetch(tmp_path: P
     wallet = generate_secrets().wallet_key
     mallory = make_engine(tmp_path / "m0.db", relay.url, wallet)
     bob = make_engine(tmp_path / "bob.db", relay.url)
+    befriend(mallory, bob)  # five messages: not a message request (issue 12)
     assert bob.can_message(mallory.address)  # Bob knows Mallory's one installation
     # Five more installations, each with a statement signed by Mallory's wallet but never published to
     # her log (so they stay unknown), write to Bob: each one used to make Bob re-fetch and re-verify

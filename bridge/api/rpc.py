@@ -31,7 +31,7 @@ from typing import Any
 
 from bridge import __version__, identity
 from bridge.api.access import TOUCH_EVERY_MS, Access, AccessError, BridgeKey
-from bridge.engine import MESSAGES_WITH_FLAGS, BadInput, Engine, NotRegistered, message_dict
+from bridge.engine import MESSAGES_WITH_FLAGS, BadInput, Engine, NotRegistered, consent, message_dict
 from bridge.engine.contents import DISPLAYABLE as DISPLAYABLE_KINDS
 from bridge.engine.contents import DISPLAYABLE_SQL
 from bridge.protocol.content import MAX_FILES
@@ -39,7 +39,7 @@ from bridge.protocol.ids import is_message_id
 from bridge.relay.client import RelayError, RelayUnavailable
 from bridge.resolve import Contacts, ResolveError
 
-__all__ = ["LocalApi", "RpcConnection", "RpcError", "Hub", "CLOSE_UNAUTHENTICATED", "MAX_FRAME"]
+__all__ = ["LocalApi", "RpcConnection", "RpcError", "Hub", "CLOSE_UNAUTHENTICATED", "MAX_FRAME", "call_local_api"]
 
 log = logging.getLogger("parley.api")
 
@@ -199,11 +199,18 @@ class LocalApi:
         return int(self.engine.unread(peer))  # displayable kinds only (issue 12)
 
     def _conversation_updated(self, peer: str) -> None:
-        self.hub.publish("conversation.updated", {"peer": peer, "unread": self.unread(peer), "total_unread": self.unread()})
+        self.hub.publish(
+            "conversation.updated",
+            {"peer": peer, "unread": self.unread(peer), "total_unread": self.unread(), "consent": consent.state(self.engine.store, peer)},
+        )
 
     def _on_engine_event(self, event: str, message: dict[str, Any]) -> None:
         if event == "message.new":
-            self.hub.publish("message.new", {"message": message})
+            # consent (issue 12): the extension raises a desktop notification only for "allowed"
+            self.hub.publish("message.new", {"message": message, "consent": consent.state(self.engine.store, message["peer"])})
+            self._conversation_updated(message["peer"])
+        elif event == "consent.changed":
+            self.hub.publish("consent.changed", {"peer": message["peer"], "consent": message["consent"]})
             self._conversation_updated(message["peer"])
         elif event in ("message.sent", "message.failed", "message.updated"):
             if message.get("kind", "text") in DISPLAYABLE_KINDS:  # not our reactions, receipts, … themselves
@@ -281,21 +288,41 @@ class LocalApi:
             out["resolution"] = resolution.to_dict()
         return out
 
+# --- consent (issue 12): conversations.list, requests.list, consent.get, consent.set ---------------
+
     def m_conversations_list(self, p: Any) -> dict[str, Any]:
+        """``{folder?: inbox | requests | all}`` (default inbox: allowed only)."""
+        p = _params(p, optional=("folder",))
+        folder = p.get("folder", "inbox")
+        if folder not in consent.FOLDERS:
+            raise RpcError(INVALID_PARAMS, "folder must be inbox, requests or all")
+        return {"conversations": self.engine.conversations(folder)}
+
+    def m_requests_list(self, p: Any) -> dict[str, Any]:
         _params(p)
-        store = self.engine.store
-        out = []
-        for row in store.read("SELECT peer, updated_at FROM conversations ORDER BY updated_at DESC"):
-            last = store.read(f"SELECT * FROM messages WHERE peer = ? AND kind IN {DISPLAYABLE_SQL} ORDER BY seq DESC LIMIT 1", (row["peer"],))
-            out.append(
-                {
-                    "peer": row["peer"],
-                    "updated_at": row["updated_at"],
-                    "unread": self.unread(row["peer"]),
-                    "last": message_dict(last[0], store) if last else None,
-                }
-            )
-        return {"conversations": out}
+        return {"requests": self.engine.conversations("requests")}
+
+    def m_consent_get(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer")
+        peer = _address(p, "peer")
+        try:
+            return self.engine.consent(peer)
+        except BadInput as exc:
+            raise RpcError(BAD_INPUT, str(exc)) from None
+
+    def m_consent_set(self, p: Any) -> dict[str, Any]:
+        p = _params(p, "peer", "action")
+        peer = _address(p, "peer")
+        action = p["action"]
+        if action not in consent.ACTIONS:
+            raise RpcError(INVALID_PARAMS, "action must be accept, decline, block or unblock")
+        try:
+            return self.engine.set_consent(peer, action)
+        except BadInput as exc:
+            raise RpcError(BAD_INPUT, str(exc)) from None
+
+    # --- end of consent ------------------------------------------------------------------------------
+
 
     def m_messages_list(self, p: Any) -> dict[str, Any]:
         p = _params(p, "peer", optional=("before", "limit"))
@@ -479,6 +506,9 @@ class LocalApi:
         "resolve": m_resolve,
         "canMessage": m_canMessage,
         "conversations.list": m_conversations_list,
+        "requests.list": m_requests_list,  # consent (issue 12)
+        "consent.get": m_consent_get,  # consent (issue 12)
+        "consent.set": m_consent_set,  # consent (issue 12)
         "messages.list": m_messages_list,
         "messages.send": m_messages_send,
         "messages.markRead": m_messages_markRead,
@@ -494,6 +524,22 @@ class LocalApi:
         "attachments.thumbnail": m_attachments_thumbnail,
         "attachments.read": m_attachments_read,
     }
+
+
+def call_local_api(api: LocalApi, method: str, params: Any) -> tuple[int, dict[str, Any]]:
+    """Call one local API method as the daemon's ``/v1/control/call`` route and the CLI without a daemon
+    do (issue 12): ``(HTTP status, {result} | {error: {code, message, data?}})``. The same methods and
+    results as JSON-RPC."""
+    fn = LocalApi.METHODS.get(method)
+    if fn is None:
+        return 404, {"error": {"code": METHOD_NOT_FOUND, "message": "Method not found"}}
+    try:
+        return 200, {"result": fn(api, params)}
+    except RpcError as exc:
+        return (500 if exc.code == INTERNAL_ERROR else 400), {"error": exc.to_obj()}
+    except Exception:
+        log.exception("control call %s failed", method[:40])
+        return 500, {"error": {"code": INTERNAL_ERROR, "message": "Internal error"}}
 
 
 def _b64u(data: bytes) -> str:

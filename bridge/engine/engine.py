@@ -1218,6 +1218,8 @@ class Engine:
             NotRegistered, RelayUnavailable, RelayError
         """
         msg = self.store.read("SELECT * FROM messages WHERE id = ?", (mid,))[0]
+        if msg["kind"] == "consent":  # consent (issue 12): to our own other installations only; none: done at once
+            return consent.prepare(self, mid, msg, lease)
         peer = msg["peer"]
         theirs = self.installations_of(peer)
         if not theirs:
@@ -1568,6 +1570,17 @@ class Engine:
     def messages(self, peer: str) -> list[dict[str, Any]]:
         """A conversation in the store's own order (arrival; never a peer's clock)."""
         return messages_of(self.store, identity.checksum_address(peer))
+
+    # --- consent (issue 12) ---
+
+    def consent(self, peer: str) -> dict[str, Any]:
+        return consent.get(self, peer)
+
+    def set_consent(self, peer: str, action: str) -> dict[str, Any]:
+        return consent.set_consent(self, peer, action)
+
+    def conversations(self, folder: str = "inbox") -> list[dict[str, Any]]:
+        return consent.conversations(self, folder)
 
     # --- attachments (issue 12) --- thin methods over bridge/engine/attachments.py
 
