@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,10 +83,18 @@ def _row(w: FrameLocator, text: str) -> Locator:
 
 
 def _menu(w: FrameLocator, text: str, item: str) -> None:
+    """Open the menu of the message holding ``text`` and click ``item`` in it."""
     row = _row(w, text)
     row.hover()
     row.locator('[data-parley="menu"]').click()
-    w.locator(f'[data-parley="{item}"]').first.click()
+    row.locator(f'[data-parley="menu-panel"] [data-parley="{item}"]').click()
+
+
+def _react(w: FrameLocator, text: str, emoji: str) -> None:
+    row = _row(w, text)
+    row.hover()
+    row.locator('[data-parley="menu"]').click()
+    row.locator(f'[data-parley="menu-react"] [data-parley="react-choice"][data-emoji="{emoji}"]').click()
 
 
 # --- 1 -----------------------------------------------------------------------------------------
@@ -155,12 +164,13 @@ def test_2_replies_and_reactions_appear_live_on_both_sides(wd: World, pages: dic
     for w in (a_w, b_w):
         expect(_row(w, REPLY).locator('[data-parley="reply-quote"]')).to_contain_text(FIRST, timeout=TIMEOUT_MS)
 
-    _menu(a_w, REPLY, "menu-react")
-    a_w.locator('[data-parley="react-choice"][data-emoji="👍"]').click()
-    for w in (a_w, b_w):
+    _react(a_w, REPLY, "👍")
+    # Counts, and who reacted: "You" for Alice, her name (as Bob's widget names her) for Bob.
+    alice_for_bob = b_w.locator('[data-parley="peer-name"]').text_content()
+    for w, reactor in ((a_w, "You"), (b_w, alice_for_bob)):
         chip = _row(w, REPLY).locator('[data-parley="reaction"][data-emoji="👍"]')
         expect(chip).to_contain_text("1", timeout=TIMEOUT_MS)
-        assert wd.alice.address.lower() in (chip.get_attribute("title") or "").lower()
+        expect(chip).to_have_attribute("title", re.compile(re.escape(str(reactor))))
     # Removing it (a click on one's own chip) removes it on both sides.
     _row(a_w, REPLY).locator('[data-parley="reaction"][data-emoji="👍"]').click()
     for w in (a_w, b_w):
@@ -178,6 +188,8 @@ def test_3_a_5mb_image_arrives_previews_and_saves_byte_identical(wd: World, page
     a_w = pages["alice"].frame_locator('iframe[data-parley="widget"]')  # type: ignore[attr-defined]
     b_w = pages["bob"].frame_locator('iframe[data-parley="widget"]')  # type: ignore[attr-defined]
     a_w.locator('[data-parley="file-input"]').set_input_files(str(image))
+    expect(a_w.locator('[data-parley="attach-list"]')).to_contain_text(image.name)  # staged until Send
+    a_w.locator('[data-parley="send"]').click()
     card = b_w.locator('[data-parley="attachment"]')
     expect(card).to_have_count(1, timeout=3 * TIMEOUT_MS)
     thumb = card.locator('[data-parley="thumbnail"]')
@@ -254,8 +266,7 @@ def test_6_block_stops_everything(wd: World, pages: dict[str, object]) -> None:
     consent = lambda: next(c for c in _cli_json(wd, "bob", "conversations", "--all") if c["peer"].lower() == wd.alice.address.lower())  # noqa: E731
     assert consent()["consent"] == "blocked"
     send_in_widget(a_w, BLOCKED)
-    _menu(a_w, REPLY, "menu-react")
-    a_w.locator('[data-parley="react-choice"][data-emoji="😂"]').click()
+    _react(a_w, REPLY, "😂")
     # Alice's side cannot tell: her message is sent as any other.
     expect(a_w.locator('[data-parley="message"][data-direction="out"]', has_text=BLOCKED)).to_have_attribute("data-state", "sent", timeout=TIMEOUT_MS)
     # Bob's bridge took both envelopes in (its cursor moved past them) and kept nothing of them.

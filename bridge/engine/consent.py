@@ -374,7 +374,7 @@ def conversations(engine: Any, folder: str = "inbox") -> list[dict[str, Any]]:
         unread = store.read(
             f"SELECT COUNT(*) AS n FROM messages WHERE peer = ? AND direction = 'in' AND read = 0 AND kind IN {DISPLAYABLE_SQL}", (peer,)
         )[0]["n"]
-        msg = message_dict(last[0], store) if message_dict.__code__.co_argcount > 1 else message_dict(last[0])  # the core's: with reactions, …
+        msg = message_dict(last[0], store)
         out.append({
             "peer": peer,
             "consent": st["consent"],
@@ -382,7 +382,12 @@ def conversations(engine: Any, folder: str = "inbox") -> list[dict[str, Any]]:
             "last_message_at": msg["sent_at"],
             "updated_at": row["updated_at"],
             "held": st["held"],
+            "dropped": st["dropped"],
             "last": msg,
+            "_seq": last[0]["seq"],
         })
-    out.sort(key=lambda x: (x["last_message_at"], x["updated_at"]), reverse=True)
+    # Newest first by local arrival (the store's seq), never by a peer's clock (PROTOCOL.md §6.4).
+    out.sort(key=lambda x: x["_seq"], reverse=True)
+    for item in out:
+        del item["_seq"]
     return out

@@ -1072,6 +1072,8 @@ async function send(event) {
   }
   sendButton.disabled = true;
   $('attach').disabled = true;
+  // Cleared now, not when the bridge answers: what the user types meanwhile is the next message.
+  composer.value = '';
   sendingTexts.push(text);
   typingOn = false; // sending ends typing on the bridge's side too
   try {
@@ -1079,7 +1081,6 @@ async function send(event) {
     if (replyTo) params.reply_to = replyTo;
     if (files.length) params.uploads = await uploadStaged(files);
     const { message } = await rpc('messages.send', params);
-    composer.value = '';
     cancelReply();
     staged = staged.filter((file) => !files.includes(file));
     renderStaged();
@@ -1092,6 +1093,7 @@ async function send(event) {
       if (item.querySelector('[data-parley="text"]')?.textContent === text) showState(item, 'queued');
     }
     showError(`Not sent: ${String(error.message ?? error)}`);
+    if (!composer.value) composer.value = text; // nothing typed since: the text is given back to try again
   } finally {
     const left = sendingTexts.indexOf(text);
     if (left >= 0) sendingTexts.splice(left, 1);
