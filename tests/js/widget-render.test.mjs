@@ -58,7 +58,10 @@ const port = {
   onDisconnect: { addListener() {} },
   postMessage(msg) {
     worker.posted.push(msg);
-    if (msg.type === 'rpc') queueMicrotask(() => worker.deliver({ type: 'rpc-result', id: msg.id, result: worker.answer(msg) }));
+    if (msg.type !== 'rpc') return;
+    const result = worker.answer(msg);
+    if (result instanceof Promise) result.then((r) => worker.deliver({ type: 'rpc-result', id: msg.id, result: r }));
+    else queueMicrotask(() => worker.deliver({ type: 'rpc-result', id: msg.id, result }));
   },
 };
 globalThis.chrome = {
@@ -290,6 +293,24 @@ test('the menu: reply, six reactions, edit and delete on own messages only; each
   await settle();
   assert.deepEqual(rpcs('messages.send').at(-1), { peer: PEER_ADDRESS, text: 'answer', reply_to: hex(130) });
   assert.equal(document.querySelector('[data-parley="reply-preview"]').hidden, true);
+});
+
+test('what is typed while a message is being sent stays in the composer (the sent text is cleared at once)', async () => {
+  clock += 5000;
+  let release;
+  const answered = new Promise((resolve) => { release = resolve; });
+  worker.extra['messages.send'] = async (p) => { await answered; return { message: shape(134, { direction: 'out', sender: ME, text: p.text }) }; };
+  const composer = document.querySelector('[data-parley="composer"]');
+  composer.value = 'first';
+  document.querySelector('[data-parley="compose-form"]').dispatchEvent(new window.Event('submit', { cancelable: true }));
+  await settle();
+  assert.equal(composer.value, '', 'cleared as it is sent');
+  composer.value = 'the next one';
+  release();
+  await settle();
+  await settle();
+  assert.equal(hook(134, 'text').textContent, 'first');
+  assert.equal(composer.value, 'the next one', 'the bridge answering does not wipe it');
 });
 
 test('the request banner: held count, Accept calls consent.set; consent.changed and typing are live', async () => {
