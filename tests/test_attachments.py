@@ -112,6 +112,23 @@ def test_image_round_trip_is_byte_identical_with_thumbnail(world: dict[str, Any]
     assert ref.key not in raw
 
 
+def test_delete_for_everyone_removes_the_file_on_both_sides(world: dict[str, Any]) -> None:
+    alice, bob, tmp = world["alice"], world["bob"], world["tmp"]
+    src = tmp / "notes.txt"
+    src.write_bytes(b"private notes " * 1000)
+    mid, _, _ = send_with_files(alice, bob, [src])
+    aid = f"{mid}-0"
+    kept = [Path(bob.attachment_fetch(aid)["path"]), tmp / "alice" / "attachments" / aid]
+    assert all(p.exists() for p in kept)
+    alice.delete(bob.address, mid)
+    bob.sync()
+    assert not [p for p in kept if p.exists()]
+    for engine in (alice, bob):
+        (msg,) = [m for m in engine.messages(alice.address if engine is bob else bob.address) if m["id"] == mid]
+        assert msg["deleted"] and msg["attachments"] == []
+        assert engine.store.read("SELECT COUNT(*) AS n FROM attachments WHERE message_id = ?", (mid,))[0]["n"] == 0
+
+
 def _flip_relay_byte(db: Path, offset: int = 12345) -> None:
     con = sqlite3.connect(db)
     try:

@@ -9,6 +9,7 @@ caller's write transaction (``c``); receiver refusals raise :class:`Refused` (a 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.protocol import content as C
@@ -164,8 +165,13 @@ def apply_edit(c: sqlite3.Connection, message_id: str, new_text: str, ts: int) -
 
 
 def apply_delete(c: sqlite3.Connection, message_id: str, ts: int) -> None:
+    """Tombstone: no text, no reactions, and its files gone from this machine (rows and plaintext files)."""
     c.execute("UPDATE messages SET text = '', deleted = 1, edited_at = COALESCE(edited_at, ?) WHERE id = ?", (ts, message_id))
     c.execute("DELETE FROM reactions WHERE message_id = ?", (message_id,))
+    for row in c.execute("SELECT path FROM attachments WHERE message_id = ?", (message_id,)).fetchall():
+        if row["path"]:
+            Path(row["path"]).unlink(missing_ok=True)
+    c.execute("DELETE FROM attachments WHERE message_id = ?", (message_id,))
 
 
 def apply_incoming(
