@@ -91,7 +91,7 @@ def published_on(wd: World, relay: str, address: str) -> tuple[list[str], list[r
 
 def thread(w: FrameLocator) -> list[tuple[str | None, str | None]]:
     """The widget's messages as (direction, text), in order."""
-    return [(m.get_attribute("data-direction"), m.text_content()) for m in w.locator('[data-parley="message"]').all()]
+    return [(m.get_attribute("data-direction"), m.locator('[data-parley="text"]').text_content()) for m in w.locator('[data-parley="message"]').all()]
 
 
 def test_1_the_only_shared_relay_is_the_directory(wd: World) -> None:

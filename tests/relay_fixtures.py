@@ -237,8 +237,8 @@ def unlimited_settings(**overrides: object) -> "RelaySettings":
 
 
 @contextmanager
-def serve_relay(db: Path, settings: "RelaySettings | None" = None, *, wrap: "Callable[[Any], Any] | None" = None) -> Iterator[str]:
-    """A relay app on its own thread over SQLite at ``db`` (werkzeug, threaded); yields its URL.
+def serve_storage(storage: Any, settings: "RelaySettings | None" = None, *, wrap: "Callable[[Any], Any] | None" = None) -> Iterator[str]:
+    """A relay app over ``storage`` (any backend) on its own thread (werkzeug, threaded); yields its URL.
     ``wrap`` takes the relay's WSGI app and returns the one to serve (a test's doctored relay)."""
     import threading
 
@@ -246,7 +246,6 @@ def serve_relay(db: Path, settings: "RelaySettings | None" = None, *, wrap: "Cal
 
     from bridge.relay.server import create_app
 
-    storage = SQLiteStorage(str(db))
     app = create_app(storage, settings=settings or unlimited_settings())
     server = make_server("127.0.0.1", 0, wrap(app) if wrap else app, threaded=True)
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -257,6 +256,16 @@ def serve_relay(db: Path, settings: "RelaySettings | None" = None, *, wrap: "Cal
         server.shutdown()
         t.join(5)
         server.server_close()
+
+
+@contextmanager
+def serve_relay(db: Path, settings: "RelaySettings | None" = None, *, wrap: "Callable[[Any], Any] | None" = None) -> Iterator[str]:
+    """:func:`serve_storage` over SQLite at ``db``."""
+    storage = SQLiteStorage(str(db))
+    try:
+        with serve_storage(storage, settings, wrap=wrap) as url:
+            yield url
+    finally:
         storage.close()
 
 

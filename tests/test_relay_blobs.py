@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from bridge import identity
-from bridge.relay.server import RelaySettings, RetentionThread, create_app
+from bridge.relay.server import RelaySettings, RetentionThread
 from bridge.relay.storage import BLOB_CHUNK, IdentityEntry, Storage
-from tests.relay_fixtures import STORAGE_BACKENDS, authorize_record, make_installation, storage_backend, unlimited_settings
+from tests.relay_fixtures import STORAGE_BACKENDS, authorize_record, make_installation, serve_storage, storage_backend, unlimited_settings
 
 MiB = 1024 * 1024
 MAX = 25 * MiB + 16
@@ -52,18 +52,8 @@ class PeakAtAnswerEnd:
 
 @contextmanager
 def relay(storage: Storage, settings: RelaySettings, wrap: Any = None) -> Iterator[str]:
-    from werkzeug.serving import make_server
-
-    app = create_app(storage, settings=settings)
-    server = make_server("127.0.0.1", 0, wrap(app) if wrap else app, threaded=True)
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        t.join(5)
-        server.server_close()
+    with serve_storage(storage, settings, wrap=wrap) as url:
+        yield url
 
 
 def register(storage: Storage) -> str:
