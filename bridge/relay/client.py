@@ -348,8 +348,9 @@ class RelayClient:
 
     # ---- plumbing -------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None,
-              params: dict[str, Any] | None = None) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One HTTP request to the relay; a transport failure (no connection, timeout, TLS) raises
+        RelayUnavailable with the reason in one line."""
         url = self.base_url + path
         if not self._tls_ready and url.startswith("https://"):
             # every https request verifies the relay with the one client context (system store +
@@ -357,7 +358,7 @@ class RelayClient:
             self._session.mount("https://", ContextAdapter(_tls_context(self.base_url)))
             self._tls_ready = True
         try:
-            resp = self._session.request(method, url, json=body, headers=headers, params=params, timeout=self._timeouts)
+            return self._session.request(method, url, timeout=self._timeouts, **kwargs)
         except requests.ConnectTimeout:
             raise RelayUnavailable(f"relay {self.base_url} unavailable: no connection within {self._timeouts[0]:g} s") from None
         except requests.Timeout:
@@ -367,6 +368,10 @@ class RelayClient:
             if tls is not None:
                 raise RelayUnavailable(f"relay {self.base_url}: {tls}") from None
             raise RelayUnavailable(f"relay {self.base_url} unavailable: {_reason(exc)}") from None
+
+    def _call(self, method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None,
+              params: dict[str, Any] | None = None) -> Any:
+        resp = self._send(method, path, json=body, headers=headers, params=params)
         try:
             data = resp.json()
         except ValueError:
@@ -389,19 +394,7 @@ class RelayClient:
     def _raw(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One request whose body or answer is streamed; never follows a redirect (a blob locator
         came from a peer: a redirect could point anywhere). Errors as :meth:`_call` raises them."""
-        url = self.base_url + path
-        if not self._tls_ready and url.startswith("https://"):
-            self._session.mount("https://", ContextAdapter(_tls_context(self.base_url)))
-            self._tls_ready = True
-        try:
-            resp = self._session.request(method, url, timeout=self._timeouts, allow_redirects=False, **kwargs)
-        except requests.Timeout:
-            raise RelayUnavailable(f"relay {self.base_url} unavailable: no answer within {self._timeouts[1]:g} s") from None
-        except requests.RequestException as exc:
-            tls = describe_tls_error(exc)
-            if tls is not None:
-                raise RelayUnavailable(f"relay {self.base_url}: {tls}") from None
-            raise RelayUnavailable(f"relay {self.base_url} unavailable: {_reason(exc)}") from None
+        resp = self._send(method, path, allow_redirects=False, **kwargs)
         if resp.status_code >= 300:
             try:
                 data = resp.json() if resp.headers.get("Content-Type", "").startswith("application/json") else None
