@@ -110,13 +110,6 @@ def test_with_the_daemon_the_cli_uses_the_control_call_route(tmp_path: Path, rel
     assert r.status_code == 403
 
 
-def _has_content_types() -> bool:
-    from bridge.api.rpc import LocalApi
-
-    return {"messages.react", "messages.edit", "messages.delete", "attachments.begin"} <= set(LocalApi.METHODS)
-
-
-@pytest.mark.skipif(not _has_content_types(), reason="needs the core's content types and the attachments helper's uploads (issue 12 merge)")
 def test_reply_file_react_edit_delete_with_and_without_the_daemon(tmp_path: Path, relay_url: str, procs: list[Proc]) -> None:
     me, friend = tmp_path / "me", tmp_path / "friend"
     init(me, relay_url, KEY_A)
