@@ -116,7 +116,7 @@ def _print_conversations(items: list[dict[str, Any]], empty: str) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {peer, consent, unread, last_message_at, updated_at, held, last}.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {peer, consent, unread, last_message_at, updated_at, held, dropped, last}.")
 @click.option("--all", "show_all", is_flag=True, help="Every conversation: requests, declined and blocked ones too (default: the inbox, allowed only).")
 @pass_ctx
 @handle_errors
@@ -131,7 +131,7 @@ def conversations(ctx: Ctx, as_json: bool, show_all: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {peer, consent, unread, last_message_at, updated_at, held, last}.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {peer, consent, unread, last_message_at, updated_at, held, dropped, last}.")
 @pass_ctx
 @handle_errors
 def requests(ctx: Ctx, as_json: bool) -> None:

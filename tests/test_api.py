@@ -717,9 +717,10 @@ def test_incoming_messages_and_mark_read_notify_paired_connections_with_the_conv
     assert [n["message"]["text"] for n in widget.notes("message.new")] == ["one", "two"]
     # Alice is a stranger to Bob: a message request (issue 12), which the extension does not notify
     assert [n["consent"] for n in widget.notes("message.new")] == ["requested", "requested"]
+    # and the badge (total_unread) does not count it either; the conversation's own count does
     assert widget.notes("conversation.updated") == [
-        {"peer": alice.address, "unread": 1, "total_unread": 1, "consent": "requested"},
-        {"peer": alice.address, "unread": 2, "total_unread": 2, "consent": "requested"},
+        {"peer": alice.address, "unread": 1, "total_unread": 0, "consent": "requested"},
+        {"peer": alice.address, "unread": 2, "total_unread": 0, "consent": "requested"},
     ]
     # Nothing reaches a connection that never authenticated or whose token was revoked.
     assert stranger.sent == [] and revoked.notes("message.new") == revoked.notes("conversation.updated") == []

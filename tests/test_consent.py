@@ -56,8 +56,11 @@ def test_a_strangers_messages_land_in_requests_and_only_three_are_kept(tmp_path:
     assert [c["peer"] for c in me.conversations("requests")] == [stranger.address]
     assert me.conversations("inbox") == []
     assert [(c["peer"], c["consent"], c["held"], c["unread"]) for c in me.conversations("all")] == [(stranger.address, "requested", 2, 3)]
+    # the badge (total unread) counts no request: it is a notification too
+    assert (me.unread(), me.unread(stranger.address)) == (0, 3)
     # accepting moves it to the inbox; what they send next is kept
     assert me.set_consent(stranger.address, "accept")["consent"] == "allowed"
+    assert me.unread() == 3
     assert [c["peer"] for c in me.conversations("inbox")] == [stranger.address] and me.conversations("requests") == []
     assert stranger.send(me.address, "after accept").delivered
     assert me.sync() == 1 and texts(me, stranger.address)[-1] == "after accept"

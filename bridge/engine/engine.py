@@ -665,10 +665,12 @@ class Engine:
     read_receipts: Callable[[], bool] = staticmethod(lambda: True)  # type: ignore[assignment]
 
     def unread(self, peer: str | None = None) -> int:
-        """Unread incoming messages (displayable kinds only), of one conversation or all."""
+        """Unread incoming messages (displayable kinds only), of one conversation or, for the badge, of
+        every conversation in the inbox (requests, declined and blocked peers are not counted: a badge
+        is a notification, which a request never raises, PROTOCOL.md §6.8)."""
         sql = f"SELECT COUNT(*) AS n FROM messages WHERE direction = 'in' AND read = 0 AND kind IN {contents.DISPLAYABLE_SQL}"
         if peer is None:
-            return self.store.read(sql)[0]["n"]
+            return self.store.read(sql + " AND peer NOT IN (SELECT peer FROM consent WHERE state != 'allowed')")[0]["n"]
         return self.store.read(sql + " AND peer = ?", (peer,))[0]["n"]
 
     def mark_read(self, peer: str) -> dict[str, Any]:
