@@ -2,7 +2,8 @@
 Bob's ``parley run``) and two Chromium browsers with the real extension.
 
 Bob does not know Alice (his contacts do not name her), so her first message is a stranger's:
-1. it lands in Bob's Requests, raises no desktop notification, and Bob accepts it on his inbox page;
+1. it lands in Bob's Requests, raises no desktop notification; his popup shows the request and opens
+   his inbox page at Requests, where he accepts it;
 2. replies and reactions appear live in both widgets;
 3. a 5 MB image arrives, previews, and saves byte-identical (widget download and ``parley attachment save``);
 4. Bob's read receipt turns Alice's message to "Read";
@@ -119,13 +120,17 @@ def test_1_a_strangers_message_lands_in_requests_without_a_notification(wd: Worl
     # A request raises no desktop notification in Bob's browser.
     assert _notifications(wd.bob_browser) == []
 
-    login = parley(wd.bob.home, "open", check=True).stdout.strip().splitlines()[-1]
-    inbox = wd.bob_browser.context.new_page()
-    inbox.goto(login)
-    expect(inbox.locator('[data-parley="conversation"]')).to_have_count(0, timeout=TIMEOUT_MS)
-    folder = inbox.locator('[data-parley="folder-requests"]')
-    expect(folder).to_contain_text("1", timeout=TIMEOUT_MS)
-    folder.click()
+    # Bob's popup says a request waits; its button opens his bridge's inbox page at Requests.
+    popup = wd.bob_browser.open_popup()
+    button = popup.locator('[data-parley="requests"]')
+    expect(button).to_be_visible(timeout=TIMEOUT_MS)
+    expect(popup.locator('[data-parley="requests-count"]')).to_have_text("1")
+    with wd.bob_browser.context.expect_page(timeout=TIMEOUT_MS) as opened:
+        button.click()
+    inbox = opened.value
+    expect(inbox.locator('[data-parley="folder-requests"]')).to_contain_text("1", timeout=TIMEOUT_MS)
+    expect(inbox.locator('[data-parley="folder-requests"]')).to_have_attribute("aria-current", "page")
+    popup.close()
     conv = inbox.locator('[data-parley="conversation"]')
     expect(conv).to_have_count(1, timeout=TIMEOUT_MS)
     assert (conv.get_attribute("data-peer") or "").lower() == wd.alice.address.lower()

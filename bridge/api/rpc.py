@@ -422,6 +422,18 @@ class LocalApi:
             raise RpcError(WALLET_FAILED, "this bridge cannot switch wallets", {"reason": "unavailable"})
         return {"url": f"{self.base_url}/signin#t={self.pages.new_link('signin')}"}
 
+    def m_inbox_link(self, p: Any) -> dict[str, Any]:
+        """``{folder?: inbox | requests}`` → a one-time link to the bridge's inbox page (issue 12: the
+        popup's "Open inbox" and "Requests"), as ``parley open`` prints."""
+        p = _params(p, optional=("folder",))
+        folder = p.get("folder", "inbox")
+        if folder not in ("inbox", "requests"):
+            raise RpcError(INVALID_PARAMS, "folder must be inbox or requests")
+        if self.pages is None or not self.base_url:
+            raise RpcError(BAD_INPUT, "this bridge serves no inbox page")
+        query = "?folder=requests" if folder == "requests" else ""
+        return {"url": f"{self.base_url}/login{query}#t={self.pages.new_link('inbox')}"}
+
     # --- attachments (issue 12; PROTOCOL.md §8.2) ------------------------------------------------
     # Every method takes the conversation's peer; an attachment id must belong to a message of that
     # conversation (else -32010, as for an unknown id). Failures of the file itself: -32012 with data.reason.
@@ -517,6 +529,7 @@ class LocalApi:
         "messages.delete": m_messages_delete,
         "typing.set": m_typing_set,
         "signin.link": m_signin_link,
+        "inbox.link": m_inbox_link,
         # attachments (issue 12)
         "attachments.begin": m_attachments_begin,
         "attachments.chunk": m_attachments_chunk,

@@ -1,7 +1,8 @@
 // chrome.runtime.onMessage handlers, tiered by sender (DESIGN.md "Extension": every message checked).
 
 import {
-  CONTENT_LOOKUP_PEER, CONTENT_OPEN_WIDGET, POPUP_GET_STATE, POPUP_PAIR, POPUP_SET_BRIDGE_URL, POPUP_UNPAIR, RECONNECT, STATUS,
+  CONTENT_LOOKUP_PEER, CONTENT_OPEN_WIDGET, POPUP_GET_STATE, POPUP_OPEN_INBOX, POPUP_PAIR, POPUP_SET_BRIDGE_URL, POPUP_UNPAIR, RECONNECT,
+  STATUS,
 } from '../common/messages.js';
 import { isPeer } from '../common/peer.js';
 import { unresolvedFrom } from '../common/labels.js';
@@ -9,7 +10,7 @@ import { call, connect, disconnect, pair, reconnectNow } from './bridge.js';
 import { getBridgeUrl, getSession, getStatus, getToken, setBridgeUrl, setPairing, setSession, waitConnected } from './state.js';
 import { isExtensionPage, isSiteContentScript } from './senders.js';
 import { WALLET_SIGNIN } from '../common/wallet.js';
-import { openSignin } from './wallet.js';
+import { openInbox, openSignin } from './wallet.js';
 import { mintNonce } from './grants.js';
 import { handleLayoutMessage } from './layout.js';
 
@@ -51,9 +52,23 @@ async function lookupPeer(peer) {
   }
 }
 
+/** How many message requests wait (issue 12), or null when the bridge cannot be asked now. */
+async function requestCount() {
+  if (getStatus() !== STATUS.CONNECTED) return null;
+  try {
+    const reply = await call('requests.list');
+    return Array.isArray(reply?.requests) ? reply.requests.length : null;
+  } catch {
+    return null;
+  }
+}
+
 async function stateSnapshot() {
   // paired: a token is kept (the popup then shows the pairing, not the code field, issue 11).
-  return { ...(await getSession()), status: getStatus(), bridgeUrl: await getBridgeUrl(), paired: (await getToken()) !== null };
+  return {
+    ...(await getSession()), status: getStatus(), bridgeUrl: await getBridgeUrl(), paired: (await getToken()) !== null,
+    requests: await requestCount(),
+  };
 }
 
 async function handlePopup(msg) {
@@ -85,6 +100,12 @@ async function handlePopup(msg) {
     case RECONNECT:
       await reconnectNow();
       return { ok: true };
+    case POPUP_OPEN_INBOX:
+      try {
+        return { ok: true, ...(await openInbox(msg.folder)) };
+      } catch (error) {
+        return { ok: false, error: String(error.message ?? error) };
+      }
     case WALLET_SIGNIN:
       try {
         return { ok: true, ...(await openSignin()) };

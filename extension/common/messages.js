@@ -25,6 +25,8 @@ export const POPUP_PAIR = 'parley/popup/pair';
 export const RECONNECT = 'parley/reconnect';
 /** Popup → worker: forget the pairing token. */
 export const POPUP_UNPAIR = 'parley/popup/unpair';
+/** Popup → worker: {folder: 'inbox'|'requests'}: open the bridge's inbox page (a one-time link, issue 12). */
+export const POPUP_OPEN_INBOX = 'parley/popup/open-inbox';
 
 /** Name of the chrome.runtime port a widget page opens to the worker. */
 export const WIDGET_PORT = 'parley-widget';

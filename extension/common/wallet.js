@@ -18,6 +18,16 @@ export function isSigninUrl(url, bridgeUrl) {
   return url.startsWith(prefix) && TOKEN_RE.test(url.slice(prefix.length));
 }
 
+/**
+ * True when `url` is exactly `<bridgeUrl>/login#t=<token>`, or `<bridgeUrl>/login?folder=requests#t=<token>`
+ * when `folder` is 'requests': the bridge's own inbox page on the bridge we are paired with (issue 12).
+ */
+export function isInboxUrl(url, bridgeUrl, folder = 'inbox') {
+  if (typeof url !== 'string' || typeof bridgeUrl !== 'string' || !/^http:\/\/(127\.0\.0\.1|localhost):\d{1,5}$/.test(bridgeUrl)) return false;
+  const prefix = `${bridgeUrl}/login${folder === 'requests' ? '?folder=requests' : ''}#t=`;
+  return url.startsWith(prefix) && TOKEN_RE.test(url.slice(prefix.length));
+}
+
 /** 0x1234…abcd */
 export function shortAddress(address) {
   return typeof address === 'string' && address.length > 12 ? `${address.slice(0, 6)}…${address.slice(-4)}` : String(address ?? '');

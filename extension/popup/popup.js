@@ -2,7 +2,7 @@
 // unread from chrome.storage.session (kept current through onChanged) and pairs with the bridge.
 
 import { BridgeUrlError, DEFAULT_BRIDGE_URL, normalizeBridgeUrl } from '../common/bridge-url.js';
-import { POPUP_GET_STATE, POPUP_PAIR, POPUP_UNPAIR, RECONNECT, STATUS } from '../common/messages.js';
+import { POPUP_GET_STATE, POPUP_OPEN_INBOX, POPUP_PAIR, POPUP_UNPAIR, RECONNECT, STATUS } from '../common/messages.js';
 import { peerLabel } from '../common/labels.js';
 import { WALLET_SIGNIN } from '../common/wallet.js';
 
@@ -63,7 +63,21 @@ function render(state) {
     $('did').textContent = state.identity?.did || '—';
   }
   if ('unread' in state) $('unread').textContent = String(Number.isInteger(state.unread) ? state.unread : 0);
+  if ('requests' in state) {
+    // Message requests (issue 12): strangers' first messages, which raise no notification.
+    const n = Number.isInteger(state.requests) && state.requests > 0 ? state.requests : 0;
+    $('requests').hidden = n === 0;
+    $('requests-count').textContent = String(n);
+    $('requests').setAttribute('aria-label', `${n} message request${n === 1 ? '' : 's'}`);
+  }
   if ('lastError' in state && state.lastError) showError(state.lastError);
+}
+
+/** Open the bridge's own inbox page (the worker checks the one-time link), at Requests if asked. */
+async function openInbox(folder) {
+  showError('');
+  const reply = await chrome.runtime.sendMessage({ type: POPUP_OPEN_INBOX, folder });
+  if (!reply?.ok) showError(reply?.error ?? 'could not open the inbox page');
 }
 
 async function pair(event) {
@@ -109,6 +123,8 @@ async function signin() {
 
 async function init() {
   $('signin').addEventListener('click', signin);
+  $('open-inbox').addEventListener('click', () => openInbox('inbox'));
+  $('requests').addEventListener('click', () => openInbox('requests'));
   $('pair-form').addEventListener('submit', pair);
   $('reconnect').addEventListener('click', () => chrome.runtime.sendMessage({ type: RECONNECT }));
   $('pair-again').addEventListener('click', () => {

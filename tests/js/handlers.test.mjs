@@ -168,10 +168,39 @@ test('popup: wallet sign-in opens the bridge page the bridge named, and only tha
   bridge.methods['signin.link'] = async () => ({ url: 'https://evil.example/signin' });
   const bad = await ask({ type: WALLET_SIGNIN }, POPUP);
   assert.equal(bad.ok, false);
-  assert.match(bad.error, /unexpected sign-in link; nothing was opened/);
+  assert.match(bad.error, /unexpected link to its sign-in page; nothing was opened/);
   bridge.methods['signin.link'] = async () => { throw rpcError(-32000, 'locked'); };
   assert.deepEqual(await ask({ type: WALLET_SIGNIN }, POPUP), { ok: false, error: 'The bridge could not open its sign-in page: locked' });
   assert.equal(calls.length, 1);
+});
+
+test('popup: the inbox page (issue 12) opens from the link the bridge named, at Requests when asked; the state counts requests', async () => {
+  const token = 'aB3_-'.repeat(8);
+  const asked = [];
+  bridge.methods['inbox.link'] = async (p) => {
+    asked.push(p);
+    return { url: `http://127.0.0.1:8737/login${p.folder === 'requests' ? '?folder=requests' : ''}#t=${token}` };
+  };
+  assert.deepEqual(await ask({ type: M.POPUP_OPEN_INBOX, folder: 'requests' }, POPUP), { ok: true, opened: true });
+  assert.deepEqual(await ask({ type: M.POPUP_OPEN_INBOX, folder: 'anything else' }, POPUP), { ok: true, opened: true });
+  assert.deepEqual(asked, [{ folder: 'requests' }, { folder: 'inbox' }]);
+  assert.deepEqual(calls, [
+    ['tabs.create', { url: `http://127.0.0.1:8737/login?folder=requests#t=${token}`, active: true }],
+    ['tabs.create', { url: `http://127.0.0.1:8737/login#t=${token}`, active: true }],
+  ]);
+  // A link elsewhere, or to another folder than asked, opens nothing.
+  for (const url of ['https://evil.example/login#t=' + token, `http://127.0.0.1:8737/login#t=${token}`]) {
+    bridge.methods['inbox.link'] = async () => ({ url });
+    const bad = await ask({ type: M.POPUP_OPEN_INBOX, folder: 'requests' }, POPUP);
+    assert.equal(bad.ok, false);
+    assert.match(bad.error, /unexpected link to its inbox page; nothing was opened/);
+  }
+  assert.equal(calls.length, 2);
+  assert.equal(onMessage({ type: M.POPUP_OPEN_INBOX }, WIDGET, () => {}), false, 'a widget may not open it');
+  bridge.methods['requests.list'] = async () => ({ requests: [{ peer: ADDR }, { peer: ADDR }] });
+  assert.equal((await ask({ type: M.POPUP_GET_STATE }, POPUP)).requests, 2);
+  bridge.methods['requests.list'] = async () => { throw rpcError(-32601, 'Method not found'); }; // an older bridge
+  assert.equal((await ask({ type: M.POPUP_GET_STATE }, POPUP)).requests, null);
 });
 
 test('popup: unknown messages are answered as such', async () => {

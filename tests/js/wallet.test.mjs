@@ -2,7 +2,7 @@
 // opens only the bridge's own sign-in page, from the one-time link the paired bridge returned.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isSigninUrl, shortAddress } from '../../extension/common/wallet.js';
+import { isInboxUrl, isSigninUrl, shortAddress } from '../../extension/common/wallet.js';
 
 const BRIDGE = 'http://127.0.0.1:8737';
 const TOKEN = 'aB3_-'.repeat(8);
@@ -27,6 +27,23 @@ test('sign-in links: exactly <bridge>/signin#t=<token> on the paired bridge', ()
   for (const bridge of ['https://127.0.0.1:8737', 'http://evil.example:80', `${BRIDGE}/`, '', null]) {
     assert.equal(isSigninUrl(`${bridge}/signin#t=${TOKEN}`, bridge), false, String(bridge));
   }
+});
+
+test('inbox links (issue 12): exactly <bridge>/login#t=<token>, or ?folder=requests when Requests was asked for', () => {
+  assert.equal(isInboxUrl(`${BRIDGE}/login#t=${TOKEN}`, BRIDGE), true);
+  assert.equal(isInboxUrl(`${BRIDGE}/login?folder=requests#t=${TOKEN}`, BRIDGE, 'requests'), true);
+  for (const [bad, folder] of [
+    [`${BRIDGE}/login?folder=requests#t=${TOKEN}`, 'inbox'], // not what was asked for
+    [`${BRIDGE}/login#t=${TOKEN}`, 'requests'],
+    [`${BRIDGE}/login?folder=all#t=${TOKEN}`, 'requests'],
+    [`${BRIDGE}/signin#t=${TOKEN}`, 'inbox'], // the wallet page is not the inbox
+    [`${BRIDGE}/login?t=${TOKEN}`, 'inbox'],
+    [`http://127.0.0.1:8738/login#t=${TOKEN}`, 'inbox'],
+    [`${BRIDGE}@evil.example/login#t=${TOKEN}`, 'inbox'],
+    [`${BRIDGE}/login#t=${TOKEN}&next=https://evil.example`, 'inbox'],
+    [null, 'inbox'],
+  ]) assert.equal(isInboxUrl(bad, BRIDGE, folder), false, `${bad} (${folder})`);
+  assert.equal(isInboxUrl(`https://127.0.0.1:8737/login#t=${TOKEN}`, 'https://127.0.0.1:8737'), false);
 });
 
 test('short addresses', () => {
