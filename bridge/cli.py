@@ -751,12 +751,34 @@ def messages(ctx: Ctx, peer: str, as_json: bool) -> None:
         click.echo(f"no messages with {address}")
     for m in rows:
         arrow = "→" if m["direction"] == "out" else "←"
-        suffix = f"  ({m['state']})" if m["state"] in ("queued", "failed") else ""
+        marks = [m["state"]] if m["state"] in ("queued", "failed", "read") else []
+        if m.get("edited") and not m.get("deleted"):
+            marks.append("edited")
+        suffix = f"  ({', '.join(marks)})" if marks else ""
         prefix = f"{_fmt_time(m['sent_at'])} {arrow} "
+        pad = " " * len(prefix)
+        quote = m.get("reply_preview")
+        if quote:
+            said = "a deleted message" if quote.get("deleted") else f"“{quote.get('text', '')}”"
+            click.echo(f"{pad}↪ {terminal_safe(said)}")
         # Peer text is hostile: no control sequence reaches the terminal (JSON above stays exact).
-        click.echo(f"{prefix}{terminal_safe(m['text'], indent=' ' * len(prefix))}{suffix}")
+        if m.get("deleted"):
+            text = "[this message was deleted]"
+        elif m.get("unsupported"):
+            text = f"{m['text']}  [{m.get('content_type', 'unknown')}: not supported by this version]"
+        else:
+            text = m["text"]
+        if text:
+            click.echo(f"{prefix}{terminal_safe(text, indent=pad)}{suffix}")
+        else:
+            click.echo(f"{prefix.rstrip()}{suffix}")
+        for a in m.get("attachments") or []:
+            click.echo(f"{pad}📎 {terminal_safe(a['name'])} ({a['size']} bytes, {a.get('state', '?')}) id {a['id']}")
+        reactions = m.get("reactions") or {}
+        if reactions:
+            click.echo(pad + "  ".join(f"{terminal_safe(e)} {len(who)}" for e, who in reactions.items()))
         if m["flag"]:
-            click.echo(f"{' ' * len(prefix)}! not verified: {terminal_safe(m['flag'])}")
+            click.echo(f"{pad}! not verified: {terminal_safe(m['flag'])}")
 
 
 @cli.command()

@@ -133,9 +133,15 @@ def test_reply_file_react_edit_delete_with_and_without_the_daemon(tmp_path: Path
     (att,) = [m for m in view if m["attachments"]]
     assert [(a["name"], a["size"]) for a in att["attachments"]] == [("note.txt", 15)]
     wait_for(lambda: {m["id"]: m for m in j(me, "messages", f)}[first]["reactions"] == {"👍": [f]}, what="the reaction")
+    # The plain view shows them too: the reply's quote, the file with its id, the reaction count.
+    plain = ok(parley(me, "messages", f)).stdout
+    assert "↪ “first”" in plain and f"📎 note.txt (15 bytes," in plain and att["attachments"][0]["id"] in plain and "👍 1" in plain
     ok(parley(me, "edit", f, first, "first, edited", PARLEY_PASSPHRASE="wrong"))
     assert {m["id"]: m for m in j(me, "messages", f)}[first]["edited"] is True
+    assert "first, edited  (edited)" in ok(parley(me, "messages", f)).stdout
     ok(parley(me, "delete", f, first, PARLEY_PASSPHRASE="wrong"))
     assert {m["id"]: m for m in j(me, "messages", f)}[first]["deleted"] is True
+    plain = ok(parley(me, "messages", f)).stdout
+    assert "[this message was deleted]" in plain and "first, edited" not in plain and "↪ a deleted message" in plain
     fails(parley(me, "edit", f, reply, "not mine", PARLEY_PASSPHRASE="wrong"), 2)  # someone else's message
     assert j(me, "read", f, PARLEY_PASSPHRASE="wrong")["unread"] == 0
