@@ -46,7 +46,7 @@ class Recorder:
         self.attachment_name = 'evil".html\r\nX-Injected: 1'
         self.fail: Exception | None = None
         for name in ("conversations", "consent", "set_consent", "react", "edit", "delete", "typing", "send",
-                     "upload_begin", "upload_chunk", "message", "attachment_path"):
+                     "upload_begin", "upload_chunk", "upload_cancel", "message", "attachment_path"):
             setattr(eng, name, self._recorded(name))
 
     def _recorded(self, name: str) -> Any:
@@ -88,6 +88,9 @@ class Recorder:
 
     def r_upload_begin(self, name: str, size: int, mime: str) -> str:
         return "up1"
+
+    def r_upload_cancel(self, upload_id: str) -> None:
+        return None
 
     def r_upload_chunk(self, upload_id: str, offset: int, data: bytes) -> int:
         self.chunks.append((upload_id, offset, len(data)))
@@ -271,6 +274,7 @@ def test_upload_gates_length_and_size(page: Page) -> None:
     assert page.rec.calls == []
     short = upload(page, b"x" * 10, length=500)
     assert short.status_code == 400 and "ended after 10 of 500" in short.get_json()["error"]["message"]
+    assert page.rec.names()[-1] == "upload_cancel"  # nothing partial is kept
     page.rec.fail = BadInput("name must not contain '/'")
     refused = upload(page, b"x", length=1, query="name=a/b")
     assert refused.status_code == 400 and "'/'" in refused.get_json()["error"]["message"]

@@ -376,6 +376,7 @@ def register_local_api(app: Flask, sock: Sock, api: LocalApi, *, port: int, exte
             except ClientDisconnected:
                 data = b""
             if not data:
+                api.engine.upload_cancel(upload_id)  # a cut-off upload leaves no partial file behind
                 json_error(400, "bad-request", f"the body ended after {offset} of {size} bytes")
             _engine(api.engine.upload_chunk, upload_id, offset, data)
             offset += len(data)
