@@ -19,7 +19,7 @@ import requests
 from bridge import identity
 from bridge.relay.server import RelaySettings, RetentionThread
 from bridge.relay.storage import BLOB_CHUNK, IdentityEntry, Storage
-from tests.relay_fixtures import STORAGE_BACKENDS, authorize_record, make_installation, serve_storage, storage_backend, unlimited_settings
+from tests.relay_fixtures import STORAGE_BACKENDS, authorize_record, make_installation, serve_storage, storage_backend, unlimited_settings, wait_until
 
 MiB = 1024 * 1024
 MAX = 25 * MiB + 16
@@ -134,8 +134,6 @@ def test_round_trip_25_mib_streamed_in_chunk_rows_with_bounded_memory(storage: S
                 r = requests.put(f"{url}/v1/blobs/{iid}/{blob}", data=f, headers={"Content-Length": str(MAX)}, timeout=60)
             assert r.status_code == 201, r.text
             assert r.json()["id"] == blob and r.json()["size"] == MAX
-            from tests.relay_fixtures import wait_until
-
             assert wait_until(lambda: threading.active_count() == threads)  # the PUT's thread (and its drain) ended
             with requests.get(f"{url}/v1/blobs/{iid}/{blob}", stream=True, timeout=60) as g, dst.open("wb") as out:
                 assert g.status_code == 200
@@ -143,6 +141,8 @@ def test_round_trip_25_mib_streamed_in_chunk_rows_with_bounded_memory(storage: S
                 assert int(g.headers["Content-Length"]) == MAX
                 for piece in g.iter_content(64 * 1024):
                     out.write(piece)
+            # the relay notes the GET's peak when its answer's iteration ends, just after the client has the last byte
+            assert wait_until(lambda: len(probe[0].peaks) == 2)
         finally:
             tracemalloc.stop()
     assert hashlib.sha256(dst.read_bytes()).digest() == h.digest()
@@ -199,8 +199,6 @@ def test_quota_on_content_length_and_while_streaming(storage: Storage) -> None:
             first.sendall(f"PUT /v1/blobs/{iid2}/{bid()} HTTP/1.1\r\nHost: x\r\nContent-Length: {700 * 1024}\r\n\r\n".encode())
             first.sendall(b"c" * (300 * 1024))
             # the first upload is streaming (its reservation is visible) ...
-            from tests.relay_fixtures import wait_until
-
             assert wait_until(lambda: storage.blob_usage(iid2) == 700 * 1024)
             status, _ = raw_put(url, f"/v1/blobs/{iid2}/{bid()}", {"Content-Length": str(400 * 1024)}, read_first=True)
             assert status == 429
@@ -227,8 +225,6 @@ def test_aborted_upload_leaves_nothing(storage: Storage) -> None:
         status, _ = raw_put(
             url, f"/v1/blobs/{iid}/{bid()}", {"Content-Length": str(2 * MiB)}, os.urandom(700 * 1024), close_after=True
         )
-        from tests.relay_fixtures import wait_until
-
         assert wait_until(lambda: blob_rows(storage) == before and storage.blob_usage(iid) == 0)
     assert blob_rows(storage) == (0, 0)
     # an upload cut off by a crash (rows left behind) is removed by the expiry pass
