@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Page, Playwright
+from playwright.sync_api import Browser, Page, Playwright
 
-from e2e.harness import BrowserSession, ReplicaServer, launch_browser, replica_server, shared_playwright
+from e2e.harness import CHROMIUM, BrowserSession, ReplicaServer, launch_browser, replica_server, shared_playwright
 
 RECORDER = """
 (() => {
@@ -66,3 +67,12 @@ def page(browser: BrowserSession) -> Iterator[Page]:
     tab.add_init_script(RECORDER)
     yield tab
     tab.close()
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright_session: Playwright) -> Iterator[Browser]:
+    """A plain Chromium without the extension (the bridge's own pages: inbox, sign-in)."""
+    kwargs: dict[str, Any] = {"executable_path": str(CHROMIUM)} if CHROMIUM.exists() else {}
+    browser = playwright_session.chromium.launch(headless=True, args=["--no-sandbox", "--disable-gpu"], **kwargs)
+    yield browser
+    browser.close()

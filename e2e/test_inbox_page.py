@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, Playwright, expect
+from playwright.sync_api import Browser, Page, expect
 
-from e2e.harness import ARTIFACTS_DIR, CHROMIUM
+from e2e.harness import ARTIFACTS_DIR
 from tests.procs import Proc, free_port, parley, start_bridge, start_relay, wait_for, whoami
 
 pytestmark = pytest.mark.e2e
@@ -68,14 +68,6 @@ def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inbox]:
             proc.stop()
     finally:
         relay.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium(playwright_session: Playwright) -> Iterator[Browser]:
-    kwargs: dict[str, Any] = {"executable_path": str(CHROMIUM)} if CHROMIUM.exists() else {}
-    browser = playwright_session.chromium.launch(headless=True, args=["--no-sandbox", "--disable-gpu"], **kwargs)
-    yield browser
-    browser.close()
 
 
 @contextlib.contextmanager

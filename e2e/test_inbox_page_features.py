@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask_sock import Sock
-from playwright.sync_api import Browser, Page, Playwright, expect
+from playwright.sync_api import Browser, Page, expect
 from werkzeug.serving import make_server
 
 from bridge import identity
@@ -36,7 +36,7 @@ from bridge.api.rpc import Hub, LocalApi
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, SendResult
 from bridge.resolve import Contacts
-from e2e.harness import ARTIFACTS_DIR, CHROMIUM
+from e2e.harness import ARTIFACTS_DIR
 from tests.engines import close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
 from tests.procs import Proc, free_port, parley, start_bridge, start_relay, wait_for, whoami
 
@@ -52,14 +52,6 @@ def png(width: int, height: int) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), (61, 47, 143)).save(out, "PNG")
     return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def chromium(playwright_session: Playwright) -> Iterator[Browser]:
-    kwargs: dict[str, Any] = {"executable_path": str(CHROMIUM)} if CHROMIUM.exists() else {}
-    browser = playwright_session.chromium.launch(headless=True, args=["--no-sandbox", "--disable-gpu"], **kwargs)
-    yield browser
-    browser.close()
 
 
 # --- part 1: the page over a stand-in of the contract's engine methods ---------------------------------

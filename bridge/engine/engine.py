@@ -189,6 +189,8 @@ class Engine:
         self._no_prekeys: dict[str, int] = {}
         self._bundles: dict[str, tuple[int, PK.Bundle]] = {}
         self._fanout_lock = threading.Lock()
+        #: peer → (ms, value) of the last typing content sent (typing(): at most one per TYPING_INTERVAL_MS)
+        self._typing_sent: dict[str, tuple[int, bool]] = {}
         #: One lock per conversation (peer): held by the thread delivering one of its messages, so no
         #: two threads deliver the same message, and a conversation's messages go out in order.
         self._conversations: dict[str, threading.Lock] = {}
@@ -704,9 +706,7 @@ class Engine:
         if not isinstance(typing, bool):
             raise BadInput("typing must be true or false")
         now = now_ms()
-        last = getattr(self, "_typing_sent", {})
-        self._typing_sent = last
-        prev = last.get(peer)
+        prev = self._typing_sent.get(peer)
         if prev is not None and prev[1] == typing and now - prev[0] < self.TYPING_INTERVAL_MS:
             return False
         if consent.state(self.store, peer) != "allowed":
@@ -734,7 +734,7 @@ class Engine:
                 except (RelayUnavailable, RelayError) as exc:
                     log.info("typing to %s via %s not sent: %s", iid, url, exc)
         if sent:
-            last[peer] = (now, typing)
+            self._typing_sent[peer] = (now, typing)
         return sent
 
     def pending_count(self, *, queued_by: int | None = None) -> int:
