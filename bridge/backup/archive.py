@@ -469,8 +469,8 @@ class Reader:
                 try:
                     out = dctx.decompress(view[off:off + _FEED])
                 except zstandard.ZstdError as exc:
-                    text = str(exc)
-                    if "window" in text.lower() or "frameParameter_windowTooLarge" in text:
+                    text = " ".join(str(exc).split())
+                    if "too much memory" in text:  # libzstd's words for a window over max_window_size
                         raise ArchiveError(f"compressed stream needs a zstd window over {MAX_WINDOW // (1024 * 1024)} MiB") from None
                     raise ArchiveError(f"compressed stream is malformed: {text}") from None
                 if dctx.eof and dctx.unused_data:
@@ -491,13 +491,14 @@ class Reader:
                             raise ArchiveError(f"record {index} of {need} bytes exceeds {MAX_RECORD}")
                     if len(buf) - pos < 4 + need:
                         break
-                    data = bytes(buf[pos + 4:pos + 4 + need])
+                    with memoryview(buf) as mv:
+                        data = bytes(mv[pos + 4:pos + 4 + need])
                     pos += 4 + need
                     need = None
                     try:
                         record = wire.decode(data, max_size=MAX_RECORD)
                     except wire.WireError as exc:
-                        raise ArchiveError(f"record {index} is not canonical CBOR: {exc}") from None
+                        raise ArchiveError(f"record {index} is not canonical CBOR: {' '.join(str(exc).split())}") from None
                     index += 1
                     yield record
                 if pos:
