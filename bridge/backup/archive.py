@@ -133,16 +133,29 @@ def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
     return prefix + struct.pack(">IB", counter, 1 if last else 0)
 
 
+_LEAVES = frozenset({int, bool, bytes, str, type(None)})
+
+
 def _check_plain(obj: Any, index: int) -> None:
+    """Refuse what a reader would refuse (wire.decode: only int, bytes, str, null, arrays and maps)."""
     stack = [obj]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        v = stack.pop()
-        if isinstance(v, (list, tuple)):
-            stack.extend(v)
+        v = pop()
+        t = type(v)
+        if t in _LEAVES:
+            continue
+        if t is dict:
+            extend(v)
+            extend(v.values())
+        elif t is list or t is tuple:
+            extend(v)
         elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif not isinstance(v, (int, bytes, str, type(None))):
+            extend(v)
+            extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            extend(v)
+        elif not isinstance(v, (int, bytes, str)):
             raise ArchiveError(f"record {index} holds a {type(v).__name__}, which an archive cannot carry")
 
 
@@ -255,10 +268,10 @@ def write_archive(out: BinaryIO, records: Iterable[Any], *, wrapping_key: bytes,
         count += 1
         plain += 4 + len(enc)
         if len(batch) >= _BATCH:
-            sealer.write(comp.compress(bytes(batch)))
+            sealer.write(comp.compress(batch))
             batch = bytearray()
     if batch:
-        sealer.write(comp.compress(bytes(batch)))
+        sealer.write(comp.compress(batch))
     sealer.write(comp.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
     sealer.close()
     return {"bytes": sealer.written, "records": count, "plain_bytes": plain}
