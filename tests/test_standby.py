@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,11 +24,13 @@ from bridge import identity
 from bridge.backup import standby
 from bridge.backup.standby import StandbyError
 from bridge.engine import Engine
+from bridge.engine.engine import messages_of
 from bridge.keys import generate_secrets
 from bridge.protocol import wire
 from bridge.protocol.ids import inbox_topic
 from bridge.relay.client import RelayClient, RelayError
 from bridge.relay.sqlite_store import SQLiteStorage
+from bridge.store import Store
 from tests.engines import befriend, close_engines, make_engine  # noqa: F401  (autouse fixture)
 from tests.relay_fixtures import serve_storage, unlimited_settings
 
@@ -39,10 +43,12 @@ class Relay:
 
     def __init__(self) -> None:
         self.url = ""
+        self.db: Path | None = None
         self.storage: SQLiteStorage | None = None
         self.requests: list[tuple[str, str]] = []
-        #: Replaces the body of a GET /v1/envelopes/<topic> answer (a hostile relay), when set.
-        self.doctor: Callable[[dict[str, Any], dict[str, Any]], bytes] | None = None
+        #: A hostile relay: answers GET /v1/envelopes/<topic> itself when set, given the request and a
+        #: function that asks the real relay (with the request as the doctor left it) for its JSON answer.
+        self.doctor: Callable[[dict[str, Any], Callable[[], dict[str, Any]]], bytes] | None = None
 
     def wrap(self, app: Any) -> Any:
         def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
@@ -50,12 +56,13 @@ class Relay:
             self.requests.append((method, path))
             if self.doctor is None or method != "GET" or not path.startswith("/v1/envelopes/"):
                 return app(environ, start_response)
-            status: list[Any] = []
-            body = b"".join(app(environ, lambda s, h, exc=None: status.append((s, h)) or (lambda _b: None)))
-            if not status[0][0].startswith("200"):
-                start_response(*status[0])
-                return [body]
-            new = self.doctor(environ, json.loads(body))
+            def real() -> dict[str, Any]:
+                status: list[str] = []
+                body = b"".join(app(environ, lambda s, h, exc=None: status.append(s) or (lambda _b: None)))
+                assert status[0].startswith("200"), (status, body)
+                return dict(json.loads(body))
+
+            new = self.doctor(environ, real)
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(new)))])
             return [new]
 
@@ -79,7 +86,7 @@ def running_relay(db: Path, **settings: Any) -> Iterator[Relay]:
     storage = SQLiteStorage(str(db))
     try:
         with serve_storage(storage, unlimited_settings(**settings), wrap=relay.wrap) as url:
-            relay.url, relay.storage = url, storage
+            relay.url, relay.storage, relay.db = url, storage, db
             yield relay
     finally:
         storage.close()
@@ -188,6 +195,10 @@ def test_a_full_standby_inbox_neither_fails_nor_delays_the_real_installations(tm
         # Nothing waits behind those messages in either conversation.
         assert bob.pending_count() == 0 and alice.pending_count() == 0
         assert bob.send(alice.address, "b-next").delivered and alice.sync() == 1
+        # Alice's real inbox is full now too (4 envelopes): no installation of hers takes the next one,
+        # so it is not "sent" and backs off, as any 429 does.
+        over = bob.send(alice.address, "b-over")
+        assert not over.delivered and over.message["state"] == "queued" and "inbox_full" in (over.error or "")
 
 
 def test_rotate_revokes_the_old_standby_and_the_next_messages_go_to_the_new_one(tmp_path: Path, relay: Relay) -> None:
@@ -267,3 +278,156 @@ def test_a_hostile_standby_record_is_refused_with_one_line(tmp_path: Path, relay
     # A statement of another installation of the same wallet (genuine, wallet-signed) does not fit these keys.
     with pytest.raises(StandbyError, match="does not authorize this installation"):
         standby.check_record({**rec, "statement": alice.record})
+
+
+# --- draining it -------------------------------------------------------------------------------
+
+
+def fresh_home(tmp_path: Path, name: str, wallet_key: bytes) -> tuple[Any, Store, Any]:
+    """An empty home of the same wallet (a new installation, as a restore makes): (Home, Store, Secrets)."""
+    from bridge.home import Home
+
+    path = tmp_path / name
+    path.mkdir(mode=0o700)
+    secrets = generate_secrets(wallet_key)
+    st = identity.authorize_statement(secrets.address, secrets.installation_id, secrets.signing_pub, secrets.identity_pub)
+    ident = {
+        "version": 1, "address": secrets.address, "did": identity.did(secrets.address), "installation_id": secrets.installation_id,
+        "signing_pub": secrets.signing_pub.hex(), "identity_pub": secrets.identity_pub.hex(),
+        "record": identity.sign_statement(st, wallet_key).to_record().hex(),
+    }
+    (path / "identity.json").write_text(json.dumps(ident))
+    store = Store(path / "parley.db")
+    OPEN_STORES.append(store)
+    return Home(path), store, secrets
+
+
+OPEN_STORES: list[Store] = []
+
+
+@pytest.fixture(autouse=True)
+def close_stores() -> Iterator[None]:
+    yield
+    while OPEN_STORES:
+        OPEN_STORES.pop().close()
+
+
+def conversation(store: Store, peer: str) -> list[tuple[str, str]]:
+    return [(m["direction"], m["text"]) for m in messages_of(store, peer)]
+
+
+def relay_rows(relay: Relay) -> dict[str, int]:
+    """What the relay holds: envelopes, identity records, one-time prekeys, relay lists."""
+    with sqlite3.connect(f"file:{relay.db}?mode=ro", uri=True) as db:
+        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("envelopes", "identity", "prekeys", "one_time_prekeys", "claimed_prekeys", "relay_lists")}
+
+
+#: What draining may ask a relay: a token for the standby's inbox, and its envelopes.
+READS = {("POST", "/v1/auth/challenge"), ("POST", "/v1/auth/token"), ("GET", "/v1/envelopes/")}
+
+
+def only_reads(requests: list[tuple[str, str]]) -> bool:
+    return all((m, p if not p.startswith("/v1/envelopes/") else "/v1/envelopes/") in READS for m, p in requests)
+
+
+def test_drain_gives_every_message_in_order_both_ways_exactly_once_and_publishes_nothing(tmp_path: Path, relay: Relay) -> None:
+    alice, bob = pair(tmp_path, relay.url)
+    rec = standby.create_standby(alice, backup_keys())
+    bob.peers.lookup([alice.address], scheduled=True)
+    expected = []
+    for i in range(3):
+        assert alice.send(bob.address, f"from alice {i}").delivered and bob.sync() == 1
+        assert bob.send(alice.address, f"from bob {i}").delivered and alice.sync() == 1
+        expected += [("out", f"from alice {i}"), ("in", f"from bob {i}")]
+    alice.mark_read(bob.address)  # a read receipt to Bob, and its copy to the standby: nothing to show
+    held = relay_rows(relay)
+
+    home, store, secrets = fresh_home(tmp_path, "restored", alice.secrets.wallet_key)
+    mark = relay.mark()
+    out = standby.drain_standby(home, store, secrets, rec, [relay.url])
+    assert out["messages"] == 6 and out["quarantined"] == 0
+    assert conversation(store, bob.address) == expected
+    # Read: what Alice had read on her lost device is read here too (the receipt's copy).
+    assert all(m["read"] for m in messages_of(store, bob.address))
+    # Draining only read: no publish, no prekey top-up after the first messages, no receipt, no registration.
+    assert only_reads(relay.since(mark)) and relay.since(mark)
+    assert relay_rows(relay) == held
+
+    again = standby.drain_standby(home, store, secrets, rec, [relay.url])
+    assert again["messages"] == 0 and again["skipped"] == 6
+    assert conversation(store, bob.address) == expected
+    assert only_reads(relay.since(mark)) and relay_rows(relay) == held
+    assert [p.name for p in home.path.iterdir() if p.name.startswith(".standby-")] == []  # the temporary store is gone
+
+
+def test_sessions_started_before_and_after_the_backup_point_all_decrypt(tmp_path: Path, relay: Relay) -> None:
+    """The record never changes after it is made: a session a sender began before the backup was written,
+    one begun after it, and one begun after anonymous claims took every one-time prekey (the standby never
+    tops up: the signed and last-resort ML-KEM prekeys serve), all open at the drain."""
+    alice, bob = pair(tmp_path, relay.url)
+    carol = engine_in(tmp_path / "carol", relay.url)
+    befriend(alice, bob, carol)
+    rec = standby.create_standby(alice, backup_keys())
+    bob.peers.lookup([alice.address], scheduled=True)
+    assert bob.send(alice.address, "bob 1").delivered and bob.send(alice.address, "bob 2").delivered
+    backed_up = wire.decode(wire.encode(rec))  # the archive written now carries this
+    assert bob.send(alice.address, "bob 3").delivered  # the same session, after the backup point
+    claimer = RelayClient(relay.url)
+    while relay.storage is not None and relay.storage.prekey_counts(rec["installation_id"]) != (0, 0):
+        claimer.claim(rec["installation_id"])
+    assert carol.send(alice.address, "carol 1").delivered and carol.send(alice.address, "carol 2").delivered
+    assert alice.sync() == 5
+
+    home, store, secrets = fresh_home(tmp_path, "restored", alice.secrets.wallet_key)
+    out = standby.drain_standby(home, store, secrets, backed_up, [relay.url])
+    assert out["messages"] == 5 and out["quarantined"] == 0
+    assert conversation(store, bob.address) == [("in", "bob 1"), ("in", "bob 2"), ("in", "bob 3")]
+    assert conversation(store, carol.address) == [("in", "carol 1"), ("in", "carol 2")]
+
+
+def test_a_hostile_relay_serving_garbage_in_the_standby_inbox_changes_nothing_but_the_quarantine(tmp_path: Path) -> None:
+    with running_relay(tmp_path / "r1.db") as r1, running_relay(tmp_path / "r2.db") as r2:
+        alice = engine_in(tmp_path / "alice", r1.url, home_relays=[r1.url, r2.url])
+        bob = engine_in(tmp_path / "bob", r1.url)
+        befriend(alice, bob)
+        rec = standby.create_standby(alice, backup_keys())
+        assert rec["relays"] == [r1.url, r2.url]
+        bob.peers.lookup([alice.address], scheduled=True)
+        for i in range(3):
+            assert bob.send(alice.address, f"bob {i}").delivered
+        bob.retry_deliveries()  # the standby's other relay gets the same envelopes (in the background)
+        topic = inbox_topic(rec["installation_id"])
+
+        def junk(environ: dict[str, Any], real: Callable[[], dict[str, Any]]) -> bytes:
+            """R1 serves, for each envelope, garbage, a truncated and a bit-flipped copy, the envelope, and
+            the envelope again (its cursors are the real ones × 10 + 0..4)."""
+            if not environ["PATH_INFO"].endswith(topic):
+                return json.dumps(real()).encode()
+            query = dict(urllib.parse.parse_qsl(environ["QUERY_STRING"]))
+            query["after"] = str(int(query.get("after", "0")) // 10)
+            environ["QUERY_STRING"] = urllib.parse.urlencode(query)
+            out = []
+            for e in real()["envelopes"]:
+                raw = wire.b64d(e["payload"])
+                flipped = bytearray(raw)
+                flipped[len(raw) // 2] ^= 1
+                c = e["cursor"] * 10
+                out += [
+                    {"cursor": c, "payload": wire.b64e(os.urandom(200)), "received_at": 0},
+                    {"cursor": c + 1, "payload": wire.b64e(raw[: len(raw) // 2]), "received_at": 0},
+                    {"cursor": c + 2, "payload": wire.b64e(bytes(flipped)), "received_at": 0},
+                    {**e, "cursor": c + 3},
+                    {**e, "cursor": c + 4},
+                ]
+            served.append(len(out))
+            return json.dumps({"envelopes": out, "next": out[-1]["cursor"] if out else 0}).encode()
+
+        served: list[int] = []
+        r1.doctor = junk
+        r2.doctor = lambda environ, real: b"<html>not json</html>"  # R2 answers nonsense
+        home, store, secrets = fresh_home(tmp_path, "restored", alice.secrets.wallet_key)
+        out = standby.drain_standby(home, store, secrets, rec, rec["relays"])
+        assert conversation(store, bob.address) == [("in", f"bob {i}") for i in range(3)]
+        assert out["messages"] == 3 and out["quarantined"] == 9
+        assert [r["error"] is None for r in out["relays"]] == [True, False]
+        assert sum(served) == 15  # the doctored answers were served

@@ -408,3 +408,37 @@ def drain_standby(
         "quarantined": quarantined,
         "relays": results,
     }
+
+
+#: Records of the temporary store that are carried into the real one: what the standby received.
+#: Not its settings, contacts, identity or wallet (those are the real home's), nor anything it queued.
+_DRAINED = ("conversation", "message", "reaction", "attachment", "consent")
+
+
+def _drained(records: Any) -> Any:
+    """The temporary store's export reduced to what the standby received, as a stream import_records takes."""
+    n = 0
+    for rec in records:
+        tag = rec[0]
+        if tag == "end":
+            yield ["end", {"records": n}]
+            return
+        if tag == "meta" or (tag in _DRAINED and not (tag == "message" and rec[1].get("state") == "queued")):
+            n += 1
+            yield rec
+
+
+def _import(home: Any, store: Store, secrets: Secrets, directory: Path, tmp: Any, address: str) -> Any:
+    """Export the temporary store (snapshot.export_records over a temporary home) and import what the
+    standby received into the real store (snapshot.import_records: one transaction, idempotent by id)."""
+    import json
+
+    from bridge.backup import snapshot
+    from bridge.home import Home
+
+    tmp_home = Home(directory)
+    ident = {"version": 1, "address": address, "did": identity.did(address), "installation_id": tmp.installation_id,
+             "signing_pub": tmp.secrets.signing_pub.hex(), "identity_pub": tmp.secrets.identity_pub.hex(), "record": tmp.record.hex()}
+    (directory / "identity.json").write_text(json.dumps(ident))
+    records = snapshot.export_records(tmp_home, tmp.store, tmp.secrets, purpose="transfer", include_files=False)
+    return snapshot.import_records(home, store, secrets, _drained(records), expect_address=address)
