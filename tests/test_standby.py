@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from bridge import identity
-from bridge.backup import standby
+from bridge.backup import recovery, standby
 from bridge.backup.standby import StandbyError
 from bridge.engine import Engine
 from bridge.engine.engine import messages_of
@@ -98,10 +98,8 @@ def relay(tmp_path: Path) -> Iterator[Relay]:
         yield r
 
 
-def backup_keys() -> Any:
-    import types  # stand-in until bridge.backup.recovery is on main
-
-    return types.SimpleNamespace(vault=os.urandom(32).hex())
+def backup_keys() -> recovery.BackupKeys:
+    return recovery.derive(recovery.generate())
 
 
 def engine_in(home: Path, url: str, wallet: bytes | None = None, **kw: Any) -> Engine:
@@ -167,6 +165,14 @@ def test_a_browser_wallet_cannot_have_a_standby(tmp_path: Path, relay: Relay) ->
     with pytest.raises(StandbyError, match="browser wallet"):
         standby.create_standby(eng, backup_keys())
     assert RelayClient(relay.url).identity(browser.address) == before  # nothing published
+
+
+def test_no_standby_without_a_recovery_key(tmp_path: Path, relay: Relay) -> None:
+    eng = engine_in(tmp_path / "a", relay.url)
+    before = RelayClient(relay.url).identity(eng.address)
+    with pytest.raises(StandbyError, match="needs a recovery key"):
+        standby.create_standby(eng, None)
+    assert RelayClient(relay.url).identity(eng.address) == before
 
 
 def test_a_full_standby_inbox_neither_fails_nor_delays_the_real_installations(tmp_path: Path) -> None:

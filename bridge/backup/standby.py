@@ -229,9 +229,11 @@ def create_standby(engine: Any, keys: Any, *, clock: Callable[[], int] = now_ms)
         StandbyError: a browser wallet, no recovery key, or the relays refused (the statement, if one
             relay took it, is revoked again: no half-registered standby is left authorized).
     """
-    vault = getattr(keys, "vault", None)
-    if not isinstance(vault, str):
+    from bridge.backup.recovery import BackupKeys
+
+    if not isinstance(keys, BackupKeys):
         raise StandbyError("a standby installation needs a recovery key (its secrets travel only in backups)")
+    vault = keys.vault
     wallet_key = _wallet_key(engine)
     from bridge.keys import generate_secrets
 
