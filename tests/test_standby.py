@@ -351,8 +351,10 @@ def test_drain_gives_every_message_in_order_both_ways_exactly_once_and_publishes
 
     home, store, secrets = fresh_home(tmp_path, "restored", alice.secrets.wallet_key)
     mark = relay.mark()
-    out = standby.drain_standby(home, store, secrets, rec, [relay.url])
+    seen: list[int] = []
+    out = standby.drain_standby(home, store, secrets, rec, [relay.url], progress=seen.append)
     assert out["messages"] == 6 and out["quarantined"] == 0
+    assert out["envelopes"] == 7 and seen == list(range(1, 8))  # six messages and the read receipt's copy
     assert conversation(store, bob.address) == expected
     # What Alice had read on her lost device is read here too (the receipt's copy); the last one she never saw.
     assert [m["read"] for m in messages_of(store, bob.address)] == [True] * 5 + [False]

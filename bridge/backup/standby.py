@@ -314,7 +314,7 @@ def rotate_standby(engine: Any, keys: Any, old: dict[str, Any] | None) -> dict[s
 # --- draining -----------------------------------------------------------------------------------
 
 
-def _read_inbox(tmp: Any, url: str, progress: Callable[[int, int], None] | None, counts: dict[str, int]) -> dict[str, Any]:
+def _read_inbox(tmp: Any, url: str, progress: Callable[[int], None] | None, counts: dict[str, int]) -> dict[str, Any]:
     """Every envelope of the standby's inbox on one relay, through ``tmp.process`` (quarantine, digest
     de-duplication across relays, exactly once). Reads only: authenticate, fetch."""
     client = tmp.client(url)
@@ -336,7 +336,7 @@ def _read_inbox(tmp: Any, url: str, progress: Callable[[int, int], None] | None,
             read += 1
             counts["envelopes"] += 1
             if progress is not None:
-                progress(counts["envelopes"], counts["envelopes"])
+                progress(counts["envelopes"])
         if len(batch) < FETCH_LIMIT or tmp.cursor(url) <= after:
             break  # the end, or a relay that does not move forward (it would serve the same page for ever)
     return {"url": url, "envelopes": read, "error": None}
@@ -349,13 +349,14 @@ def drain_standby(
     record: dict[str, Any],
     relays: Sequence[str],
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Read the standby's whole inbox on each of ``relays`` (default: the relays its record names),
     decrypt it with a throw-away engine over a temporary store in ``home`` rebuilt from ``record``
     (passive: it uploads no prekey, sends no receipt, registers nothing), and import what it decrypted
     into ``store`` (snapshot.import_records: idempotent by message id, one transaction). Call it before
-    :func:`rotate_standby`: a revoked installation can no longer read its inbox.
+    :func:`rotate_standby`: a revoked installation can no longer read its inbox. ``progress(envelopes read
+    so far)`` is called after each envelope (there is no total to show: the relays do not say).
 
     Returns ``{"messages": added, "skipped": already there, "received": decrypted, "envelopes": read,
     "quarantined": refused envelopes, "relays": [{"url", "envelopes", "error"}]}``.
