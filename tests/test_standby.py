@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from bridge import identity
-from bridge.backup import recovery, standby
+from bridge.backup import recovery, standby, state
 from bridge.backup.standby import StandbyError
 from bridge.engine import Engine
 from bridge.engine.engine import messages_of
@@ -139,6 +139,8 @@ def test_a_standby_is_one_more_installation_of_the_wallet_and_gets_every_message
     iid = rec["installation_id"]
     assert standby.check_record(rec)["installation_id"] == iid != alice.installation_id
     assert rec["address"] == alice.address and rec["relays"] == [relay.url] and rec["vault"] == keys.vault
+    state.save_standby(alice.store, alice.secrets, rec)  # how the caller keeps it (sealed), and backups carry it
+    assert standby.check_record(state.load_standby(alice.store, alice.secrets)) == standby.check_record(rec)
     # The wallet authorized it on the relay, and it is registered: a bundle can be claimed.
     records = RelayClient(relay.url).identity(alice.address)
     assert set(identity.installations(alice.address, records)) == {alice.installation_id, iid}
