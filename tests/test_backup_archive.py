@@ -601,3 +601,19 @@ def test_the_generator_keeps_a_recorded_stream_another_zstd_made() -> None:
     assert BV._compress("x", plain, {"x": other.hex()}) == other
     assert BV._compress("x", plain, {"x": BV._zstd(b"something else").hex()}) == BV._zstd(plain)
     assert BV._compress("x", plain, {"x": "00"}) == BV._zstd(plain)
+
+
+def test_the_spec_states_the_labels_and_limits_of_the_code() -> None:
+    """docs/PROTOCOL.md §12.1/§12.2 and §11 name the same labels and numbers as the code."""
+    from bridge.backup import recovery as R
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
+    spec = doc[doc.index("### 12.1 Recovery key"):doc.index("### 12.3 Archive records")]
+    limits = doc[doc.index("## 11. Every limit"):doc.index("## 12. Backups")]
+    for label in (R.CHECKSUM_LABEL, R.BACKUP_KEY_LABEL, R.AUTH_KEY_LABEL, R.ID_KEY_LABEL, R.BACKUP_ID_LABEL, A.WRAP_LABEL, A.MAGIC):
+        assert f'"{label.decode()}"' in spec or f"`{label.decode()}`" in spec, label
+    for number in (f"{A.MAX_RECORD:,}".replace(",", " "), f"{A.MAX_CHUNK:,}".replace(",", " "), str(A.MIN_CHUNK), str(A.MAX_HEADER)):
+        assert number in spec and number in limits, number
+    assert "64 GiB" in spec and "64 GiB" in limits and A.MAX_PLAIN == 64 << 30
+    assert "8 MiB" in spec and "8 MiB" in limits and A.MAX_WINDOW == 8 << 20
+    assert "1024" in spec and R.MAX_INPUT == 1024
