@@ -13,7 +13,7 @@ Layout::
 
 Every chunk but the last carries exactly ``chunk_size`` body bytes; the last carries 0..chunk_size and
 has the flag 1. Both directions stream with bounded memory: the writer holds one chunk and the
-compressor's window; the reader holds two chunks, one decompressed piece (≤ 8.2 MiB, even for a
+compressor's window; the reader holds two chunks, one decompressed piece (≤ 8.1 MiB, even for a
 hostile frame: input is fed to zstd 256 bytes at a time and a zstd block is at most 128 KiB) and one
 record (≤ 16 MiB).
 
