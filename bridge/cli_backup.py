@@ -139,7 +139,7 @@ def export_cmd(ctx: Ctx, file: Path, as_json: bool, no_files: bool, force: bool)
                                              purpose="export")
                 out.flush()
                 os.fsync(out.fileno())
-            update(counted[0])
+            update(total)  # done (the count was an estimate)
         except (snapshot.SnapshotError, archive.ArchiveError) as exc:
             raise Fail(f"export failed: {exc}", Exit.ERROR) from None
         finally:
