@@ -262,12 +262,14 @@ def export_records(
             continue  # removed since: the attachment is fetched again from its relay after an import
         with f:
             offset = 0
-            while offset < MAX_FILE:
+            while True:  # an empty file is one record with no data (so an import knows it is there)
                 data = f.read(min(FILE_PIECE, MAX_FILE - offset))
-                if not data:
+                if not data and offset:
                     break
                 yield emit("file", {"attachment": aid, "offset": offset, "data": data})
                 offset += len(data)
+                if not data or offset >= MAX_FILE:
+                    break
     if standby is not None:
         yield emit("standby", standby)
     yield ["end", {"records": count}]
