@@ -581,6 +581,7 @@ HOSTILE = [
     ("unknown state", lambda r: _with(r, "message", state="pwned"), "state"),
     ("unknown kind", lambda r: _with(r, "message", kind="exec"), "kind"),
     ("huge extra", lambda r: _with(r, "message", extra=b"x" * (S.MAX_EXTRA + 1)), "extra"),
+    ("extra not CBOR", lambda r: _with(r, "message", extra=b"\xff\x00"), "extra"),
     ("consent state", lambda r: _with(r, "consent", state="owner"), "state"),
     ("reaction emoji too long", lambda r: _with(r, "reaction", emoji="x" * 65), "emoji"),
     ("bad contact name", lambda r: [[t, [{"name": "../x", "address": PEERS[0]}] if t == "contacts" else b] for t, b in r], "name"),

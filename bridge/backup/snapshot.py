@@ -618,6 +618,12 @@ class _Importer:
             c.bytes("extra", MAX_EXTRA, optional=True), c.str("reply_to", 32, optional=True, pattern=_ID),
             c.int("edited_at", optional=True), c.flag("deleted"), c.int("read_at", optional=True),
         )
+        extra = row[13]
+        if extra is not None:  # the outbox rebuilds a queued content from it (bridge/engine/contents.py rebuild)
+            try:
+                wire.decode(extra, max_size=MAX_EXTRA)
+            except wire.WireError:
+                raise c.fail("extra", "is not canonical CBOR") from None
         self._unforget("message", mid)
         self._queue(self._sql("message", _MSG_COLS, "id"), row)
 
