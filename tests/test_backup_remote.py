@@ -6,6 +6,12 @@ last runs `parley run` with remote backup on and two relays (slow)."""
 
 from __future__ import annotations
 
+import io
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +28,10 @@ from bridge.backup.remote import (
     record_digest,
     segment_name,
 )
+from bridge.home import Home
+from bridge.store import Store
+from tests.plaintext import forms
+from tests.procs import PASSPHRASE, Proc, befriend, free_port, parley, start_bridge, start_relay, wait_for, whoami
 
 # --- the pure part -----------------------------------------------------------------------------
 
@@ -183,3 +193,250 @@ def test_digests_follow_content_only() -> None:
     a = ["message", {"id": "1", "text": "a"}]
     assert record_digest(a) == record_digest(["message", {"text": "a", "id": "1"}])  # canonical CBOR
     assert record_digest(a) != record_digest(["message", {"id": "1", "text": "b"}])
+
+
+
+# --- real relays, real archives, a real store ------------------------------------------------------
+
+def ok(r: Any) -> Any:
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    assert "Traceback" not in r.stderr + r.stdout
+    return r
+
+
+@dataclass
+class Net:
+    d: Path
+    r1: str
+    r2: str
+    dbs: list[Path]
+    bob: Path
+
+    @property
+    def bob_address(self) -> str:
+        return whoami(self.bob)["address"]
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    d = tmp_path_factory.mktemp("remote")
+    started: list[Proc] = []
+    try:
+        p1, u1 = start_relay(d / "r1.db")
+        started.append(p1)
+        p2, u2 = start_relay(d / "r2.db")
+        started.append(p2)
+        ok(parley(d / "bob", "init", "--relay", u1, "--relay", u2))
+        yield Net(d, u1, u2, [d / "r1.db", d / "r2.db"], d / "bob")
+    finally:
+        for p in reversed(started):
+            p.stop()
+
+
+def new_home(tmp_path: Path, name: str, relays: list[str], bob: Path) -> Path:
+    home = tmp_path / name
+    ok(parley(home, "init", *[a for u in relays for a in ("--relay", u)]))
+    befriend(home, bob)
+    return home
+
+
+class Local:
+    """A home's store and keys in this process, with a recovery key and RemoteBackup over ``relays``."""
+
+    def __init__(self, home: Path, relays: list[str]) -> None:
+        from bridge.backup import recovery, state
+        from bridge.backup.remote import RemoteBackup
+        from bridge.keys import load_keyfile
+
+        self.home = Home(home)
+        self.secrets = load_keyfile(home / "keys.json", PASSPHRASE)
+        self.store = Store(home / "parley.db")
+        self.key = state.create_recovery_key(self.store, self.secrets)
+        self.keys = recovery.derive(self.key)
+        self.rb = RemoteBackup(self.home, self.store, self.secrets, relays)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def chain(url: str, keys: Any) -> dict[int, list[Any]]:
+    """Every segment the relay holds in the vault, opened with the backup key: number -> records."""
+    from bridge.backup import archive
+    from bridge.relay.client import RelayClient
+
+    out: dict[int, list[Any]] = {}
+    with RelayClient(url) as c:
+        for o in c.backup_list(keys.auth_private):
+            n = parse_segment_name(o["name"])
+            assert n is not None, o
+            data = c.backup_get(keys.auth_private, o["name"])
+            assert isinstance(data, bytes) and len(data) == o["size"]
+            out[n] = list(archive.open_archive(io.BytesIO(data), keys.backup_key, purposes=("remote",)).records())
+    return dict(sorted(out.items()))
+
+
+def meta(records: list[Any]) -> dict[str, Any]:
+    assert records[0][0] == "meta"
+    return dict(records[0][1])
+
+
+def messages(records: list[Any]) -> dict[str, dict[str, Any]]:
+    return {r[1]["id"]: r[1] for r in records if r[0] == "message"}
+
+
+def contiguous(ch: dict[int, list[Any]]) -> bool:
+    """A relay's vault is one chain: its first segment a base, then deltas numbered one after another."""
+    nums = list(ch)
+    base = nums[0]
+    return (
+        meta(ch[base])["base"] == meta(ch[base])["segment"] == base
+        and nums == list(range(base, base + len(nums)))
+        and all(meta(ch[n])["segment"] == n and meta(ch[n])["base"] == base for n in nums)
+    )
+
+
+def send(home: Path, to: str, text: str) -> str:
+    return str(json.loads(ok(parley(home, "send", to, text, "--json")).stdout)["id"])
+
+
+def no_plaintext(dbs: list[Path], texts: list[str]) -> None:
+    for db in dbs:
+        blob = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+        for text in texts:
+            for form, needle in forms(text.encode()).items():
+                assert needle not in blob, f"{text!r} ({form}) found in {db.name}"
+
+
+@pytest.mark.slow
+def test_backs_up_to_every_home_relay_then_only_what_changed(net: Net, tmp_path: Path) -> None:
+    alice = new_home(tmp_path, "alice", [net.r1, net.r2], net.bob)
+    a, b = whoami(alice)["address"], net.bob_address
+    texts = [f"secret-{secrets.token_hex(8)}" for _ in range(6)]
+    in1, in2 = send(net.bob, a, texts[0]), send(net.bob, a, texts[1])
+    out1, out2, out3 = send(alice, b, texts[2]), send(alice, b, texts[3]), send(alice, b, texts[4])
+    ok(parley(alice, "sync"))
+    loc = Local(alice, [net.r1, net.r2])
+    try:
+        status = loc.rb.run_once()
+        assert [(r["url"], r["state"], r["error"]) for r in status["relays"]] == [(net.r1, "ok", None), (net.r2, "ok", None)]
+        assert status["segments"] == 1 and status["size"] > 0 and status["last_backup_at"] is not None
+        for url in (net.r1, net.r2):
+            ch = chain(url, loc.keys)
+            assert list(ch) == [1] and meta(ch[1])["base"] == 1
+            assert set(messages(ch[1])) == {in1, in2, out1, out2, out3}
+        loc.rb.run_once()  # nothing changed: nothing uploaded
+        assert [list(chain(u, loc.keys)) for u in (net.r1, net.r2)] == [[1], [1]]
+        # an edit, a delete, a read and a new message: one delta with exactly those
+        ok(parley(alice, "edit", b, out1, texts[5]))
+        ok(parley(alice, "delete", b, out2))
+        in3 = send(net.bob, a, "one more")
+        ok(parley(alice, "sync"))
+        ok(parley(alice, "read", b))
+        status = loc.rb.run_once()
+        assert status["segments"] == 2
+        for url in (net.r1, net.r2):
+            ch = chain(url, loc.keys)
+            assert list(ch) == [1, 2] and contiguous(ch)
+            delta = messages(ch[2])
+            assert set(delta) == {out1, out2, in1, in2, in3}  # out3 did not change
+            assert delta[out1]["text"] == texts[5] and delta[out2]["deleted"] and delta[in1]["read"] and delta[in2]["read"]
+            assert not [r for r in ch[2] if r[0] == "wallet"]  # a delta carries what changed, not the wallet again
+        no_plaintext(net.dbs, [*texts, "one more"])
+    finally:
+        loc.close()
+
+
+@pytest.mark.slow
+def test_a_relay_that_was_down_gets_a_base_and_never_a_delta_that_skips(net: Net, tmp_path: Path, procs: list[Proc]) -> None:
+    port = free_port()
+    r3_proc, r3 = start_relay(tmp_path / "r3.db", port)
+    procs.append(r3_proc)
+    alice = new_home(tmp_path, "alice", [net.r1, r3], net.bob)
+    b = net.bob_address
+    loc = Local(alice, [net.r1, r3])
+    try:
+        loc.rb.run_once()
+        r3_proc.stop()
+        sent = [send(alice, b, f"while r3 is down {i}") for i in range(2)]
+        status = loc.rb.run_once()
+        (s1, s3) = status["relays"]
+        assert s1["state"] == "ok" and s3["state"] == "error" and s3["error"] and r3.split("//")[1] in s3["error"]
+        send(alice, b, "still down")
+        loc.rb.run_once()
+        assert list(chain(net.r1, loc.keys)) == [1, 2, 3]
+        r3_proc, again = start_relay(tmp_path / "r3.db", port)
+        procs.append(r3_proc)
+        assert again == r3
+        status = loc.rb.run_once()  # nothing changed, but r3 missed two segments: it gets a base
+        assert [r["state"] for r in status["relays"]] == ["ok", "ok"]
+        ch3 = chain(r3, loc.keys)
+        assert list(ch3) == [2] and meta(ch3[2])["base"] == 2  # above what it listed; seg 1 deleted
+        assert set(sent) <= set(messages(ch3[2]))
+        last = send(alice, b, "after r3 came back")
+        loc.rb.run_once()
+        ch1, ch3 = chain(net.r1, loc.keys), chain(r3, loc.keys)
+        assert list(ch1) == [1, 2, 3, 4] and list(ch3) == [2, 3]
+        assert contiguous(ch1) and contiguous(ch3)
+        assert set(messages(ch1[4])) == set(messages(ch3[3])) == {last}
+    finally:
+        loc.close()
+
+
+@pytest.mark.slow
+def test_compaction_and_segments_that_are_not_ours(net: Net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.backup import remote
+    from bridge.relay.client import RelayClient
+
+    monkeypatch.setattr(remote, "MAX_DELTAS", 2)
+    alice = new_home(tmp_path, "alice", [net.r1, net.r2], net.bob)
+    b = net.bob_address
+    loc = Local(alice, [net.r1, net.r2])
+    try:
+        loc.rb.run_once()
+        ids = []
+        for i in range(2):
+            ids.append(send(alice, b, f"delta {i}"))
+            loc.rb.run_once()
+        assert [list(chain(u, loc.keys)) for u in (net.r1, net.r2)] == [[1, 2, 3], [1, 2, 3]]
+        ids.append(send(alice, b, "compacted"))
+        status = loc.rb.run_once()  # two deltas already: a base, and the old chain goes
+        assert status["segments"] == 1
+        for url in (net.r1, net.r2):
+            ch = chain(url, loc.keys)
+            assert list(ch) == [4] and meta(ch[4])["base"] == 4 and set(ids) <= set(messages(ch[4]))
+        # someone else wrote into the vault on r1 (another device with the same key, a relay's junk):
+        # never a delta after a segment we did not write; r1 gets a base above it and the junk goes
+        with RelayClient(net.r1) as c:
+            c.backup_put(loc.keys.auth_private, "seg-00000005", b"not ours" * 10, 80)
+        send(alice, b, "after the foreign segment")
+        loc.rb.run_once()
+        ch1, ch2 = chain(net.r1, loc.keys), chain(net.r2, loc.keys)
+        assert list(ch1) == [6] and meta(ch1[6])["base"] == 6
+        assert list(ch2) == [4, 5] and contiguous(ch2)
+    finally:
+        loc.close()
+
+
+@pytest.mark.slow
+def test_the_daemon_backs_up_when_turned_on_and_after_a_change(net: Net, tmp_path: Path, procs: list[Proc]) -> None:
+    from bridge.backup import recovery
+
+    alice = new_home(tmp_path, "alice", [net.r1, net.r2], net.bob)
+    a = whoami(alice)["address"]
+    ok(parley(alice, "config", "set", "backup_interval_minutes", "0.02"))
+    ok(parley(alice, "config", "set", "backup_standby", "false"))
+    first = send(net.bob, a, "before the backup was on")
+    bridge, _ = start_bridge(alice)
+    procs.append(bridge)
+    out = json.loads(ok(parley(alice, "backup", "remote", "on", "--json")).stdout)
+    keys = recovery.derive(recovery.parse(out["recovery_key"]))
+    assert out["enabled"] is True and out["has_key"] is True
+    wait_for(lambda: all(first in messages(chain(u, keys).get(1, [["meta", {}]])) for u in (net.r1, net.r2)), what="the first backup on both relays")
+    later = send(net.bob, a, "while the daemon runs")
+    wait_for(lambda: all(later in messages(chain(u, keys).get(2, [["meta", {}]])) for u in (net.r1, net.r2)), what="a delta on both relays")
+    status = json.loads(ok(parley(alice, "backup", "remote", "status", "--json")).stdout)
+    assert status["enabled"] and status["segments"] == 2 and [r["state"] for r in status["relays"]] == ["ok", "ok"]
+    assert set(status) == {"enabled", "has_key", "confirmed", "last_backup_at", "size", "segments", "relays", "standby"}
+    ok(parley(alice, "backup", "remote", "off"))
+    assert json.loads(ok(parley(alice, "backup", "remote", "status", "--json")).stdout)["enabled"] is False
+    no_plaintext(net.dbs, ["before the backup was on", "while the daemon runs"])
