@@ -41,7 +41,7 @@ def key_of(record: Any) -> str | None:
     tag, body = record
     if tag in ("meta", "end"):
         return None
-    if tag in ("settings", "contacts", "identity"):
+    if tag in ("settings", "contacts", "identity", "standby"):
         return tag
     if tag == "reaction":
         return f"reaction:{body['message_id']}:{body['emoji']}"
@@ -49,7 +49,7 @@ def key_of(record: Any) -> str | None:
 
 
 def export(state: dict[str, list[Any]]) -> list[Any]:
-    order = {"identity": 0, "settings": 1, "contacts": 2, "conversation": 3, "message": 4, "reaction": 5}
+    order = {"identity": 0, "settings": 1, "contacts": 2, "conversation": 3, "message": 4, "reaction": 5, "standby": 6}
     body = [r for _, r in sorted(state.items(), key=lambda kv: (order[kv[1][0]], kv[0]))]
     return [["meta", {"version": 1, "address": "0x" + "11" * 20}], *body, ["end", {"records": len(body) + 1}]]
 
@@ -105,6 +105,15 @@ def test_an_edit_a_read_and_a_delete_are_the_delta_and_gone_rows_are_forgotten_c
     # and nothing when nothing changed
     again = diff_records(export(state), d.current, key_of)
     assert not again.any and again.changed == [] and again.forgets == []
+
+
+def test_a_gone_record_no_forget_can_remove_means_a_base() -> None:
+    state = start_state()
+    state["standby"] = ["standby", {"id": "s"}]
+    index = diff_records(export(state), {}, key_of).current
+    del state["standby"]
+    d = diff_records(export(state), index, key_of)
+    assert d.overflow and d.changed == [] and d.forgets == []
 
 
 def test_changes_over_the_limit_overflow_instead_of_being_held_in_memory() -> None:

@@ -68,8 +68,9 @@ MAX_CHAIN = 1024
 #: Where the state is kept (the store's meta table) and the digests table.
 STATE_KEY = "backup_remote"
 _SEGMENT = re.compile(r"seg-([0-9]{8})")
-#: Record tags whose rows depend on others: their ``forget`` records come first (children before parents).
-_FORGET_ORDER = ("file", "attachment", "reaction", "message", "conversation", "consent", "contacts", "settings", "standby", "identity", "wallet")
+#: Records a delta may ``forget``, children before parents (a forget comes before its parent's). Any other
+#: record that disappears (the standby, say) cannot be said in a delta: a base is written instead.
+FORGETTABLE = ("attachment", "reaction", "message", "conversation", "consent")
 #: Retry a relay in error after this many seconds at first, doubling up to the backup interval.
 RETRY_FIRST_S = 5.0
 
@@ -107,7 +108,7 @@ class Diff:
     changed: list[Any] = field(default_factory=list)  # records new or different, in export order
     forgets: list[list[Any]] = field(default_factory=list)  # ["forget", {tag, key}] for rows gone
     changed_bytes: int = 0
-    overflow: bool = False  # the changes outgrew MAX_DELTA_BYTES: a base is needed (changed is incomplete)
+    overflow: bool = False  # a base is needed: the changes outgrew MAX_DELTA_BYTES, or a record no forget can remove is gone
     standby: dict[str, Any] | None = None  # the standby record exported, if any (its public part goes in the status)
 
     @property
@@ -148,9 +149,11 @@ class Differ:
     def finish(self) -> Diff:
         d = self.d
         gone = [(tag, key) for key, (tag, _) in self.index.items() if key not in d.current]
-        rank = {t: i for i, t in enumerate(_FORGET_ORDER)}
+        if any(tag not in FORGETTABLE for tag, _ in gone):
+            d.overflow, d.changed = True, []  # e.g. the standby was removed: only a base can say it
+        rank = {t: i for i, t in enumerate(FORGETTABLE)}
         gone.sort(key=lambda tk: (rank.get(tk[0], len(rank)), tk[1]))
-        d.forgets = [["forget", {"tag": tag, "key": key}] for tag, key in gone]
+        d.forgets = [["forget", {"tag": tag, "key": key}] for tag, key in gone if tag in FORGETTABLE]
         return d
 
 
