@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.backup.remote import (
+    COMPACT_FLOOR,
     MAX_DELTAS,
     RelayState,
     delta_records,
@@ -175,6 +176,7 @@ def synced(**kw: Any) -> RelayState:
 def test_a_relay_holding_our_chain_and_state_may_take_a_delta() -> None:
     plan = plan_relay({2: 50, 4: 1000, 5: 100, 6: 100}, synced(), 3)
     assert plan.delta and plan.reason == "in sync"
+    assert plan_relay({2: 50, 4: 1000, 5: 100, 6: 100}, synced(delta_bytes=COMPACT_FLOOR), 3).delta  # deltas > base, but small
     assert plan.stale == (2,)  # an older chain left there is deleted after the run
 
 
@@ -188,7 +190,8 @@ def test_a_relay_holding_our_chain_and_state_may_take_a_delta() -> None:
         ({4: 1000, 6: 100}, {}, "a segment is missing there"),
         ({4: 1000, 5: 100, 6: 100}, {"last": None}, "no backup there yet"),
         ({4: 1000, 5: 100, 6: 100}, {"deltas": MAX_DELTAS}, "compaction"),
-        ({4: 1000, 5: 100, 6: 100}, {"delta_bytes": 1001}, "compaction"),
+        ({4: 1000, 5: 100, 6: 100}, {"delta_bytes": COMPACT_FLOOR + 1}, "compaction"),
+        ({4: 1000, 5: 100, 6: 100}, {"base_bytes": 2 * COMPACT_FLOOR, "delta_bytes": 2 * COMPACT_FLOOR + 1}, "compaction"),
     ],
 )
 def test_any_doubt_about_a_relays_chain_means_a_fresh_base_above_everything_it_lists(listing: dict[int, int], state: dict[str, Any], reason: str) -> None:
@@ -290,7 +293,10 @@ def meta(records: list[Any]) -> dict[str, Any]:
 
 
 def messages(records: list[Any]) -> dict[str, dict[str, Any]]:
-    return {r[1]["id"]: r[1] for r in records if r[0] == "message"}
+    """The messages a user sees (not the rows of the edits, deletes and receipts we sent)."""
+    from bridge.engine.contents import DISPLAYABLE
+
+    return {r[1]["id"]: r[1] for r in records if r[0] == "message" and r[1]["kind"] in DISPLAYABLE}
 
 
 def contiguous(ch: dict[int, list[Any]]) -> bool:
@@ -320,7 +326,7 @@ def no_plaintext(dbs: list[Path], texts: list[str]) -> None:
 def test_backs_up_to_every_home_relay_then_only_what_changed(net: Net, tmp_path: Path) -> None:
     alice = new_home(tmp_path, "alice", [net.r1, net.r2], net.bob)
     a, b = whoami(alice)["address"], net.bob_address
-    texts = [f"secret-{secrets.token_hex(8)}" for _ in range(6)]
+    texts = [f"secret-{secrets.token_hex(8)}" for _ in range(7)]
     in1, in2 = send(net.bob, a, texts[0]), send(net.bob, a, texts[1])
     out1, out2, out3 = send(alice, b, texts[2]), send(alice, b, texts[3]), send(alice, b, texts[4])
     ok(parley(alice, "sync"))
@@ -338,7 +344,7 @@ def test_backs_up_to_every_home_relay_then_only_what_changed(net: Net, tmp_path:
         # an edit, a delete, a read and a new message: one delta with exactly those
         ok(parley(alice, "edit", b, out1, texts[5]))
         ok(parley(alice, "delete", b, out2))
-        in3 = send(net.bob, a, "one more")
+        in3 = send(net.bob, a, texts[6])
         ok(parley(alice, "sync"))
         ok(parley(alice, "read", b))
         status = loc.rb.run_once()
@@ -350,7 +356,7 @@ def test_backs_up_to_every_home_relay_then_only_what_changed(net: Net, tmp_path:
             assert set(delta) == {out1, out2, in1, in2, in3}  # out3 did not change
             assert delta[out1]["text"] == texts[5] and delta[out2]["deleted"] and delta[in1]["read"] and delta[in2]["read"]
             assert not [r for r in ch[2] if r[0] == "wallet"]  # a delta carries what changed, not the wallet again
-        no_plaintext(net.dbs, [*texts, "one more"])
+        no_plaintext(net.dbs, texts)
     finally:
         loc.close()
 
@@ -434,18 +440,19 @@ def test_the_daemon_backs_up_when_turned_on_and_after_a_change(net: Net, tmp_pat
     a = whoami(alice)["address"]
     ok(parley(alice, "config", "set", "backup_interval_minutes", "0.02"))
     ok(parley(alice, "config", "set", "backup_standby", "false"))
-    first = send(net.bob, a, "before the backup was on")
+    texts = [f"secret-{secrets.token_hex(8)}" for _ in range(2)]
+    first = send(net.bob, a, texts[0])
     bridge, _ = start_bridge(alice)
     procs.append(bridge)
     out = json.loads(ok(parley(alice, "backup", "remote", "on", "--json")).stdout)
     keys = recovery.derive(recovery.parse(out["recovery_key"]))
     assert out["enabled"] is True and out["has_key"] is True
     wait_for(lambda: all(first in messages(chain(u, keys).get(1, [["meta", {}]])) for u in (net.r1, net.r2)), what="the first backup on both relays")
-    later = send(net.bob, a, "while the daemon runs")
+    later = send(net.bob, a, texts[1])
     wait_for(lambda: all(later in messages(chain(u, keys).get(2, [["meta", {}]])) for u in (net.r1, net.r2)), what="a delta on both relays")
     status = json.loads(ok(parley(alice, "backup", "remote", "status", "--json")).stdout)
     assert status["enabled"] and status["segments"] == 2 and [r["state"] for r in status["relays"]] == ["ok", "ok"]
     assert set(status) == {"enabled", "has_key", "confirmed", "last_backup_at", "size", "segments", "relays", "standby"}
     ok(parley(alice, "backup", "remote", "off"))
     assert json.loads(ok(parley(alice, "backup", "remote", "status", "--json")).stdout)["enabled"] is False
-    no_plaintext(net.dbs, ["before the backup was on", "while the daemon runs"])
+    no_plaintext(net.dbs, texts)

@@ -15,7 +15,7 @@ its listing shows our last segment there, unchanged; any other relay (it was dow
 else wrote to the vault, it never had a backup) gets a fresh base, numbered after everything it
 lists, and then loses its older segments. A relay that cannot be reached is marked ``error`` and
 tried again later; the others still get their segment. A chain is compacted (a new base) after
-``MAX_DELTAS`` deltas, or when its deltas together outgrow its base.
+``MAX_DELTAS`` deltas, or when its deltas together outgrow its base (and ``COMPACT_FLOOR``).
 
 The relay sees ciphertext, sizes and times. Remote backups carry attachment locators and keys, not
 file bytes (the relay holding the encrypted blob serves it to the restored installation).
@@ -53,6 +53,7 @@ __all__ = [
     "delta_records",
     "plan_relay",
     "MAX_DELTAS",
+    "COMPACT_FLOOR",
     "MAX_DELTA_BYTES",
     "MAX_CHAIN",
 ]
@@ -61,6 +62,9 @@ log = logging.getLogger("parley.backup.remote")
 
 #: A base after this many deltas.
 MAX_DELTAS = 16
+#: Compaction when the deltas together outgrow the base, but not before they reach this (small homes: every
+#: MAX_DELTAS deltas).
+COMPACT_FLOOR = 1024 * 1024
 #: A delta whose changed records exceed this (encoded) is not kept in memory: a base is written instead.
 MAX_DELTA_BYTES = 8 * 1024 * 1024
 #: A restore refuses a chain longer than this (compaction keeps it at MAX_DELTAS + 1).
@@ -249,7 +253,7 @@ def plan_relay(listing: dict[int, int], rs: RelayState, version: int) -> RelayPl
         reason = "its segments are not the ones we uploaded"
     elif any(n not in listing for n in range(rs.base, rs.last + 1)):
         reason = "a segment is missing there"
-    elif rs.deltas >= MAX_DELTAS or rs.delta_bytes > rs.base_bytes:
+    elif rs.deltas >= MAX_DELTAS or rs.delta_bytes > max(rs.base_bytes, COMPACT_FLOOR):
         reason = "compaction"
     else:
         stale = tuple(sorted(n for n in listing if n < rs.base))
