@@ -206,7 +206,13 @@ def segment_records(segments: Sequence[_Segment], keys: Any, purposes: Sequence[
     read), its meta checked against its name, its chain and the recovery key."""
     from bridge.backup import archive
 
+    applied: list[int] = []
+
     def one(seg: _Segment) -> Iterator[Any]:
+        if seg.number is not None:  # a chain is applied base first, then each delta once, in order
+            if seg.number != (applied[-1] + 1 if applied else seg.base):
+                raise RestoreError(f"{seg.label} would be applied out of order (after {applied[-1] if applied else 'nothing'})")
+            applied.append(seg.number)
         try:
             fh, reader = _open(seg.path, keys.backup_key, purposes, seg.label)
         except archive.WrongKey:
