@@ -315,3 +315,26 @@ def test_a_relay_that_lists_a_segment_it_does_not_serve() -> None:
 
     with tempfile.TemporaryDirectory() as d, pytest.raises(RestoreError, match="seg-00000002 is listed on http://liar but missing there"):
         vault_segments(Liar(), keys, "http://liar", Path(d))
+
+
+def test_messages_sent_while_away_are_drained_from_the_standby_which_is_rotated_not_revoked(net: Net, tmp_path: Path) -> None:
+    alice = tmp_path / "alice"
+    ok(parley(alice, "init", "--relay", net.r1, "--relay", net.r2))
+    befriend(alice, net.bob)
+    a, b = whoami(alice)["address"], whoami(net.bob)["address"]
+    send(net.bob, a, "before the loss")
+    ok(parley(alice, "sync"))
+    out = json.loads(ok(parley(alice, "backup", "remote", "on", "--json")).stdout)  # backup_standby is on by default
+    old_standby, old = out["standby"]["installation_id"], whoami(alice)["installation_id"]
+    assert old_standby and active(net.r1, a) == {old, old_standby}
+    shutil.rmtree(alice)
+    send(net.bob, a, "while you had no device")
+    new = tmp_path / "alice-new"
+    s = json.loads(ok(parley(new, "restore", "--recovery-key", out["recovery_key"], "--relay", net.r2, "--revoke-lost", "--json")).stdout)
+    assert s["drained"] == 1 and s["notes"] == []
+    assert [m["text"] for m in listing(new, b)] == ["before the loss", "while you had no device"]
+    assert s["lost"] == [old] and s["revoked"] == [old]  # the standby is not "lost": it is rotated
+    assert s["standby"] not in (None, old_standby)
+    assert active(net.r1, a) == {s["installation_id"], s["standby"]}
+    status = json.loads(ok(parley(new, "backup", "remote", "status", "--json")).stdout)
+    assert status["standby"]["installation_id"] == s["standby"] and status["confirmed"] is True

@@ -526,7 +526,7 @@ def _after(
             if isinstance(old_iid, str):
                 standby_ids.add(old_iid)
             try:
-                drained = standby.drain_standby(home, store, secrets, seen.standby, rc.home, progress=lambda done, total: progress("draining the standby", done, total))
+                drained = standby.drain_standby(home, store, secrets, seen.standby, rc.home, progress=lambda done, *_: progress("draining the standby", done, None))
                 summary["drained"] = int(drained.get("messages", 0))
             except Exception as exc:  # noqa: BLE001 - the history is restored; the standby is extra
                 notes.append(f"the standby's inbox could not be drained: {exc}")
@@ -535,6 +535,10 @@ def _after(
                     try:
                         new = standby.rotate_standby(engine, backup_keys, seen.standby)
                         state.save_standby(store, secrets, new)
+                        from bridge.backup.remote import STATE_KEY, _public_standby
+
+                        with store.write() as c:  # what `parley backup remote status` shows before the first run
+                            store.set_meta(c, STATE_KEY, json.dumps({"standby": _public_standby(new)}).encode())
                         summary["standby"] = new.get("installation_id")
                         standby_ids.add(str(new.get("installation_id")))
                     except Exception as exc:  # noqa: BLE001
