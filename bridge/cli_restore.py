@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from bridge.cli import Ctx, Exit, Fail, _check_url, _daemon, cli, handle_errors, open_engine, pass_ctx, passphrase
+from bridge.cli import Ctx, Exit, Fail, _check_url, _daemon, cli, handle_errors, open_engine, pass_ctx, passphrase, terminal_safe
 from bridge.cli_backup import backup
 
 __all__ = ["restore", "remote"]
@@ -137,7 +137,7 @@ def restore(ctx: Ctx, recovery_key: str | None, relay: str | None, file: Path | 
     for iid in summary["kept"]:
         click.echo(f"still active:  {iid} (`parley revoke {iid}` if it is lost)")
     for note in summary["notes"]:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {terminal_safe(note)}", err=True)
     if summary["wallet"] == "browser":
         click.echo("your wallet is in your browser: run `parley run`, then `parley signin` to authorize this installation with it")
     else:
@@ -220,7 +220,7 @@ def _print_status(ctx: Ctx, as_json: bool, rb: Any, *, key: str | None = None, n
                f"{' (confirmed)' if status['confirmed'] else ''}")
     click.echo(f"last backup:   {when}; {status['size']} bytes in {status['segments']} segment(s)")
     for r in status["relays"]:
-        extra = f" ({r['error']})" if r["error"] else ""
+        extra = f" ({terminal_safe(r['error'])})" if r["error"] else ""  # a relay's words: never raw to a terminal
         click.echo(f"  {r['url']}: {r['state']}, last {_when(r['last_at'])}{extra}")
     sb = status["standby"]
     click.echo(f"standby:       {sb['installation_id'] or 'none'}")
