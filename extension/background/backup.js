@@ -11,9 +11,7 @@
 import { STATUS } from '../common/messages.js';
 import { call, connect } from './bridge.js';
 import { getStatus, waitConnected } from './state.js';
-
-/** The display form of a recovery key (bridge/backup/recovery.py `display`): 16 groups of 4, one space apart. */
-export const DISPLAY_KEY_RE = /^[a-z0-9]{4}( [a-z0-9]{4}){15}$/;
+import { DISPLAY_KEY_RE } from '../common/backup-format.js';
 /** The most a typed key may be (groups, dashes, spaces, new lines): the bridge parses it. */
 export const TYPED_KEY_MAX = 200;
 const TEXT_MAX = 200;

@@ -1,7 +1,11 @@
 // How the backup's state reads (issue 15 item 8), the same in the extension's popup and on the
-// bridge's inbox page: bridge/api/static/backup-format.js is a byte-for-byte copy of this file
-// (tests/js/backup-format.test.mjs checks it). Input: the status of `backup.status` (docs/PROTOCOL.md
-// §8.2). Everything returned is plain text for textContent.
+// bridge's inbox page: bridge/api/static/backup-format.js is a byte-for-byte copy of this file, as
+// backup-flow.js (which uses it) is of ./backup-flow.js (tests/js/backup-format.test.mjs checks
+// both). Input: the status of `backup.status` (docs/PROTOCOL.md §8.2). Everything returned is
+// plain text for textContent.
+
+/** A recovery key as the bridge shows it (bridge/backup/recovery.py `display`): 16 groups of 4, one space apart. */
+export const DISPLAY_KEY_RE = /^[a-z0-9]{4}( [a-z0-9]{4}){15}$/;
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;

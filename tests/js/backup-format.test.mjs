@@ -11,10 +11,12 @@ const MIN = 60_000;
 const relay = (n, state, extra = {}) => ({ url: `https://relay${n}.example:8443`, state, last_at: NOW - 5 * MIN, error: null, ...extra });
 const base = { enabled: true, has_key: true, confirmed: true, last_backup_at: NOW - 5 * MIN, size: 1_258_291, segments: 2, relays: [relay(1, 'ok'), relay(2, 'ok')] };
 
-test('the page serves the very same file as the popup uses', () => {
-  const ours = readFileSync(new URL('../../extension/common/backup-format.js', import.meta.url), 'utf8');
-  const page = readFileSync(new URL('../../bridge/api/static/backup-format.js', import.meta.url), 'utf8');
-  assert.equal(page, ours, 'copy extension/common/backup-format.js to bridge/api/static/backup-format.js');
+test('the page serves the very same files as the popup uses (the words and the flow)', () => {
+  for (const name of ['backup-format.js', 'backup-flow.js']) {
+    const ours = readFileSync(new URL(`../../extension/common/${name}`, import.meta.url), 'utf8');
+    const page = readFileSync(new URL(`../../bridge/api/static/${name}`, import.meta.url), 'utf8');
+    assert.equal(page, ours, `copy extension/common/${name} to bridge/api/static/${name}`);
+  }
 });
 
 test('the one line: not set up, unconfirmed, off, waiting, backed up, failing', () => {
