@@ -16,7 +16,6 @@ The tests run in file order and build on each other (one world per module).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from playwright.sync_api import FrameLocator, Locator, Page, Playwright, expect
 
 from e2e.demo import ALICE_FID, TIMEOUT_MS, World, open_dm, pair_via_popup, send_in_widget, world
 from e2e.harness import wait_until
+from tests.plaintext import forms
 from tests.procs import parley
 
 pytestmark = pytest.mark.e2e
@@ -286,24 +286,6 @@ def test_6_block_stops_everything(wd: World, pages: dict[str, object]) -> None:
 # --- 7 -----------------------------------------------------------------------------------------
 
 
-def _forms(secret: bytes) -> dict[str, bytes]:
-    """``secret`` as it could sit in a database: raw, hex (both cases), base64 (every alignment, both
-    alphabets, inner part only), UTF-16 (both byte orders)."""
-    forms = {"raw": secret, "hex": secret.hex().encode(), "HEX": secret.hex().upper().encode()}
-    for shift in range(3):
-        for name, enc in (("b64", base64.b64encode), ("b64url", base64.urlsafe_b64encode)):
-            inner = enc(secret[shift:])[4:-4]  # away from the edges, where the alignment changes the characters
-            forms[f"{name}+{shift}"] = inner
-    try:
-        text = secret.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None:
-        forms["utf16le"] = text.encode("utf-16-le")
-        forms["utf16be"] = text.encode("utf-16-be")
-    return forms
-
-
 def test_7_the_relay_holds_no_plaintext(wd: World) -> None:
     image: Path = wd.notes["image"]  # type: ignore[assignment]
     data = image.read_bytes()
@@ -315,8 +297,8 @@ def test_7_the_relay_holds_no_plaintext(wd: World) -> None:
     dump = b"".join(p.read_bytes() for p in relay_files)
     assert len(dump) > len(data), "the relay should hold the encrypted file"
     for secret in secrets_:
-        for name, form in _forms(secret).items():
+        for name, form in forms(secret).items():
             assert form not in dump, f"the relay's database holds {secret[:24]!r}… as {name}"
     # The search finds what the relay does hold in the clear: Bob's installation id (his inbox topic).
     iid = str(_cli_json(wd, "bob", "whoami")["installation_id"]).encode()
-    assert _forms(iid)["raw"] in dump
+    assert forms(iid)["raw"] in dump

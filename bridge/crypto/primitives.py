@@ -48,6 +48,7 @@ __all__ = [
     "aes256_cbc_decrypt",
     "aes256_gcm_encrypt",
     "aes256_gcm_decrypt",
+    "AesGcm",
     "hpke_seal",
     "hpke_open",
     "scrypt",
@@ -238,6 +239,40 @@ def aes256_gcm_decrypt(key: bytes, blob: bytes, aad: bytes = b"") -> bytes:
         return AESGCM(key).decrypt(blob[:12], blob[12:], aad)
     except _InvalidTag:
         raise DecryptError("AES-GCM authentication failed") from None
+
+
+class AesGcm:
+    """AES-256-GCM under one key with explicit 12-byte nonces (the backup archive's STREAM chunks,
+    PROTOCOL.md §12.2): ``seal`` returns ciphertext ‖ tag(16), no nonce in front. The key schedule is
+    done once, so sealing many chunks costs only the cipher."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
+            raise CryptoError("AES-256-GCM key must be 32 bytes")
+        self._aead = AESGCM(bytes(key))
+
+    def __repr__(self) -> str:
+        return "AesGcm(<key>)"
+
+    def seal(self, nonce: bytes, plaintext: bytes | bytearray | memoryview, aad: bytes = b"") -> bytes:
+        if len(nonce) != 12:
+            raise CryptoError("AES-GCM nonce must be 12 bytes")
+        return self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, nonce: bytes, ciphertext: bytes | bytearray | memoryview, aad: bytes = b"") -> bytes:
+        """Raises:
+        DecryptError: shorter than a tag, tampered, wrong key, nonce or AAD.
+        """
+        if len(nonce) != 12:
+            raise CryptoError("AES-GCM nonce must be 12 bytes")
+        if len(ciphertext) < 16:
+            raise DecryptError("AES-GCM ciphertext shorter than its tag")
+        try:
+            return self._aead.decrypt(nonce, ciphertext, aad)
+        except _InvalidTag:
+            raise DecryptError("AES-GCM authentication failed") from None
 
 
 # --- HPKE (RFC 9180, base mode) -----------------------------------------------
