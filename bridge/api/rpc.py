@@ -541,13 +541,13 @@ class LocalApi:
     def m_backup_createKey(self, p: Any) -> dict[str, Any]:
         """``{replace?: true}`` → ``{recovery_key}`` in its display form, once. Refused when a key exists,
         unless ``replace`` and that key was never confirmed (the popup closed on it: nobody has it)."""
-        from bridge.backup import recovery, state
-
         p = _params(p, optional=("replace",))
         replace = p.get("replace", False)
         if not isinstance(replace, bool):
             raise RpcError(INVALID_PARAMS, "replace must be true or false")
         remote = self._remote()
+        from bridge.backup import recovery, state
+
         store, secrets = self.engine.store, self.engine.secrets
         with self._backup_lock:
             known = state.key_state(store)
@@ -564,13 +564,13 @@ class LocalApi:
     def m_backup_confirmKey(self, p: Any) -> dict[str, Any]:
         """``{recovery_key: typed}`` → ``{confirmed: true, enabled, error?}``: the typed key must be the
         one made; then remote backup is turned on (``error`` says why it could not be)."""
-        from bridge.backup import recovery, state
-
         p = _params(p, "recovery_key")
         typed = p["recovery_key"]
         if not isinstance(typed, str) or not typed.strip() or len(typed) > 200:
             raise RpcError(INVALID_PARAMS, "recovery_key must be the key as typed (at most 200 characters)")
         remote = self._remote()
+        from bridge.backup import recovery, state
+
         store, secrets = self.engine.store, self.engine.secrets
         with self._backup_lock:
             if not state.key_state(store)["has_key"]:
@@ -601,13 +601,13 @@ class LocalApi:
 
     def m_backup_setRemote(self, p: Any) -> dict[str, Any]:
         """``{enabled: bool}`` → the status. On needs a confirmed key (the popup's setup makes one)."""
-        from bridge.backup import state
-
         p = _params(p, "enabled")
         enabled = p["enabled"]
         if not isinstance(enabled, bool):
             raise RpcError(INVALID_PARAMS, "enabled must be true or false")
         remote = self._remote()
+        from bridge.backup import state
+
         with self._backup_lock:
             if enabled:
                 known = state.key_state(self.engine.store)
