@@ -557,7 +557,10 @@ class LocalApi:
                 raise RpcError(BAD_INPUT, "a recovery key exists and was confirmed: it is not replaced from here", {"reason": "confirmed"})
             if known["has_key"] and remote.status().get("enabled"):
                 remote.disable()  # the unconfirmed key it used is going away: on again only once the new one is typed back
-            key = state.create_recovery_key(store, secrets, replace=bool(known["has_key"]))
+            try:
+                key = state.create_recovery_key(store, secrets, replace=bool(known["has_key"]))
+            except state.StateError:  # made meanwhile by another process (`parley backup export`)
+                raise RpcError(BAD_INPUT, "a recovery key exists", {"reason": "exists"}) from None
         log.info("backup: a recovery key was %s (shown once)", "replaced" if known["has_key"] else "created")
         return {"recovery_key": recovery.display(key)}
 
