@@ -429,6 +429,8 @@ def whoami(ctx: Ctx, as_json: bool) -> None:
 @click.option("--inbox-max-mib", default=64, show_default=True, type=click.IntRange(1, 10**6), help="Quota: MiB of payload one inbox may hold (429 inbox_full).")
 @click.option("--blob-quota-mib", default=256, show_default=True, type=click.IntRange(1, 10**7), help="Quota: MiB of attachment blobs one inbox may hold (429 blob_quota).")
 @click.option("--blob-ttl-days", default=None, type=click.IntRange(1, 3650), help="Delete attachment blobs older than this (default: --retention-days).")
+@click.option("--backup-quota-mib", default=1024, show_default=True, type=click.IntRange(1, 10**7), help="Quota: MiB one backup vault may hold, uploads in progress included (429 backup_quota).")
+@click.option("--backup-ttl-days", default=180, show_default=True, type=click.IntRange(1, 36500), help="Delete backup vaults nobody has used (read or written) for this many days.")
 @click.option("--tls-cert", "tls_cert", metavar="FILE", type=click.Path(dir_okay=False), help="Serve https/wss with this PEM certificate chain (e.g. certbot's fullchain.pem); needs --tls-key.")
 @click.option("--tls-key", "tls_key", metavar="FILE", type=click.Path(dir_okay=False), help="The PEM private key of --tls-cert (e.g. certbot's privkey.pem).")
 @click.option(
@@ -445,7 +447,7 @@ def whoami(ctx: Ctx, as_json: bool) -> None:
 @handle_errors
 def relay(click_ctx: click.Context, host: str, port: int, db: str | None, retention_days: int, expire_interval: float,
           publish_rate: float, inbox_rate: float, inbox_burst: int, inbox_max_envelopes: int, inbox_max_mib: int,
-          blob_quota_mib: int, blob_ttl_days: int | None, tls_cert: str | None, tls_key: str | None, trusted_proxies: int, model: str) -> None:
+          blob_quota_mib: int, blob_ttl_days: int | None, backup_quota_mib: int, backup_ttl_days: int, tls_cert: str | None, tls_key: str | None, trusted_proxies: int, model: str) -> None:
     """Run a relay node: stores and forwards sealed envelopes it cannot read.
 
     Operators: docs/RELAY.md (TLS, reverse proxies, systemd, PostgreSQL, monitoring with /healthz
@@ -501,6 +503,8 @@ def relay(click_ctx: click.Context, host: str, port: int, db: str | None, retent
             topic_max_bytes=inbox_max_mib * 1024 * 1024,
             blob_quota_bytes=blob_quota_mib * 1024 * 1024,
             blob_ttl_days=blob_ttl_days,
+            backup_quota_bytes=backup_quota_mib * 1024 * 1024,
+            backup_ttl_days=backup_ttl_days,
             trusted_proxies=trusted_proxies,
             # Each idle subscription wakes every ws_poll_interval (delivery, client frames such as
             # pings, and the peer's close wake it at once: bench/README.md "Subscription ping → pong").

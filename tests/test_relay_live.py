@@ -63,7 +63,7 @@ def _register(client: RelayClient, inst: Installation) -> None:
 
 
 def test_client_roundtrip(client: RelayClient) -> None:
-    assert client.health() == {"ok": True, "version": 1, "minor": 2}
+    assert client.health() == {"ok": True, "version": 1, "minor": 3}
     inst = make_installation()
     rec = authorize_record(inst)
     assert client.publish_identity(WALLET_ADDRESS, rec) == 1

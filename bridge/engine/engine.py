@@ -159,7 +159,12 @@ class Engine:
         directory_relays: Sequence[str] = (),
         reading_relays: Sequence[str] = (),
         pointers: Callable[[str], Sequence[str]] | None = None,
+        passive: bool = False,
     ) -> None:
+        #: A passive engine only reads and decrypts (the standby installation drained at a restore,
+        #: bridge/backup/standby.py): it never uploads prekeys (no top-up after a first message) and
+        #: never flushes its outbox, so nothing it decrypts makes it publish anything.
+        self.passive = passive
         #: How statement signatures are checked (default: EOA only); see bridge.identity.smart for smart accounts.
         self.verifier: identity.Verifier | None = verifier
         self.store = store
@@ -438,6 +443,8 @@ class Engine:
         Raises:
             RelayUnavailable, RelayError
         """
+        if self.passive:
+            return False
         return self.prekeys.ensure()
 
     # --- peers ------------------------------------------------------------------
@@ -779,6 +786,8 @@ class Engine:
             StoreError, sqlite3.Error: the local database failed.
         """
         errors: dict[str, str] = {}
+        if self.passive:
+            return errors
         now = now_ms()
         rows = self.store.read(
             "SELECT o.message_id, o.next_attempt_at, m.peer FROM outbox o JOIN messages m ON m.id = o.message_id "
@@ -978,11 +987,13 @@ class Engine:
         Raises:
             Busy: another process took the message over (our lease ran out).
             RelayUnavailable: none of an installation's relays could be reached.
-            RelayError: its relays refused (the first refusal that is not "not here").
+            RelayError: its relays refused (the first refusal that is not "not here"; see
+                :meth:`_defer_full` for an installation whose inbox is full).
         """
         logs: dict[str, int] = {}
+        full: list[tuple[str, list[str], bool, RelayError]] = []
         for env in self.store.read(
-            "SELECT installation_id, topic, payload FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)
+            "SELECT installation_id, topic, payload, own FROM outbox_envelopes WHERE message_id = ? AND cursor IS NULL", (mid,)
         ):
             # Still ours, for one more publish: an envelope is published by the lease holder only.
             if not self._lease(mid, owner, renew=True):
@@ -1009,6 +1020,9 @@ class Engine:
                     logs[address] = max(n, logs.get(address, 0))
                 break
             if cursor is None:
+                if refused is not None and refused.status == 429 and refused.code == "inbox_full":
+                    full.append((iid, relays, bool(env["own"]), refused))
+                    continue
                 if refused is not None:
                     raise refused
                 if unavailable is not None:
@@ -1028,7 +1042,37 @@ class Engine:
                         "VALUES (?, ?, ?, ?, ?)",
                         [(mid, iid, url, "done" if url == accepted_by else "pending", now) for url in relays],
                     )
+        if full:
+            self._defer_full(mid, full)
         return logs
+
+    def _defer_full(self, mid: str, full: list[tuple[str, list[str], bool, RelayError]]) -> None:
+        """Installations whose inbox is full (every relay it reads that answered said ``429 inbox_full``)
+        do not hold the message back (PROTOCOL.md §12.5): a standby installation nobody drains, or an inbox
+        flooded with junk, must not delay or fail what the wallet's other installations receive. Their
+        envelopes are handed to :meth:`retry_deliveries` (backoff, given up after MAX_ATTEMPTS or
+        DELIVERY_MAX_AGE_MS) and marked ``cursor = -2``. Only when no installation of the recipient has
+        taken the message does a full inbox of the recipient's raise, as any 429 does (the message backs off).
+
+        Raises:
+            RelayError: the ``inbox_full`` refusal, when the recipient got the message nowhere else.
+        """
+        reached = self.store.read(
+            "SELECT COUNT(*) AS n FROM outbox_envelopes WHERE message_id = ? AND own = 0 AND cursor >= 0", (mid,)
+        )[0]["n"]
+        for _iid, _relays, own, exc in full:
+            if not own and not reached:
+                raise exc
+        now = now_ms()
+        with self.store.write() as c:
+            for iid, relays, _own, exc in full:
+                log.info("message %s: the inbox of installation %s is full (%s); retried in the background", mid, iid, exc)
+                c.execute("UPDATE outbox_envelopes SET cursor = -2 WHERE message_id = ? AND installation_id = ?", (mid, iid))
+                c.executemany(
+                    "INSERT OR IGNORE INTO outbox_deliveries(message_id, installation_id, relay, state, attempts, next_attempt_at, "
+                    "created_at, last_error) VALUES (?, ?, ?, 'pending', 1, ?, ?, ?)",
+                    [(mid, iid, url, now + outbox.backoff_ms(1, self._rng), now, str(exc)) for url in relays],
+                )
 
     def inbox_relays(self, installation_id: str) -> list[str]:
         """The relays an installation reads, in its order (its relay list; else where its wallet's log

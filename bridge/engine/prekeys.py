@@ -161,6 +161,14 @@ class Prekeys:
             out.append((pid, priv, pub))
         return out
 
+    def adopt(self, c: sqlite3.Connection, kind: str, pid: int, private: bytes, public: bytes, created_at: int) -> None:
+        """Store a key pair made elsewhere as an uploaded key of ours (private half sealed): the standby
+        installation's prekeys, rebuilt from its backup record to drain its inbox (bridge/backup/standby.py)."""
+        c.execute(
+            "INSERT OR REPLACE INTO prekeys(kind, id, private, public, created_at, uploaded) VALUES (?, ?, ?, ?, ?, 1)",
+            (kind, pid, P.aes256_gcm_encrypt(self.secrets.storage_key, private, self._aad(kind, pid)), public, created_at),
+        )
+
     def private(self, c: sqlite3.Connection, kind: str, pid: int | None) -> bytes:
         """The private half of our prekey ``kind``/``pid`` (a retired signed prekey too, until deleted).
 

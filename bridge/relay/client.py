@@ -323,6 +323,23 @@ def relay_timeouts() -> tuple[float, float]:
     return out[0], out[1]
 
 
+class _Limited:
+    """A file object that yields at most ``n`` bytes of ``f`` (requests streams it)."""
+
+    def __init__(self, f: Any, n: int) -> None:
+        self._f = f
+        self._left = n
+        self.len = n
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._f.read(want)
+        self._left -= len(data)
+        return bytes(data)
+
+
 class RelayClient:
     """Talks to one relay over ``requests.Session`` (thread-safe enough for one daemon)."""
 
@@ -440,6 +457,153 @@ class RelayClient:
             NotFound: no such blob (or it expired). RelayError, RelayUnavailable
         """
         return self._raw("GET", f"/v1/blobs/{installation_id}/{blob_id}", stream=True)
+
+    # ---- backup space (protocol 1.3, PROTOCOL.md §7 "Backups (1.3)") ------------------------
+
+    def backup_put(self, auth_private: bytes, name: str, data: Any, size: int | None = None) -> dict[str, Any]:
+        """Store (or atomically replace) object ``name`` of the vault of ``auth_private`` (an Ed25519
+        seed). ``data``: bytes, or a binary file object read from its position (seekable: read twice,
+        once for the SHA-256 the signature covers; else spooled to a temporary file first); ``size``
+        bytes of it when given. Returns ``{"name", "size", "updated_at"}``.
+
+        Raises:
+            RelayError: 429 ``backup_quota``, 413 ``too_large``, 400 ``bad_request`` (name), 401 (clock
+                skew, signature), …; RelayUnavailable.
+        """
+        import hashlib
+        import io
+        import tempfile
+
+        from bridge.relay.backupauth import check_name, signed_headers, vault_of
+
+        check_name(name)
+        spool = None
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            raw = bytes(data) if size is None else bytes(data)[: int(size)]
+            body: Any = io.BytesIO(raw)
+            digest, n = hashlib.sha256(raw).digest(), len(raw)
+        else:
+            if not (hasattr(data, "seekable") and data.seekable()):
+                spool = tempfile.TemporaryFile()
+                left = None if size is None else int(size)
+                while left is None or left > 0:
+                    piece = data.read(1 << 16 if left is None else min(1 << 16, left))
+                    if not piece:
+                        break
+                    spool.write(piece)
+                    if left is not None:
+                        left -= len(piece)
+                spool.seek(0)
+                data, size = spool, spool.seek(0, 2)
+                spool.seek(0)
+            start = data.tell()
+            h = hashlib.sha256()
+            n = 0
+            while size is None or n < size:
+                piece = data.read(1 << 16 if size is None else min(1 << 16, int(size) - n))
+                if not piece:
+                    break
+                h.update(piece)
+                n += len(piece)
+            if size is not None and n != size:
+                raise ValueError(f"the file holds {n} bytes, not {size}")
+            data.seek(start)
+            digest = h.digest()
+            body = _Limited(data, n)
+        try:
+            headers = signed_headers(auth_private, "PUT", name, digest)
+            headers.update({"Content-Length": str(n), "Content-Type": "application/octet-stream"})
+            resp = self._raw("PUT", f"/v1/backups/{vault_of(auth_private)}/{name}", data=body, headers=headers)
+        finally:
+            if spool is not None:
+                spool.close()
+        try:
+            answer = resp.json()
+        except ValueError:
+            answer = None
+        finally:
+            resp.close()
+        if not isinstance(answer, dict):
+            raise self._bad("the backup upload's answer is not a JSON object")
+        return answer
+
+    def backup_list(self, auth_private: bytes) -> list[dict[str, Any]]:
+        """The vault's objects: ``[{"name", "size", "updated_at"}]`` sorted by name (checked: a relay's
+        malformed entry raises RelayUnavailable)."""
+        from bridge.relay.backupauth import BackupAuthError, check_name, signed_headers, vault_of
+
+        data = self._call("GET", f"/v1/backups/{vault_of(auth_private)}", headers=signed_headers(auth_private, "GET", ""))
+        objs = data.get("objects")
+        if not isinstance(objs, list):
+            raise self._bad("objects is not a list")
+        out = []
+        for o in objs:
+            if not isinstance(o, dict):
+                raise self._bad("an object entry is not an object")
+            try:
+                name = check_name(o.get("name"))  # type: ignore[arg-type]
+            except BackupAuthError:
+                raise self._bad("an object name is malformed") from None
+            size, at = self._int(o, "size"), self._int(o, "updated_at")
+            if size < 0 or at < 0:
+                raise self._bad("a negative size or time")
+            out.append({"name": name, "size": size, "updated_at": at})
+        return out
+
+    def backup_get(self, auth_private: bytes, name: str, out: Any = None, *, max_size: int | None = None,
+                   on_progress: Any = None) -> bytes | None:
+        """Object ``name`` of the vault: its bytes, or (``out`` given) written to ``out`` and ``None``.
+        At most ``max_size`` (default 64 MiB, the protocol's largest object) bytes are accepted.
+
+        Raises:
+            NotFound: no such object (code ``not_found``). RelayError, RelayUnavailable (also a body
+            shorter or longer than its Content-Length, or over ``max_size``).
+        """
+        import io
+
+        from bridge.relay.backupauth import MAX_OBJECT, check_name, signed_headers, vault_of
+
+        check_name(name)
+        limit = MAX_OBJECT if max_size is None else int(max_size)
+        resp = self._raw("GET", f"/v1/backups/{vault_of(auth_private)}/{name}", stream=True,
+                         headers=signed_headers(auth_private, "GET", name))
+        sink = io.BytesIO() if out is None else out
+        try:
+            try:
+                declared = int(resp.headers.get("Content-Length", ""))
+            except ValueError:
+                raise self._bad("the backup object has no Content-Length") from None
+            if declared < 0 or declared > limit:
+                raise self._bad(f"the backup object is {declared} bytes, over {limit}")
+            got = 0
+            try:
+                for piece in resp.raw.stream(1 << 16, decode_content=False):
+                    got += len(piece)
+                    if got > declared:
+                        raise self._bad("the backup object is longer than its Content-Length")
+                    sink.write(piece)
+                    if on_progress is not None:
+                        on_progress(len(piece))
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, RelayUnavailable):
+                    raise
+                raise RelayUnavailable(f"relay {self.base_url} unavailable: the download broke off ({_reason(exc)})") from None
+            except Exception as exc:  # urllib3's ProtocolError / ReadTimeoutError
+                if isinstance(exc, (RelayUnavailable, RelayError)):
+                    raise
+                raise RelayUnavailable(f"relay {self.base_url} unavailable: the download broke off ({_reason(exc)})") from None
+            if got != declared:
+                raise self._bad(f"the backup object ended after {got} of {declared} bytes")
+        finally:
+            resp.close()
+        return sink.getvalue() if out is None else None
+
+    def backup_delete(self, auth_private: bytes, name: str) -> None:
+        """Delete object ``name`` of the vault. Raises NotFound when there is none."""
+        from bridge.relay.backupauth import check_name, signed_headers, vault_of
+
+        check_name(name)
+        self._call("DELETE", f"/v1/backups/{vault_of(auth_private)}/{name}", headers=signed_headers(auth_private, "DELETE", name))
 
     def _bad(self, what: str) -> RelayUnavailable:
         return RelayUnavailable(f"relay {self.base_url} sent a malformed answer: {what}")

@@ -31,6 +31,9 @@ class RelayMetrics:
         self.refusals = Counter(
             "parley_relay_refusals", "Requests and subscriptions refused, by error code.", ["code"], registry=self.registry
         )
+        self.backup_bytes = Counter(
+            "parley_relay_backup_bytes_stored", "Bytes of backup objects stored (accepted PUT /v1/backups).", registry=self.registry
+        )
         self.subscriptions = Gauge(
             "parley_relay_subscriptions", "WebSocket subscriptions open on this node.", registry=self.registry
         )

@@ -47,6 +47,7 @@ from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
 from bridge.relay.storage import (
+    BackupQuota,
     BlobExists,
     BlobQuota,
     ClaimedPrekeys,
@@ -221,6 +222,48 @@ CREATE TABLE IF NOT EXISTS blob_chunks (
 );
 """,
     ),
+    (
+        6,
+        # backups (protocol 1.3): vaults of named objects in 256 KiB chunk rows, request nonces
+        """
+CREATE TABLE IF NOT EXISTS backup_vaults (
+    vault      TEXT   PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    touched_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS backup_vaults_touched ON backup_vaults (touched_at);
+CREATE TABLE IF NOT EXISTS backup_objects (
+    vault      TEXT   NOT NULL,
+    name       TEXT   NOT NULL,
+    upload     TEXT   NOT NULL,
+    size       BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (vault, name)
+);
+CREATE TABLE IF NOT EXISTS backup_uploads (
+    upload     TEXT   PRIMARY KEY,
+    vault      TEXT   NOT NULL,
+    name       TEXT   NOT NULL,
+    size       BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS backup_uploads_vault ON backup_uploads (vault);
+CREATE INDEX IF NOT EXISTS backup_uploads_created ON backup_uploads (created_at);
+CREATE TABLE IF NOT EXISTS backup_nonces (
+    vault      TEXT   NOT NULL,
+    nonce      BYTEA  NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (vault, nonce)
+);
+CREATE INDEX IF NOT EXISTS backup_nonces_expires ON backup_nonces (expires_at);
+CREATE TABLE IF NOT EXISTS backup_chunks (
+    upload TEXT    NOT NULL,
+    seq    INTEGER NOT NULL,
+    data   BYTEA   NOT NULL,
+    PRIMARY KEY (upload, seq)
+);
+""",
+    ),
 )
 
 #: The newest schema version this code knows.
@@ -240,6 +283,11 @@ _TABLES = (
     "relay_lists",
     "blobs",
     "blob_chunks",
+    "backup_vaults",
+    "backup_objects",
+    "backup_uploads",
+    "backup_nonces",
+    "backup_chunks",
 )
 
 
@@ -937,6 +985,167 @@ class PostgresStorage(Storage):
                     conn.execute("DELETE FROM blobs WHERE iid = %s AND blob_id = %s", (iid, blob_id))
                 total += 1
         return total
+
+    # ---- backups (protocol 1.3) -------------------------------------------------------------
+
+    @staticmethod
+    def _lock_vault(conn: psycopg.Connection[Any], vault: str) -> None:
+        """One reservation, commit or delete at a time per vault, across nodes."""
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("backups:" + vault,))
+
+    def backup_take_nonce(self, vault: str, nonce: bytes, *, now: int, expires_at: int) -> bool:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM backup_nonces WHERE vault = %s AND expires_at <= %s", (vault, int(now)))
+            cur = conn.execute(
+                "INSERT INTO backup_nonces (vault, nonce, expires_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                (vault, bytes(nonce), int(expires_at)),
+            )
+            if cur.rowcount != 1:
+                return False
+            conn.execute("UPDATE backup_vaults SET touched_at = %s WHERE vault = %s AND touched_at < %s", (int(now), vault, int(now)))
+            return True
+
+    def backup_begin(self, vault: str, name: str, size: int, *, now: int, quota: int, max_objects: int) -> str:
+        import secrets as _secrets
+
+        with self._tx() as conn:
+            self._lock_vault(conn, vault)
+            row = conn.execute(
+                "SELECT (SELECT COALESCE(SUM(size), 0) FROM backup_objects WHERE vault = %s), "
+                "(SELECT COALESCE(SUM(size), 0) FROM backup_uploads WHERE vault = %s)",
+                (vault, vault),
+            ).fetchone()
+            committed, pending = (int(row[0]), int(row[1])) if row else (0, 0)
+            old = conn.execute("SELECT size FROM backup_objects WHERE vault = %s AND name = %s", (vault, name)).fetchone()
+            replaced = int(old[0]) if old is not None else 0
+            if committed + pending - replaced + int(size) > quota:
+                raise BackupQuota(f"the vault holds {committed + pending} bytes; {size} more exceed the quota of {quota}")
+            if old is None:
+                names = {
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT name FROM backup_objects WHERE vault = %s UNION SELECT name FROM backup_uploads WHERE vault = %s",
+                        (vault, vault),
+                    )
+                }
+                if name not in names and len(names) >= max_objects:
+                    raise BackupQuota(f"the vault holds {len(names)} objects, the most allowed")
+            conn.execute(
+                "INSERT INTO backup_vaults (vault, created_at, touched_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (vault) DO UPDATE SET touched_at = GREATEST(backup_vaults.touched_at, excluded.touched_at)",
+                (vault, int(now), int(now)),
+            )
+            upload = _secrets.token_hex(16)
+            conn.execute(
+                "INSERT INTO backup_uploads (upload, vault, name, size, created_at) VALUES (%s, %s, %s, %s, %s)",
+                (upload, vault, name, int(size), int(now)),
+            )
+            return upload
+
+    def backup_put_chunk(self, upload: str, seq: int, data: bytes) -> None:
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM backup_uploads WHERE upload = %s FOR SHARE", (upload,)).fetchone() is None:
+                raise StorageError("no backup upload in progress with this id")
+            conn.execute("INSERT INTO backup_chunks (upload, seq, data) VALUES (%s, %s, %s)", (upload, int(seq), bytes(data)))
+
+    def backup_commit(self, upload: str, *, now: int) -> int:
+        with self._tx() as conn:
+            row = conn.execute("SELECT vault FROM backup_uploads WHERE upload = %s", (upload,)).fetchone()
+            if row is None:
+                raise StorageError("no backup upload in progress with this id")
+            self._lock_vault(conn, str(row[0]))
+            row = conn.execute("SELECT vault, name, size FROM backup_uploads WHERE upload = %s FOR UPDATE", (upload,)).fetchone()
+            if row is None:
+                raise StorageError("no backup upload in progress with this id")
+            vault, name, size = str(row[0]), str(row[1]), int(row[2])
+            got = conn.execute("SELECT COALESCE(SUM(octet_length(data)), 0) FROM backup_chunks WHERE upload = %s", (upload,)).fetchone()
+            stored = int(got[0]) if got else 0
+            conn.execute("DELETE FROM backup_uploads WHERE upload = %s", (upload,))
+            if stored != size:
+                conn.execute("DELETE FROM backup_chunks WHERE upload = %s", (upload,))
+            else:
+                old = conn.execute("SELECT upload FROM backup_objects WHERE vault = %s AND name = %s", (vault, name)).fetchone()
+                if old is not None:
+                    conn.execute("DELETE FROM backup_chunks WHERE upload = %s", (str(old[0]),))
+                conn.execute(
+                    "INSERT INTO backup_objects (vault, name, upload, size, updated_at) VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (vault, name) DO UPDATE SET upload = excluded.upload, size = excluded.size, updated_at = excluded.updated_at",
+                    (vault, name, upload, size, int(now)),
+                )
+        if stored != size:
+            raise StorageError(f"backup upload: {stored} bytes stored, {size} declared")
+        return size
+
+    def backup_abort(self, upload: str) -> None:
+        with self._tx() as conn:
+            if conn.execute("DELETE FROM backup_uploads WHERE upload = %s RETURNING 1", (upload,)).fetchone():
+                conn.execute("DELETE FROM backup_chunks WHERE upload = %s", (upload,))
+
+    def backup_list(self, vault: str) -> list[tuple[str, int, int]]:
+        rows = self._rows("SELECT name, size, updated_at FROM backup_objects WHERE vault = %s ORDER BY name COLLATE \"C\"", (vault,))
+        return [(str(n), int(sz), int(t)) for n, sz, t in rows]
+
+    def backup_info(self, vault: str, name: str) -> tuple[str, int] | None:
+        rows = self._rows("SELECT upload, size FROM backup_objects WHERE vault = %s AND name = %s", (vault, name))
+        return None if not rows else (str(rows[0][0]), int(rows[0][1]))
+
+    def backup_chunk(self, upload: str, seq: int) -> bytes | None:
+        rows = self._rows("SELECT data FROM backup_chunks WHERE upload = %s AND seq = %s", (upload, int(seq)))
+        return None if not rows else bytes(rows[0][0])
+
+    def backup_delete(self, vault: str, name: str) -> bool:
+        with self._tx() as conn:
+            self._lock_vault(conn, vault)
+            row = conn.execute("DELETE FROM backup_objects WHERE vault = %s AND name = %s RETURNING upload", (vault, name)).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM backup_chunks WHERE upload = %s", (str(row[0]),))
+            conn.execute(
+                "DELETE FROM backup_vaults WHERE vault = %s AND NOT EXISTS (SELECT 1 FROM backup_objects WHERE vault = %s) "
+                "AND NOT EXISTS (SELECT 1 FROM backup_uploads WHERE vault = %s)",
+                (vault, vault, vault),
+            )
+            return True
+
+    def backup_usage(self, vault: str) -> int:
+        rows = self._rows(
+            "SELECT (SELECT COALESCE(SUM(size), 0) FROM backup_objects WHERE vault = %s) + "
+            "(SELECT COALESCE(SUM(size), 0) FROM backup_uploads WHERE vault = %s)",
+            (vault, vault),
+        )
+        return int(rows[0][0])
+
+    def expire_backups(self, *, touched_before: int, stale_before: int, now: int) -> int:
+        for (upload,) in self._rows("SELECT upload FROM backup_uploads WHERE created_at < %s", (int(stale_before),)):
+            self.backup_abort(str(upload))
+        vaults = 0
+        while not self._closed:
+            rows = self._rows("SELECT vault FROM backup_vaults WHERE touched_at < %s LIMIT 50", (int(touched_before),))
+            if not rows:
+                break
+            for (vault,) in rows:
+                vault = str(vault)
+                while not self._closed:
+                    with self._tx() as conn:
+                        # one object or upload per transaction, and only while the vault is still untouched
+                        self._lock_vault(conn, vault)
+                        stale = conn.execute(
+                            "SELECT 1 FROM backup_vaults WHERE vault = %s AND touched_at < %s", (vault, int(touched_before))
+                        ).fetchone()
+                        if stale is None:
+                            break
+                        obj = conn.execute("SELECT upload FROM backup_objects WHERE vault = %s LIMIT 1", (vault,)).fetchone()
+                        if obj is None:
+                            obj = conn.execute("SELECT upload FROM backup_uploads WHERE vault = %s LIMIT 1", (vault,)).fetchone()
+                        if obj is None:
+                            conn.execute("DELETE FROM backup_vaults WHERE vault = %s", (vault,))
+                            vaults += 1
+                            break
+                        conn.execute("DELETE FROM backup_chunks WHERE upload = %s", (str(obj[0]),))
+                        conn.execute("DELETE FROM backup_objects WHERE upload = %s", (str(obj[0]),))
+                        conn.execute("DELETE FROM backup_uploads WHERE upload = %s", (str(obj[0]),))
+        self._exec("DELETE FROM backup_nonces WHERE expires_at <= %s", (int(now),))
+        return vaults
 
     # ---- auth -----------------------------------------------------------------------------
 

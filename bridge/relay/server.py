@@ -60,8 +60,8 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 #: The 1.x revision served (GET /v1/health "minor"): 1 adds relay lists (PUT /v1/relay-list/<iid>),
-#: 2 adds the blob store (PUT/GET /v1/blobs/<iid>/<blob_id>).
-PROTOCOL_MINOR = 2
+#: 2 adds the blob store (PUT/GET /v1/blobs/<iid>/<blob_id>), 3 the backup space (/v1/backups/<vault>).
+PROTOCOL_MINOR = 3
 MiB = 1024 * 1024
 _MAX_JSON_CONTAINERS = 16
 
@@ -147,6 +147,16 @@ class RelaySettings:
     blob_max_bytes: int = 25 * MiB + 16
     blob_quota_bytes: int = 256 * MiB
     blob_ttl_days: float | None = None
+    #: backup space (protocol 1.3, /v1/backups/<vault>[/<name>]): the largest object (413 too_large),
+    #: the bytes and objects one vault may hold (429 backup_quota), how long a vault nobody
+    #: touches is kept, the accepted clock skew of a signed request, and requests per client address
+    backup_max_bytes: int = 64 * MiB
+    backup_quota_bytes: int = 1024 * MiB
+    backup_max_objects: int = 1024
+    backup_ttl_days: float = 180.0
+    backup_skew: int = 300
+    backup_rate: float = 20.0
+    backup_burst: int = 200
     clock: Callable[[], float] = field(default=time.time, repr=False)
     #: Checks statement signatures (bridge.identity.Verifier). None: from PARLEY_ETH_RPC_URL,
     #: PARLEY_OP_RPC_URL and PARLEY_LENS_CHAIN_RPC_URL; with none set, EOA signatures only.
@@ -292,6 +302,7 @@ class _Relay:
         self.identity_limit = _TokenBucket(settings.identity_rate, settings.identity_burst, settings.clock)
         self.bucket_limit = _TokenBucket(settings.bucket_rate, settings.bucket_burst, settings.clock)
         self.inbox_limit = _TokenBucket(settings.inbox_rate, settings.inbox_burst, settings.clock)
+        self.backup_limit = _TokenBucket(settings.backup_rate, settings.backup_burst, settings.clock)
         from bridge.relay.metrics import RelayMetrics
 
         self.metrics = RelayMetrics()
@@ -496,6 +507,152 @@ class _Relay:
         resp.headers["Content-Length"] = str(size)
         resp.headers["Cache-Control"] = "no-store"
         return resp
+
+    # -- backups (protocol 1.3) --
+
+    def backup_auth(self, method: str, vault_raw: str, name_raw: str | None, *, body_hash: bytes | None = None) -> tuple[str, str, bytes]:
+        """Check a backup request's vault, name and signature headers (PROTOCOL.md §7 "Backups"), and
+        spend its nonce. Returns ``(vault, name, declared body hash)``; ``body_hash`` given (a request
+        without a body): the declared hash must be it."""
+        from bridge.relay.backupauth import BackupAuthError, NONCE_BYTES, check_name, check_vault, request_message
+
+        self.limit(self.backup_limit)
+        try:
+            vault = check_vault(vault_raw)
+            name = "" if name_raw is None else check_name(name_raw)
+        except BackupAuthError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        h = request.headers
+        raw_time, raw_nonce, raw_hash, raw_sig = (
+            h.get("X-Parley-Time"), h.get("X-Parley-Nonce"), h.get("X-Parley-Content-SHA256"), h.get("X-Parley-Signature")
+        )
+        if raw_time is None or raw_nonce is None or raw_hash is None or raw_sig is None:
+            raise ApiError(
+                401, "unauthorized",
+                "a backup request is signed by its vault's key: X-Parley-Time, X-Parley-Nonce, X-Parley-Content-SHA256 and X-Parley-Signature are required",
+            )
+        if not (raw_time.isascii() and raw_time.isdigit()) or len(raw_time) > 12:
+            raise ApiError(400, "bad_request", "X-Parley-Time must be whole Unix seconds in decimal digits")
+        t = int(raw_time)
+        nonce, declared, sig = (self._header_b64(name_h, v, n) for name_h, v, n in (
+            ("X-Parley-Nonce", raw_nonce, NONCE_BYTES), ("X-Parley-Content-SHA256", raw_hash, 32), ("X-Parley-Signature", raw_sig, 64)))
+        now = self.now()
+        if abs(now - t) > self.s.backup_skew:
+            raise ApiError(401, "clock_skew", f"X-Parley-Time is more than {self.s.backup_skew} s from the relay's clock ({now})")
+        try:
+            P.ed25519_verify(bytes.fromhex(vault), sig, request_message(method, vault, name, t, nonce, declared))
+        except (P.InvalidSignature, ValueError):
+            raise ApiError(401, "bad_signature", "the request's signature does not verify with the vault's key") from None
+        if body_hash is not None and not secrets.compare_digest(declared, body_hash):
+            raise ApiError(400, "body_mismatch", "X-Parley-Content-SHA256 is not the SHA-256 of the request's body")
+        if not self.storage.backup_take_nonce(vault, nonce, now=now, expires_at=t + self.s.backup_skew + 1):
+            raise ApiError(401, "replayed", "this request's nonce was already used: a replay")
+        return vault, name, declared
+
+    @staticmethod
+    def _header_b64(header: str, value: str, size: int) -> bytes:
+        try:
+            data = wire.b64d(value, max_size=(size + 2) // 3 * 4)
+        except WireError:
+            data = b""
+        if len(data) != size:
+            raise ApiError(400, "bad_base64", f"{header} must be {size} bytes in standard base64")
+        return data
+
+    def _backup_no_body(self) -> bytes:
+        """A backup GET or DELETE carries no body: the SHA-256 its signature covers is that of b""."""
+        import hashlib
+
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if request.content_length or chunked:
+            raise ApiError(400, "bad_request", "this request takes no body")
+        return hashlib.sha256(b"").digest()
+
+    def put_backup(self, vault_raw: str, name_raw: str) -> tuple[dict[str, Any], int]:
+        """Store (or atomically replace) one object of a vault, streamed in BACKUP_CHUNK rows."""
+        import hashlib
+
+        from bridge.relay.storage import BACKUP_CHUNK, BackupQuota
+
+        length = request.content_length
+        if request.headers.get("Transfer-Encoding", "") or length is None:
+            raise ApiError(411, "length_required", "a backup upload needs Content-Length (no chunked body)")
+        if length > self.s.backup_max_bytes:
+            raise ApiError(413, "too_large", f"a backup object is at most {self.s.backup_max_bytes} bytes")
+        # every refusal is answered before a body byte is read
+        vault, name, declared = self.backup_auth("PUT", vault_raw, name_raw)
+        now = self.now()
+        try:
+            upload = self.storage.backup_begin(
+                vault, name, length, now=now, quota=self.s.backup_quota_bytes, max_objects=self.s.backup_max_objects
+            )
+        except BackupQuota as exc:
+            raise ApiError(429, "backup_quota", f"this vault's backup space is full: {exc}") from None
+        stream = request.environ["wsgi.input"]  # the raw input: request.stream would apply max_content_length
+        committed = False
+        digest = hashlib.sha256()
+        try:
+            got = 0
+            seq = 0
+            buf = bytearray()
+            while got < length:
+                piece = stream.read(min(64 * 1024, length - got, BACKUP_CHUNK - len(buf)))
+                if not piece:
+                    raise ApiError(400, "bad_request", "the body ended before Content-Length bytes")
+                got += len(piece)
+                digest.update(piece)
+                buf += piece
+                if len(buf) >= BACKUP_CHUNK or got == length:
+                    self.storage.backup_put_chunk(upload, seq, bytes(buf))
+                    seq += 1
+                    buf = bytearray()
+            if not secrets.compare_digest(digest.digest(), declared):
+                raise ApiError(400, "body_mismatch", "X-Parley-Content-SHA256 is not the SHA-256 of the request's body")
+            self.storage.backup_commit(upload, now=now)
+            committed = True
+        finally:
+            if not committed:
+                try:
+                    self.storage.backup_abort(upload)
+                except StorageError:
+                    pass  # the expiry pass removes stale uploads
+        self.metrics.backup_bytes.inc(length)
+        return {"name": name, "size": length, "updated_at": now}, 201
+
+    def list_backups(self, vault_raw: str) -> dict[str, Any]:
+        vault, _, _ = self.backup_auth("GET", vault_raw, None, body_hash=self._backup_no_body())
+        return {"objects": [{"name": n, "size": sz, "updated_at": t} for n, sz, t in self.storage.backup_list(vault)]}
+
+    def get_backup(self, vault_raw: str, name_raw: str) -> Response:
+        vault, name, _ = self.backup_auth("GET", vault_raw, name_raw, body_hash=self._backup_no_body())
+        info = self.storage.backup_info(vault, name)
+        if info is None:
+            raise ApiError(404, "not_found", "no such object in this vault")
+        upload, size = info
+        storage = self.storage
+
+        def chunks() -> Any:
+            sent = 0
+            seq = 0
+            while sent < size:
+                data = storage.backup_chunk(upload, seq)
+                if data is None:  # replaced or deleted meanwhile: the client sees a short body
+                    return
+                data = data[: size - sent]
+                sent += len(data)
+                seq += 1
+                yield data
+
+        resp = Response(chunks(), status=200, mimetype="application/octet-stream", direct_passthrough=True)
+        resp.headers["Content-Length"] = str(size)
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def delete_backup(self, vault_raw: str, name_raw: str) -> dict[str, Any]:
+        vault, name, _ = self.backup_auth("DELETE", vault_raw, name_raw, body_hash=self._backup_no_body())
+        if not self.storage.backup_delete(vault, name):
+            raise ApiError(404, "not_found", "no such object in this vault")
+        return {"deleted": name}
 
     # -- identity --
 
@@ -885,8 +1042,8 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
     @bp.before_request
     def _limit_body() -> None:
         request.max_content_length = relay.s.max_body
-        if request.path.startswith("/v1/blobs/") and request.method == "PUT":
-            request.max_content_length = None  # put_blob checks Content-Length itself (413 too_large)
+        if request.path.startswith(("/v1/blobs/", "/v1/backups/")) and request.method == "PUT":
+            request.max_content_length = None  # put_blob / put_backup check Content-Length themselves (413 too_large)
         if host_check is not None:
             # the relay embedded in a bridge serves local bridges only: no web page (a browser
             # always sends Origin on cross-origin POSTs and WebSockets), no DNS-rebound host name
@@ -974,6 +1131,23 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
     @bp.get("/v1/blobs/<iid>/<blob_id>")
     def blob_get(iid: str, blob_id: str) -> Any:
         return relay.get_blob(iid, blob_id)
+
+    @bp.get("/v1/backups/<vault>")
+    def backup_list(vault: str) -> Any:
+        return jsonify(relay.list_backups(vault))
+
+    @bp.put("/v1/backups/<vault>/<name>")
+    def backup_put(vault: str, name: str) -> Any:
+        body, status = relay.put_backup(vault, name)
+        return jsonify(body), status
+
+    @bp.get("/v1/backups/<vault>/<name>")
+    def backup_get(vault: str, name: str) -> Any:
+        return relay.get_backup(vault, name)
+
+    @bp.delete("/v1/backups/<vault>/<name>")
+    def backup_delete(vault: str, name: str) -> Any:
+        return jsonify(relay.delete_backup(vault, name))
 
     @sock.route("/v1/subscribe", bp=bp)
     def subscribe(ws: Any) -> None:
@@ -1118,14 +1292,19 @@ class RetentionThread(threading.Thread):
         self.passes = 0
         self.deleted = 0
         self.blobs_deleted = 0
+        self.vaults_deleted = 0
 
     def run_once(self) -> int:
         """One expiry pass (envelopes past retention; blobs past their TTL and uploads cut off more
-        than an hour ago); returns how many envelopes were deleted."""
+        than an hour ago; backup vaults untouched for ``backup_ttl_days``, backup uploads cut off
+        more than an hour ago, spent nonces); returns how many envelopes were deleted."""
         now = self.settings.clock()
         before = int(now - self.settings.retention_days * 86400)
         n = self.storage.expire(before)
         self.blobs_deleted += self.storage.expire_blobs(int(now), stale_before=int(now) - 3600)
+        self.vaults_deleted += self.storage.expire_backups(
+            touched_before=int(now - self.settings.backup_ttl_days * 86400), stale_before=int(now) - 3600, now=int(now)
+        )
         self.deleted += n
         self.passes += 1
         return n

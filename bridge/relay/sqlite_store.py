@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 from bridge.relay.storage import (
+    BackupQuota,
     BlobExists,
     BlobQuota,
     ClaimedPrekeys,
@@ -178,6 +179,46 @@ CREATE TABLE IF NOT EXISTS blob_chunks (
 );
 """
 
+# Backups (protocol 1.3): additive like the blob tables, created if missing at every open.
+_BACKUP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS backup_vaults (
+    vault      TEXT    PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    touched_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS backup_vaults_touched ON backup_vaults (touched_at);
+CREATE TABLE IF NOT EXISTS backup_objects (
+    vault      TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    upload     TEXT    NOT NULL,
+    size       INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (vault, name)
+);
+CREATE TABLE IF NOT EXISTS backup_uploads (
+    upload     TEXT    PRIMARY KEY,
+    vault      TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    size       INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS backup_uploads_vault ON backup_uploads (vault);
+CREATE INDEX IF NOT EXISTS backup_uploads_created ON backup_uploads (created_at);
+CREATE TABLE IF NOT EXISTS backup_nonces (
+    vault      TEXT    NOT NULL,
+    nonce      BLOB    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (vault, nonce)
+);
+CREATE INDEX IF NOT EXISTS backup_nonces_expires ON backup_nonces (expires_at);
+CREATE TABLE IF NOT EXISTS backup_chunks (
+    upload TEXT    NOT NULL,
+    seq    INTEGER NOT NULL,
+    data   BLOB    NOT NULL,
+    PRIMARY KEY (upload, seq)
+);
+"""
+
 _TABLES = (
     "identity",
     "installations",
@@ -192,6 +233,11 @@ _TABLES = (
     "relay_lists",
     "blobs",
     "blob_chunks",
+    "backup_vaults",
+    "backup_objects",
+    "backup_uploads",
+    "backup_nonces",
+    "backup_chunks",
 )
 
 
@@ -259,6 +305,11 @@ class SQLiteStorage(Storage):
                     conn.executescript(_BLOB_SCHEMA)
                 except sqlite3.OperationalError:
                     pass  # a read-only database: blob requests answer 503, everything else works
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'backup_chunks'").fetchone() is None:
+                try:
+                    conn.executescript(_BACKUP_SCHEMA)
+                except sqlite3.OperationalError:
+                    pass  # a read-only database: backup requests answer 503, everything else works
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc) from None
@@ -751,6 +802,153 @@ class SQLiteStorage(Storage):
                 total += 1
                 self._let_writers_in()
         return total
+
+    # ---- backups (protocol 1.3) -------------------------------------------------------------
+
+    def backup_take_nonce(self, vault: str, nonce: bytes, *, now: int, expires_at: int) -> bool:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM backup_nonces WHERE vault = ? AND expires_at <= ?", (vault, int(now)))
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO backup_nonces (vault, nonce, expires_at) VALUES (?, ?, ?)", (vault, bytes(nonce), int(expires_at))
+            )
+            if cur.rowcount != 1:
+                return False
+            conn.execute("UPDATE backup_vaults SET touched_at = ? WHERE vault = ? AND touched_at < ?", (int(now), vault, int(now)))
+            return True
+
+    def backup_begin(self, vault: str, name: str, size: int, *, now: int, quota: int, max_objects: int) -> str:
+        import secrets as _secrets
+
+        with self._tx() as conn:  # BEGIN IMMEDIATE: the quota check and the reservation are atomic
+            committed = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM backup_objects WHERE vault = ?", (vault,)).fetchone()[0])
+            pending = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM backup_uploads WHERE vault = ?", (vault,)).fetchone()[0])
+            old = conn.execute("SELECT size FROM backup_objects WHERE vault = ? AND name = ?", (vault, name)).fetchone()
+            replaced = int(old[0]) if old is not None else 0
+            if committed + pending - replaced + int(size) > quota:
+                raise BackupQuota(f"the vault holds {committed + pending} bytes; {size} more exceed the quota of {quota}")
+            if old is None:
+                names = {
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT name FROM backup_objects WHERE vault = ? UNION SELECT name FROM backup_uploads WHERE vault = ?", (vault, vault)
+                    )
+                }
+                if name not in names and len(names) >= max_objects:
+                    raise BackupQuota(f"the vault holds {len(names)} objects, the most allowed")
+            conn.execute(
+                "INSERT INTO backup_vaults (vault, created_at, touched_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (vault) DO UPDATE SET touched_at = MAX(touched_at, excluded.touched_at)",
+                (vault, int(now), int(now)),
+            )
+            upload = _secrets.token_hex(16)
+            conn.execute(
+                "INSERT INTO backup_uploads (upload, vault, name, size, created_at) VALUES (?, ?, ?, ?, ?)",
+                (upload, vault, name, int(size), int(now)),
+            )
+            return upload
+
+    def backup_put_chunk(self, upload: str, seq: int, data: bytes) -> None:
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM backup_uploads WHERE upload = ?", (upload,)).fetchone() is None:
+                raise StorageError("no backup upload in progress with this id")
+            conn.execute("INSERT INTO backup_chunks (upload, seq, data) VALUES (?, ?, ?)", (upload, int(seq), bytes(data)))
+
+    def backup_commit(self, upload: str, *, now: int) -> int:
+        with self._tx() as conn:
+            row = conn.execute("SELECT vault, name, size FROM backup_uploads WHERE upload = ?", (upload,)).fetchone()
+            if row is None:
+                raise StorageError("no backup upload in progress with this id")
+            vault, name, size = str(row[0]), str(row[1]), int(row[2])
+            stored = int(conn.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM backup_chunks WHERE upload = ?", (upload,)).fetchone()[0])
+            conn.execute("DELETE FROM backup_uploads WHERE upload = ?", (upload,))
+            if stored != size:
+                conn.execute("DELETE FROM backup_chunks WHERE upload = ?", (upload,))
+            else:
+                old = conn.execute("SELECT upload FROM backup_objects WHERE vault = ? AND name = ?", (vault, name)).fetchone()
+                if old is not None:
+                    conn.execute("DELETE FROM backup_chunks WHERE upload = ?", (str(old[0]),))
+                conn.execute(
+                    "INSERT INTO backup_objects (vault, name, upload, size, updated_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (vault, name) DO UPDATE SET upload = excluded.upload, size = excluded.size, updated_at = excluded.updated_at",
+                    (vault, name, upload, size, int(now)),
+                )
+        if stored != size:
+            raise StorageError(f"backup upload: {stored} bytes stored, {size} declared")
+        return size
+
+    def backup_abort(self, upload: str) -> None:
+        with self._tx() as conn:
+            if conn.execute("DELETE FROM backup_uploads WHERE upload = ? RETURNING 1", (upload,)).fetchone():
+                conn.execute("DELETE FROM backup_chunks WHERE upload = ?", (upload,))
+
+    def backup_list(self, vault: str) -> list[tuple[str, int, int]]:
+        rows = self._read("SELECT name, size, updated_at FROM backup_objects WHERE vault = ? ORDER BY name", (vault,))
+        return [(str(n), int(s), int(t)) for n, s, t in rows]  # type: ignore[call-overload]
+
+    def backup_info(self, vault: str, name: str) -> tuple[str, int] | None:
+        rows = self._read("SELECT upload, size FROM backup_objects WHERE vault = ? AND name = ?", (vault, name))
+        return None if not rows else (str(rows[0][0]), int(rows[0][1]))  # type: ignore[call-overload]
+
+    def backup_chunk(self, upload: str, seq: int) -> bytes | None:
+        rows = self._read("SELECT data FROM backup_chunks WHERE upload = ? AND seq = ?", (upload, int(seq)))
+        return None if not rows else bytes(rows[0][0])  # type: ignore[arg-type]
+
+    def backup_delete(self, vault: str, name: str) -> bool:
+        with self._tx() as conn:
+            row = conn.execute("DELETE FROM backup_objects WHERE vault = ? AND name = ? RETURNING upload", (vault, name)).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM backup_chunks WHERE upload = ?", (str(row[0]),))
+            self._drop_empty_vault(conn, vault)
+            return True
+
+    @staticmethod
+    def _drop_empty_vault(conn: sqlite3.Connection, vault: str) -> None:
+        conn.execute(
+            "DELETE FROM backup_vaults WHERE vault = ? AND NOT EXISTS (SELECT 1 FROM backup_objects WHERE vault = ?) "
+            "AND NOT EXISTS (SELECT 1 FROM backup_uploads WHERE vault = ?)",
+            (vault, vault, vault),
+        )
+
+    def backup_usage(self, vault: str) -> int:
+        rows = self._read(
+            "SELECT (SELECT COALESCE(SUM(size), 0) FROM backup_objects WHERE vault = ?) + "
+            "(SELECT COALESCE(SUM(size), 0) FROM backup_uploads WHERE vault = ?)",
+            (vault, vault),
+        )
+        return int(rows[0][0])  # type: ignore[call-overload]
+
+    def expire_backups(self, *, touched_before: int, stale_before: int, now: int) -> int:
+        for (upload,) in self._read("SELECT upload FROM backup_uploads WHERE created_at < ?", (int(stale_before),)):
+            self.backup_abort(str(upload))
+            self._let_writers_in()
+        vaults = 0
+        while not self._closed:
+            rows = self._read("SELECT vault FROM backup_vaults WHERE touched_at < ? LIMIT 50", (int(touched_before),))
+            if not rows:
+                break
+            for (vault,) in rows:
+                vault = str(vault)
+                while not self._closed:
+                    with self._tx() as conn:
+                        # one object or upload per transaction, and only while the vault is still untouched
+                        stale = conn.execute("SELECT 1 FROM backup_vaults WHERE vault = ? AND touched_at < ?", (vault, int(touched_before))).fetchone()
+                        if stale is None:
+                            break
+                        obj = conn.execute("SELECT upload FROM backup_objects WHERE vault = ? LIMIT 1", (vault,)).fetchone()
+                        if obj is None:
+                            obj = conn.execute("SELECT upload FROM backup_uploads WHERE vault = ? LIMIT 1", (vault,)).fetchone()
+                        if obj is None:
+                            conn.execute("DELETE FROM backup_vaults WHERE vault = ?", (vault,))
+                            vaults += 1
+                            break
+                        conn.execute("DELETE FROM backup_chunks WHERE upload = ?", (str(obj[0]),))
+                        conn.execute("DELETE FROM backup_objects WHERE upload = ?", (str(obj[0]),))
+                        conn.execute("DELETE FROM backup_uploads WHERE upload = ?", (str(obj[0]),))
+                    self._let_writers_in()
+        with self._tx() as conn:
+            conn.execute("DELETE FROM backup_nonces WHERE expires_at <= ?", (int(now),))
+        return vaults
 
     # ---- auth -----------------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ __all__ = [
     "BlobExists",
     "BlobQuota",
     "BLOB_CHUNK",
+    "BackupQuota",
+    "BACKUP_CHUNK",
     "Wakeup",
     "IdentityEntry",
     "Envelope",
@@ -109,6 +111,10 @@ class BlobExists(StorageError):
 
 class BlobQuota(StorageError):
     """Storing the blob would exceed the inbox's blob quota."""
+
+
+class BackupQuota(StorageError):
+    """Storing the backup object would exceed the vault's quota (bytes or objects)."""
 
 
 class InstallationNotActive(StorageError):
@@ -454,6 +460,71 @@ class Storage(abc.ABC):
         """Delete blobs expired at ``now`` and incomplete ones begun before ``stale_before`` (an
         upload cut off by a crash); returns how many. Small transactions, one blob at a time."""
 
+    # ---- backups (protocol 1.3, docs/PROTOCOL.md §7 "Backups") -------------------------------
+    # A vault (an Ed25519 public key, 64 lowercase hex) holds named objects. An object's bytes live
+    # in ``backup_chunks`` rows of at most BACKUP_CHUNK bytes under an *upload* id: a PUT streams
+    # into a new upload (``backup_begin``, ``backup_put_chunk``) and ``backup_commit`` makes it the
+    # object of its name in one transaction, deleting the object it replaces; until then readers
+    # see the old object, and a failed upload (``backup_abort``) leaves it untouched. The vault's
+    # quota counts committed objects and uploads in progress; a replacement counts as its size
+    # minus the size of the object it replaces. ``touched_at`` (every authenticated request, through
+    # ``backup_take_nonce``) drives the expiry of vaults nobody uses.
+
+    @abc.abstractmethod
+    def backup_take_nonce(self, vault: str, nonce: bytes, *, now: int, expires_at: int) -> bool:
+        """Spend a request nonce of ``vault`` (single use until ``expires_at``, on every node sharing
+        the database) and mark the vault touched at ``now`` if it exists. ``False``: already spent."""
+
+    @abc.abstractmethod
+    def backup_begin(self, vault: str, name: str, size: int, *, now: int, quota: int, max_objects: int) -> str:
+        """Reserve ``size`` bytes for a new upload of ``name`` (creating the vault); returns its upload id.
+
+        Raises:
+            BackupQuota: committed objects and uploads in progress, minus the object this one would
+                replace, plus ``size`` exceed ``quota``; or a new name beyond ``max_objects``.
+        """
+
+    @abc.abstractmethod
+    def backup_put_chunk(self, upload: str, seq: int, data: bytes) -> None:
+        """Store chunk ``seq`` (0, 1, …) of an upload in progress."""
+
+    @abc.abstractmethod
+    def backup_commit(self, upload: str, *, now: int) -> int:
+        """Make the upload the object of its name (replacing the previous one and deleting its rows), in
+        one transaction; returns its size. Raises StorageError when the stored chunks do not add up to
+        the reserved size (the upload is then deleted; the previous object stays)."""
+
+    @abc.abstractmethod
+    def backup_abort(self, upload: str) -> None:
+        """Delete an upload in progress and its chunks (no-op when unknown or committed)."""
+
+    @abc.abstractmethod
+    def backup_list(self, vault: str) -> list[tuple[str, int, int]]:
+        """The vault's committed objects as ``(name, size, updated_at)``, sorted by name."""
+
+    @abc.abstractmethod
+    def backup_info(self, vault: str, name: str) -> tuple[str, int] | None:
+        """``(upload id, size)`` of the committed object ``name`` of ``vault``, or ``None``."""
+
+    @abc.abstractmethod
+    def backup_chunk(self, upload: str, seq: int) -> bytes | None:
+        """Chunk ``seq`` of a committed object, ``None`` past its end (or when it was replaced meanwhile)."""
+
+    @abc.abstractmethod
+    def backup_delete(self, vault: str, name: str) -> bool:
+        """Delete the committed object ``name`` and its rows; ``False`` when there is none. A vault left
+        with no object and no upload is deleted."""
+
+    @abc.abstractmethod
+    def backup_usage(self, vault: str) -> int:
+        """Bytes held by the vault: committed objects plus uploads in progress."""
+
+    @abc.abstractmethod
+    def expire_backups(self, *, touched_before: int, stale_before: int, now: int) -> int:
+        """Delete vaults last touched before ``touched_before`` (every object and upload), uploads begun
+        before ``stale_before`` (cut off by a crash), and nonces expired at ``now``. Returns how many
+        vaults were deleted. Small transactions: one object or upload at a time."""
+
     # ---- auth (docs/PROTOCOL.md §7 "Authentication") -----------------------------------------
 
     @abc.abstractmethod
@@ -491,6 +562,8 @@ class Storage(abc.ABC):
 
 #: bytes per stored blob chunk row
 BLOB_CHUNK = 256 * 1024
+#: bytes per stored backup chunk row
+BACKUP_CHUNK = 256 * 1024
 
 
 def open_storage(db: str) -> Storage:

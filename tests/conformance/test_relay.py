@@ -48,6 +48,7 @@ class World:
     token: str
     upload_issued_at: int
     relay_list: bytes  # alice's stored relay list, version 5
+    vault: bytes = b""  # the private key of a backup vault holding one object, "seg-1" (§7 Backups)
 
     def snapshot(self) -> Any:
         """Everything a rejected request could have changed, as seen through the API."""
@@ -58,6 +59,7 @@ class World:
             out[c.iid] = r.count(c.iid).body
         out["bucket"] = r.bucket(S.address_bucket(self.alice.address)[:16]).body  # (bucket lookups: 10/s, burst 200)
         out["inbox"] = r.envelopes(self.alice.topic, self.token, limit=500).body
+        out["vault"] = r.backup("GET", self.vault).body  # (backup requests: 20/s, burst 200)
         return out
 
 
@@ -71,7 +73,9 @@ def world(relay: Relay) -> World:
     assert a.status == 200, a
     rl = alice.relay_list(5)
     assert relay.put_relay_list(alice.iid, rl).status == 201
-    return World(relay, alice, carol, bob, relay.login(alice.me), issued, rl)
+    vault = os.urandom(32)
+    assert relay.backup("PUT", vault, "seg-1", b"an archive").status == 201
+    return World(relay, alice, carol, bob, relay.login(alice.me), issued, rl, vault)
 
 
 def assert_error(a: Answer, status: int, code: str) -> None:
@@ -83,7 +87,29 @@ def assert_error(a: Answer, status: int, code: str) -> None:
 
 def test_health(relay: Relay) -> None:
     a = relay.health()
-    assert (a.status, a.body) == (200, {"ok": True, "version": 1, "minor": 2})  # 1.1: relay lists, 1.2: blobs
+    assert (a.status, a.body) == (200, {"ok": True, "version": 1, "minor": 3})  # 1.1: relay lists, 1.2: blobs, 1.3: backups
+
+
+def test_backup_space_put_list_get_replace_delete(relay: Relay) -> None:
+    """1.3 backups (§7 "Backups (1.3)"): signed requests; a PUT replaces; a vault sees only its own objects."""
+    mine, other = os.urandom(32), os.urandom(32)
+    assert relay.backup("GET", mine).body == {"objects": []}
+    a = relay.backup("PUT", mine, "seg-00000001", b"first")
+    assert a.status == 201 and a.body["name"] == "seg-00000001" and a.body["size"] == 5, a
+    assert isinstance(a.body["updated_at"], int) and abs(a.body["updated_at"] - time.time()) < 60
+    assert relay.backup("PUT", mine, "b.x_y-z", b"").status == 201  # an empty object is allowed
+    assert relay.backup("PUT", other, "seg-00000001", b"theirs").status == 201
+    listed = relay.backup("GET", mine).body["objects"]
+    assert [(o["name"], o["size"]) for o in listed] == [("b.x_y-z", 0), ("seg-00000001", 5)]
+    got = relay.backup("GET", mine, "seg-00000001")
+    assert (got.status, got.body) == (200, b"first") and got.content_type == "application/octet-stream"
+    assert relay.backup("PUT", mine, "seg-00000001", b"second!").status == 201
+    assert relay.backup("GET", mine, "seg-00000001").body == b"second!"
+    assert relay.backup("GET", other, "seg-00000001").body == b"theirs"
+    d = relay.backup("DELETE", mine, "seg-00000001")
+    assert (d.status, d.body) == (200, {"deleted": "seg-00000001"})
+    assert relay.backup("GET", mine, "seg-00000001").status == 404
+    assert [o["name"] for o in relay.backup("GET", mine).body["objects"]] == ["b.x_y-z"]
 
 
 def test_identity_publish_fetch_and_bucket(relay: Relay) -> None:
@@ -337,6 +363,14 @@ def _blob_twice(w: World) -> Answer:
     return w.relay.call("PUT", path, raw=b"other", content_type="application/octet-stream")
 
 
+def _backup_replayed(w: World) -> Answer:
+    """The same signed PUT sent twice (same nonce): the second is 401 replayed (§7 Backups)."""
+    nonce, t = os.urandom(16), int(time.time())
+    assert w.relay.backup("PUT", w.vault, "seg-2", b"x", t=t, nonce=nonce).status == 201
+    assert w.relay.backup("DELETE", w.vault, "seg-2").status == 200
+    return w.relay.backup("PUT", w.vault, "seg-2", b"x", t=t, nonce=nonce)
+
+
 def _raw(method: str, path: str, raw: bytes, content_type: str | None = "application/json") -> Callable[[World], Answer]:
     return lambda w: w.relay.call(method, path.replace("IID", w.alice.iid).replace("ADDR", w.alice.address), raw=raw, content_type=content_type)
 
@@ -439,6 +473,18 @@ ERRORS: list[Any] = [
     ("exists: a blob id already stored", 409, "exists", _blob_twice),
     ("unknown_installation: blob for an inactive installation", 404, "unknown_installation",
      lambda w: w.relay.call("PUT", f"/v1/blobs/{w.bob.iid}/{'d' * 32}", raw=b"x", content_type="application/octet-stream")),
+    # backups (1.3)
+    ("unauthorized: an unsigned backup listing", 401, "unauthorized",
+     lambda w: w.relay.call("GET", f"/v1/backups/{S.ed_public(w.vault).hex()}")),
+    ("bad_signature: a backup PUT signed by another key", 401, "bad_signature",
+     lambda w: w.relay.backup("PUT", w.vault, "seg-1", b"x", headers={"X-Parley-Signature": b64(bytes(64))})),
+    ("clock_skew: a backup request signed 10 minutes ago", 401, "clock_skew",
+     lambda w: w.relay.backup("DELETE", w.vault, "seg-1", t=int(time.time()) - 600)),
+    ("replayed: a backup PUT sent twice", 401, "replayed", _backup_replayed),
+    ("body_mismatch: a backup PUT whose body is not the signed one", 400, "body_mismatch",
+     lambda w: w.relay.backup("PUT", w.vault, "seg-1", b"evil", signed_body=b"good")),
+    ("bad_request: a backup object name in upper case", 400, "bad_request", lambda w: w.relay.backup("PUT", w.vault, "SEG", b"x")),
+    ("not_found: an unknown backup object", 404, "not_found", lambda w: w.relay.backup("GET", w.vault, "nothing")),
     ("bad_request: blob id in upper case", 400, "bad_request",
      lambda w: w.relay.call("PUT", f"/v1/blobs/{w.alice.iid}/{'D' * 32}", raw=b"x", content_type="application/octet-stream")),
     ("not_found: unknown blob", 404, "not_found", lambda w: w.relay.call("GET", f"/v1/blobs/{w.alice.iid}/{'e' * 32}")),
@@ -470,6 +516,7 @@ def test_every_provokable_code_is_covered() -> None:
         "unverifiable_signer",  # needs a smart-account statement and a relay configured with a chain endpoint
         "timeout",  # WebSocket only: test_subscribe_without_a_first_frame_times_out
         "blob_quota",  # 256 MiB of blobs in one inbox: tests/test_relay_blobs.py (a relay with a small quota)
+        "backup_quota",  # 1 GiB in one vault: tests/test_relay_backups.py (relays with a small quota)
     }
     table = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
     codes = set()
