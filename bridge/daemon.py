@@ -186,8 +186,8 @@ class Daemon:
             wallet=self.wallet, pages=self.pages, base_url=self.url, bridge_key=BridgeKey.load_or_create(home.path),
             echo=echo,
             # the popup's and the inbox page's backup.* (issue 15): the RemoteBackup the daemon runs
-            # (self.backup, made above by the remote-backup change; None without it: "keeps no backups")
-            backup=getattr(self, "backup", None),
+            # (self.backup, made above)
+            backup=self.backup,
         )
         # The Chrome ids allowed (extension_ids / PARLEY_EXTENSION_IDS; an empty list: none, hence ("",));
         # Firefox origins are pinned at pairing.
