@@ -78,6 +78,7 @@ def _schemas() -> dict[str, Any]:
         "prekey_check_seconds": positive(),
         "extension_ids": cs.list_schema(cs.str_schema(pattern=r"^[a-p]{32}$", strict=True), strict=True),
         "name_cache_ttl": cs.float_schema(ge=0, allow_inf_nan=False, strict=True),
+        "backup_interval_minutes": cs.float_schema(gt=0, le=10080, allow_inf_nan=False, strict=True),
     }
 
 

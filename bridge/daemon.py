@@ -16,7 +16,10 @@ One process, listening on 127.0.0.1 only:
   because a message was sent or received (bridge/engine/peers.py; issue 8 item 2);
 * a prekey thread that checks, every ``prekey_check_seconds`` (jittered), that the relay still has
   enough of our one-time prekeys (anonymous claims drain them), and rotates the signed and
-  last-resort prekeys when due (bridge/engine/prekeys.py).
+  last-resort prekeys when due (bridge/engine/prekeys.py);
+* a backup thread (issue 15) that, while ``backup_remote`` is on, keeps the encrypted incremental
+  backup on every home relay up to date: at once when it is turned on, then when something changed,
+  at most every ``backup_interval_minutes`` (bridge/backup/remote.py).
 """
 
 from __future__ import annotations
@@ -168,6 +171,10 @@ class Daemon:
 
         self._downloader = Downloader(self.engine, self.stop_event)
         self.engine.listeners.append(self._downloader.on_event)
+        # remote backup (issue 15): its own thread; idle while backup_remote is off
+        from bridge.backup.remote import RemoteBackup
+
+        self.backup = RemoteBackup(home, self.store, secrets, self.engine)
         self.access = Access(self.store)
         self.hub = Hub()
         from bridge.api.wallet import WalletSignIn  # sign in with the browser wallet (issue 4 part 3)
@@ -178,6 +185,9 @@ class Daemon:
             self.engine, self.access, Contacts(home.contacts_file), lambda: self.relay_connected, self.hub,
             wallet=self.wallet, pages=self.pages, base_url=self.url, bridge_key=BridgeKey.load_or_create(home.path),
             echo=echo,
+            # the popup's and the inbox page's backup.* (issue 15): the RemoteBackup the daemon runs
+            # (self.backup, made above)
+            backup=self.backup,
         )
         # The Chrome ids allowed (extension_ids / PARLEY_EXTENSION_IDS; an empty list: none, hence ("",));
         # Firefox origins are pinned at pairing.
@@ -437,6 +447,7 @@ class Daemon:
             (lambda: self.engine.peers.run(self.stop_event), "peers"),
             (self._prekey_check, "prekeys"),
             (self._downloader.run, "downloads"),  # attachments (issue 12)
+            (lambda: self.backup.run(self.stop_event), "backup"),  # remote backup (issue 15)
         ):
             t = threading.Thread(target=target, name=f"parley-{name}", daemon=True)
             t.start()
@@ -448,6 +459,7 @@ class Daemon:
     def stop(self) -> None:
         self.stop_event.set()
         self._downloader.wake()  # attachments (issue 12)
+        self.backup.wake()  # its loop sees stop_event at once
         self._registered.set()
         self.wake_outbox.set()
         with contextlib.suppress(FileNotFoundError):

@@ -69,6 +69,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lens_chain_rpc_url", nameservices.LENS_CHAIN_RPC_URL, "Lens Chain (chain id 232) JSON-RPC URL: verifies Lens account owners and managers (the public https://rpc.lens.xyz by default) [env PARLEY_LENS_CHAIN_RPC_URL]. off: Lens accounts unverifiable."),
     Setting("read_receipts", True, "Send read receipts when you read a conversation (never to message requests); off: none are sent."),
     Setting("name_cache_ttl", 300, "Seconds a resolved name is cached (a stale answer is used, marked, when its source is down) [env PARLEY_NAME_CACHE_TTL]."),
+    Setting("backup_remote", False, "Keep an encrypted, incremental backup on every home relay, updated in the background by `parley run` (`parley backup remote on|off`; PROTOCOL.md §12.4). It holds attachment locators and keys, not file bytes."),
+    Setting("backup_interval_minutes", 15, "Minutes between remote backups while something changed (fractions allowed); a relay that was down is retried sooner."),
+    Setting("backup_standby", True, "With remote backup on, keep a standby installation that receives what is sent while you have no device; a restore drains it (PROTOCOL.md §12.5). Not possible for a browser wallet."),
 )
 
 

@@ -37,6 +37,7 @@ from bridge.protocol import wire  # noqa: E402
 from bridge.protocol.ids import installation_id  # noqa: E402
 from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, SPK, Bundle, OneTimePrekey, sign_prekey  # noqa: E402
 
+from scripts.backup_vectors import backup_family  # noqa: E402  (protocol 1.3, §12.1-12.2)
 from scripts.content_type_vectors import content_types_family  # noqa: E402  (protocol 1.2, §6.7)
 
 OUT = ROOT / "tests" / "vectors"
@@ -1612,6 +1613,7 @@ FAMILIES = {
     "relay_answers.json": relay_answers_family,
     "parley_relay_list.json": relay_list_family,
     "parley_content_types.json": content_types_family,
+    "parley_backup.json": backup_family,
 }
 RECORDED = {"parley_pqxdh.json", "parley_session.json", "parley_sealed.json"}
 #: Why a recorded family cannot be regenerated: what --check does instead.

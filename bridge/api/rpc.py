@@ -26,7 +26,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import __version__, identity
@@ -188,6 +188,10 @@ class LocalApi:
     bridge_key: BridgeKey | None = None
     #: Where normal events are told (the daemon's output: a pairing is news, not a warning).
     echo: Callable[[str], Any] | None = None
+    #: The remote backup (bridge/backup/remote.py ``RemoteBackup``) the daemon runs, for ``backup.*``.
+    backup: Any = None
+    #: One backup key change at a time (create, confirm, on/off): two popups cannot both create one.
+    _backup_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.engine.listeners.append(self._on_engine_event)
@@ -511,6 +515,116 @@ class LocalApi:
         data, eof, size = self._attachment_call(lambda: attachments.attachment_read(self.engine, aid, p["offset"], p["length"]))
         return {"data": base64.b64encode(data).decode("ascii"), "eof": eof, "size": size}
 
+    # --- the backup (issue 15 item 8; PROTOCOL.md §8.2) ---------------------------------------------
+    # For the popup and the inbox page only: the extension's worker never lets a widget name them
+    # (extension/background/widgets.js), and the page routes (bridge/api/web.py /api/backup*) need an
+    # inbox session. The recovery key is in ONE answer, createKey's: the bridge keeps only the keys
+    # derived from it (bridge/backup/state.py), so it cannot show it again. It is never logged.
+
+    def _remote(self) -> Any:
+        if self.backup is None:
+            raise RpcError(BAD_INPUT, "this bridge keeps no backups (run `parley run`)", {"reason": "unavailable"})
+        return self.backup
+
+    def _backup_status(self, remote: Any) -> dict[str, Any]:
+        from bridge.backup import state
+
+        out = dict(remote.status())
+        out["key_created_at"] = state.key_state(self.engine.store).get("created_at")
+        return out
+
+    def m_backup_status(self, p: Any) -> dict[str, Any]:
+        """The status of ``parley backup remote status --json`` (§12.4), plus ``key_created_at``."""
+        _params(p)
+        return self._backup_status(self._remote())
+
+    def m_backup_createKey(self, p: Any) -> dict[str, Any]:
+        """``{replace?: true}`` → ``{recovery_key}`` in its display form, once. Refused when a key exists,
+        unless ``replace`` and that key was never confirmed (the popup closed on it: nobody has it)."""
+        p = _params(p, optional=("replace",))
+        replace = p.get("replace", False)
+        if not isinstance(replace, bool):
+            raise RpcError(INVALID_PARAMS, "replace must be true or false")
+        remote = self._remote()
+        from bridge.backup import recovery, state
+
+        store, secrets = self.engine.store, self.engine.secrets
+        with self._backup_lock:
+            known = state.key_state(store)
+            if known["has_key"] and not replace:
+                raise RpcError(BAD_INPUT, "a recovery key exists", {"reason": "exists"})
+            if known["has_key"] and known["confirmed"]:
+                raise RpcError(BAD_INPUT, "a recovery key exists and was confirmed: it is not replaced from here", {"reason": "confirmed"})
+            if known["has_key"] and remote.status().get("enabled"):
+                remote.disable()  # the unconfirmed key it used is going away: on again only once the new one is typed back
+            try:
+                key = state.create_recovery_key(store, secrets, replace=bool(known["has_key"]))
+            except state.StateError:  # made meanwhile by another process (`parley backup export`)
+                raise RpcError(BAD_INPUT, "a recovery key exists", {"reason": "exists"}) from None
+        log.info("backup: a recovery key was %s (shown once)", "replaced" if known["has_key"] else "created")
+        return {"recovery_key": recovery.display(key)}
+
+    def m_backup_confirmKey(self, p: Any) -> dict[str, Any]:
+        """``{recovery_key: typed}`` → ``{confirmed: true, enabled, error?}``: the typed key must be the
+        one made; then remote backup is turned on (``error`` says why it could not be)."""
+        p = _params(p, "recovery_key")
+        typed = p["recovery_key"]
+        if not isinstance(typed, str) or not typed.strip() or len(typed) > 200:
+            raise RpcError(INVALID_PARAMS, "recovery_key must be the key as typed (at most 200 characters)")
+        remote = self._remote()
+        from bridge.backup import recovery, state
+
+        store, secrets = self.engine.store, self.engine.secrets
+        with self._backup_lock:
+            if not state.key_state(store)["has_key"]:
+                raise RpcError(BAD_INPUT, "there is no recovery key to confirm: set up backup first", {"reason": "no_key"})
+            try:
+                recovery.parse(typed)
+            except recovery.RecoveryKeyError as exc:
+                raise RpcError(BAD_INPUT, str(exc), {"reason": "malformed"}) from None
+            if not state.confirm_key(store, secrets, typed):
+                raise RpcError(BAD_INPUT, "this is not the recovery key that was shown", {"reason": "mismatch"})
+            error = self._enable(remote)
+        out: dict[str, Any] = {"confirmed": True, "enabled": bool(remote.status().get("enabled"))}
+        if error:
+            out["error"] = error
+        return out
+
+    def _enable(self, remote: Any) -> str | None:
+        """Turn remote backup on (the key exists and is confirmed); None, or why it could not be."""
+        try:
+            made = remote.enable()
+        except (RelayUnavailable, RelayError) as exc:
+            log.warning("backup: could not turn remote backup on: %s", redact(str(exc)))
+            return f"backup could not be turned on: the relay: {redact(str(exc))[:160]}"
+        if made is not None:  # it made a key of its own: never shown, so never usable: refuse loudly
+            log.error("backup: turning remote backup on made a new recovery key while one existed")
+            raise RpcError(INTERNAL_ERROR, "Internal error")
+        return None
+
+    def m_backup_setRemote(self, p: Any) -> dict[str, Any]:
+        """``{enabled: bool}`` → the status. On needs a confirmed key (the popup's setup makes one)."""
+        p = _params(p, "enabled")
+        enabled = p["enabled"]
+        if not isinstance(enabled, bool):
+            raise RpcError(INVALID_PARAMS, "enabled must be true or false")
+        remote = self._remote()
+        from bridge.backup import state
+
+        with self._backup_lock:
+            if enabled:
+                known = state.key_state(self.engine.store)
+                if not known["has_key"]:
+                    raise RpcError(BAD_INPUT, "set up backup first: there is no recovery key", {"reason": "no_key"})
+                if not known["confirmed"]:
+                    raise RpcError(BAD_INPUT, "confirm your recovery key first", {"reason": "unconfirmed"})
+                error = self._enable(remote)
+                if error:
+                    raise RpcError(RELAY_UNAVAILABLE, error, {"reason": "relay"})
+            else:
+                remote.disable()
+        return self._backup_status(remote)
+
     METHODS = {
         "ping": m_ping,
         "status": m_status,
@@ -536,6 +650,11 @@ class LocalApi:
         "attachments.cancel": m_attachments_cancel,
         "attachments.thumbnail": m_attachments_thumbnail,
         "attachments.read": m_attachments_read,
+        # the backup (issue 15): the popup and the inbox page only
+        "backup.status": m_backup_status,
+        "backup.createKey": m_backup_createKey,
+        "backup.confirmKey": m_backup_confirmKey,
+        "backup.setRemote": m_backup_setRemote,
     }
 
 

@@ -37,7 +37,7 @@ from simple_websocket import ConnectionClosed
 from bridge import identity
 from bridge.api.access import PageSessions, firefox_origin, host_allowed, origin_allowed
 from bridge.api.pages import SESSION_HEADER, PageGuard, json_error, page, secure
-from bridge.api.rpc import MAX_FRAME, LocalApi, RpcConnection
+from bridge.api.rpc import INTERNAL_ERROR, INVALID_PARAMS, MAX_FRAME, RELAY_UNAVAILABLE, LocalApi, RpcConnection, RpcError
 from bridge.engine import BadInput, EngineError, NotRegistered, messages_of
 from bridge.resolve import ContactsError
 
@@ -423,6 +423,47 @@ def register_local_api(app: Flask, sock: Sock, api: LocalApi, *, port: int, exte
         guard.write("inbox")
         address = _peer(peer)
         return guard.ok(api.m_messages_markRead({"peer": address}))
+
+    # --- the backup panel (issue 15 item 8): the same methods as the popup's RPC, inbox session only ---
+
+    def _backup(method: str, params: dict[str, Any]) -> Any:
+        """Call a ``backup.*`` method of the local API; its refusals become ``{error: {code, message}}``
+        (code: the refusal's reason, e.g. ``mismatch``, ``exists``, ``malformed``; the params' own
+        errors ``bad-request``; the relay's ``relay``, 502)."""
+        try:
+            return LocalApi.METHODS[method](api, params)
+        except RpcError as exc:
+            reason = exc.data.get("reason") if isinstance(exc.data, dict) else None
+            if exc.code == INVALID_PARAMS:
+                json_error(400, "bad-request", exc.message)
+            if exc.code == RELAY_UNAVAILABLE:
+                json_error(502, "relay", exc.message)
+            if exc.code == INTERNAL_ERROR:
+                json_error(500, "failed", exc.message)
+            if reason == "unavailable":
+                json_error(503, "unavailable", exc.message)
+            json_error(400, str(reason or "bad-input"), exc.message)
+
+    @bp.get("/api/backup")
+    def backup_status() -> Any:
+        """The status of ``backup.status`` (last backup, size, each relay, the standby)."""
+        guard.session("inbox")
+        return guard.ok(_backup("backup.status", {}))
+
+    @bp.post("/api/backup/key")
+    def backup_key() -> Any:
+        """``{replace?: true}`` → ``{recovery_key}``, once (``backup.createKey``)."""
+        return guard.ok(_backup("backup.createKey", guard.write("inbox")))
+
+    @bp.post("/api/backup/confirm")
+    def backup_confirm() -> Any:
+        """``{recovery_key}`` (as typed) → ``{confirmed, enabled, error?}`` (``backup.confirmKey``)."""
+        return guard.ok(_backup("backup.confirmKey", guard.write("inbox")))
+
+    @bp.post("/api/backup/remote")
+    def backup_remote() -> Any:
+        """``{enabled}`` → the status (``backup.setRemote``)."""
+        return guard.ok(_backup("backup.setRemote", guard.write("inbox")))
 
     from bridge.api.signin import register_signin  # the wallet sign-in page (issue 8 item 1)
 

@@ -13,7 +13,7 @@ Layout::
 
 Every chunk but the last carries exactly ``chunk_size`` body bytes; the last carries 0..chunk_size and
 has the flag 1. Both directions stream with bounded memory: the writer holds one chunk and the
-compressor's window; the reader holds two chunks, one decompressed piece (≤ 8.2 MiB, even for a
+compressor's window; the reader holds two chunks, one decompressed piece (≤ 8.1 MiB, even for a
 hostile frame: input is fed to zstd 256 bytes at a time and a zstd block is at most 128 KiB) and one
 record (≤ 16 MiB).
 
@@ -133,16 +133,29 @@ def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
     return prefix + struct.pack(">IB", counter, 1 if last else 0)
 
 
+_LEAVES = frozenset({int, bool, bytes, str, type(None)})
+
+
 def _check_plain(obj: Any, index: int) -> None:
+    """Refuse what a reader would refuse (wire.decode: only int, bytes, str, null, arrays and maps)."""
     stack = [obj]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        v = stack.pop()
-        if isinstance(v, (list, tuple)):
-            stack.extend(v)
+        v = pop()
+        t = type(v)
+        if t in _LEAVES:
+            continue
+        if t is dict:
+            extend(v)
+            extend(v.values())
+        elif t is list or t is tuple:
+            extend(v)
         elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif not isinstance(v, (int, bytes, str, type(None))):
+            extend(v)
+            extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            extend(v)
+        elif not isinstance(v, (int, bytes, str)):
             raise ArchiveError(f"record {index} holds a {type(v).__name__}, which an archive cannot carry")
 
 
@@ -255,10 +268,10 @@ def write_archive(out: BinaryIO, records: Iterable[Any], *, wrapping_key: bytes,
         count += 1
         plain += 4 + len(enc)
         if len(batch) >= _BATCH:
-            sealer.write(comp.compress(bytes(batch)))
+            sealer.write(comp.compress(batch))
             batch = bytearray()
     if batch:
-        sealer.write(comp.compress(bytes(batch)))
+        sealer.write(comp.compress(batch))
     sealer.write(comp.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
     sealer.close()
     return {"bytes": sealer.written, "records": count, "plain_bytes": plain}
@@ -469,8 +482,8 @@ class Reader:
                 try:
                     out = dctx.decompress(view[off:off + _FEED])
                 except zstandard.ZstdError as exc:
-                    text = str(exc)
-                    if "window" in text.lower() or "frameParameter_windowTooLarge" in text:
+                    text = " ".join(str(exc).split())
+                    if "too much memory" in text:  # libzstd's words for a window over max_window_size
                         raise ArchiveError(f"compressed stream needs a zstd window over {MAX_WINDOW // (1024 * 1024)} MiB") from None
                     raise ArchiveError(f"compressed stream is malformed: {text}") from None
                 if dctx.eof and dctx.unused_data:
@@ -491,13 +504,14 @@ class Reader:
                             raise ArchiveError(f"record {index} of {need} bytes exceeds {MAX_RECORD}")
                     if len(buf) - pos < 4 + need:
                         break
-                    data = bytes(buf[pos + 4:pos + 4 + need])
+                    with memoryview(buf) as mv:
+                        data = bytes(mv[pos + 4:pos + 4 + need])
                     pos += 4 + need
                     need = None
                     try:
                         record = wire.decode(data, max_size=MAX_RECORD)
                     except wire.WireError as exc:
-                        raise ArchiveError(f"record {index} is not canonical CBOR: {exc}") from None
+                        raise ArchiveError(f"record {index} is not canonical CBOR: {' '.join(str(exc).split())}") from None
                     index += 1
                     yield record
                 if pos:

@@ -262,12 +262,14 @@ def export_records(
             continue  # removed since: the attachment is fetched again from its relay after an import
         with f:
             offset = 0
-            while offset < MAX_FILE:
+            while True:  # an empty file is one record with no data (so an import knows it is there)
                 data = f.read(min(FILE_PIECE, MAX_FILE - offset))
-                if not data:
+                if not data and offset:
                     break
                 yield emit("file", {"attachment": aid, "offset": offset, "data": data})
                 offset += len(data)
+                if not data or offset >= MAX_FILE:
+                    break
     if standby is not None:
         yield emit("standby", standby)
     yield ["end", {"records": count}]
@@ -616,6 +618,12 @@ class _Importer:
             c.bytes("extra", MAX_EXTRA, optional=True), c.str("reply_to", 32, optional=True, pattern=_ID),
             c.int("edited_at", optional=True), c.flag("deleted"), c.int("read_at", optional=True),
         )
+        extra = row[13]
+        if extra is not None:  # the outbox rebuilds a queued content from it (bridge/engine/contents.py rebuild)
+            try:
+                wire.decode(extra, max_size=MAX_EXTRA)
+            except wire.WireError:
+                raise c.fail("extra", "is not canonical CBOR") from None
         self._unforget("message", mid)
         self._queue(self._sql("message", _MSG_COLS, "id"), row)
 

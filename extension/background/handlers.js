@@ -4,6 +4,7 @@ import {
   CONTENT_LOOKUP_PEER, CONTENT_OPEN_WIDGET, POPUP_GET_STATE, POPUP_OPEN_INBOX, POPUP_PAIR, POPUP_SET_BRIDGE_URL, POPUP_UNPAIR, RECONNECT,
   STATUS,
 } from '../common/messages.js';
+import { POPUP_BACKUP_CONFIRM_KEY, POPUP_BACKUP_CREATE_KEY, POPUP_BACKUP_SET_REMOTE, POPUP_BACKUP_STATUS } from '../common/popup-only.js';
 import { isPeer } from '../common/peer.js';
 import { unresolvedFrom } from '../common/labels.js';
 import { call, connect, disconnect, pair, reconnectNow } from './bridge.js';
@@ -13,6 +14,7 @@ import { WALLET_SIGNIN } from '../common/wallet.js';
 import { openInbox, openSignin } from './wallet.js';
 import { mintNonce } from './grants.js';
 import { handleLayoutMessage } from './layout.js';
+import { backupStatus, confirmKey, createKey, setRemote } from './backup.js';
 
 const PAIR_CODE_RE = /^[A-Za-z0-9-]{4,32}$/;
 
@@ -106,6 +108,15 @@ async function handlePopup(msg) {
       } catch (error) {
         return { ok: false, error: String(error.message ?? error) };
       }
+    // The backup (issue 15): the popup's only, like the inbox link (backup.js).
+    case POPUP_BACKUP_STATUS:
+      return backupStatus();
+    case POPUP_BACKUP_CREATE_KEY:
+      return createKey(msg.replace === true);
+    case POPUP_BACKUP_CONFIRM_KEY:
+      return confirmKey(msg.recoveryKey);
+    case POPUP_BACKUP_SET_REMOTE:
+      return setRemote(msg.enabled);
     case WALLET_SIGNIN:
       try {
         return { ok: true, ...(await openSignin()) };

@@ -9,6 +9,7 @@ import {
   WIDGET_RPC_RESULT, WIDGET_STATUS,
 } from '../common/messages.js';
 import { isPeer, normalizeAddress } from '../common/peer.js';
+import { NEVER_WIDGET_METHODS } from '../common/popup-only.js';
 import { call, connect, reconnectNow } from './bridge.js';
 import { getStatus, setSession, waitConnected } from './state.js';
 import { isExtensionPage } from './senders.js';
@@ -117,7 +118,9 @@ function validParams(method, params, info) {
 async function handleRpc(port, msg) {
   const reply = (body) => post(port, { type: WIDGET_RPC_RESULT, id: msg.id, ...body });
   const info = ports.get(port);
-  if (!info?.granted || !WIDGET_METHODS.includes(msg.method) || !validParams(msg.method, msg.params, info)) {
+  // Never a widget's, whatever the list below says: the backup (issue 15) and the bridge's page links.
+  const never = typeof msg.method !== 'string' || NEVER_WIDGET_METHODS.includes(msg.method) || msg.method.startsWith('backup.');
+  if (never || !info?.granted || !WIDGET_METHODS.includes(msg.method) || !validParams(msg.method, msg.params, info)) {
     reply({ error: { code: -32602, message: 'method or params not allowed' } });
     return;
   }

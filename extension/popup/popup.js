@@ -5,6 +5,7 @@ import { BridgeUrlError, DEFAULT_BRIDGE_URL, normalizeBridgeUrl } from '../commo
 import { POPUP_GET_STATE, POPUP_OPEN_INBOX, POPUP_PAIR, POPUP_UNPAIR, RECONNECT, STATUS } from '../common/messages.js';
 import { peerLabel } from '../common/labels.js';
 import { WALLET_SIGNIN } from '../common/wallet.js';
+import { backupConnection, initBackup } from './backup.js';
 
 const $ = (hook) => document.querySelector(`[data-parley="${hook}"]`);
 
@@ -54,6 +55,7 @@ function render(state) {
     const known = pairedBy(state.status);
     if (known !== null) paired = known;
     renderBridgeHint(state.status);
+    backupConnection(state.status); // the Backup part (issue 15) asks the bridge only while connected
   }
   if (typeof state.paired === 'boolean' && pairedBy(state.status) === null) paired = state.paired;
   if (typeof state.bridgeUrl === 'string') bridgeUrl = state.bridgeUrl;
@@ -122,6 +124,7 @@ async function signin() {
 }
 
 async function init() {
+  initBackup();
   $('signin').addEventListener('click', signin);
   $('open-inbox').addEventListener('click', () => openInbox('inbox'));
   $('requests').addEventListener('click', () => openInbox('requests'));

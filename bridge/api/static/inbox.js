@@ -7,6 +7,7 @@
 // thumbnails and Save fetched with the session header and shown from object URLs).
 
 import { $, PageError, api, follow, pageSession, show } from './page.js';
+import { startBackup } from './backup.js';
 
 const PEER_RE = /^\/c\/(0x[0-9a-fA-F]{40})$/;
 const FOLDERS = ['inbox', 'requests', 'all'];
@@ -666,6 +667,7 @@ async function main() {
     showError(error.message);
   }
   setUpComposer();
+  startBackup(session); // the Backup panel (issue 15)
   $('read-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     if (!state.peer) return;
