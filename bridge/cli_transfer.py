@@ -127,10 +127,7 @@ def receive(ctx: Ctx, code_text: str, timeout: float, as_json: bool) -> None:
     except T.TransferError as exc:
         raise Fail(str(exc), Exit.USAGE) from None
     if not ctx.home.exists():
-        raise Fail(
-            f"{ctx.home.path} has no installation: receiving into a new home needs `parley restore` support, which this "
-            "version lacks; run `parley init` with the same wallet first, then receive", Exit.USAGE,
-        )
+        return _receive_into_empty_home(ctx, code, timeout, as_json)
     ctx.home.require()
     secrets = unlock(ctx)
     own = str(ctx.home.identity()["address"])
@@ -160,3 +157,46 @@ def receive(ctx: Ctx, code_text: str, timeout: float, as_json: bool) -> None:
     else:
         click.echo(f"received: {out.get('messages_added', 0)} messages added, {out.get('messages_skipped', 0)} already here, "
                    f"{out.get('files', 0)} files")
+
+
+def _receive_into_empty_home(ctx: Ctx, code: Any, timeout: float, as_json: bool) -> None:
+    """A new device: the archive becomes the home (bridge/backup/restore.py restore_home: a new
+    installation of the wallet, registered; the sending device stays active, nothing is revoked)."""
+    from bridge.backup import transfer as T
+    from bridge.backup.archive import ArchiveError
+    from bridge.backup.restore import RestoreError, check_empty_home, restore_home
+    from bridge.backup.snapshot import SnapshotError
+    from bridge.cli import passphrase, terminal_safe
+    from bridge.relay.client import RelayClient
+
+    try:
+        check_empty_home(ctx.home)
+    except RestoreError as exc:
+        raise Fail(str(exc), Exit(exc.code)) from None
+    pp = passphrase(confirm=True)  # protects the new installation's keys
+    report = _reporter(as_json)
+    try:
+        with RelayClient(code.relay, timeout=60) as client:
+            receiver = T.Receiver(client, code, timeout=timeout, progress=report)
+            receiver.offer()
+
+            def consume(records: Any, archive_id: bytes) -> Any:
+                return restore_home(ctx.home, lambda: records, passphrase=pp, relays=[code.relay], backup_keys=None,
+                                    revoke_lost=False, progress=lambda stage, done, total: report(stage, 0, 0))
+
+            summary = receiver.receive(consume)
+    except RestoreError as exc:
+        raise Fail(f"transfer refused: {exc}; nothing was changed", Exit(exc.code)) from None
+    except (T.TransferError, ArchiveError, SnapshotError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        click.echo(json.dumps({"received": True, **summary}))
+        return
+    click.echo(f"received into {ctx.home.path}")
+    click.echo(f"address:       {summary['address']}")
+    click.echo(f"installation:  {summary['installation_id']} (new)")
+    click.echo(f"messages:      {summary['messages']} in {summary['conversations']} conversation(s)")
+    if summary["registered"]:
+        click.echo("registered on " + ", ".join(summary["relays"]))
+    for note in summary["notes"]:
+        click.echo(f"note: {terminal_safe(note)}", err=True)

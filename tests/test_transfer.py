@@ -162,6 +162,33 @@ def test_transfer_between_two_running_bridges(world: dict[str, Any]) -> None:
     assert [m["id"] for m in conversation(desktop, bob)] == [m["id"] for m in want]
 
 
+def test_transfer_into_an_empty_home_makes_a_new_registered_installation(world: dict[str, Any]) -> None:
+    laptop, bob = world["laptop"], world["bob_address"]
+    phone = world["tmp"] / "phone"
+    want = conversation(laptop, bob)
+    sender, code = start_send(laptop)
+    r = parley(phone, "transfer", "receive", code, "--json", timeout=180)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert finish(sender)[0] == 0
+    me = whoami(phone)
+    assert me["address"] == world["alice"] == summary["address"]
+    assert me["installation_id"] == summary["installation_id"] != whoami(laptop)["installation_id"]
+    assert summary["registered"] is True and summary["revoked"] == []  # the sending device stays active
+    key = ("id", "text", "direction", "sent_at")
+    assert [{k: m[k] for k in key} for m in conversation(phone, bob)] == [{k: m[k] for k in key} for m in want]
+    (att,) = conversation(phone, bob)[1]["attachments"]
+    assert (phone / "attachments" / att["id"]).read_bytes() == world["file"].read_bytes()
+    assert "3 installations" in parley(world["bob"], "can-message", world["alice"], check=True).stdout
+    # a home that is not empty and has no installation is refused before anything is asked
+    junk = world["tmp"] / "junk"
+    junk.mkdir(mode=0o700)
+    (junk / "notes.txt").write_text("mine")
+    r = parley(junk, "transfer", "receive", T.new_code(world["url"]).text())
+    assert r.returncode == 2 and one_error_line(r.stderr)
+    assert sorted(p.name for p in junk.iterdir()) == ["notes.txt"]
+
+
 # ---- a hostile relay -----------------------------------------------------------------------------------
 
 
