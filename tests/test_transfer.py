@@ -358,3 +358,103 @@ def test_a_large_archive_flows_through_a_vault_smaller_than_it(tmp_path: Path) -
             assert storage.backup_usage(vault_of(T.code_keys(code.secret)[0])) == 0
     finally:
         storage.close()
+
+
+def _in_process(url: str, tmp_path: Path, code: T.Code, writer: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """A Sender on its own thread (its result or exception in the dict)."""
+    result: dict[str, Any] = {}
+
+    def send() -> None:
+        with RelayClient(url) as client:
+            try:
+                result["sent"] = T.Sender(client, code, timeout=30, poll=0.05).run(
+                    "0x0000000000000000000000000000000000000001", writer, part_size=64 * 1024, tmp_dir=tmp_path)
+            except Exception as exc:  # noqa: BLE001 - the test looks at it
+                result["error"] = exc
+
+    t = threading.Thread(target=send)
+    t.start()
+    return t, result
+
+
+RECORDS = [["meta", {"n": 0}], ["message", {"text": "hi"}], ["end", {}]]
+
+
+def test_a_second_receiver_of_one_code_is_refused(tmp_path: Path) -> None:
+    storage = SQLiteStorage(str(tmp_path / "relay.db"))
+    try:
+        with serve_storage(storage, unlimited_settings()) as url, RelayClient(url) as c1, RelayClient(url) as c2:
+            code = T.new_code(url)
+            go = threading.Event()
+
+            def writer(out: Any, key: bytes, aid: bytes) -> Any:
+                go.wait(30)  # the archive is written only once the second receiver was turned away
+                return write_archive(out, RECORDS, wrapping_key=key, backup_id=aid, purpose="transfer")
+
+            t, result = _in_process(url, tmp_path, code, writer)
+            first, second = T.Receiver(c1, code, timeout=30, poll=0.05), T.Receiver(c2, code, timeout=30, poll=0.05)
+            assert wait_for(lambda: "offer" in first.names(), what="the offer")
+            first.offer()
+            got: dict[str, Any] = {}
+            r = threading.Thread(target=lambda: got.update(records=first.receive(lambda recs, aid: list(recs), tmp_dir=tmp_path)))
+            r.start()
+            assert wait_for(lambda: "answer" in second.names(), what="the first answer")
+            with pytest.raises(T.TransferError, match="already used by another receiver"):
+                second.offer()
+            go.set()
+            r.join(30)
+            t.join(30)
+            assert got["records"] == RECORDS and "error" not in result
+    finally:
+        storage.close()
+
+
+def test_an_archive_not_made_for_this_exchange_is_refused(tmp_path: Path) -> None:
+    """The archive's header id must be the one both sides derived: a sender that wraps another archive
+    (another id) is refused, and the sender hears why."""
+    storage = SQLiteStorage(str(tmp_path / "relay.db"))
+    try:
+        with serve_storage(storage, unlimited_settings()) as url, RelayClient(url) as client:
+            code = T.new_code(url)
+            t, result = _in_process(url, tmp_path, code, lambda out, key, aid: write_archive(
+                out, RECORDS, wrapping_key=key, backup_id=bytes(16), purpose="transfer"))
+            receiver = T.Receiver(client, code, timeout=30, poll=0.05)
+            assert wait_for(lambda: "offer" in receiver.names(), what="the offer")
+            receiver.offer()
+            consumed: list[Any] = []
+            from bridge.backup.archive import ArchiveError
+
+            with pytest.raises(ArchiveError, match="its id differs"):
+                receiver.receive(lambda recs, aid: consumed.extend(recs), tmp_dir=tmp_path)
+            t.join(30)
+            assert consumed == []
+            assert "the receiver refused the archive: the archive is not the one of this transfer" in str(result["error"])
+    finally:
+        storage.close()
+
+
+def _hkdf(ikm: bytes, salt: bytes, info: bytes, n: int) -> bytes:
+    """RFC 5869 with the standard library only (an independent reading of §12.7)."""
+    import hmac
+
+    prk = hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
+    out, block, i = b"", b"", 1
+    while len(out) < n:
+        block = hmac.new(prk, block + info + bytes([i]), hashlib.sha256).digest()
+        out += block
+        i += 1
+    return out[:n]
+
+
+def test_keys_are_the_documented_derivations() -> None:
+    """PROTOCOL.md §12.7 "Keys" and step 3, and the code's checksum, recomputed from the text."""
+    import base64
+
+    s, x, k = bytes(range(18)), bytes([7]) * 32, bytes([9]) * 32
+    offer, answer = b"offer object", b"answer object"
+    assert T.code_keys(s) == (_hkdf(s, b"", b"parley/2026-11-30/transfer-vault", 32), _hkdf(s, b"", b"parley/2026-11-30/transfer-mac", 32))
+    okm = _hkdf(s + x + k, hashlib.sha256(offer + answer).digest(), b"parley/2026-11-30/transfer-key", 80)
+    assert T.session_keys(s, x, k, offer, answer) == (okm[:32], okm[32:64], okm[64:])
+    check = hashlib.sha256(b"parley/2026-11-30/transfer-code" + s).digest()[:2]
+    b32 = base64.b32encode(s + check).decode().lower()
+    assert T.Code(s, "https://r.example").text() == "-".join(b32[i:i + 4] for i in range(0, 32, 4)) + "@https://r.example"
