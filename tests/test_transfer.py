@@ -25,7 +25,7 @@ from bridge.relay.sqlite_store import SQLiteStorage
 from tests.procs import Proc, befriend, parley, start_bridge, start_relay, wait_for, whoami
 from tests.relay_fixtures import serve_storage, unlimited_settings
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)  # the tests that start processes are marked slow one by one
 
 WALLET_A = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # Hardhat account #1
 WALLET_B = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"  # Hardhat account #2
@@ -118,6 +118,7 @@ def finish(proc: Proc, timeout: float = 120) -> tuple[int, str]:
     return rc, "".join(proc.output)
 
 
+@pytest.mark.slow
 def test_transfer_between_two_running_bridges(world: dict[str, Any]) -> None:
     laptop, desktop, bob = world["laptop"], world["desktop"], world["bob_address"]
     want = conversation(laptop, bob)
@@ -162,6 +163,7 @@ def test_transfer_between_two_running_bridges(world: dict[str, Any]) -> None:
     assert [m["id"] for m in conversation(desktop, bob)] == [m["id"] for m in want]
 
 
+@pytest.mark.slow
 def test_transfer_into_an_empty_home_makes_a_new_registered_installation(world: dict[str, Any]) -> None:
     laptop, bob = world["laptop"], world["bob_address"]
     phone = world["tmp"] / "phone"
@@ -236,6 +238,7 @@ class Tamper:
         return wire.encode([raw, P.hmac_sha256(os.urandom(32), raw)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["swap", "flip"])
 def test_a_hostile_relay_cannot_substitute_the_answer_or_alter_the_archive(world: dict[str, Any], mode: str) -> None:
     laptop, desktop = world["laptop"], world["desktop"]
@@ -273,6 +276,7 @@ def test_a_hostile_relay_cannot_substitute_the_answer_or_alter_the_archive(world
 # ---- wrong code, another wallet, nobody receiving -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_wrong_codes_another_wallet_and_a_timeout_are_refused(world: dict[str, Any]) -> None:
     laptop, desktop, url = world["laptop"], world["desktop"], world["url"]
     before = home_state(desktop)
@@ -458,3 +462,33 @@ def test_keys_are_the_documented_derivations() -> None:
     check = hashlib.sha256(b"parley/2026-11-30/transfer-code" + s).digest()[:2]
     b32 = base64.b32encode(s + check).decode().lower()
     assert T.Code(s, "https://r.example").text() == "-".join(b32[i:i + 4] for i in range(0, 32, 4)) + "@https://r.example"
+
+
+def test_a_swapped_answer_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    """In process (the fast suite): the relay serves the sender an answer of its own making; the sender
+    refuses it (no part is ever stored) and the receiver learns why."""
+    storage = SQLiteStorage(str(tmp_path / "relay.db"))
+    tamper: list[Tamper] = []
+
+    def wrap(app: Any) -> Any:
+        tamper.append(Tamper(app, "swap"))
+        tamper[0].storage = storage  # type: ignore[attr-defined]
+        return tamper[0]
+
+    try:
+        with serve_storage(storage, unlimited_settings(), wrap=wrap) as url, RelayClient(url) as client:
+            code = T.new_code(url)
+            t, result = _in_process(url, tmp_path, code, lambda out, key, aid: write_archive(
+                out, RECORDS, wrapping_key=key, backup_id=aid, purpose="transfer"))
+            receiver = T.Receiver(client, code, timeout=30, poll=0.05)
+            assert wait_for(lambda: "offer" in receiver.names(), what="the offer")
+            receiver.offer()
+            consumed: list[Any] = []
+            with pytest.raises(T.TransferError, match="the other side gave up: the answer does not authenticate"):
+                receiver.receive(lambda recs, aid: consumed.extend(recs), tmp_dir=tmp_path)
+            t.join(30)
+            assert tamper[0].tampered.is_set() and consumed == []
+            assert "the answer does not authenticate" in str(result["error"])
+            assert not [p for p in tamper[0].puts if p.startswith("part-")]
+    finally:
+        storage.close()
