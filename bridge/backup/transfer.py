@@ -244,6 +244,8 @@ class Sender(_Side):
 
     def run(self, address: str, write_archive: Callable[[BinaryIO, bytes, bytes], dict[str, Any]], *,
             part_size: int = PART_SIZE, tmp_dir: Path | None = None) -> dict[str, Any]:
+        if not 0 < part_size <= PART_SIZE:
+            raise ValueError(f"part_size must be in [1, {PART_SIZE}]")
         """``write_archive(out, wrapping_key, backup_id)`` writes the transfer archive. Returns a summary.
 
         Raises:
@@ -423,7 +425,7 @@ class Receiver(_Side):
             names = self.wait_for("part", lambda n: f"part-{i:04d}" in n or "end" in n, "the sender's archive")
             name = f"part-{i:04d}"
             if name in names:
-                self.client.backup_get(self.vault_key, name, f)
+                self.client.backup_get(self.vault_key, name, f, max_size=PART_SIZE)  # a relay cannot make us store more
                 got = f.tell()
                 self.client.backup_delete(self.vault_key, name)
                 i += 1
