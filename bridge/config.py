@@ -79,6 +79,7 @@ def _schemas() -> dict[str, Any]:
         "extension_ids": cs.list_schema(cs.str_schema(pattern=r"^[a-p]{32}$", strict=True), strict=True),
         "name_cache_ttl": cs.float_schema(ge=0, allow_inf_nan=False, strict=True),
         "backup_interval_minutes": cs.float_schema(gt=0, le=10080, allow_inf_nan=False, strict=True),
+        "peer_refresh_minutes": cs.float_schema(ge=0.01, le=1440, allow_inf_nan=False, strict=True),
     }
 
 

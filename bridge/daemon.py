@@ -158,6 +158,7 @@ class Daemon:
             verifier=verifier_from_config(home.config()),
             home_relays=self.relays.home, directory_relays=self.relays.directory, reading_relays=self.relays.reading(),
             pointers=pointer_lookup(home.config()),
+            peer_refresh_ms=int(float(home.config().get("peer_refresh_minutes") or 10) * 60_000),
         )
         #: The relays we read and whether each subscription is up (status, the extension's popup).
         self.relay_up: dict[str, bool] = {}

@@ -67,6 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("op_rpc_url", None, "OP Mainnet JSON-RPC URL: Farcaster IdRegistry custodyOf fallback, smart wallets on chain 10 [env PARLEY_OP_RPC_URL]."),
     Setting("farcaster_id_registry", None, "Farcaster IdRegistry address (default: 0x00000000Fc6c5F01Fc30151999387Bb99A9f489b) [env PARLEY_FARCASTER_ID_REGISTRY]."),
     Setting("lens_chain_rpc_url", nameservices.LENS_CHAIN_RPC_URL, "Lens Chain (chain id 232) JSON-RPC URL: verifies Lens account owners and managers (the public https://rpc.lens.xyz by default) [env PARLEY_LENS_CHAIN_RPC_URL]. off: Lens accounts unverifiable."),
+    Setting("peer_refresh_minutes", 10, "Minutes between the daemon's scheduled refreshes of the identity cache (each pass at 0.5–1.5× this, PROTOCOL.md §6.5). Your peers learn of your new installations, such as a standby, at their next pass (fractions allowed)."),
     Setting("read_receipts", True, "Send read receipts when you read a conversation (never to message requests); off: none are sent."),
     Setting("name_cache_ttl", 300, "Seconds a resolved name is cached (a stale answer is used, marked, when its source is down) [env PARLEY_NAME_CACHE_TTL]."),
     Setting("backup_remote", False, "Keep an encrypted, incremental backup on every home relay, updated in the background by `parley run` (`parley backup remote on|off`; PROTOCOL.md §12.4). It holds attachment locators and keys, not file bytes."),

@@ -530,6 +530,29 @@ def test_a_message_whose_every_recipient_envelope_is_dropped_is_failed_not_sent(
     assert a2.sync() == 1  # our own copy was published all the same
 
 
+def test_when_every_installation_known_is_gone_the_sender_refreshes_once_and_reaches_the_new_one(tmp_path: Path, relay_url: str) -> None:
+    """§6.2 step 4 (issue 15): Bob lost his laptop and restored on a new device, which revoked the lost
+    installation. Alice knows Bob only from his statement (he wrote first), so no stale-log hint
+    applies; her next message finds every installation she knew gone (404), refreshes Bob's log once
+    and reaches the new one instead of failing."""
+    wallet_b = P.random_bytes(32)
+    alice = make_engine(tmp_path / "alice.db", relay_url)
+    b1 = make_engine(tmp_path / "b1.db", relay_url, wallet_b)
+    assert b1.send(alice.address, "hello from the old laptop").delivered and alice.sync() == 1
+    assert alice.send(b1.address, "reply").delivered and b1.sync() == 1
+    b2 = make_engine(tmp_path / "b2.db", relay_url, wallet_b)  # the restored device
+    statement = identity.revoke_statement(b2.address, b1.installation_id)
+    b2.publish_record(b2.address, identity.sign_statement(statement, b2.secrets.wallet_key).to_record())
+    assert set(alice.peers.cached(b1.address) or {}) == {b1.installation_id}  # no pass since
+    r = alice.send(b1.address, "after the restore")
+    assert r.delivered and r.error is None, r.error
+    assert _envelope_targets(alice, r.message["id"]) == {b1.installation_id, b2.installation_id}
+    assert set(alice.peers.cached(b1.address) or {}) == {b2.installation_id}
+    assert b2.sync() == 1 and texts(b2, alice.address) == ["after the restore"]
+    # One refresh a minute: a second message right away does not ask the relay again, and needs not.
+    assert alice.send(b1.address, "and again").delivered and b2.sync() == 1
+
+
 def test_fan_out_to_every_installation_and_to_the_senders_other_installations(tmp_path: Path, relay_url: str) -> None:
     wallet_a, wallet_b = P.random_bytes(32), P.random_bytes(32)
     a1 = make_engine(tmp_path / "a1.db", relay_url, wallet_a)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.crypto import SessionError, session
 from bridge.protocol import wire
@@ -93,3 +95,28 @@ def test_a_later_content_type_decodes_to_its_fallback_text() -> None:
 def test_malformed_content_is_refused(content: bytes) -> None:
     with raises_exactly(WireError):
         TextContent.decode(content)
+
+
+_LEAF = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70), st.binary(max_size=40), st.text(max_size=30), st.none(), st.booleans(),
+    st.floats(allow_nan=False),
+)
+_TREE = st.recursive(
+    _LEAF,
+    lambda c: st.one_of(st.lists(c, max_size=5), st.tuples(c, c), st.dictionaries(st.one_of(st.text(max_size=12), st.integers()), c, max_size=6)),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TREE)
+def test_the_fast_encoder_writes_exactly_cbor2s_canonical_bytes(obj: object) -> None:
+    """wire.encode presorts text-keyed maps and uses cbor2's plain encoder (issue 15's export speed);
+    anything else goes the canonical=True way. Non-ASCII keys, keys of several lengths, nested maps."""
+    assert wire.encode(obj) == cbor2.dumps(obj, canonical=True)
+
+
+def test_encode_plain_declines_what_is_not_plain() -> None:
+    assert wire.encode_plain([1, {"b": 2, "a": 1}]) == cbor2.dumps([1, {"a": 1, "b": 2}], canonical=True)
+    assert wire.encode_plain({1: "int key"}) is None and wire.encode_plain([1.5]) is None
+    assert wire.encode_plain({"é": 1, "zz": 2, "b": 3}) == cbor2.dumps({"é": 1, "zz": 2, "b": 3}, canonical=True)

@@ -159,6 +159,15 @@ def _check_plain(obj: Any, index: int) -> None:
             raise ArchiveError(f"record {index} holds a {type(v).__name__}, which an archive cannot carry")
 
 
+def _encode_record(record: Any, index: int) -> bytes:
+    """Canonical CBOR of one record (the bytes ``wire.encode`` gives), refusing what an archive cannot carry."""
+    enc = wire.encode_plain(record)  # the plain types only: anything else is refused below
+    if enc is None:
+        _check_plain(record, index)
+        enc = wire.encode(record)
+    return enc
+
+
 # --- writing ----------------------------------------------------------------------------------------
 
 class _Sealer:
@@ -259,8 +268,7 @@ def write_archive(out: BinaryIO, records: Iterable[Any], *, wrapping_key: bytes,
         if isinstance(record, Encoded):
             enc = record.cbor
         else:
-            _check_plain(record, count)
-            enc = wire.encode(record)
+            enc = _encode_record(record, count)
         if len(enc) > MAX_RECORD:
             raise ArchiveError(f"record {count} of {len(enc)} bytes exceeds {MAX_RECORD}")
         batch += struct.pack(">I", len(enc))

@@ -79,6 +79,19 @@ FORGETTABLE = ("attachment", "reaction", "message", "conversation", "consent")
 RETRY_FIRST_S = 5.0
 
 
+@contextlib.contextmanager
+def _home_lock(home: Home, name: str) -> Iterator[None]:
+    """An exclusive lock across processes on ``<home>/.<name>.lock`` (flock; released on exit or death)."""
+    import fcntl
+
+    fd = os.open(home.path / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class RemoteBackupError(Exception):
     """Remote backup cannot run (no recovery key, no home relay): one line."""
 
@@ -440,16 +453,20 @@ class RemoteBackup:
             return None
         if self.home.identity().get("wallet") == "browser":
             return None  # the wallet key is in the browser: no statement can be signed here
-        if state.load_standby(self.store, self.secrets) is not None:
-            return None
-        keys = state.backup_keys(self.store, self.secrets)
-        if keys is None:
-            return None
-        from bridge.backup import standby
+        # One standby per home: `parley backup remote on` and the daemon's loop may both get here at
+        # once (two processes), and creating one takes network round trips. A lock file serialises
+        # them; the second finds the first one's record.
+        with _home_lock(self.home, "standby"):
+            if state.load_standby(self.store, self.secrets) is not None:
+                return None
+            keys = state.backup_keys(self.store, self.secrets)
+            if keys is None:
+                return None
+            from bridge.backup import standby
 
-        record = standby.create_standby(self.engine, keys)
-        state.save_standby(self.store, self.secrets, record)
-        return dict(record)
+            record = standby.create_standby(self.engine, keys)
+            state.save_standby(self.store, self.secrets, record)
+            return dict(record)
 
     def run_once(self, progress: Progress | None = None) -> dict[str, Any]:
         """One backup pass to every home relay; returns the status.

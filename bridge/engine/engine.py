@@ -957,13 +957,17 @@ class Engine:
         if logs and self._follow_logs(mid, logs) and self._extend(mid, owner):
             if self._publish_stored(mid, owner) is None:
                 return
-        reached = self.store.read(
-            "SELECT COUNT(*) AS n FROM outbox_envelopes WHERE message_id = ? AND own = 0 AND (cursor IS NULL OR cursor >= 0)", (mid,)
-        )[0]["n"]
+        reached = self._reached(mid)
+        peer = self.store.read("SELECT peer FROM messages WHERE id = ?", (mid,))[0]["peer"]
+        if reached == 0 and self._refresh_gone(peer) and self._extend(mid, owner):
+            # Every installation we knew is gone, but the refreshed log names others (the wallet was
+            # restored on a new device, issue 15): one more round to those.
+            if self._publish_stored(mid, owner) is None:
+                return
+            reached = self._reached(mid)
         if reached == 0:
             # Every envelope to the recipient was dropped (404: each installation revoked since we
             # looked): nothing reached them, so the message is not "sent" (PROTOCOL.md §6.2 step 4).
-            peer = self.store.read("SELECT peer FROM messages WHERE id = ?", (mid,))[0]["peer"]
             self._note_attempt(mid, f"none of {peer}'s installations is active any more", failed=True)
             return
         with self.store.write() as c:
@@ -1127,6 +1131,19 @@ class Engine:
     def pending_deliveries(self) -> int:
         """Envelopes still to be published to some other inbox relay of their installation."""
         return int(self.store.read("SELECT COUNT(*) AS n FROM outbox_deliveries WHERE state = 'pending'")[0]["n"])
+
+    def _reached(self, mid: str) -> int:
+        """Envelopes of the message to the recipient that were not dropped as gone."""
+        return int(self.store.read(
+            "SELECT COUNT(*) AS n FROM outbox_envelopes WHERE message_id = ? AND own = 0 AND (cursor IS NULL OR cursor >= 0)", (mid,)
+        )[0]["n"])
+
+    def _refresh_gone(self, peer: str) -> bool:
+        try:
+            return self.peers.refresh_gone(peer)
+        except (RelayUnavailable, RelayError) as exc:
+            log.warning("could not refresh %s after its installations were gone: %s", peer, exc)
+            return False
 
     def _follow_logs(self, mid: str, logs: dict[str, int]) -> bool:
         """Refresh the recipient's and our own cached log if the relay reports it longer (at most once a

@@ -247,6 +247,24 @@ class Peers:
         log.info("the relay reports %d record(s) in the log of %s: refreshing it", length, address)
         return bool(self.lookup([address], scheduled=True))
 
+    def refresh_gone(self, address: str) -> bool:
+        """Every installation of ``address`` we encrypted a message to answered 404 (revoked or gone): the
+        wallet may have a new installation (a restore, PROTOCOL.md §6.2 step 4). Refresh the address now,
+        at most once per ``min_lookup_ms`` (shared with :meth:`refresh_if_longer`). Like the stale-log
+        hint, the lookup follows a publish that has just named this address's inbox to the relay, and
+        asks by bucket. Returns True if it was refreshed.
+
+        Raises:
+            RelayUnavailable, RelayError
+        """
+        now = self.clock()
+        with self._lock:
+            if now - self._hinted.get(address, -(2**62)) < self.min_lookup_ms:
+                return False
+            self._hinted[address] = now
+        log.info("every installation of %s we wrote to is gone: refreshing it", address)
+        return bool(self.lookup([address], scheduled=True))
+
     def lookup(self, addresses: Iterable[str], *, scheduled: bool = False) -> list[str]:
         """Find the logs and relay lists of ``addresses`` and store what they say. Returns the addresses
         looked up.
