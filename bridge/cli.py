@@ -1020,6 +1020,7 @@ def main(argv: list[str] | None = None) -> None:
     import bridge.cli_messages  # noqa: F401  (issue 12)
     import bridge.cli_backup  # noqa: F401  (issue 15: backup export, import)
     import bridge.cli_restore  # noqa: F401  (issue 15: restore, backup remote)
+    import bridge.cli_transfer  # noqa: F401  (issue 15: transfer send, receive)
 
     try:
         try:

@@ -468,6 +468,7 @@ def test_metrics_count_backup_bytes_and_refusals(tmp_path: Path) -> None:
         assert vault_of(k) not in text  # no label names a vault
 
 
+@pytest.mark.slow
 def test_parley_relay_backup_options(tmp_path: Path) -> None:
     """--backup-quota-mib reaches the relay process (across the gevent re-exec)."""
     from tests.procs import start_relay
