@@ -39,8 +39,11 @@ def _reporter(as_json: bool) -> Callable[[str, int, int], None]:
 
 
 def _fail(exc: BaseException) -> Fail:
+    """One line; a relay's or a peer's words in it are escaped for the terminal."""
+    from bridge.cli import terminal_safe
+
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return Fail(text, Exit.ERROR)
+    return Fail(terminal_safe(text), Exit.ERROR)
 
 
 @cli.group()
