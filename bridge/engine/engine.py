@@ -959,7 +959,7 @@ class Engine:
                 return
         reached = self._reached(mid)
         peer = self.store.read("SELECT peer FROM messages WHERE id = ?", (mid,))[0]["peer"]
-        if reached == 0 and self._refresh_gone(peer) and self._extend(mid, owner):
+        if reached == 0 and self._gone(mid) and self._refresh_gone(peer) and self._extend(mid, owner):
             # Every installation we knew is gone, but the refreshed log names others (the wallet was
             # restored on a new device, issue 15): one more round to those.
             if self._publish_stored(mid, owner) is None:
@@ -1136,6 +1136,14 @@ class Engine:
         """Envelopes of the message to the recipient that were not dropped as gone."""
         return int(self.store.read(
             "SELECT COUNT(*) AS n FROM outbox_envelopes WHERE message_id = ? AND own = 0 AND (cursor IS NULL OR cursor >= 0)", (mid,)
+        )[0]["n"])
+
+    def _gone(self, mid: str) -> int:
+        """Envelopes of the message to the recipient dropped because the installation is gone (404). A
+        content with no envelope to anyone but ourselves (consent, sealed only to our own installations)
+        has none, and must not make us look our own address up right after a send."""
+        return int(self.store.read(
+            "SELECT COUNT(*) AS n FROM outbox_envelopes WHERE message_id = ? AND own = 0 AND cursor = -1", (mid,)
         )[0]["n"])
 
     def _refresh_gone(self, peer: str) -> bool:
