@@ -95,8 +95,11 @@ class Proc:
             self.p.stdout.close()
 
 
-def start_relay(db: Path, publish_rate: float = 1000.0) -> tuple[Proc, str]:
-    proc = Proc(["relay", "--host", "127.0.0.1", "--port", "0", "--db", str(db), "--publish-rate", repr(publish_rate)])
+def start_relay(db: Path, publish_rate: float = 1000.0, **options: float) -> tuple[Proc, str]:
+    """`parley relay`; options are its other command-line settings, e.g. inbox_max_envelopes=2 for
+    `--inbox-max-envelopes 2`."""
+    flags = [x for k, v in options.items() for x in ("--" + k.replace("_", "-"), repr(v))]
+    proc = Proc(["relay", "--host", "127.0.0.1", "--port", "0", "--db", str(db), "--publish-rate", repr(publish_rate), *flags])
     return proc, proc.expect(r"relay listening on (http://\S+)").group(1)
 
 

@@ -136,6 +136,43 @@ def test_prekey_message_is_shown_and_the_reply_opens_both_ways(chat: Chat) -> No
     chat.wait_shown("after the reply")
 
 
+def test_bridge_writes_first_and_the_client_responds_in_its_session(chat: Chat) -> None:
+    """The client as the PQXDH responder (§5.2 Bob): a fresh wallet registers and uploads prekeys; the bridge
+    writes first (`parley send`), so it claims a bundle and sends a PreKey message; the client answers it
+    from its own private prekeys, reads the text, and replies inside that session, which the bridge shows;
+    the bridge's next message is a normal one in the same session."""
+    other = Chat(chat.relay, chat.home, Client.new(), chat.bridge_address, chat.bridge)
+    assert other.me.register(chat.relay).status == 201
+    assert chat.relay.upload_prekeys(other.me.iid, other.me.prekey_upload()).status == 200
+    assert chat.relay.count(other.me.iid).body == {"otpk": 3, "pq_otpk": 2}
+    sent = parley_json(chat.home, "send", other.me.address, "the bridge writes first", "--json")
+    assert sent["delivered"] is True and sent["text"] == "the bridge writes first"
+    assert chat.relay.count(other.me.iid).body == {"otpk": 2, "pq_otpk": 1}  # the bridge claimed one bundle
+    [(sender_iid, record, message)] = other.read_inbox()
+    assert sender_iid == chat.bridge.iid
+    assert S.statement_fields(S.parse_record(record)[0])["Installation ID"] == chat.bridge.iid
+    m = S.parse_message(message)
+    assert m["type"] == "prekey" and m["ik_a"] == chat.bridge.identity_pub
+    assert m["otpk_id"] in other.me.keys.otpk and (m["pq_kind"], m["pq_id"]) in other.me.keys.pq
+    session, padded, _sk = S.respond(other.me.me, chat.bridge, message, other.me.keys)
+    c = S.parse_content(padded)
+    assert (c["message_id"], c["sender"], c["recipient"], c["text"]) == (
+        sent["id"], chat.bridge_address, other.me.address, "the bridge writes first")
+    other.session = session
+    reply = other.message(S.pad(other.content("the responder answers")))
+    assert S.parse_message(reply)["type"] == "msg" and S.parse_message(reply)["sid"] == m["sid"]  # §5.4: no new session
+    other.publish(other.seal(reply))
+    other.wait_shown("the responder answers")
+    [shown] = [x for x in other.shown() if x["direction"] == "in"]
+    assert (shown["sender"], shown["recipient"]) == (other.me.address, chat.bridge_address)
+    again = parley_json(chat.home, "send", other.me.address, "and once more", "--json")
+    [(_, _, message)] = other.read_inbox()
+    m2 = S.parse_message(message)
+    assert (m2["type"], m2["sid"]) == ("msg", m["sid"])  # the bridge got the reply: no more PreKey messages
+    other.session, padded = other.session.decrypt(message)
+    assert (S.parse_content(padded)["message_id"], S.parse_content(padded)["text"]) == (again["id"], "and once more")
+
+
 def test_out_of_order_and_replayed_envelopes_are_shown_once(chat: Chat) -> None:
     envelopes = [chat.envelope(f"ooo {i}") for i in range(3)]
     before = chat.quarantined()

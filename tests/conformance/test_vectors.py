@@ -528,12 +528,13 @@ VOLATILE = {
     "<integer: unix seconds>": lambda x: type(x) is int and 1_700_000_000 <= x <= 1_900_000_000,
     "<string: opaque bearer token>": lambda x: isinstance(x, str) and 0 < len(x) <= 256,  # §7: at most 256
 }
-# The script runs on a relay with small quotas (input.settings) and a clock it moves (advance_clock); a
-# `parley relay` process takes neither (its CLI sets only --publish-rate, §7 defaults otherwise, the real
-# clock). The steps whose answer depends on those are not sent: each is a refusal, which §7 says changes
-# nothing, so every other step sees the same relay state as in the recording.
+# The script runs on a relay with small quotas (input.settings) and a clock it moves (advance_clock). A
+# `parley relay` process is started with the settings its command line has (CLI_SETTINGS); it cannot take
+# the others (§7 defaults) nor the moved clock. The steps whose answer depends on those are not sent: each
+# is a refusal, which §7 says changes nothing, so every other step sees the same relay state as in the recording.
+CLI_SETTINGS = {"topic_max_envelopes": "inbox_max_envelopes"}  # script setting -> `parley relay --inbox-max-envelopes`
 NEEDS_SETTINGS = {"log_full": "max_identity_records", "too_large": "max_envelope",
-                  "target_rate_limited": "claim_target_burst", "inbox_full": "topic_max_envelopes",
+                  "target_rate_limited": "claim_target_burst",
                   "bucket_too_large": "bucket_max_records", "rate_limited": "bucket_burst",
                   "challenge_expired": "the clock (advance_clock)"}
 
@@ -566,8 +567,10 @@ def test_relay_answers_skip_only_settings_steps() -> None:
     assert [k for k in skipped if steps[k]["op"] == "advance_clock"] == [k for k, s in enumerate(steps) if s["op"] == "advance_clock"]
     assert all(answers[k] is None or answers[k]["status"] >= 400 for k in skipped)
     assert len(skipped) == len(NEEDS_SETTINGS) + 1  # one step per code, one clock move
-    assert set(RELAY_SCRIPT["vectors"][0]["input"]["settings"]) - {v for v in NEEDS_SETTINGS.values()} == {
+    assert set(RELAY_SCRIPT["vectors"][0]["input"]["settings"]) - set(NEEDS_SETTINGS.values()) - set(CLI_SETTINGS) == {
         "claim_target_rate", "bucket_rate"}  # the rates that go with the bursts above
+    sent_refusals = [a["body"]["error"]["code"] for k, a in enumerate(answers) if a and k not in skipped and a["status"] >= 400]
+    assert "inbox_full" in sent_refusals  # sent: the relay is started with the script's topic_max_envelopes
 
 
 def test_relay_answers(tmp_path: Path) -> None:
@@ -575,7 +578,7 @@ def test_relay_answers(tmp_path: Path) -> None:
     vec = RELAY_SCRIPT["vectors"][0]
     i, want_answers = vec["input"], vec["expected"]["answers"]
     skipped = set(_skipped_steps())
-    proc, url = start_relay(tmp_path / "relay.db")
+    proc, url = start_relay(tmp_path / "relay.db", **{flag: i["settings"][name] for name, flag in CLI_SETTINGS.items()})
     relay = R.Relay(url)
     answers: list[Any] = []
     try:
