@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from bridge.engine import Engine
+from bridge.keys import generate_secrets
 from bridge.protocol import relaylist, wire
 from bridge.relay.client import RelayClient, RelayUnavailable
 from tests.engines import close_engines, make_engine  # noqa: F401  (autouse fixture)
@@ -392,3 +393,50 @@ def test_sync_reports_what_it_could_not_send_not_what_another_caller_queued_mean
     stops[1].close()  # R2, Bob's only relay
     report = alice.sync_report()
     assert report["pending"] == 1 and alice.pending_count() == 2
+
+
+def topics_on(db: Path) -> list[str]:
+    with sqlite3.connect(db) as c:
+        return [r[0] for r in c.execute("SELECT topic FROM envelopes ORDER BY cursor")]
+
+
+@pytest.mark.parametrize("alice_home", [0, 1, 2], ids=["alice-on-the-laptops-relay", "alice-on-the-phones-relay", "alice-on-the-directory"])
+def test_one_wallet_with_installations_on_different_relays(tmp_path: Path, relays, alice_home: int) -> None:
+    """A wallet's installations may list different relays (issue 10, item 2): a laptop reads R1, a phone
+    of the same wallet reads R2. Alice sends once; each installation's envelope goes to its own inbox
+    relay only, and both read the message, whichever of the three relays Alice asks: a sender stops at
+    the first relay that has a log for the address, so each installation's registration completes the
+    wallet's log on its relays and on the other's (PROTOCOL.md §6.6)."""
+    urls, _, _ = relays
+    r1, r2, r3 = urls
+    wallet = generate_secrets().wallet_key
+    laptop = make_engine(tmp_path / "laptop.db", r1, wallet, home_relays=[r1], directory_relays=[r3])
+    phone = make_engine(tmp_path / "phone.db", r2, wallet, home_relays=[r2], directory_relays=[r3])
+    assert laptop.address == phone.address
+    alice = engine(tmp_path, "alice", [urls[alice_home]], [r3])
+    result = alice.send(laptop.address, SECRET)
+    assert result.delivered and alice.pending_deliveries() == 0 and alice.pending_count() == 0
+    assert alice.inbox_relays(laptop.installation_id) == [r1] and alice.inbox_relays(phone.installation_id) == [r2]
+    # R1 holds the laptop's envelope and R2 the phone's, nothing else (R3 none: it is nobody's inbox relay).
+    assert topics_on(tmp_path / "r1.db") == [laptop.topic]
+    assert topics_on(tmp_path / "r2.db") == [phone.topic]
+    assert topics_on(tmp_path / "r3.db") == []
+    assert laptop.sync() == 1 and phone.sync() == 1
+    assert texts(laptop, alice.address) == texts(phone, alice.address) == [SECRET]
+    assert laptop.sync() == phone.sync() == 0
+
+
+def test_a_revocation_reaches_the_relays_of_the_wallets_other_installations(tmp_path: Path, relays) -> None:
+    """The laptop (on R1) is stolen; the phone (on R2) revokes it. R1 holds the wallet's log too (the
+    phone's registration completed it there): it must not go on serving the laptop to senders."""
+    from bridge import identity
+
+    (r1, r2, r3), _, _ = relays
+    wallet = generate_secrets().wallet_key
+    laptop = make_engine(tmp_path / "laptop.db", r1, wallet, home_relays=[r1], directory_relays=[r3])
+    phone = make_engine(tmp_path / "phone.db", r2, wallet, home_relays=[r2], directory_relays=[r3])
+    revocation = identity.sign_statement(identity.revoke_statement(phone.address, laptop.installation_id), wallet)
+    phone.publish_record(phone.address, revocation.to_record())
+    for url in (r1, r2, r3):
+        records = [wire.b64d(r) for r in requests.get(f"{url}/v1/identity/{phone.address}", timeout=10).json()["records"]]
+        assert set(identity.installations(phone.address, records)) == {phone.installation_id}, url

@@ -401,7 +401,7 @@ class Peers:
         self, address: str, records: list[bytes], now: int, *, relay_lists: Sequence[bytes] = (), source: str | None = None
     ) -> None:
         active = identity.installations(address, records, verifier=self.verifier)
-        lists = self._verified_lists(address, active, relay_lists)
+        lists = self.verified_lists(address, active, relay_lists)
         revoked: set[str] = set()
         for r in records:
             try:
@@ -468,7 +468,7 @@ class Peers:
             log.warning("message %s: its sender installation turned out revoked or unregistered; flagged", mid)
             self._emit("message.flagged", {"id": mid, "reason": self.flag(mid)})
 
-    def _verified_lists(
+    def verified_lists(
         self, address: str, active: dict[str, identity.Statement], records: Sequence[bytes]
     ) -> dict[str, tuple[relaylist.RelayList, bytes]]:
         """The newest relay list of each active installation among ``records``, each verified with that
@@ -488,6 +488,14 @@ class Peers:
             if rl.installation_id not in out or rl.version > out[rl.installation_id][0].version:
                 out[rl.installation_id] = (rl, bytes(record))
         return out
+
+    def remember(self, address: str, answer: LogAnswer, *, source: str | None) -> None:
+        """Store ``address``'s log and relay lists, gathered by the caller (our own wallet's, at
+        registration), as a lookup would; the records are verified here."""
+        now = self.clock()
+        self._store(address, answer.records, now, relay_lists=answer.relay_lists, source=source)
+        with self._lock:
+            self._looked_up[address] = now
 
     def accept_relay_list(self, c: Any, address: str, installation_id: str, signing_pub: bytes, record: bytes) -> bool:
         """A relay list carried inside a message (PROTOCOL.md §6.1): keep it, in the caller's write
@@ -519,6 +527,11 @@ class Peers:
             (installation_id,),
         )
         return [rows[0]["relay"]] if rows else []
+
+    def relays_of(self, address: str) -> list[str]:
+        """Every inbox relay the cached relay lists of ``address``'s installations name. No I/O."""
+        rows = self.store.read("SELECT relays FROM peer_relay_lists WHERE address = ? ORDER BY installation_id", (address,))
+        return list(dict.fromkeys(u for r in rows for u in json.loads(r["relays"]) if isinstance(u, str)))
 
     # --- the schedule ------------------------------------------------------------------------------
 
