@@ -45,9 +45,9 @@ from bridge import identity
 from bridge.crypto import session
 from bridge.crypto.primitives import InvalidSignature
 from bridge.protocol import relaylist
-from bridge.protocol.ids import BUCKET_PREFIX_MAX, BUCKET_PREFIX_MIN, address_bucket
+from bridge.protocol.ids import BUCKET_PREFIX_MIN, address_bucket
 from bridge.protocol.wire import WireError
-from bridge.relay.client import LogAnswer, NotFound, RelayClient, RelayError, RelayUnavailable
+from bridge.relay.client import LogAnswer, RelayClient, RelayError, RelayUnavailable
 from bridge.store import Store, now_ms
 
 __all__ = [
@@ -361,41 +361,13 @@ class Peers:
 
     def _fetch(self, relay: str, group: list[str]) -> dict[str, LogAnswer]:
         """Ask ``relay`` for the buckets of ``group``: address → its answer (records, relay lists)."""
-        groups: dict[str, list[str]] = {}
-        width = self._prefix_by_relay.get(relay, self.prefix_hex)
-        for a in group:
-            groups.setdefault(address_bucket(a)[:width], []).append(a)
-        out: dict[str, LogAnswer] = {}
-        for prefix, g in groups.items():
-            out.update(self._fetch_bucket(relay, prefix, g))
-        return out
 
-    def _fetch_bucket(self, relay: str, prefix: str, group: list[str]) -> dict[str, LogAnswer]:
-        client = self._client(relay)
-        try:
-            logs = client.identity_logs(prefix)
-        except NotFound as exc:
-            if exc.code != "not_found":
-                raise
-            # A relay without the bucket route (older than issue 8): ask by address, which names it.
-            log.warning("relay %s has no identity-bucket route; looking up %d address(es) by name", relay, len(group))
-            return {a: client.identity_log(a) for a in group}
-        except RelayError as exc:
-            if exc.code != "bucket_too_large" or len(prefix) >= BUCKET_PREFIX_MAX:
-                raise
-            longer = len(prefix) + 1
+        def longer(width: int) -> None:
             with self._lock:  # this relay's buckets are large: stay longer
-                self._prefix_by_relay[relay] = max(self._prefix_by_relay.get(relay, self.prefix_hex), longer)
-                self.prefix_hex = max(self.prefix_hex, longer)
-            out: dict[str, LogAnswer] = {}
-            sub: dict[str, list[str]] = {}
-            for a in group:
-                sub.setdefault(address_bucket(a)[:longer], []).append(a)
-            for p, g in sub.items():
-                out.update(self._fetch_bucket(relay, p, g))
-            return out
-        # Only the logs we asked about are read; installations() skips records for any other address.
-        return {a: logs.get(a, LogAnswer([], [])) for a in group}
+                self._prefix_by_relay[relay] = max(self._prefix_by_relay.get(relay, self.prefix_hex), width)
+                self.prefix_hex = max(self.prefix_hex, width)
+
+        return self._client(relay).logs_by_bucket(group, self._prefix_by_relay.get(relay, self.prefix_hex), on_longer=longer)
 
     def _store(
         self, address: str, records: list[bytes], now: int, *, relay_lists: Sequence[bytes] = (), source: str | None = None
