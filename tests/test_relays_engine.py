@@ -15,7 +15,7 @@ import requests
 from bridge.engine import Engine
 from bridge.keys import generate_secrets
 from bridge.protocol import relaylist, wire
-from bridge.relay.client import RelayClient, RelayUnavailable
+from bridge.relay.client import NotFound, RelayClient, RelayUnavailable
 from tests.engines import close_engines, make_engine  # noqa: F401  (autouse fixture)
 from tests.relay_fixtures import serve_relay
 
@@ -440,3 +440,23 @@ def test_a_revocation_reaches_the_relays_of_the_wallets_other_installations(tmp_
     for url in (r1, r2, r3):
         records = [wire.b64d(r) for r in requests.get(f"{url}/v1/identity/{phone.address}", timeout=10).json()["records"]]
         assert set(identity.installations(phone.address, records)) == {phone.installation_id}, url
+
+
+def test_a_refusal_names_the_relay_and_the_reason(tmp_path: Path) -> None:
+    """A relay's 4xx refusal is one line naming the relay, as its being unreachable is (issue 10, "Failures")."""
+    from tests.relay_fixtures import unlimited_settings
+
+    with serve_relay(tmp_path / "full.db", unlimited_settings(topic_max_envelopes=1)) as url:
+        alice, bob = engine(tmp_path, "alice", [url], []), engine(tmp_path, "bob", [url], [])
+        assert alice.send(bob.address, "fills Bob's inbox").delivered
+        over = alice.send(bob.address, "one too many")
+        assert not over.delivered and over.message["state"] == "queued"
+        assert (over.error or "").startswith(f"relay {url} refused: inbox_full: "), over.error
+        assert (over.error or "").endswith("(HTTP 429)") and "\n" not in (over.error or "")
+        with pytest.raises(NotFound) as exc:
+            RelayClient(url).claim("0" * 32)
+        assert str(exc.value).startswith(f"relay {url} refused: no_prekeys: ") and str(exc.value).endswith("(HTTP 404)")
+        assert (exc.value.status, exc.value.code) == (404, "no_prekeys")
+    with pytest.raises(RelayUnavailable) as down:
+        RelayClient(url).health()
+    assert str(down.value).startswith(f"relay {url} unavailable: ")  # the same shape

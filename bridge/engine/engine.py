@@ -1076,7 +1076,7 @@ class Engine:
                 try:
                     published = self.client(url).publish_envelope(env["topic"], bytes(env["payload"]))
                 except NotFound as exc:
-                    errors.append(f"{url}: {exc}")
+                    errors.append(str(exc))  # names the relay
                     continue
                 except RelayUnavailable as exc:
                     unavailable = unavailable or exc

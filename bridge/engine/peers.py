@@ -315,7 +315,7 @@ class Peers:
                         failures.append(str(exc))
                         continue
                     except RelayError as exc:
-                        failures.append(f"relay {relay}: {exc}")
+                        failures.append(str(exc))  # names the relay
                         continue
                     answered = True
                     if answer is not None and answer.records:

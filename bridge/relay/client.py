@@ -4,7 +4,8 @@ Errors:
 
 * :class:`RelayUnavailable` — connection refused, timeout, 5xx, or an answer that is not the API's
   JSON; the message names the relay URL and the reason;
-* :class:`RelayError` ``(status, code, message)`` — a 4xx answer; :class:`NotFound` for 404.
+* :class:`RelayError` ``(status, code, message)`` — a 4xx answer, its text naming the relay URL too
+  (``relay URL refused: code: message (HTTP n)``); :class:`NotFound` for 404.
 """
 
 from __future__ import annotations
@@ -94,13 +95,15 @@ def _record_installation(record: bytes) -> str | None:
 
 
 class RelayError(Exception):
-    """The relay refused a request (4xx) with a stable error ``code``."""
+    """The relay refused a request (4xx) with a stable error ``code``. With ``relay`` (its base URL) the
+    text names it, in the shape :class:`RelayUnavailable` has: ``relay URL refused: code: message (HTTP n)``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message} (HTTP {status})")
+    def __init__(self, status: int, code: str, message: str, relay: str | None = None) -> None:
+        super().__init__((f"relay {relay} refused: " if relay else "") + f"{code}: {message} (HTTP {status})")
         self.status = status
         self.code = code
         self.message = message
+        self.relay = relay
 
 
 class NotFound(RelayError):
@@ -141,7 +144,7 @@ def _frame_error(base_url: str, obj: dict[str, Any]) -> Exception:
     message = "".join(ch if ch.isprintable() else "?" for ch in str(obj.get("message", ""))[:200])
     if code in _FRAME_UNAVAILABLE:
         return RelayUnavailable(f"relay {base_url} unavailable: {code}: {message}")
-    return RelayError(_FRAME_STATUS.get(code, 400), code, message)
+    return RelayError(_FRAME_STATUS.get(code, 400), code, message, base_url)
 
 
 class Subscription:
@@ -406,7 +409,7 @@ class RelayClient:
             code = str(err.get("code", "error")) if isinstance(err, dict) else "error"
             message = str(err.get("message", resp.reason)) if isinstance(err, dict) else str(resp.reason)
             cls = NotFound if resp.status_code == 404 else RelayError
-            raise cls(resp.status_code, code, message)
+            raise cls(resp.status_code, code, message, self.base_url)
         if not isinstance(data, dict):
             raise RelayUnavailable(f"relay {self.base_url} answered {method} {path} with something that is not a JSON object")
         return data
@@ -430,7 +433,7 @@ class RelayClient:
             if resp.status_code >= 500:
                 raise RelayUnavailable(f"relay {self.base_url} unavailable: HTTP {resp.status_code} ({message})")
             cls = NotFound if resp.status_code == 404 else RelayError
-            raise cls(resp.status_code, code, message)
+            raise cls(resp.status_code, code, message, self.base_url)
         return resp
 
     def put_blob(self, installation_id: str, blob_id: str, body: Any, size: int) -> dict[str, Any]:
