@@ -245,6 +245,26 @@ def test_a_pointer_to_plain_http_on_another_machine_is_not_followed(tmp_path: Pa
         assert not alice.installations_of(bob.address)
 
 
+def test_relay_pointers_are_on_by_default_and_off_asks_no_name_service(tmp_path: Path, relays) -> None:
+    """A pointer lookup tells the ENS RPC / Lens API (public endpoints by default, issue 11) which wallet
+    this IP is about to write to; `relay_pointers false` turns it off without turning off names."""
+    from bridge.home import Home
+    from bridge.homerelays import pointer_lookup
+    from tests.fakes.names import LensApi
+
+    assert Home(tmp_path / "fresh").config()["relay_pointers"] is True
+    with LensApi() as lens:
+        on = {"lens_api_url": lens.url}
+        assert pointer_lookup(on, env={}) is not None and pointer_lookup({**on, "relay_pointers": True}, env={}) is not None
+        off = {**on, "relay_pointers": False}
+        assert pointer_lookup(off, env={}) is None
+        alice, bob, r2 = _stranger_setup(tmp_path, relays, pointer_lookup(off, env={}))
+        lens.accounts["bob"] = (bob.address, bob.address)
+        lens.set_attributes(bob.address, {"parley.relays": r2})
+        assert not alice.installations_of(bob.address)
+        assert lens.requests == []  # the Lens API was never asked about Bob
+
+
 def test_a_source_being_down_does_not_erase_what_the_cache_knows(tmp_path: Path, relays) -> None:
     """Bob was found on the directory; a pass while it is down (Alice's home relay answering "not
     here") must not take Bob's installations out of the cache, nor a first contact answer "not
