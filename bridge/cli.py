@@ -651,7 +651,8 @@ def send(ctx: Ctx, recipient: str, text: str, as_json: bool, reply_to: str | Non
 def _recipient(ctx: Ctx, value: str, relay_url: str) -> Any:
     """Resolve a recipient name (docs/PROTOCOL.md "Names"); None for a 0x address (checked by the caller).
 
-    Among several candidates the one registered on ``relay_url`` wins.
+    Among several candidates the one registered on ``relay_url`` wins (asked by bucket, never by address:
+    PROTOCOL.md §6.5).
 
     Raises:
         Fail: malformed, or a plain name not in the contacts (exit 2); unknown to its name service or the
@@ -669,7 +670,7 @@ def _recipient(ctx: Ctx, value: str, relay_url: str) -> Any:
     client = RelayClient(relay_url)
 
     def registered(address: str) -> bool:
-        return bool(identity.installations(address, client.identity(address), verifier=verifier))
+        return bool(identity.installations(address, client.logs_by_bucket([address])[address].records, verifier=verifier))
 
     try:
         return Resolver.for_home(ctx.home.path, cfg, registered=registered).resolve(value)
@@ -865,11 +866,12 @@ def can_message(ctx: Ctx, address: str, relay: str | None) -> None:
     peer = resolution.address if resolution is not None else _address_arg(address)
     if resolution is not None:
         click.echo(_describe(resolution))
-    # Our home relays, then the directory (PROTOCOL.md §6.6), until one has an active installation.
+    # Our home relays, then the directory (PROTOCOL.md §6.6), until one has an active installation;
+    # each asked by bucket, never by address (§6.5): a relay must not learn whom we may write to.
     failures: list[str] = []
     for url in asked:
         try:
-            records = RelayClient(url).identity(peer)
+            records = RelayClient(url).logs_by_bucket([peer])[peer].records
         except (RelayUnavailable, RelayError) as exc:
             failures.append(str(exc))
             continue

@@ -10,6 +10,8 @@ One process, listening on 127.0.0.1 only:
   bridge/homerelays.py) that keeps a WebSocket subscription to our inbox topic there and processes
   what arrives (an envelope that came through another relay already is skipped), reconnecting
   with backoff;
+* a grace-period timer that stops reading a replaced home relay when its grace period ends (it wakes
+  then, at least every ``GRACE_CHECK_S``, and when the relays change), not only at the next start;
 * an outbox thread that retries queued messages, and publishes envelopes to the recipients' other
   inbox relays in the background (an envelope counts as delivered once one relay took it);
 * a peer-refresh thread that refreshes the identity cache on a jittered schedule of its own, never
@@ -33,6 +35,7 @@ import secrets as _secrets
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,11 +59,17 @@ from bridge.resolve import Contacts
 from bridge.homerelays import pointer_lookup
 from bridge.store import Store, now_ms
 
-__all__ = ["Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS", "HomeLock", "AlreadyRunning", "PortUnavailable", "port_in_use_message"]
+__all__ = [
+    "Daemon", "DaemonClient", "run_daemon", "LOOPBACK_HOSTS", "HomeLock", "AlreadyRunning", "PortUnavailable", "port_in_use_message",
+    "GRACE_CHECK_S",
+]
 
 log = logging.getLogger("parley.daemon")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+#: The grace-period timer looks at least this often (seconds) whether a replaced relay's grace period
+#: is over, besides waking at the next end it knows of: a clock that jumps (suspend, NTP) is caught up.
+GRACE_CHECK_S = 3600.0
 
 
 def nodelay(server: BaseWSGIServer) -> None:
@@ -94,11 +103,14 @@ class Daemon:
     """The daemon's parts, startable and stoppable from tests in-process as well as by ``run_daemon``."""
 
     def __init__(
-        self, home: Home, secrets: Secrets, *, port: int, relay_url: str | None, echo: Callable[[str], Any] = log.info
+        self, home: Home, secrets: Secrets, *, port: int, relay_url: str | None, echo: Callable[[str], Any] = log.info,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.home = home
         self.echo = echo
         self.secrets = secrets
+        #: Seconds since the epoch: when grace periods end (tests move it).
+        self.clock = clock
         # One relay record per home (bridge/homerelays.py), read by the CLI too. `--relay URL` names
         # the home relay; with none recorded (or only the embedded one) we embed a relay.
         if relay_url is not None and relay_config(home).home != (relay_url.rstrip("/"),):
@@ -156,7 +168,7 @@ class Daemon:
         self.engine = Engine(
             self.store, secrets, home.identity(), self.relay_url,
             verifier=verifier_from_config(home.config()),
-            home_relays=self.relays.home, directory_relays=self.relays.directory, reading_relays=self.relays.reading(),
+            home_relays=self.relays.home, directory_relays=self.relays.directory, reading_relays=self._reading(),
             pointers=pointer_lookup(home.config()),
             peer_refresh_ms=int(float(home.config().get("peer_refresh_minutes") or 10) * 60_000),
         )
@@ -164,6 +176,8 @@ class Daemon:
         self.relay_up: dict[str, bool] = {}
         self._subscribers: dict[str, threading.Event] = {}
         self._subscribers_lock = threading.Lock()
+        self._relays_lock = threading.Lock()  # self.relays and the engine's relays change together
+        self.wake_relays = threading.Event()  # the grace-period timer looks again now
         self.engine.prekeys.policy = PrekeyPolicy.from_config(home.config())
         self.engine.read_receipts = lambda: bool(home.config().get("read_receipts", True))  # type: ignore[method-assign]
         self.engine.listeners.append(self._on_event)
@@ -301,7 +315,7 @@ class Daemon:
             "address": self.engine.address,
             "installation_id": self.engine.installation_id,
             "relay": {"url": self.relay_url, "connected": self.relay_connected, "embedded": self.embedded},
-            "relays": {**self.relays.as_json(), "connected": sorted(u for u, up in self.relay_up.items() if up)},
+            "relays": {**self.relays.as_json(int(self.clock())), "connected": sorted(u for u, up in self.relay_up.items() if up)},
             "deliveries_pending": self.engine.pending_deliveries(),
             "pending": self.engine.pending_count(),
             "outbox": outbox.counts(self.store),
@@ -331,17 +345,53 @@ class Daemon:
         relays = relay_config(self.home)
         if not relays.home:
             return
-        self.relays = relays
-        self.relay_url = relays.home[0]
-        self.engine.set_relays(relays.home, relays.directory, relays.reading())
+        with self._relays_lock:
+            self.relays = relays
+            self.relay_url = relays.home[0]
+            self.engine.set_relays(relays.home, relays.directory, self._reading())
+        self.wake_relays.set()  # the grace periods may have changed
         try:
             self.engine.register()
         finally:
             self._sync_subscribers()
 
+    def _reading(self) -> tuple[str, ...]:
+        """The relays we read now: home relays, and replaced ones whose grace period is not over."""
+        return self.relays.reading(int(self.clock()))
+
+    def drop_expired_relays(self) -> list[str]:
+        """Stop reading the replaced home relays whose grace period is over. Returns them."""
+        with self._relays_lock:
+            reading = self._reading()
+            dropped = [u for u in self.engine.reading_relays if u not in reading]
+            if dropped:
+                self.engine.set_relays(self.relays.home, self.relays.directory, reading)
+        if dropped:
+            self.echo("grace period over: no longer reading " + ", ".join(dropped))
+            self._sync_subscribers()
+        return dropped
+
+    def next_grace_check(self) -> float:
+        """Seconds until the grace-period timer looks again: the next end of a grace period, at most
+        :data:`GRACE_CHECK_S`."""
+        now = self.clock()
+        return max(0.0, min([GRACE_CHECK_S, *(until - now for _, until in self.relays.previous if until > now)]))
+
+    def _grace_timer(self) -> None:
+        """Drop each replaced relay when its grace period ends, while the daemon runs."""
+        while not self.stop_event.is_set():
+            self.wake_relays.wait(self.next_grace_check())
+            self.wake_relays.clear()
+            if self.stop_event.is_set():
+                break
+            try:
+                self.drop_expired_relays()
+            except Exception:
+                log.exception("ending a relay's grace period failed")
+
     def _sync_subscribers(self) -> None:
         """One subscriber thread per relay we read; stop those for relays we no longer read."""
-        wanted = self.relays.reading()
+        wanted = self._reading()
         with self._subscribers_lock:
             for url in list(self._subscribers):
                 if url not in wanted:
@@ -394,10 +444,15 @@ class Daemon:
                     log.warning("relay %s: %s; retrying in %.1fs", url, exc, backoff)
             except Exception:
                 log.exception("subscriber on %s failed; retrying in %.1fs", url, backoff)
+            if stop.is_set():
+                break
             self.relay_up[url] = False
             if stop.wait(backoff) or self.stop_event.is_set():
                 break
             backoff = min(backoff * 2, 30.0)
+        with self._subscribers_lock:
+            if stop.is_set() and self._subscribers.get(url) is not stop:
+                self.relay_up.pop(url, None)  # no longer read: neither up nor down
 
     def _outbox(self) -> None:
         """Flush what is due: every 5 s, when woken (a send, the relay reconnecting), or sooner when a
@@ -447,6 +502,7 @@ class Daemon:
             (self._outbox, "outbox"),
             (lambda: self.engine.peers.run(self.stop_event), "peers"),
             (self._prekey_check, "prekeys"),
+            (self._grace_timer, "relay-grace"),
             (self._downloader.run, "downloads"),  # attachments (issue 12)
             (lambda: self.backup.run(self.stop_event), "backup"),  # remote backup (issue 15)
         ):
@@ -463,6 +519,7 @@ class Daemon:
         self.backup.wake()  # its loop sees stop_event at once
         self._registered.set()
         self.wake_outbox.set()
+        self.wake_relays.set()
         with contextlib.suppress(FileNotFoundError):
             info = json.loads(self.home.daemon_file.read_text())
             if info.get("pid") == os.getpid() and info.get("token") == self.control_token:

@@ -50,6 +50,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("relay_grace_days", 14, "Days a replaced home relay is still read after `parley relays set`, so nothing in flight is lost."),
     Setting("previous_relays", [], "Replaced home relays still read, with the time (seconds) their grace period ends (kept by `parley relays set`)."),
     Setting("embedded_relay", False, "True when `parley run` recorded its embedded relay as the home relay."),
+    Setting("relay_pointers", True, "At a first contact no relay knows, ask the ENS RPC (eth_rpc_url) and Lens API (lens_api_url) for the wallet's `parley.relays` pointer: on by default; it tells those endpoints which wallet this IP is about to write to. false: never asked (names still resolve)."),
     Setting("insecure_relays", False, "Allow plain http:// relays on other machines (`--insecure`); off: only https, or http to this machine."),
     Setting("relay_url", None, "Older homes' single relay URL, read as the one home relay; replaced by `relays`."),
     Setting("port", DEFAULT_PORT, "Port `parley run` listens on (127.0.0.1 only)."),

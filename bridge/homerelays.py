@@ -162,14 +162,18 @@ def record_embedded(home: Home, url: str) -> RelayConfig:
 
 
 def pointer_lookup(cfg: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Callable[[str], list[str]] | None:
-    """The on-chain pointer lookup discovery asks last (PROTOCOL.md §6.6), or None when neither an ENS
-    RPC endpoint nor a Lens API is configured: address → the relay URLs its ENS text record and Lens
-    account attribute ``parley.relays`` name (at most 5; plain http to another machine dropped).
+    """The on-chain pointer lookup discovery asks last (PROTOCOL.md §6.6), or None when ``relay_pointers``
+    is off or neither an ENS RPC endpoint nor a Lens API is configured: address → the relay URLs its ENS
+    text record and Lens account attribute ``parley.relays`` name (at most 5; plain http to another
+    machine dropped). On by default, with the public endpoints of bridge/nameservices.py: each lookup
+    tells them which wallet this IP is about to write to (docs/SECURITY.md).
 
     The lookup raises SourceError only when every configured source failed."""
     from bridge.resolve import ResolverSettings
     from bridge.resolve.pointers import relays_from_settings
 
+    if cfg.get("relay_pointers", True) is False:
+        return None
     s = ResolverSettings.from_config(cfg, env)
     if not s.eth_rpc_url and not s.lens_api_url:
         return None

@@ -174,6 +174,19 @@ def test_init_usage_errors_create_nothing(tmp_path: Path) -> None:
     assert not (home / "keys.json").exists() and not (home / "identity.json").exists()
 
 
+def test_init_insecure_records_a_plain_http_relay_on_another_machine(tmp_path: Path) -> None:
+    """`--insecure` end to end: the plain http URL to another machine is the home relay, and the
+    permission is remembered (`insecure_relays`). Without it, init exits 2 and writes nothing:
+    tests/test_three_operators.py::test_failures_name_the_relay_and_the_reason."""
+    home, url = tmp_path / "h", "http://10.1.2.3:8737"
+    r = ok(parley(home, "init", "--relay", url, "--insecure", PARLEY_RELAY_CONNECT_TIMEOUT="0.5", PARLEY_RELAY_READ_TIMEOUT="0.5"))
+    assert f"initialised {home}" in r.stdout
+    cfg = json.loads((home / "config.json").read_text())
+    assert cfg["relays"] == [url] and cfg["insecure_relays"] is True
+    assert json.loads(ok(parley(home, "relays", "--json")).stdout) == {"home": [url], "directory": [], "reading": [url]}
+    assert ok(parley(home, "config", "get", "insecure_relays")).stdout.strip() == "true"
+
+
 def test_init_twice_fails_and_changes_nothing(net: Net) -> None:
     before = snapshot(net.alice)
     fails(parley(net.alice, "init", "--relay", net.url), 2, "already")

@@ -164,6 +164,38 @@ def test_relay_log_does_not_tie_identity_lookups_to_a_send_or_a_receipt(tmp_path
     assert f"/v1/identity-bucket/{bucket_of(alice.address)[:2]}" in asked
 
 
+def test_cli_lookups_name_a_bucket_never_the_address(tmp_path: Path, relay: LoggingRelay) -> None:
+    """`parley can-message` and the candidate check of `parley send NAME` (several candidates) ask about
+    addresses a user is about to write to: by bucket (PROTOCOL.md §6.5), never ``GET /v1/identity/<address>``,
+    which would tell the relay who is about to write to whom. Real processes; the relay logs every path."""
+    from eth_account import Account
+
+    from tests.fakes.names import LensApi
+    from tests.procs import parley, whoami
+
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    for home in (alice, bob):
+        parley(home, "init", "--relay", relay.url, check=True)
+    bob_address, account = whoami(bob)["address"], Account.create().address  # Bob's Lens account: not registered
+    with LensApi() as lens:
+        lens.accounts["bob"] = (account, bob_address)
+        start = relay.mark()
+        r = parley(alice, "can-message", bob_address, check=True)
+        assert f"{bob_address} can receive messages (1 installation; found on {relay.url})" in r.stdout
+        r = parley(alice, "can-message", "lens:bob", check=True, PARLEY_LENS_API_URL=lens.url)
+        assert f"owner {bob_address} (registered)" in r.stdout and "1 installation" in r.stdout
+        r = parley(alice, "send", "lens:bob", "hi", check=True, PARLEY_LENS_API_URL=lens.url)
+        assert f"lens:bob → {bob_address} (lens, 2 candidates: account {account}, owner {bob_address} (registered)" in r.stdout
+        assert "sent " in r.stdout
+        r = parley(alice, "can-message", account, PARLEY_LENS_API_URL=lens.url)
+        assert r.returncode == 3 and f"{account} is not registered on {relay.url}" in r.stderr
+    asked = relay.since(start)
+    for address in (bob_address, account):
+        by_address = [f"{q.method} {q.path}" for q in asked if q.path.lower() == f"/v1/identity/{address.lower()}"]
+        assert by_address == [], f"the relay was asked about {address} by address: {by_address}"
+        assert any(q.path == f"/v1/identity-bucket/{bucket_of(address)[:2]}" for q in asked), address
+
+
 # --- item 2: padding ------------------------------------------------------------------------------
 
 

@@ -13,8 +13,9 @@ import pytest
 import requests
 
 from bridge.engine import Engine
+from bridge.keys import generate_secrets
 from bridge.protocol import relaylist, wire
-from bridge.relay.client import RelayClient, RelayUnavailable
+from bridge.relay.client import NotFound, RelayClient, RelayUnavailable
 from tests.engines import close_engines, make_engine  # noqa: F401  (autouse fixture)
 from tests.relay_fixtures import serve_relay
 
@@ -244,6 +245,26 @@ def test_a_pointer_to_plain_http_on_another_machine_is_not_followed(tmp_path: Pa
         assert not alice.installations_of(bob.address)
 
 
+def test_relay_pointers_are_on_by_default_and_off_asks_no_name_service(tmp_path: Path, relays) -> None:
+    """A pointer lookup tells the ENS RPC / Lens API (public endpoints by default, issue 11) which wallet
+    this IP is about to write to; `relay_pointers false` turns it off without turning off names."""
+    from bridge.home import Home
+    from bridge.homerelays import pointer_lookup
+    from tests.fakes.names import LensApi
+
+    assert Home(tmp_path / "fresh").config()["relay_pointers"] is True
+    with LensApi() as lens:
+        on = {"lens_api_url": lens.url}
+        assert pointer_lookup(on, env={}) is not None and pointer_lookup({**on, "relay_pointers": True}, env={}) is not None
+        off = {**on, "relay_pointers": False}
+        assert pointer_lookup(off, env={}) is None
+        alice, bob, r2 = _stranger_setup(tmp_path, relays, pointer_lookup(off, env={}))
+        lens.accounts["bob"] = (bob.address, bob.address)
+        lens.set_attributes(bob.address, {"parley.relays": r2})
+        assert not alice.installations_of(bob.address)
+        assert lens.requests == []  # the Lens API was never asked about Bob
+
+
 def test_a_source_being_down_does_not_erase_what_the_cache_knows(tmp_path: Path, relays) -> None:
     """Bob was found on the directory; a pass while it is down (Alice's home relay answering "not
     here") must not take Bob's installations out of the cache, nor a first contact answer "not
@@ -392,3 +413,70 @@ def test_sync_reports_what_it_could_not_send_not_what_another_caller_queued_mean
     stops[1].close()  # R2, Bob's only relay
     report = alice.sync_report()
     assert report["pending"] == 1 and alice.pending_count() == 2
+
+
+def topics_on(db: Path) -> list[str]:
+    with sqlite3.connect(db) as c:
+        return [r[0] for r in c.execute("SELECT topic FROM envelopes ORDER BY cursor")]
+
+
+@pytest.mark.parametrize("alice_home", [0, 1, 2], ids=["alice-on-the-laptops-relay", "alice-on-the-phones-relay", "alice-on-the-directory"])
+def test_one_wallet_with_installations_on_different_relays(tmp_path: Path, relays, alice_home: int) -> None:
+    """A wallet's installations may list different relays (issue 10, item 2): a laptop reads R1, a phone
+    of the same wallet reads R2. Alice sends once; each installation's envelope goes to its own inbox
+    relay only, and both read the message, whichever of the three relays Alice asks: a sender stops at
+    the first relay that has a log for the address, so each installation's registration completes the
+    wallet's log on its relays and on the other's (PROTOCOL.md §6.6)."""
+    urls, _, _ = relays
+    r1, r2, r3 = urls
+    wallet = generate_secrets().wallet_key
+    laptop = make_engine(tmp_path / "laptop.db", r1, wallet, home_relays=[r1], directory_relays=[r3])
+    phone = make_engine(tmp_path / "phone.db", r2, wallet, home_relays=[r2], directory_relays=[r3])
+    assert laptop.address == phone.address
+    alice = engine(tmp_path, "alice", [urls[alice_home]], [r3])
+    result = alice.send(laptop.address, SECRET)
+    assert result.delivered and alice.pending_deliveries() == 0 and alice.pending_count() == 0
+    assert alice.inbox_relays(laptop.installation_id) == [r1] and alice.inbox_relays(phone.installation_id) == [r2]
+    # R1 holds the laptop's envelope and R2 the phone's, nothing else (R3 none: it is nobody's inbox relay).
+    assert topics_on(tmp_path / "r1.db") == [laptop.topic]
+    assert topics_on(tmp_path / "r2.db") == [phone.topic]
+    assert topics_on(tmp_path / "r3.db") == []
+    assert laptop.sync() == 1 and phone.sync() == 1
+    assert texts(laptop, alice.address) == texts(phone, alice.address) == [SECRET]
+    assert laptop.sync() == phone.sync() == 0
+
+
+def test_a_revocation_reaches_the_relays_of_the_wallets_other_installations(tmp_path: Path, relays) -> None:
+    """The laptop (on R1) is stolen; the phone (on R2) revokes it. R1 holds the wallet's log too (the
+    phone's registration completed it there): it must not go on serving the laptop to senders."""
+    from bridge import identity
+
+    (r1, r2, r3), _, _ = relays
+    wallet = generate_secrets().wallet_key
+    laptop = make_engine(tmp_path / "laptop.db", r1, wallet, home_relays=[r1], directory_relays=[r3])
+    phone = make_engine(tmp_path / "phone.db", r2, wallet, home_relays=[r2], directory_relays=[r3])
+    revocation = identity.sign_statement(identity.revoke_statement(phone.address, laptop.installation_id), wallet)
+    phone.publish_record(phone.address, revocation.to_record())
+    for url in (r1, r2, r3):
+        records = [wire.b64d(r) for r in requests.get(f"{url}/v1/identity/{phone.address}", timeout=10).json()["records"]]
+        assert set(identity.installations(phone.address, records)) == {phone.installation_id}, url
+
+
+def test_a_refusal_names_the_relay_and_the_reason(tmp_path: Path) -> None:
+    """A relay's 4xx refusal is one line naming the relay, as its being unreachable is (issue 10, "Failures")."""
+    from tests.relay_fixtures import unlimited_settings
+
+    with serve_relay(tmp_path / "full.db", unlimited_settings(topic_max_envelopes=1)) as url:
+        alice, bob = engine(tmp_path, "alice", [url], []), engine(tmp_path, "bob", [url], [])
+        assert alice.send(bob.address, "fills Bob's inbox").delivered
+        over = alice.send(bob.address, "one too many")
+        assert not over.delivered and over.message["state"] == "queued"
+        assert (over.error or "").startswith(f"relay {url} refused: inbox_full: "), over.error
+        assert (over.error or "").endswith("(HTTP 429)") and "\n" not in (over.error or "")
+        with pytest.raises(NotFound) as exc:
+            RelayClient(url).claim("0" * 32)
+        assert str(exc.value).startswith(f"relay {url} refused: no_prekeys: ") and str(exc.value).endswith("(HTTP 404)")
+        assert (exc.value.status, exc.value.code) == (404, "no_prekeys")
+    with pytest.raises(RelayUnavailable) as down:
+        RelayClient(url).health()
+    assert str(down.value).startswith(f"relay {url} unavailable: ")  # the same shape

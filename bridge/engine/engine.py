@@ -45,7 +45,7 @@ from bridge.protocol.content import MAX_TEXT_BYTES, Content, FileRef, TextConten
 from bridge.protocol.ids import inbox_topic, is_message_id, new_message_id
 from bridge.protocol.wire import WireError
 from bridge.engine.peers import REFRESH_INTERVAL_MS, Peers
-from bridge.relay.client import Envelope, NotFound, RelayClient, RelayError, RelayUnavailable
+from bridge.relay.client import Envelope, LogAnswer, NotFound, RelayClient, RelayError, RelayUnavailable
 from bridge.relay.urls import is_local_url
 from bridge.store import Store, StoreError, now_ms
 
@@ -342,10 +342,13 @@ class Engine:
         address, record = self.identity_pair()
         changed = False
         failed: dict[str, Exception] = {}
+        logs: dict[str, LogAnswer] = {}  # our wallet's log as each of our relays holds it
         for url in dict.fromkeys([*self.home_relays, *self.directory_relays]):
             try:
-                if record not in self.client(url).identity(address):
+                logs[url] = self.client(url).identity_log(address)
+                if record not in logs[url].records:
                     self.client(url).publish_identity(address, record)
+                    logs[url].records.append(record)
                     changed = True
             except (RelayUnavailable, RelayError) as exc:
                 failed[url] = exc
@@ -361,18 +364,80 @@ class Engine:
             # The primary is down; the others got our signed prekeys (Prekeys.ensure), so senders can
             # still start sessions. The daemon's prekey check tops the primary up when it is back.
             log.warning("prekeys not uploaded to the primary %s: %s", self.relay_url, exc)
-        return self.publish_relay_list() or changed
+        changed = self.publish_relay_list() or changed
+        self._spread_wallet_log(address, logs)
+        return changed
+
+    def _spread_wallet_log(self, address: str, logs: dict[str, LogAnswer]) -> None:
+        """Make our wallet's log whole wherever one of its installations reads (PROTOCOL.md §6.6 "One
+        wallet, several installations"): a sender stops at the first relay that has a log for the
+        address, so a relay holding only some of the wallet's installations would hide the others.
+
+        ``logs``: the log (and relay lists) each of our home and directory relays answered. Every record
+        of it that verifies for ``address`` (statements, revocations), and the newest verified relay list
+        of each of the wallet's active installations, is published on each of those relays that lacks
+        it, and on the inbox relays of the wallet's other installations, together with our own relay
+        list. The cache learns the whole log too (self fan-out reaches the others at once). Failures
+        are logged: the next registration tries again."""
+        verifier = self.peers.verifier
+        records: list[bytes] = []
+        for r in dict.fromkeys(r for answer in logs.values() for r in answer.records):
+            try:
+                if identity.verify(identity.SignedStatement.from_record(r), verifier=verifier).address == address:
+                    records.append(r)
+            except identity.IdentityError:
+                continue  # a relay's junk is not copied anywhere
+        active = identity.installations(address, records, verifier=verifier)
+        lists = {
+            iid: record
+            for iid, (_, record) in self.peers.verified_lists(
+                address, active, list(dict.fromkeys(r for answer in logs.values() for r in answer.relay_lists))
+            ).items()
+            if iid != self.installation_id
+        }
+        if not lists and all(set(records) <= set(answer.records) for answer in logs.values()):
+            return  # nothing missing on our relays, and no other installation reads elsewhere
+        self.peers.remember(address, LogAnswer(records, list(lists.values())), source=self.relay_url)
+        targets: dict[str, LogAnswer | None] = dict(logs)
+        for record in lists.values():
+            for url in relaylist.RelayList.decode(record).relays:
+                if url not in targets and self.may_use(url):
+                    targets[url] = None  # another installation's inbox relay: asked below
+        own_list = {self.installation_id: self.relay_list()}  # ours is on our relays already
+        for url, answer in targets.items():
+            client = self.client(url)
+            try:
+                if answer is None:
+                    answer = client.identity_log(address)
+                for r in records:
+                    if r not in answer.records:
+                        client.publish_identity(address, r)
+                for iid, record in {**lists, **(own_list if url not in logs else {})}.items():
+                    if record not in answer.relay_lists:
+                        try:
+                            client.publish_relay_list(iid, record)
+                        except RelayError as exc:
+                            if exc.code != "stale_relay_list":
+                                raise
+            except NotFound as exc:
+                log.info("relay %s keeps no relay lists (%s)", url, exc.code)
+            except (RelayUnavailable, RelayError) as exc:
+                log.warning("could not complete our wallet's log on %s: %s", url, exc)
 
     def publish_record(self, address: str, record: bytes) -> None:
         """Append an identity record (a statement or a revocation) to ``address``'s log on the primary
-        home relay, then on our other home and directory relays, where senders look (PROTOCOL.md
-        §6.6). A revocation only on the primary would leave the directory serving the installation.
+        home relay, then on our other home and directory relays, where senders look, and on the inbox
+        relays of ``address``'s other installations we know of (PROTOCOL.md §6.6). A revocation only on
+        the primary would leave the directory, or the relay a stolen installation reads, serving it.
 
         Raises:
             RelayUnavailable, RelayError: the primary could not be reached or refused (nothing else was tried).
         """
         self.relay.publish_identity(address, record)
-        for url in dict.fromkeys([*self.home_relays[1:], *self.directory_relays]):
+        others = [u for u in self.peers.relays_of(address) if self.may_use(u)]
+        for url in dict.fromkeys([*self.home_relays[1:], *self.directory_relays, *others]):
+            if url == self.relay_url:
+                continue
             try:
                 self.client(url).publish_identity(address, record)
             except (RelayUnavailable, RelayError) as exc:
@@ -1011,7 +1076,7 @@ class Engine:
                 try:
                     published = self.client(url).publish_envelope(env["topic"], bytes(env["payload"]))
                 except NotFound as exc:
-                    errors.append(f"{url}: {exc}")
+                    errors.append(str(exc))  # names the relay
                     continue
                 except RelayUnavailable as exc:
                     unavailable = unavailable or exc

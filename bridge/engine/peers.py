@@ -45,9 +45,9 @@ from bridge import identity
 from bridge.crypto import session
 from bridge.crypto.primitives import InvalidSignature
 from bridge.protocol import relaylist
-from bridge.protocol.ids import BUCKET_PREFIX_MAX, BUCKET_PREFIX_MIN, address_bucket
+from bridge.protocol.ids import BUCKET_PREFIX_MIN, address_bucket
 from bridge.protocol.wire import WireError
-from bridge.relay.client import LogAnswer, NotFound, RelayClient, RelayError, RelayUnavailable
+from bridge.relay.client import LogAnswer, RelayClient, RelayError, RelayUnavailable
 from bridge.store import Store, now_ms
 
 __all__ = [
@@ -315,7 +315,7 @@ class Peers:
                         failures.append(str(exc))
                         continue
                     except RelayError as exc:
-                        failures.append(f"relay {relay}: {exc}")
+                        failures.append(str(exc))  # names the relay
                         continue
                     answered = True
                     if answer is not None and answer.records:
@@ -361,47 +361,19 @@ class Peers:
 
     def _fetch(self, relay: str, group: list[str]) -> dict[str, LogAnswer]:
         """Ask ``relay`` for the buckets of ``group``: address → its answer (records, relay lists)."""
-        groups: dict[str, list[str]] = {}
-        width = self._prefix_by_relay.get(relay, self.prefix_hex)
-        for a in group:
-            groups.setdefault(address_bucket(a)[:width], []).append(a)
-        out: dict[str, LogAnswer] = {}
-        for prefix, g in groups.items():
-            out.update(self._fetch_bucket(relay, prefix, g))
-        return out
 
-    def _fetch_bucket(self, relay: str, prefix: str, group: list[str]) -> dict[str, LogAnswer]:
-        client = self._client(relay)
-        try:
-            logs = client.identity_logs(prefix)
-        except NotFound as exc:
-            if exc.code != "not_found":
-                raise
-            # A relay without the bucket route (older than issue 8): ask by address, which names it.
-            log.warning("relay %s has no identity-bucket route; looking up %d address(es) by name", relay, len(group))
-            return {a: client.identity_log(a) for a in group}
-        except RelayError as exc:
-            if exc.code != "bucket_too_large" or len(prefix) >= BUCKET_PREFIX_MAX:
-                raise
-            longer = len(prefix) + 1
+        def longer(width: int) -> None:
             with self._lock:  # this relay's buckets are large: stay longer
-                self._prefix_by_relay[relay] = max(self._prefix_by_relay.get(relay, self.prefix_hex), longer)
-                self.prefix_hex = max(self.prefix_hex, longer)
-            out: dict[str, LogAnswer] = {}
-            sub: dict[str, list[str]] = {}
-            for a in group:
-                sub.setdefault(address_bucket(a)[:longer], []).append(a)
-            for p, g in sub.items():
-                out.update(self._fetch_bucket(relay, p, g))
-            return out
-        # Only the logs we asked about are read; installations() skips records for any other address.
-        return {a: logs.get(a, LogAnswer([], [])) for a in group}
+                self._prefix_by_relay[relay] = max(self._prefix_by_relay.get(relay, self.prefix_hex), width)
+                self.prefix_hex = max(self.prefix_hex, width)
+
+        return self._client(relay).logs_by_bucket(group, self._prefix_by_relay.get(relay, self.prefix_hex), on_longer=longer)
 
     def _store(
         self, address: str, records: list[bytes], now: int, *, relay_lists: Sequence[bytes] = (), source: str | None = None
     ) -> None:
         active = identity.installations(address, records, verifier=self.verifier)
-        lists = self._verified_lists(address, active, relay_lists)
+        lists = self.verified_lists(address, active, relay_lists)
         revoked: set[str] = set()
         for r in records:
             try:
@@ -468,7 +440,7 @@ class Peers:
             log.warning("message %s: its sender installation turned out revoked or unregistered; flagged", mid)
             self._emit("message.flagged", {"id": mid, "reason": self.flag(mid)})
 
-    def _verified_lists(
+    def verified_lists(
         self, address: str, active: dict[str, identity.Statement], records: Sequence[bytes]
     ) -> dict[str, tuple[relaylist.RelayList, bytes]]:
         """The newest relay list of each active installation among ``records``, each verified with that
@@ -488,6 +460,14 @@ class Peers:
             if rl.installation_id not in out or rl.version > out[rl.installation_id][0].version:
                 out[rl.installation_id] = (rl, bytes(record))
         return out
+
+    def remember(self, address: str, answer: LogAnswer, *, source: str | None) -> None:
+        """Store ``address``'s log and relay lists, gathered by the caller (our own wallet's, at
+        registration), as a lookup would; the records are verified here."""
+        now = self.clock()
+        self._store(address, answer.records, now, relay_lists=answer.relay_lists, source=source)
+        with self._lock:
+            self._looked_up[address] = now
 
     def accept_relay_list(self, c: Any, address: str, installation_id: str, signing_pub: bytes, record: bytes) -> bool:
         """A relay list carried inside a message (PROTOCOL.md §6.1): keep it, in the caller's write
@@ -519,6 +499,11 @@ class Peers:
             (installation_id,),
         )
         return [rows[0]["relay"]] if rows else []
+
+    def relays_of(self, address: str) -> list[str]:
+        """Every inbox relay the cached relay lists of ``address``'s installations name. No I/O."""
+        rows = self.store.read("SELECT relays FROM peer_relay_lists WHERE address = ? ORDER BY installation_id", (address,))
+        return list(dict.fromkeys(u for r in rows for u in json.loads(r["relays"]) if isinstance(u, str)))
 
     # --- the schedule ------------------------------------------------------------------------------
 

@@ -4,16 +4,19 @@ Errors:
 
 * :class:`RelayUnavailable` — connection refused, timeout, 5xx, or an answer that is not the API's
   JSON; the message names the relay URL and the reason;
-* :class:`RelayError` ``(status, code, message)`` — a 4xx answer; :class:`NotFound` for 404.
+* :class:`RelayError` ``(status, code, message)`` — a 4xx answer, its text naming the relay URL too
+  (``relay URL refused: code: message (HTTP n)``); :class:`NotFound` for 404.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any, Iterator
 from urllib.parse import quote
 
@@ -22,6 +25,7 @@ import simple_websocket
 
 from bridge.crypto import primitives as P
 from bridge.protocol import wire
+from bridge.protocol.ids import BUCKET_PREFIX_MAX, BUCKET_PREFIX_MIN, address_bucket
 from bridge.protocol.wire import WireError
 from bridge.relay.auth import auth_message
 from bridge.relay.storage import Envelope
@@ -38,6 +42,8 @@ __all__ = [
     "NotFound",
     "PING_INTERVAL",
 ]
+
+log = logging.getLogger("parley.relay.client")
 
 #: Seconds between client ``{"type": "ping"}`` frames on a subscription.
 PING_INTERVAL = 20.0
@@ -89,13 +95,15 @@ def _record_installation(record: bytes) -> str | None:
 
 
 class RelayError(Exception):
-    """The relay refused a request (4xx) with a stable error ``code``."""
+    """The relay refused a request (4xx) with a stable error ``code``. With ``relay`` (its base URL) the
+    text names it, in the shape :class:`RelayUnavailable` has: ``relay URL refused: code: message (HTTP n)``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message} (HTTP {status})")
+    def __init__(self, status: int, code: str, message: str, relay: str | None = None) -> None:
+        super().__init__((f"relay {relay} refused: " if relay else "") + f"{code}: {message} (HTTP {status})")
         self.status = status
         self.code = code
         self.message = message
+        self.relay = relay
 
 
 class NotFound(RelayError):
@@ -136,7 +144,7 @@ def _frame_error(base_url: str, obj: dict[str, Any]) -> Exception:
     message = "".join(ch if ch.isprintable() else "?" for ch in str(obj.get("message", ""))[:200])
     if code in _FRAME_UNAVAILABLE:
         return RelayUnavailable(f"relay {base_url} unavailable: {code}: {message}")
-    return RelayError(_FRAME_STATUS.get(code, 400), code, message)
+    return RelayError(_FRAME_STATUS.get(code, 400), code, message, base_url)
 
 
 class Subscription:
@@ -401,7 +409,7 @@ class RelayClient:
             code = str(err.get("code", "error")) if isinstance(err, dict) else "error"
             message = str(err.get("message", resp.reason)) if isinstance(err, dict) else str(resp.reason)
             cls = NotFound if resp.status_code == 404 else RelayError
-            raise cls(resp.status_code, code, message)
+            raise cls(resp.status_code, code, message, self.base_url)
         if not isinstance(data, dict):
             raise RelayUnavailable(f"relay {self.base_url} answered {method} {path} with something that is not a JSON object")
         return data
@@ -425,7 +433,7 @@ class RelayClient:
             if resp.status_code >= 500:
                 raise RelayUnavailable(f"relay {self.base_url} unavailable: HTTP {resp.status_code} ({message})")
             cls = NotFound if resp.status_code == 404 else RelayError
-            raise cls(resp.status_code, code, message)
+            raise cls(resp.status_code, code, message, self.base_url)
         return resp
 
     def put_blob(self, installation_id: str, blob_id: str, body: Any, size: int) -> dict[str, Any]:
@@ -680,6 +688,44 @@ class RelayClient:
                 raise self._bad("bucket entry is not {address, records}")
             out[entry["address"]] = self._log_answer(entry)
         return out
+
+    def logs_by_bucket(
+        self, addresses: Iterable[str], width: int = BUCKET_PREFIX_MIN, *, on_longer: Callable[[int], None] | None = None
+    ) -> dict[str, LogAnswer]:
+        """The logs and relay lists of ``addresses`` (checksummed), asked for by k-anonymous bucket
+        (PROTOCOL.md §6.5): the relay learns ``width`` hex digits of each address's bucket, not the
+        address, so it cannot tell whom we are about to write to. An address without a log answers
+        empty. A relay whose bucket is too large is asked again with a longer prefix (``on_longer`` is
+        told the new width, to start with it next time); only a relay without the bucket route (older
+        than issue 8) is asked by address.
+
+        Raises:
+            RelayUnavailable, RelayError
+        """
+        groups: dict[str, list[str]] = {}
+        for a in dict.fromkeys(addresses):
+            groups.setdefault(address_bucket(a)[:width], []).append(a)
+        out: dict[str, LogAnswer] = {}
+        for prefix, group in groups.items():
+            out.update(self._bucket_logs(prefix, group, on_longer))
+        return out
+
+    def _bucket_logs(self, prefix: str, group: list[str], on_longer: Callable[[int], None] | None) -> dict[str, LogAnswer]:
+        try:
+            logs = self.identity_logs(prefix)
+        except NotFound as exc:
+            if exc.code != "not_found":
+                raise
+            log.warning("relay %s has no identity-bucket route; looking up %d address(es) by name", self.base_url, len(group))
+            return {a: self.identity_log(a) for a in group}
+        except RelayError as exc:
+            if exc.code != "bucket_too_large" or len(prefix) >= BUCKET_PREFIX_MAX:
+                raise
+            if on_longer is not None:
+                on_longer(len(prefix) + 1)
+            return self.logs_by_bucket(group, len(prefix) + 1, on_longer=on_longer)
+        # Only the logs asked about are read; the caller verifies each (and skips records for any other address).
+        return {a: logs.get(a, LogAnswer([], [])) for a in group}
 
     def identity_bucket(self, prefix: str) -> dict[str, list[bytes]]:
         """Every identity log in the k-anonymous bucket ``prefix``: address → raw records (see :meth:`identity_logs`).
