@@ -63,7 +63,7 @@ firefox:
 	else echo "firefox: not installed (the Firefox scenario is skipped): apt-get install firefox-esr"; fi
 
 test: install node browser firefox lint-js
-	$(PY) -m pytest tests e2e -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest tests e2e -n $(PYTEST_WORKERS) --dist loadfile --durations=30
 	node --test tests/js/
 
 ## test-fast: the fast subset for iteration (node tests, then pytest without the `slow` process suites and the

@@ -1066,7 +1066,7 @@ def test_a_message_the_relay_refuses_for_good_fails_and_the_next_one_goes(tmp_pa
     big = alice.queue(bob.address, "x" * 9000)["id"]
     after = alice.queue(bob.address, "after the big one")["id"]
     errors = alice.flush_outbox()
-    assert list(errors) == [big] and errors[big].startswith("too_large: ")
+    assert list(errors) == [big] and errors[big].startswith(f"relay {quota_relay} refused: too_large: ")
     assert table(alice, f"SELECT attempts, state, last_error FROM outbox WHERE message_id = '{big}'") == [(1, "failed", errors[big])]
     assert [(m["id"], m["state"]) for m in alice.messages(bob.address)] == [(big, "failed"), (after, "sent")]
     # what `parley status` shows
@@ -1083,7 +1083,7 @@ def test_a_message_the_relay_asks_to_retry_holds_back_the_later_ones_to_that_pee
     first = alice.queue(bob.address, "y" * 5000)["id"]
     second = alice.queue(bob.address, "short, but second")["id"]
     errors = alice.flush_outbox()
-    assert errors[first].startswith("inbox_full: ")
+    assert errors[first].startswith(f"relay {quota_relay} refused: inbox_full: ")
     assert errors.get(second) == "waiting behind an earlier message to the same peer"  # not sent ahead of the first
     assert table(alice, "SELECT message_id, attempts, state FROM outbox ORDER BY attempts DESC") == [(first, 1, "prepared"), (second, 0, "pending")]
     assert bob.sync() == 0 and inbox(bob) == []
