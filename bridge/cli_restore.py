@@ -124,14 +124,7 @@ def restore(ctx: Ctx, recovery_key: str | None, relay: str | None, file: Path | 
     if as_json:
         click.echo(json.dumps(summary))
         return
-    click.echo(f"restored {ctx.home.path}")
-    click.echo(f"address:       {summary['address']}")
-    click.echo(f"installation:  {summary['installation_id']} (new)")
-    click.echo(f"messages:      {summary['messages']} in {summary['conversations']} conversation(s)")
-    if summary["drained"]:
-        click.echo(f"while away:    {summary['drained']} message(s) read from the standby installation")
-    if summary["registered"]:
-        click.echo("registered on " + ", ".join(summary["relays"]))
+    print_new_home(ctx, summary, "restored")
     for iid in summary["revoked"]:
         click.echo(f"revoked:       {iid}")
     for iid in summary["kept"]:
@@ -142,6 +135,19 @@ def restore(ctx: Ctx, recovery_key: str | None, relay: str | None, file: Path | 
         click.echo("your wallet is in your browser: run `parley run`, then `parley signin` to authorize this installation with it")
     else:
         click.echo("remote backup is on, with the same recovery key")
+
+
+def print_new_home(ctx: Ctx, summary: dict[str, Any], verb: str) -> None:
+    """The first lines about a home made from an archive (``restore``, ``transfer receive`` into an empty
+    home): where, which wallet, the new installation, the history, the relays it registered on."""
+    click.echo(f"{verb} {ctx.home.path}")
+    click.echo(f"address:       {summary['address']}")
+    click.echo(f"installation:  {summary['installation_id']} (new)")
+    click.echo(f"messages:      {summary['messages']} in {summary['conversations']} conversation(s)")
+    if summary.get("drained"):
+        click.echo(f"while away:    {summary['drained']} message(s) read from the standby installation")
+    if summary["registered"]:
+        click.echo("registered on " + ", ".join(summary["relays"]))
 
 
 def _snapshot_error() -> type[Exception]:

@@ -170,6 +170,7 @@ def _receive_into_empty_home(ctx: Ctx, code: Any, timeout: float, as_json: bool)
     from bridge.backup.restore import RestoreError, check_empty_home, restore_home
     from bridge.backup.snapshot import SnapshotError
     from bridge.cli import passphrase, terminal_safe
+    from bridge.cli_restore import print_new_home
     from bridge.relay.client import RelayClient
 
     try:
@@ -195,11 +196,6 @@ def _receive_into_empty_home(ctx: Ctx, code: Any, timeout: float, as_json: bool)
     if as_json:
         click.echo(json.dumps({"received": True, **summary}))
         return
-    click.echo(f"received into {ctx.home.path}")
-    click.echo(f"address:       {summary['address']}")
-    click.echo(f"installation:  {summary['installation_id']} (new)")
-    click.echo(f"messages:      {summary['messages']} in {summary['conversations']} conversation(s)")
-    if summary["registered"]:
-        click.echo("registered on " + ", ".join(summary["relays"]))
+    print_new_home(ctx, summary, "received into")
     for note in summary["notes"]:
         click.echo(f"note: {terminal_safe(note)}", err=True)

@@ -338,3 +338,24 @@ def test_messages_sent_while_away_are_drained_from_the_standby_which_is_rotated_
     assert active(net.r1, a) == {s["installation_id"], s["standby"]}
     status = json.loads(ok(parley(new, "backup", "remote", "status", "--json")).stdout)
     assert status["standby"]["installation_id"] == s["standby"] and status["confirmed"] is True
+
+
+def test_the_new_home_summary_names_the_home_wallet_installation_history_and_relays(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from bridge.cli_restore import print_new_home
+
+    summary = {"address": "0xabc", "installation_id": "ab" * 16, "messages": 7, "conversations": 2, "drained": 3,
+               "registered": True, "relays": ["https://r1.example", "https://r2.example"]}
+    print_new_home(SimpleNamespace(home=SimpleNamespace(path=tmp_path)), summary, "restored")  # type: ignore[arg-type]
+    assert capsys.readouterr().out.splitlines() == [
+        f"restored {tmp_path}",
+        "address:       0xabc",
+        f"installation:  {'ab' * 16} (new)",
+        "messages:      7 in 2 conversation(s)",
+        "while away:    3 message(s) read from the standby installation",
+        "registered on https://r1.example, https://r2.example",
+    ]
+    print_new_home(SimpleNamespace(home=SimpleNamespace(path=tmp_path)), {**summary, "drained": 0, "registered": False}, "received into")  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert out.startswith(f"received into {tmp_path}\n") and "while away" not in out and "registered on" not in out
