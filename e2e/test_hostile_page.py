@@ -46,8 +46,11 @@ API_KEY = "sk_live_PAGE_MUST_NOT_SEE_THIS"
 
 #: The identity cache (bridge/engine/peers.py) changes by itself, on its jittered schedule and right
 #: after a message arrives (its sender is tracked for the next re-check): not something a page can
-#: cause, so it is left out of "what an attack may not change".
-IDENTITY_CACHE_TABLES = frozenset({"peer_fetches", "peer_installations", "peer_revoked", "sender_rechecks"})
+#: cause, so it is left out of "what an attack may not change". A refresh also rewrites the peer's
+#: relay lists and the relay its log was found on (peer_relay_lists, peer_sources; issue 10).
+IDENTITY_CACHE_TABLES = frozenset(
+    {"peer_fetches", "peer_installations", "peer_revoked", "sender_rechecks", "peer_relay_lists", "peer_sources"}
+)
 
 
 @dataclass
@@ -229,6 +232,9 @@ def test_directly_framed_invisible_widget_neither_marks_read_nor_sends(env: Env)
     # Ordering anchor: the legitimate widget, opened visibly from the DM button, does mark read.
     legit = env.browser.context.new_page()
     legit.goto(env.replicas.url("hey.xyz", "/u/bob"))
+    # Kept for the next test at once: were this test to fail below, a visible widget left open in
+    # another tab would mark Bob's next messages read and fail the next test for the wrong reason.
+    env.pages["legit"] = legit
     legit.locator(BUTTON).click()
     lw = widget(legit)
     expect(lw.locator('[data-parley="message"][data-direction="in"]').last).to_have_text(
@@ -239,7 +245,6 @@ def test_directly_framed_invisible_widget_neither_marks_read_nor_sends(env: Env)
     assert not changed, f"the attack changed {changed}"
     assert outcome == "refused", "the widget framed by the page came alive"
     wait_until(lambda: env.unread() == 0, timeout=TIMEOUT_MS / 1000, what="the legitimate widget to mark read")
-    env.pages["legit"] = legit
     page.close()
 
 
