@@ -42,7 +42,7 @@ from tests.procs import Proc, parley, start_bridge, start_relay, whoami  # noqa:
 
 __all__ = ["main"]
 
-RATES = [10, 100, 1000]
+RATES = [int(r) for r in os.environ.get("E2E_RATES", "10,100,1000").split(",")]
 DURATION = 3.0
 SENDERS = 16
 SETTLE = 10.0
@@ -144,6 +144,7 @@ def main() -> None:
         code = parley(bob, "pair", check=True).stdout.strip().splitlines()[-1]
         ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "pair", "params": {"code": code, "name": "bench"}}))
         got: dict[str, float] = {}
+        accepted, answers = threading.Event(), []
 
         def reader() -> None:
             while True:
@@ -151,6 +152,10 @@ def main() -> None:
                     msg = json.loads(ws.recv())
                 except Exception:  # noqa: BLE001 - closed at the end
                     return
+                if isinstance(msg, dict) and msg.get("id") == 2:
+                    answers.append(msg)
+                    if msg.get("result", {}).get("consent") == "allowed":
+                        accepted.set()
                 if isinstance(msg, dict) and msg.get("method") == "message.new":
                     m = msg["params"]["message"]
                     text = m.get("text") or m.get("body") or ""
@@ -163,6 +168,13 @@ def main() -> None:
         deadline = time.monotonic() + 30
         while "warm-up" not in got and time.monotonic() < deadline:
             time.sleep(0.05)
+        if "warm-up" not in got:
+            raise SystemExit("the warm-up message did not reach Bob within 30 s")
+        # Bob accepts Alice's request (consent, issue 12): a request stores at most REQUEST_LIMIT messages.
+        alice_addr = whoami(alice)["address"]
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "consent.set", "params": {"peer": alice_addr, "action": "accept"}}))
+        if not accepted.wait(30):
+            raise SystemExit(f"Bob's consent.set did not answer: {answers}")
         e2e = [offered_load(rate, lambda k: client.send(bob_addr, k), got, "e2e") for rate in RATES]
         raw = baseline(relay_url, tmp / "relay.db")
     finally:
