@@ -12,6 +12,12 @@ Run: ``python bench/crypto.py`` (about 10-20 s on 2 cores). Prints one table. No
 
 Each row also shows the time of the raw primitive operations that row performs, measured in the
 same run, and the ratio (ours / raw): the overhead of state handling, encoding and checks.
+
+Optional baseline (issue 13): Syndace's ``doubleratchet`` (PyPI, ``pip install doubleratchet``), run
+in the same process with Parley's parameters (Curve25519, HKDF-SHA256 root chain, HMAC-SHA256 message
+chains, AES-256-CBC + HMAC-SHA256 AEAD, 100-byte messages), same chain and with a DH step on every
+message. Its coroutines never suspend, so they are driven without an event loop (no loop overhead is
+counted against it). Skipped, with one line saying so, when it is not installed.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -53,6 +59,75 @@ def ident() -> session.LocalIdentity:
 
 def remote(li: session.LocalIdentity) -> session.RemoteInstallation:
     return session.RemoteInstallation(li.installation_id, li.signing_pub, li.identity_pub)
+
+
+def drive(coro: Any) -> Any:
+    """Run a coroutine that never suspends (Syndace's crypto is synchronous under ``async``)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("the coroutine suspended")
+
+
+def syndace_rates(pt: bytes) -> tuple[float, float] | None:
+    """encrypt+decrypt pairs/s of Syndace's doubleratchet, same chain and DH step each; None when absent."""
+    try:
+        from doubleratchet import DoubleRatchet, Header
+        from doubleratchet.recommended import HashFunction, aead_aes_hmac, diffie_hellman_ratchet_curve25519, kdf_hkdf, kdf_separate_hmacs
+    except ImportError:
+        return None
+
+    class Aead(aead_aes_hmac.AEAD):
+        @staticmethod
+        def _get_hash_function() -> HashFunction:
+            return HashFunction.SHA_256
+
+        @staticmethod
+        def _get_info() -> bytes:
+            return b"bench message keys"
+
+    class RootKdf(kdf_hkdf.KDF):
+        @staticmethod
+        def _get_hash_function() -> HashFunction:
+            return HashFunction.SHA_256
+
+        @staticmethod
+        def _get_info() -> bytes:
+            return b"bench root chain"
+
+    class ChainKdf(kdf_separate_hmacs.KDF):
+        @staticmethod
+        def _get_hash_function() -> HashFunction:
+            return HashFunction.SHA_256
+
+    class Ratchet(DoubleRatchet):
+        @staticmethod
+        def _build_associated_data(associated_data: bytes, header: Header) -> bytes:
+            return (associated_data + header.ratchet_pub + header.previous_sending_chain_length.to_bytes(8, "big")
+                    + header.sending_chain_length.to_bytes(8, "big"))
+
+    dh = diffie_hellman_ratchet_curve25519.DiffieHellmanRatchet
+    params = (dh, RootKdf, ChainKdf, b"\x02\x01", 1000, 1000, Aead)
+    shared, ad = P.random_bytes(32), b"ad"
+    bob_priv, bob_pub = P.x25519_keypair()
+    a, first = drive(Ratchet.encrypt_initial_message(*params, shared, bob_pub, b"hello", ad))
+    b, _ = drive(Ratchet.decrypt_initial_message(*params, shared, bob_priv, first, ad))
+    b_reply = drive(b.encrypt_message(b"r", ad))
+    drive(a.decrypt_message(b_reply, ad))
+    state = {"a": a, "b": b}
+
+    def one_way() -> None:
+        drive(state["b"].decrypt_message(drive(state["a"].encrypt_message(pt, ad)), ad))
+
+    flip = {"turn": 0}
+
+    def ping_pong() -> None:
+        s, d = ("a", "b") if flip["turn"] % 2 == 0 else ("b", "a")
+        flip["turn"] += 1
+        drive(state[d].decrypt_message(drive(state[s].encrypt_message(pt, ad)), ad))
+
+    return rate(one_way), rate(ping_pong)
 
 
 def main() -> None:
@@ -129,6 +204,13 @@ def main() -> None:
     for name, ops, raw_us, what in ours:
         print(f"{name:<42}{ops:>12,.0f}{1e6 / ops:>10.1f}{raw_us:>10.1f}{(1e6 / ops) / raw_us:>8.2f}  {what}")
     print("\nratio = time of our operation / time of the raw primitive calls it makes (same run).")
+    syndace = syndace_rates(pt)
+    if syndace is None:
+        print("\nSyndace doubleratchet: not installed (pip install doubleratchet); baseline skipped")
+        return
+    print(f"\n{'vs Syndace doubleratchet (same run)':<42}{'Parley/s':>12}{'Syndace/s':>12}{'Parley faster':>15}")
+    for (name, ops, _, _), theirs in zip(ours, syndace):
+        print(f"{name:<42}{ops:>12,.0f}{theirs:>12,.0f}{ops / theirs:>14.2f}x")
 
 
 if __name__ == "__main__":

@@ -379,3 +379,22 @@ def test_header_counters_are_uint32(pn: int, n: int) -> None:
     with raises_exactly(WireError):
         Header.decode(wire.encode([dh, pn, n]))
     assert Header.decode(wire.encode([dh, 2**32 - 1, 2**32 - 1])) == Header(dh, 2**32 - 1, 2**32 - 1)
+
+
+def test_evolve_is_replace_and_refuses_a_field_the_state_does_not_have() -> None:
+    """ratchet.evolve (the fast copy the ratchet and sessions use instead of dataclasses.replace)."""
+    import dataclasses
+
+    from bridge.crypto.ratchet import RatchetState, evolve
+
+    state = RatchetState(b"a" * 32, b"b" * 32, None, b"c" * 32, b"d" * 32, None, 1, 2, 3, ((b"e" * 32, 4, b"f" * 32),), (b"g" * 32,))
+    for f in dataclasses.fields(RatchetState):
+        value = 99 if isinstance(getattr(state, f.name), int) else b"z" * 32
+        new = evolve(state, **{f.name: value})
+        assert new == dataclasses.replace(state, **{f.name: value})
+        assert getattr(new, f.name) == value and new is not state
+    assert state == RatchetState(b"a" * 32, b"b" * 32, None, b"c" * 32, b"d" * 32, None, 1, 2, 3, ((b"e" * 32, 4, b"f" * 32),), (b"g" * 32,))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        evolve(state, ns=5).ns = 6  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field"):
+        evolve(state, nss=5)

@@ -13,7 +13,7 @@ Limits: at most :data:`MAX_SKIP` (1000) message keys skipped in one chain per me
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.crypto import DuplicateMessage, NoReceivingChain, SessionError, TooManySkipped
@@ -43,6 +43,19 @@ MAX_STORED_SKIPPED = 2000
 MAX_OLD_REMOTE_KEYS = 32
 MAX_COUNTER = 2**32 - 1
 STATE_VERSION = 1
+
+
+def evolve(obj: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` for the frozen, unvalidated state dataclasses of this package (no
+    ``__post_init__``, no ``__slots__``): a copy with ``changes``, about 4x faster, which is a fifth of
+    an encrypt+decrypt (bench/crypto.py). ``tests/test_ratchet.py`` checks it equals ``replace``."""
+    if not changes.keys() <= obj.__dataclass_fields__.keys():
+        raise TypeError(f"{type(obj).__name__} has no field {sorted(changes.keys() - obj.__dataclass_fields__.keys())}")
+    new = object.__new__(type(obj))
+    d = new.__dict__
+    d.update(obj.__dict__)
+    d.update(changes)
+    return new
 
 
 @dataclass(frozen=True)
@@ -201,7 +214,7 @@ def encrypt(state: RatchetState, plaintext: bytes, ad: bytes) -> tuple[RatchetSt
     cks, mk = kdf_ck(state.cks)
     hb = Header(state.dhs_pub, state.pn, state.ns).encode()
     ct = chain.encrypt(mk, plaintext, bytes(ad) + hb)
-    return replace(state, cks=cks, ns=state.ns + 1), hb, ct
+    return evolve(state, cks=cks, ns=state.ns + 1), hb, ct
 
 
 def _skip(
@@ -217,7 +230,7 @@ def _skip(
         ckr, mk = kdf_ck(ckr)
         stash.append((state.dhr, nr, mk))
         nr += 1
-    return replace(state, ckr=ckr, nr=nr)
+    return evolve(state, ckr=ckr, nr=nr)
 
 
 def decrypt(
@@ -246,7 +259,7 @@ def decrypt(
     for i, (dh, n, mk) in enumerate(state.skipped):
         if dh == h.dh and n == h.n:
             pt = chain.decrypt(mk, ciphertext, full_ad)
-            return replace(state, skipped=state.skipped[:i] + state.skipped[i + 1 :]), pt
+            return evolve(state, skipped=state.skipped[:i] + state.skipped[i + 1 :]), pt
 
     if h.dh == state.dhr:
         if h.n < state.nr:
@@ -263,7 +276,7 @@ def decrypt(
         rk, ckr = kdf_rk(new.rk, P.x25519_dh(new.dhs_priv, h.dh))
         priv, pub = P.x25519_keypair(ratchet_priv)
         rk, cks = kdf_rk(rk, P.x25519_dh(priv, h.dh))
-        new = replace(
+        new = evolve(
             new,
             pn=new.ns,
             ns=0,
@@ -284,4 +297,4 @@ def decrypt(
     ckr, mk = kdf_ck(new.ckr)
     pt = chain.decrypt(mk, ciphertext, full_ad)
     skipped = (new.skipped + tuple(stash))[-MAX_STORED_SKIPPED:]
-    return replace(new, ckr=ckr, nr=new.nr + 1, skipped=skipped), pt
+    return evolve(new, ckr=ckr, nr=new.nr + 1, skipped=skipped), pt

@@ -17,13 +17,13 @@ the caller holding its old session.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.crypto import DuplicateMessage, SessionError, TooManySkipped
 from bridge.crypto import pqxdh, ratchet
 from bridge.crypto import primitives as P
-from bridge.crypto.ratchet import RatchetState
+from bridge.crypto.ratchet import RatchetState, evolve
 from bridge.protocol import wire
 from bridge.protocol.ids import is_installation_id
 from bridge.protocol.prekeys import PQ_LRPK, PQ_OTPK, Bundle
@@ -277,7 +277,7 @@ def encrypt(session: Session, plaintext: bytes) -> tuple[Session, bytes]:
         )
     else:
         msg = wire.encode([VERSION, "msg", session.sid, header, ct])
-    return replace(session, ratchet=state), msg
+    return evolve(session, ratchet=state), msg
 
 
 def accept(
@@ -370,4 +370,4 @@ def decrypt(session: Session, message: bytes, *, ratchet_priv: bytes | None = No
             raise SessionError("the initiator never receives PreKey messages")
         _check_prekey_fields(session, p)
     state, pt = ratchet.decrypt(session.ratchet, p.header, p.ciphertext, session.ad, ratchet_priv=ratchet_priv)
-    return replace(session, ratchet=state, pending=None, reply_received=True), pt
+    return evolve(session, ratchet=state, pending=None, reply_received=True), pt

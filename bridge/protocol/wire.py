@@ -102,6 +102,7 @@ def decode(data: bytes, *, max_size: int = MAX_DECODE, canonical: bool = True) -
 
 #: The only CBOR values Parley structures are made of (docs/PROTOCOL.md §0 "Types").
 _PLAIN = (int, bytes, str, list, dict, type(None))
+_PLAIN_LEAVES = frozenset({int, bool, bytes, str, type(None)})
 
 
 def _check_plain(obj: Any) -> None:
@@ -114,9 +115,17 @@ def _check_plain(obj: Any) -> None:
     stack = [obj]
     while stack:
         v = stack.pop()
-        if not isinstance(v, _PLAIN):
+        t = type(v)
+        if t in _PLAIN_LEAVES:  # exact types: cbor2 decodes to these, never to subclasses
+            continue
+        if t is list:
+            stack.extend(v)
+        elif t is dict:
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif not isinstance(v, _PLAIN):
             raise WireError(f"CBOR value of type {type(v).__name__} is not allowed")
-        if isinstance(v, list):
+        elif isinstance(v, list):
             stack.extend(v)
         elif isinstance(v, dict):
             stack.extend(v.keys())
