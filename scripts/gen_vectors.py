@@ -1530,6 +1530,30 @@ def relay_answers_family() -> dict[str, Any]:
     inp = dict(settings=RELAY_SETTINGS, clock_start=RELAY_CLOCK_START, installations=insts, steps=steps)
     expected = relay_script_run(inp)
     v = [dict(name="one relay, one scripted session", input=inp, expected=dict(answers=expected))]
+
+    # 1.4: POST /v1/envelopes/batch, on a fresh relay (its own script: the session above has no room left)
+    steps = []
+    batch = "/v1/envelopes/batch"
+    add(http("GET", "/v1/health", why="health: minor 4"))
+    add(http("POST", f"/v1/identity/{ANVIL0}", {"record": rec("inst1")}, why="authorize inst1"))
+    add(http("POST", batch, {"topics": [topic1], "payloads": []}, why="batch: arrays of different lengths"))
+    add(http("POST", batch, {"topics": [], "payloads": []}, why="batch: empty"))
+    add(http("POST", batch, {"topics": [topic1] * 257, "payloads": ["AAAA"] * 257}, why="batch: over max_publish_batch (256)"))
+    add(http("POST", batch, {"topics": topic1, "payloads": "AAAA"}, why="batch: not arrays"))
+    add(http("POST", batch, {"topics": [topic1], "payloads": ["AAAA"], "extra": 1}, why="batch: unknown field"))
+    add(http("POST", batch, {"topics": [topic2, topic1], "payloads": ["AAAA", "AAAA"]},
+             why="batch: the first envelope's topic has no active installation: nothing stored"))
+    add(http("POST", batch, {"topics": [topic1, topic1.upper()], "payloads": [wire.b64e(b"batch one"), "AAAA"]},
+             why="batch: the second topic is malformed: the first is stored"))
+    add(http("POST", batch, {"topics": [topic1, topic1], "payloads": [wire.b64e(b"batch two"), wire.b64e(b"batch three")]},
+             why="batch: the quota (2 here) stops the second"))
+    add(http("POST", batch, {"topics": [topic1], "payloads": [""]}, why="batch: an empty payload"))
+    c1 = add(http("POST", "/v1/auth/challenge", {"installation_id": i1}, why="challenge"))
+    t1 = add(http("POST", "/v1/auth/token", {"installation_id": i1, "challenge": f"${{challenge:{c1}}}", "signature": f"${{sign:{c1}:inst1}}"},
+                  why="token"))
+    add(http("GET", f"/v1/envelopes/{topic1}", headers={"Authorization": f"Bearer ${{token:{t1}}}"}, why="fetch: what the batches stored, in order"))
+    inp = dict(settings=dict(topic_max_envelopes=2), clock_start=RELAY_CLOCK_START, installations=insts, steps=steps)
+    v.append(dict(name="batch publish (1.4)", input=inp, expected=dict(answers=relay_script_run(inp))))
     return family("relay-answers", f"ours: {GEN} (recorded against bridge.relay.server.create_app over SQLite through Flask's test "
                   "client; records and uploads are deterministic, volatile fields replaced by descriptions)",
                   "Replay input.steps against a fresh relay (RelaySettings: every rate limit lifted, then input.settings; clock = "

@@ -357,7 +357,7 @@ def test_junk_frames_and_bodies_do_not_kill_a_relay_or_a_bridge(tmp_path: Path, 
                 ws.shutdown()
 
     assert relay.p.poll() is None and bridge.p.poll() is None
-    assert requests.get(f"{relay_url}/v1/health", timeout=10).json() == {"ok": True, "version": 1, "minor": 3}
+    assert requests.get(f"{relay_url}/v1/health", timeout=10).json() == {"ok": True, "version": 1, "minor": 4}
     ctl = DaemonClient.find(Home(home))
     assert ctl is not None and ctl._call("GET", "status")["relay"]["connected"] is True
     ws = websocket.create_connection(f"ws://127.0.0.1:{bport}/v1/rpc", origin=f"chrome-extension://{EXTENSION_ID}", timeout=10)

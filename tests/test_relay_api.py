@@ -114,7 +114,7 @@ def rejected(relay: Relay, resp_fn: Any, status: int, code: str) -> None:
 
 def test_health(relay: Relay) -> None:
     r = relay.client.get("/v1/health")
-    assert r.status_code == 200 and r.get_json() == {"ok": True, "version": 1, "minor": 3}
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "version": 1, "minor": 4}
 
 
 def test_unknown_route_and_method_are_json(relay: Relay) -> None:

@@ -477,7 +477,7 @@ def test_parley_relay_backup_options(tmp_path: Path) -> None:
     try:
         k = key()
         with RelayClient(url, timeout=30) as client:
-            assert client.health()["minor"] == 3
+            assert client.health()["minor"] == 4
             client.backup_put(k, "a", b"a" * MiB)
             with pytest.raises(RelayError) as exc:
                 client.backup_put(k, "b", b"b")

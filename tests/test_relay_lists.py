@@ -103,7 +103,7 @@ def refused(relay: Relay, status: int, code: str, method: str, path: str, body: 
 
 
 def test_health_says_minor_1(relay: Relay) -> None:
-    assert relay.call("GET", "/v1/health").get_json() == {"ok": True, "version": 1, "minor": 3}
+    assert relay.call("GET", "/v1/health").get_json() == {"ok": True, "version": 1, "minor": 4}
 
 
 def test_put_then_served_in_identity_and_bucket_answers(relay: Relay) -> None:
@@ -269,7 +269,7 @@ def test_client_publishes_and_reads_relay_lists(tmp_path: Path) -> None:
     record = authorize_record(inst)
     with serve_relay(tmp_path / "relay.db") as url, RelayClient(url) as client:
         client.publish_identity(WALLET_ADDRESS, record)
-        assert client.health()["minor"] == 3
+        assert client.health()["minor"] == 4
         rl = relay_list(inst, 6)
         assert client.publish_relay_list(inst.iid, rl) == 6
         assert client.publish_relay_list(inst.iid, rl) == 6  # 200: already there

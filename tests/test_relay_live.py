@@ -63,7 +63,7 @@ def _register(client: RelayClient, inst: Installation) -> None:
 
 
 def test_client_roundtrip(client: RelayClient) -> None:
-    assert client.health() == {"ok": True, "version": 1, "minor": 3}
+    assert client.health() == {"ok": True, "version": 1, "minor": 4}
     inst = make_installation()
     rec = authorize_record(inst)
     assert client.publish_identity(WALLET_ADDRESS, rec) == 1
@@ -517,3 +517,73 @@ def test_subscribe_frame_takes_exactly_token_topic_and_after_with_their_types(li
         finally:
             with contextlib.suppress(simple_websocket.ConnectionClosed):
                 ws.close()
+
+
+@pytest.mark.parametrize("relay_version", ["1.4", "1.3"])
+def test_client_publishes_a_batch_and_falls_back_to_single_publishes_on_an_older_relay(tmp_path: Path, relay_version: str) -> None:
+    """RelayClient.publish_envelopes: one request to a 1.4 relay; a relay before 1.4 answers the route
+    404 not_found, and the client then publishes one by one (and remembers). Either way the published
+    prefix, in order, and the refusal that stopped it."""
+    from tests.relay_fixtures import serve_storage, unlimited_settings
+
+    seen: list[str] = []
+
+    def older(app):  # type: ignore[no-untyped-def]
+        def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
+            seen.append(environ["PATH_INFO"])
+            if relay_version == "1.3" and environ["PATH_INFO"] == "/v1/envelopes/batch":
+                start_response("404 NOT FOUND", [("Content-Type", "application/json")])
+                return [b'{"error": {"code": "not_found", "message": "no such endpoint"}}']
+            return app(environ, start_response)
+        return wsgi
+
+    storage = SQLiteStorage(str(tmp_path / "r.db"))
+    try:
+        with serve_storage(storage, unlimited_settings(topic_max_envelopes=3), wrap=older) as url:
+            client = RelayClient(url, timeout=10.0)
+            inst, gone = make_installation(), make_installation()
+            _register(client, inst)
+            done, refused = client.publish_envelopes([(inst.topic, b"one"), (inst.topic, b"two")])
+            assert refused is None and [p.logs for p in done] == [{WALLET_ADDRESS: 1}] * 2
+            done2, refused = client.publish_envelopes([(inst.topic, b"three"), (gone.topic, b"x"), (inst.topic, b"never")])
+            assert len(done2) == 1 and isinstance(refused, NotFound) and refused.code == "unknown_installation"
+            done3, refused = client.publish_envelopes([(inst.topic, b"four")])  # the quota (3) is full
+            assert done3 == [] and refused is not None and (refused.status, refused.code) == (429, "inbox_full")
+            assert url in str(refused)  # a refusal names its relay
+            token = client.authenticate(inst.iid, inst.signing_priv)
+            got = client.fetch(inst.topic, 0, token=token)
+            assert [(e.cursor, e.payload) for e in got] == [(p.cursor, t) for p, t in zip(done + done2, (b"one", b"two", b"three"))]
+            batches = seen.count("/v1/envelopes/batch")
+            assert (batches, seen.count("/v1/envelopes")) == ((3, 0) if relay_version == "1.4" else (1, 5))  # asked once, then remembered
+            with pytest.raises(ValueError):
+                client.publish_envelopes([])
+            client.close()
+    finally:
+        storage.close()
+
+
+def test_client_refuses_a_malformed_batch_answer(tmp_path: Path) -> None:
+    """A hostile relay's batch answer: more cursors than envelopes, a non-integer cursor, a short answer with no reason."""
+    from tests.relay_fixtures import serve_storage, unlimited_settings
+
+    answers = [b'{"cursors": [1, 2, 3]}', b'{"cursors": ["1"]}', b'{"cursors": []}', b'{"cursors": [], "refused": {"status": 200}}']
+
+    def hostile(app):  # type: ignore[no-untyped-def]
+        def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
+            if environ["PATH_INFO"] == "/v1/envelopes/batch":
+                start_response("200 OK", [("Content-Type", "application/json")])
+                return [answers.pop(0)]
+            return app(environ, start_response)
+        return wsgi
+
+    storage = SQLiteStorage(str(tmp_path / "r.db"))
+    try:
+        with serve_storage(storage, unlimited_settings(), wrap=hostile) as url:
+            client = RelayClient(url, timeout=10.0)
+            topic = make_installation().topic
+            for _ in range(4):
+                with pytest.raises(RelayUnavailable, match="malformed answer"):
+                    client.publish_envelopes([(topic, b"a"), (topic, b"b")])
+            client.close()
+    finally:
+        storage.close()

@@ -128,7 +128,7 @@ def test_relay_serves_fresh_publish_after_5000_subscribers_close_at_once(tmp_pat
             held, elapsed = pool.submit(asyncio.run, _scenario(url, tokens[:CROWD_TOPICS], tokens[-1])).result()
         assert held == CROWD
         assert elapsed < FRESH_DEADLINE, f"fresh publish→deliver took {elapsed:.2f}s after the mass close"
-        assert requests.get(f"{url}/v1/health", timeout=FRESH_DEADLINE).json() == {"ok": True, "version": 1, "minor": 3}
+        assert requests.get(f"{url}/v1/health", timeout=FRESH_DEADLINE).json() == {"ok": True, "version": 1, "minor": 4}
         assert proc.p.poll() is None, "the relay died"
     finally:
         rc = proc.stop(timeout=10)

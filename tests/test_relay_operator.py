@@ -164,3 +164,61 @@ def test_parley_relay_process_options_and_subscription_gauge(tmp_path: Path) -> 
             assert _metric(text, "parley_relay_refusals_total", code="inbox_rate_limited") == 1
     finally:
         proc.stop()
+
+
+def _batch(relay: Relay, items: list[tuple[str, bytes]], addr: str = "127.0.0.1") -> object:
+    body = {"topics": [t for t, _ in items], "payloads": [wire.b64e(p) for _, p in items]}
+    return relay.post("/v1/envelopes/batch", body, environ_base={"REMOTE_ADDR": addr})
+
+
+def test_a_batch_counts_every_envelope_against_the_inbox_and_address_limits(tmp_path: Path) -> None:
+    """1.4 batch publish: no way around a limit by batching. Each envelope takes its per-inbox and
+    per-address token; the first one refused stops the batch, the ones before it are stored."""
+    relay = Relay(tmp_path, inbox_rate=1e-9, inbox_burst=3, publish_rate=1e-9, publish_burst=6)
+    try:
+        alice, bob = make_installation(), make_installation()
+        relay.authorize(alice)
+        relay.authorize(bob)
+        r = _batch(relay, [(alice.topic, b"1"), (alice.topic, b"2"), (bob.topic, b"3"), (alice.topic, b"4"), (alice.topic, b"5")])
+        assert r.status_code == 200  # type: ignore[attr-defined]
+        body = r.get_json()  # type: ignore[attr-defined]
+        assert len(body["cursors"]) == 4 and body["refused"]["index"] == 4
+        assert (body["refused"]["status"], body["refused"]["code"]) == (429, "inbox_rate_limited")  # alice's 4th
+        assert set(body["logs"]) == {alice.topic, bob.topic}
+        # this address has spent 5 of its 6 publish tokens (the refused envelope took one, as a refused
+        # single publish does): a batch of 2 stores one, then 429 rate_limited
+        r = _batch(relay, [(bob.topic, b"6"), (bob.topic, b"7")])
+        body = r.get_json()  # type: ignore[attr-defined]
+        assert len(body["cursors"]) == 1 and (body["refused"]["index"], body["refused"]["code"]) == (1, "rate_limited")
+        assert _publish(relay, bob.topic, b"8", addr="10.0.0.2").status_code == 202  # type: ignore[attr-defined]  # another address
+        stored = relay.storage.fetch(alice.topic, 0, 10) + relay.storage.fetch(bob.topic, 0, 10)
+        assert sorted(e.payload for e in stored) == [b"1", b"2", b"3", b"4", b"6", b"8"]
+        text = relay.client.get("/metrics").get_data(as_text=True)
+        assert _metric(text, "parley_relay_envelopes_published_total") == 6
+        assert _metric(text, "parley_relay_refusals_total", code="inbox_rate_limited") == 1
+        assert _metric(text, "parley_relay_refusals_total", code="rate_limited") == 1
+    finally:
+        relay.storage.close()
+
+
+def test_a_batch_body_is_flat_and_bounded(tmp_path: Path) -> None:
+    """Hostile batch bodies: nested values, wrong types, a payload over max_envelope, an oversized body."""
+    relay = Relay(tmp_path, publish_rate=1e6, publish_burst=10**6, max_envelope=100)
+    try:
+        inst = make_installation()
+        relay.authorize(inst)
+        for body in ({"topics": [[inst.topic]] * 20, "payloads": ["AAAA"] * 20},  # nested: bad_json (container cap)
+                     {"topics": [inst.topic], "payloads": None}, {"topics": None, "payloads": None}, {"payloads": ["AAAA"]}):
+            r = relay.post("/v1/envelopes/batch", body)
+            assert r.status_code == 400, body  # type: ignore[attr-defined]
+        r = relay.post("/v1/envelopes/batch", {"topics": [inst.topic, 5], "payloads": ["AAAA", "AAAA"]})
+        assert r.get_json()["refused"]["code"] == "bad_topic" and len(r.get_json()["cursors"]) == 1  # type: ignore[attr-defined]
+        r = relay.post("/v1/envelopes/batch", {"topics": [inst.topic] * 2, "payloads": ["AAAA", wire.b64e(bytes(101))]})
+        assert r.get_json()["refused"] == {  # type: ignore[attr-defined]
+            "index": 1, "status": 413, "code": "too_large", "message": "field 'payload' exceeds 100 bytes"}
+        r = relay.post("/v1/envelopes/batch", {"topics": [inst.topic], "payloads": ["not base64!"]})
+        assert r.get_json()["refused"]["code"] == "bad_base64"  # type: ignore[attr-defined]
+        assert_error(relay.post("/v1/envelopes/batch", raw="x" * (relay.settings.max_body + 1)), 413, "too_large")
+        assert [e.payload for e in relay.storage.fetch(inst.topic, 0, 10)] == [wire.b64d("AAAA")] * 2
+    finally:
+        relay.storage.close()

@@ -749,3 +749,31 @@ def test_pg_auth_state_shared_between_nodes(nodes: tuple[Storage, Storage]) -> N
     assert a.put_challenge(b"c" * 32, IID, 10**10, now=0, max_pending=10)
     assert b.take_challenge(b"c" * 32) == (IID, 10**10)
     assert a.take_challenge(b"c" * 32) is None
+
+
+def test_publish_many_stores_a_prefix_in_order_wakes_waiters_and_stops_at_a_full_quota(storage: Storage) -> None:
+    """1.4 batch publish: the prefix before the first envelope its quota refuses is stored, in order."""
+    woke = threading.Event()
+    started = threading.Event()
+
+    def waiter() -> None:
+        started.set()
+        if storage.wait(TOPIC2, 0, NEVER):
+            woke.set()
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    assert started.wait(10)
+    items = [(TOPIC, b"a"), (TOPIC2, b"b"), (TOPIC, b"c"), (TOPIC, b"d"), (TOPIC, b"e"), (TOPIC2, b"f")]
+    cursors = storage.publish_many(items, 100, max_count=3, max_bytes=1000)
+    assert len(cursors) == 4 and cursors == sorted(cursors) and len(set(cursors)) == 4  # "e" is TOPIC's 4th
+    assert [e.payload for e in storage.fetch(TOPIC, 0, 10)] == [b"a", b"c", b"d"]
+    assert [(e.cursor, e.payload) for e in storage.fetch(TOPIC2, 0, 10)] == [(cursors[1], b"b")]  # "f" not stored
+    assert woke.wait(10)
+    t.join(5)
+    # the quota counted the batch: TOPIC is full, TOPIC2 has room for two more
+    assert storage.publish_many([(TOPIC, b"g")], 101, max_count=3) == []
+    assert len(storage.publish_many([(TOPIC2, b"h"), (TOPIC2, b"i"), (TOPIC2, b"j")], 101, max_count=3)) == 2
+    # bytes count too, and an empty batch stores nothing
+    assert len(storage.publish_many([(f"parley.v1.inbox.{'c' * 32}", b"x" * 60)] * 2, 102, max_bytes=100)) == 1
+    assert storage.publish_many([], 103) == []

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import quote
 
 import requests
@@ -78,6 +78,8 @@ class LogAnswer:
 #: At most this many ``logs`` entries of a publish answer are read (an installation is bound to
 #: one address, two or three after wallet switches).
 MAX_PUBLISH_LOGS = 8
+#: Most envelopes in one ``POST /v1/envelopes/batch`` (1.4; the relay's default limit).
+MAX_PUBLISH_BATCH = 256
 
 
 class RelayUnavailable(Exception):
@@ -188,14 +190,15 @@ class Subscription:
             raise RelayUnavailable(f"relay {base_url} sent an unexpected first frame")
 
     def _frame(self, timeout: float) -> dict[str, Any] | None:
-        """Next JSON frame (not pong), or None on timeout."""
+        """Next JSON frame (not pong), or None on timeout. ``timeout`` 0: only a frame already received."""
         deadline = time.monotonic() + timeout
+        once = timeout <= 0
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and not once:
                 return None
             try:
-                raw = self._ws.receive(timeout=min(remaining, 1.0))
+                raw = self._ws.receive(timeout=0 if once else min(remaining, 1.0))
             except simple_websocket.ConnectionClosed:
                 if self._closed.is_set():
                     raise StopIteration from None
@@ -203,6 +206,8 @@ class Subscription:
             if raw is None:
                 if self._closed.is_set():
                     raise StopIteration
+                if once:
+                    return None
                 if time.monotonic() - self._last_ping >= PING_INTERVAL:
                     self._last_ping = time.monotonic()
                     try:
@@ -236,6 +241,27 @@ class Subscription:
             raise RelayUnavailable(f"relay {self._base_url} sent a malformed envelope: {exc}") from None
         self.cursor = env.cursor
         return env
+
+    def drain(self, first: Envelope, most: int) -> list[Envelope]:
+        """``first`` and the envelopes already received after it, without waiting: at most ``most``
+        (a backlog arrives as a burst of frames; the caller processes them in one transaction)."""
+        batch = [first]
+        while len(batch) < most:
+            try:
+                obj = self._frame(0)
+            except StopIteration:
+                break
+            if obj is None:
+                break
+            if obj.get("type") != "envelope":
+                continue
+            try:
+                env = _envelope(self.topic, obj)
+            except WireError as exc:
+                raise RelayUnavailable(f"relay {self._base_url} sent a malformed envelope: {exc}") from None
+            self.cursor = env.cursor
+            batch.append(env)
+        return batch
 
     def __iter__(self) -> Iterator[Envelope]:
         while not self._closed.is_set():
@@ -361,6 +387,8 @@ class RelayClient:
         self._tls_ready = False
         self._tokens: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
+        #: the relay answered the batch route 404 not_found (before 1.4): publish one by one
+        self._no_batch = False
 
     def close(self) -> None:
         self._session.close()
@@ -787,6 +815,69 @@ class RelayClient:
                 if isinstance(address, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0:
                     logs[address] = n
         return Published(cursor, logs)
+
+    def _logs_hint(self, raw: Any) -> dict[str, int]:
+        logs: dict[str, int] = {}
+        if isinstance(raw, dict):
+            for address, n in list(raw.items())[:MAX_PUBLISH_LOGS]:
+                if isinstance(address, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                    logs[address] = n
+        return logs
+
+    def publish_envelopes(self, items: Sequence[tuple[str, bytes]], *, batch: bool = True) -> tuple[list[Published], RelayError | None]:
+        """Publish several envelopes in one request (``POST /v1/envelopes/batch``, 1.4), in order, at
+        most :data:`MAX_PUBLISH_BATCH`. Returns the published prefix and, when the relay stopped at
+        an envelope, its refusal (that envelope and the later ones were not stored).
+
+        A relay without the route (before 1.4: 404 ``not_found``) is remembered, and this publishes
+        the items one by one as :meth:`publish_envelope` does, stopping at the first refusal; so does
+        ``batch=False`` (one message's few envelopes: the batch route is for a backlog).
+
+        Raises:
+            RelayUnavailable: the relay could not be reached (nothing is known to be stored), or its
+                answer is malformed.
+            RelayError: the relay refused the request as a whole.
+        """
+        if not items or len(items) > MAX_PUBLISH_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_PUBLISH_BATCH} envelopes")
+        if batch and not self._no_batch:
+            body = {"topics": [t for t, _ in items], "payloads": [wire.b64e(p) for _, p in items]}
+            try:
+                data = self._call("POST", "/v1/envelopes/batch", body=body)
+            except NotFound as exc:
+                if exc.code != "not_found":
+                    raise
+                self._no_batch = True  # a relay before 1.4
+            else:
+                return self._batch_answer(items, data)
+        done: list[Published] = []
+        for topic, payload in items:
+            try:
+                done.append(self.publish_envelope(topic, payload))
+            except RelayUnavailable:
+                if not done:
+                    raise
+                return done, None  # what went out went out; the rest is tried again later
+            except RelayError as exc:
+                return done, exc
+        return done, None
+
+    def _batch_answer(self, items: Sequence[tuple[str, bytes]], data: dict[str, Any]) -> tuple[list[Published], RelayError | None]:
+        cursors, logs = data.get("cursors"), data.get("logs")
+        if not isinstance(cursors, list) or len(cursors) > len(items) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cursors
+        ):
+            raise self._bad("cursors is not a list of at most one cursor per envelope")
+        logs = logs if isinstance(logs, dict) else {}
+        done = [Published(c, self._logs_hint(logs.get(items[i][0]))) for i, c in enumerate(cursors)]
+        refused, error = data.get("refused"), None
+        if len(done) < len(items):
+            status = refused.get("status") if isinstance(refused, dict) else None
+            if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+                raise self._bad("a batch stored only part of the envelopes and did not say why")
+            code, message = str(refused.get("code", "error"))[:64], str(refused.get("message", ""))[:300]
+            error = (NotFound if status == 404 else RelayError)(status, code, message, self.base_url)
+        return done, error
 
     def authenticate(self, iid: str, signing_priv: bytes) -> str:
         """A bearer token for ``iid``'s inbox (cached; renewed a minute before it expires)."""

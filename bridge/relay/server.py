@@ -61,7 +61,7 @@ __all__ = [
 PROTOCOL_VERSION = 1
 #: The 1.x revision served (GET /v1/health "minor"): 1 adds relay lists (PUT /v1/relay-list/<iid>),
 #: 2 adds the blob store (PUT/GET /v1/blobs/<iid>/<blob_id>), 3 the backup space (/v1/backups/<vault>).
-PROTOCOL_MINOR = 3
+PROTOCOL_MINOR = 4
 MiB = 1024 * 1024
 _MAX_JSON_CONTAINERS = 16
 
@@ -113,6 +113,8 @@ class RelaySettings:
     require_known_topic: bool = True
     fetch_default_limit: int = 100
     fetch_max_limit: int = 500
+    #: ``POST /v1/envelopes/batch`` (1.4): most envelopes in one request (the body cap still applies).
+    max_publish_batch: int = 256
     ws_first_frame_timeout: float = 10.0
     #: longest sleep of an idle subscription in Storage.wait: a publish, a client frame (ping) or the
     #: peer's close ends it at once, and it ends when the installation re-check is due
@@ -892,6 +894,56 @@ class _Relay:
         # installation authorized since then gets the message too (PROTOCOL.md §6.5, issue 9).
         return {"cursor": cursor, "logs": self.storage.identity_log_lengths(iid)}, 202
 
+    def publish_batch(self) -> tuple[dict[str, Any], int]:
+        """``POST /v1/envelopes/batch`` (1.4, PROTOCOL.md §7 "Envelopes"): envelopes checked in order,
+        each exactly as a single publish; the first refused one stops the batch, and the prefix before
+        it is stored in one transaction. 200 ``{"cursors", "logs": {topic: {address: n}}, "refused"?}``."""
+        body = self.json_body({"topics", "payloads"})
+        topics, payloads = body.get("topics"), body.get("payloads")
+        if not isinstance(topics, list) or not isinstance(payloads, list) or len(topics) != len(payloads):
+            raise ApiError(400, "bad_request", "topics and payloads must be arrays of the same length")
+        if not 1 <= len(topics) <= self.s.max_publish_batch:
+            raise ApiError(400, "bad_request", f"a batch holds 1 to {self.s.max_publish_batch} envelopes")
+        items: list[tuple[str, bytes]] = []
+        iids: dict[str, str] = {}
+        refused: tuple[int, ApiError] | None = None
+        for i, (topic, b64) in enumerate(zip(topics, payloads)):
+            try:
+                self.limit(self.publish_limit)  # per envelope, as for single publishes
+                iid = self.topic_param(topic)
+                payload = self.field_b64({"payload": b64}, "payload", self.s.max_envelope)
+                if not payload:
+                    raise ApiError(400, "bad_request", "the payload is empty")
+                if self.s.require_known_topic and str(topic) not in iids and self.storage.installation(iid) is None:
+                    raise ApiError(404, "unknown_installation", "no active installation has this inbox topic")
+                if not self.inbox_limit.take(str(topic)):
+                    raise ApiError(429, "inbox_rate_limited", "too many envelopes for this inbox right now; try again later")
+            except ApiError as exc:
+                refused = (i, exc)
+                break
+            iids[str(topic)] = iid
+            items.append((str(topic), payload))
+        cursors = self.storage.publish_many(
+            items, self.now(), max_count=self.s.topic_max_envelopes, max_bytes=self.s.topic_max_bytes
+        ) if items else []
+        if len(cursors) < len(items):
+            refused = (len(cursors), ApiError(
+                429, "inbox_full", "this inbox holds as many envelopes as the relay keeps for one inbox; try again later"
+            ))
+        for _topic, payload in items[: len(cursors)]:
+            self.metrics.envelopes.inc()
+            self.metrics.bytes_stored.inc(len(payload))
+        stored_topics = dict.fromkeys(t for t, _ in items[: len(cursors)])
+        answer: dict[str, Any] = {
+            "cursors": cursors,
+            "logs": {t: self.storage.identity_log_lengths(iids[t]) for t in stored_topics},
+        }
+        if refused is not None:
+            index, exc = refused
+            self.metrics.refused(exc.code)
+            answer["refused"] = {"index": index, "status": exc.status, "code": exc.code, "message": exc.message}
+        return answer, 200
+
     def fetch(self, topic_raw: str) -> dict[str, Any]:
         iid = self.topic_param(topic_raw)
         header = request.headers.get("Authorization", "")
@@ -1117,6 +1169,11 @@ def _blueprint(relay: _Relay, sock: Sock, host_check: Callable[[str], bool] | No
     @bp.post("/v1/envelopes")
     def envelopes_post() -> Any:
         body, status = relay.publish()
+        return jsonify(body), status
+
+    @bp.post("/v1/envelopes/batch")
+    def envelopes_batch_post() -> Any:
+        body, status = relay.publish_batch()
         return jsonify(body), status
 
     @bp.get("/v1/envelopes/<path:topic>")

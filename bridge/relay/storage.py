@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 __all__ = [
     "Storage",
@@ -386,6 +386,24 @@ class Storage(abc.ABC):
         Raises:
             InboxFull: the topic's quota would be exceeded.
         """
+
+    def publish_many(
+        self, items: Sequence[tuple[str, bytes]], now: int, *, max_count: int | None = None, max_bytes: int | None = None
+    ) -> list[int]:
+        """Store ``(topic, payload)`` items in order, as :meth:`publish` each, and wake their waiters.
+        Stops at the first item its topic's quota refuses: that item and the later ones are not stored.
+        Returns the cursors of the stored prefix (shorter than ``items`` when a quota stopped it).
+
+        This default publishes one by one; a backend may store the prefix in one transaction (group
+        commit), as long as cursors still become visible in increasing order.
+        """
+        cursors: list[int] = []
+        for topic, payload in items:
+            try:
+                cursors.append(self.publish(topic, payload, now, max_count=max_count, max_bytes=max_bytes))
+            except InboxFull:
+                break
+        return cursors
 
     @abc.abstractmethod
     def fetch(self, topic: str, after: int, limit: int) -> list[Envelope]:

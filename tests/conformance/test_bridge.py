@@ -276,7 +276,7 @@ def test_embedded_relay_refuses_foreign_host_and_origin(tmp_path: Path) -> None:
     proc, url = start_bridge(home, None)
     r = Relay(url)
     try:
-        assert r.health().body == {"ok": True, "version": 1, "minor": 3}
+        assert r.health().body == {"ok": True, "version": 1, "minor": 4}
         for headers, code in (({"Host": "evil.example"}, "bad_host"), ({"Origin": "https://evil.example"}, "forbidden_origin"),
                               ({"Origin": "null"}, "forbidden_origin")):
             a = r.call("GET", "/v1/health", headers=headers)

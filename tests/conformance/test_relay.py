@@ -88,7 +88,7 @@ def assert_error(a: Answer, status: int, code: str) -> None:
 
 def test_health(relay: Relay) -> None:
     a = relay.health()
-    assert (a.status, a.body) == (200, {"ok": True, "version": 1, "minor": 3})  # 1.1: relay lists, 1.2: blobs, 1.3: backups
+    assert (a.status, a.body) == (200, {"ok": True, "version": 1, "minor": 4})  # 1.1: relay lists, 1.2: blobs, 1.3: backups, 1.4: batch publish
 
 
 def test_backup_space_put_list_get_replace_delete(relay: Relay) -> None:
