@@ -693,6 +693,34 @@ def _describe(r: Any) -> str:
     return terminal_safe(line + (" [stale]" if r.stale else ""))  # names come from name services: not trusted
 
 
+#: `parley sync` says how far it got once this many envelopes were taken in (a backlog).
+_SYNC_PROGRESS_FROM = 500
+
+
+def _sync_progress() -> tuple[Callable[[int], None], Callable[[], None]]:
+    """``(show(n), finish())`` for taking in a backlog: on a terminal one line on stderr, rewritten
+    in place; elsewhere a line every 5,000 envelopes. Nothing for fewer than _SYNC_PROGRESS_FROM.
+    The relays do not say how many wait, so it counts up rather than showing a bar."""
+    shown = [0]
+    tty = sys.stderr.isatty()
+
+    def show(n: int) -> None:
+        if n < _SYNC_PROGRESS_FROM:
+            return
+        if tty:
+            click.echo(f"\rreceiving: {n:,} envelope(s) taken in", nl=False, err=True)
+            shown[0] = n
+        elif n // 5000 > shown[0] // 5000:
+            click.echo(f"receiving: {n:,} envelope(s) taken in", err=True)
+            shown[0] = n
+
+    def finish() -> None:
+        if tty and shown[0]:
+            click.echo(err=True)
+
+    return show, finish
+
+
 @cli.command()
 @pass_ctx
 @handle_errors
@@ -718,7 +746,11 @@ def sync(ctx: Ctx) -> None:
         engine = open_engine(ctx)  # unlocks first: a wrong passphrase touches no file
         before = inbox.quarantine_count(engine.store)
         _ensure_registered(engine)
-        result = engine.sync_report()
+        show, finish = _sync_progress()
+        try:
+            result = engine.sync_report(progress=show)
+        finally:
+            finish()
     click.echo(f"received {result['received']} new message(s); {result['pending']} waiting to be sent")
     rejected = quarantined() - before
     if rejected > 0:

@@ -49,6 +49,7 @@ from bridge.api.access import Access, BridgeKey, PageSessions, chrome_ids
 from bridge.api.rpc import INVALID_REQUEST, Hub, LocalApi, call_local_api
 from bridge.api.web import register_local_api
 from bridge.engine import BadInput, Engine, NotRegistered, inbox, outbox
+from bridge.engine.engine import PROCESS_BATCH
 from bridge.engine.prekeys import PrekeyPolicy
 from bridge.home import Home, write_private
 from bridge.homerelays import EMBEDDED_WARNING, record_embedded, relay_config, set_home_relays
@@ -70,6 +71,8 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 #: The grace-period timer looks at least this often (seconds) whether a replaced relay's grace period
 #: is over, besides waking at the next end it knows of: a clock that jumps (suspend, NTP) is caught up.
 GRACE_CHECK_S = 3600.0
+#: While a backlog streams in, the daemon says how far it got at most this often (issue 13).
+BACKLOG_REPORT_S = 2.0
 
 
 def nodelay(server: BaseWSGIServer) -> None:
@@ -192,6 +195,8 @@ class Daemon:
         self.backup = RemoteBackup(home, self.store, secrets, self.engine)
         self.access = Access(self.store)
         self.hub = Hub()
+        #: relay URL → the run of envelopes being taken in from it (_take_in): {received, since, told, backlog}
+        self._backlogs: dict[str, dict[str, Any]] = {}
         from bridge.api.wallet import WalletSignIn  # sign in with the browser wallet (issue 4 part 3)
 
         self.wallet = WalletSignIn(self.engine, home, secrets)
@@ -435,7 +440,10 @@ class Daemon:
                     while not (self.stop_event.is_set() or stop.is_set()):
                         env = sub.receive(1.0)  # None on timeout: a chance to notice a stop
                         if env is not None:
-                            self.engine.process(env, url)
+                            # a backlog (back after days offline) arrives as a burst: one transaction per burst
+                            self._take_in(sub.drain(env, PROCESS_BATCH), url)
+                        else:
+                            self._backlog_done(url)
             except (RelayUnavailable, RelayError, OSError) as exc:
                 if isinstance(exc, RelayError) and exc.status == 401:
                     self.engine.forget_token(url)  # a restarted relay no longer knows our token
@@ -453,6 +461,30 @@ class Daemon:
         with self._subscribers_lock:
             if stop.is_set() and self._subscribers.get(url) is not stop:
                 self.relay_up.pop(url, None)  # no longer read: neither up nor down
+
+    def _take_in(self, envs: list[Any], url: str) -> None:
+        """Process a burst of envelopes from ``url`` in one transaction. Envelopes with no quiet
+        second between them make a run; a run with a burst of more than one envelope is a backlog
+        (back after days offline), and the daemon tells it: a line on its output at most every
+        BACKLOG_REPORT_S and a ``status`` notification on the local API ``{syncing, received}``,
+        then ``{syncing: false, received}`` once the relay has sent everything it held."""
+        self.engine.process_many(envs, url)
+        now = time.monotonic()
+        run = self._backlogs.setdefault(url, {"received": 0, "since": now, "told": 0.0, "backlog": False})
+        run["received"] += len(envs)
+        run["backlog"] = run["backlog"] or len(envs) > 1
+        if run["backlog"] and now - run["told"] >= BACKLOG_REPORT_S:
+            run["told"] = now
+            self.echo(f"taking in the backlog on {url}: {run['received']} envelope(s) so far")
+            self.hub.publish("status", {"syncing": True, "received": run["received"]})
+
+    def _backlog_done(self, url: str) -> None:
+        """A quiet second on ``url``: a backlog being taken in is complete."""
+        run = self._backlogs.pop(url, None)
+        if run is None or not run["backlog"]:
+            return
+        self.echo(f"backlog on {url} taken in: {run['received']} envelope(s) in {time.monotonic() - run['since']:.1f} s")
+        self.hub.publish("status", {"syncing": False, "received": run["received"]})
 
     def _outbox(self) -> None:
         """Flush what is due: every 5 s, when woken (a send, the relay reconnecting), or sooner when a

@@ -25,6 +25,7 @@ from bridge.api.access import EXTENSION_ID, Access, AccessError, normalise_code
 from bridge.api.rpc import Hub, LocalApi, RpcConnection
 from bridge.engine import Engine
 from bridge.keys import generate_secrets
+from bridge.relay.client import RelayClient
 from bridge.resolve import Contacts
 from bridge.store import Store
 from e2e.extension_id import extension_id
@@ -717,11 +718,16 @@ def test_incoming_messages_and_mark_read_notify_paired_connections_with_the_conv
     assert [n["message"]["text"] for n in widget.notes("message.new")] == ["one", "two"]
     # Alice is a stranger to Bob: a message request (issue 12), which the extension does not notify
     assert [n["consent"] for n in widget.notes("message.new")] == ["requested", "requested"]
-    # and the badge (total_unread) does not count it either; the conversation's own count does
+    # and the badge (total_unread) does not count it either; the conversation's own count does. The
+    # two came in one batch (issue 13): the conversation is announced once, after both.
     assert widget.notes("conversation.updated") == [
-        {"peer": alice.address, "unread": 1, "total_unread": 0, "consent": "requested"},
         {"peer": alice.address, "unread": 2, "total_unread": 0, "consent": "requested"},
     ]
+    # one at a time (live, on the daemon's subscription), each is announced with its count
+    alice.send(bob.address, "three")
+    (env,) = RelayClient(bob.relay_url).fetch(bob.topic, bob.cursor(), 10, token=bob.token())
+    bob.process(env)
+    assert widget.notes("conversation.updated")[1:] == [{"peer": alice.address, "unread": 3, "total_unread": 0, "consent": "requested"}]
     # Nothing reaches a connection that never authenticated or whose token was revoked.
     assert stranger.sent == [] and revoked.notes("message.new") == revoked.notes("conversation.updated") == []
     # Reading the conversation tells every widget its badge is clear; reading it again changes nothing.

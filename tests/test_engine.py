@@ -1085,7 +1085,10 @@ def test_a_message_the_relay_asks_to_retry_holds_back_the_later_ones_to_that_pee
     errors = alice.flush_outbox()
     assert errors[first].startswith(f"relay {quota_relay} refused: inbox_full: ")
     assert errors.get(second) == "waiting behind an earlier message to the same peer"  # not sent ahead of the first
-    assert table(alice, "SELECT message_id, attempts, state FROM outbox ORDER BY attempts DESC") == [(first, 1, "prepared"), (second, 0, "pending")]
+    # the batch path (issue 13) may have encrypted the second already; it must not have published it
+    assert table(alice, "SELECT message_id, attempts, state FROM outbox ORDER BY attempts DESC") in (
+        [(first, 1, "prepared"), (second, 0, "pending")], [(first, 1, "prepared"), (second, 0, "prepared")])
+    assert table(alice, "SELECT COUNT(*) FROM outbox_envelopes WHERE cursor IS NOT NULL") == [(0,)]
     assert bob.sync() == 0 and inbox(bob) == []
 
 
@@ -1123,3 +1126,122 @@ def test_describe_gives_one_line_naming_the_exception() -> None:
     assert engine_mod.inbox.describe(ValueError("bad header\nat byte 3")) == "ValueError: bad header at byte 3"
     long = engine_mod.inbox.describe(RuntimeError("z" * 1000))
     assert long == ("RuntimeError: " + "z" * 1000)[: engine_mod.inbox.QUARANTINE_ERROR_CHARS]
+
+
+# --- a backlog in batches (issue 13) ------------------------------------------------------------
+
+
+class CountingRelay:
+    """A real relay that counts the envelope publishes it is asked for, by route, and keeps their bodies;
+    ``before_1_4``: it answers the batch route 404 not_found, as a relay before protocol 1.4 does."""
+
+    def __init__(self, before_1_4: bool = False) -> None:
+        self.before_1_4 = before_1_4
+        self.posts: list[tuple[str, bytes]] = []
+        self.url = ""
+
+    def wrap(self, app: Any) -> Any:
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            path = environ["PATH_INFO"]
+            if environ["REQUEST_METHOD"] == "POST" and path in ("/v1/envelopes", "/v1/envelopes/batch"):
+                size = int(environ.get("CONTENT_LENGTH") or 0)
+                body = environ["wsgi.input"].read(size)
+                self.posts.append((path, body))
+                if self.before_1_4 and path == "/v1/envelopes/batch":
+                    start_response("404 NOT FOUND", [("Content-Type", "application/json")])
+                    return [b'{"error": {"code": "not_found", "message": "no such endpoint"}}']
+                import io
+
+                environ["wsgi.input"] = io.BytesIO(body)
+            return app(environ, start_response)
+
+        return wsgi
+
+    def routes(self) -> list[str]:
+        return [p for p, _ in self.posts]
+
+
+@pytest.mark.parametrize("before_1_4", [False, True], ids=["1.4 relay", "1.3 relay"])
+def test_a_backlog_goes_out_in_batches_in_order_once_and_sealed(tmp_path: Path, before_1_4: bool) -> None:
+    """Thirty messages queued while offline: one flush publishes them with one batch request (a 1.4
+    relay) or one request each (an older relay); Bob reads all thirty once, in order; every message
+    is sent; no request to the relay holds a text."""
+    relay = CountingRelay(before_1_4)
+    with serve_relay(tmp_path / "relay.db", unlimited_settings(), wrap=relay.wrap) as url:
+        alice = make_engine(tmp_path / "alice.db", url)
+        bob = make_engine(tmp_path / "bob.db", url)
+        befriend(alice, bob)
+        assert alice.send(bob.address, "first contact").delivered and bob.sync() == 1  # a session now
+        mark = len(relay.posts)
+        words = [f"backlog message {i:02d} plaintext" for i in range(30)]
+        ids = [alice.queue(bob.address, w)["id"] for w in words]
+        assert alice.flush_outbox() == {}
+        routes = relay.routes()[mark:]
+        if before_1_4:
+            assert routes == ["/v1/envelopes/batch"] + ["/v1/envelopes"] * 30  # asked once, then one by one
+        else:
+            assert routes == ["/v1/envelopes/batch"]
+        assert not [w for w in words for _, body in relay.posts if w.encode() in body or b"plaintext" in body]
+        assert [m["state"] for m in alice.messages(bob.address)] == ["sent"] * 31 and alice.pending_count() == 0
+        assert bob.sync() == 30
+        assert texts(bob, alice.address) == ["first contact", *words]
+        assert [m["id"] for m in bob.messages(alice.address)][1:] == ids
+        assert len(inbox(bob)) == 31  # nothing published twice
+
+
+def test_a_backlog_reaches_a_recipients_installation_authorized_meanwhile(tmp_path: Path, relay_url: str) -> None:
+    """The batch answer reports Bob's longer log: the backlog is not marked sent on what the cache held,
+    each message is sealed for Bob's new installation too, in order, and nothing goes out twice."""
+    wallet_b = P.random_bytes(32)
+    alice = make_engine(tmp_path / "alice.db", relay_url)
+    b1 = make_engine(tmp_path / "b1.db", relay_url, wallet_b)
+    befriend(alice, b1)
+    assert alice.send(b1.address, "before").delivered
+    b2 = make_engine(tmp_path / "b2.db", relay_url, wallet_b)  # Bob authorizes a second installation
+    befriend(alice, b2)
+    ids = [alice.queue(b1.address, f"late {i}")["id"] for i in range(5)]
+    assert alice.flush_outbox() == {}
+    assert all(_envelope_targets(alice, mid) == {b1.installation_id, b2.installation_id} for mid in ids)
+    assert b2.sync() == 5 and [m["id"] for m in b2.messages(alice.address)] == ids
+    assert b1.sync() == 6 and texts(b1, alice.address) == ["before"] + [f"late {i}" for i in range(5)]
+    assert len(inbox(b1)) == 6 and len(inbox(b2)) == 5
+
+
+def test_a_backlog_is_taken_in_one_transaction_per_batch_and_a_bad_envelope_in_it_changes_nothing_else(
+    pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Receiving: a page of envelopes is processed in one write transaction (not one each); a tampered
+    envelope among them is quarantined alone, and the messages around it are stored and announced in order."""
+    alice, bob = pair
+    befriend(alice, bob)
+    texts_sent = [f"m{i}" for i in range(12)]
+    for t in texts_sent[:6]:
+        alice.queue(bob.address, t)
+    assert alice.flush_outbox() == {}
+    garbage = RelayClient(alice.relay_url).publish_envelope(bob.topic, b"\x01" * 300)  # between the two halves
+    for t in texts_sent[6:]:
+        alice.queue(bob.address, t)
+    assert alice.flush_outbox() == {}
+    writes = [0]
+    original, process_in = Store.write, Engine._process_in
+    txn_of_envelope: list[int] = []
+
+    def counting(self: Store, *a: Any, **kw: Any) -> Any:
+        writes[0] += 1
+        return original(self, *a, **kw)
+
+    def noting(self: Engine, *a: Any, **kw: Any) -> Any:
+        txn_of_envelope.append(writes[0])  # the write transaction this envelope is processed in
+        return process_in(self, *a, **kw)
+
+    monkeypatch.setattr(Store, "write", counting)
+    monkeypatch.setattr(Engine, "_process_in", noting)
+    announced: list[str] = []
+    bob.listeners.append(lambda event, payload: announced.append(payload["text"]) if event == "message.new" else None)
+    progress: list[int] = []
+    assert bob.sync_report(progress=progress.append)["received"] == 12
+    assert texts(bob, alice.address)[-12:] == texts_sent and announced == texts_sent
+    assert bob.quarantine_count() == 1
+    assert progress == [13]  # one page, one batch: 13 envelopes taken in
+    assert len(txn_of_envelope) == 13 and len(set(txn_of_envelope)) == 1  # one transaction for the page
+    assert table(bob, "SELECT cursor FROM cursors")[0][0] >= garbage.cursor

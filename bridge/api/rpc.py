@@ -209,10 +209,16 @@ class LocalApi:
         )
 
     def _on_engine_event(self, event: str, message: dict[str, Any]) -> None:
+        if not len(self.hub):
+            return  # nobody listens: no count to make
         if event == "message.new":
             # consent (issue 12): the extension raises a desktop notification only for "allowed"
             self.hub.publish("message.new", {"message": message, "consent": consent.state(self.engine.store, message["peer"])})
-            self._conversation_updated(message["peer"])
+            if not self.engine.in_batch():  # a batch says conversations.changed once, at its end
+                self._conversation_updated(message["peer"])
+        elif event == "conversations.changed":  # {peers}: after a batch of incoming messages
+            for peer in message["peers"]:
+                self._conversation_updated(peer)
         elif event == "consent.changed":
             self.hub.publish("consent.changed", {"peer": message["peer"], "consent": message["consent"]})
             self._conversation_updated(message["peer"])

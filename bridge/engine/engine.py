@@ -45,7 +45,7 @@ from bridge.protocol.content import MAX_TEXT_BYTES, Content, FileRef, TextConten
 from bridge.protocol.ids import inbox_topic, is_message_id, new_message_id
 from bridge.protocol.wire import WireError
 from bridge.engine.peers import REFRESH_INTERVAL_MS, Peers
-from bridge.relay.client import Envelope, LogAnswer, NotFound, RelayClient, RelayError, RelayUnavailable
+from bridge.relay.client import MAX_PUBLISH_BATCH, Envelope, LogAnswer, NotFound, RelayClient, RelayError, RelayUnavailable
 from bridge.relay.urls import is_local_url
 from bridge.store import Store, StoreError, now_ms
 
@@ -132,6 +132,10 @@ SEEN_PRUNE_EVERY = 500
 
 #: An envelope not taken by one of its installation's other inbox relays within this long is given up.
 DELIVERY_MAX_AGE_MS = 7 * 86_400_000
+#: Most envelopes :meth:`Engine.process_many` takes in one transaction when syncing (issue 13).
+PROCESS_BATCH = 100
+#: Most messages of one conversation :meth:`Engine._publish_ahead` takes at once (issue 13).
+AHEAD_MAX = 512
 
 #: Messages with their flag (PROTOCOL.md §6.3): ``... FROM messages m LEFT JOIN message_flags f``.
 MESSAGES_WITH_FLAGS = "SELECT m.*, f.reason AS flag FROM messages m LEFT JOIN message_flags f ON f.message_id = m.id"
@@ -200,6 +204,9 @@ class Engine:
         #: two threads deliver the same message, and a conversation's messages go out in order.
         self._conversations: dict[str, threading.Lock] = {}
         self._conversations_lock = threading.Lock()
+        #: message id → log lengths the relay reported when :meth:`_publish_ahead` published its
+        #: envelopes (consumed by the per-message delivery that follows, which follows them)
+        self._ahead_logs: dict[str, dict[str, int]] = {}
         self._rng = random.Random()
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         #: The identity cache, refreshed on a jittered schedule (the daemon runs ``peers.run``), never on
@@ -820,7 +827,7 @@ class Engine:
             (queued_by,),
         )[0]["n"]
 
-    def sync_report(self, *, limit: int = 500) -> dict[str, int]:
+    def sync_report(self, *, limit: int = 500, progress: Callable[[int], None] | None = None) -> dict[str, int]:
         """``sync``, then what it could not send: ``{"received", "pending"}``. Pending counts only the
         messages queued before the flush began; one another caller (a concurrent ``send``, the daemon's
         API) queues meanwhile is that caller's to deliver and report, not a failure of this sync.
@@ -828,7 +835,7 @@ class Engine:
         Raises:
             RelayUnavailable, RelayError
         """
-        received = self._receive_all(limit)
+        received = self._receive_all(limit, progress)
         mark = self.store.read("SELECT COALESCE(MAX(seq), 0) AS n FROM messages")[0]["n"]
         self._flush_all()
         return {"received": received, "pending": self.pending_count(queued_by=mark)}
@@ -859,6 +866,7 @@ class Engine:
             "WHERE o.state IN ('pending', 'prepared') ORDER BY m.seq"
         )
         held: set[str] = set()  # peers whose conversation waits behind an earlier message
+        ahead_done: set[str] = set()  # messages a publish-ahead run took (or looked at) in this flush
         for r in rows:
             mid, peer = r["message_id"], r["peer"]
             if peer in held:
@@ -868,6 +876,9 @@ class Engine:
                 errors[mid] = f"retrying in {(r['next_attempt_at'] - now + 999) // 1000} s"
                 held.add(peer)
                 continue
+            gone = self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))
+            if not gone or gone[0]["state"] not in ("pending", "prepared"):
+                continue  # a batch (ours, or another thread's) sent it: no need to wait for the lock
             wait = retry_now or peer == wait_for
             lock = self._conversation_lock(peer)
             if not lock.acquire(blocking=wait):
@@ -883,6 +894,24 @@ class Engine:
                     errors[mid] = f"retrying in {(fresh[0]['next_attempt_at'] - now + 999) // 1000} s"
                     held.add(peer)
                     continue
+                if mid not in ahead_done:
+                    # This message and the ones queued after it to the same peer, read now that the lock
+                    # is ours (other threads may have queued more while we waited): the due prefix.
+                    run = []
+                    for x in self.store.read(
+                        "SELECT o.message_id, o.next_attempt_at FROM outbox o JOIN messages m ON m.id = o.message_id "
+                        "WHERE m.peer = ? AND o.state IN ('pending', 'prepared') AND m.seq >= (SELECT seq FROM messages WHERE id = ?) "
+                        "ORDER BY m.seq LIMIT ?",
+                        (peer, mid, AHEAD_MAX),
+                    ):
+                        if x["next_attempt_at"] > now and not retry_now and run:
+                            break  # backing off: it holds back the later ones
+                        run.append(x["message_id"])
+                    ahead_done.update(run)
+                    if len(run) > 1 and run[0] == mid:  # a backlog; one message goes the per-message way
+                        self._publish_ahead(run)
+                        if self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"] not in ("pending", "prepared"):
+                            continue  # sent (or failed) by the batch: nothing left for the per-message path
                 while True:
                     try:
                         self._deliver(mid)
@@ -919,6 +948,189 @@ class Engine:
             finally:
                 lock.release()
         return errors
+
+    def _publish_ahead(self, mids: list[str]) -> int:
+        """The fast path of a conversation's backlog (issue 13): lease, prepare and publish the due
+        messages ``mids`` (oldest first, one conversation, its lock held) with one batch request per
+        relay (``POST /v1/envelopes/batch``, 1.4; one by one to an older relay) instead of one request
+        per envelope. It does only what :meth:`_deliver` would do for them, with the same state
+        transitions, and stops at the first message it cannot lease or prepare, and, per relay, at
+        the first envelope refused: so each inbox still gets the conversation's envelopes in order.
+        Everything it leaves (a refusal, another relay, a log grown longer, marking a message sent) is
+        done by the per-message :meth:`_deliver` that the caller runs next for every message.
+        Returns how many envelopes it published. Never raises for a relay or a message; a store
+        failure is logged and left to the per-message path."""
+        owner = f"{os.getpid()}:{os.urandom(8).hex()}"
+        leased: list[str] = []
+        released = False
+        try:
+            since = now_ms()
+            leased = self._lease_run(mids, owner)
+            ready: list[str] = []
+            k = 0
+            while k < len(leased):
+                mid = leased[k]
+                if self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"] == "pending":
+                    grouped = self._prepare_group(leased[k:], owner)
+                    if grouped:
+                        ready += leased[k : k + grouped]
+                        k += grouped
+                        continue
+                    try:
+                        self._prepare(mid, lease=owner)
+                    except Exception as exc:  # noqa: BLE001 - the per-message path meets it again and handles it
+                        log.debug("publish ahead stops at %s: %s", mid, exc)
+                        break
+                    if self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"] != "prepared":
+                        k += 1
+                        continue  # done at once (a consent content with no other installation to go to)
+                ready.append(mid)
+                k += 1
+            for mid in ready:  # prepared ahead: its delivery checks the cache for installations found since
+                self._ahead_logs.setdefault(mid, {})
+            if not ready:
+                return 0
+            if now_ms() - since > outbox.LEASE_MS // 2 and len(self._lease_run(ready, owner, renew=True)) < len(ready):
+                return 0  # preparing took long and another caller took a message over: the per-message path
+            order = {m: k for k, m in enumerate(ready)}
+            envs = self.store.read(
+                "SELECT message_id, installation_id, topic, payload FROM outbox_envelopes "
+                f"WHERE message_id IN ({','.join('?' * len(ready))}) AND cursor IS NULL ORDER BY rowid",
+                tuple(ready),
+            )
+            by_relay: dict[str, list[tuple[sqlite3.Row, list[str]]]] = {}
+            for env in sorted(envs, key=lambda e: order[e["message_id"]]):  # stable: rowid order within a message
+                relays = self.inbox_relays(env["installation_id"])
+                if relays:
+                    by_relay.setdefault(relays[0], []).append((env, relays))
+            published = 0
+            for url, batch in by_relay.items():
+                for start in range(0, len(batch), MAX_PUBLISH_BATCH):
+                    chunk = batch[start : start + MAX_PUBLISH_BATCH]
+                    try:
+                        done, refused = self.client(url).publish_envelopes([(e["topic"], bytes(e["payload"])) for e, _ in chunk])
+                    except (RelayUnavailable, RelayError) as exc:
+                        log.debug("publish ahead to %s: %s", url, exc)
+                        break
+                    now = now_ms()
+                    with self.store.write() as c:
+                        for (env, relays), pub in zip(chunk, done):
+                            mid, iid = env["message_id"], env["installation_id"]
+                            c.execute(
+                                "UPDATE outbox_envelopes SET cursor = ? WHERE message_id = ? AND installation_id = ? AND cursor IS NULL",
+                                (pub.cursor, mid, iid),
+                            )
+                            c.executemany(
+                                "INSERT OR IGNORE INTO outbox_deliveries(message_id, installation_id, relay, state, created_at) "
+                                "VALUES (?, ?, ?, ?, ?)",
+                                [(mid, iid, u, "done" if u == url else "pending", now) for u in relays],
+                            )
+                            hint = self._ahead_logs.setdefault(mid, {})
+                            for address, n in pub.logs.items():
+                                hint[address] = max(n, hint.get(address, 0))
+                    published += len(done)
+                    if refused is not None or len(done) < len(chunk):
+                        break  # this relay's later envelopes wait for the per-message path, in order
+            released = self._finish_ahead(ready, owner, leased)
+            return published
+        except (StoreError, sqlite3.Error) as exc:
+            log.warning("publish ahead: the local database failed: %s", exc)
+            return 0
+        finally:
+            if leased and not released:
+                with self.store.write() as c:
+                    c.executemany(
+                        "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE message_id = ? AND lease_owner = ?",
+                        [(m, owner) for m in leased],
+                    )
+
+    def _prepare_group(self, mids: list[str], owner: str) -> int:
+        """:meth:`_prepare` for a prefix of ``mids`` in one transaction (one commit, not one per
+        message): the messages whose every target installation already has a session (no bundle to
+        claim, so no session can be started twice) and that are not consent contents. Each message is
+        sealed under its own savepoint: one that reaches none of the recipient's installations is
+        rolled back and ends the prefix, for :meth:`_prepare` to meet and report. Returns the length
+        of the prefix prepared."""
+        with_session = {r["remote_iid"] for r in self.store.read("SELECT DISTINCT remote_iid FROM sessions")}
+        plans: list[tuple[str, dict[str, session.RemoteInstallation], TextContent, set[str], set[str]]] = []
+        for mid in mids:
+            msg = self.store.read("SELECT * FROM messages WHERE id = ?", (mid,))[0]
+            if msg["kind"] == "consent":
+                break
+            theirs = outbox.fan_out(self.installations_of(msg["peer"]), with_session)
+            mine = outbox.fan_out({k: v for k, v in self.installations_of(self.address).items() if k != self.installation_id}, with_session)
+            targets = {**theirs, **mine}
+            if not theirs or any(iid not in with_session for iid in targets):
+                break
+            plans.append((mid, targets, contents.rebuild(msg), set(mine), set(theirs)))
+        if not plans:
+            return 0
+        self._relay_list_or_none()  # made (a write) now, not inside the sealing transaction
+        done = 0
+        with self.store.write() as c:
+            for mid, targets, content, own, theirs_ids in plans:
+                row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+                if row is None or row["lease_owner"] != owner or row["state"] != "pending":
+                    break
+                c.execute("SAVEPOINT seal")
+                if not any(iid in theirs_ids for iid in self._seal_for(c, mid, targets, {}, content, own)):
+                    c.execute("ROLLBACK TO seal")
+                    c.execute("RELEASE seal")
+                    break
+                c.execute("RELEASE seal")
+                c.execute("UPDATE outbox SET state = 'prepared' WHERE message_id = ?", (mid,))
+                done += 1
+        return done
+
+    def _finish_ahead(self, ready: list[str], owner: str, leased: list[str]) -> bool:
+        """Mark sent the messages :meth:`_publish_ahead` published completely, as
+        :meth:`_deliver_leased` would: every envelope accepted, at least one reaching the recipient,
+        and no identity log reported longer (then the per-message path refreshes it and seals for
+        the new installations). Stops at the first message not finished, so they finish in order.
+        Releases the leases of ``leased`` in the same transaction; returns True (released)."""
+        merged: dict[str, int] = {}
+        for mid in ready:
+            for address, n in self._ahead_logs.get(mid, {}).items():
+                merged[address] = max(n, merged.get(address, 0))
+        refreshed = bool(merged) and self._follow_logs(ready[0], merged)
+        finished: list[sqlite3.Row] = []
+        with self.store.write() as c:
+            for mid in ready if not refreshed else ():
+                counts = c.execute(
+                    "SELECT SUM(cursor IS NULL) AS open, SUM(own = 0 AND cursor >= 0) AS reached FROM outbox_envelopes WHERE message_id = ?",
+                    (mid,),
+                ).fetchone()
+                row = c.execute("SELECT state, lease_owner FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+                if counts["open"] or not counts["reached"] or row["state"] != "prepared" or row["lease_owner"] != owner:
+                    break
+                c.execute("UPDATE outbox SET state = 'done', last_error = NULL WHERE message_id = ?", (mid,))
+                c.execute("UPDATE messages SET state = 'sent' WHERE id = ?", (mid,))
+                finished.append(c.execute("SELECT * FROM messages WHERE id = ?", (mid,)).fetchone())
+            c.executemany(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE message_id = ? AND lease_owner = ?",
+                [(m, owner) for m in leased],
+            )
+        for row in finished:
+            self._ahead_logs.pop(row["id"], None)
+            self._emit("message.sent", message_dict(row, self.store))
+        return True
+
+    def _lease_run(self, mids: list[str], owner: str, *, renew: bool = False) -> list[str]:
+        """:meth:`_lease` for several messages in one transaction: the prefix of ``mids`` leased (or,
+        with ``renew``, still ours), stopping at the first another caller holds or that is done."""
+        now = now_ms()
+        got: list[str] = []
+        with self.store.write() as c:
+            for mid in mids:
+                row = c.execute("SELECT state, lease_owner, lease_until FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+                if row is None or row["state"] not in ("pending", "prepared"):
+                    break
+                ours = row["lease_owner"] == owner
+                if not ours and (renew or (row["lease_owner"] is not None and row["lease_until"] > now)):
+                    break
+                c.execute("UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE message_id = ?", (owner, now + outbox.LEASE_MS, mid))
+                got.append(mid)
+        return got
 
     def _await_lease(self, mid: str, *, poll_s: float = 0.05) -> bool:
         """Wait until no other process holds a lease on the message (released, run out, or the message
@@ -1015,11 +1227,18 @@ class Engine:
             self._prepare(mid, lease=owner)
         logs = self._publish_stored(mid, owner)
         if logs is None:
+            self._ahead_logs.pop(mid, None)
             return
+        ahead = self._ahead_logs.pop(mid, None)  # published by _publish_ahead: what the batch answers reported
+        for address, n in (ahead or {}).items():
+            logs[address] = max(n, logs.get(address, 0))
         # A relay answer showing a log longer than the cached one (PROTOCOL.md §6.5): a recipient's
         # (or our own) installation may have been authorized since the cache was refreshed. One
         # round: what the envelopes published for the new installations answer is not followed.
-        if logs and self._follow_logs(mid, logs) and self._extend(mid, owner):
+        # A message prepared ahead (issue 13) may predate a refresh an earlier message's delivery made:
+        # it is extended to what the cache names now, as if it had been prepared after that.
+        refreshed = bool(logs) and self._follow_logs(mid, logs)
+        if (refreshed or ahead is not None) and self._extend(mid, owner):
             if self._publish_stored(mid, owner) is None:
                 return
         reached = self._reached(mid)
@@ -1468,82 +1687,128 @@ class Engine:
 
     def process(self, env: Envelope, relay: str | None = None) -> dict[str, Any] | None:
         """Process one envelope from our inbox on ``relay`` (default: the primary) exactly once.
-        Returns the new message, if any.
+        Returns the new message, if any. See :meth:`process_many`."""
+        return self.process_many([env], relay)[0]
 
-        Whatever the envelope raises is quarantined (bridge/engine/inbox.py) and the cursor moves
-        past it; the savepoint undoes anything the failed envelope wrote. Only a failure of the local
-        database (``sqlite3.Error``, ``StoreError``) propagates: then nothing at all is committed and
-        the envelope is tried again. The same envelope arriving through another of our relays
-        (senders publish to each relay we read) is skipped by its digest (PROTOCOL.md §6.3).
+    def process_many(self, envs: Sequence[Envelope], relay: str | None = None) -> list[dict[str, Any] | None]:
+        """Process envelopes from our inbox on ``relay`` (default: the primary), in cursor order, each
+        exactly once, in one write transaction (issue 13: a backlog is one commit per page fetched,
+        not one per envelope). Returns the new message of each, or None.
+
+        Whatever an envelope raises is quarantined (bridge/engine/inbox.py) and the cursor moves
+        past it; a savepoint per envelope undoes anything the failed envelope wrote. Only a failure
+        of the local database (``sqlite3.Error``, ``StoreError``) propagates: then nothing at all is
+        committed and the envelopes are tried again. The same envelope arriving through another of
+        our relays (senders publish to each relay we read) is skipped by its digest (PROTOCOL.md §6.3).
+        Notifications are emitted after the commit, in order.
         """
         stream = self.stream(relay)
-        digest = hashlib.sha256(env.payload).digest()
-        used_prekeys = False
-        message: dict[str, Any] | None = None
-        rejected: str | None = None
-        events: list[tuple[str, dict[str, Any]]] = []
-        self._tls.events = events  # what _open has to announce besides a new message (emitted after the commit)
+        checked: list[tuple[Envelope, bytes, str | None, sealed.Unsealed | None, Any]] = []
+        for env in envs:
+            self._tls.unsealed = None
+            try:
+                rejected = self._sender_not_active(env.payload)
+            except (StoreError, sqlite3.Error):
+                raise  # our database, not the envelope: retried later
+            except Exception as exc:  # hostile bytes must never escape as an exception that stops the inbox
+                log.warning("envelope %s: sender check failed: %s", env.cursor, exc)
+                rejected = inbox.describe(exc)
+            opened = getattr(self._tls, "unsealed", None)
+            self._tls.unsealed = None
+            un = opened[1] if opened and opened[0] is env.payload else None
+            checked.append((env, hashlib.sha256(env.payload).digest(), rejected, un, self.peers.take_pending()))
+        outcomes: list[tuple[dict[str, Any] | None, list[tuple[str, dict[str, Any]]], bool]] = []
         try:
-            rejected = self._sender_not_active(env.payload)
-        except (StoreError, sqlite3.Error):
-            raise  # our database, not the envelope: retried later
-        except Exception as exc:  # hostile bytes must never escape as an exception that stops the inbox
-            log.warning("envelope %s: sender check failed: %s", env.cursor, exc)
-            rejected = inbox.describe(exc)
-        with self.store.write() as c:
-            row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (stream,)).fetchone()
-            if row is not None and env.cursor <= row["cursor"]:
-                return None
-            if c.execute("SELECT 1 FROM seen_envelopes WHERE digest = ?", (digest,)).fetchone() is not None:
-                log.info("envelope %s on %s: already taken in through another relay; skipped", env.cursor, relay or self.relay_url)
-                rejected, duplicate = None, True
-            else:
-                duplicate = False
-                c.execute("INSERT INTO seen_envelopes(digest, at) VALUES (?, ?)", (digest, now_ms()))
-                self._seen_since_prune += 1
-                if self._seen_since_prune >= SEEN_PRUNE_EVERY:
-                    # kept twice the relays' default retention: a copy older than that is gone from every relay
-                    c.execute("DELETE FROM seen_envelopes WHERE at < ?", (now_ms() - SEEN_KEEP_MS,))
-                    self._seen_since_prune = 0
-            if rejected is None and not duplicate:
-                # A rejected envelope must change nothing but the quarantine and the cursor: _open may
-                # already have written (e.g. deleted the one-time prekeys an impostor's message used)
-                # when a later check fails, so its writes are undone with a savepoint.
-                c.execute("SAVEPOINT open_envelope")
-                try:
-                    message, used_prekeys = self._open(c, env.payload)
-                except session.DuplicateMessage:
-                    c.execute("ROLLBACK TO open_envelope")
-                    events.clear()
-                    log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
-                except (StoreError, sqlite3.Error):
-                    raise  # the local database failed, not the envelope: roll everything back, retry later
-                except Exception as exc:
-                    c.execute("ROLLBACK TO open_envelope")
-                    events.clear()
-                    message, used_prekeys = None, False
-                    rejected = inbox.describe(exc)
-                c.execute("RELEASE open_envelope")
-            if rejected is not None:
-                log.warning("envelope %s quarantined: %s", env.cursor, rejected)
-                inbox.quarantine(c, stream, env.cursor, env.payload, rejected)
-            c.execute(
-                "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
-                (stream, env.cursor),
-            )
-        self._tls.events = None
-        if message is not None:
-            self._emit("message.new", message)
-        for event, payload in events:
-            if event == "message.updated":
-                payload = self.message(payload["id"]) or payload  # as committed
-            self._emit(event, payload)
-        if used_prekeys:
+            with self.store.write() as c:
+                row = c.execute("SELECT cursor FROM cursors WHERE topic = ?", (stream,)).fetchone()
+                last = row["cursor"] if row is not None else None
+                for env, digest, rejected, un, _ in checked:
+                    outcomes.append(self._process_in(c, env, digest, rejected, un, relay, last))
+                    if last is None or env.cursor > last:
+                        last = env.cursor
+                if last is not None and (row is None or last > row["cursor"]):
+                    c.execute(
+                        "INSERT INTO cursors(topic, cursor) VALUES (?, ?) ON CONFLICT(topic) DO UPDATE SET cursor = excluded.cursor",
+                        (stream, last),
+                    )
+        finally:
+            self._tls.events = None
+        # A batch announces each message, then each conversation it touched once (conversations.changed):
+        # listeners that recount a conversation (unread counts) do it once per batch, not per message.
+        batch = len(envs) > 1
+        # messages from senders accepted on their statement alone: re-checked by the next scheduled pass
+        self.peers.recheck_many([(check[4], message) for (message, _, _), check in zip(outcomes, checked) if message is not None])
+        self._tls.in_batch = batch
+        touched: dict[str, None] = {}
+        try:
+            for message, events, _ in outcomes:
+                if message is not None:
+                    self._emit("message.new", message)
+                    touched[message["peer"]] = None
+                for event, payload in events:
+                    if event == "message.updated":
+                        payload = self.message(payload["id"]) or payload  # as committed
+                    self._emit(event, payload)
+        finally:
+            self._tls.in_batch = False
+        if batch and touched:
+            self._emit("conversations.changed", {"peers": list(touched)})
+        if any(used for _, _, used in outcomes):
             try:
                 self.ensure_prekeys()
             except (RelayUnavailable, RelayError) as exc:
                 log.warning("could not replenish prekeys: %s", exc)
-        return message
+        return [message for message, _, _ in outcomes]
+
+    def _process_in(
+        self, c: sqlite3.Connection, env: Envelope, digest: bytes, rejected: str | None, un: sealed.Unsealed | None,
+        relay: str | None, last: int | None,
+    ) -> tuple[dict[str, Any] | None, list[tuple[str, dict[str, Any]]], bool]:
+        """One envelope of :meth:`process_many`, inside its transaction; ``last``: the cursor already
+        taken in on this stream. Returns (new message, events to emit after the commit, used prekeys)."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        self._tls.events = events  # what _open has to announce besides a new message (emitted after the commit)
+        message: dict[str, Any] | None = None
+        used_prekeys = False
+        if last is not None and env.cursor <= last:
+            return None, [], False
+        if c.execute("SELECT 1 FROM seen_envelopes WHERE digest = ?", (digest,)).fetchone() is not None:
+            log.info("envelope %s on %s: already taken in through another relay; skipped", env.cursor, relay or self.relay_url)
+            return None, [], False
+        c.execute("INSERT INTO seen_envelopes(digest, at) VALUES (?, ?)", (digest, now_ms()))
+        self._seen_since_prune += 1
+        if self._seen_since_prune >= SEEN_PRUNE_EVERY:
+            # kept twice the relays' default retention: a copy older than that is gone from every relay
+            c.execute("DELETE FROM seen_envelopes WHERE at < ?", (now_ms() - SEEN_KEEP_MS,))
+            self._seen_since_prune = 0
+        if rejected is None:
+            # A rejected envelope must change nothing but the quarantine and the cursor: _open may
+            # already have written (e.g. deleted the one-time prekeys an impostor's message used)
+            # when a later check fails, so its writes are undone with a savepoint.
+            c.execute("SAVEPOINT open_envelope")
+            try:
+                message, used_prekeys = self._open(c, env.payload, un)
+            except session.DuplicateMessage:
+                c.execute("ROLLBACK TO open_envelope")
+                events.clear()
+                log.info("envelope %s: redelivery of a message already read; dropped", env.cursor)
+            except (StoreError, sqlite3.Error):
+                raise  # the local database failed, not the envelope: roll everything back, retry later
+            except Exception as exc:
+                c.execute("ROLLBACK TO open_envelope")
+                events.clear()
+                message, used_prekeys = None, False
+                rejected = inbox.describe(exc)
+            c.execute("RELEASE open_envelope")
+        if rejected is not None:
+            log.warning("envelope %s quarantined: %s", env.cursor, rejected)
+            inbox.quarantine(c, self.stream(relay), env.cursor, env.payload, rejected)
+        return message, events, used_prekeys
+
+    def in_batch(self) -> bool:
+        """True while :meth:`process_many` announces the messages of a batch (on this thread): a
+        ``conversations.changed`` event follows them, once per batch."""
+        return bool(getattr(self._tls, "in_batch", False))
 
     def quarantine_count(self) -> int:
         """How many inbox envelopes were quarantined so far (bridge/engine/inbox.py)."""
@@ -1565,13 +1830,15 @@ class Engine:
         self.peers.forget_pending()
         try:
             un = sealed.unseal(self.secrets.identity_key, self.installation_id, payload)
+            self._tls.unsealed = (payload, un)  # _open of the same payload uses it instead of opening it again
             st = self._verified(un.sender_record)
         except (P.CryptoError, WireError, identity.IdentityError, ValueError):
             return None
         return self.peers.check_sender(st)
 
-    def _open(self, c: sqlite3.Connection, payload: bytes) -> tuple[dict[str, Any] | None, bool]:
-        un = sealed.unseal(self.secrets.identity_key, self.installation_id, payload)
+    def _open(self, c: sqlite3.Connection, payload: bytes, un: sealed.Unsealed | None = None) -> tuple[dict[str, Any] | None, bool]:
+        if un is None:
+            un = sealed.unseal(self.secrets.identity_key, self.installation_id, payload)
         st = self._verified(un.sender_record)
         if st.action != "authorize" or st.installation_id != un.sender_iid:
             raise identity.InvalidStatement("sealed-sender statement does not authorize the sending installation")
@@ -1663,12 +1930,21 @@ class Engine:
         self._flush_all()
         return received
 
-    def _receive_all(self, limit: int) -> int:
+    def _receive_all(self, limit: int, progress: Callable[[int], None] | None = None) -> int:
+        """Take in what every relay we read holds for us. ``progress(n)``: n envelopes taken in so far
+        (called after each transaction of up to PROCESS_BATCH; the relays do not say how many wait)."""
         received = 0
         failures: dict[str, Exception] = {}
+        taken = [0]
+
+        def tick(n: int) -> None:
+            taken[0] += n
+            if progress is not None:
+                progress(taken[0])
+
         for relay in self.reading_relays:
             try:
-                received += self._sync_from(relay, limit)
+                received += self._sync_from(relay, limit, tick)
             except (RelayUnavailable, RelayError) as exc:
                 failures[relay] = exc
         if len(failures) == len(self.reading_relays):
@@ -1681,7 +1957,7 @@ class Engine:
         self.flush_outbox(retry_now=True)  # an explicit sync: what is backing off is tried now too
         self.retry_deliveries()
 
-    def _sync_from(self, relay: str, limit: int) -> int:
+    def _sync_from(self, relay: str, limit: int, tick: Callable[[int], None] | None = None) -> int:
         """Fetch and process everything pending for us on one relay. Returns messages received."""
         received = 0
         client = self.client(relay)
@@ -1695,9 +1971,11 @@ class Engine:
                 self.forget_token(relay)  # a restarted relay may have forgotten ours
                 token = self.token(relay)
                 batch = client.fetch(self.topic, self.cursor(relay), limit, token=token)
-            for env in batch:
-                if self.process(env, relay) is not None:
-                    received += 1
+            for start in range(0, len(batch), PROCESS_BATCH):
+                chunk = batch[start : start + PROCESS_BATCH]
+                received += sum(m is not None for m in self.process_many(chunk, relay))
+                if tick is not None:
+                    tick(len(chunk))
             if len(batch) < limit:
                 return received
 

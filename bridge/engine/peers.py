@@ -574,6 +574,14 @@ class Peers:
         """Forget this thread's last accepted sender (an envelope that does not open stores nothing)."""
         self._pending.value = None
 
+    def take_pending(self) -> Any:
+        """This thread's last accepted sender, forgotten here: ``Engine.process_many`` checks a whole
+        batch of senders before it stores their messages, then hands each back with its message to
+        :meth:`recheck_many`."""
+        pending = getattr(self._pending, "value", None)
+        self._pending.value = None
+        return pending
+
     def on_event(self, event: str, payload: dict[str, Any]) -> None:
         """Engine listener: a message stored right after :meth:`check_sender` accepted an unknown
         sender (same thread) is queued for re-checking."""
@@ -586,6 +594,21 @@ class Peers:
                 "INSERT OR IGNORE INTO sender_rechecks(message_id, address, installation_id, received_at) VALUES (?, ?, ?, ?)",
                 (payload["id"], pending[0], pending[1], self.clock()),
             )
+
+    def recheck_many(self, received: list[tuple[Any, dict[str, Any]]]) -> None:
+        """:meth:`on_event` for a batch, in one write transaction: each ``(pending, message)`` pairs a
+        stored message with what :meth:`take_pending` gave for its envelope; a message from a sender
+        accepted on its statement alone is queued for re-checking by the next scheduled pass."""
+        rows = [
+            (m["id"], p[0], p[1], self.clock())
+            for p, m in received
+            if p is not None and m.get("state") != "queued" and m.get("sender") == p[0]
+        ]
+        if rows:
+            with self.store.write() as c:
+                c.executemany(
+                    "INSERT OR IGNORE INTO sender_rechecks(message_id, address, installation_id, received_at) VALUES (?, ?, ?, ?)", rows
+                )
 
     def installation_gone(self, installation_id: str) -> None:
         """The relay refused to deliver to this installation (404): drop it from the cache until a

@@ -296,6 +296,20 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: One writer lock per database file in this process (resolved path → lock): see :meth:`Store.write`.
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    key = str(path.resolve())
+    with _WRITERS_LOCK:
+        lock = _WRITERS.get(key)
+        if lock is None:
+            lock = _WRITERS[key] = threading.RLock()
+        return lock
+
+
 class Store:
     """One SQLite database; a connection per thread; explicit write transactions."""
 
@@ -305,6 +319,7 @@ class Store:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._writer = _writer_lock(self.path)
         conn = self._conn()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -345,19 +360,31 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE): committed on success, rolled back on any exception."""
-        conn = self._conn()
+        """A write transaction (BEGIN IMMEDIATE): committed on success, rolled back on any exception.
+
+        Threads of this process take turns on a lock per database file before BEGIN IMMEDIATE: a
+        waiting thread is woken the moment the writer commits. Without it, SQLite's busy handler
+        makes every loser sleep 1, 2, 5 … 100 ms between tries, and under many concurrent senders
+        most of a send was spent asleep there (bench/e2e_latency.py, issue 13). Other processes
+        (the CLI next to the daemon) still meet the busy timeout, as before.
+        """
+        if not self._writer.acquire(timeout=self._busy / 1000):
+            raise StoreError(f"database busy: no write turn within {self._busy} ms")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"database busy: {exc}") from None
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"database busy: {exc}") from None
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+        finally:
+            self._writer.release()
 
     def read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         return self._conn().execute(sql, args).fetchall()
