@@ -91,6 +91,8 @@ demo: install browser
 
 bench: install browser
 	$(PY) bench/crypto.py
+	$(PY) bench/statements.py
+	$(PY) bench/backlog.py
 	$(PY) bench/extension.py
 
 ## mutate: mutation testing, not part of `make test` (docs/mutation.md; hours): mutmut over bridge/, then StrykerJS over
