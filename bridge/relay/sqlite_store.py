@@ -634,28 +634,10 @@ class SQLiteStorage(Storage):
     # ---- envelopes ------------------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, now: int, *, max_count: int | None = None, max_bytes: int | None = None) -> int:
-        size = len(payload)
-        with self._tx() as conn:
-            used = conn.execute("SELECT n, bytes FROM topic_usage WHERE topic = ?", (topic,)).fetchone()
-            n, b = (int(used[0]), int(used[1])) if used is not None else (0, 0)
-            if (max_count is not None and n + 1 > max_count) or (max_bytes is not None and b + size > max_bytes):
-                raise InboxFull(f"the inbox holds {n} envelopes, {b} bytes: its quota is full")
-            cur = conn.execute(
-                "INSERT INTO envelopes (topic, payload, received_at) VALUES (?, ?, ?)", (topic, bytes(payload), int(now))
-            )
-            cursor = int(cur.lastrowid or 0)
-            conn.execute(
-                "INSERT INTO topic_usage (topic, n, bytes) VALUES (?, 1, ?) "
-                "ON CONFLICT (topic) DO UPDATE SET n = n + 1, bytes = bytes + excluded.bytes",
-                (topic, size),
-            )
-        with self._cond:
-            if cursor > self._latest.get(topic, 0):
-                self._latest[topic] = cursor
-            entry = self._waiting.get(topic)
-            if entry is not None:
-                entry[0].notify_all()
-        return cursor
+        cursors = self.publish_many([(topic, payload)], now, max_count=max_count, max_bytes=max_bytes)
+        if not cursors:
+            raise InboxFull(f"the inbox quota is full (at most {max_count} envelopes, {max_bytes} bytes)")
+        return cursors[0]
 
     def publish_many(
         self, items: Sequence[tuple[str, bytes]], now: int, *, max_count: int | None = None, max_bytes: int | None = None
