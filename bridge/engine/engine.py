@@ -971,7 +971,13 @@ class Engine:
             while k < len(leased):
                 mid = leased[k]
                 if self.store.read("SELECT state FROM outbox WHERE message_id = ?", (mid,))[0]["state"] == "pending":
-                    grouped = self._prepare_group(leased[k:], owner)
+                    try:
+                        grouped = self._prepare_group(leased[k:], owner)
+                    except (StoreError, sqlite3.Error):
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - a lookup that failed: _prepare below meets it again
+                        log.debug("publish ahead: preparing from %s: %s", mid, exc)
+                        grouped = 0
                     if grouped:
                         ready += leased[k : k + grouped]
                         k += grouped
