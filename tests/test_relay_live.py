@@ -587,3 +587,46 @@ def test_client_refuses_a_malformed_batch_answer(tmp_path: Path) -> None:
             client.close()
     finally:
         storage.close()
+
+
+def test_drain_takes_the_good_envelopes_of_a_burst_before_a_malformed_one(tmp_path: Path) -> None:
+    """A relay sends a backlog burst whose fourth frame is malformed: Subscription.drain returns the
+    three good envelopes (the daemon takes them in, its cursor moves past them) and the next receive
+    raises, instead of the whole burst being dropped and fetched again forever."""
+    import base64
+
+    from flask import Flask
+    from flask_sock import Sock
+
+    app = Flask("hostile-relay")
+    sock = Sock(app)
+    topic = make_installation().topic
+
+    @sock.route("/v1/subscribe")
+    def subscribe(ws):  # type: ignore[no-untyped-def]
+        ws.receive(timeout=10)  # the hello
+        ws.send(json.dumps({"type": "ready"}))
+        for cursor in (1, 2, 3):
+            payload = base64.b64encode(b"sealed %d" % cursor).decode()
+            ws.send(json.dumps({"type": "envelope", "cursor": cursor, "payload": payload, "received_at": 1_800_000_000}))
+        ws.send(json.dumps({"type": "envelope", "cursor": "four", "payload": "!", "received_at": 0}))
+        ws.receive(timeout=10)
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        client = RelayClient(f"http://127.0.0.1:{server.server_port}", timeout=10.0)
+        with client.subscribe(topic, 0, token="t") as sub:
+            got: list[int] = []
+            env = sub.receive(10.0)
+            while env is not None:  # the frames may still be on their way: drain what has come each time
+                got += [e.cursor for e in sub.drain(env, 100)]
+                env = sub.receive(10.0) if len(got) < 3 else None
+            assert got == [1, 2, 3] and sub.cursor == 3
+            with pytest.raises(RelayUnavailable, match="malformed envelope"):
+                sub.receive(10.0)
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()

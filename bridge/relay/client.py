@@ -166,6 +166,8 @@ class Subscription:
         self.cursor = after
         self._base_url = base_url
         self._closed = threading.Event()
+        #: what :meth:`drain` met after the envelopes it returned: the next :meth:`receive` raises it
+        self._failed: Exception | None = None
         ssl_context = _tls_context(base_url) if url.startswith("wss://") else None
         try:
             self._ws = simple_websocket.Client.connect(url, ssl_context=ssl_context)
@@ -229,6 +231,9 @@ class Subscription:
 
     def receive(self, timeout: float) -> Envelope | None:
         """The next envelope, or ``None`` if none arrived within ``timeout`` seconds (or closed)."""
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed  # met by drain() after the envelopes it returned
         try:
             obj = self._frame(timeout)
         except StopIteration:
@@ -249,16 +254,20 @@ class Subscription:
         while len(batch) < most:
             try:
                 obj = self._frame(0)
+                if obj is None:
+                    break
+                if obj.get("type") != "envelope":
+                    continue
+                try:
+                    env = _envelope(self.topic, obj)
+                except WireError as exc:
+                    raise RelayUnavailable(f"relay {self._base_url} sent a malformed envelope: {exc}") from None
             except StopIteration:
                 break
-            if obj is None:
+            except (RelayError, RelayUnavailable) as exc:
+                # The envelopes before it are good: they are taken in first, and the next receive raises.
+                self._failed = exc
                 break
-            if obj.get("type") != "envelope":
-                continue
-            try:
-                env = _envelope(self.topic, obj)
-            except WireError as exc:
-                raise RelayUnavailable(f"relay {self._base_url} sent a malformed envelope: {exc}") from None
             self.cursor = env.cursor
             batch.append(env)
         return batch
