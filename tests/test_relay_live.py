@@ -566,7 +566,8 @@ def test_client_refuses_a_malformed_batch_answer(tmp_path: Path) -> None:
     """A hostile relay's batch answer: more cursors than envelopes, a non-integer cursor, a short answer with no reason."""
     from tests.relay_fixtures import serve_storage, unlimited_settings
 
-    answers = [b'{"cursors": [1, 2, 3]}', b'{"cursors": ["1"]}', b'{"cursors": []}', b'{"cursors": [], "refused": {"status": 200}}']
+    answers = [b'{"cursors": [1, 2, 3]}', b'{"cursors": ["1"]}', b'{"cursors": []}', b'{"cursors": [], "refused": {"status": 200}}',
+               b'{"cursors": [7], "refused": {"index": 1, "status": 429, "code": "full\\u001b[2J", "message": "go\\u0007 away"}}']
 
     def hostile(app):  # type: ignore[no-untyped-def]
         def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
@@ -584,6 +585,9 @@ def test_client_refuses_a_malformed_batch_answer(tmp_path: Path) -> None:
             for _ in range(4):
                 with pytest.raises(RelayUnavailable, match="malformed answer"):
                     client.publish_envelopes([(topic, b"a"), (topic, b"b")])
+            done, refused = client.publish_envelopes([(topic, b"a"), (topic, b"b")])  # a refusal with control characters
+            assert [p.cursor for p in done] == [7] and refused is not None
+            assert (refused.status, refused.code, refused.message) == (429, "full?[2J", "go? away")
             client.close()
     finally:
         storage.close()

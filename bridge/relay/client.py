@@ -884,7 +884,9 @@ class RelayClient:
             status = refused.get("status") if isinstance(refused, dict) else None
             if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
                 raise self._bad("a batch stored only part of the envelopes and did not say why")
-            code, message = str(refused.get("code", "error"))[:64], str(refused.get("message", ""))[:300]
+            # the relay's words reach logs and terminals: printable characters only, and not many
+            code = "".join(ch if ch.isprintable() else "?" for ch in str(refused.get("code", "error"))[:64])
+            message = "".join(ch if ch.isprintable() else "?" for ch in str(refused.get("message", ""))[:300])
             error = (NotFound if status == 404 else RelayError)(status, code, message, self.base_url)
         return done, error
 
