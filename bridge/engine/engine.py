@@ -224,7 +224,6 @@ class Engine:
             rng=rng,
             interval_ms=peer_refresh_ms,
         )
-        self.listeners.append(self.peers.on_event)
         #: Our prekeys: top-up, rotation, deletion (bridge/engine/prekeys.py); its clock and policy are settable.
         self.prekeys = Prekeys(
             store, secrets, self.installation_id, lambda: self.relay, secondaries=lambda: {u: self.client(u) for u in self.home_relays[1:]}

@@ -547,7 +547,8 @@ class Peers:
     def check_sender(self, st: identity.Statement) -> str | None:
         """Why a sealed sender's (verified) statement must not be believed, if we know a reason. No I/O.
 
-        Otherwise the sender is accepted now, and the message (noted by :meth:`on_event`) is re-checked
+        Otherwise the sender is accepted now (:meth:`take_pending` hands it over, and
+        :meth:`recheck_many` notes the message once stored), and the message is re-checked
         against the sender's log by the next scheduled pass: the installation may be unknown to the
         cache, or revoked since the cache was last refreshed.
         """
@@ -582,21 +583,8 @@ class Peers:
         self._pending.value = None
         return pending
 
-    def on_event(self, event: str, payload: dict[str, Any]) -> None:
-        """Engine listener: a message stored right after :meth:`check_sender` accepted an unknown
-        sender (same thread) is queued for re-checking."""
-        pending = getattr(self._pending, "value", None)
-        if event != "message.new" or pending is None or payload.get("state") == "queued" or payload.get("sender") != pending[0]:
-            return
-        self._pending.value = None
-        with self.store.write() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO sender_rechecks(message_id, address, installation_id, received_at) VALUES (?, ?, ?, ?)",
-                (payload["id"], pending[0], pending[1], self.clock()),
-            )
-
     def recheck_many(self, received: list[tuple[Any, dict[str, Any]]]) -> None:
-        """:meth:`on_event` for a batch, in one write transaction: each ``(pending, message)`` pairs a
+        """Queue stored messages for re-checking, in one write transaction: each ``(pending, message)`` pairs a
         stored message with what :meth:`take_pending` gave for its envelope; a message from a sender
         accepted on its statement alone is queued for re-checking by the next scheduled pass."""
         rows = [
