@@ -4,6 +4,10 @@ docs/PROTOCOL.md §7 "Subscriptions". A real `parley relay` process (default ser
 bridge/relay/serving.py) holds 5,000 authenticated WebSocket subscriptions on real inbox topics; the
 clients drop their sockets all at once; a fresh subscriber must then receive a fresh envelope
 within 5 s, and the relay must still stop cleanly on SIGTERM.
+
+While the crowd is held, the relay process must hold about one descriptor per WebSocket (issue 13:
+simple-websocket used to ``dup()`` each socket under gevent, two per subscriber, so 10,000 of them
+did not fit under this machine's limit of 20,000).
 """
 
 from __future__ import annotations
@@ -75,7 +79,11 @@ async def _subscribe(ws_url: str, topic: str, token: str) -> Any:
     return ws
 
 
-async def _scenario(url: str, crowd: list[tuple[str, str]], fresh: tuple[str, str]) -> tuple[int, float]:
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def _scenario(url: str, crowd: list[tuple[str, str]], fresh: tuple[str, str], pid: int) -> tuple[int, int, float]:
     ws_url = url.replace("http://", "ws://") + "/v1/subscribe"
     sem = asyncio.Semaphore(200)
     held: list[Any] = []
@@ -87,6 +95,7 @@ async def _scenario(url: str, crowd: list[tuple[str, str]], fresh: tuple[str, st
 
     await asyncio.gather(*(one(i) for i in range(CROWD)))
     count = len(held)
+    fds = _descriptors(pid)
     t0 = time.monotonic()
     for ws in held:  # every client goes away at once, without a closing handshake
         ws.transport.abort()
@@ -107,7 +116,7 @@ async def _scenario(url: str, crowd: list[tuple[str, str]], fresh: tuple[str, st
             break
     elapsed = time.monotonic() - t0
     await ws.close()
-    return count, elapsed
+    return count, fds, elapsed
 
 
 def test_relay_serves_fresh_publish_after_5000_subscribers_close_at_once(tmp_path: Path) -> None:
@@ -122,11 +131,14 @@ def test_relay_serves_fresh_publish_after_5000_subscribers_close_at_once(tmp_pat
     proc, url = start_relay(db)
     try:
         tokens = [(inbox_topic(iid), _token(url, iid, spriv)) for iid, spriv in keys]
+        before = _descriptors(proc.p.pid)
         # A thread of its own: under pytest-xdist this worker may already run a browser suite's event
         # loop (Playwright's sync API), and asyncio.run refuses to nest in a running loop.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            held, elapsed = pool.submit(asyncio.run, _scenario(url, tokens[:CROWD_TOPICS], tokens[-1])).result()
+            held, fds, elapsed = pool.submit(asyncio.run, _scenario(url, tokens[:CROWD_TOPICS], tokens[-1], proc.p.pid)).result()
         assert held == CROWD
+        per_socket = (fds - before) / CROWD
+        assert per_socket < 1.1, f"the relay holds {per_socket:.2f} descriptors per WebSocket ({before} before, {fds} with {CROWD})"
         assert elapsed < FRESH_DEADLINE, f"fresh publish→deliver took {elapsed:.2f}s after the mass close"
         assert requests.get(f"{url}/v1/health", timeout=FRESH_DEADLINE).json() == {"ok": True, "version": 1, "minor": 4}
         assert proc.p.poll() is None, "the relay died"

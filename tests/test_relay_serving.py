@@ -192,3 +192,55 @@ def test_web_page_and_foreign_host_are_refused_by_the_embedded_relay(bridge: tup
     # the bridge's own use of its relay (loopback Host, JSON, no Origin) still works
     r = requests.post(f"{url}/v1/envelopes", data=body, headers={"Content-Type": "application/json"}, timeout=10)
     assert r.status_code == 202, r.text
+
+
+def _read_to_eof(s: socket.socket, bound: float) -> bytes:
+    s.settimeout(bound)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+_UPGRADE = (
+    "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def test_gevent_relay_hands_websockets_their_own_socket_and_answers_refused_upgrades(tmp_path: Path) -> None:
+    """The gevent model gives simple-websocket the connection's socket itself (no ``dup``; the
+    descriptor count is checked in tests/test_relay_mass_disconnect.py). Attacks on that hand-over:
+    an upgrade request to a route that is not a WebSocket must still get its HTTP answer, and once
+    a WebSocket has ended, no HTTP answer may follow its frames on the wire (nor an error in the log)."""
+    proc, url = _start_relay(tmp_path)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(_UPGRADE.format(path="/v1/health", port=port).encode())
+            answer = _read_to_eof(s, _BOUND)
+        assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
+        assert b"101 Switching" not in answer
+
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(_UPGRADE.format(path="/v1/subscribe", port=port).encode())
+            head = b""
+            while b"\r\n\r\n" not in head:  # a client waits for the 101 before its first frame (RFC 6455 §4.1)
+                chunk = s.recv(4096)
+                assert chunk, head
+                head += chunk
+            # one masked text frame that is not JSON: the relay answers an error frame and closes
+            body = b"not json"
+            mask = b"\x01\x02\x03\x04"
+            s.sendall(bytes([0x81, 0x80 | len(body)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body)))
+            wire_bytes = head + _read_to_eof(s, _BOUND)
+        head, _, frames = wire_bytes.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), wire_bytes[:200]
+        assert b"bad_json" in frames
+        assert b"HTTP/1." not in frames, frames
+        _relay_serves_from_its_db_and_stops_cleanly(proc, url)
+        assert not [line for line in proc.output if "Traceback" in line or "Error" in line], "".join(proc.output)
+    finally:
+        proc.stop()

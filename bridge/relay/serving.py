@@ -97,7 +97,8 @@ def reexec_patched(cli_args: Sequence[str]) -> None:
 def raise_nofile_limit(target: int = 65536) -> int:
     """Raise this process's open-file limit towards ``target`` (above the hard limit only as root).
 
-    Each WebSocket holds one or two descriptors (gevent's pywsgi hands simple-websocket a ``dup``).
+    Each WebSocket holds one descriptor (the gevent model hands simple-websocket the connection's own
+    socket, not a ``dup``).
     Returns the soft limit in force afterwards.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -276,7 +277,55 @@ def _gevent_handler(deadlines: HeaderDeadlines, idle_timeout: float) -> Any:
                 self.late = deadlines.end(sock) or self.late
             return None if self.late else result  # late: the headers were cut off; just close
 
+        def get_environ(self) -> Any:
+            environ = super().get_environ()
+            if _is_websocket(getattr(self, "headers", None)):
+                # simple-websocket takes ``werkzeug.socket`` as it is; otherwise, under gevent, it
+                # dup()s the connection's socket, and every WebSocket costs two descriptors.
+                environ["werkzeug.socket"] = _HandedSocket(self.socket)
+            return environ
+
+        def run_application(self) -> Any:
+            handed = self.environ.get("werkzeug.socket")
+            if not isinstance(handed, _HandedSocket):
+                return super().run_application()
+            try:
+                super().run_application()
+            except _WebSocketDone:
+                pass
+            if handed.taken:
+                self.close_connection = True  # the WebSocket has ended; its socket is closed
+            return None
+
+        def process_result(self) -> Any:
+            handed = self.environ.get("werkzeug.socket")
+            if isinstance(handed, _HandedSocket) and handed.taken:
+                # The WebSocket wrote its own 101 answer and frames on this socket; flask-sock's
+                # empty answer after it must not reach the wire (it would go out on a closed socket).
+                self.headers_sent = True
+                raise _WebSocketDone
+            return super().process_result()
+
     return _Handler
+
+
+class _WebSocketDone(Exception):
+    """Raised past gevent's ``process_result`` once a WebSocket has used the connection."""
+
+
+class _HandedSocket:
+    """A connection's socket as handed to simple-websocket: the socket itself, no ``dup``; notes
+    whether the WebSocket used it (a request refused before the handshake answers as usual)."""
+
+    __slots__ = ("_sock", "taken")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.taken = False
+
+    def __getattr__(self, name: str) -> Any:
+        self.taken = True
+        return getattr(self._sock, name)
 
 
 class _BindFailed(Exception):
