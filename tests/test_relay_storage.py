@@ -28,7 +28,7 @@ from bridge.relay.storage import (
     StoredPrekeys,
     open_storage,
 )
-from tests.relay_fixtures import STORAGE_BACKENDS, postgres_schema, storage_backend, wait_until
+from tests.relay_fixtures import STORAGE_BACKENDS, open_backend, postgres_schema, storage_backend, wait_until
 
 IID = "0" * 31 + "1"
 IID2 = "0" * 31 + "2"
@@ -777,3 +777,71 @@ def test_publish_many_stores_a_prefix_in_order_wakes_waiters_and_stops_at_a_full
     # bytes count too, and an empty batch stores nothing
     assert len(storage.publish_many([(f"parley.v1.inbox.{'c' * 32}", b"x" * 60)] * 2, 102, max_bytes=100)) == 1
     assert storage.publish_many([], 103) == []
+
+
+def test_concurrent_batches_over_the_same_topics_in_different_orders_all_land(storage: Storage) -> None:
+    """Batches from several threads (as from several relay nodes) name the same topics in opposite
+    orders, while single publishes go on: none may deadlock or fail, every envelope is stored once, and each topic reads in
+    cursor order. (PostgreSQL locks a topic's usage row, then the cursor counter, per envelope.)"""
+    topics = [f"parley.v1.inbox.{i:032x}" for i in range(6)]
+    errors: list[BaseException] = []
+    stored: list[list[int]] = []
+    go = threading.Barrier(4)
+
+    def sender(k: int) -> None:
+        order = topics if k % 2 == 0 else topics[::-1]
+        mine = []
+        try:
+            go.wait(10)
+            for round_ in range(15):
+                if k == 3:  # single publishes meanwhile (one statement each)
+                    mine += [storage.publish(t, f"{k}.{round_}.{t[-2:]}".encode(), 100) for t in order]
+                else:
+                    mine += storage.publish_many([(t, f"{k}.{round_}.{t[-2:]}".encode()) for t in order], 100)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        stored.append(mine)
+
+    threads = [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(len(m) for m in stored) == [90] * 4
+    for t in topics:
+        got = storage.fetch(t, 0, 1000)
+        assert len(got) == 60 and [e.cursor for e in got] == sorted(e.cursor for e in got)
+        assert len({e.payload for e in got}) == 60
+
+
+def test_postgres_batch_chosen_as_deadlock_victim_is_tried_again_whole(tmp_path: Path) -> None:
+    """A transaction elsewhere (retention on another node, say) holds a topic's usage row and then
+    wants the cursor counter, which a batch publish already holds while it waits for that row.
+    PostgreSQL breaks the cycle by rolling the batch back (its deadlock timeout is the shorter
+    here); the batch must be tried again and land whole, not fail and not land in part."""
+    import psycopg
+
+    with postgres_schema() as url:
+        st = open_backend("postgres", tmp_path, url)
+        try:
+            st.publish(TOPIC2, b"first", 1)
+            with psycopg.connect(url) as other:
+                other.execute("SET deadlock_timeout = '30s'")
+                other.execute("SELECT n FROM topic_usage WHERE topic = %s FOR UPDATE", (TOPIC2,))
+                result: list[Any] = []
+                batch = threading.Thread(
+                    target=lambda: result.append(st.publish_many([(TOPIC, b"a"), (TOPIC2, b"b")], 2)), daemon=True
+                )
+                batch.start()
+                with psycopg.connect(url, autocommit=True) as watch:
+                    assert wait_until(lambda: bool(watch.execute("SELECT 1 FROM pg_locks WHERE NOT granted").fetchall()))
+                other.execute("UPDATE parley_cursor SET value = value WHERE id = 1")  # the cycle; the batch is rolled back
+                other.commit()
+            batch.join(30)
+            assert not batch.is_alive()
+            assert len(result) == 1 and len(result[0]) == 2, result
+            assert [e.payload for e in st.fetch(TOPIC, 0, 10)] == [b"a"]
+            assert [e.payload for e in st.fetch(TOPIC2, 0, 10)] == [b"first", b"b"]
+        finally:
+            st.close()

@@ -40,7 +40,7 @@ import hashlib
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -291,6 +291,10 @@ _TABLES = (
 )
 
 
+class _Deadlock(Exception):
+    """PostgreSQL rolled a transaction back to break a deadlock (see ``_tx(retry_deadlock=True)``)."""
+
+
 def _translate(exc: psycopg.Error) -> StorageError:
     """Map a psycopg error to the Storage errors (503 for anything transient)."""
     transient = (
@@ -466,11 +470,17 @@ class PostgresStorage(Storage):
     # ---- helpers --------------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+    def _tx(self, *, retry_deadlock: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on a pooled connection. ``retry_deadlock``: a deadlock raises
+        :class:`_Deadlock` (the transaction is rolled back; the caller tries again)."""
         with self._pool.connection() as conn:
             try:
                 with conn.transaction():
                     yield conn
+            except pg_errors.DeadlockDetected as exc:
+                if retry_deadlock:
+                    raise _Deadlock() from None
+                raise _translate(exc) from None
             except psycopg.Error as exc:
                 raise _translate(exc) from None
 
@@ -706,33 +716,114 @@ class PostgresStorage(Storage):
 
     # ---- envelopes ------------------------------------------------------------------------
 
+    # One statement per envelope. Locks are taken in one order by every publish, single or batch,
+    # on every node: the counter row first (``k``; the upsert reads its row, so it runs after), then
+    # the topic's usage row, incremented only while it stays within the quota (so concurrent
+    # publishes to one topic count one by one). The counter row stays locked until commit, so
+    # cursors become visible in cursor order on every node; NOTIFY is delivered at commit.
+    _PUBLISH = (
+        "WITH k AS (SELECT value FROM parley_cursor WHERE id = 1 FOR UPDATE), "
+        "u AS (INSERT INTO topic_usage AS t (topic, n, bytes) SELECT %(topic)s, 1, %(size)s FROM k "
+        "ON CONFLICT (topic) DO UPDATE SET n = t.n + 1, bytes = t.bytes + excluded.bytes "
+        "WHERE t.n + 1 <= %(max_n)s AND t.bytes + excluded.bytes <= %(max_b)s RETURNING 1), "
+        "c AS (UPDATE parley_cursor SET value = value + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM u) RETURNING value), "
+        "ins AS (INSERT INTO envelopes (cursor, topic, payload, received_at) "
+        "SELECT c.value, %(topic)s, %(payload)s, %(now)s FROM c RETURNING cursor, topic) "
+        "SELECT cursor, pg_notify(%(channel)s, topic || ' ' || cursor::text) FROM ins"
+    )
+
     def publish(self, topic: str, payload: bytes, now: int, *, max_count: int | None = None, max_bytes: int | None = None) -> int:
-        # One statement = one transaction: the counter row stays locked until commit, so cursors
-        # become visible in cursor order on every node; the NOTIFY is delivered at commit. The
-        # topic's usage row is incremented first, only while it stays within the quota (the upsert
-        # locks the row, so concurrent publishes to one topic on any node count one by one).
-        size = len(payload)
+        cursors = self.publish_many([(topic, payload)], now, max_count=max_count, max_bytes=max_bytes)
+        if not cursors:
+            raise InboxFull(f"the inbox quota is full (at most {max_count} envelopes, {max_bytes} bytes)")
+        return cursors[0]
+
+    def publish_many(
+        self, items: Sequence[tuple[str, bytes]], now: int, *, max_count: int | None = None, max_bytes: int | None = None
+    ) -> list[int]:
         max_n = 2**62 if max_count is None else int(max_count)
         max_b = 2**62 if max_bytes is None else int(max_bytes)
+        if len(items) == 1:
+            return self._publish_one(items[0][0], items[0][1], now, max_n, max_b)
+        if not items:
+            return []
+        # The prefix in one transaction and two round trips, whatever the batch size (group commit:
+        # one WAL flush for the batch). The counter row is locked first, so batches and single
+        # publishes on every node take their turn there before any usage row (no lock cycle), and
+        # the usage rows read under it stay exact until commit. An error rolls back the whole batch.
+        for attempt in range(3):
+            try:
+                return self._publish_batch(items, now, max_n, max_b)
+            except _Deadlock:
+                # Retention on another node updates several usage rows in its own order: PostgreSQL
+                # broke the cycle by rolling this batch back, whole; it can be tried again.
+                if attempt == 2:
+                    raise StorageUnavailable("PostgreSQL is unavailable: deadlock detected, three times") from None
+        raise AssertionError("unreachable")
+
+    def _publish_batch(self, items: Sequence[tuple[str, bytes]], now: int, max_n: int, max_b: int) -> list[int]:
+        names = sorted({topic for topic, _ in items})
+        with self._tx(retry_deadlock=True) as conn:
+            with conn.pipeline():
+                c1 = conn.execute("SELECT value FROM parley_cursor WHERE id = 1 FOR UPDATE")
+                c2 = conn.execute("SELECT topic, n, bytes FROM topic_usage WHERE topic = ANY(%s) ORDER BY topic FOR UPDATE", (names,))
+            counter = c1.fetchone()
+            if counter is None:
+                raise StorageError("the cursor counter is missing")
+            base = int(counter[0])
+            usage = {str(t): (int(n), int(b)) for t, n, b in c2.fetchall()}
+            taken: list[tuple[str, bytes]] = []
+            for topic, payload in items:
+                n, b = usage.get(topic, (0, 0))
+                if n + 1 > max_n or b + len(payload) > max_b:
+                    break
+                usage[topic] = (n + 1, b + len(payload))
+                taken.append((topic, bytes(payload)))
+            if not taken:
+                return []
+            added: dict[str, list[int]] = {}
+            latest: dict[str, int] = {}
+            for i, (topic, payload) in enumerate(taken, 1):
+                a = added.setdefault(topic, [0, 0])
+                a[0] += 1
+                a[1] += len(payload)
+                latest[topic] = base + i
+            with conn.pipeline():
+                conn.execute(
+                    "INSERT INTO envelopes (cursor, topic, payload, received_at) "
+                    "SELECT %s + x.i, x.t, x.p, %s FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS x(t, p, i)",
+                    (base, int(now), [t for t, _ in taken], [p for _, p in taken]),
+                )
+                conn.execute("UPDATE parley_cursor SET value = %s WHERE id = 1", (base + len(taken),))
+                conn.execute(
+                    "INSERT INTO topic_usage AS u (topic, n, bytes) SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+                    "ON CONFLICT (topic) DO UPDATE SET n = u.n + excluded.n, bytes = u.bytes + excluded.bytes",
+                    (list(added), [a[0] for a in added.values()], [a[1] for a in added.values()]),
+                )
+                conn.execute(
+                    "SELECT pg_notify(%s, x.t || ' ' || x.c::text) FROM unnest(%s::text[], %s::bigint[]) AS x(t, c)",
+                    (self._channel, list(latest), list(latest.values())),
+                )
+        for topic, cursor in latest.items():
+            self._saw(topic, cursor)
+        return list(range(base + 1, base + len(taken) + 1))
+
+    def _publish_one(self, topic: str, payload: bytes, now: int, max_n: int, max_b: int) -> list[int]:
+        """One envelope, one statement in autocommit: one round trip."""
+        size = len(payload)
         if size > max_b or max_n < 1:
-            raise InboxFull(f"an envelope of {size} bytes does not fit in the inbox quota")
+            return []
         rows = self._rows(
-            "WITH u AS (INSERT INTO topic_usage AS t (topic, n, bytes) VALUES (%(topic)s, 1, %(size)s) "
-            "ON CONFLICT (topic) DO UPDATE SET n = t.n + 1, bytes = t.bytes + excluded.bytes "
-            "WHERE t.n + 1 <= %(max_n)s AND t.bytes + excluded.bytes <= %(max_b)s RETURNING 1), "
-            "c AS (UPDATE parley_cursor SET value = value + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM u) RETURNING value), "
-            "ins AS (INSERT INTO envelopes (cursor, topic, payload, received_at) "
-            "SELECT c.value, %(topic)s, %(payload)s, %(now)s FROM c RETURNING cursor, topic) "
-            "SELECT cursor, pg_notify(%(channel)s, topic || ' ' || cursor::text) FROM ins",
-            {"topic": topic, "size": size, "max_n": max_n, "max_b": max_b, "payload": bytes(payload), "now": int(now), "channel": self._channel},
+            self._PUBLISH,
+            {"topic": topic, "size": size, "max_n": max_n, "max_b": max_b, "payload": bytes(payload), "now": int(now), "channel": self._channel},  # type: ignore[arg-type]
         )
         if not rows:
             if not self._rows("SELECT 1 FROM parley_cursor WHERE id = 1"):
                 raise StorageError("the cursor counter is missing")
-            raise InboxFull(f"the inbox quota is full (at most {max_count} envelopes, {max_bytes} bytes)")
+            return []
         cursor = int(rows[0][0])
         self._saw(topic, cursor)
-        return cursor
+        return [cursor]
 
     def _listen_generation(self) -> int | None:
         """The current listener generation if the LISTEN connection is up, else ``None``."""
