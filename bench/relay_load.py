@@ -107,6 +107,24 @@ def role_bare(model: str) -> None:
                 pass
         return {"cursor": n}, 202
 
+    @app.post("/v1/envelopes/batch")
+    def publish_batch() -> Any:  # the same request shape as the relay's 1.4 batch route
+        body = request.get_json()
+        cursors = []
+        for topic, payload in zip(body["topics"], body["payloads"]):
+            with lock:
+                counter[0] += 1
+                n = counter[0]
+                targets = list(subs.get(topic, ()))
+            frame = json.dumps({"type": "envelope", "cursor": n, "payload": payload, "received_at": int(time.time())})
+            for ws in targets:
+                try:
+                    ws.send(frame)
+                except Exception:
+                    pass
+            cursors.append(n)
+        return {"cursors": cursors}, 200
+
     @sock.route("/v1/subscribe")
     def subscribe(ws: Any) -> None:
         first = ws.receive(timeout=10)
@@ -154,7 +172,8 @@ def role_relay(model: str, db: str, poll: float | None) -> None:
     extra = {} if poll is None else {"ws_poll_interval": poll}
     settings = RelaySettings(
         **extra,  # type: ignore[arg-type]
-        publish_rate=1e6, publish_burst=10**6, auth_rate=1e6, auth_burst=10**6, max_tokens=10**6, max_pending_challenges=10**6
+        publish_rate=1e6, publish_burst=10**6, inbox_rate=1e6, inbox_burst=10**6, auth_rate=1e6, auth_burst=10**6, max_tokens=10**6,
+        max_pending_challenges=10**6,
     )
     serve("127.0.0.1", 0, db, model=model, settings=settings, ready_callback=lambda h, p: print(f"READY {p} {os.getpid()}", flush=True))
 
@@ -345,6 +364,7 @@ async def client(cfg: dict[str, Any]) -> dict[str, Any]:
 
     rates = []
     conns = [Http(host, port) for _ in range(16)]
+    batch = int(cfg.get("batch", 1))
     for rate in cfg["rates"]:
         duration = float(cfg["duration"])
         total = int(rate * duration)
@@ -355,15 +375,24 @@ async def client(cfg: dict[str, Any]) -> dict[str, Any]:
 
         async def worker(h: Http) -> None:
             while True:
-                i, key = await queue.get()
-                topic = probe_subs[i % len(probe_subs)][0]
-                sent_at[key] = time.monotonic()
+                items = [await queue.get()]
+                while len(items) < batch and not queue.empty():  # whatever has queued up meanwhile
+                    items.append(queue.get_nowait())
+                topics = [probe_subs[i % len(probe_subs)][0] for i, _ in items]
+                now = time.monotonic()
+                for _, key in items:
+                    sent_at[key] = now
                 try:
-                    st, _ = await h.post("/v1/envelopes", {"topic": topic, "payload": key})
-                    accepted[0] += st == 202
+                    if batch > 1:
+                        st, answer = await h.post("/v1/envelopes/batch", {"topics": topics, "payloads": [k for _, k in items]})
+                        accepted[0] += len(answer.get("cursors", ())) if st == 200 and isinstance(answer, dict) else 0
+                    else:
+                        st, _ = await h.post("/v1/envelopes", {"topic": topics[0], "payload": items[0][1]})
+                        accepted[0] += st == 202
                 except Exception:  # noqa: BLE001
                     h.writer = None
-                queue.task_done()
+                for _ in items:
+                    queue.task_done()
 
         workers = [asyncio.create_task(worker(h)) for h in conns]
         for i, key in enumerate(keys):
@@ -607,6 +636,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", choices=["gevent", "threaded"])
     ap.add_argument("--db")
     ap.add_argument("--poll", type=float, default=None, help="the relay's ws_poll_interval (default: RelaySettings')")
+    ap.add_argument(
+        "--batch", type=int, default=1,
+        help="publish whatever has queued up on a connection, up to this many envelopes, in one POST /v1/envelopes/batch "
+        "(protocol 1.4; the bare baseline has the same route); 1: one POST /v1/envelopes per envelope",
+    )
     ap.add_argument("--client", action="store_true")
     a = ap.parse_args(argv)
     if a.role:
@@ -622,7 +656,8 @@ def main(argv: list[str] | None = None) -> None:
     _nofile()
     print(describe_machine())
     rates = [int(x) for x in a.rates.split(",")]
-    print(f"# {a.subscribers} idle subscribers on {IDLE_TOPICS} topics; rates {rates}/s for {a.duration} s each")
+    print(f"# {a.subscribers} idle subscribers on {IDLE_TOPICS} topics; rates {rates}/s for {a.duration} s each; "
+          + ("one envelope per publish request" if a.batch <= 1 else f"publish batches of up to {a.batch}"))
     results = []
     tmp = Path(tempfile.mkdtemp(prefix="parley-relay-load-"))
     pg_url: str | None = None
@@ -630,7 +665,8 @@ def main(argv: list[str] | None = None) -> None:
         for target in a.targets.split(","):
             kind, model = target.split("/")
             n = a.threaded_n if (model == "threaded" and a.threaded_n) else a.subscribers
-            cfg = {"n": n, "rates": rates, "duration": a.duration, "open_deadline": a.open_deadline, "drain_cap": a.drain_cap}
+            cfg = {"n": n, "rates": rates, "duration": a.duration, "open_deadline": a.open_deadline, "drain_cap": a.drain_cap,
+                   "batch": max(1, a.batch)}
             if kind == "bare":
                 args, db = ["--role", "bare", "--model", model], None
             elif kind == "relay-sqlite":
