@@ -18,6 +18,8 @@ import concurrent.futures
 import json
 import os
 import resource
+import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -31,13 +33,14 @@ from bridge.protocol import wire
 from bridge.protocol.ids import inbox_topic, installation_id
 from bridge.relay.auth import auth_message
 from bridge.relay.storage import IdentityEntry, open_storage
-from tests.procs import start_relay
+from tests.procs import start_relay, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 CROWD = 5_000
 CROWD_TOPICS = 5
 FRESH_DEADLINE = 5.0
+BACKLOG = 5_000
 
 
 def _seed(db: Path, count: int) -> list[tuple[str, bytes]]:
@@ -141,6 +144,111 @@ def test_relay_serves_fresh_publish_after_5000_subscribers_close_at_once(tmp_pat
         assert per_socket < 1.1, f"the relay holds {per_socket:.2f} descriptors per WebSocket ({before} before, {fds} with {CROWD})"
         assert elapsed < FRESH_DEADLINE, f"fresh publish→deliver took {elapsed:.2f}s after the mass close"
         assert requests.get(f"{url}/v1/health", timeout=FRESH_DEADLINE).json() == {"ok": True, "version": 1, "minor": 4}
+        assert proc.p.poll() is None, "the relay died"
+    finally:
+        rc = proc.stop(timeout=10)
+    assert rc == 0, f"the relay did not stop cleanly on SIGTERM (exit {rc}); output:\n{''.join(proc.output)}"
+
+
+
+def _tx_queue(local_port: int, remote_port: int) -> int:
+    """Bytes the kernel holds unsent on the TCP socket 127.0.0.1:local_port -> :remote_port."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == local_port and int(f[2].split(":")[1], 16) == remote_port:
+            return int(f[4].split(":")[0], 16)
+    return 0
+
+
+def _frame(opcode: int, body: bytes) -> bytes:
+    mask = os.urandom(4)
+    size = bytes([0x80 | len(body)]) if len(body) < 126 else bytes([0x80 | 126]) + struct.pack(">H", len(body))
+    return bytes([0x80 | opcode]) + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+
+
+def _blocked_subscriber(url: str, topic: str, token: str) -> Any:
+    """A raw WebSocket subscriber to an inbox with a backlog that stops reading after the 101, once
+    the relay has data it cannot send (its send is blocked on the full socket buffers)."""
+    port = int(url.rsplit(":", 1)[1])
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", port))
+    s.sendall(
+        (f"GET /v1/subscribe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    s.sendall(_frame(0x1, json.dumps({"token": token, "topic": topic, "after": 0}).encode()))
+    mine = s.getsockname()[1]
+
+    def blocked() -> bool:  # the relay's unsent bytes stopped growing: its send buffer is full
+        now = _tx_queue(port, mine)
+        return now > 0 and _stable(port, mine, now)
+
+    assert wait_for(blocked, timeout=30, what="the relay blocked sending")
+    return s
+
+
+def _stable(port: int, mine: int, size: int) -> bool:
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        if _tx_queue(port, mine) != size:
+            return False
+    return True
+
+
+def test_relay_survives_pings_and_resets_while_blocked_sending_a_backlog(tmp_path: Path) -> None:
+    """simple-websocket gets the connection's own socket (no dup, above), so its reader and the
+    subscribe handler share one socket object. Attacks on that: (1) a client sends WebSocket pings
+    while the relay is blocked sending it a backlog: the reader's pong must wait its turn, not die
+    (gevent refuses two greenlets blocked on one socket), and the whole backlog and the pongs must
+    still arrive; (2) a client resets its connection then: the handler ends while the reader still
+    watches the descriptor, and closing it under that watcher would abort the relay process (a
+    libev assertion in epoll_ctl). The relay must stay up and serve."""
+    db = tmp_path / "relay.db"
+    ((iid, spriv),) = _seed(db, 1)
+    proc, url = start_relay(db)
+    try:
+        topic = inbox_topic(iid)
+        # 10 MB of backlog: more than the relay's send buffer can take (at most 4 MB here)
+        payloads = [base64.b64encode(os.urandom(1536)).decode() for _ in range(200)]
+        for _ in range(BACKLOG // 200):
+            r = requests.post(f"{url}/v1/envelopes/batch", json={"topics": [topic] * 200, "payloads": payloads}, timeout=30)
+            assert r.status_code == 200, r.text
+
+        s = _blocked_subscriber(url, topic, _token(url, iid, spriv))
+        for k in range(3):
+            s.sendall(_frame(0x9, b"ping %d" % k))
+        data, envelopes, pongs = b"", 0, 0
+        while envelopes < BACKLOG or pongs < 3:  # every frame: the envelopes and 3 pongs, in any order
+            chunk = s.recv(65536)
+            assert chunk, f"the relay closed after {envelopes} envelopes; output:\n{''.join(proc.output)}"
+            data += chunk
+            while len(data) >= 2:
+                size, at = data[1] & 0x7F, 2
+                if size == 126:
+                    if len(data) < 4:
+                        break
+                    size, at = int.from_bytes(data[2:4], "big"), 4
+                if len(data) < at + size:
+                    break
+                opcode, body, data = data[0] & 0x0F, data[at : at + size], data[at + size :]
+                envelopes += opcode == 0x1 and b'"envelope"' in body
+                pongs += opcode == 0xA
+        assert (envelopes, pongs) == (BACKLOG, 3)
+        s.close()
+
+        for _ in range(3):
+            s = _blocked_subscriber(url, topic, _token(url, iid, spriv))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # a reset, with the relay blocked sending
+            assert requests.get(f"{url}/v1/health", timeout=10).status_code == 200
         assert proc.p.poll() is None, "the relay died"
     finally:
         rc = proc.stop(timeout=10)

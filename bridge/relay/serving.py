@@ -294,7 +294,18 @@ def _gevent_handler(deadlines: HeaderDeadlines, idle_timeout: float) -> Any:
             except _WebSocketDone:
                 pass
             if handed.taken:
-                self.close_connection = True  # the WebSocket has ended; its socket is closed
+                self.close_connection = True
+                # simple-websocket's reader may still be waiting on this descriptor (its selector
+                # or recv), and gevent closes the socket as soon as this returns: the reader would
+                # linger on a closed descriptor until its next ping, and a descriptor closed under
+                # a live libev watcher can abort the process (an assertion in epoll_ctl). Wake the
+                # reader with a shutdown, and let it close its selector and the socket first.
+                if not handed.closed.is_set():
+                    try:
+                        self.socket.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    handed.closed.wait(_READER_EXIT_TIMEOUT)
             return None
 
         def process_result(self) -> Any:
@@ -313,15 +324,37 @@ class _WebSocketDone(Exception):
     """Raised past gevent's ``process_result`` once a WebSocket has used the connection."""
 
 
-class _HandedSocket:
-    """A connection's socket as handed to simple-websocket: the socket itself, no ``dup``; notes
-    whether the WebSocket used it (a request refused before the handshake answers as usual)."""
+_READER_EXIT_TIMEOUT = 5.0  # seconds a WebSocket's reader gets to close its socket after a shutdown
 
-    __slots__ = ("_sock", "taken")
+
+class _HandedSocket:
+    """A connection's socket as handed to simple-websocket: the socket itself, no ``dup``. Notes
+    whether the WebSocket used it (a request refused before the handshake answers as usual) and
+    when its reader closed it (it closes its selector first, then the socket); sends one at a time."""
+
+    __slots__ = ("_sock", "taken", "closed", "_sending")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self.taken = False
+        self.closed = threading.Event()
+        self._sending = threading.Lock()
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """All of ``data``, one sender at a time. The handler sends frames while the reader sends
+        pongs and pings: with one socket object (no dup) two greenlets blocked on a full buffer
+        would share its write watcher, and gevent refuses that (the reader would die, its selector
+        left watching). simple-websocket also ignores a partial send's count."""
+        self.taken = True
+        with self._sending:
+            self._sock.sendall(data, flags)
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._sock.close()
+        finally:
+            self.closed.set()
 
     def __getattr__(self, name: str) -> Any:
         self.taken = True
