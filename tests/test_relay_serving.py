@@ -244,3 +244,25 @@ def test_gevent_relay_hands_websockets_their_own_socket_and_answers_refused_upgr
         assert not [line for line in proc.output if "Traceback" in line or "Error" in line], "".join(proc.output)
     finally:
         proc.stop()
+
+
+def test_gevent_relay_stopping_writes_no_http_answer_into_open_websockets(tmp_path: Path) -> None:
+    """SIGTERM while a WebSocket is open: its handler is killed, and gevent answers a killed request
+    with "HTTP/1.1 500" unless it knows the connection is no longer HTTP. On a WebSocket that text
+    would arrive as a corrupt frame (a client reported "reserved bits must be 0")."""
+    proc, url = _start_relay(tmp_path)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(_UPGRADE.format(path="/v1/subscribe", port=port).encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                assert chunk, head
+                head += chunk
+            assert head.startswith(b"HTTP/1.1 101"), head
+            assert proc.stop() == 0, "".join(proc.output)  # the handler waits for the first frame meanwhile
+            rest = _read_to_eof(s, _BOUND)
+        assert b"HTTP/1." not in head.partition(b"\r\n\r\n")[2] + rest, rest
+    finally:
+        proc.stop()

@@ -293,6 +293,14 @@ def _gevent_handler(deadlines: HeaderDeadlines, idle_timeout: float) -> Any:
                 super().run_application()
             except _WebSocketDone:
                 pass
+            except BaseException:
+                if handed.taken:
+                    # Killed (the server stopping) or failed past Flask: gevent would answer
+                    # "HTTP/1.1 500" into the WebSocket's stream unless it believes a response
+                    # has begun; it then only closes the connection.
+                    self.close_connection = True
+                    self.response_length = self.response_length or 1
+                raise
             if handed.taken:
                 self.close_connection = True
                 # simple-websocket's reader may still be waiting on this descriptor (its selector
