@@ -816,32 +816,33 @@ def test_concurrent_batches_over_the_same_topics_in_different_orders_all_land(st
 
 
 def test_postgres_batch_chosen_as_deadlock_victim_is_tried_again_whole(tmp_path: Path) -> None:
-    """A transaction elsewhere (retention on another node, say) holds a topic's usage row and then
-    wants the cursor counter, which a batch publish already holds while it waits for that row.
-    PostgreSQL breaks the cycle by rolling the batch back (its deadlock timeout is the shorter
-    here); the batch must be tried again and land whole, not fail and not land in part."""
+    """Another transaction (retention on another node updates several usage rows, in no set order)
+    holds one inbox's usage row and then wants another's, which a batch publish already holds while
+    it waits for the first. PostgreSQL breaks the cycle by rolling the batch back (its deadlock
+    timeout is the shorter here); the batch must be tried again and land whole, not fail and not
+    land in part."""
     import psycopg
 
+    lo, hi = sorted([TOPIC, TOPIC2])  # a batch locks its topics' usage rows in this order
     with postgres_schema() as url:
         st = open_backend("postgres", tmp_path, url)
         try:
-            st.publish(TOPIC2, b"first", 1)
+            st.publish(lo, b"first lo", 1)
+            st.publish(hi, b"first hi", 1)
             with psycopg.connect(url) as other:
                 other.execute("SET deadlock_timeout = '30s'")
-                other.execute("SELECT n FROM topic_usage WHERE topic = %s FOR UPDATE", (TOPIC2,))
+                other.execute("SELECT n FROM topic_usage WHERE topic = %s FOR UPDATE", (hi,))
                 result: list[Any] = []
-                batch = threading.Thread(
-                    target=lambda: result.append(st.publish_many([(TOPIC, b"a"), (TOPIC2, b"b")], 2)), daemon=True
-                )
+                batch = threading.Thread(target=lambda: result.append(st.publish_many([(hi, b"b"), (lo, b"a")], 2)), daemon=True)
                 batch.start()
                 with psycopg.connect(url, autocommit=True) as watch:
                     assert wait_until(lambda: bool(watch.execute("SELECT 1 FROM pg_locks WHERE NOT granted").fetchall()))
-                other.execute("UPDATE parley_cursor SET value = value WHERE id = 1")  # the cycle; the batch is rolled back
+                other.execute("SELECT n FROM topic_usage WHERE topic = %s FOR UPDATE", (lo,))  # the cycle; the batch is rolled back
                 other.commit()
             batch.join(30)
             assert not batch.is_alive()
             assert len(result) == 1 and len(result[0]) == 2, result
-            assert [e.payload for e in st.fetch(TOPIC, 0, 10)] == [b"a"]
-            assert [e.payload for e in st.fetch(TOPIC2, 0, 10)] == [b"first", b"b"]
+            assert [e.payload for e in st.fetch(lo, 0, 10)] == [b"first lo", b"a"]
+            assert [e.payload for e in st.fetch(hi, 0, 10)] == [b"first hi", b"b"]
         finally:
             st.close()

@@ -716,14 +716,13 @@ class PostgresStorage(Storage):
 
     # ---- envelopes ------------------------------------------------------------------------
 
-    # One statement per envelope. Locks are taken in one order by every publish, single or batch,
-    # on every node: the counter row first (``k``; the upsert reads its row, so it runs after), then
-    # the topic's usage row, incremented only while it stays within the quota (so concurrent
-    # publishes to one topic count one by one). The counter row stays locked until commit, so
-    # cursors become visible in cursor order on every node; NOTIFY is delivered at commit.
+    # One statement per envelope. Every publish, single or batch, on every node, locks its topics'
+    # usage rows first (a batch: in topic order) and the cursor counter last, so no two wait on each
+    # other in a cycle. The usage row is incremented only while it stays within the quota (so
+    # concurrent publishes to one topic count one by one). The counter row stays locked until
+    # commit, so cursors become visible in cursor order on every node; NOTIFY is delivered at commit.
     _PUBLISH = (
-        "WITH k AS (SELECT value FROM parley_cursor WHERE id = 1 FOR UPDATE), "
-        "u AS (INSERT INTO topic_usage AS t (topic, n, bytes) SELECT %(topic)s, 1, %(size)s FROM k "
+        "WITH u AS (INSERT INTO topic_usage AS t (topic, n, bytes) VALUES (%(topic)s, 1, %(size)s) "
         "ON CONFLICT (topic) DO UPDATE SET n = t.n + 1, bytes = t.bytes + excluded.bytes "
         "WHERE t.n + 1 <= %(max_n)s AND t.bytes + excluded.bytes <= %(max_b)s RETURNING 1), "
         "c AS (UPDATE parley_cursor SET value = value + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM u) RETURNING value), "
@@ -748,9 +747,10 @@ class PostgresStorage(Storage):
         if not items:
             return []
         # The prefix in one transaction and two round trips, whatever the batch size (group commit:
-        # one WAL flush for the batch). The counter row is locked first, so batches and single
-        # publishes on every node take their turn there before any usage row (no lock cycle), and
-        # the usage rows read under it stay exact until commit. An error rolls back the whole batch.
+        # one WAL flush for the batch). The usage rows of the batch's topics are locked first, in
+        # topic order (an upsert that creates missing ones at 0, so a topic new to the relay is
+        # locked too), then the counter, as a single publish does; they stay exact until commit.
+        # An error rolls back the whole batch.
         for attempt in range(3):
             try:
                 return self._publish_batch(items, now, max_n, max_b)
@@ -765,8 +765,12 @@ class PostgresStorage(Storage):
         names = sorted({topic for topic, _ in items})
         with self._tx(retry_deadlock=True) as conn:
             with conn.pipeline():
+                c2 = conn.execute(
+                    "INSERT INTO topic_usage AS u (topic, n, bytes) SELECT t, 0, 0 FROM unnest(%s::text[]) WITH ORDINALITY AS x(t, i) "
+                    "ORDER BY x.i ON CONFLICT (topic) DO UPDATE SET n = u.n RETURNING topic, n, bytes",
+                    (names,),
+                )
                 c1 = conn.execute("SELECT value FROM parley_cursor WHERE id = 1 FOR UPDATE")
-                c2 = conn.execute("SELECT topic, n, bytes FROM topic_usage WHERE topic = ANY(%s) ORDER BY topic FOR UPDATE", (names,))
             counter = c1.fetchone()
             if counter is None:
                 raise StorageError("the cursor counter is missing")
