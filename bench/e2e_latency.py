@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 import websocket  # noqa: E402
+import websockets  # noqa: E402
 
 from bench.relay_load import _authenticate, _seed, _subscribe, Http, describe_machine  # noqa: E402
 from bridge.api.access import EXTENSION_ID  # noqa: E402
@@ -104,10 +105,13 @@ def baseline(relay_url: str, db: Path) -> list[dict[str, Any]]:
         topic_box.append(topic)
         ws = await _subscribe(f"ws://{host}:{port}/v1/subscribe", topic, token, 30)
         ready.set()
-        async for raw in ws:
-            msg = json.loads(raw)
-            if msg.get("type") == "envelope":
-                got.setdefault(base64.b64decode(msg["payload"]).decode(), time.monotonic())
+        try:
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg.get("type") == "envelope":
+                    got.setdefault(base64.b64decode(msg["payload"]).decode(), time.monotonic())
+        except websockets.ConnectionClosed:
+            return  # the relay stopped at the end of the run
 
     threading.Thread(target=lambda: asyncio.run(sub()), daemon=True).start()
     assert ready.wait(30)
