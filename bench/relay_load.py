@@ -91,10 +91,8 @@ def role_bare(model: str) -> None:
     lock = threading.Lock()
     counter = [0]
 
-    @app.post("/v1/envelopes")
-    def publish() -> Any:
-        body = request.get_json()
-        topic, payload = body["topic"], body["payload"]
+    def fan_out(topic: str, payload: str) -> int:
+        """Send one envelope to every socket subscribed to ``topic``; its cursor."""
         with lock:
             counter[0] += 1
             n = counter[0]
@@ -105,25 +103,17 @@ def role_bare(model: str) -> None:
                 ws.send(frame)
             except Exception:
                 pass
-        return {"cursor": n}, 202
+        return n
+
+    @app.post("/v1/envelopes")
+    def publish() -> Any:
+        body = request.get_json()
+        return {"cursor": fan_out(body["topic"], body["payload"])}, 202
 
     @app.post("/v1/envelopes/batch")
     def publish_batch() -> Any:  # the same request shape as the relay's 1.4 batch route
         body = request.get_json()
-        cursors = []
-        for topic, payload in zip(body["topics"], body["payloads"]):
-            with lock:
-                counter[0] += 1
-                n = counter[0]
-                targets = list(subs.get(topic, ()))
-            frame = json.dumps({"type": "envelope", "cursor": n, "payload": payload, "received_at": int(time.time())})
-            for ws in targets:
-                try:
-                    ws.send(frame)
-                except Exception:
-                    pass
-            cursors.append(n)
-        return {"cursors": cursors}, 200
+        return {"cursors": [fan_out(t, p) for t, p in zip(body["topics"], body["payloads"])]}, 200
 
     @sock.route("/v1/subscribe")
     def subscribe(ws: Any) -> None:

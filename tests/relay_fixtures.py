@@ -299,3 +299,32 @@ def tls_files(directory: Path, ca: "trustme.CA", *names: str) -> tuple[str, str,
     cert.private_key_pem.write_to_path(str(key))
     ca.cert_pem.write_to_path(str(bundle))
     return str(chain), str(key), str(bundle)
+
+
+# ---- a raw WebSocket client, for attacks a library client would not play ----------------------
+
+
+def ws_upgrade_request(port: int, path: str = "/v1/subscribe") -> bytes:
+    """The opening handshake of a WebSocket to 127.0.0.1:``port``."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def read_http_head(sock: Any) -> bytes:
+    """An answer's status line and headers, blank line included, and not one byte more (a client
+    waits for the 101 before its first frame, RFC 6455 §4.1; what follows is left in the socket)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    return head
+
+
+def ws_client_frame(opcode: int, body: bytes) -> bytes:
+    """One final, masked client frame (text 0x1, ping 0x9, …) of fewer than 65,536 bytes."""
+    mask = os.urandom(4)
+    size = bytes([0x80 | len(body)]) if len(body) < 126 else bytes([0x80 | 126]) + len(body).to_bytes(2, "big")
+    return bytes([0x80 | opcode]) + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body))

@@ -34,6 +34,7 @@ from bridge.protocol.ids import inbox_topic, installation_id
 from bridge.relay.auth import auth_message
 from bridge.relay.storage import IdentityEntry, open_storage
 from tests.procs import start_relay, wait_for
+from tests.relay_fixtures import read_http_head, ws_client_frame, ws_upgrade_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -160,12 +161,6 @@ def _tx_queue(local_port: int, remote_port: int) -> int:
     return 0
 
 
-def _frame(opcode: int, body: bytes) -> bytes:
-    mask = os.urandom(4)
-    size = bytes([0x80 | len(body)]) if len(body) < 126 else bytes([0x80 | 126]) + struct.pack(">H", len(body))
-    return bytes([0x80 | opcode]) + size + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body))
-
-
 def _blocked_subscriber(url: str, topic: str, token: str) -> Any:
     """A raw WebSocket subscriber to an inbox with a backlog that stops reading after the 101, once
     the relay has data it cannot send (its send is blocked on the full socket buffers)."""
@@ -174,17 +169,10 @@ def _blocked_subscriber(url: str, topic: str, token: str) -> Any:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(30)
     s.connect(("127.0.0.1", port))
-    s.sendall(
-        (f"GET /v1/subscribe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = s.recv(1)
-        assert chunk, head
-        head += chunk
+    s.sendall(ws_upgrade_request(port))
+    head = read_http_head(s)
     assert head.startswith(b"HTTP/1.1 101"), head
-    s.sendall(_frame(0x1, json.dumps({"token": token, "topic": topic, "after": 0}).encode()))
+    s.sendall(ws_client_frame(0x1, json.dumps({"token": token, "topic": topic, "after": 0}).encode()))
     mine = s.getsockname()[1]
 
     def blocked() -> bool:  # the relay's unsent bytes stopped growing: its send buffer is full
@@ -224,7 +212,7 @@ def test_relay_survives_pings_and_resets_while_blocked_sending_a_backlog(tmp_pat
 
         s = _blocked_subscriber(url, topic, _token(url, iid, spriv))
         for k in range(3):
-            s.sendall(_frame(0x9, b"ping %d" % k))
+            s.sendall(ws_client_frame(0x9, b"ping %d" % k))
         data, envelopes, pongs = b"", 0, 0
         while envelopes < BACKLOG or pongs < 3:  # every frame: the envelopes and 3 pongs, in any order
             chunk = s.recv(65536)

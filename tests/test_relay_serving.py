@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from tests.procs import Proc, parley
+from tests.relay_fixtures import read_http_head, ws_client_frame, ws_upgrade_request
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -204,12 +205,6 @@ def _read_to_eof(s: socket.socket, bound: float) -> bytes:
         data += chunk
 
 
-_UPGRADE = (
-    "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
 def test_gevent_relay_hands_websockets_their_own_socket_and_answers_refused_upgrades(tmp_path: Path) -> None:
     """The gevent model gives simple-websocket the connection's socket itself (no ``dup``; the
     descriptor count is checked in tests/test_relay_mass_disconnect.py). Attacks on that hand-over:
@@ -219,22 +214,16 @@ def test_gevent_relay_hands_websockets_their_own_socket_and_answers_refused_upgr
     port = int(url.rsplit(":", 1)[1])
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(_UPGRADE.format(path="/v1/health", port=port).encode())
+            s.sendall(ws_upgrade_request(port, "/v1/health"))
             answer = _read_to_eof(s, _BOUND)
         assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
         assert b"101 Switching" not in answer
 
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(_UPGRADE.format(path="/v1/subscribe", port=port).encode())
-            head = b""
-            while b"\r\n\r\n" not in head:  # a client waits for the 101 before its first frame (RFC 6455 §4.1)
-                chunk = s.recv(4096)
-                assert chunk, head
-                head += chunk
-            # one masked text frame that is not JSON: the relay answers an error frame and closes
-            body = b"not json"
-            mask = b"\x01\x02\x03\x04"
-            s.sendall(bytes([0x81, 0x80 | len(body)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body)))
+            s.sendall(ws_upgrade_request(port))
+            head = read_http_head(s)
+            # one text frame that is not JSON: the relay answers an error frame and closes
+            s.sendall(ws_client_frame(0x1, b"not json"))
             wire_bytes = head + _read_to_eof(s, _BOUND)
         head, _, frames = wire_bytes.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), wire_bytes[:200]
@@ -254,15 +243,11 @@ def test_gevent_relay_stopping_writes_no_http_answer_into_open_websockets(tmp_pa
     port = int(url.rsplit(":", 1)[1])
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(_UPGRADE.format(path="/v1/subscribe", port=port).encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = s.recv(4096)
-                assert chunk, head
-                head += chunk
+            s.sendall(ws_upgrade_request(port))
+            head = read_http_head(s)
             assert head.startswith(b"HTTP/1.1 101"), head
             assert proc.stop() == 0, "".join(proc.output)  # the handler waits for the first frame meanwhile
             rest = _read_to_eof(s, _BOUND)
-        assert b"HTTP/1." not in head.partition(b"\r\n\r\n")[2] + rest, rest
+        assert b"HTTP/1." not in rest, rest
     finally:
         proc.stop()
