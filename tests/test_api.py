@@ -30,7 +30,7 @@ from bridge.resolve import Contacts
 from bridge.store import Store
 from e2e.extension_id import extension_id
 from tests.engines import close_engines, make_engine  # noqa: F401 (close_engines: autouse fixture)
-from tests.procs import Proc, free_port, parley, start_bridge, whoami
+from tests.procs import Proc, free_port, parley, start_bridge, wait_for, whoami
 from tests.relay_fixtures import serve_relay
 from tests.vectors_loader import cases
 
@@ -120,6 +120,23 @@ def handshake(bridge: Bridge, *, origin: str | None = ORIGIN, host: str | None =
         headers["Origin"] = origin
     with requests.get(f"{bridge.url}/v1/rpc", headers=headers, timeout=10, stream=True) as r:
         return r.status_code
+
+
+def test_the_daemon_does_not_keep_a_database_connection_per_client_it_ever_had(bridge: Bridge) -> None:
+    """The local API serves each client connection on its own thread, and the store opens a SQLite
+    connection per thread (two descriptors with WAL). A connection whose thread ended used to stay
+    open for the daemon's life: a few hundred clients (CLI calls, extension reconnects, a page
+    knocking) and the daemon ran out of descriptors."""
+    from bridge.home import Home
+
+    token = Home(bridge.home).daemon_info()["token"]
+    fd_dir = Path(f"/proc/{bridge.proc.p.pid}/fd")
+    before = len(list(fd_dir.iterdir()))
+    for _ in range(150):  # each on a new TCP connection, so each on a new server thread
+        r = requests.get(f"{bridge.url}/v1/control/status", headers={"Authorization": f"Bearer {token}", "Connection": "close"}, timeout=10)
+        assert r.status_code == 200, r.text
+    # The last threads may still be closing; a leak leaves about 300 more for good.
+    wait_for(lambda: len(list(fd_dir.iterdir())) <= before + 10, timeout=15, what="the daemon's descriptors back near where they were")
 
 
 def test_foreign_origin_missing_origin_and_foreign_host_are_refused_before_the_handshake(bridge: Bridge) -> None:

@@ -207,3 +207,35 @@ def test_quarantine_keeps_the_newest_envelopes_and_counts_them_all(tmp_path: Pat
         assert [e["cursor"] for e in inbox.quarantined(store, 3)] == [inbox.QUARANTINE_KEEP + extra - i for i in range(3)]
     finally:
         store.close()
+
+
+def test_a_threads_connection_closes_when_the_thread_ends(tmp_path: Path) -> None:
+    """A connection per thread, not per thread ever seen: servers start a thread per client."""
+    import threading
+
+    store = Store(tmp_path / "parley.db")
+    try:
+        assert store.open_connections() == 1  # this thread's, from opening the store
+        for i in range(40):
+            t = threading.Thread(target=lambda: store.read("SELECT count(*) FROM messages"))
+            t.start()
+            t.join()
+        assert store.open_connections() == 1
+        # A live thread keeps its connection, and close() closes every one.
+        started, stop = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            store.read("SELECT 1")
+            started.set()
+            stop.wait(10)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        assert started.wait(10)
+        assert store.open_connections() == 2
+        store.close()
+        assert store.open_connections() == 0
+        stop.set()
+        t.join()
+    finally:
+        store.close()

@@ -17,6 +17,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -310,15 +311,28 @@ def _writer_lock(path: Path) -> threading.RLock:
         return lock
 
 
+class _Held:
+    """A thread's connection, kept in that thread's ``threading.local``: when the thread ends its
+    locals go, this goes with them, and the finalizer closes the connection. A server that starts a
+    thread per client connection (``parley run``'s local API) would otherwise keep two descriptors
+    and a page cache open for every client it ever had."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
 class Store:
-    """One SQLite database; a connection per thread; explicit write transactions."""
+    """One SQLite database; a connection per thread (closed when the thread ends); explicit write
+    transactions."""
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 30_000) -> None:
         self.path = Path(path)
         self._busy = busy_timeout_ms
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._all: set[weakref.finalize] = set()  # one per open connection; calling it closes the connection
+        self._lock = threading.RLock()  # re-entrant: a finalizer may run inside _conn's hold of it
         self._writer = _writer_lock(self.path)
         conn = self._conn()
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -339,24 +353,39 @@ class Store:
             raise StoreError(f"cannot initialise {self.path}: {exc}") from None
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            old = os.umask(0o077)
-            try:
-                conn = sqlite3.connect(self.path, timeout=self._busy / 1000, isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open {self.path}: {exc}") from None
-            finally:
-                os.umask(old)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {self._busy}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            return held.conn
+        old = os.umask(0o077)
+        try:
+            conn = sqlite3.connect(self.path, timeout=self._busy / 1000, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        finally:
+            os.umask(old)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {self._busy}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        held = _Held(conn)
+        with self._lock:
+            closer = weakref.finalize(held, self._closed, conn)
+            self._all.add(closer)
+        self._local.held = held
         return conn
+
+    def _closed(self, conn: sqlite3.Connection) -> None:
+        """The finalizer of a thread's connection: its thread ended, or :meth:`close` was called."""
+        with contextlib.suppress(Exception):
+            conn.close()
+        with self._lock:
+            self._all = {f for f in self._all if f.alive}
+
+    def open_connections(self) -> int:
+        """How many connections this store holds open (one per live thread that used it)."""
+        with self._lock:
+            return sum(1 for f in self._all if f.alive)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -391,10 +420,9 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            self._all.clear()
+            closers = list(self._all)
+        for closer in closers:
+            closer()
         self._local = threading.local()
 
     # --- meta ------------------------------------------------------------
