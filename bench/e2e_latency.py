@@ -10,6 +10,10 @@ messages per second, a few seconds each.
 Baseline, same run, same relay: raw publish → subscriber delivery (no encryption, no bridges), an
 installation seeded in the relay's database, publishes from the same kind of 16 threads.
 
+Floors, same run: the daemon's control API answering with no work (round trip, and requests/s from
+the same 16 threads) and one SQLite write transaction as the store commits it: the least one live
+send costs before any encryption (issue 13's reasons for the goals not met).
+
 Run: ``python bench/e2e_latency.py`` (about 1-2 min). A script, not a test.
 """
 
@@ -127,6 +131,62 @@ def baseline(relay_url: str, db: Path) -> list[dict[str, Any]]:
     return [offered_load(rate, send, got, "raw") for rate in RATES]
 
 
+def floors(daemon_url: str, token: str, home: Path) -> dict[str, float]:
+    """What the encrypted path cannot go below here, measured in the same run (issue 13's reasons):
+
+    * the daemon's control API answering with no work at all (``POST /v1/control/send`` with a bad
+      body: the token check, then 400): its round trip from one client, and its request rate from
+      SENDERS threads, as many as the e2e run sends from. Every live send is one such request;
+    * one SQLite write transaction (``synchronous = FULL``, WAL, as the bridge's store) in the home's
+      directory: a message is committed at least once by Alice (queued) and once by Bob (received).
+    """
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"{daemon_url}/v1/control/send"
+    with requests.Session() as s:
+        rtt = []
+        for _ in range(300):
+            t = time.perf_counter()
+            if s.post(url, json={}, headers=headers, timeout=10).status_code != 400:
+                raise SystemExit("the control API did not refuse a bad body with 400")
+            rtt.append((time.perf_counter() - t) * 1000)
+    n, count = 3000, [0]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with requests.Session() as s:
+            while True:
+                with lock:
+                    if count[0] >= n:
+                        return
+                    count[0] += 1
+                s.post(url, json={}, headers=headers, timeout=10)
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(SENDERS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    rate = n / (time.perf_counter() - t)
+    import sqlite3
+
+    db = sqlite3.connect(home / "floor.db", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("CREATE TABLE t (x BLOB)")
+        commits = []
+        for _ in range(300):
+            t = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (?)", (os.urandom(200),))
+            db.execute("COMMIT")
+            commits.append((time.perf_counter() - t) * 1000)
+    finally:
+        db.close()
+    return {"api_p50": _pct(rtt, 0.5), "api_rate": rate, "commit_p50": _pct(commits, 0.5)}
+
+
 def main() -> None:
     print(describe_machine())
     tmp = Path(tempfile.mkdtemp(prefix="parley-e2e-"))
@@ -179,8 +239,16 @@ def main() -> None:
         ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "consent.set", "params": {"peer": alice_addr, "action": "accept"}}))
         if not accepted.wait(30):
             raise SystemExit(f"Bob's consent.set did not answer: {answers}")
-        e2e = [offered_load(rate, lambda k: client.send(bob_addr, k), got, "e2e") for rate in RATES]
+        clients = threading.local()  # one per sender thread, as the raw baseline's sessions are
+
+        def send(k: str) -> None:
+            mine = getattr(clients, "c", None) or DaemonClient.find(Home(alice))
+            clients.c = mine
+            mine.send(bob_addr, k)
+
+        e2e = [offered_load(rate, send, got, "e2e") for rate in RATES]
         raw = baseline(relay_url, tmp / "relay.db")
+        floor = floors(client.url, Home(alice).daemon_info()["token"], tmp)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -192,6 +260,14 @@ def main() -> None:
     print("\n## ratios (e2e / raw relay publish->deliver, same relay, same run)")
     for x, b in zip(e2e, raw):
         print(f"@{x['rate']}/s: deliv/s x{x['per_s'] / max(1e-9, b['per_s']):.2f}  p50 x{x['p50'] / b['p50']:.1f}  p99 x{x['p99'] / b['p99']:.1f}")
+    print("\n## floors (same run): what one live send costs before any encryption")
+    print(f"control API, no work (400 on a bad body): round trip p50 {floor['api_p50']:.2f} ms; "
+          f"{floor['api_rate']:.0f} requests/s from {SENDERS} threads (every live send is one request)")
+    print(f"SQLite write transaction (synchronous=FULL, WAL): p50 {floor['commit_p50']:.2f} ms (at least one on each side)")
+    slowest = next((b for b in raw if b["rate"] == 100), raw[0])
+    total = floor["api_p50"] + 2 * floor["commit_p50"] + slowest["p50"]
+    print(f"floor of one message's latency = API round trip + 2 commits + raw relay p50 @{slowest['rate']}/s "
+          f"({slowest['p50']:.2f} ms) = {total:.2f} ms")
 
 
 if __name__ == "__main__":
