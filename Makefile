@@ -10,7 +10,7 @@ PYTEST_WORKERS ?= 2
 ## MLS (issue 14): the working group's vector files the runner must pass (python -m bridge.mls.vectors FILE...).
 ## The other files of tests/vectors/mls/ wait for the parts of MLS not built yet (docs/MLS.md).
 MLS_VECTORS ?= $(addprefix tests/vectors/mls/,tree-math.json crypto-basics.json deserialization.json key-schedule.json psk_secret.json \
-  secret-tree.json messages.json tree-validation.json tree-operations.json)
+  secret-tree.json messages.json tree-validation.json tree-operations.json transcript-hashes.json message-protection.json welcome.json)
 
 .PHONY: install node content firefox-build package lint-js run test test-fast planted test-py test-js test-e2e browser firefox demo bench mutate mutate-py mutate-js clean
 
