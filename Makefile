@@ -7,10 +7,9 @@ PARLEY := $(VENV)/bin/parley
 PORT ?= 8737
 ## test: pytest workers (pytest-xdist; one file per worker at a time, so a file's fixtures are shared). 0: one process
 PYTEST_WORKERS ?= 2
-## MLS (issue 14): the working group's vector files the runner must pass (python -m bridge.mls.vectors FILE...).
-## The other files of tests/vectors/mls/ wait for the parts of MLS not built yet (docs/MLS.md).
-MLS_VECTORS ?= $(addprefix tests/vectors/mls/,tree-math.json crypto-basics.json deserialization.json key-schedule.json psk_secret.json \
-  secret-tree.json messages.json tree-validation.json tree-operations.json transcript-hashes.json message-protection.json welcome.json)
+## MLS (issue 14): every vector file the runner checks (python -m bridge.mls.vectors FILE...): the working
+## group's, copied into tests/vectors/mls/, and the workplace's ../shared/vectors/mls/ when it exists.
+MLS_VECTORS ?= $(wildcard tests/vectors/mls/*.json) $(wildcard ../shared/vectors/mls/*.json)
 
 .PHONY: install node content firefox-build package lint-js run test test-fast planted test-py test-js test-e2e browser firefox demo bench mutate mutate-py mutate-js clean
 

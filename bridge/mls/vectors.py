@@ -62,7 +62,7 @@ FORMATS: tuple[Format, ...] = (
        "commit public_message_application public_message_proposal public_message_commit private_message",
        "bridge.mls.messages:check_messages"),
     _f("passive-client", "cipher_suite key_package signature_priv encryption_priv init_priv welcome ratchet_tree "
-       "external_psks initial_epoch_authenticator epochs", "bridge.mls.passive:check_passive_client"),
+       "external_psks initial_epoch_authenticator epochs", "bridge.mls.group:check_passive_client"),
     _f("deserialization", "vlbytes_header length", "bridge.mls.checks:deserialization"),
 )
 
@@ -79,11 +79,16 @@ def _checker(fmt: Format) -> Callable[[dict[str, Any]], None]:
     module, _, name = fmt.check.partition(":")
     try:
         return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
-    except (ImportError, AttributeError):
-        def missing(case: dict[str, Any]) -> None:
-            raise NotImplementedError(f"no check for {fmt.name} vectors yet ({fmt.check})")
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise  # a module that is there but broken is a failure of its own, not a missing check
+    except AttributeError:
+        pass
 
-        return missing
+    def missing(case: dict[str, Any]) -> None:
+        raise NotImplementedError(f"no check for {fmt.name} vectors yet ({fmt.check})")
+
+    return missing
 
 
 def check_case(case: Any) -> str | None:

@@ -1,0 +1,295 @@
+"""A member's view of one MLS group (RFC 9420 §8, §12): joining from a Welcome, following the
+group's proposals and commits epoch by epoch, and the epoch's secrets for messages.
+
+:class:`GroupState` holds one epoch: the GroupContext, the ratchet tree, our leaf and the private
+keys on our path (TreeKEM), the epoch's secrets, the secret tree, the interim transcript hash,
+the proposals received in this epoch (by reference), and a bounded window of past epochs'
+resumption PSKs.
+
+* :func:`join` - §12.4.3.1: open the Welcome, take the ratchet tree (given, or the GroupInfo's
+  ``ratchet_tree`` extension), check it (tree hash, parent hashes, every leaf's signature), find our
+  leaf, and start the key schedule from the joiner secret.
+* :meth:`GroupState.receive` - unprotect a PublicMessage or PrivateMessage of this epoch; a proposal
+  is kept for a later commit, a commit moves the group to the next epoch (§12.4.2): proposals
+  applied in the order §12.3 fixes, the UpdatePath merged and decrypted, the transcript hashes, the
+  key schedule with the PSKs named, and the confirmation tag checked.
+
+Everything received is hostile until it has passed these checks: failures raise
+:class:`~bridge.mls.errors.MLSError` (or VerifyError, DecodeError) and leave the state as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.mls import framing
+from bridge.mls import key_schedule as ks
+from bridge.mls import messages as M
+from bridge.mls.checks import expect
+from bridge.mls.errors import MLSError
+from bridge.mls.messages import (
+    AuthenticatedContent, ContentType, ExtensionType, GroupContext, KeyPackage, LeafNodeSource, MLSMessage, PreSharedKeyID,
+    PrivateMessage, PSKType, PublicMessage, SenderType, Welcome,
+)
+from bridge.mls.suite import CipherSuite, suite
+from bridge.mls.tree import RatchetTree
+from bridge.mls.welcome import open_welcome
+
+__all__ = ["GroupState", "join", "Removed", "RESUMPTION_WINDOW", "check_passive_client"]
+
+#: Past epochs whose resumption PSK is kept (for PSK proposals naming them).
+RESUMPTION_WINDOW = 8
+
+
+class Removed(MLSError):
+    """The commit removed us from the group: it has no next epoch for us."""
+
+
+@dataclass
+class GroupState:
+    cs: CipherSuite
+    context: GroupContext
+    tree: RatchetTree
+    own_leaf: int
+    signature_priv: bytes = field(repr=False)
+    private: Any = field(repr=False)  # bridge.mls.treekem.TreeKEMPrivate
+    secrets: ks.EpochSecrets = field(repr=False)
+    secret_tree: ks.SecretTree = field(repr=False)
+    interim_transcript_hash: bytes
+    proposals: dict[bytes, AuthenticatedContent] = field(default_factory=dict)
+    resumption_psks: dict[tuple[bytes, int], bytes] = field(default_factory=dict, repr=False)
+    external_psks: Mapping[bytes, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def epoch(self) -> int:
+        return self.context.epoch
+
+    @property
+    def group_id(self) -> bytes:
+        return self.context.group_id
+
+    def epoch_authenticator(self) -> bytes:
+        return self.secrets.epoch_authenticator
+
+    def _signature_key(self, leaf: int) -> bytes | None:
+        node = self.tree.leaf(leaf)
+        return node.signature_key if node is not None else None
+
+    # --- receiving --------------------------------------------------------------------------------
+
+    def unprotect(self, message: MLSMessage) -> AuthenticatedContent:
+        """Check and open a message of this epoch from a member.
+
+        Raises:
+            MLSError: another group or epoch, not from a member, a failed check."""
+        body = message.body
+        if not isinstance(body, (PublicMessage, PrivateMessage)):
+            raise MLSError("not a group message")
+        group_id = body.content.group_id if isinstance(body, PublicMessage) else body.group_id
+        epoch = body.content.epoch if isinstance(body, PublicMessage) else body.epoch
+        if group_id != self.group_id or epoch != self.epoch:
+            raise MLSError(f"a message of epoch {epoch} of another group or epoch (this is epoch {self.epoch})")
+        gc = self.context.encode()
+        if isinstance(body, PublicMessage):
+            sender = body.content.sender
+            if sender.sender_type != SenderType.MEMBER or sender.leaf_index is None:
+                raise MLSError(f"a {sender.sender_type.name.lower()} sender: only members are followed here")
+            key = self._signature_key(sender.leaf_index)
+            if key is None:
+                raise MLSError(f"no member at leaf {sender.leaf_index}")
+            return framing.unprotect_public(self.cs, body, self.secrets.membership_key, gc, key)
+        return framing.unprotect_private(self.cs, body, self.secret_tree, self.secrets.sender_data_secret, gc, self._signature_key)
+
+    def receive(self, message: MLSMessage | bytes) -> AuthenticatedContent:
+        """A message of the group: a proposal is kept, a commit is applied (this state moves to the
+        next epoch); application data is returned for the caller to show. On any failure the state
+        is unchanged.
+
+        Raises:
+            MLSError (Removed when the commit removes us), VerifyError, DecodeError."""
+        msg = MLSMessage.decode(message) if isinstance(message, (bytes, bytearray)) else message
+        ac = self.unprotect(msg)
+        if ac.content.content_type == ContentType.PROPOSAL:
+            self.proposals[ac.ref(self.cs)] = ac
+        elif ac.content.content_type == ContentType.COMMIT:
+            nxt = self._after_commit(ac)
+            self.__dict__.update(nxt.__dict__)
+        return ac
+
+    # --- commits (§12.4.2) ------------------------------------------------------------------------------
+
+    def _resolve(self, commit: M.Commit, committer: int) -> list[tuple[M.Proposal, int]]:
+        """The commit's proposals with their senders' leaves, references resolved."""
+        out: list[tuple[M.Proposal, int]] = []
+        for por in commit.proposals:
+            if por.reference is not None:
+                ac = self.proposals.get(por.reference)
+                if ac is None or ac.content.proposal is None:
+                    raise MLSError("the commit names a proposal this member did not receive")
+                sender = ac.content.sender.leaf_index
+                if sender is None:
+                    raise MLSError("a proposal from outside the group")
+                out.append((ac.content.proposal, sender))
+            elif por.proposal is not None:
+                out.append((por.proposal, committer))
+        return out
+
+    def _psk(self, pid: PreSharedKeyID) -> bytes:
+        if pid.psktype == PSKType.EXTERNAL:
+            psk = self.external_psks.get(pid.psk_id or b"")
+        else:
+            psk = self.resumption_psks.get((pid.psk_group_id or b"", pid.psk_epoch if pid.psk_epoch is not None else -1))
+        if psk is None:
+            raise MLSError("the commit uses a pre-shared key this member does not have")
+        return psk
+
+    def _after_commit(self, ac: AuthenticatedContent) -> GroupState:
+        from bridge.mls import treekem
+
+        cs = self.cs
+        commit = ac.content.commit
+        committer = ac.content.sender.leaf_index
+        if commit is None or committer is None or ac.auth.confirmation_tag is None:
+            raise MLSError("not a member's commit")
+        proposals = self._resolve(commit, committer)
+        tree = self.tree.copy()
+        extensions = self.context.extensions
+        by_type: dict[type, list[tuple[Any, int]]] = {}
+        for p, sender in proposals:
+            by_type.setdefault(type(p.body), []).append((p.body, sender))
+        if by_type.get(M.ReInit):
+            raise MLSError("a ReInit commit ends this group; re-initialising is not supported")
+        for body, _sender in by_type.get(M.GroupContextExtensions, []):
+            extensions = body.extensions
+        for body, sender in by_type.get(M.Update, []):
+            if sender == committer:
+                raise MLSError("a committer cannot commit its own Update proposal")
+            if body.leaf_node.leaf_node_source != LeafNodeSource.UPDATE:
+                raise MLSError("an Update's leaf must have the update source")
+            if not cs.verify_with_label(body.leaf_node.signature_key, "LeafNodeTBS", body.leaf_node.tbs(self.group_id, sender), body.leaf_node.signature):
+                raise MLSError(f"the Update of leaf {sender} is not signed by its leaf")
+            tree.update(sender, body.leaf_node)
+        removed = [body.removed for body, _ in by_type.get(M.Remove, [])]
+        if len(set(removed)) != len(removed) or committer in removed:
+            raise MLSError("a commit removes a member twice, or its own committer")
+        for leaf in removed:
+            tree.remove(leaf)
+        added: list[int] = []
+        for body, _sender in by_type.get(M.Add, []):
+            kp = body.key_package
+            if kp.cipher_suite != cs.id or not cs.verify_with_label(kp.leaf_node.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature):
+                raise MLSError("an added key package is not valid for this group")
+            added.append(tree.add(kp.leaf_node))
+        if self.own_leaf in removed:
+            raise Removed(f"the commit of epoch {self.epoch} removed us")
+        private = self.private.copy()
+        commit_secret = bytes(cs.nh)
+        provisional = dict(version=self.context.version, cipher_suite=cs.id, group_id=self.group_id, epoch=self.epoch + 1,
+                           confirmed_transcript_hash=self.context.confirmed_transcript_hash, extensions=tuple(extensions))
+        if commit.path is not None:
+            tree = treekem.apply_update_path(tree, committer, commit.path, self.group_id)
+            private.prune(tree)
+            _, commit_secret = treekem.decrypt_path(private, tree, committer, commit.path,
+                                                    GroupContext(tree_hash=tree.tree_hash(), **provisional), excluded=added)
+        else:
+            if by_type.get(M.Update) or removed or not proposals or by_type.get(M.GroupContextExtensions):
+                raise MLSError("this commit needs an UpdatePath")
+            private.prune(tree)
+        confirmed = framing.confirmed_transcript_hash(cs, self.interim_transcript_hash, ac)
+        context = GroupContext(self.context.version, cs.id, self.group_id, self.epoch + 1, tree.tree_hash(), confirmed, tuple(extensions))
+        psk_secret = ks.psk_secret(cs, [(body.psk, self._psk(body.psk)) for body, _ in by_type.get(M.PreSharedKey, [])])
+        secrets = ks.next_epoch(cs, self.secrets.init_secret, commit_secret, psk_secret, context)
+        if not cs.verify_mac(secrets.confirmation_key, confirmed, ac.auth.confirmation_tag):
+            raise MLSError("the commit's confirmation tag does not verify")
+        resumption = dict(self.resumption_psks)
+        resumption[(self.group_id, context.epoch)] = secrets.resumption_psk
+        for key in sorted(resumption, key=lambda k: k[1])[:-RESUMPTION_WINDOW]:
+            del resumption[key]
+        return GroupState(cs, context, tree, self.own_leaf, self.signature_priv, private, secrets,
+                          ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
+                          framing.interim_transcript_hash(cs, confirmed, ac.auth.confirmation_tag), {}, resumption, self.external_psks)
+
+
+# --- joining (§12.4.3.1) ---------------------------------------------------------------------------
+
+
+def join(cs: CipherSuite, welcome: Welcome, key_package: KeyPackage, *, init_priv: bytes, encryption_priv: bytes,
+         signature_priv: bytes, ratchet_tree: bytes | None = None, external_psks: Mapping[bytes, bytes] | None = None) -> GroupState:
+    """Join from ``welcome`` as the client of ``key_package`` (its three private keys given).
+
+    Raises:
+        MLSError: no tree, a tree that does not match the GroupInfo or fails its checks, our leaf not
+        in it, a missing PSK; VerifyError, DecodeError."""
+    from bridge.mls import treekem
+
+    psks = dict(external_psks or {})
+    holder: dict[str, RatchetTree] = {}
+
+    def signer(info: M.GroupInfo) -> bytes | None:
+        data = ratchet_tree
+        if data is None:
+            ext = [e for e in info.extensions if e.extension_type == ExtensionType.RATCHET_TREE]
+            if len(ext) != 1:
+                raise MLSError("no ratchet tree: neither given nor in the GroupInfo")
+            data = ext[0].extension_data
+        holder["tree"] = RatchetTree.decode(cs, data)
+        leaf = holder["tree"].leaf(info.signer)
+        return leaf.signature_key if leaf is not None else None
+
+    def psk_lookup(pid: PreSharedKeyID) -> bytes | None:
+        return psks.get(pid.psk_id or b"") if pid.psktype == PSKType.EXTERNAL else None
+
+    opened = open_welcome(cs, welcome, key_package, init_priv, signer, psk_lookup)
+    info, tree = opened.group_info, holder["tree"]
+    gc = info.group_context
+    if tree.tree_hash() != gc.tree_hash:
+        raise MLSError("the ratchet tree does not match the GroupInfo's tree hash")
+    if not tree.parent_hashes_valid():
+        raise MLSError("the ratchet tree's parent hashes are not valid")
+    if not tree.leaf_signatures_valid(gc.group_id):
+        raise MLSError("a leaf of the ratchet tree is not validly signed")
+    own = [i for i, leaf in tree.leaves() if leaf == key_package.leaf_node]
+    if len(own) != 1:
+        raise MLSError("our key package's leaf is not in the ratchet tree" if not own else "our leaf is in the tree twice")
+    if cs.hpke_public(encryption_priv) != key_package.leaf_node.encryption_key:
+        raise MLSError("the encryption key is not the key package's")
+    path_secret = opened.group_secrets.path_secret
+    if path_secret is None:
+        private = treekem.TreeKEMPrivate(cs, own[0], encryption_priv)
+        private.check(tree)
+    else:
+        private = treekem.TreeKEMPrivate.from_welcome(tree, own[0], encryption_priv, info.signer, path_secret)
+    interim = framing.interim_transcript_hash(cs, gc.confirmed_transcript_hash, info.confirmation_tag)
+    secrets = opened.epoch_secrets
+    return GroupState(cs, gc, tree, own[0], signature_priv, private, secrets, ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
+                      interim, {}, {(gc.group_id, gc.epoch): secrets.resumption_psk}, psks)
+
+
+# --- the working group's passive-client vectors ------------------------------------------------------
+
+
+def check_passive_client(case: dict[str, Any]) -> None:
+    """Join from the Welcome, then apply each epoch's commit (its proposals received first) and
+    compare the epoch authenticators."""
+    cs = suite(case["cipher_suite"])
+    h = bytes.fromhex
+    kp_msg = MLSMessage.decode(h(case["key_package"])).body
+    welcome = MLSMessage.decode(h(case["welcome"])).body
+    if not isinstance(kp_msg, KeyPackage) or not isinstance(welcome, Welcome):
+        raise AssertionError("key_package / welcome of the wrong wire format")
+    expect("signature key", cs.signature_public(h(case["signature_priv"])), kp_msg.leaf_node.signature_key)
+    expect("encryption key", cs.hpke_public(h(case["encryption_priv"])), kp_msg.leaf_node.encryption_key)
+    expect("init key", cs.hpke_public(h(case["init_priv"])), kp_msg.init_key)
+    state = join(cs, welcome, kp_msg, init_priv=h(case["init_priv"]), encryption_priv=h(case["encryption_priv"]),
+                 signature_priv=h(case["signature_priv"]), ratchet_tree=h(case["ratchet_tree"]) if case["ratchet_tree"] else None,
+                 external_psks={h(p["psk_id"]): h(p["psk"]) for p in case["external_psks"]})
+    expect("initial epoch_authenticator", state.epoch_authenticator(), h(case["initial_epoch_authenticator"]))
+    for i, ep in enumerate(case["epochs"]):
+        for p in ep["proposals"]:
+            state.receive(h(p))
+        state.receive(h(ep["commit"]))
+        expect(f"epoch {i}: epoch_authenticator", state.epoch_authenticator(), h(ep["epoch_authenticator"]))
+
+
