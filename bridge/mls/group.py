@@ -24,20 +24,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import dataclasses
+import os
+import time
+
 from bridge.mls import framing
 from bridge.mls import key_schedule as ks
 from bridge.mls import messages as M
 from bridge.mls.checks import expect
 from bridge.mls.errors import MLSError
 from bridge.mls.messages import (
-    AuthenticatedContent, ContentType, ExtensionType, GroupContext, KeyPackage, LeafNodeSource, MLSMessage, PreSharedKeyID,
-    PrivateMessage, PSKType, PublicMessage, SenderType, Welcome,
+    AuthenticatedContent, ContentType, ExtensionType, FramedContent, GroupContext, KeyPackage, LeafNodeSource, MLSMessage,
+    PreSharedKeyID, PrivateMessage, PSKType, PublicMessage, Sender, SenderType, Welcome, WireFormat,
 )
 from bridge.mls.suite import CipherSuite, suite
 from bridge.mls.tree import RatchetTree
 from bridge.mls.welcome import open_welcome
 
-__all__ = ["GroupState", "join", "Removed", "RESUMPTION_WINDOW", "check_passive_client"]
+__all__ = ["GroupState", "Committed", "KeyPackageSecrets", "new_key_package", "create", "join", "Removed", "RESUMPTION_WINDOW",
+           "check_passive_client"]
 
 #: Past epochs whose resumption PSK is kept (for PSK proposals naming them).
 RESUMPTION_WINDOW = 8
@@ -45,6 +50,18 @@ RESUMPTION_WINDOW = 8
 
 class Removed(MLSError):
     """The commit removed us from the group: it has no next epoch for us."""
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A commit we made: the message to send, the Welcome for the members it adds (None when it adds
+    nobody), and the state of the next epoch, to use once the delivery service has accepted the
+    commit (another commit for the same epoch may win: then this one is dropped and made again)."""
+
+    message: bytes
+    welcome: bytes | None
+    state: GroupState
+    added: tuple[int, ...]
 
 
 @dataclass
@@ -118,6 +135,99 @@ class GroupState:
             self.__dict__.update(nxt.__dict__)
         return ac
 
+    # --- our own messages (§12.4.1, §6.3) --------------------------------------------------------------
+
+    def commit(self, *, add: tuple[KeyPackage, ...] = (), remove: tuple[int, ...] = (),
+                extensions: tuple[M.Extension, ...] | None = None, authenticated_data: bytes = b"") -> Committed:
+        """§12.4.1: a commit of our own (Add, Remove and GroupContextExtensions proposals by value, with
+        an UpdatePath, so every commit also refreshes our keys), and the Welcome for the added members.
+
+        Raises:
+            MLSError: removing ourselves or a blank leaf, a key package of another suite or badly signed."""
+        from bridge.mls import treekem
+
+        cs = self.cs
+        if self.own_leaf in remove:
+            raise MLSError("a member cannot commit its own removal: it proposes it (leave), another member commits")
+        for kp in add:
+            if kp.cipher_suite != cs.id or not cs.verify_with_label(kp.leaf_node.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature):
+                raise MLSError("a key package of another cipher suite, or not validly signed")
+        ours: list[M.Proposal] = []
+        if extensions is not None:
+            ours.append(M.Proposal(M.GroupContextExtensions(tuple(extensions))))
+        ours += [M.Proposal(M.Remove(leaf)) for leaf in sorted(set(remove))]
+        ours += [M.Proposal(M.Add(kp)) for kp in add]
+        # The proposals received in this epoch go in by reference, but not one that removes us or
+        # repeats a removal of ours (§12.2: a commit removes a leaf once), nor our own Update.
+        pending: list[tuple[bytes, M.Proposal, int]] = []
+        for ref, pac in self.proposals.items():
+            prop, sender = pac.content.proposal, pac.content.sender.leaf_index
+            if prop is None or sender is None:
+                continue
+            if isinstance(prop.body, M.Remove) and (prop.body.removed == self.own_leaf or prop.body.removed in remove):
+                continue
+            if isinstance(prop.body, M.Update) and sender == self.own_leaf:
+                continue
+            pending.append((ref, prop, sender))
+        tree = self.tree.copy()
+        new_extensions, _removed, added, _psks, _updated = self._apply(
+            tree, [(prop, sender) for _, prop, sender in pending] + [(prop, self.own_leaf) for prop in ours], self.own_leaf)
+        if _psks:
+            raise MLSError("committing PSK proposals is not supported")
+        proposals = [M.ProposalOrRef.by_reference(ref) for ref, _, _ in pending] + [M.ProposalOrRef.by_value(p) for p in ours]
+        provisional = dict(version=self.context.version, cipher_suite=cs.id, group_id=self.group_id, epoch=self.epoch + 1,
+                           confirmed_transcript_hash=self.context.confirmed_transcript_hash, extensions=new_extensions)
+        created = treekem.create_update_path(tree, self.own_leaf, self.signature_priv, self.group_id,
+                                             lambda t: GroupContext(tree_hash=t.tree_hash(), **provisional), excluded=added)
+        tree = created.tree
+        commit = M.Commit(tuple(proposals), created.update_path)
+        content = FramedContent(self.group_id, self.epoch, Sender.member(self.own_leaf), authenticated_data, ContentType.COMMIT, commit=commit)
+        old_gc = self.context.encode()
+        signature = cs.sign_with_label(self.signature_priv, "FramedContentTBS",
+                                       M.framed_content_tbs(WireFormat.PRIVATE_MESSAGE, content, old_gc))
+        confirmed = cs.hash(self.interim_transcript_hash + M.confirmed_transcript_hash_input(WireFormat.PRIVATE_MESSAGE, content, signature))
+        context = GroupContext(self.context.version, cs.id, self.group_id, self.epoch + 1, tree.tree_hash(), confirmed, new_extensions)
+        secrets = ks.next_epoch(cs, self.secrets.init_secret, created.commit_secret, None, context)
+        tag = framing.confirmation_tag(cs, secrets.confirmation_key, confirmed)
+        ac = AuthenticatedContent(WireFormat.PRIVATE_MESSAGE, content, M.FramedContentAuthData(signature, tag))
+        message = MLSMessage(framing.protect_private(cs, ac, self.secret_tree, self.secrets.sender_data_secret)).encode()
+        welcome = None
+        if added:
+            info = M.GroupInfo(context, (M.Extension(ExtensionType.RATCHET_TREE, tree.encode()),), tag, self.own_leaf)
+            info = dataclasses.replace(info, signature=cs.sign_with_label(self.signature_priv, "GroupInfoTBS", info.tbs()))
+            key, nonce = ks.welcome_key_nonce(cs, ks.welcome_secret(cs, secrets.joiner_secret, None))
+            encrypted_info = cs.seal(key, nonce, b"", info.encode())
+            entries = []
+            added_kps = [prop.body.key_package for _, prop, _ in pending if isinstance(prop.body, M.Add)] + list(add)
+            for kp, leaf in zip(added_kps, added):
+                secrets_for = M.GroupSecrets(secrets.joiner_secret, created.path_secret_for(leaf), ())
+                kem_output, ct = cs.encrypt_with_label(kp.init_key, "Welcome", encrypted_info, secrets_for.encode())
+                entries.append(M.EncryptedGroupSecrets(kp.ref(cs), M.HPKECiphertext(kem_output, ct)))
+            welcome = MLSMessage(M.Welcome(cs.id, tuple(entries), encrypted_info)).encode()
+        resumption = dict(self.resumption_psks)
+        resumption[(self.group_id, context.epoch)] = secrets.resumption_psk
+        for key_ in sorted(resumption, key=lambda k: k[1])[:-RESUMPTION_WINDOW]:
+            del resumption[key_]
+        nxt = GroupState(cs, context, tree, self.own_leaf, self.signature_priv, created.private, secrets,
+                         ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
+                         framing.interim_transcript_hash(cs, confirmed, tag), {}, resumption, self.external_psks)
+        return Committed(message, welcome, nxt, tuple(added))
+
+    def encrypt(self, plaintext: bytes, *, authenticated_data: bytes = b"", padding: int = 0) -> bytes:
+        """An application message of this epoch (a PrivateMessage, §6.3): one envelope for the whole group."""
+        content = FramedContent(self.group_id, self.epoch, Sender.member(self.own_leaf), authenticated_data, ContentType.APPLICATION,
+                                application_data=plaintext)
+        ac = framing.sign(self.cs, WireFormat.PRIVATE_MESSAGE, content, self.signature_priv, self.context.encode())
+        return MLSMessage(framing.protect_private(self.cs, ac, self.secret_tree, self.secrets.sender_data_secret, padding=padding)).encode()
+
+    def propose_remove(self, leaf: int) -> bytes:
+        """A Remove proposal (a PrivateMessage) for another member to commit; ``leaf`` our own to leave."""
+        content = FramedContent(self.group_id, self.epoch, Sender.member(self.own_leaf), b"", ContentType.PROPOSAL,
+                                proposal=M.Proposal(M.Remove(leaf)))
+        ac = framing.sign(self.cs, WireFormat.PRIVATE_MESSAGE, content, self.signature_priv, self.context.encode())
+        self.proposals[ac.ref(self.cs)] = ac  # a commit by another member will name it
+        return MLSMessage(framing.protect_private(self.cs, ac, self.secret_tree, self.secrets.sender_data_secret)).encode()
+
     # --- commits (§12.4.2) ------------------------------------------------------------------------------
 
     def _resolve(self, commit: M.Commit, committer: int) -> list[tuple[M.Proposal, int]]:
@@ -135,6 +245,46 @@ class GroupState:
             elif por.proposal is not None:
                 out.append((por.proposal, committer))
         return out
+
+    def _apply(self, tree: RatchetTree, proposals: list[tuple[M.Proposal, int]],
+               committer: int) -> tuple[tuple[M.Extension, ...], list[int], list[int], list[PreSharedKeyID], bool]:
+        """§12.3: apply a commit's proposals to ``tree`` in the RFC's order (group context extensions,
+        updates, removes, adds; PSKs are only named). Returns (extensions, removed leaves, added leaves,
+        PSK ids, whether any leaf was updated).
+
+        Raises:
+            MLSError: a proposal that is not valid for this group."""
+        cs = self.cs
+        by_type: dict[type, list[tuple[Any, int]]] = {}
+        for p, sender in proposals:
+            by_type.setdefault(type(p.body), []).append((p.body, sender))
+        if by_type.get(M.ReInit) or by_type.get(M.ExternalInit):
+            raise MLSError("ReInit and ExternalInit commits are not supported")
+        extensions = self.context.extensions
+        for body, _sender in by_type.get(M.GroupContextExtensions, []):
+            extensions = tuple(body.extensions)
+        for body, sender in by_type.get(M.Update, []):
+            if sender == committer:
+                raise MLSError("a committer cannot commit its own Update proposal")
+            leaf = body.leaf_node
+            if leaf.leaf_node_source != LeafNodeSource.UPDATE:
+                raise MLSError("an Update's leaf must have the update source")
+            if not cs.verify_with_label(leaf.signature_key, "LeafNodeTBS", leaf.tbs(self.group_id, sender), leaf.signature):
+                raise MLSError(f"the Update of leaf {sender} is not signed by its leaf")
+            tree.update(sender, leaf)
+        removed = [body.removed for body, _ in by_type.get(M.Remove, [])]
+        if len(set(removed)) != len(removed) or committer in removed:
+            raise MLSError("a commit removes a member twice, or its own committer")
+        for leaf_index in removed:
+            tree.remove(leaf_index)
+        added: list[int] = []
+        for body, _sender in by_type.get(M.Add, []):
+            kp = body.key_package
+            if kp.cipher_suite != cs.id or not cs.verify_with_label(kp.leaf_node.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature):
+                raise MLSError("an added key package is not valid for this group")
+            added.append(tree.add(kp.leaf_node))
+        psks = [body.psk for body, _ in by_type.get(M.PreSharedKey, [])]
+        return extensions, removed, added, psks, bool(by_type.get(M.Update))
 
     def _psk(self, pid: PreSharedKeyID) -> bytes:
         if pid.psktype == PSKType.EXTERNAL:
@@ -155,33 +305,7 @@ class GroupState:
             raise MLSError("not a member's commit")
         proposals = self._resolve(commit, committer)
         tree = self.tree.copy()
-        extensions = self.context.extensions
-        by_type: dict[type, list[tuple[Any, int]]] = {}
-        for p, sender in proposals:
-            by_type.setdefault(type(p.body), []).append((p.body, sender))
-        if by_type.get(M.ReInit):
-            raise MLSError("a ReInit commit ends this group; re-initialising is not supported")
-        for body, _sender in by_type.get(M.GroupContextExtensions, []):
-            extensions = body.extensions
-        for body, sender in by_type.get(M.Update, []):
-            if sender == committer:
-                raise MLSError("a committer cannot commit its own Update proposal")
-            if body.leaf_node.leaf_node_source != LeafNodeSource.UPDATE:
-                raise MLSError("an Update's leaf must have the update source")
-            if not cs.verify_with_label(body.leaf_node.signature_key, "LeafNodeTBS", body.leaf_node.tbs(self.group_id, sender), body.leaf_node.signature):
-                raise MLSError(f"the Update of leaf {sender} is not signed by its leaf")
-            tree.update(sender, body.leaf_node)
-        removed = [body.removed for body, _ in by_type.get(M.Remove, [])]
-        if len(set(removed)) != len(removed) or committer in removed:
-            raise MLSError("a commit removes a member twice, or its own committer")
-        for leaf in removed:
-            tree.remove(leaf)
-        added: list[int] = []
-        for body, _sender in by_type.get(M.Add, []):
-            kp = body.key_package
-            if kp.cipher_suite != cs.id or not cs.verify_with_label(kp.leaf_node.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature):
-                raise MLSError("an added key package is not valid for this group")
-            added.append(tree.add(kp.leaf_node))
+        extensions, removed, added, psks, updated = self._apply(tree, proposals, committer)
         if self.own_leaf in removed:
             raise Removed(f"the commit of epoch {self.epoch} removed us")
         private = self.private.copy()
@@ -194,12 +318,12 @@ class GroupState:
             _, commit_secret = treekem.decrypt_path(private, tree, committer, commit.path,
                                                     GroupContext(tree_hash=tree.tree_hash(), **provisional), excluded=added)
         else:
-            if by_type.get(M.Update) or removed or not proposals or by_type.get(M.GroupContextExtensions):
+            if updated or removed or not proposals or extensions != self.context.extensions:
                 raise MLSError("this commit needs an UpdatePath")
             private.prune(tree)
         confirmed = framing.confirmed_transcript_hash(cs, self.interim_transcript_hash, ac)
         context = GroupContext(self.context.version, cs.id, self.group_id, self.epoch + 1, tree.tree_hash(), confirmed, tuple(extensions))
-        psk_secret = ks.psk_secret(cs, [(body.psk, self._psk(body.psk)) for body, _ in by_type.get(M.PreSharedKey, [])])
+        psk_secret = ks.psk_secret(cs, [(pid, self._psk(pid)) for pid in psks])
         secrets = ks.next_epoch(cs, self.secrets.init_secret, commit_secret, psk_secret, context)
         if not cs.verify_mac(secrets.confirmation_key, confirmed, ac.auth.confirmation_tag):
             raise MLSError("the commit's confirmation tag does not verify")
@@ -210,6 +334,53 @@ class GroupState:
         return GroupState(cs, context, tree, self.own_leaf, self.signature_priv, private, secrets,
                           ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
                           framing.interim_transcript_hash(cs, confirmed, ac.auth.confirmation_tag), {}, resumption, self.external_psks)
+
+
+# --- the active side: key packages, creating a group, committing, sending ---------------------------
+
+#: A key package's lifetime (§7.2): a week back (clock skew) to 90 days ahead.
+KEY_PACKAGE_LIFETIME_S = 90 * 86_400
+
+
+@dataclass(frozen=True)
+class KeyPackageSecrets:
+    """The private keys of one of our key packages: HPKE init key, leaf encryption key, signature key."""
+
+    key_package: KeyPackage
+    init_priv: bytes = field(repr=False)
+    encryption_priv: bytes = field(repr=False)
+    signature_priv: bytes = field(repr=False)
+
+
+def new_key_package(cs: CipherSuite, identity: bytes, signature_priv: bytes, *, now: int | None = None) -> KeyPackageSecrets:
+    """A key package (§10) with a basic credential naming ``identity`` (for Parley: the installation
+    id, which the member checks against the wallet's identity log), signed with ``signature_priv``."""
+    init_priv, init_pub = cs.hpke_keypair()
+    enc_priv, enc_pub = cs.hpke_keypair()
+    t = int(time.time()) if now is None else now
+    caps = M.Capabilities(versions=(1,), cipher_suites=(cs.id,), extensions=(), proposals=(), credentials=(M.CredentialType.BASIC,))
+    leaf = M.LeafNode(enc_pub, cs.signature_public(signature_priv), M.Credential.basic(identity), caps, LeafNodeSource.KEY_PACKAGE,
+                      lifetime=M.Lifetime(t - 7 * 86_400, t + KEY_PACKAGE_LIFETIME_S))
+    leaf = _signed_leaf(cs, leaf, signature_priv)
+    kp = KeyPackage(1, cs.id, init_pub, leaf, ())
+    kp = dataclasses.replace(kp, signature=cs.sign_with_label(signature_priv, "KeyPackageTBS", kp.tbs()))
+    return KeyPackageSecrets(kp, init_priv, enc_priv, signature_priv)
+
+
+def _signed_leaf(cs: CipherSuite, leaf: M.LeafNode, signature_priv: bytes, group_id: bytes | None = None, index: int | None = None) -> M.LeafNode:
+    return dataclasses.replace(leaf, signature=cs.sign_with_label(signature_priv, "LeafNodeTBS", leaf.tbs(group_id, index)))
+
+
+def create(cs: CipherSuite, group_id: bytes, own: KeyPackageSecrets, *, extensions: tuple[M.Extension, ...] = ()) -> GroupState:
+    """A new group (§11) with us as its only member, at epoch 0."""
+    from bridge.mls import treekem
+
+    tree = RatchetTree(cs, [own.key_package.leaf_node])
+    context = GroupContext(1, cs.id, group_id, 0, tree.tree_hash(), b"", extensions)
+    secrets = ks.next_epoch(cs, os.urandom(cs.nh), None, None, context)
+    interim = framing.interim_transcript_hash(cs, b"", framing.confirmation_tag(cs, secrets.confirmation_key, b""))
+    return GroupState(cs, context, tree, 0, own.signature_priv, treekem.TreeKEMPrivate(cs, 0, own.encryption_priv), secrets,
+                      ks.SecretTree(cs, secrets.encryption_secret, 1), interim, {}, {(group_id, 0): secrets.resumption_psk})
 
 
 # --- joining (§12.4.3.1) ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from bridge.mls.messages import LeafNode, LeafNodeSource, ParentNode
 from bridge.mls.suite import CipherSuite
 from bridge.mls.checks import expect
 from bridge.mls.suite import suite
-from bridge.mls.tls import Writer
+from bridge.mls.tls import Writer, opaque
 
 __all__ = ["RatchetTree", "Node", "MAX_LEAVES", "check_tree_validation", "check_tree_operations"]
 
@@ -32,6 +32,37 @@ Node = Union[LeafNode, ParentNode, None]
 _LEAF, _PARENT = 1, 2
 #: The most leaves a tree may have here (RFC 9420 allows 2^32; a decoded tree is held in memory).
 MAX_LEAVES = 1 << 16
+
+
+#: Encodings of nodes seen (keyed by identity: nodes are immutable; the node is kept so its id is
+#: not reused), and leaf hashes by (leaf index, node identity). Hashing a tree of 1,000 members
+#: again after a commit re-encodes only what changed.
+_ENCODED: dict[int, tuple[object, bytes]] = {}
+_LEAF_HASHES: dict[tuple[int, int, int], tuple[object, bytes]] = {}
+_CACHE_MAX = 200_000
+
+
+def _encoded(node: LeafNode | ParentNode) -> bytes:
+    hit = _ENCODED.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    data = node.encode()
+    if len(_ENCODED) >= _CACHE_MAX:
+        _ENCODED.clear()
+    _ENCODED[id(node)] = (node, data)
+    return data
+
+
+def _leaf_hash(cs: CipherSuite, index: int, node: Node) -> bytes:
+    key = (cs.id, index, id(node))
+    hit = _LEAF_HASHES.get(key)
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    h = cs.hash(b"\x01" + index.to_bytes(4, "big") + (b"\x01" + _encoded(node) if node is not None else b"\x00"))
+    if len(_LEAF_HASHES) >= _CACHE_MAX:
+        _LEAF_HASHES.clear()
+    _LEAF_HASHES[key] = (node, h)
+    return h
 
 
 class RatchetTree:
@@ -125,20 +156,23 @@ class RatchetTree:
     def tree_hashes(self) -> list[bytes]:
         """The tree hash of every node, by node index."""
         out: list[bytes] = [b""] * len(self.nodes)
-
-        def h(x: int) -> bytes:
-            node = self.nodes[x]
-            w = Writer()
-            if tm.is_leaf(x):
-                w.u8(_LEAF).u32(tm.node_to_leaf(x)).optional(node, lambda n: n.encode())
-            else:
-                left, right = h(tm.left(x)), h(tm.right(x))
-                w.u8(_PARENT).optional(node, lambda n: n.encode()).opaque(left).opaque(right)
-            out[x] = self.cs.hash(w.bytes())
-            return out[x]
-
-        h(tm.root(self.n_leaves))
+        self._subtree_hash(tm.root(self.n_leaves), out)
         return out
+
+    def subtree_hash(self, x: int) -> bytes:
+        """The tree hash of node ``x`` (only its subtree is hashed)."""
+        return self._subtree_hash(x, None)
+
+    def _subtree_hash(self, x: int, out: list[bytes] | None) -> bytes:
+        node = self.nodes[x]
+        if tm.is_leaf(x):
+            h = _leaf_hash(self.cs, tm.node_to_leaf(x), node)
+        else:
+            left, right = self._subtree_hash(tm.left(x), out), self._subtree_hash(tm.right(x), out)
+            h = self.cs.hash(b"\x02" + (b"\x01" + _encoded(node) if node is not None else b"\x00") + opaque(left) + opaque(right))
+        if out is not None:
+            out[x] = h
+        return h
 
     def tree_hash(self) -> bytes:
         """The root's tree hash (the GroupContext's ``tree_hash``)."""
@@ -165,7 +199,7 @@ class RatchetTree:
         node = self.nodes[p]
         if not isinstance(node, ParentNode):
             raise MLSError(f"node {p} is not a parent node")
-        original = self._without(node.unmerged_leaves).tree_hashes()[sibling]
+        original = self._without(node.unmerged_leaves).subtree_hash(sibling)
         return self.cs.hash(Writer().opaque(node.encryption_key).opaque(node.parent_hash).opaque(original).bytes())
 
     def _nearest_nonblank_ancestor(self, x: int) -> int | None:

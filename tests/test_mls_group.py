@@ -1,0 +1,159 @@
+"""MLS groups in one process (issue 14): members created, added by Welcome, removed, leaving by a
+Remove proposal, group context extensions, concurrent commits for one epoch, and the attacks a
+member or relay can make on commits: a wrong confirmation tag, a removed member keeping its old
+state, a commit from another group or epoch. Every failure leaves the receiver's state as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.mls import framing
+from bridge.mls.errors import MLSError, VerifyError
+from bridge.mls.group import GroupState, KeyPackageSecrets, Removed, create, join, new_key_package
+from bridge.mls.messages import Extension, MLSMessage
+from bridge.mls.suite import suite
+
+CS = suite(3)
+GID = b"parley-test-group"
+
+
+def member(name: str) -> KeyPackageSecrets:
+    return new_key_package(CS, name.encode(), CS.signature_keypair()[0])
+
+
+def joined(welcome: bytes, kp: KeyPackageSecrets) -> GroupState:
+    w = MLSMessage.decode(welcome).body
+    return join(CS, w, kp.key_package, init_priv=kp.init_priv, encryption_priv=kp.encryption_priv, signature_priv=kp.signature_priv)  # type: ignore[arg-type]
+
+
+def trio() -> tuple[GroupState, GroupState, GroupState]:
+    b, c = member("bob"), member("carol")
+    r = create(CS, GID, member("alice")).commit(add=(b.key_package, c.key_package))
+    assert r.welcome is not None and r.added == (1, 2)
+    return r.state, joined(r.welcome, b), joined(r.welcome, c)
+
+
+def same_epoch(*states: GroupState) -> None:
+    assert len({s.epoch_authenticator() for s in states}) == 1
+    assert len({s.context.encode() for s in states}) == 1
+
+
+def test_members_join_talk_and_agree() -> None:
+    a, b, c = trio()
+    same_epoch(a, b, c)
+    m = a.encrypt(b"hello group")
+    assert b"hello group" not in m
+    assert b.receive(m).content.application_data == c.receive(m).content.application_data == b"hello group"
+    r = b.commit()  # a self-update: new keys on bob's path
+    a.receive(r.message)
+    c.receive(r.message)
+    b = r.state
+    same_epoch(a, b, c)
+    assert c.receive(b.encrypt(b"after the update")).content.application_data == b"after the update"
+
+
+def test_a_removed_member_gets_nothing_new_even_with_its_old_state() -> None:
+    a, b, c = trio()
+    r = a.commit(remove=(c.own_leaf,))
+    b.receive(r.message)
+    with pytest.raises(Removed):
+        c.receive(r.message)
+    a = r.state
+    same_epoch(a, b)
+    secret = a.encrypt(b"carol must not read this")
+    assert b.receive(secret).content.application_data == b"carol must not read this"
+    # carol's old state, told the epoch moved on, still has only the old epoch's secrets
+    c.context = c.context.__class__(**{**c.context.__dict__, "epoch": a.epoch})
+    with pytest.raises((VerifyError, MLSError)):
+        c.receive(secret)
+
+
+def test_leaving_is_a_remove_proposal_that_another_member_commits() -> None:
+    a, b, c = trio()
+    leave = c.propose_remove(c.own_leaf)
+    a.receive(leave)
+    b.receive(leave)
+    r = a.commit()  # the next commit takes the proposals received in the epoch, by reference
+    b.receive(r.message)
+    with pytest.raises(Removed):
+        c.receive(r.message)
+    same_epoch(r.state, b)
+    assert [i for i, _ in r.state.tree.leaves()] == [0, 1]
+    # a proposal to remove the committer itself is left out of its own commit, not committed
+    a2, b2 = r.state, b
+    b2_leaves = b2.propose_remove(a2.own_leaf)
+    a2.receive(b2_leaves)
+    r2 = a2.commit()
+    b2.receive(r2.message)
+    assert [i for i, _ in b2.tree.leaves()] == [0, 1]
+
+
+def test_group_context_extensions_reach_every_member() -> None:
+    a, b, c = trio()
+    ext = (Extension(0xF0A0, b"announce-only"),)
+    r = a.commit(extensions=ext)
+    b.receive(r.message)
+    c.receive(r.message)
+    assert r.state.context.extensions == b.context.extensions == c.context.extensions == ext
+    same_epoch(r.state, b, c)
+
+
+def test_a_commit_with_a_wrong_confirmation_tag_is_refused_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, c = trio()
+    before = b.context
+    with monkeypatch.context() as mp:
+        mp.setattr(framing, "confirmation_tag", lambda cs, key, confirmed: bytes(32))
+        forged = a.commit()
+    with pytest.raises(MLSError, match="confirmation tag"):
+        b.receive(forged.message)
+    assert b.context == before
+    honest = a.commit()
+    b.receive(honest.message)
+    same_epoch(honest.state, b)
+
+
+def test_two_commits_for_one_epoch_the_first_wins_and_the_second_is_made_again() -> None:
+    a, b, c = trio()
+    d, e = member("dave"), member("erin")
+    first = a.commit(add=(d.key_package,))
+    second = b.commit(add=(e.key_package,))  # made concurrently, for the same epoch
+    # the delivery service accepted a's first: everyone applies it, b drops its own
+    for s in (b, c):
+        s.receive(first.message)
+    a = first.state
+    with pytest.raises(MLSError, match="epoch"):
+        c.receive(second.message)  # for an epoch that is over
+    retried = b.commit(add=(e.key_package,))  # b makes its commit again on the new epoch
+    for s in (a, c):
+        s.receive(retried.message)
+    b = retried.state
+    dave = joined(first.welcome, d)  # type: ignore[arg-type]
+    dave.receive(retried.message)
+    erin = joined(retried.welcome, e)  # type: ignore[arg-type]
+    same_epoch(a, b, c, dave, erin)
+    assert {leaf.credential.identity for _, leaf in a.tree.leaves()} == {b"alice", b"bob", b"carol", b"dave", b"erin"}
+
+
+def test_messages_of_another_group_or_epoch_are_refused() -> None:
+    a, b, _ = trio()
+    other = create(CS, b"another-group", member("mallory"))
+    with pytest.raises(MLSError, match="another group or epoch"):
+        b.receive(other.encrypt(b"x"))
+    old = a.encrypt(b"epoch 1")
+    r = a.commit()
+    b.receive(r.message)
+    with pytest.raises(MLSError, match="another group or epoch"):
+        b.receive(old)  # a message of the epoch before is not accepted in this one
+
+
+def test_a_key_package_not_signed_by_its_leaf_is_not_added() -> None:
+    import dataclasses
+
+    a, _, _ = trio()
+    kp = member("dave").key_package
+    bad = dataclasses.replace(kp, signature=kp.signature[:-1] + bytes([kp.signature[-1] ^ 1]))
+    with pytest.raises(MLSError, match="not validly signed"):
+        a.commit(add=(bad,))
+    other_suite = new_key_package(suite(1), b"erin", CS.signature_keypair()[0]).key_package
+    with pytest.raises(MLSError, match="another cipher suite"):
+        a.commit(add=(other_suite,))
