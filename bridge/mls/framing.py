@@ -208,7 +208,8 @@ def check_message_protection(case: dict[str, Any]) -> None:
 
         if name != "application":
             given = M.MLSMessage.decode(_h(case[f"{name}_pub"])).body
-            assert isinstance(given, PublicMessage), f"{name}_pub is not a PublicMessage"
+            if not isinstance(given, PublicMessage):
+                raise AssertionError(f"{name}_pub is not a PublicMessage")
             same_value(unprotect_public(cs, given, membership_key, gc, sig_pub), "the given PublicMessage")
             ours = protect_public(cs, sign(cs, WireFormat.PUBLIC_MESSAGE, content, sig_priv, gc, tag), membership_key, gc)
             same_value(unprotect_public(cs, PublicMessage.decode(ours.encode()), membership_key, gc, sig_pub), "our PublicMessage")
@@ -220,7 +221,8 @@ def check_message_protection(case: dict[str, Any]) -> None:
             else:
                 raise AssertionError("application data was protected as a PublicMessage")
         given_priv = M.MLSMessage.decode(_h(case[f"{name}_priv"])).body
-        assert isinstance(given_priv, PrivateMessage), f"{name}_priv is not a PrivateMessage"
+        if not isinstance(given_priv, PrivateMessage):
+            raise AssertionError(f"{name}_priv is not a PrivateMessage")
         receiver = SecretTree(cs, enc_secret, 2)
         same_value(unprotect_private(cs, given_priv, receiver, sd_secret, gc, lambda leaf: sig_pub if leaf == 1 else None), "the given PrivateMessage")
         sender_tree, receiver = SecretTree(cs, enc_secret, 2), SecretTree(cs, enc_secret, 2)

@@ -76,7 +76,8 @@ def check_welcome(case: dict[str, Any]) -> None:
     cs = suite(case["cipher_suite"])
     kp = MLSMessage.decode(bytes.fromhex(case["key_package"])).body
     welcome = MLSMessage.decode(bytes.fromhex(case["welcome"])).body
-    assert isinstance(kp, KeyPackage) and isinstance(welcome, Welcome), "key_package / welcome of the wrong wire format"
+    if not isinstance(kp, KeyPackage) or not isinstance(welcome, Welcome):
+        raise AssertionError("key_package / welcome of the wrong wire format")
     expect("init key pair", cs.hpke_public(bytes.fromhex(case["init_priv"])), kp.init_key)
     open_welcome(cs, welcome, kp, bytes.fromhex(case["init_priv"]), lambda _info: bytes.fromhex(case["signer_pub"]))
     # the same Welcome with another init key, or for another key package, does not open
