@@ -9,7 +9,7 @@ import pytest
 
 from bridge.mls import framing
 from bridge.mls.errors import MLSError, VerifyError
-from bridge.mls.group import GroupState, KeyPackageSecrets, Removed, create, join, new_key_package
+from bridge.mls.group import PAST_EPOCHS, GroupState, KeyPackageSecrets, Removed, create, join, new_key_package
 from bridge.mls.messages import Extension, MLSMessage
 from bridge.mls.suite import suite
 
@@ -134,16 +134,50 @@ def test_two_commits_for_one_epoch_the_first_wins_and_the_second_is_made_again()
     assert {leaf.credential.identity for _, leaf in a.tree.leaves()} == {b"alice", b"bob", b"carol", b"dave", b"erin"}
 
 
-def test_messages_of_another_group_or_epoch_are_refused() -> None:
-    a, b, _ = trio()
+def test_messages_of_another_group_or_of_an_epoch_past_the_window_are_refused() -> None:
+    a, b, c = trio()
     other = create(CS, b"another-group", member("mallory"))
     with pytest.raises(MLSError, match="another group or epoch"):
         b.receive(other.encrypt(b"x"))
-    old = a.encrypt(b"epoch 1")
+    late = a.encrypt(b"sent in epoch 1, read after the commit")
+    late_proposal = c.propose_remove(c.own_leaf)  # delivered to b only after the next commit
     r = a.commit()
     b.receive(r.message)
+    a = r.state
+    assert b.receive(late).content.application_data == b"sent in epoch 1, read after the commit"
+    with pytest.raises(MLSError, match="past epoch"):
+        b.receive(late_proposal)  # handshake messages of a past epoch are not applied
+    in_time, too_late = a.encrypt(b"sent in epoch 2"), a.encrypt(b"sent in epoch 2, read too late")
+    for _ in range(PAST_EPOCHS):
+        r = a.commit()
+        b.receive(r.message)
+        a = r.state
+    assert b.receive(in_time).content.application_data == b"sent in epoch 2"  # PAST_EPOCHS epochs later
+    r = a.commit()
+    b.receive(r.message)
+    assert 2 not in b.past  # one more epoch: its secrets are deleted
     with pytest.raises(MLSError, match="another group or epoch"):
-        b.receive(old)  # a message of the epoch before is not accepted in this one
+        b.receive(too_late)
+
+
+def test_a_stored_state_continues_the_group_and_keeps_no_spent_secret() -> None:
+    a, b, c = trio()
+    stored = b.to_bytes()
+    for spent in (b.secrets.joiner_secret, b.secrets.epoch_secret, b.secrets.welcome_secret):
+        assert spent not in stored
+    b = GroupState.from_bytes(stored)
+    m = a.encrypt(b"to the restored state")
+    assert b.receive(m).content.application_data == b"to the restored state"
+    r = GroupState.from_bytes(c.to_bytes()).commit(add=(member("dave").key_package,))
+    for s in (a, b):
+        s.receive(r.message)
+    a, b = GroupState.from_bytes(a.to_bytes()), GroupState.from_bytes(b.to_bytes())
+    same_epoch(a, b, r.state)
+    assert a.to_bytes() == GroupState.from_bytes(a.to_bytes()).to_bytes()
+    with pytest.raises(MLSError):
+        GroupState.from_bytes(stored[:-3])
+    with pytest.raises(MLSError):
+        GroupState.from_bytes(b"\x81\x02")  # another format
 
 
 def test_a_key_package_not_signed_by_its_leaf_is_not_added() -> None:

@@ -41,11 +41,27 @@ from bridge.mls.suite import CipherSuite, suite
 from bridge.mls.tree import RatchetTree
 from bridge.mls.welcome import open_welcome
 
-__all__ = ["GroupState", "Committed", "KeyPackageSecrets", "new_key_package", "create", "join", "Removed", "RESUMPTION_WINDOW",
+__all__ = ["GroupState", "PastEpoch", "PAST_EPOCHS", "STATE_FORMAT", "Committed", "KeyPackageSecrets", "new_key_package", "create", "join", "Removed", "RESUMPTION_WINDOW",
            "check_passive_client"]
 
 #: Past epochs whose resumption PSK is kept (for PSK proposals naming them).
 RESUMPTION_WINDOW = 8
+#: Past epochs whose application messages can still be read (late arrivals; XMTP keeps 3). Older
+#: epochs' secrets are deleted.
+PAST_EPOCHS = 3
+#: The format of :meth:`GroupState.to_bytes`.
+STATE_FORMAT = 1
+
+
+@dataclass
+class PastEpoch:
+    """What reading a late application message of a past epoch needs: that epoch's GroupContext
+    (encoded), sender-data secret, secret tree and the members' signature keys by leaf."""
+
+    context: bytes
+    sender_data_secret: bytes = field(repr=False)
+    secret_tree: ks.SecretTree = field(repr=False)
+    signature_keys: dict[int, bytes] = field(default_factory=dict)
 
 
 class Removed(MLSError):
@@ -78,6 +94,7 @@ class GroupState:
     proposals: dict[bytes, AuthenticatedContent] = field(default_factory=dict)
     resumption_psks: dict[tuple[bytes, int], bytes] = field(default_factory=dict, repr=False)
     external_psks: Mapping[bytes, bytes] = field(default_factory=dict, repr=False)
+    past: dict[int, PastEpoch] = field(default_factory=dict, repr=False)
 
     @property
     def epoch(self) -> int:
@@ -106,8 +123,13 @@ class GroupState:
             raise MLSError("not a group message")
         group_id = body.content.group_id if isinstance(body, PublicMessage) else body.group_id
         epoch = body.content.epoch if isinstance(body, PublicMessage) else body.epoch
-        if group_id != self.group_id or epoch != self.epoch:
+        if group_id != self.group_id or (epoch != self.epoch and not (isinstance(body, PrivateMessage) and epoch in self.past)):
             raise MLSError(f"a message of epoch {epoch} of another group or epoch (this is epoch {self.epoch})")
+        if epoch != self.epoch:  # a late message of a past epoch: application data only
+            if body.content_type != ContentType.APPLICATION:
+                raise MLSError(f"a proposal or commit of past epoch {epoch}")
+            old = self.past[epoch]
+            return framing.unprotect_private(self.cs, body, old.secret_tree, old.sender_data_secret, old.context, old.signature_keys.get)
         gc = self.context.encode()
         if isinstance(body, PublicMessage):
             sender = body.content.sender
@@ -134,6 +156,60 @@ class GroupState:
             nxt = self._after_commit(ac)
             self.__dict__.update(nxt.__dict__)
         return ac
+
+    # --- storage --------------------------------------------------------------------------------------
+
+    #: The epoch secrets kept at rest: the others (joiner, welcome, epoch, encryption secrets) have
+    #: done their work once the epoch's secret tree exists, and are not stored (forward secrecy).
+    _KEPT = ("sender_data_secret", "exporter_secret", "external_secret", "confirmation_key", "membership_key",
+             "resumption_psk", "epoch_authenticator", "init_secret")
+
+    def to_bytes(self) -> bytes:
+        """The whole state as canonical CBOR, secrets included: the caller encrypts it at rest (as
+        the 1:1 ratchet state is)."""
+        from bridge.protocol import wire
+
+        priv = self.private
+        return wire.encode([
+            STATE_FORMAT, self.cs.id, self.context.encode(), self.tree.encode(), self.own_leaf, self.signature_priv,
+            [priv.leaf_index, priv.leaf_private, [[x, k] for x, k in sorted(priv.path_keys.items())]],
+            [getattr(self.secrets, name) for name in self._KEPT], self.secret_tree.state(), self.interim_transcript_hash,
+            [[ref, ac.encode()] for ref, ac in sorted(self.proposals.items())],
+            [[gid, e, psk] for (gid, e), psk in sorted(self.resumption_psks.items())],
+            [[k, v] for k, v in sorted(self.external_psks.items())],
+            [[e, pe.context, pe.sender_data_secret, pe.secret_tree.state(), [[i, key] for i, key in sorted(pe.signature_keys.items())]]
+             for e, pe in sorted(self.past.items())],
+        ])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> GroupState:
+        """Raises:
+        MLSError: not a state :meth:`to_bytes` wrote (or of a newer format); DecodeError."""
+        from bridge.mls import treekem
+        from bridge.protocol import wire
+
+        try:
+            (fmt, suite_id, context, tree, own_leaf, signature_priv, priv, kept, secret_tree, interim, proposals, resumption,
+             external, past) = wire.decode(data)
+            if fmt != STATE_FORMAT:
+                raise MLSError(f"a group state of format {fmt!r}: this Parley reads format {STATE_FORMAT}")
+            cs = suite(suite_id)
+            leaf_index, leaf_private, path_keys = priv
+            values = dict(zip(cls._KEPT, kept, strict=True))
+            secrets = ks.EpochSecrets(**{f: values.get(f, b"") for f in ks.EpochSecrets.__dataclass_fields__})
+            state = cls(
+                cs, GroupContext.decode(context), RatchetTree.decode(cs, tree), own_leaf, signature_priv,
+                treekem.TreeKEMPrivate(cs, leaf_index, leaf_private, {x: k for x, k in path_keys}), secrets,
+                ks.SecretTree.from_state(cs, secret_tree), interim,
+                {ref: AuthenticatedContent.decode(ac) for ref, ac in proposals},
+                {(gid, e): psk for gid, e, psk in resumption}, {k: v for k, v in external},
+                {e: PastEpoch(ctx, sds, ks.SecretTree.from_state(cs, st), {i: key for i, key in keys}) for e, ctx, sds, st, keys in past},
+            )
+        except (TypeError, ValueError) as exc:  # wrong shapes (the DecodeError of malformed bytes is a ValueError too)
+            raise MLSError(f"a stored group state is malformed: {exc}") from None
+        if state.tree.leaf(own_leaf) is None:
+            raise MLSError("a stored group state whose own leaf is blank")
+        return state
 
     # --- our own messages (§12.4.1, §6.3) --------------------------------------------------------------
 
@@ -210,7 +286,8 @@ class GroupState:
             del resumption[key_]
         nxt = GroupState(cs, context, tree, self.own_leaf, self.signature_priv, created.private, secrets,
                          ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
-                         framing.interim_transcript_hash(cs, confirmed, tag), {}, resumption, self.external_psks)
+                         framing.interim_transcript_hash(cs, confirmed, tag), {}, resumption, self.external_psks,
+                         self._past_after())
         return Committed(message, welcome, nxt, tuple(added))
 
     def encrypt(self, plaintext: bytes, *, authenticated_data: bytes = b"", padding: int = 0) -> bytes:
@@ -229,6 +306,15 @@ class GroupState:
         return MLSMessage(framing.protect_private(self.cs, ac, self.secret_tree, self.secrets.sender_data_secret)).encode()
 
     # --- commits (§12.4.2) ------------------------------------------------------------------------------
+
+    def _past_after(self) -> dict[int, PastEpoch]:
+        """The window of past epochs once this epoch is over (it joins; the oldest beyond PAST_EPOCHS go)."""
+        past = dict(self.past)
+        past[self.epoch] = PastEpoch(self.context.encode(), self.secrets.sender_data_secret, self.secret_tree,
+                                     {i: leaf.signature_key for i, leaf in self.tree.leaves()})
+        for e in sorted(past)[:-PAST_EPOCHS]:
+            del past[e]
+        return past
 
     def _resolve(self, commit: M.Commit, committer: int) -> list[tuple[M.Proposal, int]]:
         """The commit's proposals with their senders' leaves, references resolved."""
@@ -333,7 +419,8 @@ class GroupState:
             del resumption[key]
         return GroupState(cs, context, tree, self.own_leaf, self.signature_priv, private, secrets,
                           ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
-                          framing.interim_transcript_hash(cs, confirmed, ac.auth.confirmation_tag), {}, resumption, self.external_psks)
+                          framing.interim_transcript_hash(cs, confirmed, ac.auth.confirmation_tag), {}, resumption, self.external_psks,
+                          self._past_after())
 
 
 # --- the active side: key packages, creating a group, committing, sending ---------------------------

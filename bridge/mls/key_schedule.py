@@ -239,6 +239,28 @@ class _HashRatchet:
         key, nonce = self._step()
         return g, key, nonce
 
+    def state(self) -> list[Any]:
+        """Plain values for storage (encrypted at rest by the caller): what is left of the ratchet."""
+        return [self._secret, self._generation, [[g, k, n] for g, (k, n) in sorted(self._skipped.items())]]
+
+    @classmethod
+    def from_state(cls, cs: CipherSuite, state: Any, max_skip: int) -> _HashRatchet:
+        try:
+            secret, generation, skipped = state
+            r = cls(cs, b"", max_skip)
+            if secret is not None and not (isinstance(secret, bytes) and len(secret) == cs.nh):
+                raise TypeError("secret")
+            if not isinstance(generation, int) or not 0 <= generation <= _MAX_GENERATION + 1:
+                raise TypeError("generation")
+            r._secret, r._generation = secret, generation
+            for g, k, n in skipped:
+                if not (isinstance(g, int) and 0 <= g < generation and isinstance(k, bytes) and isinstance(n, bytes)):
+                    raise TypeError("skipped key")
+                r._skipped[g] = (k, n)
+        except (TypeError, ValueError) as exc:
+            raise MLSError(f"a stored hash ratchet is malformed: {exc}") from None
+        return r
+
 
 class SecretTree:
     """The secret tree of one epoch (§9): ``encryption_secret`` at the root of a tree of
@@ -309,6 +331,32 @@ class SecretTree:
     def generation(self, leaf: int, kind: str) -> int:
         """The next generation the ratchet would hand out."""
         return self._ratchet(leaf, kind).generation
+
+    def state(self) -> list[Any]:
+        """Plain values for storage (encrypted at rest by the caller): the node secrets not yet used
+        and the ratchets started; nothing already deleted comes back."""
+        return [self._n_leaves, self._max_skip, [[x, secret] for x, secret in sorted(self._nodes.items())],
+                [[leaf, kind, r.state()] for (leaf, kind), r in sorted(self._ratchets.items())]]
+
+    @classmethod
+    def from_state(cls, cs: CipherSuite, state: Any) -> SecretTree:
+        """Raises:
+        MLSError: not a state :meth:`state` wrote."""
+        try:
+            n_leaves, max_skip, nodes, ratchets = state
+            tree = cls(cs, bytes(cs.nh), n_leaves, max_skip=max_skip)
+            tree._nodes = {}
+            for x, secret in nodes:
+                if not (isinstance(x, int) and 0 <= x < 2 * n_leaves - 1 and isinstance(secret, bytes) and len(secret) == cs.nh):
+                    raise TypeError("node secret")
+                tree._nodes[x] = secret
+            for leaf, kind, rs in ratchets:
+                if kind not in (HANDSHAKE, APPLICATION) or not (isinstance(leaf, int) and 0 <= leaf < n_leaves):
+                    raise TypeError("ratchet")
+                tree._ratchets[(leaf, kind)] = _HashRatchet.from_state(cs, rs, max_skip)
+        except (TypeError, ValueError) as exc:
+            raise MLSError(f"a stored secret tree is malformed: {exc}") from None
+        return tree
 
 
 def sender_data_key_nonce(cs: CipherSuite, sender_data_secret: bytes, ciphertext: bytes) -> tuple[bytes, bytes]:
