@@ -191,3 +191,83 @@ def test_a_key_package_not_signed_by_its_leaf_is_not_added() -> None:
     other_suite = new_key_package(suite(1), b"erin", CS.signature_keypair()[0]).key_package
     with pytest.raises(MLSError, match="another cipher suite"):
         a.commit(add=(other_suite,))
+
+
+def test_every_leaf_that_joins_or_changes_passes_the_applications_check() -> None:
+    """The hook Parley uses to check a leaf's installation against its wallet's identity log."""
+    seen: list[bytes] = []
+
+    def no_mallory(leaf) -> None:  # type: ignore[no-untyped-def]
+        seen.append(leaf.credential.identity)
+        if leaf.credential.identity == b"mallory":
+            raise MLSError("mallory's installation is revoked")
+
+    mallory = member("mallory")
+    a = create(CS, GID, member("alice"), check_leaf=no_mallory)
+    with pytest.raises(MLSError, match="revoked"):
+        a.commit(add=(mallory.key_package,))
+    b = member("bob")
+    r = a.commit(add=(b.key_package,))
+    a = r.state
+    assert b"bob" in seen and b"alice" not in seen  # our own leaf is ours
+    bob = joined(r.welcome, b)  # type: ignore[arg-type]  # bob checks nothing
+    sneaky = bob.commit(add=(mallory.key_package,))
+    before = a.context
+    with pytest.raises(MLSError, match="revoked"):
+        a.receive(sneaky.message)  # a member adding a refused installation: the commit is refused
+    assert a.context == before
+    w = MLSMessage.decode(sneaky.welcome).body  # type: ignore[arg-type]
+    carol = member("carol")
+    r2 = GroupState.from_bytes(bob.to_bytes()).commit(add=(carol.key_package,))  # a tree without mallory
+    with pytest.raises(MLSError, match="revoked"):  # joining a tree that holds a refused leaf
+        join(CS, w, mallory.key_package, init_priv=mallory.init_priv, encryption_priv=mallory.encryption_priv,
+             signature_priv=mallory.signature_priv, check_leaf=no_mallory)
+    joined_ok = join(CS, MLSMessage.decode(r2.welcome).body, carol.key_package, init_priv=carol.init_priv,  # type: ignore[arg-type]
+                     encryption_priv=carol.encryption_priv, signature_priv=carol.signature_priv, check_leaf=no_mallory)
+    assert joined_ok.check_leaf is no_mallory
+    seen.clear()
+    upd = bob.commit()  # bob's new leaf on his path is checked by those who check
+    a.receive(upd.message)
+    assert seen == [b"bob"]
+
+
+def _update_proposal(state: GroupState, identity: bytes) -> bytes:
+    """A member's Update proposal with a fresh leaf naming ``identity`` (what a client would send)."""
+    import dataclasses
+
+    from bridge.mls import messages as M
+    from bridge.mls.messages import ContentType, FramedContent, LeafNodeSource, Sender, WireFormat
+
+    old = state.tree.leaf(state.own_leaf)
+    assert old is not None
+    leaf = dataclasses.replace(old, encryption_key=CS.hpke_keypair()[1], credential=M.Credential.basic(identity),
+                               leaf_node_source=LeafNodeSource.UPDATE, lifetime=None, signature=b"")
+    leaf = dataclasses.replace(leaf, signature=CS.sign_with_label(state.signature_priv, "LeafNodeTBS", leaf.tbs(state.group_id, state.own_leaf)))
+    content = FramedContent(state.group_id, state.epoch, Sender.member(state.own_leaf), b"", ContentType.PROPOSAL,
+                            proposal=M.Proposal(M.Update(leaf)))
+    ac = framing.sign(CS, WireFormat.PRIVATE_MESSAGE, content, state.signature_priv, state.context.encode())
+    return MLSMessage(framing.protect_private(CS, ac, state.secret_tree, state.secrets.sender_data_secret)).encode()
+
+
+def test_an_update_to_a_refused_credential_is_refused_at_the_commit() -> None:
+    def no_mallory(leaf) -> None:  # type: ignore[no-untyped-def]
+        if leaf.credential.identity == b"mallory":
+            raise MLSError("not bob's installation")
+
+    a, b, c = trio()
+    c.check_leaf = no_mallory
+    upd = _update_proposal(b, b"mallory")
+    a.receive(upd)
+    c.receive(upd)
+    r = a.commit()  # a commits b's Update by reference
+    with pytest.raises(MLSError, match="not bob's installation"):
+        c.receive(r.message)
+    a, b, c = trio()
+    c.check_leaf = no_mallory
+    fine = _update_proposal(b, b"bob")
+    a.receive(fine)
+    c.receive(fine)
+    r = a.commit()
+    c.receive(r.message)
+    same_epoch(r.state, c)
+    assert c.tree.leaf(b.own_leaf).leaf_node_source == 2  # type: ignore[union-attr]  # bob's leaf is the update's

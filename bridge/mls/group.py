@@ -20,7 +20,7 @@ Everything received is hostile until it has passed these checks: failures raise
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from bridge.mls.suite import CipherSuite, suite
 from bridge.mls.tree import RatchetTree
 from bridge.mls.welcome import open_welcome
 
-__all__ = ["GroupState", "PastEpoch", "PAST_EPOCHS", "STATE_FORMAT", "Committed", "KeyPackageSecrets", "new_key_package", "create", "join", "Removed", "RESUMPTION_WINDOW",
+__all__ = ["GroupState", "LeafCheck", "accept_any_leaf", "PastEpoch", "PAST_EPOCHS", "STATE_FORMAT", "Committed", "KeyPackageSecrets", "new_key_package", "create", "join", "Removed", "RESUMPTION_WINDOW",
            "check_passive_client"]
 
 #: Past epochs whose resumption PSK is kept (for PSK proposals naming them).
@@ -51,6 +51,16 @@ RESUMPTION_WINDOW = 8
 PAST_EPOCHS = 3
 #: The format of :meth:`GroupState.to_bytes`.
 STATE_FORMAT = 1
+
+
+#: Checks a member's leaf against what the application knows of its credential (for Parley: the
+#: installation it names is active in its wallet's identity log, and signs with the leaf's key).
+#: Raises MLSError to refuse it.
+LeafCheck = Callable[[M.LeafNode], None]
+
+
+def accept_any_leaf(leaf: M.LeafNode) -> None:
+    """The default :data:`LeafCheck`: MLS's own checks only (signatures, key packages)."""
 
 
 @dataclass
@@ -95,6 +105,9 @@ class GroupState:
     resumption_psks: dict[tuple[bytes, int], bytes] = field(default_factory=dict, repr=False)
     external_psks: Mapping[bytes, bytes] = field(default_factory=dict, repr=False)
     past: dict[int, PastEpoch] = field(default_factory=dict, repr=False)
+    #: Run on every leaf that joins or changes: each added key package's, each Update's, each
+    #: committer's new leaf, and every leaf of the tree we join. Not stored: set it after from_bytes.
+    check_leaf: LeafCheck = field(default=accept_any_leaf, repr=False, compare=False)
 
     @property
     def epoch(self) -> int:
@@ -287,7 +300,7 @@ class GroupState:
         nxt = GroupState(cs, context, tree, self.own_leaf, self.signature_priv, created.private, secrets,
                          ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
                          framing.interim_transcript_hash(cs, confirmed, tag), {}, resumption, self.external_psks,
-                         self._past_after())
+                         self._past_after(), self.check_leaf)
         return Committed(message, welcome, nxt, tuple(added))
 
     def encrypt(self, plaintext: bytes, *, authenticated_data: bytes = b"", padding: int = 0) -> bytes:
@@ -357,6 +370,7 @@ class GroupState:
                 raise MLSError("an Update's leaf must have the update source")
             if not cs.verify_with_label(leaf.signature_key, "LeafNodeTBS", leaf.tbs(self.group_id, sender), leaf.signature):
                 raise MLSError(f"the Update of leaf {sender} is not signed by its leaf")
+            self.check_leaf(leaf)
             tree.update(sender, leaf)
         removed = [body.removed for body, _ in by_type.get(M.Remove, [])]
         if len(set(removed)) != len(removed) or committer in removed:
@@ -368,6 +382,7 @@ class GroupState:
             kp = body.key_package
             if kp.cipher_suite != cs.id or not cs.verify_with_label(kp.leaf_node.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature):
                 raise MLSError("an added key package is not valid for this group")
+            self.check_leaf(kp.leaf_node)
             added.append(tree.add(kp.leaf_node))
         psks = [body.psk for body, _ in by_type.get(M.PreSharedKey, [])]
         return extensions, removed, added, psks, bool(by_type.get(M.Update))
@@ -400,6 +415,7 @@ class GroupState:
                            confirmed_transcript_hash=self.context.confirmed_transcript_hash, extensions=tuple(extensions))
         if commit.path is not None:
             tree = treekem.apply_update_path(tree, committer, commit.path, self.group_id)
+            self.check_leaf(commit.path.leaf_node)
             private.prune(tree)
             _, commit_secret = treekem.decrypt_path(private, tree, committer, commit.path,
                                                     GroupContext(tree_hash=tree.tree_hash(), **provisional), excluded=added)
@@ -420,7 +436,7 @@ class GroupState:
         return GroupState(cs, context, tree, self.own_leaf, self.signature_priv, private, secrets,
                           ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
                           framing.interim_transcript_hash(cs, confirmed, ac.auth.confirmation_tag), {}, resumption, self.external_psks,
-                          self._past_after())
+                          self._past_after(), self.check_leaf)
 
 
 # --- the active side: key packages, creating a group, committing, sending ---------------------------
@@ -458,7 +474,8 @@ def _signed_leaf(cs: CipherSuite, leaf: M.LeafNode, signature_priv: bytes, group
     return dataclasses.replace(leaf, signature=cs.sign_with_label(signature_priv, "LeafNodeTBS", leaf.tbs(group_id, index)))
 
 
-def create(cs: CipherSuite, group_id: bytes, own: KeyPackageSecrets, *, extensions: tuple[M.Extension, ...] = ()) -> GroupState:
+def create(cs: CipherSuite, group_id: bytes, own: KeyPackageSecrets, *, extensions: tuple[M.Extension, ...] = (),
+           check_leaf: LeafCheck = accept_any_leaf) -> GroupState:
     """A new group (§11) with us as its only member, at epoch 0."""
     from bridge.mls import treekem
 
@@ -467,14 +484,15 @@ def create(cs: CipherSuite, group_id: bytes, own: KeyPackageSecrets, *, extensio
     secrets = ks.next_epoch(cs, os.urandom(cs.nh), None, None, context)
     interim = framing.interim_transcript_hash(cs, b"", framing.confirmation_tag(cs, secrets.confirmation_key, b""))
     return GroupState(cs, context, tree, 0, own.signature_priv, treekem.TreeKEMPrivate(cs, 0, own.encryption_priv), secrets,
-                      ks.SecretTree(cs, secrets.encryption_secret, 1), interim, {}, {(group_id, 0): secrets.resumption_psk})
+                      ks.SecretTree(cs, secrets.encryption_secret, 1), interim, {}, {(group_id, 0): secrets.resumption_psk}, {}, {}, check_leaf)
 
 
 # --- joining (§12.4.3.1) ---------------------------------------------------------------------------
 
 
 def join(cs: CipherSuite, welcome: Welcome, key_package: KeyPackage, *, init_priv: bytes, encryption_priv: bytes,
-         signature_priv: bytes, ratchet_tree: bytes | None = None, external_psks: Mapping[bytes, bytes] | None = None) -> GroupState:
+         signature_priv: bytes, ratchet_tree: bytes | None = None, external_psks: Mapping[bytes, bytes] | None = None,
+         check_leaf: LeafCheck = accept_any_leaf) -> GroupState:
     """Join from ``welcome`` as the client of ``key_package`` (its three private keys given).
 
     Raises:
@@ -508,6 +526,8 @@ def join(cs: CipherSuite, welcome: Welcome, key_package: KeyPackage, *, init_pri
         raise MLSError("the ratchet tree's parent hashes are not valid")
     if not tree.leaf_signatures_valid(gc.group_id):
         raise MLSError("a leaf of the ratchet tree is not validly signed")
+    for _, leaf in tree.leaves():
+        check_leaf(leaf)
     own = [i for i, leaf in tree.leaves() if leaf == key_package.leaf_node]
     if len(own) != 1:
         raise MLSError("our key package's leaf is not in the ratchet tree" if not own else "our leaf is in the tree twice")
@@ -522,7 +542,7 @@ def join(cs: CipherSuite, welcome: Welcome, key_package: KeyPackage, *, init_pri
     interim = framing.interim_transcript_hash(cs, gc.confirmed_transcript_hash, info.confirmation_tag)
     secrets = opened.epoch_secrets
     return GroupState(cs, gc, tree, own[0], signature_priv, private, secrets, ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
-                      interim, {}, {(gc.group_id, gc.epoch): secrets.resumption_psk}, psks)
+                      interim, {}, {(gc.group_id, gc.epoch): secrets.resumption_psk}, psks, {}, check_leaf)
 
 
 # --- the working group's passive-client vectors ------------------------------------------------------
