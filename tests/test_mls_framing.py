@@ -95,3 +95,20 @@ def test_the_reuse_guard_changes_the_nonce_and_padding_must_be_zero() -> None:
     with pytest.raises(DecodeError, match="padding"):
         M.PrivateMessageContent.decode(M.PrivateMessageContent(ContentType.APPLICATION, M.FramedContentAuthData(b"s"), b"x").encode() + b"\x00\x01",
                                        ContentType.APPLICATION)
+
+
+def test_a_forged_message_in_another_senders_name_does_not_burn_that_senders_key() -> None:
+    """Every member can derive every sender's keys: a member forging leaf 1's generation 0 (its
+    sender data right, its signature not leaf 1's) must not cost leaf 1's real message its key."""
+    secret = H(CASE["encryption_secret"])
+    genuine = _private(SecretTree(CS, secret, 2))
+    forger_priv, _ = CS.signature_keypair()
+    forged_ac = sign(CS, WireFormat.PRIVATE_MESSAGE, _content(ContentType.APPLICATION, application_data=b"forged"), forger_priv, GC)
+    forged = protect_private(CS, forged_ac, SecretTree(CS, secret, 2), H(CASE["sender_data_secret"]))
+    receiver = SecretTree(CS, secret, 2)
+    for bad in (forged, dataclasses.replace(genuine, ciphertext=genuine.ciphertext[:-1] + bytes([genuine.ciphertext[-1] ^ 1]))):
+        with pytest.raises(VerifyError):
+            _open(bad, receiver)
+    assert _open(genuine, receiver).content.application_data == b"secret"
+    with pytest.raises(MLSError):
+        _open(genuine, receiver)  # and once opened, its key is gone

@@ -138,7 +138,8 @@ def unprotect_private(cs: CipherSuite, pm: PrivateMessage, tree: SecretTree, sen
     signature_pub = signature_key_of(sender.leaf_index)
     if signature_pub is None:
         raise MLSError(f"no member at leaf {sender.leaf_index}")
-    key, nonce = tree.key_nonce(sender.leaf_index, _kind(pm.content_type), sender.generation)
+    kind = _kind(pm.content_type)
+    key, nonce = tree.peek_key_nonce(sender.leaf_index, kind, sender.generation)
     plaintext = cs.open(key, _guarded(nonce, sender.reuse_guard), pm.content_aad(), pm.ciphertext)
     pmc = PrivateMessageContent.decode(plaintext, pm.content_type)
     try:
@@ -148,6 +149,9 @@ def unprotect_private(cs: CipherSuite, pm: PrivateMessage, tree: SecretTree, sen
         raise DecodeError(str(exc)) from None
     ac = AuthenticatedContent(WireFormat.PRIVATE_MESSAGE, content, pmc.auth)
     verify(cs, ac, signature_pub, group_context)
+    # Only now is the key used up (§9.2): every member can derive every sender's keys, so a message
+    # that opens but is not signed by the sender must not cost the sender's real message its key.
+    tree.key_nonce(sender.leaf_index, kind, sender.generation)
     return ac
 
 

@@ -217,22 +217,31 @@ class _HashRatchet:
         return out
 
     def get(self, generation: int) -> tuple[bytes, bytes]:
+        key_nonce = self.peek(generation)
+        del self._skipped[generation]
+        return key_nonce
+
+    def peek(self, generation: int) -> tuple[bytes, bytes]:
+        """The key and nonce of ``generation`` without using them up: the ratchet moves forward to it
+        (keeping the keys it passes, ``generation``'s included) but nothing is deleted until
+        :meth:`get`. A message that then fails to decrypt costs the real one nothing."""
         if not 0 <= generation <= _MAX_GENERATION:
             raise MLSError(f"generation {generation} is not a uint32")
         if generation < self._generation:
-            try:
-                return self._skipped.pop(generation)
-            except KeyError:
-                raise MLSError(f"generation {generation} was already used or has been deleted") from None
+            hit = self._skipped.get(generation)
+            if hit is None:
+                raise MLSError(f"generation {generation} was already used or has been deleted")
+            return hit
         if generation - self._generation > self._max_skip:
             raise MLSError(f"generation {generation} is more than {self._max_skip} ahead of {self._generation}")
-        while self._generation < generation:
+        while self._generation <= generation:
             g = self._generation
             self._skipped[g] = self._step()
-        if len(self._skipped) > self._max_skip:
-            for g in sorted(self._skipped)[: len(self._skipped) - self._max_skip]:
-                del self._skipped[g]
-        return self._step()
+        if len(self._skipped) > self._max_skip + 1:
+            for g in sorted(self._skipped)[: len(self._skipped) - self._max_skip - 1]:
+                if g != generation:
+                    del self._skipped[g]
+        return self._skipped[generation]
 
     def next(self) -> tuple[int, bytes, bytes]:
         g = self._generation
@@ -323,6 +332,14 @@ class SecretTree:
                 key deleted; or it is more than ``max_skip`` ahead of the ratchet.
         """
         return self._ratchet(leaf, kind).get(generation)
+
+    def peek_key_nonce(self, leaf: int, kind: str, generation: int) -> tuple[bytes, bytes]:
+        """:meth:`key_nonce` without using the key up: call :meth:`key_nonce` once the message it
+        opens has been checked, so a forged message cannot burn another sender's key.
+
+        Raises:
+            MLSError: as :meth:`key_nonce`."""
+        return self._ratchet(leaf, kind).peek(generation)
 
     def next_key_nonce(self, leaf: int, kind: str) -> tuple[int, bytes, bytes]:
         """The sender's side: (generation, key, nonce) of the next unused generation of the ratchet."""
