@@ -271,3 +271,34 @@ def test_an_update_to_a_refused_credential_is_refused_at_the_commit() -> None:
     c.receive(r.message)
     same_epoch(r.state, c)
     assert c.tree.leaf(b.own_leaf).leaf_node_source == 2  # type: ignore[union-attr]  # bob's leaf is the update's
+
+
+def test_mutated_group_messages_fail_with_mls_errors_and_change_nothing() -> None:
+    """A hostile relay flipping bytes: each mutation of a commit, a proposal or an application
+    message fails with an MLS or decoding error (never another exception), and the group goes on."""
+    import random
+
+    from bridge.mls.tls import DecodeError
+
+    a, b, c = trio()
+    rng = random.Random(14)
+    originals = [a.commit(add=(member("dave").key_package,)).message, a.propose_remove(c.own_leaf), a.encrypt(b"hello")]
+    context, tree = b.context, b.tree.encode()
+    for data in originals:
+        for _ in range(120):
+            m = bytearray(data)
+            for _ in range(rng.randint(1, 4)):
+                m[rng.randrange(len(m))] = rng.randrange(256)
+            if bytes(m) == data:
+                continue
+            with pytest.raises((MLSError, DecodeError)):
+                b.receive(bytes(m))
+        for cut in (0, 1, len(data) // 2, len(data) - 1):
+            with pytest.raises((MLSError, DecodeError)):
+                b.receive(data[:cut])
+    assert b.context == context and b.tree.encode() == tree
+    b.receive(originals[2])  # the genuine ones still work after all that
+    b.receive(originals[1])
+    r = a.commit()  # it commits its proposal by reference
+    b.receive(r.message)
+    same_epoch(r.state, b)
