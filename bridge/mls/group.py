@@ -1,18 +1,21 @@
-"""A member's view of one MLS group (RFC 9420 §8, §12): joining from a Welcome, following the
-group's proposals and commits epoch by epoch, and the epoch's secrets for messages.
+"""A member's view of one MLS group (RFC 9420 §8, §11, §12).
 
 :class:`GroupState` holds one epoch: the GroupContext, the ratchet tree, our leaf and the private
 keys on our path (TreeKEM), the epoch's secrets, the secret tree, the interim transcript hash,
-the proposals received in this epoch (by reference), and a bounded window of past epochs'
-resumption PSKs.
+the proposals received in this epoch (by reference), the resumption PSKs of recent epochs, and
+what reading a late application message of the last ``PAST_EPOCHS`` epochs needs.
 
+* :func:`new_key_package`, :func:`create` - a key package naming our installation; a new group.
 * :func:`join` - §12.4.3.1: open the Welcome, take the ratchet tree (given, or the GroupInfo's
-  ``ratchet_tree`` extension), check it (tree hash, parent hashes, every leaf's signature), find our
-  leaf, and start the key schedule from the joiner secret.
-* :meth:`GroupState.receive` - unprotect a PublicMessage or PrivateMessage of this epoch; a proposal
-  is kept for a later commit, a commit moves the group to the next epoch (§12.4.2): proposals
-  applied in the order §12.3 fixes, the UpdatePath merged and decrypted, the transcript hashes, the
-  key schedule with the PSKs named, and the confirmation tag checked.
+  ``ratchet_tree`` extension), check it (tree hash, parent hashes, every leaf's signature and the
+  application's ``check_leaf``), find our leaf, and start the key schedule from the joiner secret.
+* :meth:`GroupState.receive` - unprotect a PublicMessage or PrivateMessage; a proposal is kept for
+  a later commit, a commit moves the group to the next epoch (§12.4.2): proposals applied in the
+  order §12.3 fixes, the UpdatePath merged and decrypted, the transcript hashes, the key schedule
+  with the PSKs named, and the confirmation tag checked.
+* :meth:`GroupState.commit`, :meth:`~GroupState.encrypt`, :meth:`~GroupState.propose_remove` - our
+  own commits (with the Welcome for those added), application messages, and leaving.
+* :meth:`GroupState.to_bytes` / :meth:`~GroupState.from_bytes` - the state for encrypted storage.
 
 Everything received is hostile until it has passed these checks: failures raise
 :class:`~bridge.mls.errors.MLSError` (or VerifyError, DecodeError) and leave the state as it was.
@@ -20,13 +23,12 @@ Everything received is hostile until it has passed these checks: failures raise
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
 import dataclasses
 import os
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from bridge.mls import framing
 from bridge.mls import key_schedule as ks
@@ -41,8 +43,10 @@ from bridge.mls.suite import CipherSuite, suite
 from bridge.mls.tree import RatchetTree
 from bridge.mls.welcome import open_welcome
 
-__all__ = ["GroupState", "LeafCheck", "accept_any_leaf", "PastEpoch", "PAST_EPOCHS", "STATE_FORMAT", "Committed", "KeyPackageSecrets", "new_key_package", "create", "join", "Removed", "RESUMPTION_WINDOW",
-           "check_passive_client"]
+__all__ = [
+    "GroupState", "Committed", "Removed", "PastEpoch", "LeafCheck", "accept_any_leaf", "KeyPackageSecrets", "new_key_package",
+    "create", "join", "check_passive_client", "PAST_EPOCHS", "RESUMPTION_WINDOW", "STATE_FORMAT",
+]
 
 #: Past epochs whose resumption PSK is kept (for PSK proposals naming them).
 RESUMPTION_WINDOW = 8
@@ -92,6 +96,9 @@ class Committed:
 
 @dataclass
 class GroupState:
+    """One member's state of one group in one epoch. A received commit or our own (once accepted)
+    gives the next epoch's state; nothing is changed by a message that fails its checks."""
+
     cs: CipherSuite
     context: GroupContext
     tree: RatchetTree
@@ -293,13 +300,10 @@ class GroupState:
                 kem_output, ct = cs.encrypt_with_label(kp.init_key, "Welcome", encrypted_info, secrets_for.encode())
                 entries.append(M.EncryptedGroupSecrets(kp.ref(cs), M.HPKECiphertext(kem_output, ct)))
             welcome = MLSMessage(M.Welcome(cs.id, tuple(entries), encrypted_info)).encode()
-        resumption = dict(self.resumption_psks)
-        resumption[(self.group_id, context.epoch)] = secrets.resumption_psk
-        for key_ in sorted(resumption, key=lambda k: k[1])[:-RESUMPTION_WINDOW]:
-            del resumption[key_]
         nxt = GroupState(cs, context, tree, self.own_leaf, self.signature_priv, created.private, secrets,
                          ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
-                         framing.interim_transcript_hash(cs, confirmed, tag), {}, resumption, self.external_psks,
+                         framing.interim_transcript_hash(cs, confirmed, tag), {}, self._resumption_after(context.epoch, secrets),
+                         self.external_psks,
                          self._past_after(), self.check_leaf)
         return Committed(message, welcome, nxt, tuple(added))
 
@@ -319,6 +323,14 @@ class GroupState:
         return MLSMessage(framing.protect_private(self.cs, ac, self.secret_tree, self.secrets.sender_data_secret)).encode()
 
     # --- commits (§12.4.2) ------------------------------------------------------------------------------
+
+    def _resumption_after(self, epoch: int, secrets: ks.EpochSecrets) -> dict[tuple[bytes, int], bytes]:
+        """The resumption PSKs once ``epoch`` begins: its own added, the oldest beyond RESUMPTION_WINDOW gone."""
+        resumption = dict(self.resumption_psks)
+        resumption[(self.group_id, epoch)] = secrets.resumption_psk
+        for key in sorted(resumption, key=lambda k: k[1])[:-RESUMPTION_WINDOW]:
+            del resumption[key]
+        return resumption
 
     def _past_after(self) -> dict[int, PastEpoch]:
         """The window of past epochs once this epoch is over (it joins; the oldest beyond PAST_EPOCHS go)."""
@@ -429,13 +441,10 @@ class GroupState:
         secrets = ks.next_epoch(cs, self.secrets.init_secret, commit_secret, psk_secret, context)
         if not cs.verify_mac(secrets.confirmation_key, confirmed, ac.auth.confirmation_tag):
             raise MLSError("the commit's confirmation tag does not verify")
-        resumption = dict(self.resumption_psks)
-        resumption[(self.group_id, context.epoch)] = secrets.resumption_psk
-        for key in sorted(resumption, key=lambda k: k[1])[:-RESUMPTION_WINDOW]:
-            del resumption[key]
         return GroupState(cs, context, tree, self.own_leaf, self.signature_priv, private, secrets,
                           ks.SecretTree(cs, secrets.encryption_secret, tree.n_leaves),
-                          framing.interim_transcript_hash(cs, confirmed, ac.auth.confirmation_tag), {}, resumption, self.external_psks,
+                          framing.interim_transcript_hash(cs, confirmed, ac.auth.confirmation_tag), {},
+                          self._resumption_after(context.epoch, secrets), self.external_psks,
                           self._past_after(), self.check_leaf)
 
 
