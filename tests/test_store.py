@@ -239,3 +239,20 @@ def test_a_threads_connection_closes_when_the_thread_ends(tmp_path: Path) -> Non
         t.join()
     finally:
         store.close()
+
+
+def test_a_store_nobody_closes_is_collected_with_its_connections(tmp_path: Path) -> None:
+    """Throw-away stores (a standby's, a restore's temporary home) must not outlive their last
+    reference, nor keep their database files open."""
+    import gc
+    import weakref
+
+    store = Store(tmp_path / "parley.db")
+    store.read("SELECT 1")
+    gone = weakref.ref(store)
+    fds = lambda: sum(1 for fd in Path("/proc/self/fd").iterdir() if "parley.db" in str(fd.resolve(strict=False)))  # noqa: E731
+    assert fds() >= 1
+    del store
+    gc.collect()
+    assert gone() is None
+    assert fds() == 0

@@ -323,6 +323,16 @@ class _Held:
         self.conn = conn
 
 
+def _close_held(conn: sqlite3.Connection, closers: set[weakref.finalize], lock: threading.RLock) -> None:
+    """The finalizer of a thread's connection: its thread ended, its store was dropped, or
+    :meth:`Store.close` was called."""
+    with contextlib.suppress(Exception):
+        conn.close()
+    with lock:
+        for dead in [f for f in closers if not f.alive]:
+            closers.discard(dead)
+
+
 class Store:
     """One SQLite database; a connection per thread (closed when the thread ends); explicit write
     transactions."""
@@ -370,17 +380,11 @@ class Store:
         conn.execute("PRAGMA foreign_keys = ON")
         held = _Held(conn)
         with self._lock:
-            closer = weakref.finalize(held, self._closed, conn)
-            self._all.add(closer)
+            # The finalizer holds the set and the lock, not the store: a store nobody closes is still
+            # collected, and its connections close with it.
+            self._all.add(weakref.finalize(held, _close_held, conn, self._all, self._lock))
         self._local.held = held
         return conn
-
-    def _closed(self, conn: sqlite3.Connection) -> None:
-        """The finalizer of a thread's connection: its thread ended, or :meth:`close` was called."""
-        with contextlib.suppress(Exception):
-            conn.close()
-        with self._lock:
-            self._all = {f for f in self._all if f.alive}
 
     def open_connections(self) -> int:
         """How many connections this store holds open (one per live thread that used it)."""
