@@ -24,11 +24,11 @@ import base64
 import json
 import os
 import queue
+import sqlite3
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -168,8 +168,6 @@ def floors(daemon_url: str, token: str, home: Path) -> dict[str, float]:
     for th in threads:
         th.join()
     rate = n / (time.perf_counter() - t)
-    import sqlite3
-
     db = sqlite3.connect(home / "floor.db", isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode = WAL")

@@ -70,3 +70,19 @@ def test_a_tampered_parent_or_leaf_fails_the_checks() -> None:
     bad.nodes[tm.leaf_to_node(5)] = dataclasses.replace(leaf, encryption_key=bytes(32))
     assert not bad.leaf_signatures_valid(group_id)
     assert not tree.leaf_signatures_valid(group_id + b"x")  # signatures bind the group
+
+
+def test_hashing_a_tree_keeps_none_of_its_nodes_alive_afterwards() -> None:
+    """Tree hashes reuse node encodings: the cache must not pin the nodes of trees long gone (a
+    daemon with many groups would grow without bound)."""
+    import gc
+
+    from bridge.mls import tree as tree_module
+
+    tree = RatchetTree.decode(suite(1), bytes.fromhex(next(c for c in CASES if c["cipher_suite"] == 1)["tree"]))
+    before = len(tree_module._CACHE)
+    tree.tree_hash()
+    assert len(tree_module._CACHE) > before
+    del tree
+    gc.collect()
+    assert len(tree_module._CACHE) == before

@@ -13,6 +13,7 @@ Leaf nodes are :class:`bridge.mls.messages.LeafNode`, parent nodes :class:`~brid
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -34,34 +35,31 @@ _LEAF, _PARENT = 1, 2
 MAX_LEAVES = 1 << 16
 
 
-#: Encodings of nodes seen (keyed by identity: nodes are immutable; the node is kept so its id is
-#: not reused), and leaf hashes by (leaf index, node identity). Hashing a tree of 1,000 members
-#: again after a commit re-encodes only what changed.
-_ENCODED: dict[int, tuple[object, bytes]] = {}
-_LEAF_HASHES: dict[tuple[int, int, int], tuple[object, bytes]] = {}
-_CACHE_MAX = 200_000
+#: Per live node (keyed by identity; nodes are immutable): its encoding and its leaf hashes by
+#: (suite, leaf index). An entry goes when its node is collected, so nothing here keeps a node alive.
+#: Hashing a tree of 1,000 members again after a commit re-encodes only what changed.
+_CACHE: dict[int, tuple[bytes, dict[tuple[int, int], bytes]]] = {}
+
+
+def _entry(node: LeafNode | ParentNode) -> tuple[bytes, dict[tuple[int, int], bytes]]:
+    entry = _CACHE.get(id(node))
+    if entry is None:
+        entry = _CACHE[id(node)] = (node.encode(), {})
+        weakref.finalize(node, _CACHE.pop, id(node), None)
+    return entry
 
 
 def _encoded(node: LeafNode | ParentNode) -> bytes:
-    hit = _ENCODED.get(id(node))
-    if hit is not None and hit[0] is node:
-        return hit[1]
-    data = node.encode()
-    if len(_ENCODED) >= _CACHE_MAX:
-        _ENCODED.clear()
-    _ENCODED[id(node)] = (node, data)
-    return data
+    return _entry(node)[0]
 
 
 def _leaf_hash(cs: CipherSuite, index: int, node: Node) -> bytes:
-    key = (cs.id, index, id(node))
-    hit = _LEAF_HASHES.get(key)
-    if hit is not None and hit[0] is node:
-        return hit[1]
-    h = cs.hash(b"\x01" + index.to_bytes(4, "big") + (b"\x01" + _encoded(node) if node is not None else b"\x00"))
-    if len(_LEAF_HASHES) >= _CACHE_MAX:
-        _LEAF_HASHES.clear()
-    _LEAF_HASHES[key] = (node, h)
+    if node is None:
+        return cs.hash(b"\x01" + index.to_bytes(4, "big") + b"\x00")
+    data, hashes = _entry(node)
+    h = hashes.get((cs.id, index))
+    if h is None:
+        h = hashes[(cs.id, index)] = cs.hash(b"\x01" + index.to_bytes(4, "big") + b"\x01" + data)
     return h
 
 

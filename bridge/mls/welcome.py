@@ -80,13 +80,9 @@ def check_welcome(case: dict[str, Any]) -> None:
         raise AssertionError("key_package / welcome of the wrong wire format")
     expect("init key pair", cs.hpke_public(bytes.fromhex(case["init_priv"])), kp.init_key)
     open_welcome(cs, welcome, kp, bytes.fromhex(case["init_priv"]), lambda _info: bytes.fromhex(case["signer_pub"]))
-    # the same Welcome with another init key, or for another key package, does not open
-    for bad_priv in (cs.hpke_keypair()[0],):
-        try:
-            open_welcome(cs, welcome, kp, bad_priv, lambda _info: bytes.fromhex(case["signer_pub"]))
-        except (MLSError, VerifyError):
-            pass
-        else:
-            raise AssertionError("the Welcome opened with another init key")
-
-
+    # the same Welcome does not open with another init key
+    try:
+        open_welcome(cs, welcome, kp, cs.hpke_keypair()[0], lambda _info: bytes.fromhex(case["signer_pub"]))
+    except MLSError:
+        return
+    raise AssertionError("the Welcome opened with another init key")
